@@ -1,0 +1,39 @@
+"""The ``lesion-response`` command line: a thin face over the library's stages.
+
+Each stage owns its commands in ``LesionResponseLib/<stage>/cli.py`` (a ``register(app)`` function);
+heavy imports happen inside the commands so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from LesionResponseLib import __version__
+
+STAGES = ("phantom", "dicomio", "segmentation", "tracking", "analysis", "review", "report")
+
+app = typer.Typer(
+    help="Lesion-by-lesion response assessment of longitudinal [68Ga]Ga-DOTATATE PET/CT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lesion-response {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """LesionResponse command line. Run a subcommand with --help for its options."""
+
+
+for _stage in STAGES:
+    importlib.import_module(f"LesionResponseLib.{_stage}.cli").register(app)

@@ -1,0 +1,267 @@
+"""Plain, typed, serialisable objects that flow between the stages.
+
+DICOM -> :class:`TimePointInfo` (+ SUV PET and CT images) -> :class:`LesionROI` ->
+:class:`RegistrationResult` -> :class:`Link` -> :class:`Track` -> :class:`TrackResponse` -> reports.
+
+Every object converts to and from a JSON-compatible ``dict`` with ``to_dict`` / ``from_dict``.
+Coordinates are DICOM patient coordinates (LPS, mm) unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+SCHEMA_VERSION = 1
+
+RoiStatus = Literal["accepted", "rejected"]
+RoiCategory = Literal["baseline", "new", "increasing", "stable", "decreasing"]
+TrackCategory = Literal["new", "increasing", "stable", "decreasing", "disappearing", "absent"]
+TrackPattern = Literal[
+    "baseline-only", "monotonic", "non-monotonic", "new-then-resolved", "disappeared-then-returned", "new"
+]
+
+T = TypeVar("T")
+
+
+class _Serialisable:
+    """Mixin: dataclass <-> JSON-compatible dict (tuples become lists; int dict keys become strings)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass
+class TimePointInfo(_Serialisable):
+    """One time point: the chosen PET and CT series of one study, and how PET becomes SUV."""
+
+    index: int  # 0 = baseline, in acquisition-date order
+    patient_id: str
+    study_date: str  # YYYYMMDD
+    scan_datetime: str  # ISO 8601; PET scan start used for decay correction
+    study_instance_uid: str
+    pet_series_instance_uid: str
+    ct_series_instance_uid: str | None
+    frame_of_reference_uid: str | None
+    suv_factor: float  # SUVbw per Bq/mL (weight g / decayed injected activity Bq)
+    suv_method: str  # e.g. "BQML/START", "BQML/ADMIN", "CNTS/Philips", "BQML/GE-reprocessed", "GML"
+    weight_kg: float | None = None
+    height_m: float | None = None
+    sex: str | None = None
+    injected_activity_bq: float | None = None
+    injection_datetime: str | None = None  # ISO 8601
+    uptake_time_s: float | None = None
+    half_life_s: float | None = None
+    sul_factor: float | None = None  # SUL per Bq/mL (Janmahasatian LBM), None when sex/height unknown
+    manufacturer: str | None = None
+    pet_files: list[str] = field(default_factory=list)
+    ct_files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LesionROI(_Serialisable):
+    """One lesion-ROI: a connected region of non-physiological uptake at one time point."""
+
+    roi_id: str  # unique in an analysis, e.g. "tp1-L0007" (see :func:`roi_id_for`)
+    timepoint: int
+    label: int  # value in that time point's label map (PET grid)
+    centroid_mm: tuple[float, float, float]  # LPS, mm, that time point's own scan
+    volume_ml: float
+    suv_max: float
+    suv_mean: float
+    suv_peak: float  # highest mean in a 1 mL sphere centred within the ROI
+    suv_total: float  # SUVmean x volume, SUV*mL
+    n_voxels: int = 0
+    status: RoiStatus = "accepted"
+    source: Literal["auto", "reader"] = "auto"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LesionROI:
+        roi = super().from_dict(data)
+        roi.centroid_mm = tuple(float(c) for c in roi.centroid_mm)  # type: ignore[assignment]
+        return roi
+
+
+def roi_id_for(timepoint: int, label: int) -> str:
+    """The canonical ROI id of ``label`` in time point ``timepoint``."""
+    return f"tp{timepoint}-L{label:04d}"
+
+
+@dataclass
+class RegistrationResult(_Serialisable):
+    """Registration of ``moving_timepoint`` onto ``fixed_timepoint``.
+
+    The transform file (ITK format, path relative to the analysis folder) follows the ITK convention:
+    it maps physical points (LPS mm) of the fixed scan to the corresponding points of the moving scan.
+    """
+
+    fixed_timepoint: int
+    moving_timepoint: int
+    transform_path: str
+    method: str
+    ok: bool
+    quality: dict[str, float] = field(default_factory=dict)  # e.g. metric before/after, NCC, Dice of body
+    message: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Link(_Serialisable):
+    """A correspondence between two ROIs of different time points (``roi_a`` earlier than ``roi_b``)."""
+
+    roi_a: str
+    roi_b: str
+    cost: float = 0.0
+    overlap: float = 0.0  # overlap of the dilated, registered ROIs (Dice-like, 0..1)
+    distance_mm: float = 0.0  # centroid distance after registration
+    kind: Literal["one-to-one", "split", "merge", "reader"] = "one-to-one"
+    source: Literal["auto", "reader"] = "auto"
+
+
+@dataclass
+class Track(_Serialisable):
+    """The path of one lesion across all time points: a connected component of links."""
+
+    track_id: int
+    rois: dict[int, list[str]]  # time point -> ROI ids (several at one time point = split/merge)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Track:
+        return cls(track_id=int(data["track_id"]), rois={int(k): list(v) for k, v in data["rois"].items()})
+
+    @property
+    def first_timepoint(self) -> int:
+        return min(tp for tp, ids in self.rois.items() if ids)
+
+    @property
+    def last_timepoint(self) -> int:
+        return max(tp for tp, ids in self.rois.items() if ids)
+
+
+@dataclass
+class TrackResponse(_Serialisable):
+    """Response of one track at every follow-up."""
+
+    track_id: int
+    suv_total: dict[int, float]  # time point -> summed SUVtotal of its accepted ROIs (0 when absent)
+    categories: dict[int, str]  # follow-up index (>=1) -> TrackCategory
+    delta_suv_total_pct: dict[int, float | None]  # follow-up -> % change vs reference (None if undefined)
+    pattern: str  # TrackPattern
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrackResponse:
+        return cls(
+            track_id=int(data["track_id"]),
+            suv_total={int(k): float(v) for k, v in data["suv_total"].items()},
+            categories={int(k): v for k, v in data["categories"].items()},
+            delta_suv_total_pct={
+                int(k): (None if v is None else float(v)) for k, v in data["delta_suv_total_pct"].items()
+            },
+            pattern=data["pattern"],
+        )
+
+
+@dataclass
+class AnalysisParameters(_Serialisable):
+    """Every tunable of the analysis, with its default. Stored in analysis.json."""
+
+    segmentation_method: str = "model"  # "model" | "threshold" | "truth" (phantom) | path to a model file
+    model_path: str | None = None
+    min_roi_volume_ml: float = 0.1
+    registration_method: str = "sitk-bspline"
+    dilation_mm: float = 5.0
+    max_match_distance_mm: float = 30.0
+    min_overlap: float = 0.05
+    reference: Literal["baseline", "previous", "nadir"] = "baseline"
+    decrease_threshold_pct: float = -30.0
+    increase_threshold_pct: float = 30.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Analysis:
+    """Everything known about one patient's longitudinal assessment (serialised as ``analysis.json``).
+
+    ``heterogeneous`` maps follow-up index (>= 1) to the patient-level heterogeneity flag. ``audit`` is the
+    reader's edit history (see :mod:`LesionResponseLib.review`).
+    """
+
+    patient_id: str
+    timepoints: list[TimePointInfo]
+    rois: list[LesionROI] = field(default_factory=list)
+    registrations: list[RegistrationResult] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    tracks: list[Track] = field(default_factory=list)
+    responses: list[TrackResponse] = field(default_factory=list)
+    heterogeneous: dict[int, bool] = field(default_factory=dict)
+    parameters: AnalysisParameters = field(default_factory=AnalysisParameters)
+    software_version: str = ""
+    schema_version: int = SCHEMA_VERSION
+    audit: list[dict[str, Any]] = field(default_factory=list)
+
+    def roi(self, roi_id: str) -> LesionROI:
+        """The ROI with id ``roi_id`` (KeyError naming it when absent)."""
+        for roi in self.rois:
+            if roi.roi_id == roi_id:
+                return roi
+        raise KeyError(f"no lesion-ROI {roi_id!r} in this analysis")
+
+    def track(self, track_id: int) -> Track:
+        for track in self.tracks:
+            if track.track_id == track_id:
+                return track
+        raise KeyError(f"no track {track_id} in this analysis")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "software_version": self.software_version,
+            "patient_id": self.patient_id,
+            "timepoints": [t.to_dict() for t in self.timepoints],
+            "parameters": self.parameters.to_dict(),
+            "heterogeneous": {str(k): bool(v) for k, v in self.heterogeneous.items()},
+            "rois": [r.to_dict() for r in self.rois],
+            "registrations": [r.to_dict() for r in self.registrations],
+            "links": [link.to_dict() for link in self.links],
+            "tracks": [t.to_dict() for t in self.tracks],
+            "responses": [r.to_dict() for r in self.responses],
+            "audit": _jsonable(self.audit),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Analysis:
+        version = int(data.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"analysis.json has schema_version {version}, newer than this software understands "
+                f"({SCHEMA_VERSION}); update LesionResponse."
+            )
+        return cls(
+            patient_id=data["patient_id"],
+            timepoints=[TimePointInfo.from_dict(t) for t in data["timepoints"]],
+            rois=[LesionROI.from_dict(r) for r in data.get("rois", [])],
+            registrations=[RegistrationResult.from_dict(r) for r in data.get("registrations", [])],
+            links=[Link.from_dict(x) for x in data.get("links", [])],
+            tracks=[Track.from_dict(t) for t in data.get("tracks", [])],
+            responses=[TrackResponse.from_dict(r) for r in data.get("responses", [])],
+            heterogeneous={int(k): bool(v) for k, v in data.get("heterogeneous", {}).items()},
+            parameters=AnalysisParameters.from_dict(data.get("parameters", {})),
+            software_version=data.get("software_version", ""),
+            schema_version=version or SCHEMA_VERSION,
+            audit=list(data.get("audit", [])),
+        )

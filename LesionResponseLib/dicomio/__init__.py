@@ -1,0 +1,1 @@
+"""dicomio stage of LesionResponse."""

@@ -1,0 +1,7 @@
+"""Command-line commands of the dicomio stage."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's commands to the ``lesion-response`` app."""
