@@ -1,0 +1,59 @@
+"""``segment``: PET (SUV) -> lesion-ROI label map on the PET grid."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from LesionResponseLib.errors import describe
+from LesionResponseLib.segmentation.components import label_rois
+from LesionResponseLib.segmentation.model import SegmentationError, SegmentationModel, load_model
+from LesionResponseLib.segmentation.threshold import threshold_mask
+
+_CACHE: dict[str, SegmentationModel] = {}
+
+
+def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model", model_path: str | None = None,
+            min_volume_ml: float = 0.1, progress: bool | Callable[[str], None] | None = None,
+            split_touching: bool = True, organs: sitk.Image | None = None) -> sitk.Image:
+    """Lesion-ROI label map (uint16, PET grid, 0 background, 1..N by descending SUVmax).
+
+    ``method``: ``"model"`` (shipped SegResNet, or ``model_path``), ``"threshold"`` (BASELINE: liver-referenced
+    SUV threshold, uses ``organs`` to exclude physiology when given), or a path to a TorchScript file / MONAI
+    bundle folder (nnU-Net v2 folders are not supported). Model inference: resample to the model spacing,
+    sliding-window inference (CPU, GPU when present), probability back to the PET grid (linear), threshold,
+    then 26-connected components >= ``min_volume_ml`` (mL) with touching lesions split (see ``label_rois``).
+    ``ct`` is accepted for models with a CT channel; the shipped model is PET-only and ignores it.
+    ``progress``: True for MONAI's progress bar, or a callable receiving stage names.
+    """
+    _check_input(pet_suv)
+    report = progress if callable(progress) else (lambda _stage: None)
+    if method == "threshold":
+        report("threshold")
+        mask = threshold_mask(pet_suv, organs=organs)
+    else:
+        model = _model(model_path if method == "model" else method)
+        if "ct" in model.config.channels:
+            raise SegmentationError(describe("models with a CT channel are not supported by this version",
+                                             path=model.path, fix="Use a PET-only model."))
+        report("inference")
+        probability = model.probability(pet_suv, progress=progress is True)
+        probability = sitk.Resample(probability, pet_suv, sitk.Transform(), sitk.sitkLinear, 0.0)
+        mask = probability > model.config.threshold
+    report("components")
+    return label_rois(mask, pet_suv, min_volume_ml=min_volume_ml, split_touching=split_touching)
+
+
+def _model(path: str | None) -> SegmentationModel:
+    key = str(Path(path).resolve()) if path else "default"
+    if key not in _CACHE:
+        _CACHE[key] = load_model(path)
+    return _CACHE[key]
+
+
+def _check_input(pet_suv: sitk.Image) -> None:
+    if pet_suv.GetDimension() != 3:
+        raise SegmentationError(describe(f"PET image has {pet_suv.GetDimension()} dimensions, not 3",
+                                         fix="Pass one 3D SUV volume per time point."))

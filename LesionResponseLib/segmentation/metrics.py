@@ -1,0 +1,56 @@
+"""Lesion-level detection metrics of a predicted label map against true lesion and organ label maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+
+@dataclass
+class ScanMetrics:
+    """Detection figures of one scan (lesions >= ``min_volume_ml`` count for sensitivity)."""
+
+    n_true: int = 0
+    n_detected: int = 0
+    false_positive_rois: int = 0
+    dice: list[float] = field(default_factory=list)  # per detected lesion
+    fp_by_organ: dict[str, int] = field(default_factory=dict)  # false-positive ROIs lying mostly in an organ
+
+
+def evaluate(predicted: sitk.Image, truth: sitk.Image, organs: sitk.Image | None = None,
+             organ_names: dict[int, str] | None = None, min_volume_ml: float = 0.5) -> ScanMetrics:
+    """A true lesion is detected when a predicted ROI has Dice >= 0.1 with it or contains its centroid.
+
+    Its Dice is that of the best-matching predicted ROI. A predicted ROI overlapping no true lesion is a
+    false positive, attributed to the organ holding most of its voxels (if any).
+    """
+    pred, true = sitk.GetArrayFromImage(predicted), sitk.GetArrayFromImage(truth)
+    voxel_ml = float(np.prod(truth.GetSpacing())) / 1000.0
+    metrics = ScanMetrics()
+    for label in (int(v) for v in np.unique(true) if v):
+        lesion = true == label
+        if lesion.sum() * voxel_ml < min_volume_ml:
+            continue
+        metrics.n_true += 1
+        centroid = tuple(np.round(np.argwhere(lesion).mean(0)).astype(int))
+        overlaps, counts = np.unique(pred[lesion], return_counts=True)
+        best = 0.0
+        for roi, count in zip(overlaps, counts, strict=True):
+            if roi:
+                best = max(best, 2 * count / (lesion.sum() + (pred == roi).sum()))
+        if best >= 0.1 or pred[centroid] > 0:
+            metrics.n_detected += 1
+            metrics.dice.append(float(best))
+    organ = sitk.GetArrayFromImage(organs) if organs is not None else None
+    for roi in (int(v) for v in np.unique(pred) if v):
+        region = pred == roi
+        if (true[region] > 0).any():
+            continue
+        metrics.false_positive_rois += 1
+        if organ is not None and (organ[region] > 0).mean() > 0.5:
+            values, counts = np.unique(organ[region][organ[region] > 0], return_counts=True)
+            name = (organ_names or {}).get(int(values[counts.argmax()]), str(values[counts.argmax()]))
+            metrics.fp_by_organ[name] = metrics.fp_by_organ.get(name, 0) + 1
+    return metrics

@@ -1,0 +1,71 @@
+"""Components, minimum volume, split of touching lesions and the threshold baseline on analytic images."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from LesionResponseLib.segmentation import label_rois, liver_reference, segment, threshold_mask
+
+SPACING = 2.0  # mm; voxel = 0.008 mL
+
+
+def _image(array: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing((SPACING,) * 3)
+    return image
+
+
+def _ball(shape, centre_vox, radius_mm) -> np.ndarray:
+    zz, yy, xx = np.indices(shape)
+    dist2 = sum((g - c) ** 2 for g, c in zip((zz, yy, xx), centre_vox, strict=True)) * SPACING**2
+    return dist2 <= radius_mm**2
+
+
+def test_components_drop_small_and_order_by_suvmax():
+    shape = (40, 40, 40)
+    suv = np.ones(shape)
+    big, small, medium = _ball(shape, (10, 10, 10), 8), _ball(shape, (30, 30, 30), 2), _ball(shape, (10, 30, 20), 6)
+    suv[big], suv[small], suv[medium] = 10.0, 50.0, 30.0
+    labels = label_rois(_image(big | small | medium), _image(suv), min_volume_ml=0.1, split_touching=False)
+    out = sitk.GetArrayFromImage(labels)
+    assert labels.GetPixelID() == sitk.sitkUInt16
+    assert out.max() == 2  # the 2 mm-radius ball (0.03 mL) is dropped
+    assert (out[medium] == 1).all() and (out[big] == 2).all()  # hottest first
+    assert abs((out == 2).sum() * 0.008 - 4 / 3 * np.pi * 0.8**3) < 0.15  # 8 mm ball ~ 2.14 mL
+
+
+def test_touching_lesions_split_but_single_lesion_not():
+    shape = (30, 30, 50)
+    zz, yy, xx = np.indices(shape) * SPACING
+    peak = lambda cx: 20 * np.exp(-((zz - 30) ** 2 + (yy - 30) ** 2 + (xx - cx) ** 2) / (2 * 6.0**2))  # noqa: E731
+    pair = 1 + peak(38) + peak(62)  # two lesions 24 mm apart, saddle SUV ~5.9 vs peaks ~21
+    mask = pair > 3
+    assert sitk.GetArrayFromImage(label_rois(_image(mask), _image(pair), split_touching=False)).max() == 1
+    split = sitk.GetArrayFromImage(label_rois(_image(mask), _image(pair), split_touching=True))
+    assert split.max() == 2
+    assert split[15, 15, 19] != split[15, 15, 31]  # each peak (x = 38 mm, 62 mm) in its own ROI
+    single = 1 + peak(50)
+    assert sitk.GetArrayFromImage(label_rois(_image(single > 3), _image(single), split_touching=True)).max() == 1
+
+
+def test_threshold_baseline_finds_spheres_and_skips_large_organ():
+    shape = (60, 60, 60)
+    rng = np.random.default_rng(3)
+    suv = 0.5 + 0.05 * rng.standard_normal(shape)
+    liver = np.zeros(shape, bool)
+    liver[5:35, 5:55, 5:35] = True
+    suv[liver] = 5.0 + 0.3 * rng.standard_normal(liver.sum())
+    spleen = _ball(shape, (45, 45, 45), 32)  # 137 mL, SUV 25: physiological, must be dropped
+    lesions = [_ball(shape, (20, 20, 20), 8), _ball(shape, (45, 15, 15), 6)]
+    suv[spleen] = 25.0
+    for lesion in lesions:
+        suv[lesion] = 20.0
+    mean, sd = liver_reference(_image(suv))
+    assert abs(mean - 5.0) < 0.3 and sd < 1.0
+    mask = sitk.GetArrayFromImage(threshold_mask(_image(suv))) > 0
+    assert not mask[spleen].any()
+    for lesion in lesions:
+        assert mask[lesion].mean() > 0.95
+    labels = sitk.GetArrayFromImage(segment(_image(suv), method="threshold"))
+    assert labels.max() == 2
