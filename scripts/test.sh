@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 PY=${LESION_RESPONSE_VENV:-.venv}/bin/python
 echo "[test] ruff"
-"$PY" -m ruff check LesionResponseLib LesionResponse Testing benchmarks
+lint_paths=()
+for d in LesionResponseLib LesionResponse Testing benchmarks; do [ -d "$d" ] && lint_paths+=("$d"); done
+"$PY" -m ruff check "${lint_paths[@]}"
 echo "[test] pytest"
 "$PY" -m pytest -n 2 --dist loadgroup "$@"
