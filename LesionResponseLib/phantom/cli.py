@@ -1,7 +1,84 @@
-"""Command-line commands of the phantom stage."""
+"""Command-line commands of the phantom stage: ``phantom`` and ``mip``."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``lesion-response`` app."""
+    app.command("phantom")(phantom)
+    app.command("mip")(mip)
+
+
+def phantom(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the phantom patient into."),
+    seed: int = typer.Option(1, help="Random seed: the same seed gives the same patient."),
+    timepoints: int = typer.Option(4, min=2, max=7, help="Number of scans (2–7)."),
+    vendor: str = typer.Option("siemens", help="DICOM flavour: siemens, siemens-admin, philips, ge, gml."),
+    lesions: int = typer.Option(None, help="Number of lesions (default: 12–40 drawn from the seed)."),
+    extras: bool = typer.Option(True, help="Also write a localizer and a NAC PET per study (to be ignored)."),
+) -> None:
+    """Generate a synthetic longitudinal [68Ga]DOTATATE PET/CT patient as DICOM, with ground truth."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from LesionResponseLib.phantom import VENDORS, generate_patient, load_truth
+
+    console = Console()
+    if vendor not in VENDORS:
+        console.print(f"[red]unknown vendor {vendor!r}; choose one of {', '.join(VENDORS)}[/red]")
+        raise typer.Exit(2)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("simulating scans", total=timepoints)
+        generate_patient(out, seed=seed, timepoints=timepoints, vendor=vendor, extras=extras, n_lesions=lesions,
+                         progress=lambda done, total: bar.update(task, completed=done))
+    describe_patient(load_truth(out), console)
+    console.print(f"written to {out} (DICOM in {out / 'dicom'}, MIPs in {out / 'mip'})")
+
+
+def describe_patient(truth: dict, console) -> None:
+    """Print the time points and the truth categories of a phantom patient."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    table = Table(title=f"Phantom {truth['patient_id']} ({truth['vendor']}, seed {truth['seed']})")
+    for col in ("TP", "date", "weight kg", "activity MBq", "uptake min", "lesions", "truth categories"):
+        table.add_column(col)
+    for tp in truth["timepoints"]:
+        k = tp["index"]
+        present = sum(1 for le in truth["lesions"] if le["timepoints"][str(k)]["present"])
+        cats = Counter(c["categories"][str(k)] for c in truth["tracks"].values()) if k else {}
+        table.add_row(str(k), tp["study_date"], f"{tp['weight_kg']:.1f}", f"{tp['injected_activity_bq'] / 1e6:.0f}",
+                      f"{tp['uptake_time_s'] / 60:.0f}", str(present),
+                      ", ".join(f"{n} {c}" for c, n in sorted(cats.items())) or "baseline")
+    console.print(table)
+    flags = ", ".join(f"TP{k}: {'yes' if v else 'no'}" for k, v in truth["heterogeneous"].items())
+    console.print(f"tracks: {len(truth['tracks'])}; heterogeneous response: {flags}")
+
+
+def mip(
+    input_dir: Path = typer.Argument(..., help="A DICOM folder (or a phantom folder) with PET time points."),
+    out: Path = typer.Option(None, "--out", "-o", help="Where to write PNGs (default: INPUT/mip)."),
+    patient: str = typer.Option(None, help="Patient ID when the folder holds several patients."),
+    vmax: float = typer.Option(10.0, help="Upper end of the SUV display window."),
+) -> None:
+    """Write a coronal PET MIP (SUV) per time point, read from DICOM, and a montage ``all.png``."""
+    from LesionResponseLib.dicomio import find_timepoints, load_timepoint
+    from LesionResponseLib.errors import LesionResponseError
+    from LesionResponseLib.phantom.mip import save_mips
+
+    try:
+        inventory = find_timepoints(input_dir, patient=patient)
+        images, titles = [], []
+        for info in inventory.timepoints:
+            images.append(load_timepoint(info, with_ct=False).pet_suv)
+            titles.append(f"TP{info.index} {info.study_date}")
+    except LesionResponseError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    paths = save_mips(images, out or Path(input_dir) / "mip", titles, window=(0.0, vmax))
+    typer.echo("\n".join(str(p) for p in paths))

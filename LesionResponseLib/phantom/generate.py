@@ -1,0 +1,56 @@
+"""Write a phantom patient folder: DICOM, ground truth (JSON + NIfTI label maps) and MIPs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from LesionResponseLib.phantom.dicom_writer import VENDORS, write_study
+from LesionResponseLib.phantom.mip import save_mips
+from LesionResponseLib.phantom.simulate import simulate_patient
+
+
+def generate_patient(out_dir: str | Path, seed: int = 1, timepoints: int = 4, vendor: str = "siemens",
+                     extras: bool = True, n_lesions: int | None = None, motion_scale: float = 1.0,
+                     noise_scale: float = 1.0, progress=None) -> Path:
+    """Simulate a patient and write the phantom folder of docs/ARCHITECTURE.md; returns ``out_dir``.
+
+    ``out_dir/dicom`` (one study per time point: CT, PET, and with ``extras`` a localizer and a NAC PET),
+    ``truth.json``, ``truth/tp{k}_lesions.nii.gz``, ``truth/tp{k}_organs.nii.gz``, ``mip/tp{k}.png``,
+    ``mip/all.png``.
+    """
+    if vendor not in VENDORS:
+        raise ValueError(f"unknown vendor {vendor!r}; choose one of {', '.join(VENDORS)}")
+    out = Path(out_dir)
+    (out / "truth").mkdir(parents=True, exist_ok=True)
+    patient = simulate_patient(seed, timepoints, n_lesions=n_lesions, motion_scale=motion_scale,
+                               noise_scale=noise_scale, with_nac=extras, progress=progress)
+    truth = patient.truth
+    truth["vendor"] = vendor
+    for scan, tp in zip(patient.timepoints, truth["timepoints"], strict=True):
+        tp.update(write_study(patient, scan, out / "dicom", vendor, extras=extras))
+        tp["folder"] = os.path.relpath(tp["folder"], out)
+        tp["lesion_labels"] = f"truth/tp{scan.index}_lesions.nii.gz"
+        tp["organ_labels"] = f"truth/tp{scan.index}_organs.nii.gz"
+        sitk.WriteImage(scan.lesion_labels, str(out / tp["lesion_labels"]), useCompression=True)
+        sitk.WriteImage(scan.organ_labels, str(out / tp["organ_labels"]), useCompression=True)
+    titles = [f"TP{s.index} {s.acquisition.scan_start:%Y-%m-%d}" for s in patient.timepoints]
+    save_mips([s.pet_suv for s in patient.timepoints], out / "mip", titles)
+    tmp = out / "truth.json.tmp"
+    tmp.write_text(json.dumps(truth, indent=1))
+    os.replace(tmp, out / "truth.json")
+    return out
+
+
+def load_truth(directory: str | Path) -> dict:
+    """The ground truth of a phantom folder (``truth.json``)."""
+    path = Path(directory) / "truth.json"
+    if not path.exists():
+        from LesionResponseLib.errors import LesionResponseError, describe
+
+        raise LesionResponseError(describe("no truth.json: not a phantom folder", path=directory,
+                                           fix="Generate one with `lesion-response phantom --out DIR`."))
+    return json.loads(path.read_text())

@@ -1,0 +1,221 @@
+"""Lesions of the phantom and their trajectories of activity and size over the time points.
+
+Each lesion has a *relative SUVtotal* per time point (baseline = 1; 0 = absent). Trajectories are drawn so
+that every response category is exercised and is unambiguous despite measurement noise: "stable" stays
+within ±8 % of the reference, "increasing"/"decreasing" change by at least +60 % / −40 %, far from the
+±30 % decision thresholds (DOMAIN.md §1). A change in SUVtotal ``s`` is shared between volume (``s^0.6``)
+and activity concentration (``s^0.4``), as tumours both shrink and lose receptor density under PRRT.
+
+Special trajectories reproduce the patterns of Santoro-Fernandes et al. 2025: non-monotonic change, new
+lesions that later resolve, disappearing lesions that return, a lesion that splits in two, two that merge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from LesionResponseLib.phantom.anatomy import LESION_SITES, SITE_DIAMETER_MM, SITE_HU, BodyParameters
+
+STABLE_BAND = (0.92, 1.08)
+INCREASE_STEP = (1.6, 2.0)
+DECREASE_STEP = (0.4, 0.6)
+SPLIT_GAP_MM = 14.0  # gap between split halves: > 2 PSF FWHM so they are distinct ROIs
+MERGE_GAP_MM = 12.0  # gap between merge partners before they merge
+
+
+@dataclass
+class Blob:
+    """One ellipsoidal piece of lesion tissue in the anatomical frame at one time point."""
+
+    center: tuple[float, float, float]
+    radii: tuple[float, float, float]
+    suv: float  # mean SUV of the blob
+    label: int  # value in the truth label map
+    profile: str = "uniform"  # uniform | peaked | necrotic
+
+
+@dataclass
+class Lesion:
+    """A lesion with its trajectory; ``track_id`` is the tracking truth (split/merge parts share it)."""
+
+    lesion_id: int
+    track_id: int
+    site: str
+    kind: str
+    center: tuple[float, float, float]
+    radii: tuple[float, float, float]  # at relative SUVtotal 1
+    suv: float  # mean SUV at relative SUVtotal 1
+    hu: float
+    profile: str
+    relative: list[float] = field(default_factory=list)  # relative SUVtotal per time point
+    split_from: int | None = None  # first time point at which the lesion is split in two
+    merge_partner: int | None = None  # lesion id of the partner it merges with
+    merge_from: int | None = None  # first time point at which it is merged
+
+    def blobs(self, timepoint: int) -> list[Blob]:
+        """The blobs of this lesion at a time point (empty when absent)."""
+        s = self.relative[timepoint]
+        if s <= 0:
+            return []
+        r_scale, suv = s ** (0.6 / 3), self.suv * s**0.4
+        radii = tuple(r * r_scale for r in self.radii)
+        if self.split_from is not None and timepoint >= self.split_from:
+            return self._split_blobs(radii, suv)
+        if self.merge_from is not None and timepoint >= self.merge_from:
+            radii = tuple(r * 1.25 for r in radii)  # merging lesions grow into each other
+        return [Blob(self.center, radii, suv, self.lesion_id, self.profile)]
+
+    def _split_blobs(self, radii, suv) -> list[Blob]:
+        half = tuple(r * 0.5 ** (1 / 3) for r in radii)  # two halves of equal total volume
+        offset = half[0] + SPLIT_GAP_MM / 2
+        cx, cy, cz = self.center
+        return [Blob((cx - offset, cy, cz), half, suv, self.lesion_id, "uniform"),
+                Blob((cx + offset, cy, cz), half, suv, 1000 + self.lesion_id, "uniform")]
+
+
+def _trajectory(kind: str, n: int, rng: np.random.Generator) -> list[float]:
+    """Relative SUVtotal per time point for a trajectory kind (see module docstring)."""
+    def stable():
+        return rng.uniform(*STABLE_BAND)
+
+    if kind == "new":
+        return [0.0] + [1.0] * (n - 1)
+    if kind == "new-then-resolved":
+        return [0.0, 1.0] + [0.0] * (n - 2)
+    values = [1.0]
+    for k in range(1, n):
+        prev = values[-1]
+        if kind == "stable":
+            values.append(stable())
+        elif kind == "decreasing":
+            values.append(max(prev * rng.uniform(*DECREASE_STEP), 0.08))
+        elif kind == "increasing":
+            values.append(min(prev * rng.uniform(*INCREASE_STEP), 6.0))
+        elif kind == "non-monotonic":
+            values.append(rng.uniform(0.35, 0.5) if k % 2 == 1 else stable())
+        elif kind == "disappearing":
+            values.append(0.0 if k == n - 1 or prev < 0.6 else rng.uniform(*DECREASE_STEP))
+        elif kind == "disappeared-then-returned":
+            values.append(0.0 if k == 1 else stable())
+        elif kind in ("split", "merge"):
+            values.append(stable())
+        else:
+            raise ValueError(f"unknown trajectory kind {kind!r}")
+    return values
+
+
+def _kinds(n_lesions: int, n_timepoints: int, rng: np.random.Generator) -> list[str]:
+    """Trajectory kinds: every category and pattern once, the rest drawn at clinical-like proportions."""
+    required = ["split", "merge", "merge", "new", "disappearing", "increasing", "decreasing", "stable"]
+    if n_timepoints >= 3:
+        required += ["non-monotonic", "new-then-resolved", "disappeared-then-returned"]
+    pool = ["decreasing", "stable", "increasing", "non-monotonic", "disappearing", "new"]
+    weights = np.array([0.35, 0.25, 0.12, 0.12 if n_timepoints >= 3 else 0.0, 0.1, 0.06])
+    extra = rng.choice(pool, size=max(n_lesions - len(required), 0), p=weights / weights.sum())
+    return required + [str(k) for k in extra]
+
+
+def make_lesions(seed: int, n_timepoints: int, body: BodyParameters, n_lesions: int | None = None,
+                 ) -> list[Lesion]:
+    """Draw 10–60 lesions (default 12–40) with sites, sizes, SUVs and trajectories, deterministic by seed.
+
+    Lesions are placed in the reference frame without overlap (gap ≥ 15 mm), except merge partners,
+    which start :data:`MERGE_GAP_MM` apart.
+    """
+    rng = np.random.default_rng(seed * 7919 + 17)
+    n = int(n_lesions if n_lesions is not None else rng.integers(12, 41))
+    if not 1 <= n <= 200:
+        raise ValueError(f"n_lesions must be between 1 and 200, got {n}")
+    kinds = _kinds(n, n_timepoints, rng)[:max(n, 1)]
+    sites = list(LESION_SITES)
+    site_p = np.array([0.4, 0.25, 0.15, 0.08, 0.12])
+    placed: list[Lesion] = []
+    next_id = 1
+    for kind in kinds:
+        if kind == "merge" and placed and placed[-1].kind == "merge" and placed[-1].merge_partner is None:
+            lesion = _merge_partner(placed[-1], next_id, rng, n_timepoints)
+        else:
+            site = "liver" if kind in ("split", "merge") else str(rng.choice(sites, p=site_p))
+            lesion = _place(site, kind, next_id, placed, rng, n_timepoints, body)
+        if lesion is None:
+            continue
+        placed.append(lesion)
+        next_id += 1
+    return placed
+
+
+def _random_size(site: str, kind: str, rng: np.random.Generator) -> tuple[float, float, float]:
+    lo, hi = SITE_DIAMETER_MM[site]
+    if kind in ("split", "merge"):
+        lo, hi = 22, 32
+    diameter = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    return tuple(diameter / 2 * rng.uniform(0.85, 1.15) for _ in range(3))
+
+
+def _random_suv(rng: np.random.Generator) -> tuple[float, str]:
+    suv = float(np.exp(rng.uniform(np.log(8), np.log(45))))
+    profile = str(rng.choice(["uniform", "peaked", "necrotic"], p=[0.6, 0.3, 0.1]))
+    return suv, profile
+
+
+def _place(site: str, kind: str, lesion_id: int, placed: list[Lesion], rng: np.random.Generator,
+           n_timepoints: int, body: BodyParameters) -> Lesion | None:
+    """Place a lesion inside a random region of its site (reference frame, scaled to the body habitus)."""
+    scale = np.array([body.xy_scale, body.xy_scale, body.z_scale])
+    regions = LESION_SITES[site]
+    for _ in range(200):
+        region = regions[rng.integers(len(regions))]
+        c = np.asarray(region.center) + np.asarray(region.radii) * rng.uniform(-1, 1, 3)
+        if not region.inside(*c):
+            continue
+        c = c * scale
+        radii = _random_size(site, kind, rng)
+        reach = max(radii) * (2.2 if kind == "split" else 1.6)
+        if any(np.linalg.norm(c - np.asarray(o.center)) < reach + max(o.radii) * 1.6 + 15 for o in placed):
+            continue
+        suv, profile = _random_suv(rng)
+        if max(radii) < 12 and profile == "necrotic":
+            profile = "uniform"
+        relative = _trajectory(kind, n_timepoints, rng)
+        lesion = Lesion(lesion_id, lesion_id, site, kind, tuple(float(v) for v in c), radii, suv, SITE_HU[site],
+                        profile, relative)
+        if kind == "split":
+            lesion.split_from = 1
+            lesion.profile = "uniform"
+        if kind == "merge":
+            lesion.merge_from = n_timepoints - 1
+        return lesion
+    return None
+
+
+def _merge_partner(first: Lesion, lesion_id: int, rng: np.random.Generator, n_timepoints: int) -> Lesion:
+    radii = _random_size(first.site, "merge", rng)
+    distance = first.radii[2] + radii[2] + MERGE_GAP_MM
+    c = (first.center[0], first.center[1], first.center[2] + distance)
+    suv, _ = _random_suv(rng)
+    first.merge_partner = lesion_id
+    relative = _trajectory("merge", n_timepoints, rng)
+    return Lesion(lesion_id, first.track_id, first.site, "merge", c, radii, suv, first.hu, "uniform", relative,
+                  merge_partner=first.lesion_id, merge_from=first.merge_from)
+
+
+def bridge_blob(a: Lesion, b: Lesion, timepoint: int) -> Blob | None:
+    """The tissue joining two merged lesions (labelled as the first), or None before they merge."""
+    if a.merge_from is None or timepoint < a.merge_from or not a.blobs(timepoint) or not b.blobs(timepoint):
+        return None
+    ba, bb = a.blobs(timepoint)[0], b.blobs(timepoint)[0]
+    center = tuple((p + q) / 2 for p, q in zip(ba.center, bb.center, strict=True))
+    gap = abs(bb.center[2] - ba.center[2])
+    radius = 0.6 * min(min(ba.radii), min(bb.radii))
+    return Blob(center, (radius, radius, gap / 2), (ba.suv + bb.suv) / 2, a.lesion_id, "uniform")
+
+
+def profile_factor(profile: str, rho: np.ndarray) -> np.ndarray:
+    """Activity modulation within a blob vs normalised radius ``rho`` (0 centre, 1 edge); mean ≈ 1."""
+    if profile == "peaked":  # heterogeneous: hot centre (≈1.5× mean) to cooler rim
+        return 1.5 - 0.85 * rho**2
+    if profile == "necrotic":  # cold necrotic core (15 % uptake) inside a viable rim
+        return np.where(rho < 0.5, 0.15, 1.12)
+    return np.ones_like(rho)

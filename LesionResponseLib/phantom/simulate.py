@@ -1,0 +1,459 @@
+"""Render the phantom patient at each time point: truth, CT (HU) and PET (SUV) with PSF blur and noise.
+
+Per scan the anatomy is sampled on the CT grid (2 mm in-plane, 4 mm slices, 512 mm field of view) through
+the inverse of that scan's motion. Lesions are rendered with partial-volume fractions from 1 mm
+supersampling, so small lesions keep their true activity. The true SUV image is blurred with a Gaussian
+PSF (FWHM 5.5–6.5 mm), averaged 2×2 onto the 4 mm PET grid (PET voxel (i, j, k) covers CT voxels
+(2i..2i+1, 2j..2j+1, k)), and given noise whose variance follows the detected counts (activity
+concentration × frame duration × decay), then lightly post-filtered as scanners do.
+
+Truth (kept before blur and noise): the noise-free SUV on the PET grid, lesion label maps (PET voxels more
+than half covered by lesion), organ label maps, and per lesion its true volume and SUVtotal (integral of
+the true SUV, mL·SUV) and SUVmax.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from LesionResponseLib.phantom.anatomy import TISSUES, BodyParameters, Shape, body_shapes
+from LesionResponseLib.phantom.lesions import Blob, Lesion, bridge_blob, make_lesions, profile_factor
+from LesionResponseLib.phantom.motion import Motion, random_motion
+
+GA68_HALF_LIFE_S = 4062.6  # 67.71 min (DOMAIN.md §3)
+CT_SPACING_MM = (2.0, 2.0, 4.0)  # x, y, z
+PET_SPACING_MM = (4.0, 4.0, 4.0)
+MATRIX_CT = 256  # 512 mm field of view
+REFERENCE_LIVER_COV = 0.12  # liver voxel CoV at 150 MBq, 60 min, 75 kg, 180 s/bed (typical clinical)
+BED_LENGTH_MM = 160.0
+BED_OVERLAP = 0.3
+
+
+@dataclass
+class Acquisition:
+    """Per-scan acquisition parameters (what the DICOM headers will say)."""
+
+    scan_start: dt.datetime
+    injection: dt.datetime
+    injected_activity_bq: float
+    weight_kg: float
+    height_m: float
+    sex: str
+    frame_duration_s: float
+    psf_fwhm_mm: float
+    n_beds: int
+
+    @property
+    def uptake_time_s(self) -> float:
+        return (self.scan_start - self.injection).total_seconds()
+
+    @property
+    def decayed_activity_bq(self) -> float:
+        return self.injected_activity_bq * 2 ** (-self.uptake_time_s / GA68_HALF_LIFE_S)
+
+    @property
+    def suv_factor(self) -> float:
+        """SUVbw per Bq/mL: weight (g) / injected activity decayed to the scan start (Bq)."""
+        return self.weight_kg * 1000.0 / self.decayed_activity_bq
+
+
+@dataclass
+class SimulatedTimepoint:
+    """One scan: images (SimpleITK, LPS geometry) and what produced them."""
+
+    index: int
+    acquisition: Acquisition
+    motion: Motion
+    body: BodyParameters
+    pet_suv: sitk.Image  # float32 SUV, after PSF and noise, PET grid
+    pet_true: sitk.Image  # float32 SUV, noise- and blur-free, PET grid
+    lesion_labels: sitk.Image  # uint16, PET grid, truth labels
+    organ_labels: sitk.Image  # uint8, PET grid, ORGAN_LABELS
+    ct: sitk.Image | None  # int16 HU, CT grid
+    nac_pet: sitk.Image | None = None  # float32 Bq/mL-like, not attenuation corrected (to be ignored)
+    lesion_truth: dict[int, dict] = field(default_factory=dict)  # lesion_id → truth at this time point
+
+
+@dataclass
+class SimulatedPatient:
+    seed: int
+    patient_id: str
+    patient_name: str
+    birth_date: str
+    sex: str
+    lesions: list[Lesion]
+    timepoints: list[SimulatedTimepoint]
+    truth: dict
+
+
+def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_lesions: int | None = None,
+                     motion_scale: float = 1.0, noise_scale: float = 1.0, with_nac: bool = False,
+                     progress=None) -> SimulatedPatient:
+    """Simulate a whole-body [68Ga]DOTATATE PET/CT patient over ``timepoints`` scans (2–7), in memory.
+
+    Args:
+        seed: makes everything deterministic (anatomy, lesions, trajectories, motion, noise).
+        timepoints: number of scans, 2–7 (1 is allowed for training data).
+        with_ct: also render the CT (HU, 2 mm grid); False is faster (training on PET only).
+        n_lesions: number of lesions (default: 12–40 drawn from the seed).
+        motion_scale: scales repositioning and non-rigid displacement (0 = no motion).
+        noise_scale: scales the PET noise standard deviation (0 = noise-free).
+        with_nac: also make a non-attenuation-corrected PET (for DICOM decoys).
+        progress: optional callable ``progress(done, total)``.
+    """
+    if not 1 <= timepoints <= 7:
+        raise ValueError(f"timepoints must be 1–7, got {timepoints}")
+    rng = np.random.default_rng(seed)
+    sex = str(rng.choice(["M", "F"]))
+    height = float(rng.normal(1.77 if sex == "M" else 1.64, 0.06))
+    bmi = float(rng.uniform(19.5, 31.0))
+    base_weight = bmi * height**2
+    body0 = BodyParameters(height_m=height, weight_kg=base_weight)
+    lesions = make_lesions(seed, timepoints, body0, n_lesions)
+    start = dt.datetime(2025, 1, 6, 9, 0) + dt.timedelta(days=int(rng.integers(0, 300)))
+    organ_scale = {t.name: 1.0 for t in TISSUES}
+    base_liver = float(rng.uniform(0.75, 1.35))
+    scans = []
+    day = start
+    for k in range(timepoints):
+        if k:
+            day += dt.timedelta(days=int(rng.integers(49, 70)))
+        acq = _random_acquisition(rng, day, height, base_weight - 1.0 * k * rng.uniform(0, 1.5), sex)
+        body = BodyParameters(height_m=height, weight_kg=acq.weight_kg, arms_up=bool(rng.random() < 0.5),
+                              bladder_radius_mm=float(rng.uniform(22, 55)), bowel_seed=seed * 10 + k)
+        for t in TISSUES:
+            organ_scale[t.name] = float(np.exp(rng.normal(0, t.suv_spread))) if t.suv_spread else 1.0
+        organ_scale["liver"] *= base_liver
+        motion = random_motion(rng, motion_scale)
+        cut = (float(rng.uniform(0, 30)), float(rng.uniform(0, 30)))
+        noise_rng = np.random.default_rng([seed, k, 99])
+        scans.append(_render(k, lesions, body, acq, motion, organ_scale, cut, noise_rng, with_ct,
+                             noise_scale, with_nac))
+        if progress:
+            progress(k + 1, timepoints)
+    patient_id = f"LRPH{seed:04d}"
+    birth = f"{start.year - int(rng.integers(40, 80))}0{int(rng.integers(1, 10))}15"
+    patient = SimulatedPatient(seed, patient_id, f"Phantom^Seed{seed}", birth, sex, lesions, scans, {})
+    patient.truth = build_truth(patient)
+    return patient
+
+
+def _random_acquisition(rng, day: dt.datetime, height: float, weight: float, sex: str) -> Acquisition:
+    injection = day.replace(hour=int(rng.integers(8, 14)), minute=int(rng.integers(0, 60)),
+                            second=int(rng.integers(0, 60)))
+    uptake = float(rng.uniform(50, 75)) * 60
+    scan_start = injection + dt.timedelta(seconds=round(uptake))
+    return Acquisition(scan_start=scan_start, injection=injection,
+                       injected_activity_bq=float(rng.uniform(120, 200)) * 1e6,
+                       weight_kg=round(float(weight + rng.uniform(-1.5, 1.5)), 1), height_m=round(height, 2),
+                       sex=sex, frame_duration_s=float(rng.choice([120, 150, 180])),
+                       psf_fwhm_mm=float(rng.uniform(5.5, 6.5)), n_beds=0)
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+@dataclass
+class _Grid:
+    """A scanner grid: origin (x, y, z of voxel [0,0,0], LPS mm), spacing (mm), size (nx, ny, nz).
+
+    Slices run from head to feet (z decreasing with index) as scanners store them; direction diag(1,1,-1).
+    """
+
+    origin: tuple[float, float, float]
+    spacing: tuple[float, float, float]
+    size: tuple[int, int, int]
+
+    def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = self.origin[0] + self.spacing[0] * np.arange(self.size[0], dtype=np.float32)
+        y = self.origin[1] + self.spacing[1] * np.arange(self.size[1], dtype=np.float32)
+        z = self.origin[2] - self.spacing[2] * np.arange(self.size[2], dtype=np.float32)
+        return x, y, z
+
+    def image(self, array: np.ndarray) -> sitk.Image:
+        """A SimpleITK image from a (z, y, x) array with this grid's geometry."""
+        img = sitk.GetImageFromArray(array)
+        img.SetOrigin(self.origin)
+        img.SetSpacing(self.spacing)
+        img.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, -1))
+        return img
+
+    def index_range(self, low: np.ndarray, high: np.ndarray) -> tuple[slice, slice, slice] | None:
+        """Slices (z, y, x) of the voxels inside a physical box, or None when outside the grid."""
+        x0, y0, z0 = self.origin
+        sx, sy, sz = self.spacing
+        i0, i1 = int(np.floor((low[0] - x0) / sx)), int(np.ceil((high[0] - x0) / sx)) + 1
+        j0, j1 = int(np.floor((low[1] - y0) / sy)), int(np.ceil((high[1] - y0) / sy)) + 1
+        k0, k1 = int(np.floor((z0 - high[2]) / sz)), int(np.ceil((z0 - low[2]) / sz)) + 1
+        nx, ny, nz = self.size
+        i0, j0, k0 = max(i0, 0), max(j0, 0), max(k0, 0)
+        i1, j1, k1 = min(i1, nx), min(j1, ny), min(k1, nz)
+        if i0 >= i1 or j0 >= j1 or k0 >= k1:
+            return None
+        return slice(k0, k1), slice(j0, j1), slice(i0, i1)
+
+
+def _grids(motion: Motion, body: BodyParameters, cut: tuple[float, float]) -> tuple[_Grid, _Grid]:
+    """CT and PET grids covering vertex to mid-thigh of this scan, shortened by ``cut`` (top, bottom) mm."""
+    top = motion.to_scanner([(0.0, 0.0, 15.0)])[0, 2] - cut[0]
+    bottom = motion.to_scanner([(0.0, 0.0, -990.0 * body.z_scale)])[0, 2] + cut[1]
+    nz = int((top - bottom) // PET_SPACING_MM[2]) + 1
+    top = float(np.round(top, 1))
+    ct = _Grid((-255.0, -255.0, top), CT_SPACING_MM, (MATRIX_CT, MATRIX_CT, nz))
+    pet = _Grid((-254.0, -254.0, top), PET_SPACING_MM, (MATRIX_CT // 2, MATRIX_CT // 2, nz))
+    return ct, pet
+
+
+def _box_in_scanner(motion: Motion, low, high, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
+    mapped = motion.to_scanner(corners)
+    pad = margin + motion.max_displacement_mm
+    return mapped.min(axis=0) - pad, mapped.max(axis=0) + pad
+
+
+def _paint_tissues(grid: _Grid, coords, shapes: list[Shape], motion: Motion) -> np.ndarray:
+    """Tissue label volume (z, y, x) on ``grid`` from the anatomical coordinates of its voxels."""
+    ax, ay, az = coords
+    labels = np.zeros(ax.shape, np.uint8)
+    lut = {t.name: t.label for t in TISSUES}
+    for shape in shapes:
+        box = grid.index_range(*_box_in_scanner(motion, *shape.bbox(), margin=2 * max(grid.spacing)))
+        if box is None:
+            continue
+        inside = shape.inside(ax[box], ay[box], az[box])
+        labels[box][inside] = lut[shape.tissue]
+    return labels
+
+
+def _render_blob(grid: _Grid, motion: Motion, blob: Blob, supersample=(2, 2, 4)):
+    """Partial-volume fraction and activity (SUV × fraction) of a blob on its box of ``grid``."""
+    low = np.asarray(blob.center) - np.asarray(blob.radii)
+    high = np.asarray(blob.center) + np.asarray(blob.radii)
+    box = grid.index_range(*_box_in_scanner(motion, low, high, margin=max(grid.spacing)))
+    if box is None:
+        return None
+    x, y, z = grid.axes()
+    sx, sy, sz = supersample
+    ox = (np.arange(sx) + 0.5) / sx - 0.5
+    oy = (np.arange(sy) + 0.5) / sy - 0.5
+    oz = (np.arange(sz) + 0.5) / sz - 0.5
+    xs = (x[box[2]][:, None] + ox[None, :] * grid.spacing[0]).ravel()
+    ys = (y[box[1]][:, None] + oy[None, :] * grid.spacing[1]).ravel()
+    zs = (z[box[0]][:, None] - oz[None, :] * grid.spacing[2]).ravel()
+    ax, ay, az = motion.to_anatomical(xs[None, None, :], ys[None, :, None], zs[:, None, None])
+    rho2 = sum(((a - c) / r) ** 2 for a, c, r in zip((ax, ay, az), blob.center, blob.radii, strict=True))
+    inside = rho2 <= 1.0
+    act = np.where(inside, profile_factor(blob.profile, np.sqrt(np.minimum(rho2, 1.0))), 0.0) * blob.suv
+    nz, ny, nx = len(zs) // sz, len(ys) // sy, len(xs) // sx
+    frac = inside.reshape(nz, sz, ny, sy, nx, sx).mean(axis=(1, 3, 5), dtype=np.float32)
+    activity = act.reshape(nz, sz, ny, sy, nx, sx).mean(axis=(1, 3, 5), dtype=np.float32)
+    return box, frac, activity
+
+
+def _lesion_blobs(lesions: list[Lesion], k: int) -> list[tuple[int, Blob]]:
+    """(lesion_id, blob) pairs present at time point k, merge bridges and merged labels included."""
+    by_id = {le.lesion_id: le for le in lesions}
+    out = []
+    for le in lesions:
+        for blob in le.blobs(k):
+            if le.merge_partner is not None and le.merge_partner < le.lesion_id and le.merge_from is not None \
+                    and k >= le.merge_from and by_id.get(le.merge_partner) and by_id[le.merge_partner].blobs(k):
+                blob.label = le.merge_partner  # merged: one connected ROI, labelled as the first part
+            out.append((le.lesion_id, blob))
+        if le.merge_partner is not None and le.merge_partner > le.lesion_id:
+            bridge = bridge_blob(le, by_id[le.merge_partner], k)
+            if bridge is not None:
+                out.append((le.lesion_id, bridge))
+    return out
+
+
+def _render(k, lesions, body, acq: Acquisition, motion: Motion, organ_scale, cut, rng, with_ct, noise_scale,
+            with_nac) -> SimulatedTimepoint:
+    ct_grid, pet_grid = _grids(motion, body, cut)
+    x, y, z = ct_grid.axes()
+    coords = motion.to_anatomical(x[None, None, :], y[None, :, None], z[:, None, None])
+    coords = tuple(np.broadcast_to(c, (len(z), len(y), len(x))) for c in coords)
+    tissue = _paint_tissues(ct_grid, coords, body_shapes(body), motion)
+    del coords
+    suv_lut = np.array([t.suv * organ_scale[t.name] for t in TISSUES], np.float32)
+    suv = suv_lut[tissue]
+    hu = np.array([t.hu for t in TISSUES], np.float32)[tissue] if with_ct else None
+    lesion_frac = np.zeros(suv.shape, np.float32)
+    lesion_label = np.zeros(suv.shape, np.uint16)
+    truth: dict[int, dict] = {}
+    voxel_ml = float(np.prod(CT_SPACING_MM)) / 1000.0
+    for lesion_id, blob in _lesion_blobs(lesions, k):
+        rendered = _render_blob(ct_grid, motion, blob)
+        if rendered is None:
+            continue
+        box, frac, activity = rendered
+        suv[box] = suv[box] * (1 - frac) + activity
+        if hu is not None:
+            lesion_hu = next(le.hu for le in lesions if le.lesion_id == lesion_id)
+            hu[box] = hu[box] * (1 - frac) + lesion_hu * frac
+        sub_frac, sub_label = lesion_frac[box], lesion_label[box]
+        better = frac > sub_frac
+        sub_label[better] = blob.label
+        sub_frac[better] = frac[better]
+        entry = truth.setdefault(lesion_id, {"volume_ml": 0.0, "suv_total": 0.0, "labels": set()})
+        entry["volume_ml"] += float(frac.sum()) * voxel_ml
+        entry["suv_total"] += float(activity.sum()) * voxel_ml
+        entry["labels"].add(blob.label)
+    # PET grid truth: the noise- and blur-free SUV and labels of PET voxels > half covered by lesion
+    pet_true = _downsample(suv)
+    frac_pet = _downsample(lesion_frac)
+    labels_pet = lesion_label[:, ::2, ::2].copy()
+    labels_pet[frac_pet < 0.5] = 0
+    _keep_tiny_lesions(labels_pet, frac_pet, lesion_label)
+    organs_pet = tissue[:, ::2, ::2].copy()
+    acq.n_beds = int(np.ceil(pet_grid.size[2] * PET_SPACING_MM[2] / (BED_LENGTH_MM * (1 - BED_OVERLAP))))
+    pet_noisy = _pet_formation(suv, acq, rng, noise_scale)
+    nac = _non_attenuation_corrected(pet_noisy, organs_pet) if with_nac else None
+    ct_img = None
+    if hu is not None:
+        hu += rng.normal(0, 12.0, hu.shape).astype(np.float32)
+        ct_img = ct_grid.image(np.clip(np.round(hu), -1024, 3071).astype(np.int16))
+    scan = SimulatedTimepoint(
+        k, acq, motion, body, pet_grid.image(pet_noisy), pet_grid.image(pet_true),
+        pet_grid.image(labels_pet.astype(np.uint16)), pet_grid.image(organs_pet), ct_img,
+        pet_grid.image(nac) if nac is not None else None)
+    scan.lesion_truth = _finish_truth(truth, scan)
+    return scan
+
+
+def _downsample(volume: np.ndarray) -> np.ndarray:
+    """Mean over 2×2 in-plane blocks: CT grid (z, 2y, 2x) → PET grid (z, y, x)."""
+    nz, ny, nx = volume.shape
+    return volume.reshape(nz, ny // 2, 2, nx // 2, 2).mean(axis=(2, 4), dtype=np.float32)
+
+
+def _keep_tiny_lesions(labels_pet, frac_pet, lesion_label_ct) -> None:
+    """A lesion too small to cover half a PET voxel keeps its most-covered voxel in the truth mask."""
+    present = set(np.unique(lesion_label_ct[:, ::2, ::2]).tolist()) | set(np.unique(lesion_label_ct).tolist())
+    present.discard(0)
+    missing = present - set(np.unique(labels_pet).tolist())
+    if not missing:
+        return
+    label_pet_any = lesion_label_ct[:, ::2, ::2]
+    for label in missing:
+        weights = np.where(label_pet_any == label, frac_pet, 0)
+        if weights.max() > 0:
+            labels_pet[np.unravel_index(np.argmax(weights), weights.shape)] = label
+
+
+def _pet_formation(suv_ct: np.ndarray, acq: Acquisition, rng: np.random.Generator, noise_scale: float):
+    """PSF blur (CT grid), 2×2 averaging to the PET grid, count-dependent noise, post-filter. Returns SUV."""
+    sigma_mm = acq.psf_fwhm_mm / 2.3548
+    blurred = ndimage.gaussian_filter(suv_ct, (sigma_mm / CT_SPACING_MM[2], sigma_mm / CT_SPACING_MM[1],
+                                               sigma_mm / CT_SPACING_MM[0]), mode="constant")
+    pet = _downsample(blurred)
+    if noise_scale > 0:
+        pet = pet + _noise(pet, acq, rng) * noise_scale
+        pet = ndimage.gaussian_filter(pet, 0.5, mode="nearest")
+    return np.clip(pet, 0, None).astype(np.float32)
+
+
+def _noise(pet_suv: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise (SUV) with variance ∝ activity / counts-per-bed; later beds decay more.
+
+    Calibrated so that liver (SUV 5) reaches CoV :data:`REFERENCE_LIVER_COV` after the 0.5-voxel
+    post-filter at reference conditions (150 MBq, 60 min uptake, 75 kg, 180 s per bed). A background
+    term (randoms and scatter, SUV 0.5 equivalent) keeps cold regions noisy.
+    """
+    reference = 150e6 * 2 ** (-3600 / GA68_HALF_LIFE_S) / 75e3 * 180.0  # Bq per g × s
+    post_filter_gain = 1 / np.sqrt(8 * np.pi**1.5 * 0.5**3)  # sd reduction of the 0.5-voxel filter
+    nz = pet_suv.shape[0]
+    bed_of_slice = np.minimum((np.arange(nz) * PET_SPACING_MM[2]) // (BED_LENGTH_MM * (1 - BED_OVERLAP)),
+                              max(acq.n_beds - 1, 0))
+    bed_decay = 2 ** (-bed_of_slice * acq.frame_duration_s / GA68_HALF_LIFE_S)
+    counts = acq.decayed_activity_bq / (acq.weight_kg * 1e3) * acq.frame_duration_s * bed_decay
+    scale = np.sqrt(reference / counts).astype(np.float32)[:, None, None]
+    sd = REFERENCE_LIVER_COV / post_filter_gain * np.sqrt((pet_suv + 0.5) * 5.0) * scale
+    return rng.standard_normal(pet_suv.shape, dtype=np.float32) * sd
+
+
+def _non_attenuation_corrected(pet_suv: np.ndarray, organs: np.ndarray) -> np.ndarray:
+    """A NAC-like image: surface-weighted, interior suppressed (only for the decoy series)."""
+    body = organs > 0
+    depth = ndimage.distance_transform_edt(body, sampling=PET_SPACING_MM[::-1]).astype(np.float32)
+    return pet_suv * np.exp(-depth / 60.0) * 2.0
+
+
+def _finish_truth(truth: dict[int, dict], scan: SimulatedTimepoint) -> dict[int, dict]:
+    """Add centroid (LPS mm, of the truth mask on the PET grid) and true SUVmax per lesion."""
+    labels = sitk.GetArrayViewFromImage(scan.lesion_labels)
+    true = sitk.GetArrayViewFromImage(scan.pet_true)
+    out = {}
+    for lesion_id, entry in truth.items():
+        mask = np.isin(labels, sorted(entry["labels"]))
+        if not mask.any():
+            continue
+        idx = np.argwhere(mask).mean(axis=0)  # (z, y, x)
+        centroid = scan.lesion_labels.TransformContinuousIndexToPhysicalPoint((idx[2], idx[1], idx[0]))
+        out[lesion_id] = {
+            "present": True, "labels": sorted(int(v) for v in entry["labels"]),
+            "centroid_mm": [round(float(v), 2) for v in centroid],
+            "volume_ml": round(entry["volume_ml"], 4), "suv_max": round(float(true[mask].max()), 3),
+            "suv_total": round(entry["suv_total"], 4),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- truth
+
+
+def _category(reference: float, value: float, lower: float = -30.0, upper: float = 30.0) -> str:
+    if reference <= 0 and value <= 0:
+        return "absent"
+    if reference <= 0:
+        return "new"
+    if value <= 0:
+        return "disappearing"
+    delta = 100.0 * (value - reference) / reference
+    return "decreasing" if delta < lower else "increasing" if delta > upper else "stable"
+
+
+def build_truth(patient: SimulatedPatient) -> dict:
+    """The truth dict of docs/ARCHITECTURE.md (without file names and UIDs, added by the writer)."""
+    n = len(patient.timepoints)
+    lesions_out = []
+    track_totals: dict[int, list[float]] = {}
+    for le in patient.lesions:
+        tps = {}
+        for scan in patient.timepoints:
+            entry = scan.lesion_truth.get(le.lesion_id)
+            tps[str(scan.index)] = entry if entry else {"present": False, "labels": [], "centroid_mm": None,
+                                                        "volume_ml": 0.0, "suv_max": 0.0, "suv_total": 0.0}
+            totals = track_totals.setdefault(le.track_id, [0.0] * n)
+            totals[scan.index] += tps[str(scan.index)]["suv_total"]
+        lesions_out.append({"lesion_id": le.lesion_id, "track_id": le.track_id, "site": le.site, "kind": le.kind,
+                            "profile": le.profile, "timepoints": tps})
+    track_categories = {tid: {str(k): _category(tot[0], tot[k]) for k in range(1, n)}
+                        for tid, tot in track_totals.items()}
+    for entry in lesions_out:
+        entry["categories"] = track_categories[entry["track_id"]]
+    heterogeneous = {}
+    for k in range(1, n):
+        cats = {c[str(k)] for c in track_categories.values()}
+        heterogeneous[str(k)] = bool(cats & {"new", "increasing"}) and bool(cats & {"decreasing", "disappearing"})
+    return {"schema_version": 1, "seed": patient.seed, "patient_id": patient.patient_id, "n_timepoints": n,
+            "timepoints": [_timepoint_truth(s) for s in patient.timepoints], "lesions": lesions_out,
+            "tracks": {str(t): {"suv_total": [round(v, 4) for v in tot], "categories": track_categories[t]}
+                       for t, tot in track_totals.items()},
+            "heterogeneous": heterogeneous}
+
+
+def _timepoint_truth(scan: SimulatedTimepoint) -> dict:
+    a = scan.acquisition
+    return {"index": scan.index, "study_date": a.scan_start.strftime("%Y%m%d"),
+            "scan_datetime": a.scan_start.isoformat(), "injection_datetime": a.injection.isoformat(),
+            "suv_factor": a.suv_factor, "weight_kg": a.weight_kg, "height_m": a.height_m, "sex": a.sex,
+            "injected_activity_bq": a.injected_activity_bq, "uptake_time_s": a.uptake_time_s,
+            "psf_fwhm_mm": round(a.psf_fwhm_mm, 3), "arms_up": scan.body.arms_up,
+            "bladder_radius_mm": round(scan.body.bladder_radius_mm, 1),
+            "patient_to_world": scan.motion.to_dict()}
