@@ -24,7 +24,12 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    PositronEmissionTomographyImageStorage,
+    generate_uid,
+)
 
 from LesionResponseLib import __version__
 from LesionResponseLib.phantom.simulate import GA68_HALF_LIFE_S, SimulatedPatient, SimulatedTimepoint
@@ -113,19 +118,20 @@ def write_ct(scan: SimulatedTimepoint, base: Dataset, folder: Path, series_uid: 
     ct_time = a.scan_start - dt.timedelta(minutes=3)
     hu = sitk.GetArrayViewFromImage(scan.ct)
     paths = []
-    for k in range(hu.shape[0]):
+    nz = hu.shape[0]
+    for n, k in enumerate(range(nz - 1, -1, -1)):  # head first, as scanners number slices
         ds = _new_instance(base, CTImageStorage, uid(seed_key, "ct", k))
         ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "CT", series_uid, 2
         ds.SeriesDescription = "CT WB 4.0 B30f"
         ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = _da(ct_time)
         ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = _tm(ct_time)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.InstanceNumber, ds.AcquisitionNumber = k + 1, 1
+        ds.InstanceNumber, ds.AcquisitionNumber = n + 1, 1
         ds.KVP, ds.XRayTubeCurrent, ds.ConvolutionKernel = "120", 80, "B30f"
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
         _plane(ds, scan.ct, k)
         _image_pixels(ds, hu[k].astype(np.int32) + 1024)
-        path = folder / f"CT{k + 1:04d}.dcm"
+        path = folder / f"CT{n + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
@@ -136,7 +142,7 @@ def write_localizer(scan: SimulatedTimepoint, base: Dataset, folder: Path, seed_
     folder.mkdir(parents=True, exist_ok=True)
     a = scan.acquisition
     hu = sitk.GetArrayViewFromImage(scan.ct).astype(np.float32)
-    projection = np.clip((hu + 1000).mean(axis=1) * 2.0, 0, 4095)  # (z, x) attenuation-like
+    projection = np.clip((hu[::-1] + 1000).mean(axis=1) * 2.0, 0, 4095)  # (z head→feet, x)
     ds = _new_instance(base, CTImageStorage, uid(seed_key, "topogram"))
     t = a.scan_start - dt.timedelta(minutes=6)
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "CT", uid(seed_key, "topogram-series"), 1
@@ -146,8 +152,8 @@ def write_localizer(scan: SimulatedTimepoint, base: Dataset, folder: Path, seed_
     ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     ds.InstanceNumber, ds.AcquisitionNumber, ds.KVP = 1, 1, "120"
     ds.RescaleIntercept, ds.RescaleSlope = "0", "1"
-    origin = scan.ct.GetOrigin()
-    ds.ImagePositionPatient = [f"{origin[0]:.3f}", "0", f"{origin[2]:.3f}"]
+    top = scan.ct.TransformIndexToPhysicalPoint((0, 0, scan.ct.GetSize()[2] - 1))
+    ds.ImagePositionPatient = [f"{top[0]:.3f}", "0", f"{top[2]:.3f}"]
     ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
     ds.PixelSpacing = [f"{scan.ct.GetSpacing()[2]:g}", f"{scan.ct.GetSpacing()[0]:g}"]
     ds.SliceThickness = ""
@@ -196,8 +202,8 @@ def write_pet(scan: SimulatedTimepoint, base: Dataset, folder: Path, series_uid:
     series_time = a.scan_start + (GE_REPROCESS_DELAY if vendor == "ge" else dt.timedelta(0))
     nz = values.shape[0]
     paths = []
-    for k in range(nz):
-        bed = min(int(k * img.GetSpacing()[2] // bed_step), max(a.n_beds - 1, 0))
+    for n, k in enumerate(range(nz - 1, -1, -1)):  # head first
+        bed = min(int(n * img.GetSpacing()[2] // bed_step), max(a.n_beds - 1, 0))
         acq_time = a.scan_start + dt.timedelta(seconds=bed * a.frame_duration_s)
         ds = _new_instance(base, PositronEmissionTomographyImageStorage,
                            uid(seed_key, "nac" if nac else "pet", k))
@@ -209,7 +215,7 @@ def write_pet(scan: SimulatedTimepoint, base: Dataset, folder: Path, series_uid:
         ds.ContentDate, ds.ContentTime = _da(series_time), _tm(series_time)
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
         del ds.PatientPosition  # PET: the orientation code sequences replace it
-        ds.InstanceNumber = ds.ImageIndex = k + 1
+        ds.InstanceNumber = ds.ImageIndex = n + 1
         ds.Units, ds.CountsSource, ds.SeriesType = units, "EMISSION", ["WHOLE BODY", "IMAGE"]
         ds.NumberOfSlices = nz
         ds.CorrectedImage = ["DECY", "RAN", "DTIM", "NORM"] if nac else ["NORM", "DTIM", "ATTN", "SCAT", "DECY",
@@ -234,7 +240,7 @@ def write_pet(scan: SimulatedTimepoint, base: Dataset, folder: Path, series_uid:
         _store_slice(ds, values[k])
         _plane(ds, img, k)
         _vendor_private(ds, scan, vendor, units)
-        path = folder / f"PT{k + 1:04d}.dcm"
+        path = folder / f"PT{n + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths

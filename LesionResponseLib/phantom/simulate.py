@@ -176,11 +176,15 @@ class _Grid:
         return x, y, z
 
     def image(self, array: np.ndarray) -> sitk.Image:
-        """A SimpleITK image from a (z, y, x) array with this grid's geometry."""
-        img = sitk.GetImageFromArray(array)
-        img.SetOrigin(self.origin)
+        """A SimpleITK image from a head-first (z, y, x) array, re-ordered feet→head (identity direction).
+
+        Identity direction with z ascending is how loaders (ours, SimpleITK's) return DICOM series, so truth
+        masks and loaded images share index order as well as physical geometry.
+        """
+        img = sitk.GetImageFromArray(np.ascontiguousarray(array[::-1]))
+        bottom = self.origin[2] - self.spacing[2] * (self.size[2] - 1)
+        img.SetOrigin((self.origin[0], self.origin[1], bottom))
         img.SetSpacing(self.spacing)
-        img.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, -1))
         return img
 
     def index_range(self, low: np.ndarray, high: np.ndarray) -> tuple[slice, slice, slice] | None:
