@@ -152,7 +152,7 @@ def index_folder(path: str | Path, progress: Callable[[int, int], None] | None =
     files = list(_iter_files(root))
     index = DicomIndex(str(root), n_files=len(files))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, (file, (inst, reason)) in enumerate(zip(files, pool.map(_read_header, files)), 1):
+        for done, (file, (inst, reason)) in enumerate(zip(files, pool.map(_read_header, files), strict=True), 1):
             if progress and (done % 200 == 0 or done == len(files)):
                 progress(done, len(files))
             if reason == NOT_DICOM:

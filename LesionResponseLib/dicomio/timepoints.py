@@ -72,9 +72,14 @@ class LoadedTimePoint:
     ct: sitk.Image | None  # int16, HU
 
 
-def _image_type(series: Series) -> list[str]:
-    value = series.first.get("ImageType") or []
+def _multi(value) -> list[str]:
+    """A DICOM multi-valued element as upper-case strings (pydicom gives a str for a single value)."""
+    value = value or []
     return [str(v).upper() for v in ([value] if isinstance(value, str) else value)]
+
+
+def _image_type(series: Series) -> list[str]:
+    return _multi(series.first.get("ImageType"))
 
 
 def pet_rejection(series: Series, allow_uncorrected: bool = False) -> str | None:
@@ -87,11 +92,11 @@ def pet_rejection(series: Series, allow_uncorrected: bool = False) -> str | None
     image_type = _image_type(series)
     if any(t in image_type for t in ("LOCALIZER", "SECONDARY", "MIP", "PROJECTION IMAGE", "REFORMATTED")):
         return f"derived PET ({'/'.join(image_type)}), not an original reconstruction"
-    corrected = [str(v).upper() for v in (series.first.get("CorrectedImage") or [])]
+    corrected = _multi(series.first.get("CorrectedImage"))
     if "ATTN" not in corrected:
         return "not attenuation-corrected (CorrectedImage lacks ATTN)"
     if "DECY" not in corrected and not allow_uncorrected:
-        return "not decay-corrected (CorrectedImage lacks DECY)"
+        return "not decay-corrected (CorrectedImage lacks DECY; accept with allow_uncorrected / --allow-uncorrected)"
     units = str(series.first.get("Units", "") or "").upper()
     if units not in ("BQML", "CNTS", "GML"):
         return f"Units {units or 'missing'} is not quantitative (BQML, CNTS or GML expected)"
@@ -198,6 +203,11 @@ def find_timepoints(path: str | Path, patient: str | None = None, strict: bool =
         result = _study_timepoint(study, inventory, strict, allow_uncorrected)
         if result is not None:
             found.append(result)
+    if not found and strict:
+        reasons = "; ".join(f"{i.modality} '{i.description}': {i.reason}" for i in inventory.ignored) or "none"
+        raise DicomInputError(describe(f"no quantitative PET time point for patient {chosen.patient_id} "
+                                       f"(series seen: {reasons})", path=index.root,
+                                       fix="Add the attenuation- and decay-corrected PET series to the folder."))
     found.sort(key=lambda f: f[0].scan_datetime)
     for k, (cal, study, pet, ct) in enumerate(found):
         inventory.timepoints.append(_info(k, chosen, study, pet, ct, cal))

@@ -15,21 +15,25 @@ from LesionResponseLib.phantom.simulate import simulate_patient
 
 def generate_patient(out_dir: str | Path, seed: int = 1, timepoints: int = 4, vendor: str = "siemens",
                      extras: bool = True, n_lesions: int | None = None, motion_scale: float = 1.0,
-                     noise_scale: float = 1.0, progress=None) -> Path:
+                     noise_scale: float = 1.0, axial_extent_mm: float | None = None, progress=None) -> Path:
     """Simulate a patient and write the phantom folder of docs/ARCHITECTURE.md; returns ``out_dir``.
 
     ``out_dir/dicom`` (one study per time point: CT, PET, and with ``extras`` a localizer and a NAC PET),
     ``truth.json``, ``truth/tp{k}_lesions.nii.gz``, ``truth/tp{k}_organs.nii.gz``, ``mip/tp{k}.png``,
-    ``mip/all.png``.
+    ``mip/all.png``. Options are those of :func:`simulate_patient` (``axial_extent_mm`` makes a small slab
+    patient for tests).
     """
     if vendor not in VENDORS:
         raise ValueError(f"unknown vendor {vendor!r}; choose one of {', '.join(VENDORS)}")
     out = Path(out_dir)
     (out / "truth").mkdir(parents=True, exist_ok=True)
     patient = simulate_patient(seed, timepoints, n_lesions=n_lesions, motion_scale=motion_scale,
-                               noise_scale=noise_scale, with_nac=extras, progress=progress)
+                               noise_scale=noise_scale, with_nac=extras, axial_extent_mm=axial_extent_mm,
+                               progress=progress)
     truth = patient.truth
     truth["vendor"] = vendor
+    truth["options"] = {"extras": extras, "n_lesions": n_lesions, "motion_scale": motion_scale,
+                        "noise_scale": noise_scale, "axial_extent_mm": axial_extent_mm}
     for scan, tp in zip(patient.timepoints, truth["timepoints"], strict=True):
         tp.update(write_study(patient, scan, out / "dicom", vendor, extras=extras))
         tp["folder"] = os.path.relpath(tp["folder"], out)

@@ -93,7 +93,7 @@ class SimulatedPatient:
 
 def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_lesions: int | None = None,
                      motion_scale: float = 1.0, noise_scale: float = 1.0, with_nac: bool = False,
-                     progress=None) -> SimulatedPatient:
+                     axial_extent_mm: float | None = None, progress=None) -> SimulatedPatient:
     """Simulate a whole-body [68Ga]DOTATATE PET/CT patient over ``timepoints`` scans (2–7), in memory.
 
     Args:
@@ -104,6 +104,8 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
         motion_scale: scales repositioning and non-rigid displacement (0 = no motion).
         noise_scale: scales the PET noise standard deviation (0 = noise-free).
         with_nac: also make a non-attenuation-corrected PET (for DICOM decoys).
+        axial_extent_mm: scan only this length (mm) centred on the upper abdomen (liver, spleen, kidneys)
+            instead of vertex to thighs: a fast, small patient for tests.
         progress: optional callable ``progress(done, total)``.
     """
     if not 1 <= timepoints <= 7:
@@ -131,6 +133,8 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
         organ_scale["liver"] *= base_liver
         motion = random_motion(rng, motion_scale)
         cut = (float(rng.uniform(0, 30)), float(rng.uniform(0, 30)))
+        if axial_extent_mm:
+            cut = (-float(axial_extent_mm), 0.0)  # negative top cut: a slab (see _grids)
         noise_rng = np.random.default_rng([seed, k, 99])
         scans.append(_render(k, lesions, body, acq, motion, organ_scale, cut, noise_rng, with_ct,
                              noise_scale, with_nac))
@@ -204,8 +208,12 @@ class _Grid:
 
 def _grids(motion: Motion, body: BodyParameters, cut: tuple[float, float]) -> tuple[_Grid, _Grid]:
     """CT and PET grids covering vertex to mid-thigh of this scan, shortened by ``cut`` (top, bottom) mm."""
-    top = motion.to_scanner([(0.0, 0.0, 15.0)])[0, 2] - cut[0]
-    bottom = motion.to_scanner([(0.0, 0.0, -990.0 * body.z_scale)])[0, 2] + cut[1]
+    if cut[0] < 0:  # slab of length -cut[0] mm centred on the upper abdomen
+        centre = motion.to_scanner([(0.0, 0.0, -600.0 * body.z_scale)])[0, 2]
+        top, bottom = centre - cut[0] / 2, centre + cut[0] / 2
+    else:
+        top = motion.to_scanner([(0.0, 0.0, 15.0)])[0, 2] - cut[0]
+        bottom = motion.to_scanner([(0.0, 0.0, -990.0 * body.z_scale)])[0, 2] + cut[1]
     nz = int((top - bottom) // PET_SPACING_MM[2]) + 1
     top = float(np.round(top, 1))
     ct = _Grid((-255.0, -255.0, top), CT_SPACING_MM, (MATRIX_CT, MATRIX_CT, nz))

@@ -1,0 +1,362 @@
+"""Match lesion-ROIs between time points into links (Santoro-Fernandes et al., PMB 2021; DOMAIN.md §2).
+
+For every follow-up ``j`` (in time order) and every earlier time point ``i`` (most recent first):
+
+1. **Conformal dilation.** Each time point's accepted ROIs grow by ``params.dilation_mm`` in physical
+   units (anisotropic voxels respected), each voxel going to its geodesically nearest ROI so neighbours
+   never merge.
+2. **Mapping.** Dilated labels of both time points are brought onto one *frame* grid by nearest-neighbour
+   resampling through the registration (ITK convention: a transform of ``(k, j)`` maps points of
+   time point ``k`` to points of ``j``). Frame choice, by preference: ``i`` itself when ``(i, j)`` is given;
+   else the latest ``k < i`` with both ``(k, i)`` and ``(k, j)`` given (normally the baseline); else ``i``
+   with a composition of given forward transforms ``i -> ... -> j`` (e.g. consecutive pairs). No transform
+   is ever inverted.
+3. **Clustering by overlap.** A candidate pair ``(a, b)`` needs an overlap coefficient
+   ``|Da ∩ Db| / min(|Da|, |Db|) >= params.min_overlap`` and a centroid distance in the frame
+   ``<= params.max_match_distance_mm``. Connected components of candidate pairs are the clusters.
+4. **Linear assignment** (``scipy.optimize.linear_sum_assignment``) inside each cluster on
+   ``cost = distance / max_match_distance_mm + (1 - overlap)`` gives one-to-one links. A ROI left over in
+   a cluster whose dilated region lies mostly inside an assigned partner's
+   (``|Da ∩ Db| / |D_leftover| >= extra["containment_min"]``) joins it: several ``j`` ROIs on one ``i``
+   ROI are a **split**, several ``i`` ROIs on one ``j`` ROI a **merge**.
+
+**Skipped time points.** A ROI of ``j`` linked at a more recent time point is not offered to older ones,
+and a ROI of ``i`` is offered to ``j`` only when its track (the links so far) has no ROI strictly between
+``i`` and ``j``. So a lesion that disappears and returns is linked to its last appearance, and a ROI that
+found its partner at ``j - 1`` never also links to an older ROI of a different track.
+
+Extra parameters (``AnalysisParameters.extra``): ``containment_min`` (default 0.5: more than half of the
+left-over ROI's dilated volume inside its partner's; a new lesion merely touching a big one stays new).
+Only ``status == "accepted"`` ROIs take part.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Link, roi_id_for
+from LesionResponseLib.errors import describe
+from LesionResponseLib.tracking.tracks import TrackingError
+
+EXTRA_DEFAULTS: dict[str, float] = {"containment_min": 0.25}
+
+Transforms = dict[tuple[int, int], sitk.Transform]
+
+
+# ---------------------------------------------------------------------------------------------- dilation
+def dilate_labels(labels: np.ndarray, spacing_zyx: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+    """Grow every label by ``radius_mm`` (mm, Euclidean between voxel centres) without merging neighbours.
+
+    ``labels`` is a z, y, x array. Growth proceeds one voxel shell at a time inside the union of the
+    ellipsoidal dilations, so a voxel goes to the ROI that reaches it first (ties: the higher label).
+    """
+    if radius_mm <= 0 or not labels.any():
+        return labels.copy()
+    reach = _ball(spacing_zyx, radius_mm)
+    inside = ndimage.binary_dilation(labels > 0, structure=reach)
+    step = _ball(spacing_zyx, max(spacing_zyx) * 1.0001)
+    out = labels.copy()
+    for _ in range(max(reach.shape) // 2):
+        grown = ndimage.grey_dilation(out, footprint=step)
+        fill = (out == 0) & inside & (grown > 0)
+        if not fill.any():
+            break
+        out[fill] = grown[fill]
+    return out
+
+
+def _ball(spacing_zyx: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+    half = [int(math.floor(radius_mm / s)) for s in spacing_zyx]
+    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    dist2 = sum((g * s) ** 2 for g, s in zip(grids, spacing_zyx, strict=True))
+    return dist2 <= radius_mm**2 + 1e-6
+
+
+# ---------------------------------------------------------------------------------------------- routing
+def _chain(transforms: Transforms, start: int, stop: int) -> sitk.Transform | None:
+    """Composition of given forward transforms from ``start`` to ``stop`` (fewest hops), or None."""
+    if (start, stop) in transforms:
+        return transforms[(start, stop)]
+    paths: dict[int, list[tuple[int, int]]] = {start: []}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for a, b in sorted(transforms):
+                if a == node and b <= stop and b not in paths:
+                    paths[b] = paths[node] + [(a, b)]
+                    nxt.append(b)
+        frontier = nxt
+    if stop not in paths:
+        return None
+    # ITK composite transforms apply the last-added transform first
+    return sitk.CompositeTransform([transforms[edge] for edge in reversed(paths[stop])])
+
+
+def route(transforms: Transforms, i: int, j: int) -> tuple[int, sitk.Transform | None, sitk.Transform]:
+    """Frame ``k`` for comparing time points ``i < j``, with ``T(k, i)`` (None when k == i) and ``T(k, j)``."""
+    if (i, j) in transforms:
+        return i, None, transforms[(i, j)]
+    for k in range(i - 1, -1, -1):
+        if (k, i) in transforms and (k, j) in transforms:
+            return k, transforms[(k, i)], transforms[(k, j)]
+    chained = _chain(transforms, i, j)
+    if chained is not None:
+        return i, None, chained
+    raise TrackingError(describe(
+        f"no registration maps time point {i} to time point {j} (given: {sorted(transforms)})",
+        path="transforms",
+        fix=f"Register time point {j} to the baseline (pair (0, {j})) or give consecutive pairs",
+    ))
+
+
+# ---------------------------------------------------------------------------------------------- frames
+@dataclass
+class _FrameLabels:
+    """Dilated labels of one time point on a frame grid, with per-label voxel counts and centroids (mm)."""
+
+    array: np.ndarray
+    counts: np.ndarray
+    centroids: np.ndarray  # (max_label + 1, 3), LPS mm
+
+
+class _Frames:
+    """Cache of dilated label maps resampled onto frame grids."""
+
+    def __init__(self, dilated: dict[int, sitk.Image]) -> None:
+        self.dilated = dilated
+        self.cache: dict[tuple[int, int], _FrameLabels] = {}
+
+    def get(self, frame: int, tp: int, transform: sitk.Transform | None) -> _FrameLabels:
+        key = (frame, tp)
+        if key not in self.cache:
+            reference = self.dilated[frame]
+            image = self.dilated[tp]
+            if transform is not None and not _is_identity_on(transform, image, reference):
+                image = sitk.Resample(image, reference, transform, sitk.sitkNearestNeighbor, 0)
+            self.cache[key] = _stats(sitk.GetArrayFromImage(image), reference)
+        return self.cache[key]
+
+
+def _is_identity_on(transform: sitk.Transform, image: sitk.Image, reference: sitk.Image) -> bool:
+    same_grid = (image.GetSize() == reference.GetSize() and np.allclose(image.GetOrigin(), reference.GetOrigin())
+                 and np.allclose(image.GetSpacing(), reference.GetSpacing())
+                 and np.allclose(image.GetDirection(), reference.GetDirection()))
+    return same_grid and transform.GetTransformEnum() == sitk.sitkIdentity
+
+
+def _stats(array: np.ndarray, grid: sitk.Image) -> _FrameLabels:
+    zyx = np.nonzero(array)
+    values = array[zyx].astype(np.int64)
+    size = int(array.max(initial=0)) + 1
+    counts = np.bincount(values, minlength=size)
+    idx_xyz = np.stack([zyx[2], zyx[1], zyx[0]], axis=1).astype(float)
+    direction = np.asarray(grid.GetDirection()).reshape(3, 3)
+    points = (idx_xyz * np.asarray(grid.GetSpacing())) @ direction.T + np.asarray(grid.GetOrigin())
+    sums = np.stack([np.bincount(values, weights=points[:, d], minlength=size) for d in range(3)], axis=1)
+    centroids = sums / np.maximum(counts, 1)[:, None]
+    return _FrameLabels(array, counts, centroids)
+
+
+# ---------------------------------------------------------------------------------------------- state
+class _TrackState:
+    """Union-find over ROI ids that also knows, per component, the time points it occupies."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+        self.tps: dict[str, set[int]] = {}
+
+    def add(self, roi_id: str, tp: int) -> None:
+        self.parent[roi_id] = roi_id
+        self.tps[roi_id] = {tp}
+
+    def find(self, roi_id: str) -> str:
+        while self.parent[roi_id] != roi_id:
+            self.parent[roi_id] = self.parent[self.parent[roi_id]]
+            roi_id = self.parent[roi_id]
+        return roi_id
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+            self.tps[ra] |= self.tps.pop(rb)
+
+    def present_between(self, roi_id: str, i: int, j: int) -> bool:
+        return any(i < tp < j for tp in self.tps[self.find(roi_id)])
+
+
+# ---------------------------------------------------------------------------------------------- matching
+def match_rois(
+    labels: dict[int, sitk.Image],
+    rois: list[LesionROI],
+    transforms: Transforms,
+    params: AnalysisParameters,
+) -> list[Link]:
+    """Links between accepted ROIs of different time points (see the module docstring for the method).
+
+    ``labels[k]`` is time point k's label map (values = ``LesionROI.label``); ``transforms[(i, j)]`` maps
+    points of time point i to time point j (i < j): give ``(0, j)`` for every follow-up, and optionally
+    consecutive pairs. Returns links sorted by (time point of roi_b, roi_a, roi_b).
+    """
+    containment_min = float(params.extra.get("containment_min", EXTRA_DEFAULTS["containment_min"]))
+    accepted = _accepted_by_tp(rois, labels)
+    tps = sorted(accepted)
+    frames = _Frames({tp: _dilated(labels[tp], accepted[tp], params.dilation_mm) for tp in tps})
+    state = _TrackState()
+    for tp in tps:
+        for label in accepted[tp]:
+            state.add(roi_id_for(tp, label), tp)
+    links: list[Link] = []
+    for jpos, j in enumerate(tps):
+        linked_b: set[int] = set()
+        for i in reversed(tps[:jpos]):
+            frame, t_ki, t_kj = route(transforms, i, j)
+            la = frames.get(frame, i, t_ki)
+            lb = frames.get(frame, j, t_kj)
+            a_ok = {a for a in accepted[i] if not state.present_between(roi_id_for(i, a), i, j)}
+            b_ok = set(accepted[j]) - linked_b
+            for link in _match_pair(la, lb, i, j, a_ok, b_ok, params, containment_min):
+                links.append(link)
+                state.union(link.roi_a, link.roi_b)
+                linked_b.add(int(link.roi_b.rsplit("L", 1)[1]))
+    return links
+
+
+def _accepted_by_tp(rois: list[LesionROI], labels: dict[int, sitk.Image]) -> dict[int, set[int]]:
+    accepted: dict[int, set[int]] = defaultdict(set)
+    for roi in rois:
+        if roi.status != "accepted":
+            continue
+        if roi.timepoint not in labels:
+            raise TrackingError(describe(
+                f"lesion-ROI {roi.roi_id} belongs to time point {roi.timepoint}, which has no label map",
+                path="labels", fix="Pass the label map of every time point that has ROIs"))
+        if roi.roi_id != roi_id_for(roi.timepoint, roi.label):
+            raise TrackingError(describe(
+                f"lesion-ROI id {roi.roi_id!r} does not match its time point and label "
+                f"({roi_id_for(roi.timepoint, roi.label)!r})",
+                path="rois", fix="Build ROI ids with datamodel.roi_id_for(timepoint, label)"))
+        accepted[roi.timepoint].add(roi.label)
+    return dict(accepted)
+
+
+def _dilated(image: sitk.Image, keep: set[int], dilation_mm: float) -> sitk.Image:
+    """Label map with only the ``keep`` labels, conformally dilated by ``dilation_mm``."""
+    array = sitk.GetArrayViewFromImage(image)
+    lookup = np.zeros(int(array.max(initial=0)) + 1, np.uint32)
+    for label in keep:
+        if label < lookup.size:
+            lookup[label] = label
+    kept = lookup[array]
+    spacing_zyx = tuple(reversed(image.GetSpacing()))
+    out = sitk.GetImageFromArray(dilate_labels(kept, spacing_zyx, dilation_mm))
+    out.CopyInformation(image)
+    return out
+
+
+def _pair_table(la: _FrameLabels, lb: _FrameLabels, a_ok: set[int], b_ok: set[int]) -> np.ndarray:
+    """Rows (a, b, intersection voxels) for every eligible pair of overlapping dilated ROIs."""
+    both = (la.array > 0) & (lb.array > 0)
+    a = la.array[both].astype(np.int64)
+    b = lb.array[both].astype(np.int64)
+    width = int(lb.counts.size)
+    codes, inter = np.unique(a * width + b, return_counts=True)
+    table = np.stack([codes // width, codes % width, inter], axis=1)
+    keep = [r for r in range(len(table)) if table[r, 0] in a_ok and table[r, 1] in b_ok]
+    return table[keep]
+
+
+def _match_pair(la: _FrameLabels, lb: _FrameLabels, i: int, j: int, a_ok: set[int], b_ok: set[int],
+                params: AnalysisParameters, containment_min: float) -> list[Link]:
+    """Links of one time point pair: gate, cluster, assign, attach splits and merges."""
+    if not a_ok or not b_ok:
+        return []
+    table = _pair_table(la, lb, a_ok, b_ok)
+    cands: dict[tuple[int, int], tuple[float, float, float, int]] = {}
+    for a, b, inter in table.tolist():
+        overlap = inter / min(la.counts[a], lb.counts[b])
+        distance = float(np.linalg.norm(la.centroids[a] - lb.centroids[b]))
+        if overlap >= params.min_overlap and distance <= params.max_match_distance_mm:
+            cost = distance / params.max_match_distance_mm + (1.0 - overlap)
+            cands[(a, b)] = (cost, overlap, distance, inter)
+    pairs: list[tuple[int, int]] = []
+    for cluster in _clusters(list(cands)):
+        pairs.extend(_resolve_cluster(cluster, cands, la, lb, containment_min))
+    per_a = defaultdict(int)
+    per_b = defaultdict(int)
+    for a, b in pairs:
+        per_a[a] += 1
+        per_b[b] += 1
+    links = []
+    for a, b in sorted(pairs):
+        cost, overlap, distance, _ = cands[(a, b)]
+        kind = "split" if per_a[a] > 1 else "merge" if per_b[b] > 1 else "one-to-one"
+        links.append(Link(roi_a=roi_id_for(i, a), roi_b=roi_id_for(j, b), cost=round(cost, 4),
+                          overlap=round(overlap, 4), distance_mm=round(distance, 2), kind=kind))
+    return links
+
+
+def _clusters(edges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Connected components of the bipartite candidate graph, as lists of edges."""
+    if not edges:
+        return []
+    a_index = {a: n for n, a in enumerate(sorted({a for a, _ in edges}))}
+    b_index = {b: n + len(a_index) for n, b in enumerate(sorted({b for _, b in edges}))}
+    rows = [a_index[a] for a, _ in edges]
+    cols = [b_index[b] for _, b in edges]
+    size = len(a_index) + len(b_index)
+    graph = coo_matrix((np.ones(len(edges)), (rows, cols)), shape=(size, size))
+    _, comp = connected_components(graph, directed=False)
+    groups: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for edge, row in zip(edges, rows, strict=True):
+        groups[int(comp[row])].append(edge)
+    return [sorted(group) for _, group in sorted(groups.items())]
+
+
+def _resolve_cluster(cluster: list[tuple[int, int]], cands: dict, la: _FrameLabels, lb: _FrameLabels,
+                     containment_min: float) -> list[tuple[int, int]]:
+    """One-to-one pairs by linear assignment, then left-overs contained in a partner (splits/merges)."""
+    if len(cluster) == 1:
+        return cluster
+    a_ids = sorted({a for a, _ in cluster})
+    b_ids = sorted({b for _, b in cluster})
+    big = 1e6
+    cost = np.full((len(a_ids), len(b_ids)), big)
+    for a, b in cluster:
+        cost[a_ids.index(a), b_ids.index(b)] = cands[(a, b)][0]
+    rows, cols = linear_sum_assignment(cost)
+    pairs = [(a_ids[r], b_ids[c]) for r, c in zip(rows, cols, strict=True) if cost[r, c] < big]
+    used_a = {a for a, _ in pairs}
+    used_b = {b for _, b in pairs}
+    extra = []
+    for b in b_ids:
+        if b not in used_b:
+            best = _best_container([(a, cands[(a, b)][3]) for a in used_a if (a, b) in cands],
+                                   lb.counts[b], containment_min)
+            if best is not None:
+                extra.append((best, b))
+    for a in a_ids:
+        if a not in used_a:
+            best = _best_container([(b, cands[(a, b)][3]) for b in used_b if (a, b) in cands],
+                                   la.counts[a], containment_min)
+            if best is not None:
+                extra.append((a, best))
+    return pairs + extra
+
+
+def _best_container(options: list[tuple[int, int]], own_count: int, containment_min: float) -> int | None:
+    """The partner covering the largest part of a left-over ROI, if it covers at least ``containment_min``."""
+    if not options:
+        return None
+    partner, inter = max(options, key=lambda item: (item[1], -item[0]))
+    return partner if inter / own_count >= containment_min else None

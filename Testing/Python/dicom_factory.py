@@ -1,0 +1,111 @@
+"""Tiny hand-made PET/CT DICOM series for edge-case tests (8×8 pixels, a few slices, chosen tags)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
+
+HALF_LIFE = 4062.6
+
+
+def _meta(ds: Dataset) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+
+
+def write_series(folder: Path, *, modality: str = "PT", patient_id: str = "P1", birth: str = "19600101",
+                 study_uid: str | None = None, for_uid: str | None = None, n_slices: int = 12,
+                 values: np.ndarray | None = None, scan: dt.datetime = dt.datetime(2025, 3, 1, 11, 0, 0),
+                 injection: dt.datetime | None = dt.datetime(2025, 3, 1, 10, 0, 0), dose_bq: float | None = 150e6,
+                 weight: float | None = 70.0, units: str = "BQML", decay: str = "START",
+                 half_life: float | None = HALF_LIFE, corrected=("ATTN", "DECY"), series_time: dt.datetime | None = None,
+                 injection_time_only: bool = False, private: dict | None = None, spacing_z: float = 4.0,
+                 z_positions: list[float] | None = None, image_type=("ORIGINAL", "PRIMARY", "AXIAL"),
+                 radionuclide_code: str | None = "35337001", height: float | None = 1.75, sex: str = "M",
+                 tilt_mm_per_slice: float = 0.0) -> list[Path]:
+    """Write a small series; PET values are stored as int16 with per-slice RescaleSlope. Returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid()
+    for_uid = for_uid or generate_uid()
+    series_uid = generate_uid()
+    series_time = series_time or scan
+    if values is None:
+        values = np.fromfunction(lambda z, y, x: 1000.0 * (1 + z + 0.1 * x + 0.01 * y), (n_slices, 8, 8))
+    zs = z_positions if z_positions is not None else [-spacing_z * k for k in range(values.shape[0])]
+    paths = []
+    for k, z in enumerate(zs):
+        ds = Dataset()
+        ds.SOPClassUID = PositronEmissionTomographyImageStorage if modality == "PT" else CTImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        _meta(ds)
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.Modality, ds.PatientID, ds.PatientName = modality, patient_id, f"Test^{patient_id}"
+        ds.PatientBirthDate, ds.PatientSex = birth, sex
+        if weight is not None:
+            ds.PatientWeight = f"{weight}"
+        if height is not None:
+            ds.PatientSize = f"{height}"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, for_uid
+        ds.StudyDate, ds.StudyTime = scan.strftime("%Y%m%d"), "090000"
+        ds.SeriesDate, ds.SeriesTime = series_time.strftime("%Y%m%d"), series_time.strftime("%H%M%S")
+        ds.AcquisitionDate, ds.AcquisitionTime = scan.strftime("%Y%m%d"), scan.strftime("%H%M%S")
+        ds.SeriesNumber, ds.InstanceNumber = 3 if modality == "PT" else 2, k + 1
+        ds.SeriesDescription = f"{modality} test"
+        ds.ImageType = list(image_type)
+        ds.ImagePositionPatient = [0.0, tilt_mm_per_slice * k, z]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [4.0, 4.0]
+        ds.SliceThickness = f"{spacing_z}"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = values.shape[1:]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        if modality == "PT":
+            _pet_tags(ds, units, decay, corrected, injection, dose_bq, half_life, injection_time_only,
+                      radionuclide_code)
+            slope = float(np.abs(values[k]).max()) / 30000 or 1.0
+            ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", "0"
+            stored = np.round(values[k] / float(ds.RescaleSlope)).astype(np.int16)
+        else:
+            ds.RescaleSlope, ds.RescaleIntercept = "1", "-1024"
+            stored = (values[k] + 1024).astype(np.int16)
+        ds.PixelData = stored.tobytes()
+        for (group, creator), elements in (private or {}).items():
+            block = ds.private_block(group, creator, create=True)
+            for element, (vr, value) in elements.items():
+                block.add_new(element, vr, value)
+        path = folder / f"IM{k:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def _pet_tags(ds, units, decay, corrected, injection, dose_bq, half_life, injection_time_only, code) -> None:
+    ds.Units, ds.DecayCorrection, ds.CorrectedImage = units, decay, list(corrected)
+    ds.CountsSource, ds.SeriesType = "EMISSION", ["WHOLE BODY", "IMAGE"]
+    ds.ActualFrameDuration = 180000
+    item = Dataset()
+    if injection is not None:
+        item.RadiopharmaceuticalStartTime = injection.strftime("%H%M%S")
+        if not injection_time_only:
+            item.RadiopharmaceuticalStartDateTime = injection.strftime("%Y%m%d%H%M%S")
+    if dose_bq is not None:
+        item.RadionuclideTotalDose = f"{dose_bq}"
+    if half_life is not None:
+        item.RadionuclideHalfLife = f"{half_life}"
+    if code:
+        c = Dataset()
+        c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = code, "SCT", "^68^Gallium"
+        item.RadionuclideCodeSequence = Sequence([c])
+    ds.RadiopharmaceuticalInformationSequence = Sequence([item])
+
+
+def expected_suv_factor(weight_kg: float, dose_bq: float, uptake_s: float, half_life: float = HALF_LIFE) -> float:
+    """SUVbw per Bq/mL: weight (g) / (dose × 2^(−uptake / T½))."""
+    return weight_kg * 1000 / (dose_bq * 2 ** (-uptake_s / half_life))

@@ -1,0 +1,203 @@
+"""SUV and selection on hand-made DICOM edge cases: analytic SUV factors and the exact error messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from dicom_factory import HALF_LIFE, expected_suv_factor, write_series
+
+from LesionResponseLib.dicomio import DicomInputError, find_timepoints, index_folder, load_timepoint
+
+SCAN = dt.datetime(2025, 3, 1, 11, 0, 0)
+INJ = dt.datetime(2025, 3, 1, 10, 0, 0)
+
+
+def _factor(folder, **kw):
+    return find_timepoints(folder, **kw).timepoints[0]
+
+
+def test_bqml_start_suv_factor_is_analytic(tmp_path):
+    write_series(tmp_path / "pet", weight=82.5, dose_bq=171e6)
+    info = _factor(tmp_path)
+    assert info.suv_method == "BQML/START"
+    assert info.suv_factor == pytest.approx(expected_suv_factor(82.5, 171e6, 3600), rel=1e-3)
+    assert info.uptake_time_s == pytest.approx(3600)
+
+
+def test_per_slice_rescale_gives_the_stored_activity(tmp_path):
+    values = np.fromfunction(lambda z, y, x: 50.0 * (z + 1) ** 2 + x, (12, 8, 8))  # slope differs per slice
+    write_series(tmp_path / "pet", values=values)
+    info = _factor(tmp_path)
+    pet = load_timepoint(info).pet_suv
+    loaded = sitk.GetArrayFromImage(pet)  # z ascending: file k is at z = -4k, so reverse
+    assert np.allclose(loaded[::-1] / info.suv_factor, values, rtol=2e-4, atol=0.05)
+    assert pet.GetSpacing() == (4.0, 4.0, 4.0)
+    assert pet.GetOrigin()[2] == pytest.approx(-44.0)
+
+
+def test_injection_before_midnight_scan_after(tmp_path):
+    scan = dt.datetime(2025, 3, 2, 0, 20, 0)
+    write_series(tmp_path / "pet", scan=scan, injection=dt.datetime(2025, 3, 1, 23, 30, 0), injection_time_only=True)
+    info = _factor(tmp_path)
+    assert info.uptake_time_s == pytest.approx(50 * 60)
+    assert info.suv_factor == pytest.approx(expected_suv_factor(70, 150e6, 3000), rel=1e-3)
+
+
+def test_admin_decay_correction_uses_undecayed_dose_on_voxels(tmp_path):
+    write_series(tmp_path / "pet", decay="ADMIN")
+    info = _factor(tmp_path)
+    assert info.suv_method == "BQML/ADMIN"
+    # the reported factor is per Bq/mL at scan start; voxels (corrected to injection) use weight/dose
+    assert info.suv_factor == pytest.approx(expected_suv_factor(70, 150e6, 3600), rel=1e-3)
+    suv = sitk.GetArrayFromImage(load_timepoint(info).pet_suv)
+    assert suv.max() == pytest.approx(1000.0 * (12 + 0.7 + 0.07) * 70e3 / 150e6, rel=1e-3)
+
+
+def test_ge_reprocessed_series_uses_private_scan_datetime(tmp_path):
+    private = {(0x0009, "GEMS_PETD_01"): {0x0D: ("DT", "20250301110000.00")}}
+    write_series(tmp_path / "pet", series_time=SCAN + dt.timedelta(hours=3), private=private)
+    info = _factor(tmp_path)
+    assert info.suv_method == "BQML/GE-reprocessed"
+    assert info.suv_factor == pytest.approx(expected_suv_factor(70, 150e6, 3600), rel=1e-3)
+
+
+def test_late_series_time_without_private_falls_back_to_acquisition_time(tmp_path):
+    write_series(tmp_path / "pet", series_time=SCAN + dt.timedelta(hours=3))
+    info = _factor(tmp_path)
+    assert info.uptake_time_s == pytest.approx(3600)
+    assert any("earliest AcquisitionTime" in w for w in info.warnings)
+
+
+def test_philips_cnts_uses_private_scale_factors(tmp_path):
+    sf, acs = 2.5e-3, 3.7
+    private = {(0x7053, "Philips PET Private Group"): {0x00: ("DS", f"{sf}"), 0x09: ("DS", f"{acs}")}}
+    write_series(tmp_path / "pet", units="CNTS", private=private)
+    info = _factor(tmp_path)
+    assert info.suv_method == "CNTS/Philips"
+    assert info.suv_factor == pytest.approx(sf / acs, rel=1e-6)
+    suv = sitk.GetArrayFromImage(load_timepoint(info).pet_suv)
+    assert suv.max() == pytest.approx(1000.0 * 12.77 * sf, rel=1e-3)
+
+
+def test_cnts_without_private_tags_is_refused(tmp_path):
+    write_series(tmp_path / "pet", units="CNTS")
+    with pytest.raises(DicomInputError, match=r"IM0000\.dcm: PET Units CNTS without the Philips private SUV "
+                                              r"Scale Factor \(7053,1000\)"):
+        find_timepoints(tmp_path)
+
+
+def test_gml_is_already_suv(tmp_path):
+    write_series(tmp_path / "pet", units="GML")
+    info = _factor(tmp_path)
+    assert info.suv_method == "GML"
+    assert sitk.GetArrayFromImage(load_timepoint(info).pet_suv).max() == pytest.approx(12770.0, rel=1e-3)
+
+
+def test_missing_weight_names_file_and_tag(tmp_path):
+    write_series(tmp_path / "pet", weight=None)
+    with pytest.raises(DicomInputError, match=r"IM0000\.dcm: missing or zero PatientWeight \(0010,1030\).*dcmodify"):
+        find_timepoints(tmp_path)
+
+
+def test_missing_half_life_uses_nuclide_code_with_warning(tmp_path):
+    write_series(tmp_path / "pet", half_life=None)
+    info = _factor(tmp_path)
+    assert info.suv_factor == pytest.approx(expected_suv_factor(70, 150e6, 3600, HALF_LIFE), rel=1e-3)
+    assert any("RadionuclideHalfLife missing" in w for w in info.warnings)
+
+
+def test_missing_half_life_and_code_is_refused(tmp_path):
+    write_series(tmp_path / "pet", half_life=None, radionuclide_code=None)
+    with pytest.raises(DicomInputError, match=r"missing RadionuclideHalfLife \(0018,1075\)"):
+        find_timepoints(tmp_path)
+
+
+def test_dose_in_mbq_is_refused(tmp_path):
+    write_series(tmp_path / "pet", dose_bq=150.0)
+    with pytest.raises(DicomInputError, match="RadionuclideTotalDose 150 Bq is implausible"):
+        find_timepoints(tmp_path)
+
+
+def test_no_decay_correction_refused_then_corrected_per_slice(tmp_path):
+    write_series(tmp_path / "pet", decay="NONE", corrected=("ATTN",))
+    with pytest.raises(DicomInputError, match="no quantitative PET time point.*lacks DECY.*allow_uncorrected"):
+        find_timepoints(tmp_path, strict=True)
+    inventory = find_timepoints(tmp_path, allow_uncorrected=True)
+    info = inventory.timepoints[0]
+    assert info.suv_method == "BQML/NONE-corrected"
+    # all slices acquired at SCAN, 180 s frames: each decay-corrected by 2^(90 s / T½)
+    suv = sitk.GetArrayFromImage(load_timepoint(info, allow_uncorrected=True).pet_suv)
+    assert suv.max() == pytest.approx(12770.0 * info.suv_factor * 2 ** (90 / HALF_LIFE), rel=1e-3)
+
+
+def test_two_patients_listed_and_choosable(tmp_path):
+    write_series(tmp_path / "a", patient_id="ALPHA")
+    write_series(tmp_path / "b", patient_id="BRAVO")
+    with pytest.raises(DicomInputError, match=r"2 patients in one folder: ALPHA .*; BRAVO .*--patient"):
+        find_timepoints(tmp_path)
+    assert find_timepoints(tmp_path, patient="BRAVO").patient_id == "BRAVO"
+
+
+def test_same_id_different_birth_dates_is_refused(tmp_path):
+    write_series(tmp_path / "a", patient_id="SAME", birth="19500101")
+    write_series(tmp_path / "b", patient_id="SAME", birth="19700101", scan=SCAN + dt.timedelta(days=60),
+                 injection=INJ + dt.timedelta(days=60))
+    with pytest.raises(DicomInputError, match="files of different patients share an ID"):
+        find_timepoints(tmp_path)
+
+
+def test_corrupt_file_is_listed_and_a_gap_is_refused(tmp_path):
+    paths = write_series(tmp_path / "pet")
+    paths[5].write_bytes(paths[5].read_bytes()[:200])  # truncated mid-header
+    (tmp_path / "notes.txt").write_text("report")
+    index = index_folder(tmp_path)
+    assert [p for p, _ in index.unreadable] == [str(paths[5])]
+    assert index.non_dicom == [str(tmp_path / "notes.txt")]
+    info = find_timepoints(tmp_path, index=index).timepoints[0]
+    with pytest.raises(DicomInputError, match="non-uniform slice spacing.*missing slices"):
+        load_timepoint(info)
+
+
+def test_gantry_tilt_is_refused(tmp_path):
+    write_series(tmp_path / "ct", modality="CT", tilt_mm_per_slice=1.0, values=np.zeros((12, 8, 8)))
+    from LesionResponseLib.dicomio import load_series
+
+    with pytest.raises(DicomInputError, match="gantry tilt"):
+        load_series([str(p) for p in sorted((tmp_path / "ct").iterdir())])
+
+
+def test_ignored_series_have_reasons_and_ct_is_paired_by_frame_of_reference(tmp_path):
+    study, frame = "1.2.3.4.5", "1.2.3.4.6"
+    write_series(tmp_path / "pet", study_uid=study, for_uid=frame)
+    write_series(tmp_path / "nac", study_uid=study, for_uid=frame, corrected=("DECY",))
+    write_series(tmp_path / "ct", modality="CT", study_uid=study, for_uid=frame, values=np.zeros((12, 8, 8)))
+    write_series(tmp_path / "ct_other", modality="CT", study_uid=study, values=np.zeros((12, 8, 8)))
+    write_series(tmp_path / "topo", modality="CT", study_uid=study, for_uid=frame, n_slices=1,
+                 values=np.zeros((1, 8, 8)), image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+    inventory = find_timepoints(tmp_path)
+    info = inventory.timepoints[0]
+    assert info.ct_files and all("/ct/" in f for f in info.ct_files)
+    reasons = {i.folder.rsplit("/", 1)[-1]: i.reason for i in inventory.ignored}
+    assert reasons == {"nac": "not attenuation-corrected (CorrectedImage lacks ATTN)",
+                       "ct_other": "CT of another frame of reference", "topo": "localizer (topogram)"}
+
+
+def test_timepoints_ordered_by_scan_date_and_empty_folder_error(tmp_path):
+    write_series(tmp_path / "late", scan=SCAN + dt.timedelta(days=90), injection=INJ + dt.timedelta(days=90))
+    write_series(tmp_path / "early")
+    dates = [t.study_date for t in find_timepoints(tmp_path).timepoints]
+    assert dates == ["20250301", "20250530"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DicomInputError, match="empty: no DICOM images found"):
+        find_timepoints(tmp_path / "empty")
+
+
+def test_sul_uses_janmahasatian_lean_body_mass(tmp_path):
+    write_series(tmp_path / "pet", weight=80.0, height=1.80, sex="F")
+    info = _factor(tmp_path)
+    bmi = 80 / 1.8**2
+    lbm = 9270 * 80 / (8780 + 244 * bmi)
+    assert info.sul_factor == pytest.approx(info.suv_factor * lbm / 80, rel=1e-6)
