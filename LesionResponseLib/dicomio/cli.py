@@ -14,12 +14,16 @@ def register(app: typer.Typer) -> None:
 
 
 def inspect(
-    input_dir: Path = typer.Argument(..., help="A DICOM folder (PACS export, CD, any layout)."),
-    patient: str = typer.Option(None, help="Patient ID (or name) when the folder holds several patients."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-    allow_uncorrected: bool = typer.Option(False, help="Accept PET with DecayCorrection NONE."),
+    input_dir: Path = typer.Argument(..., help="A DICOM folder (PACS export, CD, any layout) or one file."),
+    patient: str = typer.Option(None, "--patient", help="PatientID (or name) when the folder holds several "
+                                "patients."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of tables."),
+    weight: float = typer.Option(None, "--weight", help="Body weight in kg to use instead of PatientWeight "
+                                 "(0010,1030), e.g. when it is missing."),
+    allow_no_decay_correction: bool = typer.Option(False, "--allow-no-decay-correction", help="Accept PET with "
+                                                   "DecayCorrection NONE (each slice decay-corrected over its frame)."),
 ) -> None:
-    """Show patients, time points, chosen PET/CT series, SUV factor and method, and what was ignored."""
+    """Show patients, time points, chosen PET/CT series, SUV factor and method, and what was ignored and why."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -29,40 +33,71 @@ def inspect(
     console = Console(stderr=as_json)
     try:
         with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("reading headers", total=None)
+            task = bar.add_task("reading DICOM headers", total=None)
             index = index_folder(input_dir, progress=lambda d, t: bar.update(task, completed=d, total=t))
-        inventory = find_timepoints(input_dir, patient=patient, strict=False, index=index,
-                                    allow_uncorrected=allow_uncorrected)
+        inventory = find_timepoints(index, patient=patient, strict=False, weight_kg=weight,
+                                    allow_no_decay_correction=allow_no_decay_correction)
     except LesionResponseError as err:
-        console.print(f"[red]error:[/red] {err}")
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
-        typer.echo(json.dumps(inventory.to_dict(), indent=1))
+        typer.echo(json.dumps({"n_files": index.n_files, **inventory.to_dict()}, indent=1, default=str))
         return
     _print(inventory, index.n_files, console)
 
 
-def _print(inventory, n_files: int, console) -> None:
+def _series(inventory, uid: str | None) -> str:
+    if uid is None:
+        return "none"
+    info = inventory.series.get(uid, {})
+    return f"{info.get('description', '?')} ({info.get('n_files', '?')} slices), uid {uid}"
+
+
+def _timepoint_table(inventory, tp):
     from rich.table import Table
 
-    console.print(f"{n_files} files; patient [bold]{inventory.patient_id}[/bold] '{inventory.patient_name}'"
-                  + (f"; other patients: {', '.join(inventory.other_patients)}" if inventory.other_patients else ""))
-    table = Table(title="Time points")
-    for col in ("TP", "scan start", "PET series", "CT series", "SUV factor (per Bq/mL)", "method", "weight kg",
-                "MBq", "uptake min", "warnings"):
-        table.add_column(col)
+    table = Table(title=f"Time point {tp.index}: study {tp.study_date}", show_header=False, title_justify="left")
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    rows = [("scan start", tp.scan_datetime), ("PET series", _series(inventory, tp.pet_series_instance_uid)),
+            ("CT series", _series(inventory, tp.ct_series_instance_uid)),
+            ("suv_factor", f"{tp.suv_factor:.6g} SUVbw per Bq/mL"), ("SUV method", tp.suv_method),
+            ("SUL factor", "n/a" if tp.sul_factor is None else f"{tp.sul_factor:.6g} SUL per Bq/mL"),
+            ("weight", f"{tp.weight_kg} kg"), ("injected", f"{(tp.injected_activity_bq or 0) / 1e6:.2f} MBq at "
+                                                          f"{tp.injection_datetime}"),
+            ("uptake", f"{(tp.uptake_time_s or 0) / 60:.1f} min"), ("manufacturer", tp.manufacturer or "?")]
+    rows += [("warning", w) for w in tp.warnings]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    return table
+
+
+def _print(inventory, n_files: int, console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    patients = Table(title=f"Patients ({n_files} files read)", title_justify="left")
+    for col in ("PatientID", "name", "studies", "files", "chosen"):
+        patients.add_column(col)
+    for p in inventory.patients:
+        patients.add_row(p.patient_id, p.name, str(p.n_studies), str(p.n_files),
+                         "yes" if p.patient_id == inventory.patient_id else "")
+    console.print(patients)
     for tp in inventory.timepoints:
-        table.add_row(str(tp.index), tp.scan_datetime, f"{len(tp.pet_files)} files",
-                      f"{len(tp.ct_files)} files" if tp.ct_files else "none", f"{tp.suv_factor:.6g}", tp.suv_method,
-                      f"{tp.weight_kg}", f"{(tp.injected_activity_bq or 0) / 1e6:.1f}",
-                      f"{(tp.uptake_time_s or 0) / 60:.1f}", "; ".join(tp.warnings))
-    console.print(table)
+        console.print(_timepoint_table(inventory, tp))
     if inventory.ignored:
-        ignored = Table(title="Ignored series")
-        for col in ("date", "modality", "series", "files", "reason"):
-            ignored.add_column(col)
+        ignored = Table(title="Ignored series", title_justify="left")
+        for col in ("study date", "modality", "series", "files", "reason"):
+            ignored.add_column(col, overflow="fold")
         for item in inventory.ignored:
             ignored.add_row(item.study_date, item.modality, item.description, str(item.n_files), item.reason)
         console.print(ignored)
     for path, reason in inventory.unreadable[:20]:
-        console.print(f"[yellow]unreadable[/yellow] {path}: {reason}")
+        console.print(f"[yellow]unreadable[/yellow] {escape(path)}: {escape(reason)}", highlight=False,
+                      soft_wrap=True)
+    if len(inventory.unreadable) > 20:
+        console.print(f"... and {len(inventory.unreadable) - 20} more unreadable files")
+    for warning in inventory.warnings:
+        console.print(f"[yellow]warning[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)

@@ -17,16 +17,12 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
-from LesionResponseLib.errors import LesionResponseError, describe
+from LesionResponseLib.dicomio.errors import DicomInputError
+from LesionResponseLib.errors import describe
 
 NOT_DICOM = "not a DICOM file"
 
-
-class DicomInputError(LesionResponseError):
-    """A DICOM input problem: the message names the file, the tag or series, and what to do."""
-
-
-_TAGS = [Tag(t) for t in (
+HEADER_TAGS = _TAGS = [Tag(t) for t in (
     "SOPClassUID", "SOPInstanceUID", "Modality", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
     "PatientWeight", "PatientSize", "StudyInstanceUID", "StudyDate", "StudyTime", "StudyDescription",
     "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "SeriesDate", "SeriesTime", "AcquisitionDate",
@@ -34,7 +30,13 @@ _TAGS = [Tag(t) for t in (
     "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "NumberOfFrames", "Units", "CorrectedImage",
     "DecayCorrection", "RescaleSlope", "RescaleIntercept", "Manufacturer", "InstanceNumber",
     "RadiopharmaceuticalInformationSequence", "SeriesType", "ActualFrameDuration", "GantryDetectorTilt",
-)] + [Tag(0x0009, 0x0010), Tag(0x0009, 0x100D), Tag(0x7053, 0x0010), Tag(0x7053, 0x1000), Tag(0x7053, 0x1009)]
+    "SliceThickness", "PixelRepresentation", "BitsAllocated",
+)]
+#: Private SUV tags (GE scan datetime (0009,xx0D), Philips scale factors (7053,xx00)/(7053,xx09)) in any of the
+#: first 16 private blocks: the creator decides which block holds them.
+_TAGS += [Tag(group, block) for group in (0x0009, 0x7053) for block in range(0x10, 0x20)]
+_TAGS += [Tag(0x0009, (block << 8) | 0x0D) for block in range(0x10, 0x20)]
+_TAGS += [Tag(0x7053, (block << 8) | element) for block in range(0x10, 0x20) for element in (0x00, 0x09)]
 
 
 @dataclass
@@ -43,9 +45,14 @@ class Instance:
 
     path: str
     header: pydicom.Dataset
+    _values: dict = field(default_factory=dict, repr=False, compare=False)
 
     def get(self, keyword: str, default=None):
-        return self.header.get(keyword, default)
+        """The element's value (converted once and cached: the selection reads each tag several times)."""
+        if keyword not in self._values:
+            self._values[keyword] = self.header.get(keyword)
+        value = self._values[keyword]
+        return default if value is None else value
 
 
 @dataclass
@@ -104,6 +111,21 @@ class DicomIndex:
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): corrupt DICOM
     non_dicom: list[str] = field(default_factory=list)  # other files (reports, images, NIfTI...)
     n_files: int = 0
+    #: series uid → [(path, reason)] of unreadable files whose SeriesInstanceUID could still be found
+    corrupt_by_series: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    #: folder → SeriesInstanceUIDs of the readable files in it
+    folder_series: dict[str, set[str]] = field(default_factory=dict)
+
+    def corrupt_files_of(self, series: Series) -> list[tuple[str, str]]:
+        """Unreadable files of ``series``: same SeriesInstanceUID, or (uid unknown) in a folder of this series only."""
+        found = list(self.corrupt_by_series.get(series.uid, []))
+        known = {p for files in self.corrupt_by_series.values() for p, _ in files}
+        for path, reason in self.unreadable:
+            folder = os.path.dirname(path)
+            if path not in known and self.folder_series.get(folder) == {series.uid}:
+                found.append((path, reason))
+        return found
 
 
 def _iter_files(root: Path) -> Iterable[Path]:
@@ -118,20 +140,53 @@ def _iter_files(root: Path) -> Iterable[Path]:
             yield Path(dirpath) / name
 
 
-def _read_header(path: Path) -> tuple[Instance | None, str | None]:
+_SERIES_UID_TAG = b"\x20\x00\x0e\x00"
+
+
+def salvage_series_uid(path: str | Path, limit: int = 65536) -> str | None:
+    """SeriesInstanceUID (0020,000E) of a damaged little-endian file, by scanning its raw bytes (or None)."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
+        with open(path, "rb") as handle:
+            raw = handle.read(limit)
+    except OSError:
+        return None
+    at = raw.find(_SERIES_UID_TAG)
+    if at < 0:
+        return None
+    explicit = raw[at + 4: at + 6] == b"UI"
+    start = at + (8 if explicit else 8)
+    size = int.from_bytes(raw[at + 6: at + 8] if explicit else raw[at + 4: at + 8], "little")
+    value = raw[start: start + size].rstrip(b"\x00 ").decode("ascii", "replace")
+    return value if 0 < size <= 64 and all(c.isdigit() or c == "." for c in value) else None
+
+
+def _parse(path: Path, force: bool) -> tuple[pydicom.Dataset, bool]:
+    """Header of ``path`` and whether it stops before the end of the file (pixel data follows)."""
+    with open(path, "rb") as handle:
+        ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=_TAGS, force=force)
+        more = handle.tell() < os.fstat(handle.fileno()).st_size
+    return ds, more
+
+
+def _read_header(path: Path) -> tuple[Instance | None, str | None]:
+    """The file's header as an :class:`Instance`, or (None, reason): NOT_DICOM or why it is unreadable."""
+    forced = False
+    try:
+        ds, more = _parse(path, force=False)
     except InvalidDicomError:
         if path.suffix.lower() not in ("", ".dcm", ".ima", ".dicom"):
             return None, NOT_DICOM
-        try:  # DICOM without the 128-byte preamble (old CDs): accept only if it parses as an image instance
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS, force=True)
+        try:  # DICOM without the 128-byte preamble (old CDs): accept only if it parses as an instance
+            ds, more = _parse(path, force=True)
+            forced = True
         except Exception:
             return None, NOT_DICOM
     except Exception as exc:  # corrupt or truncated files must not stop the index
         return None, f"unreadable DICOM ({type(exc).__name__}: {exc})"
     if "SOPInstanceUID" not in ds or "SeriesInstanceUID" not in ds or "StudyInstanceUID" not in ds:
-        return None, "missing SOPInstanceUID/SeriesInstanceUID/StudyInstanceUID: not an image instance"
+        return None, NOT_DICOM if forced else "no SOPInstanceUID/SeriesInstanceUID/StudyInstanceUID (truncated?)"
+    if ("ImagePositionPatient" in ds or "Rows" in ds) and not more:
+        return None, "truncated: the header ends at the end of the file, no pixel data"
     return Instance(str(path), ds), None
 
 
@@ -160,6 +215,9 @@ def index_folder(path: str | Path, progress: Callable[[int, int], None] | None =
                 continue
             if inst is None:
                 index.unreadable.append((str(file), reason or "unreadable"))
+                uid = salvage_series_uid(file)
+                if uid:
+                    index.corrupt_by_series.setdefault(uid, []).append((str(file), reason or "unreadable"))
                 continue
             _add(index, inst)
     for patient in index.patients.values():
@@ -175,3 +233,4 @@ def _add(index: DicomIndex, inst: Instance) -> None:
     study = patient.studies.setdefault(inst.header.StudyInstanceUID, Study(inst.header.StudyInstanceUID))
     series = study.series.setdefault(inst.header.SeriesInstanceUID, Series(inst.header.SeriesInstanceUID))
     series.instances.append(inst)
+    index.folder_series.setdefault(os.path.dirname(inst.path), set()).add(series.uid)

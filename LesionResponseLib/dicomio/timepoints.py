@@ -1,41 +1,55 @@
 """Find a patient's time points in a DICOM folder and load them (PET in SUV, CT in HU).
 
-For each study the attenuation- and decay-corrected PET is chosen, and the CT that shares its frame of
-reference and covers it best. Everything else (localizers, NAC PET, secondary captures, reports, other
-modalities) is listed in :attr:`Inventory.ignored` with the reason. Time points are ordered by PET scan
-start.
+Selection rules (each study of the chosen patient gives at most one time point):
+
+* **PET**: a PET Image Storage series that is an original reconstruction (not localizer, MIP, secondary),
+  attenuation- and decay-corrected (CorrectedImage has ATTN and DECY), with Units BQML, CNTS or GML and at
+  least :data:`MIN_VOLUME_SLICES` slices. Among several: prefer ImageType ORIGINAL, then the most slices
+  (widest coverage), then the earliest scan start (not a delayed or repeated scan), then the lowest
+  SeriesNumber. The others are listed as ignored with the chosen one named.
+* **CT**: an axial CT Image Storage volume of the PET's FrameOfReferenceUID, from the same study if there is
+  one, else from another study of the patient (warned); the one covering the PET's axial range best, then
+  the most slices. No such CT: the time point is PET only (warned, ``ct_series_instance_uid=None``).
+
+Everything else (localizers, NAC PET, secondary captures, SR, RTSTRUCT, other modalities) is listed in
+:attr:`Inventory.ignored` with the reason. Time points are ordered by PET scan start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib.datamodel import TimePointInfo
-from LesionResponseLib.dicomio.index import (
-    DicomIndex,
+from LesionResponseLib.dicomio.calibration import SuvResult, compute_suv_factor
+from LesionResponseLib.dicomio.errors import (
+    CorruptFileError,
     DicomInputError,
-    Instance,
-    Patient,
-    Series,
-    Study,
-    index_folder,
+    GeometryError,
+    PatientSelectionError,
+    SuvTagError,
+    fail,
+    tag,
 )
-from LesionResponseLib.dicomio.suv import SuvCalibration, suv_calibration
-from LesionResponseLib.dicomio.volume import load_series, read_datasets
-from LesionResponseLib.errors import describe
+from LesionResponseLib.dicomio.index import DicomIndex, Instance, Patient, Series, Study, index_folder
+from LesionResponseLib.dicomio.volume import check_series_geometry, load_series, read_headers
 
 PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-MIN_VOLUME_SLICES = 10
+MIN_VOLUME_SLICES = 10  # fewer slices cannot be a whole-body or even a single-bed reconstruction (≥ 15 cm)
+AXIAL_TOLERANCE = 0.05  # |normal_z| ≥ 0.95 (≈ 18°) counts as an axial series
+DERIVED_TYPES = ("LOCALIZER", "SECONDARY", "MIP", "PROJECTION IMAGE", "REFORMATTED", "SCREEN SAVE")
+SUV_AGREEMENT = 1e-6  # relative tolerance when load_timepoint re-derives the SUV factor from the files
 
 
 @dataclass
 class IgnoredSeries:
+    """A series that is not part of any time point, and why."""
+
     study_date: str
     modality: str
     description: str
@@ -46,30 +60,46 @@ class IgnoredSeries:
 
 
 @dataclass
+class PatientSummary:
+    patient_id: str
+    name: str
+    n_studies: int
+    n_files: int
+
+
+@dataclass
 class Inventory:
-    """What :func:`find_timepoints` found for one patient."""
+    """What :func:`find_timepoints` found for the chosen patient (and which patients the folder holds)."""
 
     root: str
     patient_id: str
     patient_name: str
+    patients: list[PatientSummary] = field(default_factory=list)
     timepoints: list[TimePointInfo] = field(default_factory=list)
     ignored: list[IgnoredSeries] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
-    other_patients: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: chosen series uid → {"modality", "description", "n_files", "folder"} (for display)
+    series: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """JSON-compatible dict (the ``inspect --json`` output)."""
         return {"root": self.root, "patient_id": self.patient_id, "patient_name": self.patient_name,
+                "patients": [asdict(p) for p in self.patients],
                 "timepoints": [t.to_dict() for t in self.timepoints],
-                "ignored": [vars(i) for i in self.ignored],
+                "ignored": [asdict(i) for i in self.ignored],
                 "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable],
-                "other_patients": self.other_patients}
+                "warnings": list(self.warnings), "series": self.series}
 
 
 @dataclass
 class LoadedTimePoint:
     info: TimePointInfo
     pet_suv: sitk.Image  # float32, SUVbw
-    ct: sitk.Image | None  # int16, HU
+    ct: sitk.Image | None  # HU: int16 when every slice's rescale is integral, else float32
+
+
+# ---------------------------------------------------------------- series classification
 
 
 def _multi(value) -> list[str]:
@@ -78,28 +108,25 @@ def _multi(value) -> list[str]:
     return [str(v).upper() for v in ([value] if isinstance(value, str) else value)]
 
 
-def _image_type(series: Series) -> list[str]:
-    return _multi(series.first.get("ImageType"))
-
-
-def pet_rejection(series: Series, allow_uncorrected: bool = False) -> str | None:
-    """Why a series is not a usable quantitative PET (None when it is)."""
+def pet_rejection(series: Series, allow_no_decay_correction: bool = False) -> str | None:
+    """Why a series is not a usable quantitative PET (None when it is, or when it is a CT)."""
     if series.modality != "PT":
         return None if series.modality == "CT" else f"modality {series.modality or '?'} is neither PET nor CT"
     sop = str(series.first.get("SOPClassUID", ""))
     if sop != PET_STORAGE:
-        return f"PET SOP class {sop} (enhanced/multi-frame or derived) is not supported"
-    image_type = _image_type(series)
-    if any(t in image_type for t in ("LOCALIZER", "SECONDARY", "MIP", "PROJECTION IMAGE", "REFORMATTED")):
+        return f"PET SOP class {sop} (enhanced/multi-frame or secondary capture) is not supported"
+    image_type = _multi(series.first.get("ImageType"))
+    if any(t in image_type for t in DERIVED_TYPES):
         return f"derived PET ({'/'.join(image_type)}), not an original reconstruction"
     corrected = _multi(series.first.get("CorrectedImage"))
     if "ATTN" not in corrected:
         return "not attenuation-corrected (CorrectedImage lacks ATTN)"
-    if "DECY" not in corrected and not allow_uncorrected:
-        return "not decay-corrected (CorrectedImage lacks DECY; accept with allow_uncorrected / --allow-uncorrected)"
+    if "DECY" not in corrected and not allow_no_decay_correction:
+        return ("not decay-corrected (CorrectedImage lacks DECY; accept with allow_no_decay_correction / "
+                "--allow-no-decay-correction)")
     units = str(series.first.get("Units", "") or "").upper()
     if units not in ("BQML", "CNTS", "GML"):
-        return f"Units {units or 'missing'} is not quantitative (BQML, CNTS or GML expected)"
+        return f"{tag('Units')} {units or 'missing'} is not quantitative (BQML, CNTS or GML expected)"
     if len(series.instances) < MIN_VOLUME_SLICES:
         return f"only {len(series.instances)} slices: not a whole-body volume"
     return None
@@ -108,149 +135,227 @@ def pet_rejection(series: Series, allow_uncorrected: bool = False) -> str | None
 def ct_rejection(series: Series) -> str | None:
     """Why a CT series is not a usable attenuation CT volume (None when it is)."""
     sop = str(series.first.get("SOPClassUID", ""))
-    if sop != CT_STORAGE:
-        return f"CT SOP class {sop} (enhanced/multi-frame) is not supported"
-    if "LOCALIZER" in _image_type(series):
+    if "LOCALIZER" in _multi(series.first.get("ImageType")):
         return "localizer (topogram)"
+    if sop != CT_STORAGE:
+        return f"CT SOP class {sop} (enhanced/multi-frame or secondary capture) is not supported"
     iop = np.array(series.first.get("ImageOrientationPatient") or [1, 0, 0, 0, 1, 0], float)
-    if abs(abs(np.cross(iop[:3], iop[3:])[2]) - 1) > 0.05:
-        return "not an axial series"
+    if abs(abs(np.cross(iop[:3], iop[3:])[2]) - 1) > AXIAL_TOLERANCE:
+        return "not an axial series (coronal/sagittal reformat)"
     if len(series.instances) < MIN_VOLUME_SLICES:
         return f"only {len(series.instances)} slices: not a volume"
     return None
 
 
 def _z_range(series: Series) -> tuple[float, float]:
-    z = [float(i.get("ImagePositionPatient", [0, 0, 0])[2]) for i in series.instances]
+    z = [float((i.get("ImagePositionPatient") or [0, 0, 0])[2]) for i in series.instances]
     return min(z), max(z)
 
 
-def _choose_ct(pet: Series, cts: list[Series]) -> Series | None:
+def _pet_rank(pair: tuple[Series, SuvResult]):
+    series, cal = pair
+    original = "ORIGINAL" in _multi(series.first.get("ImageType"))
+    return (not original, -len(series.instances), cal.scan_datetime, int(series.first.get("SeriesNumber") or 0))
+
+
+def _choose_ct(pet: Series, candidates: list[Series]) -> Series | None:
     for_uid = pet.first.get("FrameOfReferenceUID")
-    same = [s for s in cts if s.first.get("FrameOfReferenceUID") == for_uid]
+    same = [s for s in candidates if for_uid and s.first.get("FrameOfReferenceUID") == for_uid]
     if not same:
         return None
     p0, p1 = _z_range(pet)
 
-    def overlap(s: Series) -> float:
+    def coverage(s: Series) -> tuple[float, int]:
         c0, c1 = _z_range(s)
-        return max(0.0, min(p1, c1) - max(p0, c0))
+        return max(0.0, min(p1, c1) - max(p0, c0)), len(s.instances)
 
-    return max(same, key=lambda s: (overlap(s), len(s.instances)))
+    return max(same, key=coverage)
+
+
+# ---------------------------------------------------------------- patient choice
 
 
 def select_patient(index: DicomIndex, patient: str | None) -> Patient:
     """The one patient of the index, or the chosen one; an error lists the patients otherwise."""
     if not index.patients:
         hint = f" ({len(index.unreadable)} files unreadable)" if index.unreadable else ""
-        raise DicomInputError(describe(f"no DICOM images found{hint}", path=index.root,
-                                       fix="Point to the folder of the PACS export or CD."))
+        raise fail(PatientSelectionError, index.root, f"no DICOM images found{hint}",
+                   "Point to the folder of the PACS export or CD.")
     if patient is not None:
         matches = [p for p in index.patients.values() if patient in (p.patient_id, p.name)]
         if not matches:
-            raise DicomInputError(describe(f"patient {patient!r} not found; present: {_list(index)}",
-                                           path=index.root, fix="Use one of the listed patient IDs."))
+            raise fail(PatientSelectionError, index.root, f"patient {patient!r} not found; present: {_list(index)}",
+                       "Use one of the listed PatientIDs.")
         return matches[0]
     if len(index.patients) > 1:
-        raise DicomInputError(describe(f"{len(index.patients)} patients in one folder: {_list(index)}",
-                                       path=index.root, fix="Choose one with --patient ID (patient=...)."))
+        raise fail(PatientSelectionError, index.root, f"{len(index.patients)} patients in one folder: "
+                   f"{_list(index)}", "Choose one with --patient ID (patient=...).")
     return next(iter(index.patients.values()))
 
 
 def _list(index: DicomIndex) -> str:
-    return "; ".join(f"{p.patient_id or '(no ID)'} '{p.name}' ({len(p.studies)} studies)"
+    return "; ".join(f"{p.patient_id or '(no ID)'} '{p.name}' ({len(p.studies)} studies, {p.n_files} files)"
                      for p in index.patients.values())
 
 
 def _check_patient_consistency(patient: Patient) -> None:
+    """Two people under one PatientID (different birth dates or sexes) is an error, never a merge."""
     seen: dict[str, tuple[str, str]] = {}
     for study in patient.studies.values():
         for series in study.series.values():
             for inst in series.instances:
                 for key in ("PatientBirthDate", "PatientSex"):
                     value = str(inst.get(key, "") or "")
-                    if not value:
-                        continue
-                    if key in seen and seen[key][0] != value:
-                        raise DicomInputError(describe(
-                            f"PatientID {patient.patient_id} has {key} {value!r} here but {seen[key][0]!r} in "
-                            f"{seen[key][1]}: files of different patients share an ID", path=inst.path,
-                            fix="Separate the patients' files or fix the patient module."))
-                    seen.setdefault(key, (value, inst.path))
+                    if value and key in seen and seen[key][0] != value:
+                        raise fail(PatientSelectionError, inst.path, f"PatientID {patient.patient_id} has "
+                                   f"{tag(key)} {value!r} here but {seen[key][0]!r} in {seen[key][1]}: files of "
+                                   "different patients share an ID",
+                                   "Separate the patients' files or fix the patient module.")
+                    if value:
+                        seen.setdefault(key, (value, inst.path))
 
 
-def find_timepoints(path: str | Path, patient: str | None = None, strict: bool = True,
-                    allow_uncorrected: bool = False, index: DicomIndex | None = None,
+# ---------------------------------------------------------------- time points
+
+
+def find_timepoints(path_or_index: str | Path | DicomIndex, patient: str | None = None, *, strict: bool = True,
+                    allow_no_decay_correction: bool = False, weight_kg: float | None = None,
+                    index: DicomIndex | None = None,
                     progress: Callable[[int, int], None] | None = None) -> Inventory:
-    """Index ``path`` and return the patient's time points (PET + CT per study, SUV calibrated).
+    """The patient's time points (PET + CT per study, SUV calibrated), ordered by scan start.
 
     Args:
-        path: a folder of DICOM files (any layout) or one file.
+        path_or_index: a DICOM folder (any layout), one file, or a ready :class:`DicomIndex`.
         patient: PatientID (or name) to choose when the folder holds several patients.
-        strict: raise on a study whose PET cannot be calibrated; otherwise list it as ignored.
-        allow_uncorrected: accept PET with DecayCorrection NONE (decay-corrected per slice by the loader).
-        index: a ready index (skips re-reading headers).
+        strict: raise on a chosen PET whose SUV cannot be computed or whose files are corrupt; when False
+            (``inspect``) such series are listed as ignored with the reason.
+        allow_no_decay_correction: accept PET with DecayCorrection NONE (decay-corrected per slice on load).
+        weight_kg: body weight (kg) used instead of PatientWeight for every time point.
+        index: a ready index (same as passing it as ``path_or_index``; kept for callers that pass both).
+        progress: ``progress(done, total)`` while headers are read.
     Raises:
-        DicomInputError: no images, several patients, mixed patient data, or (strict) SUV problems.
+        PatientSelectionError: no images, several patients without ``patient``, mixed patient data.
+        SuvTagError, CorruptFileError: (strict) the chosen PET cannot be calibrated or read.
     """
-    index = index or index_folder(path, progress=progress)
+    if isinstance(path_or_index, DicomIndex):
+        index = path_or_index
+    index = index or index_folder(path_or_index, progress=progress)
     chosen = select_patient(index, patient)
     _check_patient_consistency(chosen)
     inventory = Inventory(index.root, chosen.patient_id, chosen.name, unreadable=list(index.unreadable),
-                          other_patients=[p for p in index.patients if p != chosen.patient_id])
-    found: list[tuple[SuvCalibration, Study, Series, Series | None]] = []
+                          patients=[PatientSummary(p.patient_id, p.name, len(p.studies), p.n_files)
+                                    for p in index.patients.values()])
+    if index.unreadable:
+        inventory.warnings.append(f"{len(index.unreadable)} unreadable DICOM file(s), e.g. {index.unreadable[0][0]} "
+                                  f"({index.unreadable[0][1]}); see Inventory.unreadable")
+    if len(index.patients) > 1:
+        inventory.warnings.append(f"the folder holds {len(index.patients)} patients; only {chosen.patient_id} "
+                                  "was analysed")
+    all_cts = [s for st in chosen.studies.values() for s in st.series.values()
+               if s.modality == "CT" and ct_rejection(s) is None]
+    used_cts: set[str] = set()
+    found = []
     for study in chosen.studies.values():
-        result = _study_timepoint(study, inventory, strict, allow_uncorrected)
+        result = _study_timepoint(study, index, inventory, all_cts, strict, allow_no_decay_correction, weight_kg)
         if result is not None:
             found.append(result)
+            if result[3] is not None:
+                used_cts.add(result[3].uid)
+    _list_unused_cts(chosen, all_cts, used_cts, inventory)
     if not found and strict:
         reasons = "; ".join(f"{i.modality} '{i.description}': {i.reason}" for i in inventory.ignored) or "none"
-        raise DicomInputError(describe(f"no quantitative PET time point for patient {chosen.patient_id} "
-                                       f"(series seen: {reasons})", path=index.root,
-                                       fix="Add the attenuation- and decay-corrected PET series to the folder."))
+        raise fail(DicomInputError, index.root, f"no quantitative PET time point for patient {chosen.patient_id} "
+                   f"(series seen: {reasons})", "Add the attenuation- and decay-corrected PET series to the folder.")
     found.sort(key=lambda f: f[0].scan_datetime)
     for k, (cal, study, pet, ct) in enumerate(found):
         inventory.timepoints.append(_info(k, chosen, study, pet, ct, cal))
+        for series in (pet, ct) if ct else (pet,):
+            inventory.series[series.uid] = {"modality": series.modality, "description": series.description,
+                                            "n_files": len(series.instances), "folder": series.folder}
     return inventory
 
 
-def _study_timepoint(study: Study, inventory: Inventory, strict: bool, allow_uncorrected: bool):
-    pets, cts = [], []
+def _study_timepoint(study: Study, index: DicomIndex, inventory: Inventory, all_cts: list[Series], strict: bool,
+                     allow_none: bool, weight_kg: float | None):
+    candidates: list[tuple[Series, SuvResult]] = []
+    failures: list[tuple[Series, SuvTagError]] = []
     for series in study.series.values():
-        reason = pet_rejection(series, allow_uncorrected)
-        if reason is None and series.modality == "CT":
+        if series.modality == "CT":
             reason = ct_rejection(series)
-            if reason is None:
-                cts.append(series)
-                continue
-        elif reason is None:
-            pets.append(series)
+            if reason:
+                inventory.ignored.append(_ignored(study, series, reason))
+            continue
+        reason = pet_rejection(series, allow_none) or _corrupt_reason(index, series, strict)
+        if reason is None:
+            try:
+                candidates.append((series, compute_suv_factor(series, weight_kg=weight_kg,
+                                                              allow_no_decay_correction=allow_none)))
+            except SuvTagError as err:
+                failures.append((series, err))
             continue
         inventory.ignored.append(_ignored(study, series, reason))
-    if not pets:
-        for ct in cts:
-            inventory.ignored.append(_ignored(study, ct, "no quantitative PET in this study"))
+    if failures and strict and not candidates:
+        raise failures[0][1]  # the study's only quantitative PET cannot be calibrated: never skip it silently
+    for series, err in failures:
+        inventory.ignored.append(_ignored(study, series, f"SUV cannot be computed: {err}"))
+    if not candidates:
         return None
-    pets.sort(key=lambda s: len(s.instances), reverse=True)
-    pet = pets[0]
-    for other in pets[1:]:
-        inventory.ignored.append(_ignored(study, other, f"another corrected PET was chosen ({pet.label()})"))
+    candidates.sort(key=_pet_rank)
+    pet, cal = candidates[0]
+    reason = _geometry_reason(pet, strict)
+    if reason:
+        inventory.ignored.append(_ignored(study, pet, reason))
+        return None
+    for other, _ in candidates[1:]:
+        inventory.ignored.append(_ignored(study, other, f"another corrected PET was chosen ({pet.label()}): rule "
+                                 "ORIGINAL, most slices, earliest scan, lowest SeriesNumber"))
+    own = [s for s in all_cts if s.uid in study.series]
+    ct = _choose_ct(pet, own)
+    if ct is None:
+        ct = _choose_ct(pet, [s for s in all_cts if s.uid not in study.series])
+        if ct is not None:
+            cal.warnings.append(f"CT taken from another study of the same FrameOfReferenceUID ({ct.label()})")
+    if ct is not None:
+        reason = _corrupt_reason(index, ct, strict) or _geometry_reason(ct, strict=False)
+        if reason:
+            inventory.ignored.append(_ignored(study, ct, reason))
+            ct = None
+    if ct is None:
+        cal.warnings.append(f"no usable CT shares the PET's {tag('FrameOfReferenceUID')}: PET only")
+    return cal, study, pet, ct
+
+
+def _corrupt_reason(index: DicomIndex, series: Series, strict: bool) -> str | None:
+    corrupt = index.corrupt_files_of(series)
+    if not corrupt:
+        return None
+    problem = (f"{len(corrupt)} unreadable file(s) belong to {series.label()}, e.g. {corrupt[0][0]} "
+               f"({corrupt[0][1]})")
+    if strict:
+        raise fail(CorruptFileError, corrupt[0][0], problem, "Re-export the series or replace the damaged file; "
+                   "a series with a missing slice cannot be quantified.")
+    return problem
+
+
+def _geometry_reason(series: Series, strict: bool) -> str | None:
+    """Why the series' slices (from the headers) do not form a regular volume; raises when ``strict``."""
     try:
-        cal = suv_calibration(pet, allow_uncorrected=allow_uncorrected)
-    except DicomInputError as err:
+        check_series_geometry([i.header for i in series.instances], [i.path for i in series.instances])
+    except GeometryError as err:
         if strict:
             raise
-        inventory.ignored.append(_ignored(study, pet, f"SUV cannot be computed: {err}"))
-        return None
-    ct = _choose_ct(pet, cts)
-    for other in cts:
-        if other is not ct:
-            why = "CT of another frame of reference" if other.first.get("FrameOfReferenceUID") != \
-                pet.first.get("FrameOfReferenceUID") else "another CT covers the PET better"
-            inventory.ignored.append(_ignored(study, other, why))
-    if ct is None:
-        cal.warnings.append("no CT shares the PET's frame of reference: PET only")
-    return cal, study, pet, ct
+        return f"irregular geometry: {err}"
+    return None
+
+
+def _list_unused_cts(patient: Patient, all_cts: list[Series], used: set[str], inventory: Inventory) -> None:
+    unused = {s.uid for s in all_cts} - used - {i.series_instance_uid for i in inventory.ignored}
+    for study in patient.studies.values():
+        for series in study.series.values():
+            if series.uid in unused:
+                inventory.ignored.append(_ignored(study, series, "CT of a FrameOfReferenceUID that no chosen PET "
+                                                  "shares" if series.first.get("FrameOfReferenceUID") else
+                                                  "CT without FrameOfReferenceUID (0020,0052)"))
 
 
 def _ignored(study: Study, series: Series, reason: str) -> IgnoredSeries:
@@ -258,12 +363,11 @@ def _ignored(study: Study, series: Series, reason: str) -> IgnoredSeries:
                          reason, series.uid)
 
 
-def _info(k: int, patient: Patient, study: Study, pet: Series, ct: Series | None,
-          cal: SuvCalibration) -> TimePointInfo:
+def _info(k: int, patient: Patient, study: Study, pet: Series, ct: Series | None, cal: SuvResult) -> TimePointInfo:
     first: Instance = pet.first
     return TimePointInfo(
-        index=k, patient_id=patient.patient_id, study_date=str(first.get("StudyDate", "") or
-                                                               cal.scan_datetime.strftime("%Y%m%d")),
+        index=k, patient_id=patient.patient_id,
+        study_date=str(first.get("StudyDate", "") or cal.scan_datetime.strftime("%Y%m%d")),
         scan_datetime=cal.scan_datetime.isoformat(), study_instance_uid=study.uid,
         pet_series_instance_uid=pet.uid, ct_series_instance_uid=ct.uid if ct else None,
         frame_of_reference_uid=first.get("FrameOfReferenceUID"), suv_factor=cal.suv_factor,
@@ -276,20 +380,25 @@ def _info(k: int, patient: Patient, study: Study, pet: Series, ct: Series | None
         warnings=list(cal.warnings))
 
 
-def load_timepoint(info: TimePointInfo, with_ct: bool = True, allow_uncorrected: bool = False) -> LoadedTimePoint:
-    """Load a time point: PET as float32 SUVbw and CT as int16 HU (SimpleITK, LPS geometry).
+# ---------------------------------------------------------------- loading
 
-    The SUV calibration is recomputed from the files' headers, so a ``TimePointInfo`` read back from
-    ``analysis.json`` loads the same way.
+
+def load_timepoint(info: TimePointInfo, with_ct: bool = True) -> LoadedTimePoint:
+    """Load a time point: PET as float32 SUVbw, CT in HU (SimpleITK, LPS geometry, slices sorted by position).
+
+    The SUV calibration is recomputed from the files' headers (with ``info.weight_kg`` and the NONE-decay
+    opt-in of ``info.suv_method``), so a ``TimePointInfo`` read back from ``analysis.json`` loads the same way;
+    a factor that no longer agrees with ``info.suv_factor`` (files changed) is an error.
     """
     if not info.pet_files:
-        raise DicomInputError(describe(f"time point {info.index} lists no PET files", fix="Re-run find_timepoints."))
-    datasets = read_datasets(info.pet_files)
-    series = Series(info.pet_series_instance_uid, [Instance(p, ds) for p, ds in zip(info.pet_files, datasets,
-                                                                                    strict=True)])
-    cal = suv_calibration(series, allow_uncorrected=allow_uncorrected)
-    pet = load_series(info.pet_files, scale=cal.voxel_to_suv, slice_factors=cal.slice_decay, datasets=datasets)
-    ct = None
-    if with_ct and info.ct_files:
-        ct = load_series(info.ct_files, dtype=np.int16)
+        raise fail(DicomInputError, None, f"time point {info.index} lists no PET files", "Re-run find_timepoints.")
+    headers = read_headers(info.pet_files)
+    instances = [Instance(p, ds) for p, ds in zip(info.pet_files, headers, strict=True)]
+    cal = compute_suv_factor(instances, weight_kg=info.weight_kg,
+                             allow_no_decay_correction=info.suv_method == "BQML/NONE-corrected")
+    if cal.suv_factor == cal.suv_factor and abs(cal.suv_factor / info.suv_factor - 1) > SUV_AGREEMENT:
+        raise fail(SuvTagError, info.pet_files[0], f"SUV factor from the files ({cal.suv_factor:.6g}) differs from "
+                   f"the time point's ({info.suv_factor:.6g}): the files changed", "Re-run find_timepoints.")
+    pet = load_series(info.pet_files, scale=cal.voxel_to_suv, slice_factors=cal.slice_factors, headers=headers)
+    ct = load_series(info.ct_files, dtype=None) if with_ct and info.ct_files else None
     return LoadedTimePoint(info, pet, ct)

@@ -6,8 +6,14 @@
 
 from LesionResponseLib.phantom.anatomy import ORGAN_LABELS, PHYSIOLOGICAL_ORGANS
 from LesionResponseLib.phantom.dicom_writer import VENDORS
+from LesionResponseLib.phantom.errors import PhantomError
 from LesionResponseLib.phantom.generate import generate_patient, load_truth
-from LesionResponseLib.phantom.simulate import SimulatedPatient, SimulatedTimepoint, simulate_patient
+from LesionResponseLib.phantom.simulate import (
+    PHANTOM_VERSION,
+    SimulatedPatient,
+    SimulatedTimepoint,
+    simulate_patient,
+)
 
-__all__ = ["ORGAN_LABELS", "PHYSIOLOGICAL_ORGANS", "VENDORS", "SimulatedPatient", "SimulatedTimepoint",
-           "generate_patient", "load_truth", "simulate_patient"]
+__all__ = ["ORGAN_LABELS", "PHANTOM_VERSION", "PHYSIOLOGICAL_ORGANS", "VENDORS", "PhantomError",
+           "SimulatedPatient", "SimulatedTimepoint", "generate_patient", "load_truth", "simulate_patient"]

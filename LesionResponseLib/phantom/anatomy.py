@@ -150,7 +150,8 @@ def _reference_shapes(body: BodyParameters) -> list[Shape]:
         S("blood", (12, 38, -640), (11, 11, 220), pz=10),  # aorta
         S("blood", (-18, 30, -650), (10, 10, 200), pz=10),  # vena cava
         # upper abdomen
-        S("liver", (-68, 2, -565), (102, 84, 74)),
+        S("liver", (-70, 5, -570), (88, 82, 78)),  # right lobe, dome under the right lung
+        S("liver", (2, -32, -548), (58, 36, 32)),  # left lobe, anterior, across the midline
         S("spleen", (98, 52, -548), (38, 44, 54)),
         S("kidney", (64, 58, -648), (28, 27, 55)),
         S("kidney", (-66, 58, -662), (28, 27, 55)),

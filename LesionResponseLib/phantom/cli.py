@@ -22,19 +22,23 @@ def phantom(
     extras: bool = typer.Option(True, help="Also write a localizer and a NAC PET per study (to be ignored)."),
 ) -> None:
     """Generate a synthetic longitudinal [68Ga]DOTATATE PET/CT patient as DICOM, with ground truth."""
+    import sys
+
     from rich.console import Console
     from rich.progress import Progress
 
-    from LesionResponseLib.phantom import VENDORS, generate_patient, load_truth
+    from LesionResponseLib.errors import LesionResponseError
+    from LesionResponseLib.phantom import generate_patient, load_truth
 
-    console = Console()
-    if vendor not in VENDORS:
-        console.print(f"[red]unknown vendor {vendor!r}; choose one of {', '.join(VENDORS)}[/red]")
-        raise typer.Exit(2)
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("simulating scans", total=timepoints)
-        generate_patient(out, seed=seed, timepoints=timepoints, vendor=vendor, extras=extras, n_lesions=lesions,
-                         progress=lambda done, total: bar.update(task, completed=done))
+    console = Console() if sys.stdout.isatty() else Console(width=150)
+    try:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("simulating scans", total=timepoints)
+            generate_patient(out, seed=seed, timepoints=timepoints, vendor=vendor, extras=extras,
+                             n_lesions=lesions, progress=lambda done, total: bar.update(task, completed=done))
+    except LesionResponseError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
     describe_patient(load_truth(out), console)
     console.print(f"written to {out} (DICOM in {out / 'dicom'}, MIPs in {out / 'mip'})")
 

@@ -32,6 +32,7 @@ from pydicom.uid import (
 )
 
 from LesionResponseLib import __version__
+from LesionResponseLib.phantom.errors import bad_option
 from LesionResponseLib.phantom.simulate import GA68_HALF_LIFE_S, SimulatedPatient, SimulatedTimepoint
 
 VENDORS = ("siemens", "siemens-admin", "philips", "ge", "gml")
@@ -270,7 +271,7 @@ def write_study(patient: SimulatedPatient, scan: SimulatedTimepoint, out_dir: Pa
                 extras: bool = True) -> dict:
     """Write one time point's study; returns its UIDs and folders."""
     if vendor not in VENDORS:
-        raise ValueError(f"unknown vendor {vendor!r}; choose one of {', '.join(VENDORS)}")
+        raise bad_option("vendor", vendor, "one of " + ", ".join(VENDORS))
     key = (patient.seed, vendor, scan.index)
     study_uid, for_uid = uid(key, "study"), uid(key, "for")
     ct_uid, pet_uid = uid(key, "ct-series"), uid(key, "pet-series")

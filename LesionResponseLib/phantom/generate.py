@@ -9,6 +9,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from LesionResponseLib.phantom.dicom_writer import VENDORS, write_study
+from LesionResponseLib.phantom.errors import bad_option
 from LesionResponseLib.phantom.mip import save_mips
 from LesionResponseLib.phantom.simulate import simulate_patient
 
@@ -24,7 +25,7 @@ def generate_patient(out_dir: str | Path, seed: int = 1, timepoints: int = 4, ve
     patient for tests).
     """
     if vendor not in VENDORS:
-        raise ValueError(f"unknown vendor {vendor!r}; choose one of {', '.join(VENDORS)}")
+        raise bad_option("vendor", vendor, "one of " + ", ".join(VENDORS))
     out = Path(out_dir)
     (out / "truth").mkdir(parents=True, exist_ok=True)
     patient = simulate_patient(seed, timepoints, n_lesions=n_lesions, motion_scale=motion_scale,

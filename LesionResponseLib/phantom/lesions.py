@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from LesionResponseLib.phantom.anatomy import LESION_SITES, SITE_DIAMETER_MM, SITE_HU, BodyParameters
+from LesionResponseLib.phantom.errors import bad_option
 
 STABLE_BAND = (0.92, 1.08)
 INCREASE_STEP = (1.6, 2.0)
@@ -127,7 +128,7 @@ def make_lesions(seed: int, n_timepoints: int, body: BodyParameters, n_lesions: 
     rng = np.random.default_rng(seed * 7919 + 17)
     n = int(n_lesions if n_lesions is not None else rng.integers(12, 41))
     if not 1 <= n <= 200:
-        raise ValueError(f"n_lesions must be between 1 and 200, got {n}")
+        raise bad_option("n_lesions", n, "between 1 and 200 (10–60 is clinical)")
     kinds = _kinds(n, n_timepoints, rng)[:max(n, 1)]
     sites = list(LESION_SITES)
     site_p = np.array([0.4, 0.25, 0.15, 0.08, 0.12])

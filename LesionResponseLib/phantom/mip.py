@@ -40,7 +40,7 @@ def save_mips(images: Sequence[sitk.Image], out_dir: Path, titles: Sequence[str]
     for k, (mip, title) in enumerate(zip(mips, titles, strict=True)):
         fig = _figure(plt, [mip], [title], window)
         paths.append(out_dir / f"tp{k}.png")
-        fig.savefig(paths[-1], dpi=100)
+        fig.savefig(paths[-1], dpi=150)  # one scan: enough pixels to see 5 mm lesions
         plt.close(fig)
     fig = _figure(plt, mips, titles, window)
     paths.append(out_dir / "all.png")

@@ -1,7 +1,8 @@
 """Render the phantom patient at each time point: truth, CT (HU) and PET (SUV) with PSF blur and noise.
 
 Per scan the anatomy is sampled on the CT grid (2 mm in-plane, 4 mm slices, 512 mm field of view) through
-the inverse of that scan's motion. Lesions are rendered with partial-volume fractions from 1 mm
+the inverse of that scan's motion (evaluated on an 8 mm lattice and interpolated, error < 0.1 mm; lesions
+use the exact inverse). Lesions are rendered with partial-volume fractions from 1 mm
 supersampling, so small lesions keep their true activity. The true SUV image is blurred with a Gaussian
 PSF (FWHM 5.5–6.5 mm), averaged 2×2 onto the 4 mm PET grid (PET voxel (i, j, k) covers CT voxels
 (2i..2i+1, 2j..2j+1, k)), and given noise whose variance follows the detected counts (activity
@@ -22,9 +23,12 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from LesionResponseLib.phantom.anatomy import TISSUES, BodyParameters, Shape, body_shapes
+from LesionResponseLib.phantom.errors import bad_option
 from LesionResponseLib.phantom.lesions import Blob, Lesion, bridge_blob, make_lesions, profile_factor
 from LesionResponseLib.phantom.motion import Motion, random_motion
 
+#: Bumped whenever the same seed renders a different patient (caches of generated folders key on it).
+PHANTOM_VERSION = 2
 GA68_HALF_LIFE_S = 4062.6  # 67.71 min (DOMAIN.md §3)
 CT_SPACING_MM = (2.0, 2.0, 4.0)  # x, y, z
 PET_SPACING_MM = (4.0, 4.0, 4.0)
@@ -109,7 +113,7 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
         progress: optional callable ``progress(done, total)``.
     """
     if not 1 <= timepoints <= 7:
-        raise ValueError(f"timepoints must be 1–7, got {timepoints}")
+        raise bad_option("timepoints", timepoints, "between 1 and 7")
     rng = np.random.default_rng(seed)
     sex = str(rng.choice(["M", "F"]))
     height = float(rng.normal(1.77 if sex == "M" else 1.64, 0.06))
@@ -221,10 +225,18 @@ def _grids(motion: Motion, body: BodyParameters, cut: tuple[float, float]) -> tu
     return ct, pet
 
 
-def _box_in_scanner(motion: Motion, low, high, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
-    mapped = motion.to_scanner(corners)
-    pad = margin + motion.max_displacement_mm
+def _box_in_scanner(motion: Motion, low, high, margin: float, lattice_mm: float = 20.0,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Scanner-space box (low, high, mm) holding the image of an anatomical box, padded by ``margin`` mm.
+
+    The box is sampled on a lattice every ``lattice_mm`` and mapped forward; between lattice points the
+    smooth displacement deviates from linear by < 0.5 mm (curvature ≤ 0.009 /mm), covered by a 2 mm pad.
+    """
+    low, high = np.asarray(low, float), np.asarray(high, float)
+    counts = np.maximum(2, np.ceil((high - low) / lattice_mm).astype(int) + 1)
+    grids = np.meshgrid(*[np.linspace(lo, hi, n) for lo, hi, n in zip(low, high, counts, strict=True)])
+    mapped = motion.to_scanner(np.stack([g.ravel() for g in grids], axis=1))
+    pad = margin + 2.0
     return mapped.min(axis=0) - pad, mapped.max(axis=0) + pad
 
 
@@ -288,8 +300,7 @@ def _render(k, lesions, body, acq: Acquisition, motion: Motion, organ_scale, cut
             with_nac) -> SimulatedTimepoint:
     ct_grid, pet_grid = _grids(motion, body, cut)
     x, y, z = ct_grid.axes()
-    coords = motion.to_anatomical(x[None, None, :], y[None, :, None], z[:, None, None])
-    coords = tuple(np.broadcast_to(c, (len(z), len(y), len(x))) for c in coords)
+    coords = motion.to_anatomical_grid(x, y, z)
     tissue = _paint_tissues(ct_grid, coords, body_shapes(body), motion)
     del coords
     suv_lut = np.array([t.suv * organ_scale[t.name] for t in TISSUES], np.float32)
@@ -391,9 +402,10 @@ def _noise(pet_suv: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> n
 
 def _non_attenuation_corrected(pet_suv: np.ndarray, organs: np.ndarray) -> np.ndarray:
     """A NAC-like image: surface-weighted, interior suppressed (only for the decoy series)."""
-    body = organs > 0
-    depth = ndimage.distance_transform_edt(body, sampling=PET_SPACING_MM[::-1]).astype(np.float32)
-    return pet_suv * np.exp(-depth / 60.0) * 2.0
+    body = organs[::2, ::2, ::2] > 0  # 8 mm is ample for a decoy, and 8× faster
+    depth = ndimage.distance_transform_edt(body, sampling=[2 * v for v in PET_SPACING_MM[::-1]])
+    depth = np.repeat(np.repeat(np.repeat(depth, 2, 0), 2, 1), 2, 2)[tuple(slice(0, n) for n in organs.shape)]
+    return (pet_suv * np.exp(-depth / 60.0) * 2.0).astype(np.float32)
 
 
 def _finish_truth(truth: dict[int, dict], scan: SimulatedTimepoint) -> dict[int, dict]:
@@ -453,7 +465,7 @@ def build_truth(patient: SimulatedPatient) -> dict:
     for k in range(1, n):
         cats = {c[str(k)] for c in track_categories.values()}
         heterogeneous[str(k)] = bool(cats & {"new", "increasing"}) and bool(cats & {"decreasing", "disappearing"})
-    return {"schema_version": 1, "seed": patient.seed, "patient_id": patient.patient_id, "n_timepoints": n,
+    return {"schema_version": 1, "phantom_version": PHANTOM_VERSION, "seed": patient.seed, "patient_id": patient.patient_id, "n_timepoints": n,
             "timepoints": [_timepoint_truth(s) for s in patient.timepoints], "lesions": lesions_out,
             "tracks": {str(t): {"suv_total": [round(v, 4) for v in tot], "categories": track_categories[t]}
                        for t, tot in track_totals.items()},

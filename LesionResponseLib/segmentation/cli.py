@@ -15,34 +15,55 @@ def register(app: typer.Typer) -> None:
     app.command("segment")(segment_command)
 
 
+def _seed_range(text: str) -> range:
+    """``"1000-1023"`` -> range(1000, 1024); a single number is one seed."""
+    first, _, last = text.partition("-")
+    try:
+        return range(int(first), int(last or first) + 1)
+    except ValueError as error:
+        raise typer.BadParameter(f"{text!r} is not a seed range like 1000-1023") from error
+
+
 def train_command(
-    out: Path = typer.Option(Path("Resources/Models/lesion_segresnet_v1.pt"), "--out", "-o",
+    out: Path = typer.Option(Path("Resources/Models/lesion_segresnet_v2.pt"), "--out", "-o",
                              help="Model file to write (state_dict + config, versioned .pt; a .json copy too)."),
-    first_seed: int = typer.Option(1000, help="First synthetic training seed (1000-1999 are reserved)."),
-    n_scans: int = typer.Option(24, help="Number of synthetic scans generated for the training pool."),
-    steps: int = typer.Option(1300, help="Optimiser steps (2 crops of 64^3 voxels each)."),
+    seeds: str = typer.Option("1000-1015", help="Phantom training seeds, FIRST-LAST (1000-1999 are reserved "
+                                                "for training; 1-99 tests, 100-199 benchmark)."),
+    steps: int = typer.Option(1000, help="Optimiser steps (2 crops of PATCH^3 voxels each)."),
+    patch: int = typer.Option(64, help="Cubic crop edge in 4 mm voxels (64 = 256 mm: a whole spleen in view)."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (cosine decay to 0)."),
+    init_from: Path = typer.Option(None, help="Warm start from this model file (same architecture)."),
     max_minutes: float = typer.Option(None, help="Stop after this many minutes and keep the last checkpoint."),
     eval_every: int = typer.Option(100, help="Validate and checkpoint every N steps."),
-    learning_rate: float = typer.Option(2e-3, help="AdamW learning rate (cosine decay)."),
+    log: Path = typer.Option(None, help="CSV log of loss per step (default: OUT with .log.csv)."),
+    axial_extent_mm: float = typer.Option(None, help="Simulate only this axial slab (mm) of the upper abdomen "
+                                                     "instead of the whole body: quick smoke runs only."),
 ) -> None:
-    """Train the lesion segmentation model on synthetic patients; log losses to <out>.log.csv."""
+    """Train the lesion segmentation model on phantom patients; log losses to a CSV file."""
     from rich.console import Console
     from rich.progress import Progress
 
+    from LesionResponseLib.segmentation.model import ModelConfig
     from LesionResponseLib.segmentation.training import train
 
     console = Console()
+    chosen = _seed_range(seeds)
+    if patch < 16 or patch % 8:
+        raise typer.BadParameter(f"--patch {patch}: SegResNet halves the crop 3 times; use a multiple of 8 >= 16")
     try:
         with Progress(console=console) as bar:
+            scans = bar.add_task("simulating phantom scans", total=len(chosen))
             task = bar.add_task("training", total=steps)
 
             def on_step(step: int, row: dict) -> None:
-                bar.update(task, completed=step, description=f"loss {row['loss']:.3f}")
+                bar.update(task, completed=step, description=f"training, loss {row['loss']:.3f}")
                 if row["val_dice"] != "":
                     console.log(f"step {step}: loss {row['loss']:.4f}, validation Dice {row['val_dice']}")
 
-            path = train(out, seeds=range(first_seed, first_seed + n_scans), steps=steps, max_minutes=max_minutes,
-                         eval_every=eval_every, learning_rate=learning_rate, on_step=on_step)
+            path = train(out, seeds=chosen, steps=steps, learning_rate=lr, config=ModelConfig(patch_size=(patch,) * 3),
+                         init_from=init_from, max_minutes=max_minutes, eval_every=eval_every, log_path=log,
+                         axial_extent_mm=axial_extent_mm,
+                         on_step=on_step, on_scan=lambda _seed: bar.advance(scans))
     except LesionResponseError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
@@ -53,7 +74,8 @@ def segment_command(
     input_dir: Path = typer.Argument(..., help="DICOM folder of one patient (all time points)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder; writes OUT/tp{k}.nii.gz per time point."),
     method: str = typer.Option("model", help="'model' (shipped SegResNet), 'threshold' (classical BASELINE: "
-                                             "liver-referenced SUV threshold), or a TorchScript/MONAI bundle path."),
+                                             "liver-referenced SUV threshold), or a path: LesionResponse .pt, "
+                                             "TorchScript file, or MONAI bundle folder."),
     min_volume_ml: float = typer.Option(0.1, help="Drop lesion-ROIs smaller than this (mL)."),
     patient: str = typer.Option(None, help="Patient ID when the folder holds several patients."),
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib.errors import describe
@@ -21,7 +22,7 @@ def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "mo
     """Lesion-ROI label map (uint16, PET grid, 0 background, 1..N by descending SUVmax).
 
     ``method``: ``"model"`` (shipped SegResNet, or ``model_path``), ``"threshold"`` (BASELINE: liver-referenced
-    SUV threshold, uses ``organs`` to exclude physiology when given), or a path to a TorchScript file / MONAI
+    SUV threshold; ``organs``: optional PET-grid map whose non-zero voxels are physiological uptake to exclude), or a path to a TorchScript file / MONAI
     bundle folder (nnU-Net v2 folders are not supported). Model inference: resample to the model spacing,
     sliding-window inference (CPU, GPU when present), probability back to the PET grid (linear), threshold,
     then 26-connected components >= ``min_volume_ml`` (mL) with touching lesions split (see ``label_rois``).
@@ -53,7 +54,22 @@ def _model(path: str | None) -> SegmentationModel:
     return _CACHE[key]
 
 
-def _check_input(pet_suv: sitk.Image) -> None:
+def _check_input(pet_suv: sitk.Image, min_suv: float = -5.0, max_suv: float = 2000.0) -> None:
+    """Refuse what cannot be an SUV PET volume: not 3D, empty, all zero, or values outside
+    [``min_suv``, ``max_suv``] (noise dips a little below 0; CT in HU reaches -1000, Bq/mL reaches 1e3-1e5)."""
     if pet_suv.GetDimension() != 3:
         raise SegmentationError(describe(f"PET image has {pet_suv.GetDimension()} dimensions, not 3",
                                          fix="Pass one 3D SUV volume per time point."))
+    values = sitk.GetArrayViewFromImage(pet_suv)
+    if values.size == 0 or not np.isfinite(values).any() or float(np.nanmax(values)) <= 0:
+        raise SegmentationError(describe(f"PET image of size {pet_suv.GetSize()} is empty or all zero",
+                                         fix="Check that the series holds PET pixel data and was converted to SUV."))
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    if low < min_suv:
+        raise SegmentationError(describe(f"input values reach {low:.0f}, impossible for SUV (CT in HU?)",
+                                         fix="Pass the PET converted to SUV (dicomio.load_timepoint(...).pet_suv), "
+                                             "not the CT."))
+    if high > max_suv:
+        raise SegmentationError(describe(f"input values reach {high:.3g}, far above any SUV (Bq/mL or raw counts?)",
+                                         fix="Multiply the PET by its SUV factor first "
+                                             "(dicomio.load_timepoint(...).pet_suv is already SUV)."))

@@ -2,7 +2,9 @@
 
 Threshold = max(``floor_suv``, 1.5 x liver SUVmean + 2 x liver SD). The liver reference is estimated as
 the largest connected region of moderate uptake (smoothed SUV within ``liver_band``), or supplied. Known
-physiological uptake is removed with an organ label map when one is given; otherwise components larger
+physiological uptake is removed with an organ map when one is given (its non-zero voxels are excluded, so
+pass only organs whose whole uptake is physiological - spleen, kidneys, adrenals, pituitary, bladder - never
+the liver, which holds lesions); otherwise components larger
 than ``max_volume_ml`` (spleen, kidneys, bladder are > 100 mL) are dropped. Adrenals, pituitary and
 small bowel loops survive this heuristic: expect false positives - it is a baseline, not the method.
 """
@@ -33,7 +35,12 @@ def liver_reference(pet_suv: sitk.Image, liver_band: tuple[float, float] = (2.0,
 
 def threshold_mask(pet_suv: sitk.Image, organs: sitk.Image | None = None, liver_suv: float | None = None,
                    floor_suv: float = 4.0, max_volume_ml: float = 100.0) -> sitk.Image:
-    """Binary lesion mask (uint8) on the PET grid by the liver-referenced threshold; see the module doc."""
+    """Binary lesion mask (uint8) on the PET grid by the liver-referenced threshold; see the module doc.
+
+    ``organs``: optional map on the PET grid whose non-zero voxels are physiological uptake to exclude.
+    ``floor_suv`` 4.0: never below median liver SUVmean (DOMAIN.md §5). ``max_volume_ml`` 100 mL: without an
+    organ map, larger components are taken for spleen, kidneys or bladder and dropped.
+    """
     import cc3d
 
     mean, sd = (liver_suv, 0.15 * liver_suv) if liver_suv is not None else liver_reference(pet_suv)

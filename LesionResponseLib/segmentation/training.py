@@ -1,12 +1,17 @@
-"""Training of the lesion segmentation model on synthetic patients (seeds 1000-1999 are reserved for it)."""
+"""Training of the lesion segmentation model on the project phantom (seeds 1000-1999 are reserved for it).
+
+Seed ranges: 1-99 tests and demos, 100-199 benchmark, 1000-1999 training and threshold calibration.
+Each training scan is one ``LesionResponseLib.phantom.simulate_patient`` time point (PET only, whole body)
+with its own noise level (``noise_range``) and patient motion; vendors differ only in DICOM storage, which
+the loader turns into the same SUV image, so the in-memory SUV covers them.
+"""
 
 from __future__ import annotations
 
 import csv
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,25 +24,75 @@ from LesionResponseLib.segmentation.model import (
     resample_to_spacing,
     save_model,
 )
-from LesionResponseLib.segmentation.synthetic import synthetic_scan
 
-TRAIN_SEEDS = range(1000, 2000)  # never used by tests (1-99) or benchmarks (101-199)
+TRAIN_SEEDS = range(1000, 2000)  # never used by tests (1-99) or benchmarks (100-199)
+CROP_KEYS = ("image", "label", "classes_cls_indices")  # only these reach the cropper (it deep-copies extras)
 
 
-def make_sample(seed: int, config: ModelConfig) -> dict[str, np.ndarray]:
+@dataclass
+class PhantomScan:
+    """One phantom time point: SUV PET, true lesion labels and organ labels, all on the PET grid."""
+
+    pet_suv: sitk.Image
+    lesions: sitk.Image
+    organs: sitk.Image
+
+
+def phantom_scan(seed: int, noise_scale: float = 1.0, axial_extent_mm: float | None = None) -> PhantomScan:
+    """The baseline scan of phantom patient ``seed`` (PET only; ``axial_extent_mm`` for a short slab)."""
+    from LesionResponseLib.phantom import simulate_patient
+
+    tp = simulate_patient(seed, timepoints=1, with_ct=False, noise_scale=noise_scale,
+                          axial_extent_mm=axial_extent_mm).timepoints[0]
+    return PhantomScan(tp.pet_suv, tp.lesion_labels, tp.organ_labels)
+
+
+def physiological_labels() -> list[int]:
+    """Organ-label values of the physiological-uptake organs (hard negatives, never lesions)."""
+    from LesionResponseLib.phantom import ORGAN_LABELS, PHYSIOLOGICAL_ORGANS
+
+    return [ORGAN_LABELS[name] for name in PHYSIOLOGICAL_ORGANS if name in ORGAN_LABELS]
+
+
+def make_sample(scan: PhantomScan, config: ModelConfig, max_per_class: int = 20000) -> dict[str, np.ndarray]:
     """One training scan on the model grid: SUV (1, z, y, x), lesion mask and sampling classes.
 
-    Sampling classes: 0 background, 1 lesion, 2 physiological organ - so crops are drawn around hot organs
-    (hard negatives) as often as around lesions.
+    Sampling classes: 0 background, 1 lesion, 2 physiological organ (spleen, kidneys, adrenals, pituitary,
+    liver, uncinate, bowel, bladder) - so crops are drawn around hot organs (hard negatives) too. Arrays are
+    end-padded to at least ``config.patch_size``; class indices are precomputed (see ``_with_class_indices``).
     """
-    scan = synthetic_scan(seed)
     pet = resample_to_spacing(scan.pet_suv, config.spacing_mm)
     lesions = resample_to_spacing(scan.lesions, config.spacing_mm, sitk.sitkNearestNeighbor)
     organs = resample_to_spacing(scan.organs, config.spacing_mm, sitk.sitkNearestNeighbor)
     label = (sitk.GetArrayFromImage(lesions) > 0).astype(np.float32)
-    classes = np.where(label > 0, 1, np.where(sitk.GetArrayFromImage(organs) > 0, 2, 0)).astype(np.int64)
-    return {"image": sitk.GetArrayFromImage(pet)[None].astype(np.float32), "label": label[None],
-            "classes": classes[None]}
+    hot = np.isin(sitk.GetArrayFromImage(organs), physiological_labels())
+    classes = np.where(label > 0, 1, np.where(hot, 2, 0)).astype(np.int64)
+    pad = [(0, max(0, p - n)) for p, n in zip(config.patch_size, label.shape, strict=True)]  # crops fit
+    sample = {"image": np.pad(sitk.GetArrayFromImage(pet), pad)[None].astype(np.float32),
+              "label": np.pad(label, pad)[None], "classes": np.pad(classes, pad)[None]}
+    return _with_class_indices(sample, max_per_class)
+
+
+def _with_class_indices(sample: dict[str, np.ndarray], max_per_class: int) -> dict[str, np.ndarray]:
+    """Add ``classes_cls_indices``: voxel indices per sampling class, computed once per scan instead of at
+    every crop (a whole-body scan has ~4 M voxels); ``max_per_class`` random indices are kept per class."""
+    from monai.transforms import ClassesToIndicesd
+
+    return dict(ClassesToIndicesd("classes", num_classes=3, max_samples_per_class=max_per_class)(sample))
+
+
+def training_pool(seeds: Sequence[int], config: ModelConfig, noise_range: tuple[float, float] = (0.6, 1.6),
+                  axial_extent_mm: float | None = None,
+                  on_scan: Callable[[int], None] | None = None) -> list[dict[str, np.ndarray]]:
+    """Samples of ``seeds``, each with a noise scale drawn uniformly from ``noise_range`` (1 = clinical)."""
+    rng = np.random.default_rng(list(seeds)[:1] or [0])
+    pool = []
+    for seed in seeds:
+        scan = phantom_scan(seed, float(rng.uniform(*noise_range)), axial_extent_mm)
+        pool.append(make_sample(scan, config))
+        if on_scan:
+            on_scan(seed)
+    return pool
 
 
 def _transforms(config: ModelConfig, samples_per_scan: int):
@@ -47,13 +102,12 @@ def _transforms(config: ModelConfig, samples_per_scan: int):
         RandCropByLabelClassesd,
         RandGaussianNoised,
         RandScaleIntensityd,
-        SpatialPadd,
     )
 
     return Compose([
-        SpatialPadd(["image", "label", "classes"], config.patch_size),
         RandCropByLabelClassesd(["image", "label"], label_key="classes", spatial_size=config.patch_size,
-                                ratios=[1, 2, 2], num_classes=3, num_samples=samples_per_scan),
+                                ratios=[1, 2, 2], num_classes=3, num_samples=samples_per_scan,
+                                indices_key=CROP_KEYS[2], image_key="image"),
         RandScaleIntensityd("image", factors=0.2, prob=0.8),  # SUV calibration / weight errors +-20 %
         Lambdad("image", lambda x: normalise(np.asarray(x), config)),
         RandGaussianNoised("image", prob=0.3, std=0.05),
@@ -66,16 +120,23 @@ def _dice(prob: np.ndarray, truth: np.ndarray, threshold: float) -> float:
     return float(2 * (pred & (truth > 0)).sum() / denom) if denom else 1.0
 
 
-def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1032), steps: int = 2000,
-          batch_scans: int = 1, samples_per_scan: int = 2, learning_rate: float = 2e-3,
+def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps: int = 1600,
+          batch_scans: int = 1, samples_per_scan: int = 2, learning_rate: float = 1e-3,
           config: ModelConfig | None = None, val_seeds: Sequence[int] = (1990, 1991), eval_every: int = 100,
           max_minutes: float | None = None, log_path: str | Path | None = None, num_threads: int = 2,
-          on_step: Callable[[int, dict], None] | None = None) -> Path:
-    """Train a SegResNet on synthetic scans of ``seeds`` and write the model file ``out_path``.
+          init_from: str | Path | None = None, noise_range: tuple[float, float] = (0.6, 1.6),
+          axial_extent_mm: float | None = None, calibrate: bool = True,
+          on_step: Callable[[int, dict], None] | None = None,
+          on_scan: Callable[[int], None] | None = None) -> Path:
+    """Train a SegResNet on phantom scans of ``seeds`` and write the model file ``out_path``.
 
-    ``steps`` optimiser steps, each on ``batch_scans * samples_per_scan`` crops of ``config.patch_size``;
-    Dice+CE loss, AdamW with cosine decay. Losses per step go to ``<out>.log.csv``; every ``eval_every``
-    steps the Dice on crops of ``val_seeds`` is logged and a checkpoint saved. ``max_minutes`` stops early.
+    ``steps`` optimiser steps, each on ``batch_scans * samples_per_scan`` crops of ``config.patch_size``
+    (64^3 voxels of 4 mm = 256 mm, a whole spleen or kidney in view), drawn 1:2:2 from background, lesion and
+    physiological-organ voxels. Dice+CE loss (batch Dice: a crop may hold no lesion), AdamW with cosine decay
+    from ``learning_rate``. ``init_from``: warm start from a model file with the same architecture.
+    Losses per step go to ``log_path`` (default ``<out>.log.csv``); every ``eval_every`` steps the Dice on
+    fixed crops of ``val_seeds`` is logged and a checkpoint saved. ``max_minutes`` stops early (checkpointed).
+    ``calibrate``: afterwards pick the probability threshold on ``val_seeds`` (see ``calibrate_threshold``).
     """
     import torch
     from monai.losses import DiceCELoss
@@ -86,31 +147,24 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1032), steps:
     out_path = Path(out_path)
     log_path = Path(log_path) if log_path else out_path.with_suffix(".log.csv")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    pool = [make_sample(s, config) for s in seeds]
-    val = _validation_crops([make_sample(s, config) for s in val_seeds], config)
-    transform = _transforms(config, samples_per_scan)
-    network = build_network(config)
+    pool = training_pool(seeds, config, noise_range, axial_extent_mm, on_scan)
+    val = _validation_crops(training_pool(val_seeds, config, (1.0, 1.0), axial_extent_mm), config)
+    network = _initial_network(config, init_from)
     optimiser = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, steps))
-    loss_fn = DiceCELoss(sigmoid=True, squared_pred=True, batch=True)  # batch Dice: crops may hold no lesion
-    rng = np.random.default_rng(0)
-    start, history = time.time(), []
-    config = replace(config, trained_on={"generator": "LesionResponseLib.segmentation.synthetic",
-                                         "seeds": [int(min(seeds)), int(max(seeds))], "n_scans": len(pool)})
+    loss_fn = DiceCELoss(sigmoid=True, squared_pred=True, batch=True)
+    step_fn = _step_function(network, optimiser, schedule, loss_fn, _transforms(config, samples_per_scan),
+                             pool, batch_scans)
+    config = replace(config, trained_on={
+        "generator": "LesionResponseLib.phantom.simulate_patient", "seeds": [int(min(seeds)), int(max(seeds))],
+        "n_scans": len(pool), "noise_range": list(noise_range), "init_from": str(init_from or ""),
+        "learning_rate": learning_rate, "crops_per_step": batch_scans * samples_per_scan})
+    start = time.time()
     with open(log_path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, ["step", "loss", "lr", "val_dice", "elapsed_s"])
         writer.writeheader()
         for step in range(1, steps + 1):
-            crops = [c for i in rng.integers(0, len(pool), batch_scans) for c in transform(dict(pool[i]))]
-            images = torch.stack([torch.as_tensor(np.asarray(c["image"])) for c in crops]).float()
-            labels = torch.stack([torch.as_tensor(np.asarray(c["label"])) for c in crops]).float()
-            network.train()
-            optimiser.zero_grad()
-            loss = loss_fn(network(images), labels)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            row = {"step": step, "loss": round(float(loss.detach()), 5), "lr": schedule.get_last_lr()[0], "val_dice": "",
+            row = {"step": step, "loss": round(step_fn(), 5), "lr": schedule.get_last_lr()[0], "val_dice": "",
                    "elapsed_s": round(time.time() - start, 1)}
             out_of_time = max_minutes is not None and time.time() - start > 60 * max_minutes
             if step % eval_every == 0 or step == steps or out_of_time:
@@ -118,48 +172,88 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1032), steps:
                 save_model(network, replace(config, trained_on={**config.trained_on, "steps": step}), out_path)
             writer.writerow(row)
             handle.flush()
-            history.append(row)
             if on_step:
                 on_step(step, row)
             if out_of_time:
                 break
-    out_path.with_suffix(".history.json").write_text(json.dumps(history[-50:], indent=1))
-    calibrate_threshold(out_path, val_seeds)
+    if calibrate:
+        calibrate_threshold(out_path, val_seeds, axial_extent_mm=axial_extent_mm)
     return out_path
 
 
-def calibrate_threshold(model_path: str | Path, val_seeds: Sequence[int] = (1990, 1991),
-                        candidates: Sequence[float] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)) -> float:
-    """Set the model file's probability threshold to the candidate with the best whole-scan Dice on
-    ``val_seeds`` (training-reserved seeds, never benchmark seeds); returns it."""
+def _initial_network(config: ModelConfig, init_from: str | Path | None):
+    """A fresh network for ``config``, or the weights of ``init_from`` (same architecture required)."""
+    network = build_network(config)
+    if init_from is not None:
+        from LesionResponseLib.segmentation.model import load_model
+
+        network.load_state_dict(load_model(init_from).network.state_dict())
+    return network
+
+
+def _step_function(network, optimiser, schedule, loss_fn, transform, pool, batch_scans: int) -> Callable[[], float]:
+    """A closure running one optimiser step on fresh random crops; returns the loss."""
     import torch
 
+    rng = np.random.default_rng(0)
+
+    def step() -> float:
+        picked = [{k: pool[i][k] for k in CROP_KEYS} for i in rng.integers(0, len(pool), batch_scans)]
+        crops = [c for sample in picked for c in transform(sample)]
+        images = torch.stack([torch.as_tensor(np.asarray(c["image"])) for c in crops]).float()
+        labels = torch.stack([torch.as_tensor(np.asarray(c["label"])) for c in crops]).float()
+        network.train()
+        optimiser.zero_grad()
+        loss = loss_fn(network(images), labels)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        return float(loss.detach())
+
+    return step
+
+
+def calibrate_threshold(model_path: str | Path, val_seeds: Sequence[int] = (1990, 1991),
+                        candidates: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+                        axial_extent_mm: float | None = None, fp_weight: float = 0.05) -> float:
+    """Set the model file's probability threshold from ``candidates`` on phantom ``val_seeds`` and return it.
+
+    Score per threshold = lesion sensitivity (>= 0.5 mL) + median Dice - ``fp_weight`` x FP ROIs per scan
+    (one extra FP per scan costs as much as 5 % sensitivity). Seeds are training-reserved, never benchmark.
+    """
+    import torch
+
+    from LesionResponseLib.segmentation.components import label_rois
+    from LesionResponseLib.segmentation.metrics import evaluate
     from LesionResponseLib.segmentation.model import load_model
 
     model = load_model(model_path)
-    scans = [synthetic_scan(seed) for seed in val_seeds]
-    truths, probs = [], []
-    for scan in scans:
-        prob = model.probability(scan.pet_suv)
-        truths.append(sitk.GetArrayFromImage(sitk.Resample(scan.lesions, prob, sitk.Transform(),
-                                                           sitk.sitkNearestNeighbor, 0)) > 0)
-        probs.append(sitk.GetArrayFromImage(prob))
-    scores = {t: float(np.mean([_dice(p, y, t) for p, y in zip(probs, truths, strict=True)])) for t in candidates}
+    scans = [phantom_scan(seed, axial_extent_mm=axial_extent_mm) for seed in val_seeds]
+    probs = [sitk.Resample(model.probability(s.pet_suv), s.pet_suv, sitk.Transform(), sitk.sitkLinear, 0.0)
+             for s in scans]
+    scores = {}
+    for t in candidates:
+        found = [evaluate(label_rois(p > t, s.pet_suv), s.lesions) for p, s in zip(probs, scans, strict=True)]
+        n_true = sum(m.n_true for m in found)
+        dice = [d for m in found for d in m.dice]
+        scores[t] = (sum(m.n_detected for m in found) / max(1, n_true) + (float(np.median(dice)) if dice else 0)
+                     - fp_weight * float(np.mean([m.false_positive_rois for m in found])))
     best = max(scores, key=scores.get)
     payload = torch.load(model_path, map_location="cpu", weights_only=True)
     config = replace(ModelConfig.from_dict(payload["config"]), threshold=best)
-    config.trained_on["threshold_dice"] = {str(k): round(v, 4) for k, v in scores.items()}
+    config.trained_on["threshold_score"] = {str(k): round(v, 4) for k, v in scores.items()}
     model.network.load_state_dict(payload["state_dict"])
     save_model(model.network, config, model_path)
     return best
 
 
 def _validation_crops(samples: list[dict], config: ModelConfig) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Fixed crops (normalised image, label) centred on the first lesion and on the hottest organ voxel."""
+    """Fixed crops (normalised image, label) of ``config.patch_size`` centred on a lesion and on an organ voxel."""
     crops = []
     half = np.array(config.patch_size) // 2
     for sample in samples:
-        image, label, classes = sample["image"][0], sample["label"][0], sample["classes"][0]
+        pad = [(0, max(0, 2 * h - n)) for h, n in zip(half, sample["image"].shape[1:], strict=True)]
+        image, label, classes = (np.pad(sample[key][0], pad) for key in ("image", "label", "classes"))
         for target in (classes == 1, classes == 2):
             if not target.any():
                 continue

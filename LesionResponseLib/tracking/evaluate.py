@@ -158,3 +158,41 @@ def motion_transform(fixed_motion, moving_motion, reference: sitk.Image, spacing
     image = sitk.GetImageFromArray(np.ascontiguousarray(field), isVector=True)
     image.CopyInformation(grid)
     return sitk.DisplacementFieldTransform(image)
+
+
+def truth_correspondence(pred: dict[int, sitk.Image], truth_labels: dict[int, sitk.Image]) -> dict[str, str]:
+    """Predicted ROI id -> the truth ROI id it overlaps most (same time point); unmatched ROIs are absent."""
+    mapping = {}
+    for tp, image in pred.items():
+        p = sitk.GetArrayViewFromImage(image).astype(np.int64)
+        t = sitk.GetArrayViewFromImage(truth_labels[tp]).astype(np.int64)
+        both = (p > 0) & (t > 0)
+        width = int(t.max(initial=0)) + 1
+        codes, counts = np.unique(p[both] * width + t[both], return_counts=True)
+        best: dict[int, tuple[int, int]] = {}
+        for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+            label, true_label = divmod(code, width)
+            if count > best.get(label, (0, 0))[0]:
+                best[label] = (count, true_label)
+        mapping.update({roi_id_for(tp, label): roi_id_for(tp, true_label) for label, (_, true_label) in best.items()})
+    return mapping
+
+
+def score_segmented(links: list[Link], tracks: list[Track], truth: dict, mapping: dict[str, str]) -> dict[str, float]:
+    """:func:`score_links` for ROIs from a segmentation: each ROI stands for the truth ROI it overlaps most.
+
+    Links or ROIs touching no truth lesion (false positives of the segmentation) are left out and counted
+    in ``n_links_unmatched``; ``detectable_link_recall`` counts only true links whose two ROIs were found.
+    """
+    kept = [Link(roi_a=mapping[x.roi_a], roi_b=mapping[x.roi_b]) for x in links
+            if x.roi_a in mapping and x.roi_b in mapping]
+    as_truth = [Track(t.track_id, {tp: sorted({mapping[r] for r in ids if r in mapping})
+                                   for tp, ids in t.rois.items()}) for t in tracks]
+    scores = score_links(kept, as_truth, truth)
+    found = set(mapping.values())
+    detectable = {pair for pair in truth_links(truth) if pair[0] in found and pair[1] in found}
+    got = {(x.roi_a, x.roi_b) for x in kept}
+    scores["n_links_unmatched"] = float(len(links) - len(kept))
+    scores["detectable_link_recall"] = len(got & detectable) / len(detectable) if detectable else 1.0
+    scores["n_detectable_links"] = float(len(detectable))
+    return scores

@@ -25,9 +25,14 @@ and a ROI of ``i`` is offered to ``j`` only when its track (the links so far) ha
 ``i`` and ``j``. So a lesion that disappears and returns is linked to its last appearance, and a ROI that
 found its partner at ``j - 1`` never also links to an older ROI of a different track.
 
-Extra parameters (``AnalysisParameters.extra``): ``containment_min`` (default 0.5: more than half of the
-left-over ROI's dilated volume inside its partner's; a new lesion merely touching a big one stays new).
-Only ``status == "accepted"`` ROIs take part.
+Parameters (``AnalysisParameters``): ``dilation_mm`` (8 mm recommended: on 4 mm PET grids a 5 mm ball is
+only the 6-neighbourhood, and 1-voxel lesions shifted by one diagonal voxel no longer overlap; measured in
+``benchmarks/bench_tracking.py``), ``max_match_distance_mm`` (30 mm: centroid shifts of big responding or
+splitting lesions stay below it; registration error is ~2-3 mm) and ``min_overlap`` (0.05: any real
+contact of the dilated ROIs; the distance term of the cost separates neighbours). Extra parameter
+(``AnalysisParameters.extra``): ``containment_min`` (default 0.25: the phantom's split halves, pushed
+apart by 14 mm, keep ~1/3 of their dilated volume inside the parent's; a small new lesion only touching
+a big one stays below it). Only ``status == "accepted"`` ROIs take part.
 """
 
 from __future__ import annotations
@@ -53,24 +58,27 @@ Transforms = dict[tuple[int, int], sitk.Transform]
 
 
 # ---------------------------------------------------------------------------------------------- dilation
-def dilate_labels(labels: np.ndarray, spacing_zyx: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+def dilate_labels(labels: np.ndarray, spacing_zyx: tuple[float, float, float], radius_mm: float,
+                  in_place: bool = False) -> np.ndarray:
     """Grow every label by ``radius_mm`` (mm, Euclidean between voxel centres) without merging neighbours.
 
-    ``labels`` is a z, y, x array. Growth proceeds one voxel shell at a time inside the union of the
-    ellipsoidal dilations, so a voxel goes to the ROI that reaches it first (ties: the higher label).
+    ``labels`` is a z, y, x array. A background voxel within ``radius_mm`` of some ROI takes the label of
+    the nearest ROI voxel (Euclidean, anisotropic spacing respected). The distance transform runs only
+    on the bounding box of each connected group of dilated ROIs, so cost follows the lesion load, not
+    the image size.
     """
+    out = labels if in_place else labels.copy()
     if radius_mm <= 0 or not labels.any():
-        return labels.copy()
-    reach = _ball(spacing_zyx, radius_mm)
-    inside = ndimage.binary_dilation(labels > 0, structure=reach)
-    step = _ball(spacing_zyx, max(spacing_zyx) * 1.0001)
-    out = labels.copy()
-    for _ in range(max(reach.shape) // 2):
-        grown = ndimage.grey_dilation(out, footprint=step)
-        fill = (out == 0) & inside & (grown > 0)
-        if not fill.any():
-            break
-        out[fill] = grown[fill]
+        return out
+    inside = ndimage.binary_dilation(labels > 0, structure=_ball(spacing_zyx, radius_mm))
+    groups, _ = ndimage.label(inside)
+    for index, box in enumerate(ndimage.find_objects(groups), start=1):
+        sub = out[box]  # a view: filled in place
+        mine = groups[box] == index
+        sources = mine & (sub > 0)  # this group's ROI voxels (other groups' fills carry another index)
+        _, nearest = ndimage.distance_transform_edt(~sources, sampling=spacing_zyx, return_indices=True)
+        fill = mine & (sub == 0)
+        sub[fill] = sub[tuple(nearest)][fill]
     return out
 
 
@@ -132,18 +140,19 @@ class _FrameLabels:
 class _Frames:
     """Cache of dilated label maps resampled onto frame grids."""
 
-    def __init__(self, dilated: dict[int, sitk.Image]) -> None:
-        self.dilated = dilated
+    def __init__(self, dilated: dict[int, tuple[sitk.Image, np.ndarray]]) -> None:
+        self.dilated = dilated  # time point -> (dilated label image, its array)
         self.cache: dict[tuple[int, int], _FrameLabels] = {}
 
     def get(self, frame: int, tp: int, transform: sitk.Transform | None) -> _FrameLabels:
         key = (frame, tp)
         if key not in self.cache:
-            reference = self.dilated[frame]
-            image = self.dilated[tp]
+            reference = self.dilated[frame][0]
+            image, array = self.dilated[tp]
             if transform is not None and not _is_identity_on(transform, image, reference):
-                image = sitk.Resample(image, reference, transform, sitk.sitkNearestNeighbor, 0)
-            self.cache[key] = _stats(sitk.GetArrayFromImage(image), reference)
+                array = sitk.GetArrayFromImage(sitk.Resample(image, reference, transform,
+                                                             sitk.sitkNearestNeighbor, 0))
+            self.cache[key] = _stats(array, reference)
         return self.cache[key]
 
 
@@ -213,9 +222,11 @@ def match_rois(
     tps = sorted(accepted)
     frames = _Frames({tp: _dilated(labels[tp], accepted[tp], params.dilation_mm) for tp in tps})
     state = _TrackState()
+    label_of: dict[str, int] = {}
     for tp in tps:
         for label in accepted[tp]:
             state.add(roi_id_for(tp, label), tp)
+            label_of[roi_id_for(tp, label)] = label
     links: list[Link] = []
     for jpos, j in enumerate(tps):
         linked_b: set[int] = set()
@@ -228,7 +239,7 @@ def match_rois(
             for link in _match_pair(la, lb, i, j, a_ok, b_ok, params, containment_min):
                 links.append(link)
                 state.union(link.roi_a, link.roi_b)
-                linked_b.add(int(link.roi_b.rsplit("L", 1)[1]))
+                linked_b.add(label_of[link.roi_b])
     return links
 
 
@@ -250,18 +261,19 @@ def _accepted_by_tp(rois: list[LesionROI], labels: dict[int, sitk.Image]) -> dic
     return dict(accepted)
 
 
-def _dilated(image: sitk.Image, keep: set[int], dilation_mm: float) -> sitk.Image:
-    """Label map with only the ``keep`` labels, conformally dilated by ``dilation_mm``."""
+def _dilated(image: sitk.Image, keep: set[int], dilation_mm: float) -> tuple[sitk.Image, np.ndarray]:
+    """Label map with only the ``keep`` labels, conformally dilated by ``dilation_mm`` (image and array)."""
     array = sitk.GetArrayViewFromImage(image)
-    lookup = np.zeros(int(array.max(initial=0)) + 1, np.uint32)
+    if not np.issubdtype(array.dtype, np.integer):
+        array = np.rint(array).astype(np.int64)  # label maps stored as float (some tools do) hold integers
+    lookup = np.zeros(int(array.max(initial=0)) + 1, np.uint16 if array.max(initial=0) < 65536 else np.uint32)
     for label in keep:
         if label < lookup.size:
             lookup[label] = label
-    kept = lookup[array]
-    spacing_zyx = tuple(reversed(image.GetSpacing()))
-    out = sitk.GetImageFromArray(dilate_labels(kept, spacing_zyx, dilation_mm))
+    dilated = dilate_labels(lookup[array], tuple(reversed(image.GetSpacing())), dilation_mm, in_place=True)
+    out = sitk.GetImageFromArray(dilated)
     out.CopyInformation(image)
-    return out
+    return out, dilated
 
 
 def _pair_table(la: _FrameLabels, lb: _FrameLabels, a_ok: set[int], b_ok: set[int]) -> np.ndarray:
@@ -301,8 +313,8 @@ def _match_pair(la: _FrameLabels, lb: _FrameLabels, i: int, j: int, a_ok: set[in
     for a, b in sorted(pairs):
         cost, overlap, distance, _ = cands[(a, b)]
         kind = "split" if per_a[a] > 1 else "merge" if per_b[b] > 1 else "one-to-one"
-        links.append(Link(roi_a=roi_id_for(i, a), roi_b=roi_id_for(j, b), cost=round(cost, 4),
-                          overlap=round(overlap, 4), distance_mm=round(distance, 2), kind=kind))
+        links.append(Link(roi_a=roi_id_for(i, a), roi_b=roi_id_for(j, b), cost=round(float(cost), 4),
+                          overlap=round(float(overlap), 4), distance_mm=round(float(distance), 2), kind=kind))
     return links
 
 

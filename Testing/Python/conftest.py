@@ -15,9 +15,9 @@ CACHE = Path(os.environ.get("LESION_RESPONSE_TEST_CACHE", REPO / "Testing" / ".c
 
 
 def _phantom_dir(seed: int, timepoints: int, vendor: str, **options) -> Path:
-    from LesionResponseLib.phantom import generate_patient
+    from LesionResponseLib.phantom import PHANTOM_VERSION, generate_patient
 
-    key = "_".join([f"s{seed}", f"t{timepoints}", vendor] + [f"{k}-{v}" for k, v in sorted(options.items())])
+    key = "_".join([f"v{PHANTOM_VERSION}", f"s{seed}", f"t{timepoints}", vendor] + [f"{k}-{v}" for k, v in sorted(options.items())])
     out = CACHE / "phantom" / key
     CACHE.mkdir(parents=True, exist_ok=True)
     with FileLock(str(CACHE / f"{key}.lock")):

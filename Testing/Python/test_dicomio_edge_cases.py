@@ -9,7 +9,14 @@ import pytest
 import SimpleITK as sitk
 from dicom_factory import HALF_LIFE, expected_suv_factor, write_series
 
-from LesionResponseLib.dicomio import DicomInputError, find_timepoints, index_folder, load_timepoint
+from LesionResponseLib.dicomio import (
+    CorruptFileError,
+    DicomInputError,
+    GeometryError,
+    find_timepoints,
+    index_folder,
+    load_timepoint,
+)
 
 SCAN = dt.datetime(2025, 3, 1, 11, 0, 0)
 INJ = dt.datetime(2025, 3, 1, 10, 0, 0)
@@ -68,7 +75,7 @@ def test_late_series_time_without_private_falls_back_to_acquisition_time(tmp_pat
     write_series(tmp_path / "pet", series_time=SCAN + dt.timedelta(hours=3))
     info = _factor(tmp_path)
     assert info.uptake_time_s == pytest.approx(3600)
-    assert any("earliest AcquisitionTime" in w for w in info.warnings)
+    assert any("used the earliest AcquisitionDate/AcquisitionTime as scan start" in w for w in info.warnings)
 
 
 def test_philips_cnts_uses_private_scale_factors(tmp_path):
@@ -84,8 +91,8 @@ def test_philips_cnts_uses_private_scale_factors(tmp_path):
 
 def test_cnts_without_private_tags_is_refused(tmp_path):
     write_series(tmp_path / "pet", units="CNTS")
-    with pytest.raises(DicomInputError, match=r"IM0000\.dcm: PET Units CNTS without the Philips private SUV "
-                                              r"Scale Factor \(7053,1000\)"):
+    with pytest.raises(DicomInputError, match=r"IM0000\.dcm: PET Units \(0054,1001\) CNTS without the Philips "
+                                              r"private SUV Scale Factor \(7053,1000\)"):
         find_timepoints(tmp_path)
 
 
@@ -106,7 +113,7 @@ def test_missing_half_life_uses_nuclide_code_with_warning(tmp_path):
     write_series(tmp_path / "pet", half_life=None)
     info = _factor(tmp_path)
     assert info.suv_factor == pytest.approx(expected_suv_factor(70, 150e6, 3600, HALF_LIFE), rel=1e-3)
-    assert any("RadionuclideHalfLife missing" in w for w in info.warnings)
+    assert any(w.startswith("RadionuclideHalfLife (0018,1075) missing: used 4062.6 s") for w in info.warnings)
 
 
 def test_missing_half_life_and_code_is_refused(tmp_path):
@@ -117,20 +124,27 @@ def test_missing_half_life_and_code_is_refused(tmp_path):
 
 def test_dose_in_mbq_is_refused(tmp_path):
     write_series(tmp_path / "pet", dose_bq=150.0)
-    with pytest.raises(DicomInputError, match="RadionuclideTotalDose 150 Bq is implausible"):
+    with pytest.raises(DicomInputError, match=r"IM0000\.dcm: RadionuclideTotalDose \(0018,1074\) 150 Bq is implausible.*MBq"):
         find_timepoints(tmp_path)
 
 
-def test_no_decay_correction_refused_then_corrected_per_slice(tmp_path):
+def test_no_decay_correction_refused_then_corrected_over_the_frame(tmp_path):
     write_series(tmp_path / "pet", decay="NONE", corrected=("ATTN",))
-    with pytest.raises(DicomInputError, match="no quantitative PET time point.*lacks DECY.*allow_uncorrected"):
+    with pytest.raises(DicomInputError, match="no quantitative PET time point.*lacks DECY.*allow_no_decay_correction"):
         find_timepoints(tmp_path, strict=True)
-    inventory = find_timepoints(tmp_path, allow_uncorrected=True)
-    info = inventory.timepoints[0]
+    info = find_timepoints(tmp_path, allow_no_decay_correction=True).timepoints[0]
     assert info.suv_method == "BQML/NONE-corrected"
-    # all slices acquired at SCAN, 180 s frames: each decay-corrected by 2^(90 s / T½)
-    suv = sitk.GetArrayFromImage(load_timepoint(info, allow_uncorrected=True).pet_suv)
-    assert suv.max() == pytest.approx(12770.0 * info.suv_factor * 2 ** (90 / HALF_LIFE), rel=1e-3)
+    # all slices start at SCAN with 180 s frames: mean over the frame → start, λT / (1 − e^(−λT))
+    lam = np.log(2) / HALF_LIFE
+    suv = sitk.GetArrayFromImage(load_timepoint(info).pet_suv)
+    assert suv.max() == pytest.approx(12770.0 * info.suv_factor * lam * 180 / -np.expm1(-lam * 180), rel=1e-4)
+
+
+def test_decay_correction_none_tag_is_refused_with_the_opt_in(tmp_path):
+    write_series(tmp_path / "pet", decay="NONE")  # CorrectedImage claims DECY but DecayCorrection says NONE
+    with pytest.raises(DicomInputError, match=r"IM0000\.dcm: DecayCorrection \(0054,1102\) is NONE.*"
+                                              r"allow_no_decay_correction=True"):
+        find_timepoints(tmp_path)
 
 
 def test_two_patients_listed_and_choosable(tmp_path):
@@ -149,16 +163,34 @@ def test_same_id_different_birth_dates_is_refused(tmp_path):
         find_timepoints(tmp_path)
 
 
-def test_corrupt_file_is_listed_and_a_gap_is_refused(tmp_path):
+@pytest.mark.parametrize("keep_bytes", [200, 1000])  # truncated in the file meta / after SeriesInstanceUID
+def test_corrupt_file_is_listed_and_its_series_refused_naming_it(tmp_path, keep_bytes):
     paths = write_series(tmp_path / "pet")
-    paths[5].write_bytes(paths[5].read_bytes()[:200])  # truncated mid-header
+    paths[5].write_bytes(paths[5].read_bytes()[:keep_bytes])
     (tmp_path / "notes.txt").write_text("report")
     index = index_folder(tmp_path)
     assert [p for p, _ in index.unreadable] == [str(paths[5])]
     assert index.non_dicom == [str(tmp_path / "notes.txt")]
-    info = find_timepoints(tmp_path, index=index).timepoints[0]
-    with pytest.raises(DicomInputError, match="non-uniform slice spacing.*missing slices"):
+    with pytest.raises(CorruptFileError, match=r"IM0005\.dcm: 1 unreadable file\(s\) belong to PT 'PT test'"):
+        find_timepoints(index)
+    inventory = find_timepoints(index, strict=False)
+    assert inventory.timepoints == [] and "IM0005.dcm" in inventory.ignored[0].reason
+
+
+def test_truncated_pixel_data_fails_the_load_naming_the_file(tmp_path):
+    paths = write_series(tmp_path / "pet")
+    paths[7].write_bytes(paths[7].read_bytes()[:-40])  # header intact, pixel data cut short
+    info = find_timepoints(tmp_path).timepoints[0]
+    with pytest.raises(CorruptFileError, match=r"IM0007\.dcm: cannot read pixel data.*re-export the series"):
         load_timepoint(info)
+
+
+def test_missing_slice_file_is_a_gap_naming_the_neighbours(tmp_path):
+    paths = write_series(tmp_path / "pet")
+    paths[5].unlink()
+    with pytest.raises(GeometryError, match=r"non-uniform slice spacing \(4\.00–8\.00 mm, typical 4\.00 mm\): "
+                                            r"8\.00 mm between IM0006\.dcm and IM0004\.dcm"):
+        find_timepoints(tmp_path)
 
 
 def test_gantry_tilt_is_refused(tmp_path):
@@ -182,7 +214,7 @@ def test_ignored_series_have_reasons_and_ct_is_paired_by_frame_of_reference(tmp_
     assert info.ct_files and all("/ct/" in f for f in info.ct_files)
     reasons = {i.folder.rsplit("/", 1)[-1]: i.reason for i in inventory.ignored}
     assert reasons == {"nac": "not attenuation-corrected (CorrectedImage lacks ATTN)",
-                       "ct_other": "CT of another frame of reference", "topo": "localizer (topogram)"}
+                       "ct_other": "CT of a FrameOfReferenceUID that no chosen PET shares", "topo": "localizer (topogram)"}
 
 
 def test_timepoints_ordered_by_scan_date_and_empty_folder_error(tmp_path):

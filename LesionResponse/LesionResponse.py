@@ -1,0 +1,613 @@
+"""LesionResponse: lesion-by-lesion response assessment of longitudinal [68Ga]Ga-DOTATATE PET/CT in 3D Slicer.
+
+The widget is thin: MRML work lives in ``LesionResponseMRML`` (tested headless with ``slicer-core``), the
+computation in ``LesionResponseLib`` (pure Python). The analysis runs in a separate Python process
+(``QProcess``) so the GUI stays responsive and Cancel can stop it at once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import qt
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+MODULE_DIR = Path(__file__).resolve().parent
+for _path in (MODULE_DIR, MODULE_DIR.parent):  # installed: LesionResponseLib beside this file; source tree: above
+    if (_path / "LesionResponseLib").is_dir() and str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+# Python packages the library needs that Slicer does not ship: import name -> pip requirement
+PIP_REQUIREMENTS = {  # kept in line with pyproject.toml; numpy and SimpleITK ship with Slicer
+    "scipy": "scipy>=1.10",
+    "pydicom": "pydicom>=3.0",
+    "highdicom": "highdicom>=0.23",
+    "monai": "monai>=1.3",
+    "cc3d": "connected-components-3d>=3.12",
+    "pandas": "pandas>=2.0",
+    "matplotlib": "matplotlib>=3.7",
+    "typer": "typer>=0.12",
+    "rich": "rich>=13",
+    "tqdm": "tqdm>=4.66",
+    "nibabel": "nibabel>=5",
+    "pynetdicom": "pynetdicom>=2.0",
+    "jinja2": "jinja2>=3.1",
+    "dask": "dask>=2024.1",
+}
+PROGRESS_PATTERN = re.compile(r"(\d{1,3})%")  # percentages printed by the analysis process
+
+
+class LesionResponse(ScriptedLoadableModule):
+    """Module description shown in Slicer's module panel and Help."""
+
+    def __init__(self, parent: Any) -> None:
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Lesion Response"
+        self.parent.categories = ["Quantification"]
+        self.parent.dependencies = ["Segmentations", "SegmentEditor", "DICOM"]
+        self.parent.contributors = ["LesionResponse team"]
+        self.parent.helpText = (
+            "Lesion-by-lesion response assessment of longitudinal [68Ga]Ga-DOTATATE PET/CT: segment lesion-ROIs, "
+            "quantify SUV, register time points, track lesions, categorise response (SUVtotal change), review "
+            "and export reports and DICOM SEG/SR. Keys: N / P = next / previous track."
+        )
+        self.parent.acknowledgementText = "Built on 3D Slicer, SimpleITK, MONAI, pydicom and highdicom."
+
+
+@parameterNodeWrapper
+class LesionResponseParameterNode:
+    """Persistent module state (saved with the scene).
+
+    inputFolder: DICOM folder of the patient (used when no database patient is chosen).
+    outputFolder: analysis output folder.
+    segmentationMethod: "model" (MONAI) or "threshold" (SUV threshold baseline).
+    reference: reference time point of SUVtotal changes.
+    colorBy: segment colours by response "category" or by "track".
+    currentTrack: track shown in the views (-1 = none).
+    """
+
+    inputFolder: Path
+    outputFolder: Path
+    segmentationMethod: Annotated[str, Choice(["model", "threshold"])] = "model"
+    reference: Annotated[str, Choice(["baseline", "previous", "nadir"])] = "baseline"
+    colorBy: Annotated[str, Choice(["category", "track"])] = "category"
+    currentTrack: int = -1
+
+
+class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: input, background run, track table, review edits, export."""
+
+    def __init__(self, parent: Any = None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: LesionResponseLogic | None = None
+        self._parameterNode: LesionResponseParameterNode | None = None
+        self._parameterNodeGuiTag = None
+        self._shortcuts: list[Any] = []
+        self._crosshairTag = None
+        self._following = False
+
+    # ------------------------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LesionResponse.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = LesionResponseLogic()
+        self.logic.progressCallback = self._onProgress
+        self.logic.finishedCallback = self._onRunFinished
+
+        self.ui.segmentationMethodComboBox.addItems(["model", "threshold"])
+        self.ui.referenceComboBox.addItems(["baseline", "previous", "nadir"])
+        self.ui.colorByComboBox.addItems(["category", "track"])
+        self.ui.cancelButton.enabled = False
+        self.ui.progressBar.setValue(0)
+
+        self.ui.refreshPatientsButton.connect("clicked(bool)", self.onRefreshPatients)
+        self.ui.runButton.connect("clicked(bool)", self.onRun)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.loadButton.connect("clicked(bool)", self.onLoad)
+        self.ui.nextTrackButton.connect("clicked(bool)", lambda: self.onStepTrack(1))
+        self.ui.previousTrackButton.connect("clicked(bool)", lambda: self.onStepTrack(-1))
+        self.ui.colorByComboBox.connect("currentTextChanged(QString)", self.onColorBy)
+        self.ui.trackTableView.connect("selectionChanged()", self.onTrackSelected)
+        self.ui.followCrosshairCheckBox.connect("toggled(bool)", self.onFollowCrosshair)
+        for name in ("link", "unlink", "merge", "split", "reject", "restore", "undo", "redo"):
+            getattr(self.ui, f"{name}Button").connect("clicked(bool)", lambda _=False, op=name: self.onEdit(op))
+        self.ui.editInSegmentEditorButton.connect("clicked(bool)", self.onOpenSegmentEditor)
+        self.ui.applySegmentButton.connect("clicked(bool)", self.onApplySegment)
+        self.ui.exportButton.connect("clicked(bool)", self.onExport)
+
+        for key, step in (("N", 1), ("P", -1)):
+            shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
+            shortcut.connect("activated()", lambda s=step: self.onStepTrack(s))
+            self._shortcuts.append(shortcut)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()
+        self.onRefreshPatients()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        for shortcut in self._shortcuts:
+            shortcut.setParent(None)
+        self._shortcuts = []
+        if self.logic:
+            self.logic.cancel()
+            self.logic.closeSession()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def onSceneStartClose(self, caller: Any, event: Any) -> None:
+        self.setParameterNode(None)
+        if self.logic:
+            self.logic.closeSession()
+            self.logic.nodes = None
+
+    def onSceneEndClose(self, caller: Any, event: Any) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode: LesionResponseParameterNode | None) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.ui.inputFolderPathLineEdit.currentPath = str(self._parameterNode.inputFolder or "")
+            self.ui.outputFolderPathLineEdit.currentPath = str(self._parameterNode.outputFolder or "")
+
+    # ------------------------------------------------------------------------------------ input
+    def onRefreshPatients(self) -> None:
+        self.ui.dicomPatientComboBox.clear()
+        self.ui.dicomPatientComboBox.addItem("(use the DICOM folder)", "")
+        for label, uid in self.logic.databasePatients():
+            self.ui.dicomPatientComboBox.addItem(label, uid)
+
+    def _rememberFolders(self) -> None:
+        """Store the chosen folders in the parameter node (saved with the scene)."""
+        if self._parameterNode:
+            if self.ui.inputFolderPathLineEdit.currentPath:
+                self._parameterNode.inputFolder = Path(self.ui.inputFolderPathLineEdit.currentPath)
+            self._parameterNode.outputFolder = self._outputFolder()
+
+    def _outputFolder(self) -> Path:
+        text = self.ui.outputFolderPathLineEdit.currentPath
+        if not text:
+            raise ValueError("Choose an analysis folder first.")
+        return Path(text)
+
+    # ------------------------------------------------------------------------------------ run
+    def onRun(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not start the analysis.", waitCursor=True):
+            if not self.logic.ensureDependencies():
+                return
+            patientUid = self.ui.dicomPatientComboBox.currentData
+            inputFolder = (self.logic.exportDatabasePatient(patientUid) if patientUid
+                           else Path(self.ui.inputFolderPathLineEdit.currentPath))
+            parameters = {"segmentation_method": self.ui.segmentationMethodComboBox.currentText,
+                          "reference": self.ui.referenceComboBox.currentText}
+            self.logic.startAnalysis(inputFolder, self._outputFolder(), parameters)
+            self._rememberFolders()
+            self.ui.runButton.enabled, self.ui.cancelButton.enabled = False, True
+            self.ui.progressBar.setRange(0, 0)  # busy until the process prints a percentage
+
+    def onCancel(self) -> None:
+        self.logic.cancel()
+        self.ui.statusLabel.text = "Cancelled."
+        self._resetRunButtons()
+
+    def _onProgress(self, message: str, percent: int | None) -> None:
+        self.ui.statusLabel.text = message[-120:]
+        if percent is not None:
+            self.ui.progressBar.setRange(0, 100)
+            self.ui.progressBar.setValue(percent)
+
+    def _onRunFinished(self, ok: bool, message: str) -> None:
+        self._resetRunButtons()
+        self.ui.statusLabel.text = message
+        if ok:
+            self.onLoad()
+        else:
+            slicer.util.errorDisplay(message)
+
+    def _resetRunButtons(self) -> None:
+        self.ui.runButton.enabled, self.ui.cancelButton.enabled = True, False
+        self.ui.progressBar.setRange(0, 100)
+
+    def onLoad(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not load the analysis.", waitCursor=True):
+            nodes = self.logic.loadResults(self._outputFolder())
+            self._rememberFolders()
+            self.ui.trackTableView.setMRMLTableNode(nodes.table)
+            self.ui.statusLabel.text = (f"{len(nodes.analysis.timepoints)} time points, "
+                                        f"{len(nodes.analysis.tracks)} tracks loaded.")
+
+    # ------------------------------------------------------------------------------------ tracks
+    def onTrackSelected(self) -> None:
+        row = self.ui.trackTableView.currentIndex().row()
+        if self.logic.nodes is None or row < 0:
+            return
+        trackId = int(self.logic.nodes.table.GetTable().GetColumnByName("track_id").GetValue(row))
+        with slicer.util.tryWithErrorDisplay("Could not show the track."):
+            self.logic.jumpToTrack(trackId)
+            self.ui.roiAEdit.text = str(trackId)
+
+    def onStepTrack(self, step: int) -> None:
+        if self.logic.nodes is None:
+            return
+        with slicer.util.tryWithErrorDisplay("Could not step to the next track."):
+            trackId = self.logic.stepTrack(step)
+            self.ui.roiAEdit.text = str(trackId)
+            table = self.logic.nodes.table.GetTable()
+            ids = [table.GetColumnByName("track_id").GetValue(i) for i in range(table.GetNumberOfRows())]
+            if trackId in ids:
+                self.ui.trackTableView.selectRow(ids.index(trackId))
+
+    def onColorBy(self, text: str) -> None:
+        if self.logic.nodes is not None:
+            self.logic.setColorBy(text)
+
+    def onFollowCrosshair(self, enabled: bool) -> None:
+        """Shift + mouse move sets the crosshair in one view; the other views follow through the registration."""
+        crosshair = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        if self._crosshairTag is not None and crosshair is not None:
+            crosshair.RemoveObserver(self._crosshairTag)
+        self._crosshairTag = None
+        if enabled and crosshair is not None:
+            self._crosshairTag = crosshair.AddObserver(vtk.vtkCommand.ModifiedEvent, self._onCrosshairMoved)
+
+    def _onCrosshairMoved(self, crosshair: Any, event: Any) -> None:
+        if self.logic.nodes is None or self._following:
+            return
+        sliceNode = crosshair.GetCursorPositionXYZ([0.0, 0.0, 0.0])  # the view the mouse is in
+        if sliceNode is None:
+            return
+        self._following = True
+        try:
+            self.logic.followCrosshair(sliceNode, list(crosshair.GetCrosshairRAS()))
+        finally:
+            self._following = False
+
+    # ------------------------------------------------------------------------------------ review
+    def onEdit(self, operation: str) -> None:
+        with slicer.util.tryWithErrorDisplay(f"Could not {operation}.", waitCursor=True):
+            a, b = self.ui.roiAEdit.text.strip(), self.ui.roiBEdit.text.strip()
+            self.logic.edit(operation, a, b)
+
+    def onOpenSegmentEditor(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not open the Segment Editor."):
+            segmentation = self.logic.segmentationForRoi(self.ui.roiAEdit.text.strip())
+            slicer.util.selectModule("SegmentEditor")
+            editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+            editor.setSegmentationNode(segmentation)
+
+    def onApplySegment(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not apply the edited segment.", waitCursor=True):
+            editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+            self.logic.applyEditedSegment(editor.segmentationNode(), editor.currentSegmentID())
+
+    # ------------------------------------------------------------------------------------ export
+    def onExport(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
+            folder = self.ui.exportFolderPathLineEdit.currentPath or str(self._outputFolder() / "report")
+            paths = self.logic.export(Path(folder), addToDatabase=self.ui.addToDatabaseCheckBox.checked)
+            self.ui.statusLabel.text = f"Exported {len(paths)} files to {folder}"
+
+
+class LesionResponseLogic(ScriptedLoadableModuleLogic):
+    """Thin layer over ``LesionResponseMRML`` (scene) and ``LesionResponseLib`` (computation)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.nodes: Any = None
+        self.session: Any = None
+        self.currentTrack: int | None = None
+        self.process: Any = None
+        self.progressCallback = lambda message, percent: None
+        self.finishedCallback = lambda ok, message: None
+        self._tempDirs: list[Any] = []
+
+    def getParameterNode(self) -> LesionResponseParameterNode:
+        return LesionResponseParameterNode(super().getParameterNode())
+
+    # ------------------------------------------------------------------------------------ dependencies
+    @staticmethod
+    def missingPackages() -> list[str]:
+        """pip requirements of the library that this Slicer lacks."""
+        return [req for name, req in PIP_REQUIREMENTS.items() if importlib.util.find_spec(name) is None]
+
+    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
+        """Install missing packages (pip) and PyTorch (PyTorch extension) after the user agrees."""
+        missing = self.missingPackages()
+        if missing:
+            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                    "LesionResponse needs these Python packages, which will be downloaded and installed now:\n"
+                    + "\n".join(missing)):
+                return False
+            slicer.util.pip_install(missing)
+        if importlib.util.find_spec("torch") is None:
+            try:
+                import PyTorchUtils
+            except ImportError:
+                slicer.util.errorDisplay("Install the PyTorch extension (Extensions Manager), restart Slicer, "
+                                         "then run LesionResponse again.")
+                return False
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation) is None:
+                return False
+        return True
+
+    # ------------------------------------------------------------------------------------ input
+    @staticmethod
+    def databasePatients() -> list[tuple[str, str]]:
+        """(label, patient UID) of every patient in Slicer's DICOM database."""
+        database = getattr(slicer, "dicomDatabase", None)
+        if database is None or not database.isOpen:
+            return []
+        patients = []
+        for uid in database.patients():
+            name = database.nameForPatient(uid) if hasattr(database, "nameForPatient") else uid
+            patients.append((f"{name} ({len(database.studiesForPatient(uid))} studies)", uid))
+        return patients
+
+    def exportDatabasePatient(self, patientUid: str) -> Path:
+        """A folder of links to all files of a database patient (time points are then found as for a folder)."""
+        database = slicer.dicomDatabase
+        folder = tempfile.TemporaryDirectory(prefix="LesionResponse-")
+        self._tempDirs.append(folder)
+        for study in database.studiesForPatient(patientUid):
+            for series in database.seriesForStudy(study):
+                for i, path in enumerate(database.filesForSeries(series)):
+                    target = Path(folder.name) / series / f"{i:05d}.dcm"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(path, target)
+        return Path(folder.name)
+
+    # ------------------------------------------------------------------------------------ run
+    @staticmethod
+    def pythonExecutable() -> str:
+        """Slicer's own Python interpreter (``PythonSlicer``), for the background process."""
+        name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+        candidate = Path(slicer.app.applicationDirPath()) / name
+        return str(candidate) if candidate.exists() else sys.executable
+
+    def startAnalysis(self, inputFolder: Path, outputFolder: Path, parameters: dict[str, Any]) -> None:
+        """Run ``LesionResponseLib.analysis.analyze`` in a separate process (progress via its output)."""
+        from LesionResponseLib.datamodel import AnalysisParameters
+
+        self.cancel()
+        params = AnalysisParameters.from_dict(parameters).to_dict()
+        code = ("import json, sys; from LesionResponseLib.analysis import analyze; "
+                "from LesionResponseLib.datamodel import AnalysisParameters; "
+                "analyze(sys.argv[1], sys.argv[2], AnalysisParameters.from_dict(json.loads(sys.argv[3])))")
+        process = qt.QProcess()
+        environment = qt.QProcessEnvironment.systemEnvironment()
+        environment.insert("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+        process.setProcessEnvironment(environment)
+        process.setProcessChannelMode(qt.QProcess.MergedChannels)
+        process.connect("readyReadStandardOutput()", self._onProcessOutput)
+        process.connect("finished(int,QProcess::ExitStatus)", self._onProcessFinished)
+        self.process = process
+        process.start(self.pythonExecutable(), ["-c", code, str(inputFolder), str(outputFolder), json.dumps(params)])
+
+    def _onProcessOutput(self) -> None:
+        text = bytes(self.process.readAllStandardOutput().data()).decode(errors="replace")
+        for line in filter(None, (s.strip() for s in re.split(r"[\r\n]+", text))):
+            match = PROGRESS_PATTERN.search(line)
+            self.progressCallback(line, int(match.group(1)) if match else None)
+            logging.info(line)
+
+    def _onProcessFinished(self, exitCode: int, exitStatus: Any) -> None:
+        ok = exitCode == 0
+        self.process = None
+        self.finishedCallback(ok, "Analysis finished." if ok else f"Analysis failed (exit code {exitCode}); "
+                              "see the Python console for its output.")
+
+    def cancel(self) -> None:
+        """Stop a running analysis process."""
+        if self.process is not None:
+            process, self.process = self.process, None
+            process.disconnect("finished(int,QProcess::ExitStatus)", self._onProcessFinished)
+            process.kill()
+            process.waitForFinished(5000)
+
+    # ------------------------------------------------------------------------------------ results
+    def loadResults(self, outputFolder: Path) -> Any:
+        """Load an analysis folder into the scene and show it one view per time point."""
+        import LesionResponseMRML
+
+        self.closeSession()
+        self.nodes = LesionResponseMRML.load_analysis_into_scene(slicer.mrmlScene, outputFolder)
+        layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
+        LesionResponseMRML.setup_timepoint_layout(self.nodes, layoutNode)
+        return self.nodes
+
+    def jumpToTrack(self, trackId: int) -> dict[int, tuple[float, float, float]]:
+        import LesionResponseMRML
+
+        self.currentTrack = trackId
+        return LesionResponseMRML.jump_to_track(self.nodes, trackId)
+
+    def stepTrack(self, step: int) -> int:
+        import LesionResponseMRML
+
+        trackId = LesionResponseMRML.step_track(self.nodes, self.currentTrack, step)
+        self.jumpToTrack(trackId)
+        return trackId
+
+    def setColorBy(self, colorBy: str) -> None:
+        import LesionResponseMRML
+
+        self.nodes.color_by = colorBy
+        LesionResponseMRML.refresh_segments(self.nodes)
+
+    def followCrosshair(self, sliceNode: Any, ras: list[float]) -> None:
+        import LesionResponseMRML
+
+        source = next((tp for tp, node in self.nodes.slice_nodes.items() if node is sliceNode), None)
+        if source is not None:
+            LesionResponseMRML.follow_crosshair(self.nodes, ras, source)
+
+    # ------------------------------------------------------------------------------------ review
+    def reviewSession(self) -> Any:
+        if self.session is None:
+            from LesionResponseLib.review import ReviewSession
+
+            self.session = ReviewSession.open(self.nodes.out_dir, user=os.environ.get("USER", "reader"))
+        return self.session
+
+    def edit(self, operation: str, a: str = "", b: str = "") -> Any:
+        """One review edit with the ids typed in the panel (see ``LesionResponseMRML.review_arguments``)."""
+        import LesionResponseMRML
+
+        arguments = LesionResponseMRML.review_arguments(operation, a, b)
+        return LesionResponseMRML.apply_review_edit(self.nodes, self.reviewSession(), operation, **arguments)
+
+    def closeSession(self) -> None:
+        """Release the review session (and its lock on the analysis folder)."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def segmentationForRoi(self, roiId: str) -> Any:
+        """The segmentation node holding ``roiId`` (or of the baseline when the id is unknown)."""
+        timepoint = self.nodes.segment_ids.get(roiId, (0, ""))[0]
+        return self.nodes.segmentations[timepoint]
+
+    def applyEditedSegment(self, segmentationNode: Any, segmentId: str) -> Any:
+        """Send a drawn/edited segment to the review: ``edit_roi`` for a known ROI, else ``add_roi``."""
+        import LesionResponseMRML
+
+        timepoint = next(tp for tp, node in self.nodes.segmentations.items() if node is segmentationNode)
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        roiId = segment.GetTag(LesionResponseMRML.ROI_ID_TAG) if segment.HasTag(LesionResponseMRML.ROI_ID_TAG) else ""
+        maskPath = self._exportSegmentMask(segmentationNode, segmentId, timepoint)
+        if roiId:
+            return LesionResponseMRML.apply_review_edit(self.nodes, self.reviewSession(), "edit_roi",
+                                                        roi_id=roiId, mask=maskPath)
+        return LesionResponseMRML.apply_review_edit(self.nodes, self.reviewSession(), "add_roi",
+                                                    timepoint=timepoint, mask=maskPath)
+
+    def _exportSegmentMask(self, segmentationNode: Any, segmentId: str, timepoint: int) -> Path:
+        """The segment as a binary label map on the time point's PET grid, written to a temporary NIfTI."""
+        labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segmentId)
+        slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+            segmentationNode, ids, labelmap, self.nodes.pet[timepoint])
+        folder = tempfile.TemporaryDirectory(prefix="LesionResponse-mask-")
+        self._tempDirs.append(folder)
+        path = Path(folder.name) / f"tp{timepoint}_mask.nii.gz"
+        slicer.util.saveNode(labelmap, str(path))
+        slicer.mrmlScene.RemoveNode(labelmap)
+        return path
+
+    # ------------------------------------------------------------------------------------ export
+    def export(self, folder: Path, addToDatabase: bool = True) -> list[Path]:
+        """Write the patient report and the DICOM SEG/SR; optionally import the DICOM files into the database."""
+        import LesionResponseMRML
+
+        if self.session is not None:
+            self.session.save()
+        paths = LesionResponseMRML.export_results(self.nodes.out_dir, folder)
+        if addToDatabase and (folder / "dicom").is_dir():
+            from DICOMLib import DICOMUtils
+
+            DICOMUtils.importDicom(str(folder / "dicom"))
+        return paths
+
+
+class LesionResponseTest(ScriptedLoadableModuleTest):
+    """Whole workflow on the demo (phantom) patient inside the desktop application."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_Workflow()
+
+    def test_Workflow(self) -> None:
+        import LesionResponseMRML
+
+        from LesionResponseLib.datamodel import AnalysisParameters
+        from LesionResponseLib.phantom import generate_patient, load_truth
+
+        self.delayDisplay("Generating the demo patient (phantom, 2 time points)")
+        work = Path(tempfile.mkdtemp(prefix="LesionResponseTest-"))
+        phantom = generate_patient(work / "phantom", seed=1, timepoints=2, vendor="siemens")
+        truth = load_truth(phantom)
+        logic = LesionResponseLogic()
+        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
+
+        self.delayDisplay("Analysing (MONAI model segmentation, registration, tracking)")
+        from LesionResponseLib.analysis import analyze
+
+        analyze(phantom / "dicom", work / "analysis", AnalysisParameters(), progress=False)
+
+        self.delayDisplay("Loading into the scene")
+        nodes = logic.loadResults(work / "analysis")
+        self.assertEqual(len(nodes.segmentations), truth["n_timepoints"])
+        self.assertEqual(nodes.table.GetNumberOfRows(), len(nodes.analysis.tracks))
+
+        self.delayDisplay("Jumping to the largest baseline lesion, then to every track")
+        largest = max((les for les in truth["lesions"] if les["timepoints"].get("0", {}).get("present")),
+                      key=lambda les: les["timepoints"]["0"]["volume_ml"])
+        centre = largest["timepoints"]["0"]["centroid_mm"]
+        roi = min((r for r in nodes.analysis.rois if r.timepoint == 0),
+                  key=lambda r: sum((a - b) ** 2 for a, b in zip(r.centroid_mm, centre, strict=True)))
+        self.assertLess(sum((a - b) ** 2 for a, b in zip(roi.centroid_mm, centre, strict=True)) ** 0.5, 5.0)
+        track = next(t.track_id for t in nodes.analysis.tracks if roi.roi_id in t.rois.get(0, []))
+        logic.jumpToTrack(track)
+        sliceToRAS = nodes.slice_nodes[0].GetSliceToRAS()
+        viewCentre = [sliceToRAS.GetElement(i, 3) for i in range(3)]
+        expected = LesionResponseMRML.lps_to_ras(centre)
+        self.assertLess(sum((a - b) ** 2 for a, b in zip(viewCentre, expected, strict=True)) ** 0.5, 5.0)
+        for trackId in LesionResponseMRML.track_ids(nodes):
+            centres = logic.jumpToTrack(trackId)
+            self.assertEqual(sorted(centres), list(range(truth["n_timepoints"])))
+
+        self.delayDisplay("Rejecting a lesion-ROI, undo")
+        logic.edit("reject", roi.roi_id)
+        self.assertEqual(logic.nodes.analysis.roi(roi.roi_id).status, "rejected")
+        tp, segmentId = logic.nodes.segment_ids[roi.roi_id]
+        name = logic.nodes.segmentations[tp].GetSegmentation().GetSegment(segmentId).GetName()
+        self.assertTrue(name.endswith("rejected"), name)
+        logic.edit("undo")
+        self.assertEqual(logic.nodes.analysis.roi(roi.roi_id).status, "accepted")
+
+        self.delayDisplay("Exporting the report and DICOM SEG/SR (and into the DICOM database when open)")
+        database = getattr(slicer, "dicomDatabase", None)
+        paths = logic.export(work / "export", addToDatabase=bool(database and database.isOpen))
+        self.assertTrue(any(p.suffix == ".html" for p in paths))
+        self.assertTrue(any(p.suffix == ".dcm" for p in paths))
+        logic.closeSession()
+        self.delayDisplay("LesionResponse workflow test passed")

@@ -1,0 +1,158 @@
+"""The analysis output folder (DOMAIN.md §8): ``analysis.json``, ``timepoints.csv``, ``rois.csv``,
+``tracks.csv``, ``labels/tp{k}.nii.gz``. Every file is written atomically (temporary file + ``os.replace``).
+
+``analysis.json`` holds everything; the CSV files are views of it for other tools (column names and order
+are a contract). Tracks whose ROIs are all rejected have no response and no ``tracks.csv`` row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from LesionResponseLib import __version__
+from LesionResponseLib.analysis.response import roi_categories, track_ids_by_roi
+from LesionResponseLib.datamodel import Analysis
+from LesionResponseLib.errors import LesionResponseError, describe
+
+TIMEPOINT_COLUMNS = ["timepoint", "study_date", "study_instance_uid", "pet_series_instance_uid",
+                     "ct_series_instance_uid", "suv_factor", "n_rois"]
+ROI_COLUMNS = ["roi_id", "timepoint", "label", "track_id", "x_mm", "y_mm", "z_mm", "volume_ml", "suv_max",
+               "suv_mean", "suv_peak", "suv_total", "category", "status"]
+TRACK_COLUMNS = ["track_id", "first_timepoint", "last_timepoint", "pattern"]
+FILE_MODE = 0o644  # mkstemp creates 0600 files; outputs are meant to be read by other users and tools
+
+
+class OutputFolderError(LesionResponseError):
+    """The analysis folder is missing, unreadable or from a newer version."""
+
+
+def track_columns(n_timepoints: int) -> list[str]:
+    """``tracks.csv`` columns: the fixed ones, then ``category_t{k}``, ``delta_suv_total_pct_t{k}`` per k ≥ 1."""
+    per_followup = [c for k in range(1, n_timepoints) for c in (f"category_t{k}", f"delta_suv_total_pct_t{k}")]
+    return TRACK_COLUMNS + per_followup
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_image(image: sitk.Image, path: Path) -> None:
+    """Write a SimpleITK image (compressed) atomically; the temporary name keeps the ``.nii.gz`` suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".nii.gz")
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, useCompression=True)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _csv(columns: list[str], rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else repr(round(float(value), digits))
+
+
+def timepoint_rows(analysis: Analysis) -> list[dict]:
+    """Rows of ``timepoints.csv`` (``n_rois`` counts accepted ROIs)."""
+    counts = {tp.index: 0 for tp in analysis.timepoints}
+    for roi in analysis.rois:
+        if roi.status == "accepted":
+            counts[roi.timepoint] = counts.get(roi.timepoint, 0) + 1
+    return [{"timepoint": tp.index, "study_date": tp.study_date, "study_instance_uid": tp.study_instance_uid,
+             "pet_series_instance_uid": tp.pet_series_instance_uid,
+             "ct_series_instance_uid": tp.ct_series_instance_uid or "", "suv_factor": f"{tp.suv_factor:.8g}",
+             "n_rois": counts.get(tp.index, 0)} for tp in analysis.timepoints]
+
+
+def roi_rows(analysis: Analysis) -> list[dict]:
+    """Rows of ``rois.csv`` in (time point, label) order."""
+    owner = track_ids_by_roi(analysis.tracks)
+    categories = roi_categories(analysis.tracks, analysis.responses, analysis.rois)
+    rows = []
+    for roi in sorted(analysis.rois, key=lambda r: (r.timepoint, r.label, r.roi_id)):
+        x, y, z = roi.centroid_mm
+        rows.append({"roi_id": roi.roi_id, "timepoint": roi.timepoint, "label": roi.label,
+                     "track_id": owner.get(roi.roi_id, ""), "x_mm": _num(x, 2), "y_mm": _num(y, 2),
+                     "z_mm": _num(z, 2), "volume_ml": _num(roi.volume_ml), "suv_max": _num(roi.suv_max),
+                     "suv_mean": _num(roi.suv_mean), "suv_peak": _num(roi.suv_peak),
+                     "suv_total": _num(roi.suv_total), "category": categories.get(roi.roi_id, ""),
+                     "status": roi.status})
+    return rows
+
+
+def track_rows(analysis: Analysis) -> list[dict]:
+    """Rows of ``tracks.csv`` (one per assessed track, by track id)."""
+    n = len(analysis.timepoints)
+    tracks = {t.track_id: t for t in analysis.tracks}
+    rows = []
+    for response in sorted(analysis.responses, key=lambda r: r.track_id):
+        present = [tp for tp, v in response.suv_total.items() if v > 0] or [tracks[response.track_id].first_timepoint]
+        row = {"track_id": response.track_id, "first_timepoint": min(present), "last_timepoint": max(present),
+               "pattern": response.pattern}
+        for k in range(1, n):
+            row[f"category_t{k}"] = response.categories.get(k, "")
+            row[f"delta_suv_total_pct_t{k}"] = _num(response.delta_suv_total_pct.get(k), 2)
+        rows.append(row)
+    return rows
+
+
+def write_outputs(analysis: Analysis, out_dir: str | Path, labels: dict[int, sitk.Image] | None = None) -> Path:
+    """Write the output folder of DOMAIN.md §8 into ``out_dir`` (created); returns ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not analysis.software_version:
+        analysis.software_version = __version__
+    for index, image in sorted((labels or {}).items()):
+        atomic_write_image(image, out / "labels" / f"tp{index}.nii.gz")
+    atomic_write_text(out / "timepoints.csv", _csv(TIMEPOINT_COLUMNS, timepoint_rows(analysis)))
+    atomic_write_text(out / "rois.csv", _csv(ROI_COLUMNS, roi_rows(analysis)))
+    atomic_write_text(out / "tracks.csv", _csv(track_columns(len(analysis.timepoints)), track_rows(analysis)))
+    atomic_write_text(out / "analysis.json", json.dumps(analysis.to_dict(), indent=1))  # last: marks complete
+    return out
+
+
+def load_analysis(out_dir: str | Path) -> Analysis:
+    """Read ``out_dir/analysis.json`` back into an :class:`Analysis`."""
+    path = Path(out_dir) / "analysis.json"
+    if not path.is_file():
+        raise OutputFolderError(describe("no analysis.json here", path=Path(out_dir),
+                                         fix="Run `lesion-response analyze INPUT -o OUT` first, or give its OUT."))
+    try:
+        return Analysis.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise OutputFolderError(describe(f"unreadable analysis.json ({error})", path=path,
+                                         fix="Re-run `lesion-response analyze` to rewrite it.")) from error
+
+
+def load_labels(out_dir: str | Path, n_timepoints: int) -> dict[int, sitk.Image]:
+    """The label maps ``labels/tp{k}.nii.gz`` that exist for k < ``n_timepoints``."""
+    folder = Path(out_dir) / "labels"
+    return {k: sitk.ReadImage(str(folder / f"tp{k}.nii.gz")) for k in range(n_timepoints)
+            if (folder / f"tp{k}.nii.gz").is_file()}

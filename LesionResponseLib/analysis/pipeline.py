@@ -1,0 +1,314 @@
+"""The ``analyze`` pipeline: DICOM → SUV → lesion-ROIs → measures → registration → tracks → response → folder.
+
+Stages and their cache (``OUT/cache/``; a stage is reused when the hash of its inputs and of the
+parameters it uses is unchanged, so a re-run after a matching-parameter change redoes only matching and
+what follows):
+
+- ``segmentation`` per time point, key = PET series UID + SUV factor + method + ``min_roi_volume_ml`` +
+  model file hash (or the supplied label file's hash) → ``cache/seg-<key>.nii.gz``.
+- ``registration`` per follow-up k onto the baseline, key = PET/CT series UIDs of both + method →
+  ``cache/reg-<key>.tfm|.h5`` + ``.json``; copied to ``OUT/transforms/tp0_to_tp{k}.*``.
+- ``matching``, key = hash of every label map + the registration keys + ``dilation_mm``,
+  ``max_match_distance_mm``, ``min_overlap``, ``extra`` → ``cache/match-<key>.json``.
+- Quantification, tracks and response are cheap and always recomputed.
+
+Besides DOMAIN.md §8 the folder gets ``suv/tp{k}.nii.gz`` (float32 SUV PET, rewritten only when the PET
+series or its SUV factor changed), read by the review, the reports and the Slicer module without going
+back to DICOM. When the folder holds a reader's review (``review/session.json``), the edits are
+re-applied to the new result and those that no longer apply are listed (``review/not_applicable.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from LesionResponseLib import __version__
+from LesionResponseLib.analysis.outputs import (
+    atomic_write_image,
+    atomic_write_text,
+    load_analysis,
+    write_outputs,
+)
+from LesionResponseLib.analysis.quantify import measure_rois
+from LesionResponseLib.analysis.response import assess_response
+from LesionResponseLib.datamodel import Analysis, AnalysisParameters, LesionROI, Link, RegistrationResult
+from LesionResponseLib.errors import LesionResponseError, describe
+
+MATCH_PARAMS = ("dilation_mm", "max_match_distance_mm", "min_overlap", "extra")
+LABEL_NAMES = ("tp{k}.nii.gz", "tp{k}_lesions.nii.gz")  # analysis labels/ folder, phantom truth/ folder
+
+
+class AnalysisError(LesionResponseError):
+    """The pipeline cannot run on this input (no time points, missing labels, a stage not available)."""
+
+
+@dataclass
+class RunReport:
+    """What one :func:`run_pipeline` call did: per stage item, ``"computed"`` or ``"reused"``."""
+
+    stages: dict[str, str] = field(default_factory=dict)
+    review: dict[str, Any] | None = None  # reapply_review() result when the folder held a review session
+
+    def reused(self) -> list[str]:
+        return [name for name, how in self.stages.items() if how == "reused"]
+
+
+# ------------------------------------------------------------------------------------------------ hashing
+def _digest(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 (first 20 hex digits) of a file, or of every file in a folder (sorted by relative path)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for item in files:
+        digest.update(str(item.relative_to(path) if path.is_dir() else item.name).encode())
+        with item.open("rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def image_digest(image: sitk.Image) -> str:
+    """Hash of an image's voxels and geometry."""
+    digest = hashlib.sha256(sitk.GetArrayViewFromImage(image).tobytes())
+    digest.update(repr((image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())).encode())
+    return digest.hexdigest()[:20]
+
+
+def _model_digest(params: AnalysisParameters) -> str:
+    method = params.segmentation_method
+    if method == "threshold":
+        return "threshold"
+    if method != "model":
+        return file_digest(method) if Path(method).exists() else method
+    if params.model_path:
+        return file_digest(params.model_path)
+    from LesionResponseLib.segmentation import DEFAULT_MODEL_PATH
+
+    return file_digest(DEFAULT_MODEL_PATH) if Path(DEFAULT_MODEL_PATH).exists() else "default-model-missing"
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def _find_label_file(labels_dir: Path, k: int) -> Path:
+    for name in LABEL_NAMES:
+        if (labels_dir / name.format(k=k)).is_file():
+            return labels_dir / name.format(k=k)
+    raise AnalysisError(describe(f"no label map for time point {k}", path=labels_dir,
+                                 fix=f"Provide {' or '.join(n.format(k=k) for n in LABEL_NAMES)} for every time point."))
+
+
+def on_pet_grid(labels: sitk.Image, pet: sitk.Image) -> sitk.Image:
+    """``labels`` as uint16 on the PET grid (nearest neighbour when the grids differ)."""
+    labels = sitk.Cast(labels, sitk.sitkUInt16)
+    same = (labels.GetSize() == pet.GetSize() and np.allclose(labels.GetSpacing(), pet.GetSpacing(), atol=1e-4)
+            and np.allclose(labels.GetOrigin(), pet.GetOrigin(), atol=1e-3)
+            and np.allclose(labels.GetDirection(), pet.GetDirection(), atol=1e-5))
+    if same:
+        labels.CopyInformation(pet)
+        return labels
+    return sitk.Resample(labels, pet, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+
+
+def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_dir: Path | None,
+                       report: RunReport) -> sitk.Image:
+    """Label map of one loaded time point: from ``labels_dir``, the cache, or :func:`segment`."""
+    k = tp.info.index
+    source = file_digest(_find_label_file(labels_dir, k)) if labels_dir else _model_digest(params)
+    key = _digest("seg", tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12),
+                  params.segmentation_method if not labels_dir else "labels", params.min_roi_volume_ml, source)
+    path = cache / f"seg-{key}.nii.gz"
+    if path.is_file():
+        report.stages[f"segmentation tp{k}"] = "reused"
+        return on_pet_grid(sitk.ReadImage(str(path)), tp.pet_suv)
+    if labels_dir:
+        labels = on_pet_grid(sitk.ReadImage(str(_find_label_file(labels_dir, k))), tp.pet_suv)
+    else:
+        from LesionResponseLib.segmentation import segment
+
+        labels = segment(tp.pet_suv, tp.ct, method=params.segmentation_method, model_path=params.model_path,
+                         min_volume_ml=params.min_roi_volume_ml)
+        labels = on_pet_grid(labels, tp.pet_suv)
+    atomic_write_image(labels, path)
+    report.stages[f"segmentation tp{k}"] = "computed"
+    return labels
+
+
+def registration_stage(fixed: Any, moving: Any, params: AnalysisParameters, out: Path,
+                       report: RunReport) -> tuple[sitk.Transform, RegistrationResult, str]:
+    """Register ``moving`` onto ``fixed`` (cached); writes ``OUT/transforms/tp{i}_to_tp{j}.*``."""
+    from LesionResponseLib.tracking import load_transform, register_pair, save_transform, transform_filename
+
+    i, j = fixed.info.index, moving.info.index
+    key = _digest("reg", [fixed.info.pet_series_instance_uid, fixed.info.ct_series_instance_uid],
+                  [moving.info.pet_series_instance_uid, moving.info.ct_series_instance_uid],
+                  params.registration_method)
+    meta = out / "cache" / f"reg-{key}.json"
+    if meta.is_file():
+        cached = json.loads(meta.read_text())
+        transform = load_transform(out / "cache" / cached["file"])
+        result = RegistrationResult.from_dict(cached["result"])
+        report.stages[f"registration tp{i}->tp{j}"] = "reused"
+    else:
+        transform, result = register_pair(fixed, moving, method=params.registration_method)
+        suffix = Path(transform_filename(i, j, transform)).suffix
+        save_transform(transform, out / "cache" / f"reg-{key}{suffix}")
+        atomic_write_text(meta, json.dumps({"file": f"reg-{key}{suffix}", "result": result.to_dict()}))
+        report.stages[f"registration tp{i}->tp{j}"] = "computed"
+    relative = transform_filename(i, j, transform)
+    save_transform(transform, out / relative)
+    result.transform_path = relative
+    return transform, result, key
+
+
+def matching_stage(labels: dict[int, sitk.Image], rois: list[LesionROI], transforms: dict, reg_keys: list[str],
+                   params: AnalysisParameters, cache: Path, report: RunReport) -> list[Link]:
+    """Links between ROIs of different time points (cached on labels, registrations, matching params)."""
+    if len(labels) < 2:
+        return []
+    from LesionResponseLib.tracking import match_rois
+
+    key = _digest("match", [image_digest(labels[k]) for k in sorted(labels)], reg_keys,
+                  {name: getattr(params, name) for name in MATCH_PARAMS})
+    path = cache / f"match-{key}.json"
+    if path.is_file():
+        report.stages["matching"] = "reused"
+        return [Link.from_dict(x) for x in json.loads(path.read_text())]
+    links = match_rois(labels, rois, transforms, params)
+    atomic_write_text(path, json.dumps([x.to_dict() for x in links]))
+    report.stages["matching"] = "computed"
+    return links
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+def _inventory(input_dir: Path, patient: str | None) -> list:
+    from LesionResponseLib.dicomio import find_timepoints
+
+    if not input_dir.exists():
+        raise AnalysisError(describe("input folder does not exist", path=input_dir,
+                                     fix="Give the folder that holds the patient's DICOM files."))
+    timepoints = find_timepoints(input_dir, patient=patient).timepoints
+    if not timepoints:
+        raise AnalysisError(describe("no quantitative PET time point found", path=input_dir,
+                                     fix="Check the folder with `lesion-response inspect INPUT`."))
+    return timepoints
+
+
+def _previous_tracks(out: Path) -> list | None:
+    try:
+        return load_analysis(out).tracks if (out / "analysis.json").is_file() else None
+    except LesionResponseError:
+        return None
+
+
+def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisParameters | None = None,
+                 patient: str | None = None, labels_dir: str | Path | None = None,
+                 step: Callable[[str], None] | None = None) -> tuple[Analysis, RunReport]:
+    """Run every stage (module docstring) and write the output folder; ``step(name)`` announces each stage."""
+    from LesionResponseLib.dicomio import load_timepoint
+    from LesionResponseLib.tracking import build_tracks
+
+    params = dataclasses.replace(params or AnalysisParameters())  # a copy: the caller's object stays as given
+    announce = step or (lambda _name: None)
+    out, report = Path(out_dir), RunReport()
+    labels_path = Path(labels_dir) if labels_dir else None
+    if params.segmentation_method == "truth" and not labels_path:
+        raise AnalysisError(describe("segmentation 'truth' needs the phantom's truth masks",
+                                     path=input_dir, fix="Pass labels_dir (--labels PHANTOM/truth)."))
+    if labels_path:  # record where the ROIs came from (analysis.json parameters)
+        params.extra = {**params.extra, "labels_dir": str(labels_path.resolve())}
+    (out / "cache").mkdir(parents=True, exist_ok=True)
+    announce("indexing DICOM")
+    infos = _inventory(Path(input_dir), patient)
+    loaded, labels, rois = [], {}, []
+    for info in infos:
+        announce(f"loading time point {info.index}")
+        loaded.append(load_timepoint(info))
+        announce(f"segmenting time point {info.index}")
+        labels[info.index] = segmentation_stage(loaded[-1], params, out / "cache", labels_path, report)
+        rois += measure_rois(labels[info.index], loaded[-1].pet_suv, info.index)
+    transforms, registrations, reg_keys = {}, [], []
+    for moving in loaded[1:]:
+        announce(f"registering time point {moving.info.index} onto baseline")
+        transform, result, key = registration_stage(loaded[0], moving, params, out, report)
+        transforms[(0, moving.info.index)] = transform
+        registrations.append(result)
+        reg_keys.append(key)
+    announce("matching lesion-ROIs")
+    links = matching_stage(labels, rois, transforms, reg_keys, params, out / "cache", report)
+    tracks = build_tracks(rois, links, previous=_previous_tracks(out))
+    responses, heterogeneous = assess_response(tracks, rois, len(infos), params)
+    analysis = Analysis(patient_id=infos[0].patient_id, timepoints=infos, rois=rois, registrations=registrations,
+                        links=links, tracks=tracks, responses=responses, heterogeneous=heterogeneous,
+                        parameters=params, software_version=__version__)
+    announce("writing outputs")
+    write_outputs(analysis, out, labels)
+    write_suv_images(loaded, out)
+    _drop_stale_transforms(out, {r.transform_path for r in registrations})
+    if (out / "review" / "session.json").is_file():
+        from LesionResponseLib.review import reapply_review
+
+        announce("re-applying the reader's review")
+        report.review = reapply_review(out)
+    return analysis, report
+
+
+def write_suv_images(loaded: list, out: Path) -> None:
+    """``OUT/suv/tp{k}.nii.gz`` per time point (float32 SUV); skipped when already written for this PET."""
+    folder = out / "suv"
+    folder.mkdir(parents=True, exist_ok=True)
+    index_path = folder / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    for tp in loaded:
+        name = f"tp{tp.info.index}.nii.gz"
+        stamp = f"{tp.info.pet_series_instance_uid}:{tp.info.suv_factor:.12g}"
+        if index.get(name) != stamp or not (folder / name).is_file():
+            atomic_write_image(sitk.Cast(tp.pet_suv, sitk.sitkFloat32), folder / name)
+            index[name] = stamp
+    for stale in set(index) - {f"tp{tp.info.index}.nii.gz" for tp in loaded}:
+        (folder / stale).unlink(missing_ok=True)
+        index.pop(stale)
+    atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True))
+
+
+def _drop_stale_transforms(out: Path, keep: set[str]) -> None:
+    folder = out / "transforms"
+    for path in folder.glob("*") if folder.is_dir() else []:
+        if f"transforms/{path.name}" not in keep and path.is_file():
+            path.unlink()
+
+
+def analyze(input_dir: str | Path, out_dir: str | Path, params: AnalysisParameters | None = None,
+            patient: str | None = None, labels_dir: str | Path | None = None, progress: bool = True) -> Analysis:
+    """Analyse one patient's DICOM folder into ``out_dir`` (DOMAIN.md §8); see :func:`run_pipeline`.
+
+    ``labels_dir``: use ``tp{k}.nii.gz`` (or ``tp{k}_lesions.nii.gz``, phantom truth) instead of
+    segmenting. ``progress``: show the current stage on the terminal (rich).
+    """
+    if not progress:
+        return run_pipeline(input_dir, out_dir, params, patient, labels_dir)[0]
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with console.status("starting") as status:
+        analysis, _ = run_pipeline(input_dir, out_dir, params, patient, labels_dir,
+                                   step=lambda name: status.update(name))
+    return analysis
+
+
+def clear_cache(out_dir: str | Path) -> None:
+    """Remove ``OUT/cache`` (forces every stage to be recomputed)."""
+    shutil.rmtree(Path(out_dir) / "cache", ignore_errors=True)

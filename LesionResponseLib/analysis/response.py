@@ -1,0 +1,158 @@
+"""Track response: ΔSUVtotal, categories per follow-up, heterogeneity, patterns (DOMAIN.md §1, §4).
+
+Rules (the paper's, made precise):
+
+- Only **accepted** ROIs count. A track is *present* at a time point when it has at least one accepted ROI
+  there; its SUVtotal there is the sum over those ROIs (a split counts whole). Rejected ROIs contribute
+  nothing; a track whose ROIs are all rejected gets no :class:`TrackResponse`.
+- Reference (``params.reference``): ``baseline`` = time point 0; ``previous`` = time point k−1; ``nadir`` =
+  the earlier time point (< k) where the track was present with the lowest SUVtotal (absent ones skipped;
+  no earlier presence = reference absent).
+- Category at follow-up k: reference present and present now → ΔSUVtotal % = 100 (now − ref) / ref, then
+  ``decreasing`` if Δ < ``decrease_threshold_pct``, ``increasing`` if Δ > ``increase_threshold_pct``, else
+  ``stable``; reference present, absent now → ``disappearing`` (Δ = −100); reference absent, present now →
+  ``new`` (Δ undefined: None); absent at both → ``absent`` (None).
+- Heterogeneity at follow-up k (patient level): at least one ``new``/``increasing`` track **and** at least
+  one ``decreasing``/``disappearing`` track.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Track, TrackResponse
+
+GROWING = frozenset({"new", "increasing"})
+SHRINKING = frozenset({"decreasing", "disappearing"})
+REFERENCES = ("baseline", "previous", "nadir")
+
+
+def track_suv_totals(track: Track, rois_by_id: dict[str, LesionROI], n_timepoints: int) -> dict[int, float | None]:
+    """SUVtotal (SUV·mL) of ``track`` per time point, summed over accepted ROIs; None where absent."""
+    totals: dict[int, float | None] = {}
+    for tp in range(n_timepoints):
+        accepted = [rois_by_id[r] for r in track.rois.get(tp, []) if r in rois_by_id]
+        accepted = [r for r in accepted if r.status == "accepted"]
+        totals[tp] = sum(r.suv_total for r in accepted) if accepted else None
+    return totals
+
+
+def reference_value(totals: dict[int, float | None], k: int, reference: str) -> float | None:
+    """The reference SUVtotal for follow-up ``k`` (None when the reference is absent)."""
+    if reference == "baseline":
+        return totals.get(0)
+    if reference == "previous":
+        return totals.get(k - 1)
+    if reference == "nadir":
+        earlier = [v for tp, v in totals.items() if tp < k and v is not None]
+        return min(earlier) if earlier else None
+    raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")
+
+
+def categorise(ref: float | None, now: float | None, params: AnalysisParameters) -> tuple[str, float | None]:
+    """Category and ΔSUVtotal % of one follow-up given reference and current SUVtotal (None = absent)."""
+    if ref is None:
+        return ("absent", None) if now is None else ("new", None)
+    if now is None:
+        return "disappearing", -100.0
+    if ref <= 0:  # a present ROI has positive SUVtotal; guard against a zero/negative reference anyway
+        return ("increasing" if now > ref else "stable"), None
+    delta = 100.0 * (now - ref) / ref
+    if delta < params.decrease_threshold_pct:
+        return "decreasing", delta
+    if delta > params.increase_threshold_pct:
+        return "increasing", delta
+    return "stable", delta
+
+
+def _step_signs(totals: dict[int, float | None], params: AnalysisParameters) -> list[int]:
+    """+1 / −1 / 0 for each consecutive pair of time points (beyond the stable band, appear/disappear)."""
+    signs = []
+    for tp in range(1, len(totals)):
+        category, _ = categorise(totals[tp - 1], totals[tp], params)
+        signs.append(1 if category in GROWING else -1 if category in SHRINKING else 0)
+    return signs
+
+
+def track_pattern(totals: dict[int, float | None], params: AnalysisParameters) -> str:
+    """The pattern of one track over all time points (``totals``: time point → SUVtotal or None).
+
+    - ``baseline-only``: the analysis has no follow-up, so no change can be seen.
+    - ``new-then-resolved``: first present at a follow-up and absent at the final time point.
+    - ``new``: first present at a follow-up and still present at the final time point.
+    - ``disappeared-then-returned``: present at baseline, absent at some follow-up, present again later.
+    - ``non-monotonic``: present at baseline, and consecutive changes beyond the stable band (appearing and
+      disappearing included) go both up and down.
+    - ``monotonic``: otherwise (all consecutive changes go one way or stay within the stable band).
+    """
+    n = len(totals)
+    present = [totals[tp] is not None for tp in range(n)]
+    if n <= 1:
+        return "baseline-only"
+    if not present[0]:
+        return "new" if present[-1] else "new-then-resolved"
+    first_gap = next((tp for tp in range(n) if not present[tp]), None)
+    if first_gap is not None and any(present[first_gap:]):
+        return "disappeared-then-returned"
+    signs = _step_signs(totals, params)
+    return "non-monotonic" if (1 in signs and -1 in signs) else "monotonic"
+
+
+def assess_track(track: Track, rois_by_id: dict[str, LesionROI], n_timepoints: int,
+                 params: AnalysisParameters) -> TrackResponse | None:
+    """Response of one track, or None when it has no accepted ROI at all."""
+    totals = track_suv_totals(track, rois_by_id, n_timepoints)
+    if all(v is None for v in totals.values()):
+        return None
+    categories: dict[int, str] = {}
+    deltas: dict[int, float | None] = {}
+    for k in range(1, n_timepoints):
+        categories[k], deltas[k] = categorise(reference_value(totals, k, params.reference), totals[k], params)
+    return TrackResponse(track_id=track.track_id, suv_total={tp: v or 0.0 for tp, v in totals.items()},
+                         categories=categories, delta_suv_total_pct=deltas,
+                         pattern=track_pattern(totals, params))
+
+
+def heterogeneity(responses: Iterable[TrackResponse], n_timepoints: int) -> dict[int, bool]:
+    """Per follow-up k ≥ 1: at least one new-or-increasing and one decreasing-or-disappearing track."""
+    responses = list(responses)
+    flags = {}
+    for k in range(1, n_timepoints):
+        cats = {r.categories.get(k) for r in responses}
+        flags[k] = bool(cats & GROWING) and bool(cats & SHRINKING)
+    return flags
+
+
+def assess_response(tracks: list[Track], rois: list[LesionROI], n_timepoints: int,
+                    params: AnalysisParameters | None = None) -> tuple[list[TrackResponse], dict[int, bool]]:
+    """Per-track responses (tracks with ≥ 1 accepted ROI, in ``tracks`` order) and heterogeneity flags."""
+    params = params or AnalysisParameters()
+    if params.reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, not {params.reference!r}")
+    rois_by_id = {r.roi_id: r for r in rois}
+    responses = [r for t in tracks if (r := assess_track(t, rois_by_id, n_timepoints, params)) is not None]
+    return responses, heterogeneity(responses, n_timepoints)
+
+
+def roi_categories(tracks: list[Track], responses: list[TrackResponse], rois: list[LesionROI]) -> dict[str, str]:
+    """``rois.csv`` category per ROI id: ``baseline`` at time point 0, else its track's category there.
+
+    Rejected ROIs and ROIs outside any assessed track get an empty category (their status says why).
+    """
+    by_track = {r.track_id: r for r in responses}
+    owner = {rid: t.track_id for t in tracks for ids in t.rois.values() for rid in ids}
+    result = {}
+    for roi in rois:
+        response = by_track.get(owner.get(roi.roi_id, -1))
+        if roi.status != "accepted" or response is None:
+            result[roi.roi_id] = ""
+        elif roi.timepoint == 0:
+            result[roi.roi_id] = "baseline"
+        else:
+            result[roi.roi_id] = response.categories.get(roi.timepoint, "")
+    return result
+
+
+def track_ids_by_roi(tracks: list[Track]) -> dict[str, int]:
+    """ROI id → track id."""
+    return {rid: t.track_id for t in tracks for ids in t.rois.values() for rid in ids}

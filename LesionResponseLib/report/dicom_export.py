@@ -1,0 +1,234 @@
+"""DICOM export per time point: a SEG of the accepted lesion-ROIs and a TID 1500 SR of their measurements.
+
+Both reference the source PET series listed in ``analysis.json`` (``timepoints[].pet_files``). Every track gets
+one Tracking Unique Identifier, derived from patient id + track id, so the same lesion carries the same UID
+in the SEG segments and SR measurement groups of every time point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from LesionResponseLib import __version__
+from LesionResponseLib.datamodel import LesionROI
+from LesionResponseLib.errors import describe
+from LesionResponseLib.report.data import ReportData, ReportInputError, load_labels, load_report_data
+
+MANUFACTURER = "LesionResponse"
+UID_NAMESPACE = "LesionResponse/track"  # entropy prefix of the track tracking UIDs
+SEG_SERIES_NUMBER, SR_SERIES_NUMBER = 9001, 9002  # high numbers: stay clear of scanner series
+PRIVATE_SCHEME = "99LESRESP"  # local coding scheme for what no standard code names (ΔSUVtotal categories)
+
+
+def track_uid(patient_id: str, track_id: int) -> str:
+    """Deterministic Tracking Unique Identifier of a track (same value at every time point and export)."""
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=[UID_NAMESPACE, patient_id, str(track_id)]))
+
+
+def _derived_uid(*parts: str) -> str:
+    """Deterministic UID for an exported object (re-export replaces rather than duplicates in a PACS)."""
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=["LesionResponse/export", *parts]))
+
+
+def load_source_pet(files: list[str], timepoint: int) -> list[Any]:
+    """The PET datasets of one time point, with pixel data (SEG needs geometry; sorted by file name)."""
+    import pydicom
+
+    missing = [f for f in files if not Path(f).exists()]
+    if not files or missing:
+        raise ReportInputError(describe(f"time point {timepoint}: {len(missing) or 'no'} source PET file(s) missing",
+                                        path=missing[0] if missing else None,
+                                        fix="Export needs the original PET DICOM; keep it where analysis.json "
+                                            "says (timepoints[].pet_files) or re-run the analysis."))
+    return [_complete_type2(pydicom.dcmread(f)) for f in sorted(files)]
+
+
+TYPE2_STUDY_PATIENT = ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+                       "AccessionNumber", "ReferringPhysicianName")
+
+
+def _complete_type2(ds: Any) -> Any:
+    """Add empty Type 2 patient/study attributes some exporters omit (the SEG/SR copy them; in memory only)."""
+    for keyword in TYPE2_STUDY_PATIENT:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
+def _frames(labels: sitk.Image, sources: list[Any]) -> np.ndarray:
+    """Label values per source PET instance: (n_instances, rows, cols) taken from the label map."""
+    array = sitk.GetArrayFromImage(labels)
+    frames = np.zeros((len(sources), int(sources[0].Rows), int(sources[0].Columns)), dtype=array.dtype)
+    for i, ds in enumerate(sources):
+        index = labels.TransformPhysicalPointToIndex([float(v) for v in ds.ImagePositionPatient])
+        if not 0 <= index[2] < array.shape[0] or array.shape[1:] != frames.shape[1:]:
+            raise ReportInputError(describe(
+                f"PET slice not on the label map grid (label map {tuple(array.shape)} z,y,x)",
+                path=getattr(ds, "filename", None),
+                fix="The analysis writes labels/tp{k}.nii.gz on the PET grid; re-run it for these files."))
+        frames[i] = array[index[2]]
+    return frames
+
+
+def _segment_descriptions(data: ReportData, rois: list[LesionROI]) -> list[Any]:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(name="LesionResponse", version=__version__,
+                                                   family=codes.DCM.ArtificialIntelligence)
+    descriptions = []
+    for number, roi in enumerate(rois, start=1):
+        track = data.roi_track.get(roi.roi_id, -1)
+        manual = roi.source == "reader"
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number, segment_label=f"track {track} {roi.roi_id}"[:64],
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Lesion,
+            algorithm_type="MANUAL" if manual else "AUTOMATIC",
+            algorithm_identification=None if manual else algorithm,
+            tracking_uid=track_uid(data.analysis.patient_id, track), tracking_id=f"track {track}"))
+    return descriptions
+
+
+def build_seg(data: ReportData, timepoint: int, sources: list[Any]) -> Any:
+    """highdicom SEG (BINARY, one segment per accepted ROI, numbered 1..N in label order)."""
+    import highdicom as hd
+
+    rois = data.accepted_rois(timepoint)
+    if not rois:
+        return None
+    frames = _frames(load_labels(data.out_dir, timepoint), sources)
+    segment_map = np.zeros_like(frames, dtype=np.uint16)
+    for number, roi in enumerate(rois, start=1):
+        segment_map[frames == roi.label] = number
+    patient = data.analysis.patient_id
+    return hd.seg.Segmentation(
+        source_images=sources, pixel_array=segment_map, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=_segment_descriptions(data, rois),
+        series_instance_uid=_derived_uid(patient, str(timepoint), "seg-series"), series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=_derived_uid(patient, str(timepoint), "seg"), instance_number=1,
+        manufacturer=MANUFACTURER, manufacturer_model_name="LesionResponse", software_versions=__version__,
+        device_serial_number="0", content_label="LESIONS", content_description="Lesion-ROIs by track",
+        series_description=f"LesionResponse lesion-ROIs TP{timepoint}")
+
+
+def _concepts() -> dict[str, Any]:
+    """Codes and UCUM units of the SR measurements.
+
+    SUVtotal is SUVbw summed over the ROI volume (SUVmean × volume): concept SUVbw with derivation
+    SCT "Total" and UCUM unit ``{SUVbw}g/ml.ml`` (SUV·mL), the unit the CSV and report show — it keeps the
+    volume factor visible, where the equivalent ``{SUVbw}g`` would read like a mass.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    code = hd.sr.CodedConcept
+    return {
+        "suv": code("126401", "DCM", "SUVbw"),
+        "suv_unit": code("{SUVbw}g/ml", "UCUM", "Standardized Uptake Value body weight"),
+        "suv_ml_unit": code("{SUVbw}g/ml.ml", "UCUM", "SUVbw times milliliter"),
+        "ml": code("ml", "UCUM", "milliliter"), "percent": code("%", "UCUM", "percent"),
+        "volume": codes.SCT.Volume, "max": codes.SCT.Maximum, "mean": codes.SCT.Mean,
+        "peak": codes.DCM.PeakValueWithinROI, "total": codes.SCT.Total,
+        "delta": code("DSUVTOT", PRIVATE_SCHEME, "Change of SUVtotal from reference"),
+        "category": code("RESPCAT", PRIVATE_SCHEME, "Lesion-ROI response category"),
+        "procedure": code("44139-4", "LN", "PET whole body"),
+    }
+
+
+def _measurements(roi: LesionROI, delta_pct: float | None, c: dict[str, Any]) -> list[Any]:
+    import highdicom as hd
+
+    m = hd.sr.Measurement
+    items = [m(c["suv"], roi.suv_max, c["suv_unit"], derivation=c["max"]),
+             m(c["suv"], roi.suv_mean, c["suv_unit"], derivation=c["mean"]),
+             m(c["suv"], roi.suv_peak, c["suv_unit"], derivation=c["peak"]),
+             m(c["volume"], roi.volume_ml, c["ml"]),
+             m(c["suv"], roi.suv_total, c["suv_ml_unit"], derivation=c["total"])]
+    if delta_pct is not None:
+        items.append(m(c["delta"], delta_pct, c["percent"]))
+    return items
+
+
+def _category(name: str, c: dict[str, Any]) -> Any:
+    import highdicom as hd
+
+    value = hd.sr.CodedConcept(name.upper()[:16], PRIVATE_SCHEME, name)
+    return hd.sr.QualitativeEvaluation(c["category"], value)
+
+
+def _tracking(data: ReportData, track: int) -> Any:
+    import highdicom as hd
+
+    return hd.sr.TrackingIdentifier(uid=track_uid(data.analysis.patient_id, track), identifier=f"track {track}")
+
+
+def _groups(data: ReportData, timepoint: int, seg: Any, c: dict[str, Any]) -> list[Any]:
+    """One volumetric group per accepted ROI, plus one group per track that disappeared at this time point."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    context = hd.sr.TimePointContext(time_point=f"TP{timepoint}", time_point_order=timepoint + 1,
+                                     subject_time_point_identifier=str(timepoint))
+    responses = {r.track_id: r for r in data.analysis.responses}
+    groups = []
+    for number, roi in enumerate(data.accepted_rois(timepoint), start=1):
+        track = data.roi_track.get(roi.roi_id, -1)
+        delta = responses[track].delta_suv_total_pct.get(timepoint) if track in responses else None
+        category = data.roi_category.get(roi.roi_id, "")  # empty: ROI outside any assessed track
+        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=_tracking(data, track), finding_type=codes.SCT.Lesion,
+            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number), time_point_context=context,
+            measurements=_measurements(roi, delta, c),
+            qualitative_evaluations=[_category(category, c)] if category else None))
+    for response in sorted(data.analysis.responses, key=lambda r: r.track_id):
+        if response.categories.get(timepoint) == "disappearing":
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=_tracking(data, response.track_id), finding_type=codes.SCT.Lesion,
+                time_point_context=context, qualitative_evaluations=[_category("disappearing", c)]))
+    return groups
+
+
+def build_sr(data: ReportData, timepoint: int, sources: list[Any], seg: Any) -> Any:
+    """highdicom Comprehensive 3D SR holding a TID 1500 Measurement Report for one time point."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    c = _concepts()
+    patient = data.analysis.patient_id
+    device = hd.sr.ObserverContext(codes.DCM.Device, hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=_derived_uid("device"), name="LesionResponse", manufacturer_name=MANUFACTURER))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=c["procedure"], imaging_measurements=_groups(data, timepoint, seg, c))
+    return hd.sr.Comprehensive3DSR(
+        evidence=[*sources, seg], content=report, series_instance_uid=_derived_uid(patient, str(timepoint), "sr-s"),
+        series_number=SR_SERIES_NUMBER, sop_instance_uid=_derived_uid(patient, str(timepoint), "sr"),
+        instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
+        series_description=f"LesionResponse measurements TP{timepoint}")
+
+
+def export_dicom(out_dir: str | Path, dest_dir: str | Path) -> list[Path]:
+    """Write ``TP{k}_SEG.dcm`` and ``TP{k}_SR.dcm`` per time point with accepted ROIs into ``dest_dir``."""
+    data = load_report_data(out_dir)
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for info in data.analysis.timepoints:
+        sources = load_source_pet(info.pet_files, info.index)
+        seg = build_seg(data, info.index, sources)
+        if seg is None:
+            continue
+        for name, dataset in (("SEG", seg), ("SR", build_sr(data, info.index, sources, seg))):
+            path = dest / f"TP{info.index}_{name}.dcm"
+            dataset.save_as(path, enforce_file_format=True)
+            written.append(path)
+    return written

@@ -1,0 +1,157 @@
+"""Per-patient report: one self-contained HTML file (Jinja2, base64 PNGs) and its PDF (headless chromium)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from LesionResponseLib import __version__
+from LesionResponseLib.errors import describe
+from LesionResponseLib.report import plots
+from LesionResponseLib.report.data import (
+    CATEGORY_COLOURS,
+    FOLLOW_UP_CATEGORIES,
+    ReportData,
+    ReportInputError,
+    category_counts,
+    load_labels,
+    load_report_data,
+    load_suv,
+)
+
+TEMPLATES = Path(__file__).parent / "templates"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-pdf-header-footer")
+
+
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _timepoint_rows(data: ReportData) -> list[dict[str, Any]]:
+    rows = []
+    for t in data.analysis.timepoints:
+        rows.append({"index": t.index, "date": t.study_date, "weight": _fmt(t.weight_kg),
+                     "activity": _fmt(None if t.injected_activity_bq is None else t.injected_activity_bq / 1e6),
+                     "uptake": _fmt(None if t.uptake_time_s is None else t.uptake_time_s / 60),
+                     "method": t.suv_method, "factor": f"{t.suv_factor:.4g}", "manufacturer": t.manufacturer or "–",
+                     "n_rois": len(data.accepted_rois(t.index))})
+    return rows
+
+
+def _track_rows(data: ReportData) -> list[dict[str, Any]]:
+    n_tp = len(data.analysis.timepoints)
+    rows = []
+    for r in sorted(data.analysis.responses, key=lambda r: r.track_id):
+        cats = [(r.categories.get(k, "absent"), _fmt(r.delta_suv_total_pct.get(k), 0)) for k in range(1, n_tp)]
+        rows.append({"track_id": r.track_id, "pattern": r.pattern, "cats": cats,
+                     "suv": [_fmt(r.suv_total.get(k, 0.0)) for k in range(n_tp)]})
+    return rows
+
+
+def _audit_rows(data: ReportData) -> list[dict[str, str]]:
+    """Reader edits from analysis.json ``audit``, else ``review/audit.jsonl``."""
+    entries = list(data.analysis.audit)
+    jsonl = data.out_dir / "review" / "audit.jsonl"
+    if not entries and jsonl.exists():
+        entries = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    rows = []
+    for entry in entries:
+        rest = {k: v for k, v in entry.items() if k not in ("time", "timestamp", "user", "action", "op")}
+        rows.append({"time": str(entry.get("time", entry.get("timestamp", ""))), "user": str(entry.get("user", "")),
+                     "action": str(entry.get("action", entry.get("op", ""))),
+                     "details": json.dumps(rest, default=str)[:300]})
+    return rows
+
+
+def _mips(data: ReportData, suv_window: float) -> list[str]:
+    """Base64 PNG MIP per time point; tracks disappearing at k+1 outlined blue on TP k."""
+    n_tp = len(data.analysis.timepoints)
+    images = []
+    for k in range(n_tp):
+        leaving = {r.track_id for r in data.analysis.responses if r.categories.get(k + 1) == "disappearing"}
+        png = plots.mip_figure(data, k, load_labels(data.out_dir, k), load_suv(data, k), leaving, suv_window)
+        images.append(_b64(png))
+    return images
+
+
+def render_patient_html(data: ReportData, suv_window: float = 10.0) -> str:
+    """The report as one self-contained HTML string."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    n_tp = len(data.analysis.timepoints)
+    figures = {"spaghetti": _b64(plots.spaghetti_plot(data)), "counts": _b64(plots.category_bars(data)),
+               "waterfall": _b64(plots.waterfall_plot(data)) if n_tp > 1 else ""}
+    first = data.analysis.timepoints[0]
+    return env.get_template("patient.html.j2").render(
+        patient_id=data.analysis.patient_id, n_timepoints=n_tp, n_tracks=len(data.analysis.tracks),
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        version=data.analysis.software_version or __version__, schema_version=data.analysis.schema_version,
+        heterogeneity=sorted(data.analysis.heterogeneous.items()), counts=sorted(category_counts(data).items()),
+        categories=FOLLOW_UP_CATEGORIES, colours=CATEGORY_COLOURS, params=data.analysis.parameters.to_dict(),
+        sex=first.sex, timepoints=_timepoint_rows(data),
+        warnings=[f"TP{t.index}: {w}" for t in data.analysis.timepoints for w in t.warnings],
+        figures=figures, mips=_mips(data, suv_window), suv_window=suv_window, follow_ups=range(1, n_tp),
+        track_rows=_track_rows(data), audit=_audit_rows(data))
+
+
+def find_chromium() -> str | None:
+    """Path of a chromium executable, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def html_to_pdf(html_path: Path, pdf_path: Path, timeout_s: float = 120.0) -> Path:
+    """Print ``html_path`` to ``pdf_path`` with headless chromium (A4, CSS @page)."""
+    chromium = find_chromium()
+    if chromium is None:
+        raise ReportInputError(describe("chromium not found, cannot print the PDF", path=pdf_path,
+                                        fix="Install chromium (apt-get install chromium) or use --no-pdf."))
+    with tempfile.TemporaryDirectory(prefix="lr-chromium-") as profile:
+        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--print-to-pdf={pdf_path}",
+                   html_path.resolve().as_uri()]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
+                                env={**os.environ, "HOME": profile})
+    if not pdf_path.exists() or pdf_path.stat().st_size == 0:
+        raise ReportInputError(describe(f"chromium did not write the PDF ({result.stderr.strip()[-300:]})",
+                                        path=pdf_path, fix="Check that chromium runs headless here, or use --no-pdf."))
+    return pdf_path
+
+
+def write_patient_report(out_dir: str | Path, report_dir: str | Path | None = None,
+                         formats: tuple[str, ...] = ("html", "pdf")) -> dict[str, Path]:
+    """Write ``report.html`` (and ``report.pdf``) for the analysis in ``out_dir``.
+
+    ``report_dir`` defaults to ``out_dir/report``. Returns ``{"html": path, "pdf": path}``.
+    """
+    unknown = set(formats) - {"html", "pdf"}
+    if unknown:
+        raise ReportInputError(describe(f"unknown report format(s) {sorted(unknown)}", fix="Use html and/or pdf."))
+    data = load_report_data(out_dir)
+    dest = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
+    dest.mkdir(parents=True, exist_ok=True)
+    html_path = dest / "report.html"
+    html_path.write_text(render_patient_html(data), encoding="utf-8")
+    paths = {"html": html_path}
+    if "pdf" in formats:
+        paths["pdf"] = html_to_pdf(html_path, dest / "report.pdf")
+    if "html" not in formats:
+        html_path.unlink()
+        del paths["html"]
+    return paths

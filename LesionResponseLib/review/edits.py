@@ -1,0 +1,336 @@
+"""Reader edits as command objects: validate against the state, apply, serialise to JSON.
+
+Rules (refused with :class:`ReviewError` otherwise):
+
+- A link joins two accepted ROIs of *different* time points that are in different tracks. If the two tracks
+  both have ROIs at some time point, the link would create a split/merge: it is refused unless
+  ``allow_split_merge=True``; :class:`MergeTracks` is that explicit request (it always allows it).
+- :class:`UnlinkRoi` removes every link of the ROI (so the automatic link cannot come back on a re-run: the
+  edit is replayed); the ROI's former neighbours at different time points are linked to each other so the
+  rest of the track stays one track.
+- :class:`SplitTrack` at time point ``k``: ROIs before ``k`` keep the track, ROIs from ``k`` on form a new
+  one; ``k`` must be after the track's first and not after its last time point.
+- A rejected ROI keeps its links (ignored while rejected), so :class:`RestoreRoi` brings the track back.
+- :class:`AddRoi` paints a new label (max label + 1) on background voxels only and is *not* linked
+  automatically: the reader links it explicitly. :class:`EditRoi` replaces the ROI's voxels. Masks may not
+  overlap another ROI. Both re-measure with ``analysis.measure_rois`` on the SUV PET.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import SimpleITK as sitk
+
+from LesionResponseLib.datamodel import Link, Track, roi_id_for
+from LesionResponseLib.errors import describe
+from LesionResponseLib.review.state import Engine, ReviewState, load_mask, recompute
+from LesionResponseLib.review.store import ReviewError
+
+
+@dataclass
+class ApplyContext:
+    """What an edit may need besides the state: the stage functions, the review folder, the SUV PET."""
+
+    engine: Engine
+    review_dir: Path
+    suv: Callable[[int], sitk.Image]  # time point -> SUV PET image (float32, SUV)
+
+
+def _refuse(problem: str, fix: str) -> ReviewError:
+    return ReviewError(describe(problem, path="review", fix=fix))
+
+
+def _accepted(state: ReviewState, roi_id: str) -> None:
+    if state.roi(roi_id).status != "accepted":
+        raise _refuse(f"lesion-ROI {roi_id} is rejected", f"Restore it first (review OUT restore {roi_id})")
+
+
+def _track_timepoints(state: ReviewState, track_id: int) -> set[int]:
+    return {tp for tp, ids in _track(state, track_id).rois.items() if ids}
+
+
+def _track(state: ReviewState, track_id: int) -> Track:
+    try:
+        return state.analysis.track(int(track_id))
+    except KeyError:
+        raise _refuse(f"no track {track_id} in this analysis", "Check the id in tracks.csv") from None
+
+
+@dataclass
+class Edit:
+    """Base of every edit. ``ROI_PARAMS``/``TRACK_PARAMS`` name the fields holding ROI ids / track ids."""
+
+    TYPE: ClassVar[str] = ""
+    ROI_PARAMS: ClassVar[tuple[str, ...]] = ()
+    TRACK_PARAMS: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self, state: ReviewState) -> None:
+        """Raise :class:`ReviewError` if this edit conflicts with ``state``."""
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        """Modify ``state`` (links, ROIs, labels); the recomputation follows in :meth:`apply`."""
+        raise NotImplementedError
+
+    def apply(self, state: ReviewState, ctx: ApplyContext, edit_id: str = "") -> ReviewState:
+        """Validate, change ``state`` in place, recompute tracks and categories; returns ``state``."""
+        self.validate(state)
+        self.change(state, ctx, edit_id)
+        return recompute(state, ctx.engine)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: ``{"type": ..., <fields>}``."""
+        return {"type": self.TYPE, **dataclasses.asdict(self)}
+
+    def anchors(self, state: ReviewState) -> dict[str, str]:
+        """Parameter -> ROI id it refers to (a track is represented by its first ROI)."""
+        refs = {name: getattr(self, name) for name in self.ROI_PARAMS}
+        for name in self.TRACK_PARAMS:
+            track = _track(state, getattr(self, name))
+            refs[name] = track.rois[track.first_timepoint][0]
+        return refs
+
+
+def retarget(edit: Edit, anchors: dict[str, str], roi_map: dict[str, str], state: ReviewState) -> Edit:
+    """``edit`` with each anchored parameter replaced by its re-identified ROI (or that ROI's track)."""
+    values: dict[str, Any] = {}
+    for name, roi_id in anchors.items():
+        new_id = roi_map[roi_id]
+        values[name] = new_id if name in edit.ROI_PARAMS else state.track_id_of(new_id)
+    return dataclasses.replace(edit, **values)
+
+
+@dataclass
+class LinkRois(Edit):
+    """Put ``roi_a`` and ``roi_b`` (different time points) in one track."""
+
+    TYPE: ClassVar[str] = "link"
+    ROI_PARAMS: ClassVar[tuple[str, ...]] = ("roi_a", "roi_b")
+    roi_a: str
+    roi_b: str
+    allow_split_merge: bool = False
+
+    def validate(self, state: ReviewState) -> None:
+        a, b = state.roi(self.roi_a), state.roi(self.roi_b)
+        _accepted(state, a.roi_id)
+        _accepted(state, b.roi_id)
+        if a.timepoint == b.timepoint:
+            raise _refuse(f"{a.roi_id} and {b.roi_id} are both at time point {a.timepoint}; a link joins "
+                          "ROIs of different time points", "Link each of them to a ROI of another time point")
+        ta, tb = state.track_id_of(a.roi_id), state.track_id_of(b.roi_id)
+        if ta == tb:
+            raise _refuse(f"{a.roi_id} and {b.roi_id} are already in track {ta}", "Nothing to do")
+        shared = _track_timepoints(state, ta) & _track_timepoints(state, tb)
+        if shared and not self.allow_split_merge:
+            raise _refuse(f"linking {a.roi_id} and {b.roi_id} would put two ROIs of time point(s) "
+                          f"{sorted(shared)} into one track (a split/merge)",
+                          f"If that is meant, merge the tracks (review OUT merge {ta} {tb})")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        a, b = sorted((state.roi(self.roi_a), state.roi(self.roi_b)), key=lambda r: r.timepoint)
+        state.analysis.links.append(Link(a.roi_id, b.roi_id, kind="reader", source="reader"))
+
+
+@dataclass
+class UnlinkRoi(Edit):
+    """Take ``roi_id`` out of its track (it becomes a track of its own)."""
+
+    TYPE: ClassVar[str] = "unlink"
+    ROI_PARAMS: ClassVar[tuple[str, ...]] = ("roi_id",)
+    roi_id: str
+
+    def validate(self, state: ReviewState) -> None:
+        _accepted(state, self.roi_id)
+        track = _track(state, state.track_id_of(self.roi_id))
+        if sum(len(ids) for ids in track.rois.values()) < 2:
+            raise _refuse(f"lesion-ROI {self.roi_id} is alone in track {track.track_id}", "Nothing to unlink")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        links = state.analysis.links
+        touching = [x for x in links if self.roi_id in (x.roi_a, x.roi_b)]
+        state.analysis.links = [x for x in links if self.roi_id not in (x.roi_a, x.roi_b)]
+        neighbours = sorted({x.roi_b if x.roi_a == self.roi_id else x.roi_a for x in touching},
+                            key=lambda r: (state.roi(r).timepoint, r))
+        for i, a in enumerate(neighbours):
+            for b in neighbours[i + 1:]:
+                if state.roi(a).timepoint != state.roi(b).timepoint:
+                    state.analysis.links.append(Link(a, b, kind="reader", source="reader"))
+
+
+@dataclass
+class MergeTracks(Edit):
+    """Join two tracks (split/merge allowed: both may have ROIs at the same time point)."""
+
+    TYPE: ClassVar[str] = "merge"
+    TRACK_PARAMS: ClassVar[tuple[str, ...]] = ("track_a", "track_b")
+    track_a: int
+    track_b: int
+
+    def validate(self, state: ReviewState) -> None:
+        if int(self.track_a) == int(self.track_b):
+            raise _refuse(f"cannot merge track {self.track_a} with itself", "Give two different track ids")
+        if len(_track_timepoints(state, self.track_a) | _track_timepoints(state, self.track_b)) < 2:
+            raise _refuse(f"tracks {self.track_a} and {self.track_b} only have ROIs at one time point",
+                          "Tracks join ROIs of different time points")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        ra = [(tp, r) for tp, ids in _track(state, self.track_a).rois.items() for r in ids]
+        rb = [(tp, r) for tp, ids in _track(state, self.track_b).rois.items() for r in ids]
+        pairs = [(abs(ta - tb), ta, tb, a, b) for ta, a in ra for tb, b in rb if ta != tb]
+        _gap, ta, tb, a, b = min(pairs)
+        first, second = (a, b) if ta < tb else (b, a)
+        state.analysis.links.append(Link(first, second, kind="reader", source="reader"))
+
+
+@dataclass
+class SplitTrack(Edit):
+    """Cut ``track_id`` before ``timepoint``: its ROIs from ``timepoint`` on form a new track."""
+
+    TYPE: ClassVar[str] = "split"
+    TRACK_PARAMS: ClassVar[tuple[str, ...]] = ("track_id",)
+    track_id: int
+    timepoint: int
+
+    def validate(self, state: ReviewState) -> None:
+        track = _track(state, self.track_id)
+        if not track.first_timepoint < int(self.timepoint) <= track.last_timepoint:
+            raise _refuse(f"track {self.track_id} spans time points {track.first_timepoint}.."
+                          f"{track.last_timepoint}; cannot split it at {self.timepoint}",
+                          f"Give a time point in {track.first_timepoint + 1}..{track.last_timepoint}")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        members = {r for ids in _track(state, self.track_id).rois.values() for r in ids}
+        cut = int(self.timepoint)
+
+        def crosses(link: Link) -> bool:
+            if link.roi_a not in members or link.roi_b not in members:
+                return False
+            tps = sorted((state.roi(link.roi_a).timepoint, state.roi(link.roi_b).timepoint))
+            return tps[0] < cut <= tps[1]
+
+        state.analysis.links = [x for x in state.analysis.links if not crosses(x)]
+
+
+@dataclass
+class RejectRoi(Edit):
+    """Mark ``roi_id`` as not a lesion (physiological uptake, artefact); ``reason`` is kept in the audit."""
+
+    TYPE: ClassVar[str] = "reject"
+    ROI_PARAMS: ClassVar[tuple[str, ...]] = ("roi_id",)
+    roi_id: str
+    reason: str = ""
+
+    def validate(self, state: ReviewState) -> None:
+        if state.roi(self.roi_id).status == "rejected":
+            raise _refuse(f"lesion-ROI {self.roi_id} is already rejected", "Nothing to do")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        state.roi(self.roi_id).status = "rejected"
+
+
+@dataclass
+class RestoreRoi(Edit):
+    """Accept a rejected ROI again (its former links take effect again)."""
+
+    TYPE: ClassVar[str] = "restore"
+    ROI_PARAMS: ClassVar[tuple[str, ...]] = ("roi_id",)
+    roi_id: str
+
+    def validate(self, state: ReviewState) -> None:
+        if state.roi(self.roi_id).status != "rejected":
+            raise _refuse(f"lesion-ROI {self.roi_id} is not rejected", "Nothing to restore")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        state.roi(self.roi_id).status = "accepted"
+
+
+def _paint(state: ReviewState, timepoint: int, mask: sitk.Image, label: int, ctx: ApplyContext) -> None:
+    """Set ``label`` on the mask's voxels (after clearing ``label``), refuse overlap, re-measure."""
+    current = state.labels[timepoint]
+    array = sitk.GetArrayFromImage(current)
+    inside = sitk.GetArrayFromImage(load_mask(mask, current)) > 0
+    if not inside.any():
+        raise _refuse(f"the mask for time point {timepoint} is empty on the PET grid",
+                      "Draw the ROI on that time point's PET")
+    others = np.unique(array[inside & (array != 0) & (array != label)])
+    if others.size:
+        ids = ", ".join(roi_id_for(timepoint, int(v)) for v in others)
+        raise _refuse(f"the mask overlaps lesion-ROI(s) {ids}", "Edit those ROIs instead, or erase the overlap")
+    array[array == label] = 0
+    array[inside] = label
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(current)
+    state.labels[timepoint] = image
+    only = sitk.GetImageFromArray(np.where(array == label, label, 0).astype(array.dtype))
+    only.CopyInformation(current)
+    measured = ctx.engine.measure_rois(only, ctx.suv(timepoint), timepoint)
+    new = next(r for r in measured if r.label == label)
+    roi_id = roi_id_for(timepoint, label)
+    kept = next((r for r in state.analysis.rois if r.roi_id == roi_id), None)
+    new.roi_id, new.timepoint = roi_id, timepoint
+    if kept is None:
+        new.source = "reader"
+        state.analysis.rois.append(new)
+    else:
+        new.status, new.source = kept.status, kept.source
+        state.analysis.rois[state.analysis.rois.index(kept)] = new
+
+
+def _mask_path(ctx: ApplyContext, mask: str) -> Path:
+    path = Path(mask)
+    return path if path.is_absolute() else ctx.review_dir / path
+
+
+@dataclass
+class AddRoi(Edit):
+    """Add a ROI drawn by the reader at ``timepoint`` (``mask``: file, relative to ``review/``). Not linked."""
+
+    TYPE: ClassVar[str] = "add"
+    timepoint: int
+    mask: str
+
+    def validate(self, state: ReviewState) -> None:
+        state.label_array(int(self.timepoint))
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        tp = int(self.timepoint)
+        used = [r.label for r in state.analysis.rois if r.timepoint == tp] + [int(state.label_array(tp).max())]
+        label = max(used) + 1
+        _paint(state, tp, sitk.ReadImage(str(_mask_path(ctx, self.mask))), label, ctx)
+        state.created[edit_id] = roi_id_for(tp, label)
+
+
+@dataclass
+class EditRoi(Edit):
+    """Replace the voxels of ``roi_id`` with ``mask`` (file, relative to ``review/``) and re-measure it."""
+
+    TYPE: ClassVar[str] = "edit"
+    ROI_PARAMS: ClassVar[tuple[str, ...]] = ("roi_id",)
+    roi_id: str
+    mask: str
+
+    def validate(self, state: ReviewState) -> None:
+        state.roi(self.roi_id)
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        roi = state.roi(self.roi_id)
+        _paint(state, roi.timepoint, sitk.ReadImage(str(_mask_path(ctx, self.mask))), roi.label, ctx)
+
+
+EDIT_TYPES: dict[str, type[Edit]] = {cls.TYPE: cls for cls in (
+    LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RestoreRoi, AddRoi, EditRoi)}
+
+
+def edit_from_dict(data: dict[str, Any]) -> Edit:
+    """The edit object of a JSON form made by :meth:`Edit.to_dict`."""
+    cls = EDIT_TYPES.get(data.get("type", ""))
+    if cls is None:
+        raise ReviewError(describe(f"unknown edit type {data.get('type')!r}", path="review/session.json",
+                                   fix=f"Known types: {', '.join(EDIT_TYPES)}"))
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,102 @@
+"""Crash-safe files of a review: atomic writes, the session lock, the append-only audit log.
+
+Every file is written to a temporary sibling, flushed and ``fsync``-ed, then moved over the target with
+``os.replace`` (atomic on POSIX and Windows), so a crash leaves either the old or the new file, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from LesionResponseLib.errors import LesionResponseError, describe
+
+
+class ReviewError(LesionResponseError):
+    """A review edit or session that cannot proceed (unknown id, conflicting edit, locked session)."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + fsync + ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def json_bytes(data: Any) -> bytes:
+    """Deterministic JSON encoding (sorted keys off: field order is meaningful; 2-space indent, UTF-8)."""
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to ``path`` and fsync (the audit log is never rewritten)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON of ``path``; a :class:`ReviewError` naming the file when it is unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReviewError(describe(f"cannot read ({exc})", path=path,
+                                   fix="Restore it from a backup or delete the review/ folder to start over")) from exc
+
+
+class SessionLock:
+    """An exclusive lock file (``O_CREAT | O_EXCL``) holding the owner's user name and process id."""
+
+    def __init__(self, path: Path, user: str) -> None:
+        self.path = path
+        self.user = user
+        self.held = False
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`ReviewError` naming who holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._stale():
+            self.path.unlink(missing_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = self.path.read_text(encoding="utf-8", errors="replace").strip() or "unknown"
+            raise ReviewError(describe(
+                f"the review session is being edited by another process ({owner})", path=self.path,
+                fix="Wait until it finishes, or delete this lock file if that process no longer runs")) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"user={self.user} pid={os.getpid()} host={socket.gethostname()}\n")
+        self.held = True
+
+    def _stale(self) -> bool:
+        """True when the lock was taken on this host by a process that no longer runs (a crash)."""
+        try:
+            fields = dict(f.split("=", 1) for f in self.path.read_text(encoding="utf-8").split() if "=" in f)
+            if fields.get("host") != socket.gethostname():
+                return False
+            os.kill(int(fields["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (OSError, KeyError, ValueError):
+            return False
+        return False
+
+    def release(self) -> None:
+        """Remove the lock file if this object holds it."""
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False

@@ -1,0 +1,131 @@
+"""The output folder contract (DOMAIN.md §8): exact columns, values, round trip, atomic writes; cohort figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LesionResponseLib.analysis import cohort_summary, load_analysis, write_outputs
+from LesionResponseLib.analysis.outputs import OutputFolderError
+from LesionResponseLib.analysis.response import assess_response
+from LesionResponseLib.datamodel import Analysis, AnalysisParameters, LesionROI, TimePointInfo, Track
+
+
+def _tp(k: int) -> TimePointInfo:
+    return TimePointInfo(index=k, patient_id="P1", study_date=f"2025010{k + 1}", scan_datetime="",
+                         study_instance_uid=f"1.2.{k}", pet_series_instance_uid=f"1.3.{k}",
+                         ct_series_instance_uid=None if k == 2 else f"1.4.{k}", frame_of_reference_uid=None,
+                         suv_factor=1.25e-4, suv_method="BQML/START")
+
+
+def _roi(tp: int, label: int, total: float, status: str = "accepted") -> LesionROI:
+    return LesionROI(roi_id=f"tp{tp}-L{label:04d}", timepoint=tp, label=label, centroid_mm=(1.5, -2.25, 300.0),
+                     volume_ml=2.0, suv_max=9.0, suv_mean=total / 2, suv_peak=8.0, suv_total=total,
+                     status=status)  # type: ignore[arg-type]
+
+
+def _analysis(n_tp: int = 3) -> Analysis:
+    rois = [_roi(0, 1, 100.0), _roi(1, 1, 40.0), _roi(2, 1, 90.0), _roi(1, 2, 10.0), _roi(2, 2, 12.0),
+            _roi(2, 3, 5.0, "rejected")][: 6 if n_tp == 3 else 1]
+    tracks = [Track(1, {0: ["tp0-L0001"], 1: ["tp1-L0001"], 2: ["tp2-L0001"]}),
+              Track(2, {1: ["tp1-L0002"], 2: ["tp2-L0002"]}), Track(3, {2: ["tp2-L0003"]})][: 3 if n_tp == 3 else 1]
+    if n_tp == 1:
+        tracks = [Track(1, {0: ["tp0-L0001"]})]
+    params = AnalysisParameters()
+    responses, hetero = assess_response(tracks, rois, n_tp, params)
+    return Analysis(patient_id="P1", timepoints=[_tp(k) for k in range(n_tp)], rois=rois, tracks=tracks,
+                    responses=responses, heterogeneous=hetero, parameters=params)
+
+
+def _read(path):
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    return rows[0], [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+
+
+def test_csv_columns_and_values_follow_the_contract(tmp_path) -> None:
+    labels = {k: sitk.Image(4, 4, 4, sitk.sitkUInt16) for k in range(3)}
+    write_outputs(_analysis(), tmp_path, labels)
+    header, tps = _read(tmp_path / "timepoints.csv")
+    assert header == ["timepoint", "study_date", "study_instance_uid", "pet_series_instance_uid",
+                      "ct_series_instance_uid", "suv_factor", "n_rois"]
+    assert [r["n_rois"] for r in tps] == ["1", "2", "2"]  # the rejected ROI is not counted
+    assert tps[2]["ct_series_instance_uid"] == "" and float(tps[0]["suv_factor"]) == 1.25e-4
+    header, rois = _read(tmp_path / "rois.csv")
+    assert header == ["roi_id", "timepoint", "label", "track_id", "x_mm", "y_mm", "z_mm", "volume_ml", "suv_max",
+                      "suv_mean", "suv_peak", "suv_total", "category", "status"]
+    by_id = {r["roi_id"]: r for r in rois}
+    assert by_id["tp0-L0001"]["category"] == "baseline"
+    assert by_id["tp1-L0001"]["category"] == "decreasing" and by_id["tp2-L0001"]["category"] == "stable"
+    assert by_id["tp1-L0002"]["category"] == "new" and by_id["tp2-L0002"]["track_id"] == "2"
+    assert by_id["tp2-L0003"]["status"] == "rejected" and by_id["tp2-L0003"]["category"] == ""
+    assert float(by_id["tp0-L0001"]["y_mm"]) == -2.25 and float(by_id["tp1-L0001"]["suv_total"]) == 40.0
+    header, tracks = _read(tmp_path / "tracks.csv")
+    assert header == ["track_id", "first_timepoint", "last_timepoint", "pattern", "category_t1",
+                      "delta_suv_total_pct_t1", "category_t2", "delta_suv_total_pct_t2"]
+    assert [t["track_id"] for t in tracks] == ["1", "2"]  # track 3 has only a rejected ROI
+    assert tracks[0]["pattern"] == "non-monotonic" and float(tracks[0]["delta_suv_total_pct_t1"]) == -60.0
+    assert tracks[1]["first_timepoint"] == "1" and tracks[1]["delta_suv_total_pct_t1"] == ""
+    data = json.loads((tmp_path / "analysis.json").read_text())
+    assert data["heterogeneous"] == {"1": True, "2": False} and data["schema_version"] == 1
+    assert data["parameters"]["reference"] == "baseline" and data["software_version"]
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["tp0.nii.gz", "tp1.nii.gz", "tp2.nii.gz"]
+    assert not [p for p in tmp_path.rglob(".*")]  # no temporary file left behind
+    assert (tmp_path / "rois.csv").stat().st_mode & 0o777 == 0o644
+
+
+def test_round_trip(tmp_path) -> None:
+    analysis = _analysis()
+    write_outputs(analysis, tmp_path)
+    back = load_analysis(tmp_path)
+    assert back.to_dict() == analysis.to_dict()
+
+
+def test_single_timepoint_has_no_follow_up_columns(tmp_path) -> None:
+    write_outputs(_analysis(1), tmp_path)
+    header, tracks = _read(tmp_path / "tracks.csv")
+    assert header == ["track_id", "first_timepoint", "last_timepoint", "pattern"]
+    assert tracks[0]["pattern"] == "baseline-only"
+
+
+def test_missing_or_broken_folder_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(OutputFolderError, match="analyze"):
+        load_analysis(tmp_path)
+    (tmp_path / "analysis.json").write_text("{not json")
+    with pytest.raises(OutputFolderError, match="unreadable"):
+        load_analysis(tmp_path)
+
+
+def test_cohort_figures_from_known_patients() -> None:
+    a = _analysis()  # 3 scans: heterogeneous at 1, track 2 new at 1 and still present at 2
+    b = _analysis(1)
+    summary = cohort_summary([a, b])
+    assert summary["patients"] == 2 and summary["scans"] == 4
+    assert summary["rois_per_image"] == {"median": 1.5, "min": 1, "max": 2}  # images: 1, 2, 2 | 1
+    assert summary["tracks_per_patient"] == {"median": 1.5, "min": 1, "max": 2}
+    assert summary["heterogeneous_per_follow_up"]["1"] == {"patients": 1, "heterogeneous": 1, "pct": 100.0}
+    assert summary["patients_more_than_one_follow_up"] == 1 and summary["non_monotonic_among_them"] == 1
+    assert summary["new_at_first_follow_up"] == 1 and summary["new_resolved_at_last"] == 0
+    assert summary["disappeared_at_first_follow_up"] == 0 and summary["disappeared_returned_at_last_pct"] is None
+    assert np.isfinite(summary["median_rois_per_image"])
+
+
+def test_cohort_cli_writes_json_and_csv(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from LesionResponseLib.cli import app
+
+    write_outputs(_analysis(), tmp_path / "p1")
+    write_outputs(_analysis(1), tmp_path / "p2")
+    result = CliRunner().invoke(app, ["cohort", str(tmp_path / "p1"), str(tmp_path / "p2"), "-o", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "c" / "cohort.json").read_text())
+    assert summary["patients"] == 2 and summary["tracks"] == 3
+    header, rows = _read(tmp_path / "c" / "cohort.csv")
+    assert header[0] == "patient_id" and len(rows) == 2
+    missing = CliRunner().invoke(app, ["cohort", str(tmp_path / "nowhere"), "-o", str(tmp_path / "c")])
+    assert missing.exit_code == 2 and "analysis.json" in missing.output

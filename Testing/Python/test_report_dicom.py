@@ -1,0 +1,145 @@
+"""DICOM SEG + SR export: validated by dciodvfy/dsrdump, masks read back, SR values equal to the CSV."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import SimpleITK as sitk
+from conftest import require_tool
+from test_report_factory import build_output
+
+from LesionResponseLib.report import export_dicom, track_uid
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    out = build_output(root)
+    return out, export_dicom(out, root / "dicom_out")
+
+
+def test_one_seg_and_one_sr_per_timepoint(export):
+    _, paths = export
+    assert sorted(p.name for p in paths) == [f"TP{k}_{kind}.dcm" for k in range(3) for kind in ("SEG", "SR")]
+
+
+def test_dciodvfy_reports_no_error(export):
+    dciodvfy = require_tool("dciodvfy")
+    for path in export[1]:
+        result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+        errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, (path.name, errors)
+
+
+def test_dsrdump_shows_the_tree(export):
+    dsrdump = require_tool("dsrdump")
+    text = subprocess.run([dsrdump, str(export[1][3])], capture_output=True, text=True, check=True).stdout
+    for item in ("Imaging Measurement Report", "Tracking Unique Identifier", "Subject Time Point Identifier",
+                 "Referenced Segment", "{SUVbw}g/ml", "Peak Value Within ROI"):
+        assert item in text, item
+
+
+def test_seg_reads_back_to_the_label_masks(export):
+    import highdicom as hd
+
+    out, paths = export
+    rois = pd.read_csv(out / "rois.csv")
+    for k in range(3):
+        seg = hd.seg.segread(paths[2 * k])
+        labels = sitk.ReadImage(str(out / "labels" / f"tp{k}.nii.gz"))
+        truth = sitk.GetArrayFromImage(labels)
+        expected = rois[rois.timepoint == k].sort_values("label")
+        assert seg.number_of_segments == len(expected)
+        sources = {str(ds.ReferencedSOPInstanceUID) for ds in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+        pet = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): f
+               for f in (out.parent / "dicom" / f"tp{k}").glob("*.dcm")}
+        assert sources == set(pet)  # every source PET instance of that time point is referenced
+        uids = sorted(pet)
+        pixels = seg.get_pixels_by_source_instance(uids, combine_segments=True, relabel=False)
+        for uid, frame in zip(uids, pixels, strict=True):
+            ds = pydicom.dcmread(pet[uid], stop_before_pixels=True)
+            z = labels.TransformPhysicalPointToIndex([float(v) for v in ds.ImagePositionPatient])[2]
+            remapped = np.zeros_like(truth[z])
+            for number, label in enumerate(expected.label, start=1):
+                remapped[truth[z] == label] = number
+            np.testing.assert_array_equal(frame, remapped)
+        for number, row in enumerate(expected.itertuples(), start=1):
+            description = seg.get_segment_description(number)
+            assert f"track {row.track_id}" in description.segment_label
+            assert description.tracking_uid == track_uid("RPT001", row.track_id)
+
+
+def _groups(sr: pydicom.Dataset) -> list[dict]:
+    """Per measurement group: tracking UID, time point id, {(concept, derivation): value}, category."""
+    groups = []
+    for container in sr.ContentSequence:
+        if container.ConceptNameCodeSequence[0].CodeMeaning != "Imaging Measurements":
+            continue
+        for group in container.ContentSequence:
+            info: dict = {"values": {}}
+            for item in group.ContentSequence:
+                name = item.ConceptNameCodeSequence[0].CodeMeaning
+                if name == "Tracking Unique Identifier":
+                    info["uid"] = item.UID
+                elif name == "Subject Time Point Identifier":
+                    info["tp"] = item.TextValue
+                elif item.ValueType == "NUM" and item.RelationshipType == "CONTAINS":
+                    mods = [m.ConceptCodeSequence[0].CodeMeaning for m in item.get("ContentSequence", [])]
+                    value = float(item.MeasuredValueSequence[0].NumericValue)
+                    unit = item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue
+                    info["values"][(name, mods[0] if mods else "", unit)] = value
+                elif name == "Lesion-ROI response category":
+                    info["category"] = item.ConceptCodeSequence[0].CodeMeaning
+            groups.append(info)
+    return groups
+
+
+def test_sr_measurements_equal_the_csv(export):
+    out, paths = export
+    rois = pd.read_csv(out / "rois.csv")
+    tracks = pd.read_csv(out / "tracks.csv")
+    uid_to_track = {track_uid("RPT001", t): t for t in tracks.track_id}
+    for k in range(3):
+        groups = _groups(pydicom.dcmread(paths[2 * k + 1]))
+        measured = [g for g in groups if g["values"]]
+        assert len(measured) == (rois.timepoint == k).sum()
+        for g in measured:
+            assert g["tp"] == str(k)
+            row = rois[(rois.timepoint == k) & (rois.track_id == uid_to_track[g["uid"]])].iloc[0]
+            v = g["values"]
+            assert v[("SUVbw", "Maximum", "{SUVbw}g/ml")] == pytest.approx(row.suv_max, rel=1e-6, abs=1e-4)
+            assert v[("SUVbw", "Mean", "{SUVbw}g/ml")] == pytest.approx(row.suv_mean, rel=1e-6, abs=1e-4)
+            assert v[("SUVbw", "Peak Value Within ROI", "{SUVbw}g/ml")] == pytest.approx(row.suv_peak, rel=1e-6, abs=1e-4)
+            assert v[("Volume", "", "ml")] == pytest.approx(row.volume_ml, rel=1e-6, abs=1e-4)
+            assert v[("SUVbw", "Total", "{SUVbw}g/ml.ml")] == pytest.approx(row.suv_total, rel=1e-6, abs=1e-4)
+            assert g["category"] == row.category
+        gone = [g for g in groups if not g["values"]]
+        expected_gone = tracks.track_id[tracks[f"category_t{k}"] == "disappearing"] if k else []
+        assert sorted(uid_to_track[g["uid"]] for g in gone) == sorted(expected_gone)
+
+
+def test_tracking_uid_is_shared_across_timepoints(export):
+    _, paths = export
+    per_tp = [{g["uid"] for g in _groups(pydicom.dcmread(paths[2 * k + 1]))} for k in range(3)]
+    stable = track_uid("RPT001", 2)  # track 2 is present at every time point
+    assert all(stable in uids for uids in per_tp)
+    assert track_uid("RPT001", 2) != track_uid("RPT002", 2)
+
+
+def test_export_refuses_missing_pet_and_misplaced_labels(tmp_path):
+    from LesionResponseLib.report import ReportInputError
+
+    out = build_output(tmp_path)
+    labels = sitk.ReadImage(str(out / "labels" / "tp0.nii.gz"))
+    labels.SetOrigin((0.0, 0.0, 500.0))  # 50 cm away from the PET slices
+    sitk.WriteImage(labels, str(out / "labels" / "tp0.nii.gz"))
+    with pytest.raises(ReportInputError, match="not on the label map grid"):
+        export_dicom(out, tmp_path / "a")
+    first = sorted((tmp_path / "dicom" / "tp0").glob("*.dcm"))[0]
+    first.unlink()
+    with pytest.raises(ReportInputError, match=f"{first}.*source PET file"):
+        export_dicom(out, tmp_path / "b")

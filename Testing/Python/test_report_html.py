@@ -1,0 +1,142 @@
+"""Per-patient HTML/PDF report and cohort summary on a hand-built analysis folder with known categories."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import require_tool
+from test_report_factory import build_output
+from typer.testing import CliRunner
+
+from LesionResponseLib.report import ReportInputError, write_cohort_report, write_patient_report
+
+SECTIONS = ("summary", "timepoints", "spaghetti", "waterfall", "category-counts", "mips", "tracks",
+            "reader-edits", "methods", "disclaimer")
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return build_output(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def paths(out):
+    require_tool("chromium")
+    return write_patient_report(out)
+
+
+def test_html_has_every_section_and_is_self_contained(paths):
+    html = paths["html"].read_text()
+    for section in SECTIONS:
+        assert f'id="{section}"' in html, section
+    assert not re.search(r'(src|href)="(https?:|file:|/)', html)  # nothing outside the file
+    assert html.count("data:image/png;base64,") == 3 + 3  # three plots + one MIP per time point
+
+
+def _table_rows(html: str) -> list[list[str]]:
+    """Cell texts of every table row (stdlib parser: no lxml needed)."""
+    from html.parser import HTMLParser
+
+    rows: list[list[str]] = []
+
+    class Cells(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                rows.append([])
+            elif tag in ("td", "th"):
+                rows[-1].append("")
+
+        def handle_data(self, data):
+            if rows and rows[-1]:
+                rows[-1][-1] += data.strip()
+
+    Cells().feed(html)
+    return rows
+
+
+def test_summary_states_truth(paths):
+    html = paths["html"].read_text()
+    summary = html[html.index('id="summary"'):html.index('id="timepoints"')]
+    assert "TP1: heterogeneous response" in summary and "TP2: heterogeneous response" in summary
+    rows = {row[0]: row[1:] for row in _table_rows(summary)}
+    assert rows["follow-up"] == ["new", "increasing", "stable", "decreasing", "disappearing", "total"]
+    assert rows["TP1"] == ["1", "0", "1", "1", "1", "4"]
+    assert rows["TP2"] == ["0", "1", "1", "1", "0", "3"]
+    assert "reader1" in html and "tp1-L0099" in html  # the reader's edit is listed
+
+
+def test_pdf_has_every_section_heading(paths):
+    pdftotext = require_tool("pdftotext")
+    assert paths["pdf"].read_bytes()[:5] == b"%PDF-"
+    text = subprocess.run([pdftotext, str(paths["pdf"]), "-"], capture_output=True, text=True, check=True).stdout
+    for heading in ("Summary", "Patient and time points", "SUVtotal per track over time", "Waterfall",
+                    "Category counts per follow-up", "Coronal PET MIPs", "Track table", "Reader edits",
+                    "Methods, parameters and software", "For research use only"):
+        assert heading in text, heading
+
+
+def _has_colour(png: bytes, hex_colour: str, tolerance: float = 0.03) -> bool:
+    import matplotlib.image as mpimg
+    from matplotlib.colors import to_rgb
+
+    rgb = mpimg.imread(io.BytesIO(png), format="png")[..., :3]
+    return bool((np.abs(rgb - np.array(to_rgb(hex_colour))).max(axis=-1) < tolerance).any())
+
+
+def test_mip_colours_rois_by_category(out):
+    from LesionResponseLib.report import plots
+    from LesionResponseLib.report.data import CATEGORY_COLOURS, load_labels, load_report_data, load_suv
+
+    data = load_report_data(out)
+    mips = [plots.mip_figure(data, k, load_labels(out, k), load_suv(data, k)) for k in range(3)]
+    assert _has_colour(mips[1], CATEGORY_COLOURS["new"]) and not _has_colour(mips[0], CATEGORY_COLOURS["new"])
+    assert _has_colour(mips[0], CATEGORY_COLOURS["baseline"]) and not _has_colour(mips[1], CATEGORY_COLOURS["baseline"])
+    assert _has_colour(mips[2], CATEGORY_COLOURS["increasing"])
+
+
+def test_missing_analysis_names_the_folder(tmp_path):
+    with pytest.raises(ReportInputError, match=str(tmp_path)):
+        write_patient_report(tmp_path)
+
+
+def test_cli_report_and_error_exit_code(out, tmp_path):
+    from LesionResponseLib.cli import app
+
+    result = CliRunner().invoke(app, ["report", str(out), "--no-pdf", "--dest", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "report.html").exists() and not (tmp_path / "r" / "report.pdf").exists()
+    bad = CliRunner().invoke(app, ["report", str(tmp_path / "nothing"), "--no-pdf"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_cohort_report_counts(out, tmp_path):
+    paths = write_cohort_report([out, out], tmp_path)
+    table = pd.read_csv(paths["csv"])
+    assert len(table) == 2
+    row = table.iloc[0]
+    assert (row["n_scans"], row["n_rois"], row["n_tracks"]) == (3, 9, 4)
+    assert bool(row["heterogeneous_t1"]) and bool(row["non_monotonic"]) is False
+    assert (row["new_at_first_follow_up"], row["new_resolved_at_last"]) == (1, 0)
+    assert (row["disappeared_at_first_follow_up"], row["disappeared_returned_at_last"]) == (1, 0)
+    assert [row[f"first_follow_up_{c}"] for c in ("new", "increasing", "stable", "decreasing", "disappearing")] \
+        == [1, 0, 1, 1, 1]
+    html = paths["html"].read_text()
+    assert 'id="figures"' in html and "data:image/png;base64," in html
+    cells = {row[0]: row[1:] for row in _table_rows(html[html.index('id="figures"'):html.index('id="chart"')])}
+    assert cells["patients / scans"][0] == "2 / 6"
+    assert cells["patients heterogeneous at the first follow-up"][0] == "100.0 %"
+    assert cells["new at the first follow-up → resolved at the last"][0] == "0 of 2 (0.0 %)"
+    assert cells["disappearing at the first follow-up → returned at the last"][0] == "0 of 2 (0.0 %)"
+
+
+def test_cli_cohort_report(out, tmp_path):
+    from LesionResponseLib.cli import app
+
+    result = CliRunner().invoke(app, ["cohort-report", str(out), str(out), "-o", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "c" / "cohort.csv")) == 2

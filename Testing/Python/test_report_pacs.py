@@ -1,0 +1,88 @@
+"""C-STORE of the exported SEG and SR into a real Orthanc on loopback, checked through Orthanc's REST API."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pydicom
+import pytest
+from conftest import require_tool
+from test_report_factory import build_output
+
+from LesionResponseLib.report import PacsError, export_dicom, send_to_pacs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def orthanc(tmp_path):
+    binary = require_tool("Orthanc")
+    http, dicom = _free_port(), _free_port()
+    config = {"Name": "lesion-response-test", "StorageDirectory": str(tmp_path / "db"),
+              "IndexDirectory": str(tmp_path / "db"), "HttpPort": http, "DicomPort": dicom,
+              "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomAet": "ORTHANC",
+              "DicomCheckCalledAet": True, "DicomAlwaysAllowStore": True, "Plugins": [], "HttpsVerifyPeers": False}
+    path = tmp_path / "orthanc.json"
+    path.write_text(json.dumps(config))
+    process = subprocess.Popen([binary, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{http}"
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(f"{base}/system", timeout=1).read()
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail(f"Orthanc exited: {process.stderr.read().decode()[-500:]}")
+                time.sleep(0.2)
+        else:
+            pytest.fail("Orthanc did not answer /system within 30 s")
+        yield base, dicom
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_send_stores_every_object(orthanc, tmp_path):
+    base, port = orthanc
+    out = build_output(tmp_path)
+    paths = export_dicom(out, tmp_path / "export")
+    result = send_to_pacs(paths, "127.0.0.1", port)
+    assert result["stored"] == len(paths) == 6 and result["failed"] == 0
+    stored = json.loads(urllib.request.urlopen(f"{base}/instances?expand", timeout=10).read())
+    stored_uids = {item["MainDicomTags"]["SOPInstanceUID"] for item in stored}
+    sent = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}
+    assert sent == stored_uids
+    modalities = {json.loads(urllib.request.urlopen(f"{base}/series/{s}", timeout=10).read())
+                  ["MainDicomTags"]["Modality"] for s in json.loads(urllib.request.urlopen(f"{base}/series").read())}
+    assert modalities == {"SEG", "SR"}
+
+
+def test_wrong_called_aet_is_refused(orthanc, tmp_path):
+    _, port = orthanc
+    out = build_output(tmp_path)
+    paths = export_dicom(out, tmp_path / "export")[:1]
+    with pytest.raises(PacsError, match="NOTORTHANC"):
+        send_to_pacs(paths, "127.0.0.1", port, called_aet="NOTORTHANC")
+
+
+def test_cli_export_and_send(orthanc, tmp_path):
+    from typer.testing import CliRunner
+
+    from LesionResponseLib.cli import app
+
+    base, port = orthanc
+    out = build_output(tmp_path)
+    result = CliRunner().invoke(app, ["export", str(out), "--dest", str(tmp_path / "x"),
+                                      "--send", f"127.0.0.1:{port}", "--aet", "ORTHANC"])
+    assert result.exit_code == 0, result.output
+    assert "6 stored, 0 failed" in result.output
+    assert len(json.loads(urllib.request.urlopen(f"{base}/instances", timeout=10).read())) == 6
