@@ -30,7 +30,12 @@ from LesionResponseLib.segmentation import segment
 from LesionResponseLib.segmentation.metrics import evaluate, organ_voxels
 from LesionResponseLib.segmentation.model import MODELS_DIR
 
-MODELS = {"v1": MODELS_DIR / "lesion_segresnet_v1.pt", "v2": MODELS_DIR / "lesion_segresnet_v2.pt"}
+MODELS = {p.stem.rsplit("_", 1)[-1]: p for p in sorted(MODELS_DIR.glob("lesion_segresnet_v*.pt"))}
+
+
+def _model_path(name: str) -> Path:
+    """A shipped version (``v2``) or a model file path."""
+    return MODELS[name] if name in MODELS else Path(name)
 
 
 @dataclass
@@ -114,12 +119,13 @@ def main() -> None:
     torch.set_num_threads(2)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="100-104", help="held-out seed range (100-199), e.g. 100-109")
-    parser.add_argument("--models", default="v1,v2", help="shipped model versions to compare (v1,v2)")
+    parser.add_argument("--models", default="v1,v2", help="shipped model versions (v1,v2) or model files to compare")
     parser.add_argument("--in-memory", action="store_true", help="skip the DICOM round trip")
     parser.add_argument("--cache", default=None, help="folder to keep generated DICOM phantoms in")
     args = parser.parse_args()
     first, last = (int(v) for v in args.seeds.split("-"))
-    methods = {v: str(MODELS[v]) for v in args.models.split(",") if v and MODELS[v].exists()}
+    methods = {Path(v).stem if v not in MODELS else v: str(_model_path(v))
+               for v in args.models.split(",") if v and _model_path(v).exists()}
     methods["threshold"] = "threshold"
     cache = Path(args.cache) if args.cache else Path(tempfile.gettempdir()) / "lesion_response_bench_seg"
     seeds = list(range(first, last + 1))

@@ -121,8 +121,10 @@ def demo_command(
     timepoints: int = typer.Option(4, min=2, max=7, help="Number of scans (2–7)."),
     segmentation: str = typer.Option("model", help="'model', 'threshold', 'truth' (phantom masks) or a model file."),
     registration: str = typer.Option(_DEFAULTS.registration_method, help="Registration method (see `analyze --help`)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Also write the HTML/PDF report "
+                                                                   "(OUT/analysis/report)."),
 ) -> None:
-    """Generate the phantom demo patient, analyse it and compare the result with its ground truth."""
+    """Generate the phantom demo patient, analyse it, compare with its ground truth and write the report."""
     from LesionResponseLib.analysis.truth import truth_agreement
     from LesionResponseLib.errors import LesionResponseError
     from LesionResponseLib.phantom import generate_patient
@@ -146,6 +148,24 @@ def demo_command(
     print_summary(analysis, console)
     _print_agreement(agreement, console)
     console.print(f"phantom in {phantom_dir}, analysis in {analysis_dir}")
+    if report:
+        _demo_report(analysis_dir, console)
+
+
+def _demo_report(analysis_dir: Path, console) -> None:
+    """Write the patient report; a missing chromium only costs the PDF, never the analysis."""
+    from LesionResponseLib.errors import LesionResponseError
+    from LesionResponseLib.report import write_patient_report
+    from LesionResponseLib.report.patient import find_chromium
+
+    formats = ("html", "pdf") if find_chromium() else ("html",)
+    try:
+        with console.status("rendering the report"):
+            paths = write_patient_report(analysis_dir, None, formats)
+    except LesionResponseError as err:
+        console.print(f"[yellow]report not written:[/yellow] {err}")
+        return
+    console.print("report: " + ", ".join(str(p) for p in paths.values()))
 
 
 def _print_agreement(agreement: dict, console) -> None:

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib import __version__
@@ -43,6 +42,7 @@ from LesionResponseLib.analysis.quantify import measure_rois
 from LesionResponseLib.analysis.response import assess_response
 from LesionResponseLib.datamodel import Analysis, AnalysisParameters, LesionROI, Link, RegistrationResult
 from LesionResponseLib.errors import LesionResponseError, describe
+from LesionResponseLib.imaging import label_on_grid
 
 MATCH_PARAMS = ("dilation_mm", "max_match_distance_mm", "min_overlap", "extra")
 LABEL_NAMES = ("tp{k}.nii.gz", "tp{k}_lesions.nii.gz")  # analysis labels/ folder, phantom truth/ folder
@@ -113,14 +113,7 @@ def _find_label_file(labels_dir: Path, k: int) -> Path:
 
 def on_pet_grid(labels: sitk.Image, pet: sitk.Image) -> sitk.Image:
     """``labels`` as uint16 on the PET grid (nearest neighbour when the grids differ)."""
-    labels = sitk.Cast(labels, sitk.sitkUInt16)
-    same = (labels.GetSize() == pet.GetSize() and np.allclose(labels.GetSpacing(), pet.GetSpacing(), atol=1e-4)
-            and np.allclose(labels.GetOrigin(), pet.GetOrigin(), atol=1e-3)
-            and np.allclose(labels.GetDirection(), pet.GetDirection(), atol=1e-5))
-    if same:
-        labels.CopyInformation(pet)
-        return labels
-    return sitk.Resample(labels, pet, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+    return label_on_grid(labels, pet, sitk.sitkUInt16)
 
 
 def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_dir: Path | None,

@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from LesionResponseLib.datamodel import LesionROI, roi_id_for
 from LesionResponseLib.errors import LesionResponseError, describe
+from LesionResponseLib.imaging import same_grid
 
 PEAK_RADIUS_MM = 6.2  # radius of a 1 mL sphere (PERCIST SUVpeak)
 PEAK_SUBSAMPLES = 5  # sub-samples per voxel axis for the partial-volume weights of the sphere kernel
@@ -22,13 +23,7 @@ class QuantificationError(LesionResponseError):
 
 
 def _check_grids(labels: sitk.Image, pet_suv: sitk.Image) -> None:
-    same = (
-        labels.GetSize() == pet_suv.GetSize()
-        and np.allclose(labels.GetSpacing(), pet_suv.GetSpacing(), atol=1e-4)
-        and np.allclose(labels.GetOrigin(), pet_suv.GetOrigin(), atol=1e-3)
-        and np.allclose(labels.GetDirection(), pet_suv.GetDirection(), atol=1e-5)
-    )
-    if not same:
+    if not same_grid(labels, pet_suv):
         raise QuantificationError(describe(
             f"label map grid (size {labels.GetSize()}, spacing {labels.GetSpacing()}) differs from the PET "
             f"grid (size {pet_suv.GetSize()}, spacing {pet_suv.GetSpacing()})",

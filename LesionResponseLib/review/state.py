@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from LesionResponseLib.datamodel import Analysis, LesionROI
 from LesionResponseLib.errors import describe
+from LesionResponseLib.imaging import label_on_grid
 from LesionResponseLib.review.store import ReviewError
 
 
@@ -165,12 +166,4 @@ def load_mask(mask: sitk.Image | str | Path, reference: sitk.Image) -> sitk.Imag
         if not path.exists():
             raise ReviewError(describe("mask file not found", path=path, fix="Give a NIfTI/NRRD label mask"))
         mask = sitk.ReadImage(str(path))
-    binary = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
-    same = (binary.GetSize() == reference.GetSize()
-            and np.allclose(binary.GetSpacing(), reference.GetSpacing(), atol=1e-4)
-            and np.allclose(binary.GetOrigin(), reference.GetOrigin(), atol=1e-3)
-            and np.allclose(binary.GetDirection(), reference.GetDirection(), atol=1e-5))
-    if same:
-        binary.CopyInformation(reference)
-        return binary
-    return sitk.Resample(binary, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return label_on_grid(sitk.NotEqual(mask, 0), reference, sitk.sitkUInt8)

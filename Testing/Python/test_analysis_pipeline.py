@@ -135,3 +135,29 @@ def test_demo_cli_reports_truth_agreement(make_phantom, tmp_path) -> None:
     assert "categories agree on" in result.output and "truth tracks found" in result.output
     assert (tmp_path / "demo" / "analysis" / "tracks.csv").is_file()
     assert load_analysis(tmp_path / "demo" / "analysis").parameters.segmentation_method == "truth"
+    assert (tmp_path / "demo" / "analysis" / "report" / "report.html").is_file()  # the main job ends in a report
+
+
+def test_rerun_reapplies_the_readers_review_and_writes_suv_images(make_phantom, tmp_path) -> None:
+    from LesionResponseLib.dicomio import find_timepoints, load_timepoint
+    from LesionResponseLib.review import ReviewSession
+
+    phantom = make_phantom(seed=2, timepoints=2, **SLAB)
+    out = tmp_path / "out"
+    args = ["analyze", str(phantom / "dicom"), "-o", str(out), "--labels", str(phantom / "truth"),
+            "--registration", "identity"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    pet = load_timepoint(find_timepoints(phantom / "dicom").timepoints[1], with_ct=False).pet_suv
+    written = sitk.ReadImage(str(out / "suv" / "tp1.nii.gz"))
+    assert written.GetSize() == pet.GetSize()
+    np.testing.assert_allclose(sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(pet), rtol=1e-6)
+    victim = load_analysis(out).rois[0].roi_id
+    with ReviewSession.open(out, "reader") as session:
+        session.reject(victim, reason="artefact")
+    result = CliRunner().invoke(app, [*args, "--increase", "50"])  # a re-run rewrites every output
+    assert result.exit_code == 0, result.output
+    assert "1 edit(s) re-applied" in result.output
+    rejected = {r.roi_id for r in load_analysis(out).rois if r.status == "rejected"}
+    assert rejected == {victim}
+    with open(out / "rois.csv", newline="") as handle:
+        assert {row["roi_id"] for row in csv.DictReader(handle) if row["status"] == "rejected"} == {victim}

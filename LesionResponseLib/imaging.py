@@ -1,0 +1,27 @@
+"""Small SimpleITK helpers shared by the stages (grid comparison, nearest-neighbour resampling of masks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+SPACING_TOLERANCE_MM = 1e-4  # DICOM decimal strings round spacing/origin; these absorb that, nothing more
+ORIGIN_TOLERANCE_MM = 1e-3
+DIRECTION_TOLERANCE = 1e-5
+
+
+def same_grid(image: sitk.Image, reference: sitk.Image) -> bool:
+    """True when ``image`` has the size, spacing (mm), origin (mm) and direction of ``reference``."""
+    return (image.GetSize() == reference.GetSize()
+            and np.allclose(image.GetSpacing(), reference.GetSpacing(), atol=SPACING_TOLERANCE_MM)
+            and np.allclose(image.GetOrigin(), reference.GetOrigin(), atol=ORIGIN_TOLERANCE_MM)
+            and np.allclose(image.GetDirection(), reference.GetDirection(), atol=DIRECTION_TOLERANCE))
+
+
+def label_on_grid(labels: sitk.Image, reference: sitk.Image, pixel_type: int = sitk.sitkUInt16) -> sitk.Image:
+    """``labels`` cast to ``pixel_type`` on the grid of ``reference`` (nearest neighbour when grids differ)."""
+    labels = sitk.Cast(labels, pixel_type)
+    if same_grid(labels, reference):
+        labels.CopyInformation(reference)  # drop sub-tolerance rounding differences
+        return labels
+    return sitk.Resample(labels, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, pixel_type)
