@@ -38,9 +38,12 @@ a big one stays below it). Only ``status == "accepted"`` ROIs take part.
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -71,13 +74,17 @@ def dilate_labels(labels: np.ndarray, spacing_zyx: tuple[float, float, float], r
     if radius_mm <= 0 or not labels.any():
         return out
     inside = ndimage.binary_dilation(labels > 0, structure=_ball(spacing_zyx, radius_mm))
-    groups, _ = ndimage.label(inside)
+    groups = cc3d.connected_components(inside, connectivity=6)  # = ndimage.label's default, ~5x faster
     for index, box in enumerate(ndimage.find_objects(groups), start=1):
         sub = out[box]  # a view: filled in place
         mine = groups[box] == index
         sources = mine & (sub > 0)  # this group's ROI voxels (other groups' fills carry another index)
-        _, nearest = ndimage.distance_transform_edt(~sources, sampling=spacing_zyx, return_indices=True)
         fill = mine & (sub == 0)
+        values = sub[sources]
+        if values.min() == values.max():  # one ROI in the group (the usual case): no distance transform needed
+            sub[fill] = values[0]
+            continue
+        _, nearest = ndimage.distance_transform_edt(~sources, sampling=spacing_zyx, return_indices=True)
         sub[fill] = sub[tuple(nearest)][fill]
     return out
 
@@ -220,7 +227,10 @@ def match_rois(
     containment_min = float(params.extra.get("containment_min", EXTRA_DEFAULTS["containment_min"]))
     accepted = _accepted_by_tp(rois, labels)
     tps = sorted(accepted)
-    frames = _Frames({tp: _dilated(labels[tp], accepted[tp], params.dilation_mm) for tp in tps})
+    # time points dilate independently; scipy's morphology releases the GIL, so threads use every core
+    with ThreadPoolExecutor(max_workers=max(1, min(len(tps), os.cpu_count() or 1))) as pool:
+        dilated = pool.map(lambda tp: _dilated(labels[tp], accepted[tp], params.dilation_mm), tps)
+        frames = _Frames(dict(zip(tps, dilated, strict=True)))
     state = _TrackState()
     label_of: dict[str, int] = {}
     for tp in tps:
