@@ -191,13 +191,15 @@ def _read_header(path: Path) -> tuple[Instance | None, str | None]:
 
 
 def index_folder(path: str | Path, progress: Callable[[int, int], None] | None = None,
-                 workers: int = 4) -> DicomIndex:
+                 workers: int = 1) -> DicomIndex:
     """Index every DICOM file under ``path`` (headers only) into patients → studies → series.
 
     Args:
         path: a folder (searched recursively) or a single file.
         progress: optional ``progress(done, total)`` callback.
-        workers: reader threads (file I/O overlaps parsing).
+        workers: reader threads. Header parsing holds the GIL, so threads only pay off when file I/O
+            dominates (network shares, optical media); on local disk 1 thread indexed 6,043 files in
+            5.4 s and 4 threads in 7.9 s (benchmarks/bench_dicomio.py).
     Raises:
         DicomInputError: the path does not exist.
     """
