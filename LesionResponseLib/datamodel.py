@@ -87,6 +87,7 @@ class LesionROI(_Serialisable):
     suv_peak: float  # highest mean in a 1 mL sphere centred within the ROI
     suv_total: float  # SUVmean x volume, SUV*mL
     n_voxels: int = 0
+    suv_total_pvc: float | None = None  # partial-volume-corrected SUVtotal, SUV*mL (analysis.quantify)
     status: RoiStatus = "accepted"
     source: Literal["auto", "reader"] = "auto"
 
@@ -192,6 +193,12 @@ class AnalysisParameters(_Serialisable):
     max_match_distance_mm: float = 30.0
     min_overlap: float = 0.05
     reference: Literal["baseline", "previous", "nadir"] = "baseline"
+    # Reconstructed PET resolution (FWHM, mm) for the partial-volume-corrected SUVtotal (analysis.quantify);
+    # 5-7 mm on current PET/CT: set your scanner's measured value.
+    psf_fwhm_mm: float = 6.0
+    # The ROI quantity whose change drives the categories: "suv_total" (SUVmean x volume, the paper's, DOMAIN
+    # §4) or "suv_total_pvc" (partial-volume corrected: closer to the true lesion uptake, see README).
+    response_measure: Literal["suv_total", "suv_total_pvc"] = "suv_total"
     decrease_threshold_pct: float = -30.0
     increase_threshold_pct: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)

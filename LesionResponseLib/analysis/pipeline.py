@@ -232,7 +232,7 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
         loaded.append(load_timepoint(info))
         announce(f"segmenting time point {info.index}")
         labels[info.index] = segmentation_stage(loaded[-1], params, out / "cache", labels_path, report)
-        rois += measure_rois(labels[info.index], loaded[-1].pet_suv, info.index)
+        rois += measure_rois(labels[info.index], loaded[-1].pet_suv, info.index, psf_fwhm_mm=params.psf_fwhm_mm)
     transforms, registrations, reg_keys = {}, [], []
     for moving in loaded[1:]:
         announce(f"registering time point {moving.info.index} onto baseline")

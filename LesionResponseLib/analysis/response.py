@@ -2,6 +2,9 @@
 
 Rules (the paper's, made precise):
 
+- The measure is ``params.response_measure``: ``suv_total`` (SUVmean × volume, DOMAIN.md §4, the paper's)
+  or ``suv_total_pvc`` (partial-volume corrected, :mod:`LesionResponseLib.analysis.quantify`); "SUVtotal"
+  below is that measure. An ROI measured before the corrected value existed falls back to ``suv_total``.
 - Only **accepted** ROIs count. A track is *present* at a time point when it has at least one accepted ROI
   there; its SUVtotal there is the sum over those ROIs (a split counts whole). Rejected ROIs contribute
   nothing; a track whose ROIs are all rejected gets no :class:`TrackResponse`.
@@ -25,15 +28,24 @@ from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Track, Tr
 GROWING = frozenset({"new", "increasing"})
 SHRINKING = frozenset({"decreasing", "disappearing"})
 REFERENCES = ("baseline", "previous", "nadir")
+MEASURES = ("suv_total", "suv_total_pvc")
 
 
-def track_suv_totals(track: Track, rois_by_id: dict[str, LesionROI], n_timepoints: int) -> dict[int, float | None]:
-    """SUVtotal (SUV·mL) of ``track`` per time point, summed over accepted ROIs; None where absent."""
+def roi_measure(roi: LesionROI, measure: str = "suv_total") -> float:
+    """The ROI's SUVtotal (SUV·mL) as ``measure`` says (``suv_total`` or ``suv_total_pvc``)."""
+    if measure == "suv_total_pvc" and roi.suv_total_pvc is not None:
+        return roi.suv_total_pvc
+    return roi.suv_total
+
+
+def track_suv_totals(track: Track, rois_by_id: dict[str, LesionROI], n_timepoints: int,
+                     measure: str = "suv_total") -> dict[int, float | None]:
+    """SUVtotal (SUV·mL, ``measure``) of ``track`` per time point, summed over accepted ROIs; None where absent."""
     totals: dict[int, float | None] = {}
     for tp in range(n_timepoints):
         accepted = [rois_by_id[r] for r in track.rois.get(tp, []) if r in rois_by_id]
         accepted = [r for r in accepted if r.status == "accepted"]
-        totals[tp] = sum(r.suv_total for r in accepted) if accepted else None
+        totals[tp] = sum(roi_measure(r, measure) for r in accepted) if accepted else None
     return totals
 
 
@@ -101,7 +113,7 @@ def track_pattern(totals: dict[int, float | None], params: AnalysisParameters) -
 def assess_track(track: Track, rois_by_id: dict[str, LesionROI], n_timepoints: int,
                  params: AnalysisParameters) -> TrackResponse | None:
     """Response of one track, or None when it has no accepted ROI at all."""
-    totals = track_suv_totals(track, rois_by_id, n_timepoints)
+    totals = track_suv_totals(track, rois_by_id, n_timepoints, params.response_measure)
     if all(v is None for v in totals.values()):
         return None
     categories: dict[int, str] = {}
@@ -129,6 +141,8 @@ def assess_response(tracks: list[Track], rois: list[LesionROI], n_timepoints: in
     params = params or AnalysisParameters()
     if params.reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, not {params.reference!r}")
+    if params.response_measure not in MEASURES:
+        raise ValueError(f"response_measure must be one of {MEASURES}, not {params.response_measure!r}")
     rois_by_id = {r.roi_id: r for r in rois}
     responses = [r for t in tracks if (r := assess_track(t, rois_by_id, n_timepoints, params)) is not None]
     return responses, heterogeneity(responses, n_timepoints)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from LesionResponseLib.analysis.response import MEASURES, track_suv_totals
 from LesionResponseLib.datamodel import Analysis
 
 
@@ -53,8 +54,9 @@ def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: s
 
     Returns ``category_agreement`` (matched track × follow-up pairs with equal category / all),
     ``heterogeneity_agreement`` (follow-ups with equal flag / all), ``suv_total_errors_pct`` (signed %
-    error of the track SUVtotal for truth tracks whose true volume at that time point is ≥ ``min_volume_ml``),
-    the unmatched track counts and the mismatches.
+    error of the track SUVtotal for truth tracks whose true volume at that time point is ≥ ``min_volume_ml``)
+    and ``suv_total_pvc_errors_pct`` (the same for the partial-volume-corrected SUVtotal), the unmatched
+    track counts and the mismatches.
     """
     truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
     n = int(truth["n_timepoints"])
@@ -63,7 +65,8 @@ def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: s
     volumes = _track_volumes(truth)
     agree = total = 0
     mismatches: list[dict[str, Any]] = []
-    errors: list[float] = []
+    errors: dict[str, list[float]] = {m: [] for m in MEASURES}
+    rois_by_id = {r.roi_id: r for r in analysis.rois}
     matched_truth: set[int] = set()
     for track in analysis.tracks:
         votes = Counter(owner.get(r) for ids in track.rois.values() for r in ids if r in owner)
@@ -79,15 +82,17 @@ def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: s
             if response.categories[k] != entry["categories"][str(k)]:
                 mismatches.append({"track_id": track.track_id, "truth_track": true_id, "follow_up": k,
                                    "measured": response.categories[k], "truth": entry["categories"][str(k)]})
-        for k in range(n):
-            if volumes[true_id].get(k, 0.0) >= min_volume_ml and entry["suv_total"][k] > 0:
-                errors.append(100.0 * (response.suv_total.get(k, 0.0) / entry["suv_total"][k] - 1.0))
+        for measure in MEASURES:
+            measured = track_suv_totals(track, rois_by_id, n, measure)
+            for k in range(n):
+                if volumes[true_id].get(k, 0.0) >= min_volume_ml and entry["suv_total"][k] > 0:
+                    errors[measure].append(100.0 * ((measured[k] or 0.0) / entry["suv_total"][k] - 1.0))
     hetero = [bool(analysis.heterogeneous.get(k)) == bool(truth["heterogeneous"][str(k)]) for k in range(1, n)]
     return {
         "category_agreement": agree / total if total else None, "category_pairs": total,
         "heterogeneity_agreement": float(np.mean(hetero)) if hetero else None,
         "heterogeneous_truth": {int(k): v for k, v in truth["heterogeneous"].items()},
-        "suv_total_errors_pct": errors,
+        "suv_total_errors_pct": errors["suv_total"], "suv_total_pvc_errors_pct": errors["suv_total_pvc"],
         "truth_tracks": len(truth["tracks"]), "truth_tracks_found": len(matched_truth),
         "mismatches": mismatches,
     }

@@ -266,10 +266,10 @@ def _paint(state: ReviewState, timepoint: int, mask: sitk.Image, label: int, ctx
     image = sitk.GetImageFromArray(array)
     image.CopyInformation(current)
     state.labels[timepoint] = image
-    only = sitk.GetImageFromArray(np.where(array == label, label, 0).astype(array.dtype))
-    only.CopyInformation(current)
-    measured = ctx.engine.measure_rois(only, ctx.suv(timepoint), timepoint)
+    measured = ctx.engine.measure_rois(image, ctx.suv(timepoint), timepoint,
+                                       psf_fwhm_mm=state.analysis.parameters.psf_fwhm_mm)
     new = next(r for r in measured if r.label == label)
+    _refresh_neighbour_pvc(state, timepoint, measured, label)
     roi_id = roi_id_for(timepoint, label)
     kept = next((r for r in state.analysis.rois if r.roi_id == roi_id), None)
     new.roi_id, new.timepoint = roi_id, timepoint
@@ -279,6 +279,15 @@ def _paint(state: ReviewState, timepoint: int, mask: sitk.Image, label: int, ctx
     else:
         new.status, new.source = kept.status, kept.source
         state.analysis.rois[state.analysis.rois.index(kept)] = new
+
+
+def _refresh_neighbour_pvc(state: ReviewState, timepoint: int, measured: list, edited: int) -> None:
+    """Update the corrected SUVtotal of the other ROIs of ``timepoint``: they share spill-over regions with
+    the edited ROI (``analysis.quantify.pvc_suv_totals``); their masks and other measures are unchanged."""
+    fresh = {r.label: r.suv_total_pvc for r in measured if r.label != edited}
+    for roi in state.analysis.rois:
+        if roi.timepoint == timepoint and roi.label in fresh:
+            roi.suv_total_pvc = fresh[roi.label]
 
 
 def _mask_path(ctx: ApplyContext, mask: str) -> Path:

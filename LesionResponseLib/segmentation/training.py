@@ -47,26 +47,45 @@ def phantom_scan(seed: int, noise_scale: float = 1.0, axial_extent_mm: float | N
     return PhantomScan(tp.pet_suv, tp.lesion_labels, tp.organ_labels)
 
 
+HARD_NEGATIVE_EXTRA = ("thyroid",)  # physiological DOTATATE uptake outside DOMAIN §5's list (thyroid SUV 2-4)
+LESION_CROP_WEIGHT = 2.0  # crop-centre weights: background 1, lesion 2, all hard-negative organs together 3
+ORGAN_CROP_WEIGHT = 3.0
+
+
 def physiological_labels() -> list[int]:
-    """Organ-label values of the physiological-uptake organs (hard negatives, never lesions)."""
+    """Organ-label values of the hard negatives: the physiological-uptake organs and the thyroid."""
     from LesionResponseLib.phantom import ORGAN_LABELS, PHYSIOLOGICAL_ORGANS
 
-    return [ORGAN_LABELS[name] for name in PHYSIOLOGICAL_ORGANS if name in ORGAN_LABELS]
+    return [ORGAN_LABELS[name] for name in (*PHYSIOLOGICAL_ORGANS, *HARD_NEGATIVE_EXTRA) if name in ORGAN_LABELS]
+
+
+def crop_ratios() -> list[float]:
+    """Crop-centre weights per sampling class: background, lesion, then one class per hard-negative organ.
+
+    The organ weight is shared equally between organs, so a 1 mL pituitary or adrenal is drawn as often as
+    the liver; sampling organ voxels uniformly (v1, v2) put almost every organ crop in liver, bowel or bladder.
+    """
+    organs = physiological_labels()
+    return [1.0, LESION_CROP_WEIGHT] + [ORGAN_CROP_WEIGHT / len(organs)] * len(organs)
 
 
 def make_sample(scan: PhantomScan, config: ModelConfig, max_per_class: int = 20000) -> dict[str, np.ndarray]:
     """One training scan on the model grid: SUV (1, z, y, x), lesion mask and sampling classes.
 
-    Sampling classes: 0 background, 1 lesion, 2 physiological organ (spleen, kidneys, adrenals, pituitary,
-    liver, uncinate, bowel, bladder) - so crops are drawn around hot organs (hard negatives) too. Arrays are
-    end-padded to at least ``config.patch_size``; class indices are precomputed (see ``_with_class_indices``).
+    Sampling classes: 0 background, 1 lesion, 2 + j the j-th hard-negative organ of ``physiological_labels``
+    (spleen, kidneys, adrenals, pituitary, liver, uncinate, bowel, bladder, thyroid) - so crops are drawn
+    around each hot organ too. Arrays are end-padded to at least ``config.patch_size``; class indices are
+    precomputed (see ``_with_class_indices``).
     """
     pet = resample_to_spacing(scan.pet_suv, config.spacing_mm)
     lesions = resample_to_spacing(scan.lesions, config.spacing_mm, sitk.sitkNearestNeighbor)
     organs = resample_to_spacing(scan.organs, config.spacing_mm, sitk.sitkNearestNeighbor)
     label = (sitk.GetArrayFromImage(lesions) > 0).astype(np.float32)
-    hot = np.isin(sitk.GetArrayFromImage(organs), physiological_labels())
-    classes = np.where(label > 0, 1, np.where(hot, 2, 0)).astype(np.int64)
+    organ_map = sitk.GetArrayFromImage(organs)
+    classes = np.zeros(label.shape, np.int64)
+    for j, organ in enumerate(physiological_labels()):
+        classes[organ_map == organ] = 2 + j
+    classes[label > 0] = 1
     pad = [(0, max(0, p - n)) for p, n in zip(config.patch_size, label.shape, strict=True)]  # crops fit
     sample = {"image": np.pad(sitk.GetArrayFromImage(pet), pad)[None].astype(np.float32),
               "label": np.pad(label, pad)[None], "classes": np.pad(classes, pad)[None]}
@@ -78,7 +97,8 @@ def _with_class_indices(sample: dict[str, np.ndarray], max_per_class: int) -> di
     every crop (a whole-body scan has ~4 M voxels); ``max_per_class`` random indices are kept per class."""
     from monai.transforms import ClassesToIndicesd
 
-    return dict(ClassesToIndicesd("classes", num_classes=3, max_samples_per_class=max_per_class)(sample))
+    n_classes = len(crop_ratios())
+    return dict(ClassesToIndicesd("classes", num_classes=n_classes, max_samples_per_class=max_per_class)(sample))
 
 
 def training_pool(seeds: Sequence[int], config: ModelConfig, noise_range: tuple[float, float] = (0.6, 1.6),
@@ -106,7 +126,8 @@ def _transforms(config: ModelConfig, samples_per_scan: int):
 
     return Compose([
         RandCropByLabelClassesd(["image", "label"], label_key="classes", spatial_size=config.patch_size,
-                                ratios=[1, 2, 2], num_classes=3, num_samples=samples_per_scan,
+                                ratios=crop_ratios(), num_classes=len(crop_ratios()),
+                                num_samples=samples_per_scan, warn=False,
                                 indices_key=CROP_KEYS[2], image_key="image"),
         RandScaleIntensityd("image", factors=0.2, prob=0.8),  # SUV calibration / weight errors +-20 %
         Lambdad("image", lambda x: normalise(np.asarray(x), config)),
@@ -131,8 +152,8 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     """Train a SegResNet on phantom scans of ``seeds`` and write the model file ``out_path``.
 
     ``steps`` optimiser steps, each on ``batch_scans * samples_per_scan`` crops of ``config.patch_size``
-    (64^3 voxels of 4 mm = 256 mm, a whole spleen or kidney in view), drawn 1:2:2 from background, lesion and
-    physiological-organ voxels. Dice+CE loss (batch Dice: a crop may hold no lesion), AdamW with cosine decay
+    (64^3 voxels of 4 mm = 256 mm, a whole spleen or kidney in view), drawn 1:2:3 from background, lesion and
+    hard-negative organ voxels (the organ share split equally between organs, see ``crop_ratios``). Dice+CE loss (batch Dice: a crop may hold no lesion), AdamW with cosine decay
     from ``learning_rate``. ``init_from``: warm start from a model file with the same architecture.
     Losses per step go to ``log_path`` (default ``<out>.log.csv``); every ``eval_every`` steps the Dice on
     fixed crops of ``val_seeds`` is logged and a checkpoint saved. ``max_minutes`` stops early (checkpointed).
@@ -254,7 +275,7 @@ def _validation_crops(samples: list[dict], config: ModelConfig) -> list[tuple[np
     for sample in samples:
         pad = [(0, max(0, 2 * h - n)) for h, n in zip(half, sample["image"].shape[1:], strict=True)]
         image, label, classes = (np.pad(sample[key][0], pad) for key in ("image", "label", "classes"))
-        for target in (classes == 1, classes == 2):
+        for target in (classes == 1, classes >= 2):
             if not target.any():
                 continue
             centre = np.argwhere(target)[len(np.argwhere(target)) // 2]

@@ -52,6 +52,24 @@ def test_suv_total_in_truth_masks_underestimates_blurred_truth(truth_run) -> Non
 
 
 @pytest.mark.slow
+def test_partial_volume_corrected_suv_total_is_near_truth(truth_run) -> None:
+    """The count-conserving correction (quantify.pvc_suv_totals) on the same ROIs, same lesions ≥ 2 mL.
+
+    Measured on seed 1 (3 time points): median |error| 3.6 %, 16 of 18 track × time points within 10 %
+    (SUVmean × volume: 37 %, 0 of 18); the other two sit by hot organs or in vertebral marrow, where the
+    local background is not flat (module notes)."""
+    phantom, out, analysis, _ = truth_run
+    agreement = truth_agreement(analysis, out, phantom)
+    raw, corrected = (np.abs(agreement[k]) for k in ("suv_total_errors_pct", "suv_total_pvc_errors_pct"))
+    assert corrected.size == raw.size >= 10
+    assert np.median(corrected) <= 5.0 and np.mean(corrected <= 10.0) >= 0.75
+    assert np.median(corrected) < np.median(raw) / 4
+    rows = list(csv.DictReader((out / "rois.csv").open()))
+    assert all(float(r["suv_total_pvc"]) >= 0 for r in rows)  # 0: no uptake above background (a fading ROI)
+    assert all(float(r["suv_total_pvc"]) > 0 for r in rows if float(r["volume_ml"]) >= 0.5)
+
+
+@pytest.mark.slow
 def test_rerun_after_matching_change_redoes_only_matching(truth_run) -> None:
     phantom, out, analysis, _ = truth_run
     params = AnalysisParameters(registration_method="auto", dilation_mm=10.0)

@@ -9,6 +9,7 @@ at tp1) and a swapped link (lesion 18 at tp1 -> lesion 22 at tp2 instead of lesi
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -204,8 +205,8 @@ def test_reject_and_restore_change_only_that_track(out):
         track_after, _ = _track(session, "tp2-L0012")
         assert _members(track_after) == {"tp2-L0012"}
         assert {t.track_id: _members(t) for t in session.state.analysis.tracks if t.track_id in others} == others
-        rows = (out / "rois.csv").read_text().splitlines()
-        assert any(r.startswith("tp1-L0012,") and r.endswith(",rejected") for r in rows)
+        rows = list(csv.DictReader((out / "rois.csv").open()))
+        assert any(r["roi_id"] == "tp1-L0012" and r["status"] == "rejected" for r in rows)
         with pytest.raises(ReviewError, match="rejected"):
             session.link("tp1-L0012", "tp0-L0008")
         session.restore("tp1-L0012")
