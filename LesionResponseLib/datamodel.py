@@ -184,6 +184,9 @@ class AnalysisParameters(_Serialisable):
     segmentation_method: str = "model"  # "model" | "threshold" | "truth" (phantom) | path to a model file
     model_path: str | None = None
     min_roi_volume_ml: float = 0.1
+    # Model ROIs smaller than this (mL) whose SUVmax is not above the liver SUVmean are dropped as equivocal
+    # (Krenning <= 2 and too small to quantify; segmentation.components.drop_equivocal_rois). 0 keeps all.
+    equivocal_max_volume_ml: float = 0.5
     # "auto": elastix (Debian package) when installed, else SimpleITK B-spline. Measured on the phantom:
     # elastix 11 s/pair, 2.3 mm at lesion centres; SimpleITK B-spline 47 s, 3.1 mm (benchmarks/bench_registration.py).
     registration_method: str = "auto"

@@ -11,7 +11,8 @@ Figures per method: lesion sensitivity (true lesions >= 0.5 mL; detected = a pre
 or containing the centroid), false-positive ROIs per scan (ROIs touching no true lesion), voxels labelled in
 each physiological organ (outside the true lesions dilated by 2 voxels, i.e. not partial-volume spill),
 median Dice of detected lesions, and seconds per whole-body scan (vertex to thigh, 2 threads).
-Every method runs on every scan; the per-scan lines show each method's own ROI count.
+Every method runs on every scan; the per-scan lines show each method's own ROI count. Models are scored as
+shipped (equivocal ROIs dropped: < 0.5 mL and SUVmax not above liver) and "(no filter)".
 """
 
 from __future__ import annotations
@@ -70,34 +71,48 @@ def load_scan(seed: int, vendor: str, cache: Path, in_memory: bool) -> tuple[sit
     return pet, truth[0], truth[1]
 
 
+def _variants(pet: sitk.Image, method: str) -> dict[str, tuple[sitk.Image, float]]:
+    """Label maps (and seconds) of one method: as shipped, and for models also without the equivocal-ROI
+    filter (``components.drop_equivocal_rois``), whose cost is added to the shipped variant's time."""
+    from LesionResponseLib.segmentation import drop_equivocal_rois, liver_reference
+
+    start = time.perf_counter()
+    is_file = method.endswith(".pt")
+    labels = segment(pet, method="model" if is_file else method, model_path=method if is_file else None,
+                     equivocal_max_volume_ml=0.0)
+    raw_seconds = time.perf_counter() - start
+    if method == "threshold":
+        return {"": (labels, raw_seconds)}
+    filtered = drop_equivocal_rois(labels, pet, liver_reference(pet)[0])
+    return {"": (filtered, time.perf_counter() - start), " (no filter)": (labels, raw_seconds)}
+
+
 def run(seeds: list[int], methods: dict[str, str], cache: Path, in_memory: bool) -> dict[str, Totals]:
     from LesionResponseLib.phantom import ORGAN_LABELS, PHYSIOLOGICAL_ORGANS, VENDORS
 
     organs = {ORGAN_LABELS[n]: n for n in PHYSIOLOGICAL_ORGANS if n in ORGAN_LABELS}
-    totals = {name: Totals() for name in methods}
-    print(f"{'seed':>4} {'vendor':>13} {'method':>9} {'lesions':>7} {'found':>5} {'ROIs':>4} {'FP':>3} {'Dice':>5} {'s':>5}  organ voxels")
+    totals: dict[str, Totals] = {}
+    print(f"{'seed':>4} {'vendor':>13} {'method':>24} {'lesions':>7} {'found':>5} {'ROIs':>4} {'FP':>3} {'Dice':>5} {'s':>5}  organ voxels")
     for i, seed in enumerate(seeds):
         vendor = VENDORS[i % len(VENDORS)]
         pet, lesions, organ_map = load_scan(seed, vendor, cache, in_memory)
         segment(pet, method=next(iter(methods.values())))  # warm-up: model loading is not inference time
-        for name, method in methods.items():
-            start = time.perf_counter()
-            labels = segment(pet, method="model" if method.endswith(".pt") else method,
-                             model_path=method if method.endswith(".pt") else None)
-            seconds = time.perf_counter() - start
-            m = evaluate(labels, lesions)
-            t = totals[name]
-            t.true, t.detected = t.true + m.n_true, t.detected + m.n_detected
-            t.fp.append(m.false_positive_rois)
-            t.dice += m.dice
-            t.seconds.append(seconds)
-            spill = {k: v for k, v in organ_voxels(labels, lesions, organ_map, organs).items() if v}
-            for organ, n in spill.items():
-                t.organ[organ] = t.organ.get(organ, 0) + n
-            n_rois = int(sitk.GetArrayViewFromImage(labels).max())
-            dice = f"{np.median(m.dice):.2f}" if m.dice else "-"
-            print(f"{seed:>4} {vendor:>13} {name:>9} {m.n_true:>7} {m.n_detected:>5} {n_rois:>4} "
-                  f"{m.false_positive_rois:>3} {dice:>5} {seconds:>5.1f}  {spill or ''}", flush=True)
+        for base, method in methods.items():
+            for suffix, (labels, seconds) in _variants(pet, method).items():
+                name = base + suffix
+                m = evaluate(labels, lesions)
+                t = totals.setdefault(name, Totals())
+                t.true, t.detected = t.true + m.n_true, t.detected + m.n_detected
+                t.fp.append(m.false_positive_rois)
+                t.dice += m.dice
+                t.seconds.append(seconds)
+                spill = {k: v for k, v in organ_voxels(labels, lesions, organ_map, organs).items() if v}
+                for organ, n in spill.items():
+                    t.organ[organ] = t.organ.get(organ, 0) + n
+                n_rois = int(sitk.GetArrayViewFromImage(labels).max())
+                dice = f"{np.median(m.dice):.2f}" if m.dice else "-"
+                print(f"{seed:>4} {vendor:>13} {name:>24} {m.n_true:>7} {m.n_detected:>5} {n_rois:>4} "
+                      f"{m.false_positive_rois:>3} {dice:>5} {seconds:>5.1f}  {spill or ''}", flush=True)
     return totals
 
 

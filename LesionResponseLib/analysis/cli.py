@@ -29,7 +29,8 @@ def _console():
 def _params(segmentation: str, model: str | None, reference: str, decrease: float, increase: float,
             dilation_mm: float, max_distance_mm: float, min_overlap: float, min_volume_ml: float,
             registration: str, psf_fwhm_mm: float = _DEFAULTS.psf_fwhm_mm,
-            measure: str = _DEFAULTS.response_measure):
+            measure: str = _DEFAULTS.response_measure,
+            equivocal_max_volume_ml: float = _DEFAULTS.equivocal_max_volume_ml):
     from LesionResponseLib.datamodel import AnalysisParameters
 
     if reference not in ("baseline", "previous", "nadir"):
@@ -44,7 +45,8 @@ def _params(segmentation: str, model: str | None, reference: str, decrease: floa
                               max_match_distance_mm=max_distance_mm, min_overlap=min_overlap,
                               reference=reference, decrease_threshold_pct=decrease,  # type: ignore[arg-type]
                               increase_threshold_pct=increase, psf_fwhm_mm=psf_fwhm_mm,
-                              response_measure=measure)  # type: ignore[arg-type]
+                              response_measure=measure,  # type: ignore[arg-type]
+                              equivocal_max_volume_ml=equivocal_max_volume_ml)
 
 
 def _run(input_dir: Path, out: Path, params, patient: str | None, labels: Path | None, console):
@@ -96,6 +98,9 @@ def analyze_command(
     max_distance_mm: float = typer.Option(_DEFAULTS.max_match_distance_mm, help="Largest centroid distance of matched ROIs (mm)."),
     min_overlap: float = typer.Option(_DEFAULTS.min_overlap, help="Smallest overlap coefficient of matched dilated ROIs (0–1)."),
     min_volume_ml: float = typer.Option(_DEFAULTS.min_roi_volume_ml, help="Smallest lesion-ROI kept by the segmentation (mL)."),
+    equivocal_max_volume_ml: float = typer.Option(_DEFAULTS.equivocal_max_volume_ml, help="Model ROIs smaller than "
+                                                  "this (mL) with SUVmax not above the liver SUVmean are dropped "
+                                                  "as equivocal (0: keep all)."),
     registration: str = typer.Option(_DEFAULTS.registration_method, help="Registration: sitk-bspline, sitk-rigid, elastix, "
                                                           "auto (elastix when installed) or identity."),
     psf_fwhm_mm: float = typer.Option(_DEFAULTS.psf_fwhm_mm, help="Reconstructed PET resolution, FWHM in mm (your "
@@ -109,7 +114,7 @@ def analyze_command(
     console = _console()
     try:
         params = _params(segmentation, model, reference, decrease, increase, dilation_mm, max_distance_mm,
-                         min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure)
+                         min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml)
         analysis, report = _run(input_dir, out, params, patient, labels, console)
     except LesionResponseError as err:
         console.print(f"[red]error:[/red] {err}")

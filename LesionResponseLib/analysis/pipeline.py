@@ -5,7 +5,7 @@ parameters it uses is unchanged, so a re-run after a matching-parameter change r
 what follows):
 
 - ``segmentation`` per time point, key = PET series UID + SUV factor + method + ``min_roi_volume_ml`` +
-  model file hash (or the supplied label file's hash) → ``cache/seg-<key>.nii.gz``.
+  ``equivocal_max_volume_ml`` + model file hash (or the supplied label file's hash) → ``cache/seg-<key>.nii.gz``.
 - ``registration`` per follow-up k onto the baseline, key = PET/CT series UIDs of both + method →
   ``cache/reg-<key>.tfm|.h5`` + ``.json``; copied to ``OUT/transforms/tp0_to_tp{k}.*``.
 - ``matching``, key = hash of every label map + the registration keys + ``dilation_mm``,
@@ -122,7 +122,8 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
     k = tp.info.index
     source = file_digest(_find_label_file(labels_dir, k)) if labels_dir else _model_digest(params)
     key = _digest("seg", tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12),
-                  params.segmentation_method if not labels_dir else "labels", params.min_roi_volume_ml, source)
+                  params.segmentation_method if not labels_dir else "labels", params.min_roi_volume_ml, source,
+                  *([params.equivocal_max_volume_ml] if not labels_dir else []))
     path = cache / f"seg-{key}.nii.gz"
     if path.is_file():
         report.stages[f"segmentation tp{k}"] = "reused"
@@ -133,7 +134,8 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
         from LesionResponseLib.segmentation import segment
 
         labels = segment(tp.pet_suv, tp.ct, method=params.segmentation_method, model_path=params.model_path,
-                         min_volume_ml=params.min_roi_volume_ml)
+                         min_volume_ml=params.min_roi_volume_ml,
+                         equivocal_max_volume_ml=params.equivocal_max_volume_ml)
         labels = on_pet_grid(labels, tp.pet_suv)
     atomic_write_image(labels, path)
     report.stages[f"segmentation tp{k}"] = "computed"

@@ -2,7 +2,8 @@
 partial-volume-corrected SUVtotal.
 
 Everything is vectorised over the labels (``numpy.bincount`` / ``scipy.ndimage``), so one call measures
-thousands of ROIs in about a second; SUVpeak sphere means are computed only at ROI voxels.
+1,000 ROIs on a 160³ grid in about 2.4 s (two distance transforms of the correction included); SUVpeak
+sphere means are computed only at ROI voxels.
 
 Partial-volume correction (``suv_total_pvc``). The PET point-spread function (FWHM 5-7 mm) moves a large share
 of a small lesion's counts outside its contour, so SUVmean × volume underestimates the true SUVtotal of a

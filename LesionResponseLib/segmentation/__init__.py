@@ -1,6 +1,6 @@
 """Segmentation stage: lesion-ROIs from SUV PET with a project-trained MONAI model or a threshold baseline."""
 
-from LesionResponseLib.segmentation.components import label_rois
+from LesionResponseLib.segmentation.components import drop_equivocal_rois, label_rois
 from LesionResponseLib.segmentation.inference import segment
 from LesionResponseLib.segmentation.model import (
            DEFAULT_MODEL_PATH,
@@ -13,5 +13,6 @@ from LesionResponseLib.segmentation.model import (
 from LesionResponseLib.segmentation.threshold import liver_reference, threshold_mask
 from LesionResponseLib.segmentation.training import train
 
-__all__ = ["DEFAULT_MODEL_PATH", "ModelConfig", "SegmentationError", "SegmentationModel", "label_rois",
+__all__ = ["DEFAULT_MODEL_PATH", "ModelConfig", "SegmentationError", "SegmentationModel", "drop_equivocal_rois",
+           "label_rois",
            "liver_reference", "load_model", "save_model", "segment", "threshold_mask", "train"]

@@ -25,7 +25,7 @@ def _seed_range(text: str) -> range:
 
 
 def train_command(
-    out: Path = typer.Option(Path("Resources/Models/lesion_segresnet_v2.pt"), "--out", "-o",
+    out: Path = typer.Option(Path("Resources/Models/lesion_segresnet_v3.pt"), "--out", "-o",
                              help="Model file to write (state_dict + config, versioned .pt; a .json copy too)."),
     seeds: str = typer.Option("1000-1015", help="Phantom training seeds, FIRST-LAST (1000-1999 are reserved "
                                                 "for training; 1-99 tests, 100-199 benchmark)."),
@@ -77,6 +77,8 @@ def segment_command(
                                              "liver-referenced SUV threshold), or a path: LesionResponse .pt, "
                                              "TorchScript file, or MONAI bundle folder."),
     min_volume_ml: float = typer.Option(0.1, help="Drop lesion-ROIs smaller than this (mL)."),
+    equivocal_max_volume_ml: float = typer.Option(0.5, help="Model ROIs smaller than this (mL) with SUVmax not "
+                                                  "above the liver SUVmean are dropped as equivocal (0: keep all)."),
     patient: str = typer.Option(None, help="Patient ID when the folder holds several patients."),
 ) -> None:
     """Segment lesion-ROIs at every time point of INPUT and write their label maps."""
@@ -97,7 +99,8 @@ def segment_command(
         out.mkdir(parents=True, exist_ok=True)
         for info in track(timepoints, description="segmenting", console=console):
             loaded = load_timepoint(info)
-            labels = segment(loaded.pet_suv, loaded.ct, method=method, min_volume_ml=min_volume_ml)
+            labels = segment(loaded.pet_suv, loaded.ct, method=method, min_volume_ml=min_volume_ml,
+                             equivocal_max_volume_ml=equivocal_max_volume_ml)
             sitk.WriteImage(labels, str(out / f"tp{info.index}.nii.gz"), useCompression=True)
             n_rois = int(sitk.GetArrayViewFromImage(labels).max())
             console.log(f"time point {info.index} ({info.study_date}): {n_rois} lesion-ROIs")

@@ -32,6 +32,31 @@ def label_rois(mask: sitk.Image, pet_suv: sitk.Image, min_volume_ml: float = 0.1
     return _relabel_by_suvmax(labels, suv, pet_suv)
 
 
+def drop_equivocal_rois(labels: sitk.Image, pet_suv: sitk.Image, liver_suv: float,
+                        max_volume_ml: float = 0.5) -> sitk.Image:
+    """``labels`` without the equivocal ROIs, relabelled 1..N by descending SUVmax.
+
+    Equivocal = smaller than ``max_volume_ml`` **and** SUVmax not above the liver's SUVmean ``liver_suv``:
+    uptake no higher than liver is Krenning grade <= 2, not the SSTR-avid disease the readers track, and an ROI
+    under 0.5 mL (8 voxels of 4 mm, below the 2 x FWHM sphere of a 6 mm PET) cannot be quantified anyway. Hot
+    small ROIs and large faint ones are kept. ``max_volume_ml`` 0 keeps everything.
+    """
+    from scipy import ndimage
+
+    lab = sitk.GetArrayFromImage(labels)
+    ids = np.unique(lab[lab > 0])
+    if max_volume_ml <= 0 or ids.size == 0:
+        return labels
+    suv = sitk.GetArrayFromImage(pet_suv).astype(np.float32)
+    counts = np.bincount(lab.ravel(), minlength=int(ids.max()) + 1)[ids]
+    maxima = np.asarray(ndimage.maximum(suv, lab, ids))
+    equivocal = ids[(counts * voxel_volume_ml(pet_suv) < max_volume_ml) & (maxima <= liver_suv)]
+    if equivocal.size == 0:
+        return labels
+    lab[np.isin(lab, equivocal)] = 0
+    return _relabel_by_suvmax(lab, suv, labels)
+
+
 def _split(labels: np.ndarray, pet_suv: sitk.Image, split_dip: float, smoothing_mm: float,
            min_voxels: int) -> np.ndarray:
     """Watershed of each component on its own bounding box (outside the component is a wall), so the

@@ -9,16 +9,17 @@ import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib.errors import describe
-from LesionResponseLib.segmentation.components import label_rois
+from LesionResponseLib.segmentation.components import drop_equivocal_rois, label_rois
 from LesionResponseLib.segmentation.model import SegmentationError, SegmentationModel, load_model
-from LesionResponseLib.segmentation.threshold import threshold_mask
+from LesionResponseLib.segmentation.threshold import liver_reference, threshold_mask
 
 _CACHE: dict[str, SegmentationModel] = {}
 
 
 def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model", model_path: str | None = None,
             min_volume_ml: float = 0.1, progress: bool | Callable[[str], None] | None = None,
-            split_touching: bool = True, organs: sitk.Image | None = None) -> sitk.Image:
+            split_touching: bool = True, organs: sitk.Image | None = None,
+            equivocal_max_volume_ml: float = 0.5) -> sitk.Image:
     """Lesion-ROI label map (uint16, PET grid, 0 background, 1..N by descending SUVmax).
 
     ``method``: ``"model"`` (shipped SegResNet, or ``model_path``), ``"threshold"`` (BASELINE: liver-referenced
@@ -28,6 +29,8 @@ def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "mo
     then 26-connected components >= ``min_volume_ml`` (mL) with touching lesions split (see ``label_rois``).
     ``ct`` is accepted for models with a CT channel; the shipped model is PET-only and ignores it.
     ``progress``: True for MONAI's progress bar, or a callable receiving stage names.
+    Model outputs then lose their equivocal ROIs: smaller than ``equivocal_max_volume_ml`` (0.5 mL; 0 keeps
+    all) with SUVmax not above the liver SUVmean (``threshold.liver_reference``); see ``drop_equivocal_rois``.
     """
     _check_input(pet_suv)
     report = progress if callable(progress) else (lambda _stage: None)
@@ -44,7 +47,10 @@ def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "mo
         probability = sitk.Resample(probability, pet_suv, sitk.Transform(), sitk.sitkLinear, 0.0)
         mask = probability > model.config.threshold
     report("components")
-    return label_rois(mask, pet_suv, min_volume_ml=min_volume_ml, split_touching=split_touching)
+    labels = label_rois(mask, pet_suv, min_volume_ml=min_volume_ml, split_touching=split_touching)
+    if method != "threshold" and equivocal_max_volume_ml > 0:
+        labels = drop_equivocal_rois(labels, pet_suv, liver_reference(pet_suv)[0], equivocal_max_volume_ml)
+    return labels
 
 
 def _model(path: str | None) -> SegmentationModel:

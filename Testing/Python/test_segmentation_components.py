@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from LesionResponseLib.segmentation import label_rois, liver_reference, segment, threshold_mask
+from LesionResponseLib.segmentation import drop_equivocal_rois, label_rois, liver_reference, segment, threshold_mask
 
 SPACING = 2.0  # mm; voxel = 0.008 mL
 
@@ -69,3 +69,19 @@ def test_threshold_baseline_finds_spheres_and_skips_large_organ():
         assert mask[lesion].mean() > 0.95
     labels = sitk.GetArrayFromImage(segment(_image(suv), method="threshold"))
     assert labels.max() == 2
+
+
+def test_equivocal_rois_are_small_and_not_above_liver():
+    """Dropped: < 0.5 mL with SUVmax <= liver SUVmean (5). Kept: small but hot, large but faint; relabelled 1..N."""
+    shape = (48, 48, 48)
+    suv = np.ones(shape)
+    small_faint, small_hot = _ball(shape, (10, 10, 10), 4), _ball(shape, (10, 36, 10), 4)  # 0.27 mL each
+    large_faint = _ball(shape, (32, 24, 30), 9)  # 3.1 mL
+    suv[small_faint], suv[small_hot], suv[large_faint] = 4.5, 12.0, 4.0
+    labels = label_rois(_image(small_faint | small_hot | large_faint), _image(suv), split_touching=False)
+    assert sitk.GetArrayViewFromImage(labels).max() == 3
+    kept = sitk.GetArrayFromImage(drop_equivocal_rois(labels, _image(suv), liver_suv=5.0))
+    assert kept.max() == 2 and not kept[small_faint].any()
+    assert kept[small_hot].min() == 1 and kept[large_faint].min() == 2  # by descending SUVmax
+    same = drop_equivocal_rois(labels, _image(suv), liver_suv=5.0, max_volume_ml=0.0)
+    assert np.array_equal(sitk.GetArrayViewFromImage(same), sitk.GetArrayViewFromImage(labels))
