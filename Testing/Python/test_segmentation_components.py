@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from LesionResponseLib.segmentation import drop_equivocal_rois, label_rois, liver_reference, segment, threshold_mask
+from LesionResponseLib.segmentation import (
+    drop_equivocal_rois,
+    label_rois,
+    liver_reference,
+    segment,
+    threshold_mask,
+)
 
 SPACING = 2.0  # mm; voxel = 0.008 mL
 
