@@ -38,6 +38,8 @@ def train_command(
     log: Path = typer.Option(None, help="CSV log of loss per step (default: OUT with .log.csv)."),
     axial_extent_mm: float = typer.Option(None, help="Simulate only this axial slab (mm) of the upper abdomen "
                                                      "instead of the whole body: quick smoke runs only."),
+    organ_loss_weight: float = typer.Option(1.0, help="Cross-entropy weight of physiological-organ voxels "
+                                                      "(hard negatives); 1 = plain Dice + CE."),
 ) -> None:
     """Train the lesion segmentation model on phantom patients; log losses to a CSV file."""
     from rich.console import Console
@@ -62,7 +64,7 @@ def train_command(
 
             path = train(out, seeds=chosen, steps=steps, learning_rate=lr, config=ModelConfig(patch_size=(patch,) * 3),
                          init_from=init_from, max_minutes=max_minutes, eval_every=eval_every, log_path=log,
-                         axial_extent_mm=axial_extent_mm,
+                         axial_extent_mm=axial_extent_mm, organ_loss_weight=organ_loss_weight,
                          on_step=on_step, on_scan=lambda _seed: bar.advance(scans))
     except LesionResponseError as error:
         console.print(f"[red]error:[/red] {error}")

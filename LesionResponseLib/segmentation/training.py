@@ -26,7 +26,7 @@ from LesionResponseLib.segmentation.model import (
 )
 
 TRAIN_SEEDS = range(1000, 2000)  # never used by tests (1-99) or benchmarks (100-199)
-CROP_KEYS = ("image", "label", "classes_cls_indices")  # only these reach the cropper (it deep-copies extras)
+CROP_KEYS = ("image", "label", "hard", "classes_cls_indices")  # only these reach the cropper (it deep-copies extras)
 
 
 @dataclass
@@ -89,6 +89,7 @@ def make_sample(scan: PhantomScan, config: ModelConfig, max_per_class: int = 200
     pad = [(0, max(0, p - n)) for p, n in zip(config.patch_size, label.shape, strict=True)]  # crops fit
     sample = {"image": np.pad(sitk.GetArrayFromImage(pet), pad)[None].astype(np.float32),
               "label": np.pad(label, pad)[None], "classes": np.pad(classes, pad)[None]}
+    sample["hard"] = (sample["classes"] >= 2).astype(np.uint8)  # hard-negative voxels (loss weight)
     return _with_class_indices(sample, max_per_class)
 
 
@@ -125,10 +126,10 @@ def _transforms(config: ModelConfig, samples_per_scan: int):
     )
 
     return Compose([
-        RandCropByLabelClassesd(["image", "label"], label_key="classes", spatial_size=config.patch_size,
+        RandCropByLabelClassesd(["image", "label", "hard"], label_key="classes", spatial_size=config.patch_size,
                                 ratios=crop_ratios(), num_classes=len(crop_ratios()),
                                 num_samples=samples_per_scan, warn=False,
-                                indices_key=CROP_KEYS[2], image_key="image"),
+                                indices_key="classes_cls_indices", image_key="image"),
         RandScaleIntensityd("image", factors=0.2, prob=0.8),  # SUV calibration / weight errors +-20 %
         Lambdad("image", lambda x: normalise(np.asarray(x), config)),
         RandGaussianNoised("image", prob=0.3, std=0.05),
@@ -146,7 +147,7 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
           config: ModelConfig | None = None, val_seeds: Sequence[int] = (1990, 1991), eval_every: int = 100,
           max_minutes: float | None = None, log_path: str | Path | None = None, num_threads: int = 2,
           init_from: str | Path | None = None, noise_range: tuple[float, float] = (0.6, 1.6),
-          axial_extent_mm: float | None = None, calibrate: bool = True,
+          axial_extent_mm: float | None = None, calibrate: bool = True, organ_loss_weight: float = 1.0,
           on_step: Callable[[int, dict], None] | None = None,
           on_scan: Callable[[int], None] | None = None) -> Path:
     """Train a SegResNet on phantom scans of ``seeds`` and write the model file ``out_path``.
@@ -158,9 +159,9 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     Losses per step go to ``log_path`` (default ``<out>.log.csv``); every ``eval_every`` steps the Dice on
     fixed crops of ``val_seeds`` is logged and a checkpoint saved. ``max_minutes`` stops early (checkpointed).
     ``calibrate``: afterwards pick the probability threshold on ``val_seeds`` (see ``calibrate_threshold``).
+    ``organ_loss_weight``: weight of hard-negative organ voxels in the cross-entropy term (1 = plain Dice+CE).
     """
     import torch
-    from monai.losses import DiceCELoss
 
     torch.manual_seed(0)
     torch.set_num_threads(num_threads)
@@ -173,13 +174,14 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     network = _initial_network(config, init_from)
     optimiser = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, steps))
-    loss_fn = DiceCELoss(sigmoid=True, squared_pred=True, batch=True)
+    loss_fn = _loss_function(organ_loss_weight)
     step_fn = _step_function(network, optimiser, schedule, loss_fn, _transforms(config, samples_per_scan),
                              pool, batch_scans)
     config = replace(config, trained_on={
         "generator": "LesionResponseLib.phantom.simulate_patient", "seeds": [int(min(seeds)), int(max(seeds))],
         "n_scans": len(pool), "noise_range": list(noise_range), "init_from": str(init_from or ""),
-        "learning_rate": learning_rate, "crops_per_step": batch_scans * samples_per_scan})
+        "learning_rate": learning_rate, "crops_per_step": batch_scans * samples_per_scan,
+        "crop_ratios": crop_ratios(), "organ_loss_weight": organ_loss_weight})
     start = time.time()
     with open(log_path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, ["step", "loss", "lr", "val_dice", "elapsed_s"])
@@ -200,6 +202,23 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     if calibrate:
         calibrate_threshold(out_path, val_seeds, axial_extent_mm=axial_extent_mm)
     return out_path
+
+
+def _loss_function(organ_loss_weight: float) -> Callable:
+    """``loss(logits, labels, hard)``: batch Dice + binary cross-entropy, hard-negative organ voxels (``hard`` = 1)
+    weighted ``organ_loss_weight`` in the cross-entropy (a lesion called in an adrenal costs that many
+    background voxels)."""
+    import torch
+    from monai.losses import DiceLoss
+
+    dice = DiceLoss(sigmoid=True, squared_pred=True, batch=True)
+
+    def loss(logits, labels, hard):
+        weight = 1.0 + (organ_loss_weight - 1.0) * hard.float()
+        ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=weight)
+        return dice(logits, labels) + ce
+
+    return loss
 
 
 def _initial_network(config: ModelConfig, init_from: str | Path | None):
@@ -223,9 +242,10 @@ def _step_function(network, optimiser, schedule, loss_fn, transform, pool, batch
         crops = [c for sample in picked for c in transform(sample)]
         images = torch.stack([torch.as_tensor(np.asarray(c["image"])) for c in crops]).float()
         labels = torch.stack([torch.as_tensor(np.asarray(c["label"])) for c in crops]).float()
+        hard = torch.stack([torch.as_tensor(np.asarray(c["hard"])) for c in crops])
         network.train()
         optimiser.zero_grad()
-        loss = loss_fn(network(images), labels)
+        loss = loss_fn(network(images), labels, hard)
         loss.backward()
         optimiser.step()
         schedule.step()
