@@ -25,7 +25,7 @@ def _seed_range(text: str) -> range:
 
 
 def train_command(
-    out: Path = typer.Option(Path("Resources/Models/lesion_segresnet_v3.pt"), "--out", "-o",
+    out: Path = typer.Option(Path("Resources/Models/lesion_segresnet_v4.pt"), "--out", "-o",
                              help="Model file to write (state_dict + config, versioned .pt; a .json copy too)."),
     seeds: str = typer.Option("1000-1015", help="Phantom training seeds, FIRST-LAST (1000-1999 are reserved "
                                                 "for training; 1-99 tests, 100-199 benchmark)."),

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from LesionResponseLib.errors import LesionResponseError, describe
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
-DEFAULT_MODEL_PATH = MODELS_DIR / "lesion_segresnet_v3.pt"
+DEFAULT_MODEL_PATH = MODELS_DIR / "lesion_segresnet_v4.pt"
 FILE_FORMAT = "lesion-response-segmentation-model"
 
 
