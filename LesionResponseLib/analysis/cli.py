@@ -31,12 +31,13 @@ def _params(segmentation: str, model: str | None, reference: str, decrease: floa
             registration: str, psf_fwhm_mm: float = _DEFAULTS.psf_fwhm_mm,
             measure: str = _DEFAULTS.response_measure,
             equivocal_max_volume_ml: float = _DEFAULTS.equivocal_max_volume_ml):
+    from LesionResponseLib.analysis.response import MEASURES, REFERENCES
     from LesionResponseLib.datamodel import AnalysisParameters
 
-    if reference not in ("baseline", "previous", "nadir"):
-        raise typer.BadParameter("use baseline, previous or nadir", param_hint="--reference")
-    if measure not in ("suv_total", "suv_total_pvc"):
-        raise typer.BadParameter("use suv_total or suv_total_pvc", param_hint="--measure")
+    if reference not in REFERENCES:
+        raise typer.BadParameter(f"use one of {', '.join(REFERENCES)}", param_hint="--reference")
+    if measure not in MEASURES:
+        raise typer.BadParameter(f"use one of {', '.join(MEASURES)}", param_hint="--measure")
     if psf_fwhm_mm <= 0:
         raise typer.BadParameter("the PET resolution is a positive FWHM in mm (typically 5-7)",
                                  param_hint="--psf-fwhm-mm")
