@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${LESION_RESPONSE_VENV:-.venv}
 
-apt_tools=(dicom3tools dcmtk orthanc plastimatch elastix chromium poppler-utils)
+apt_tools=(dicom3tools dcmtk orthanc orthanc-dicomweb plastimatch elastix chromium poppler-utils)
 missing=()
 command -v dciodvfy >/dev/null || missing+=(dicom3tools)
 command -v dsrdump >/dev/null || missing+=(dcmtk)
 command -v Orthanc >/dev/null || missing+=(orthanc)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)  # DICOMweb for cohort --pacs tests
 command -v plastimatch >/dev/null || missing+=(plastimatch)
 command -v elastix >/dev/null || missing+=(elastix)
 command -v chromium >/dev/null || missing+=(chromium)

@@ -2,10 +2,15 @@
 (docs/DOMAIN.md §8) and cohort figures. The ``analyze`` pipeline that runs every stage is in
 :mod:`LesionResponseLib.workflow`."""
 
-from LesionResponseLib.analysis.cohort import cohort_summary, cohort_table
+from LesionResponseLib.analysis.cohort import (
+    cohort_summary,
+    cohort_table,
+    truth_cohort_summary,
+    truth_cohort_table,
+)
 from LesionResponseLib.analysis.outputs import OutputFolderError, load_analysis, load_labels, write_outputs
 from LesionResponseLib.analysis.quantify import QuantificationError, measure_rois
 from LesionResponseLib.analysis.response import assess_response, roi_categories
 
-__all__ = ["OutputFolderError", "QuantificationError", "assess_response", "cohort_summary", "cohort_table",
+__all__ = ["OutputFolderError", "QuantificationError", "assess_response", "cohort_summary", "cohort_table", "truth_cohort_summary", "truth_cohort_table",
            "load_analysis", "load_labels", "measure_rois", "roi_categories", "write_outputs"]

@@ -11,14 +11,21 @@ Definitions (accepted ROIs only; categories as in :mod:`LesionResponseLib.analys
   of those, the ones absent at the final time point.
 - disappearing at the first follow-up → returned: tracks ``disappearing`` at follow-up 1 (patients with
   > 1 follow-up) and, of those, the ones present again at the final time point.
+
+The same figures from a phantom's ground truth (``truth_cohort_summary``: true lesions as ROIs, truth
+tracks, truth categories) let a synthetic cohort's analysis be checked against truth figure by figure.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 from typing import Any
 
-from LesionResponseLib.datamodel import Analysis, TrackResponse
+from LesionResponseLib.analysis.response import track_pattern
+from LesionResponseLib.datamodel import Analysis, AnalysisParameters, TrackResponse
+from LesionResponseLib.errors import LesionResponseError, describe
 
 NON_MONOTONIC = frozenset({"non-monotonic", "new-then-resolved", "disappeared-then-returned"})
 
@@ -37,17 +44,26 @@ def _pct(part: int, whole: int) -> float | None:
     return round(100.0 * part / whole, 1) if whole else None
 
 
-def patient_figures(analysis: Analysis) -> dict[str, Any]:
-    """One patient's row of the cohort table."""
-    n_tp = len(analysis.timepoints)
+def rois_per_image(analysis: Analysis) -> list[int]:
+    """Accepted lesion-ROIs of each time point of one patient, baseline first."""
+    return [sum(r.timepoint == t.index and r.status == "accepted" for r in analysis.rois) for t in analysis.timepoints]
+
+
+def _row(patient_id: str, per_image: list[int], responses: list[TrackResponse],
+         heterogeneous: dict[int, bool]) -> dict[str, Any]:
+    """One patient's figures from its ROI counts per image, track responses and heterogeneity flags."""
+    n_tp = len(per_image)
     last = n_tp - 1
-    responses = analysis.responses
     new_first = [r for r in responses if r.categories.get(1) == "new"]
     gone_first = [r for r in responses if r.categories.get(1) == "disappearing"]
+    spread = _spread(per_image)
     row: dict[str, Any] = {
-        "patient_id": analysis.patient_id,
+        "patient_id": patient_id,
         "n_scans": n_tp,
-        "n_rois": sum(r.status == "accepted" for r in analysis.rois),
+        "n_rois": sum(per_image),
+        "rois_per_image_median": spread["median"],
+        "rois_per_image_min": spread["min"],
+        "rois_per_image_max": spread["max"],
         "n_tracks": len(responses),
         "non_monotonic": any(r.pattern in NON_MONOTONIC for r in responses) if n_tp > 2 else None,
         "new_at_first_follow_up": len(new_first),
@@ -56,8 +72,13 @@ def patient_figures(analysis: Analysis) -> dict[str, Any]:
         "disappeared_returned_at_last": sum(_present(r, last) for r in gone_first) if n_tp > 2 else None,
     }
     for k in range(1, n_tp):
-        row[f"heterogeneous_t{k}"] = bool(analysis.heterogeneous.get(k, False))
+        row[f"heterogeneous_t{k}"] = bool(heterogeneous.get(k, False))
     return row
+
+
+def patient_figures(analysis: Analysis) -> dict[str, Any]:
+    """One patient's row of the cohort table."""
+    return _row(analysis.patient_id, rois_per_image(analysis), analysis.responses, analysis.heterogeneous)
 
 
 def cohort_table(analyses: list[Analysis]):
@@ -69,9 +90,12 @@ def cohort_table(analyses: list[Analysis]):
 
 def cohort_summary(analyses: list[Analysis]) -> dict[str, Any]:
     """The paper's cohort figures (module docstring) as a JSON-compatible dict."""
-    rows = [patient_figures(a) for a in analyses]
-    per_image = [sum(r.timepoint == t.index and r.status == "accepted" for r in a.rois)
-                 for a in analyses for t in a.timepoints]
+    return summarise([patient_figures(a) for a in analyses], [rois_per_image(a) for a in analyses])
+
+
+def summarise(rows: list[dict[str, Any]], per_image_by_patient: list[list[int]]) -> dict[str, Any]:
+    """Cohort figures from per-patient rows (:func:`patient_figures`) and their ROI counts per image."""
+    per_image = [n for counts in per_image_by_patient for n in counts]
     multi = [r for r in rows if r["n_scans"] > 2]
     max_followups = max((r["n_scans"] - 1 for r in rows), default=0)
     heterogeneous = {}
@@ -105,3 +129,62 @@ def cohort_summary(analyses: list[Analysis]) -> dict[str, Any]:
         "disappeared_returned_at_last": returned,
         "disappeared_returned_at_last_pct": _pct(returned, gone),
     }
+
+
+# ------------------------------------------------------------------------------------------ phantom truth
+def truth_responses(truth: dict[str, Any]) -> list[TrackResponse]:
+    """Track responses of a phantom's ground truth (``truth.json``): true SUVtotal, categories, pattern.
+
+    Categories are the truth's own (baseline reference, ±30 %, docs/ARCHITECTURE.md); the pattern is
+    :func:`track_pattern` over the true SUVtotal with the default thresholds. Tracks never present are left out.
+    """
+    params = AnalysisParameters()
+    responses = []
+    for track_id, entry in truth["tracks"].items():
+        totals = {k: (v if v > 0 else None) for k, v in enumerate(entry["suv_total"])}
+        if all(v is None for v in totals.values()):
+            continue
+        responses.append(TrackResponse(track_id=int(track_id), suv_total={k: v or 0.0 for k, v in totals.items()},
+                                       categories={int(k): c for k, c in entry["categories"].items()},
+                                       delta_suv_total_pct={}, pattern=track_pattern(totals, params)))
+    return responses
+
+
+def truth_rois_per_image(truth: dict[str, Any]) -> list[int]:
+    """True lesion-ROIs per time point: distinct truth labels present there (a merged lesion counts once)."""
+    n = int(truth["n_timepoints"])
+    labels: list[set[int]] = [set() for _ in range(n)]
+    for lesion in truth["lesions"]:
+        for tp, entry in lesion["timepoints"].items():
+            if entry.get("present"):
+                labels[int(tp)].update(int(v) for v in entry["labels"])
+    return [len(s) for s in labels]
+
+
+def truth_patient_figures(truth: dict[str, Any]) -> dict[str, Any]:
+    """The cohort-table row of a phantom patient computed from its ground truth (same keys as
+    :func:`patient_figures`), so an analysed cohort can be compared with its truth figure by figure."""
+    return _row(str(truth["patient_id"]), truth_rois_per_image(truth), truth_responses(truth),
+                {int(k): bool(v) for k, v in truth["heterogeneous"].items()})
+
+
+def truth_cohort_summary(phantom_dirs: list[str | Path]) -> dict[str, Any]:
+    """:func:`cohort_summary` of the ground truth of phantom folders (each holds ``truth.json``)."""
+    truths = [_load_truth(d) for d in phantom_dirs]
+    return summarise([truth_patient_figures(t) for t in truths], [truth_rois_per_image(t) for t in truths])
+
+
+def truth_cohort_table(phantom_dirs: list[str | Path]):
+    """:func:`cohort_table` of the ground truth of phantom folders (a pandas DataFrame)."""
+    import pandas as pd
+
+    return pd.DataFrame([truth_patient_figures(_load_truth(d)) for d in phantom_dirs])
+
+
+def _load_truth(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / "truth.json"
+    if not path.is_file():
+        raise LesionResponseError(describe("no truth.json: not a phantom folder", path=folder,
+                                           fix="Give phantom folders written by `lesion-response phantom` or "
+                                               "`phantom-cohort`."))
+    return json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""Command-line commands of the phantom stage: ``phantom`` and ``mip``."""
+"""Command-line commands of the phantom stage: ``phantom``, ``phantom-cohort`` and ``mip``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``lesion-response`` app."""
     app.command("phantom")(phantom)
     app.command("mip")(mip)
+    app.command("phantom-cohort")(phantom_cohort)
 
 
 def phantom(
@@ -85,3 +86,31 @@ def mip(
         raise typer.Exit(2) from None
     paths = save_mips(images, out or Path(input_dir) / "mip", titles, window=(0.0, vmax))
     typer.echo("\n".join(str(p) for p in paths))
+
+
+def phantom_cohort(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the cohort (one phantom folder per patient)."),
+    patients: int = typer.Option(18, min=1, help="Number of patients (18 = the paper's cohort, 67 scans)."),
+    seed: int = typer.Option(1, help="Seed of the first patient; patient i gets seed + i."),
+    axial_extent_mm: float = typer.Option(None, help="Scan only this length (mm) around the upper abdomen "
+                                          "(small, fast patients for tests and quick runs)."),
+    lesions: int = typer.Option(None, help="Lesions per patient (default: 12–40 drawn from each seed)."),
+    extras: bool = typer.Option(True, help="Also write a localizer and a NAC PET per study (to be ignored)."),
+) -> None:
+    """Generate a synthetic cohort like the paper's (2–7 scans per patient, mixed vendors) with ground truth."""
+    from rich.progress import Progress
+
+    from LesionResponseLib.errors import LesionResponseError
+    from LesionResponseLib.phantom.cohort import generate_cohort
+
+    console = cli_console()
+    try:
+        with Progress(console=console) as bar:
+            task = bar.add_task("generating patients", total=patients)
+            generate_cohort(out, patients=patients, seed=seed, axial_extent_mm=axial_extent_mm, n_lesions=lesions,
+                            extras=extras, progress=lambda done, total, _pid: bar.update(task, completed=done))
+    except LesionResponseError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"written to {out} (manifest: {out / 'manifest.csv'}); analyse it with "
+                  f"`lesion-response cohort-analyze {out / 'manifest.csv'} -o OUT`")
