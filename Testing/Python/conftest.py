@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Callable
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,8 +46,65 @@ def require_tool(name: str) -> str:
     """Path of a Debian tool the test needs; skip (with the install hint) when it is missing."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not installed (bash scripts/setup.sh installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI must never pass by skipping the real-tool checks
-        pytest.skip(message)
+        _missing(f"{name} not installed (bash scripts/setup.sh installs it)")
     return path
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(message)  # CI must never pass by skipping the real-tool checks
+    pytest.skip(message)
+
+
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")  # Debian orthanc-dicomweb
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_orthanc(storage: Path, dicomweb: bool = False) -> Iterator[tuple[str, int]]:
+    """A real Orthanc on loopback (free ports, storage in ``storage``): yields (REST base URL, DICOM port).
+
+    It accepts C-STORE, C-FIND and C-GET from any AE title calling ``ORTHANC``; with ``dicomweb`` it also
+    serves DICOMweb at ``BASE/dicom-web`` (skipped when the plugin is not installed).
+    """
+    binary = require_tool("Orthanc")
+    if dicomweb and not DICOMWEB_PLUGIN.is_file():
+        _missing(f"the Orthanc DICOMweb plugin {DICOMWEB_PLUGIN} is not installed (bash scripts/setup.sh installs "
+                 "orthanc-dicomweb)")
+    http, dicom = free_port(), free_port()
+    config = {"Name": "lesion-response-test", "StorageDirectory": str(storage / "db"),
+              "IndexDirectory": str(storage / "db"), "HttpPort": http, "DicomPort": dicom,
+              "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomAet": "ORTHANC",
+              "DicomCheckCalledAet": True, "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True,
+              "DicomAlwaysAllowGet": True, "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
+              "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"}, "HttpsVerifyPeers": False}
+    storage.mkdir(parents=True, exist_ok=True)
+    path = storage / "orthanc.json"
+    path.write_text(json.dumps(config))
+    process = subprocess.Popen([binary, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{http}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{base}/system", timeout=1).read()
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail(f"Orthanc exited: {process.stderr.read().decode()[-500:]}")
+                time.sleep(0.2)
+        else:
+            pytest.fail("Orthanc did not answer /system within 60 s")
+        yield base, dicom
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture()
+def orthanc(tmp_path) -> Iterator[tuple[str, int]]:
+    """A fresh Orthanc per test (:func:`start_orthanc`): (REST base URL, DICOM port)."""
+    yield from start_orthanc(tmp_path / "orthanc")

@@ -3,52 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import time
 import urllib.request
 
 import pydicom
 import pytest
-from conftest import require_tool
 from test_report_factory import build_output
 
 from LesionResponseLib.report import PacsError, export_dicom, send_to_pacs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture()
-def orthanc(tmp_path):
-    binary = require_tool("Orthanc")
-    http, dicom = _free_port(), _free_port()
-    config = {"Name": "lesion-response-test", "StorageDirectory": str(tmp_path / "db"),
-              "IndexDirectory": str(tmp_path / "db"), "HttpPort": http, "DicomPort": dicom,
-              "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomAet": "ORTHANC",
-              "DicomCheckCalledAet": True, "DicomAlwaysAllowStore": True, "Plugins": [], "HttpsVerifyPeers": False}
-    path = tmp_path / "orthanc.json"
-    path.write_text(json.dumps(config))
-    process = subprocess.Popen([binary, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{http}"
-    try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"{base}/system", timeout=1).read()
-                break
-            except OSError:
-                if process.poll() is not None:
-                    pytest.fail(f"Orthanc exited: {process.stderr.read().decode()[-500:]}")
-                time.sleep(0.2)
-        else:
-            pytest.fail("Orthanc did not answer /system within 30 s")
-        yield base, dicom
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_send_stores_every_object(orthanc, tmp_path):
