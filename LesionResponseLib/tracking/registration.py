@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
@@ -72,7 +72,8 @@ class RegistrationSettings:
     min_body_dice: float = 0.85  # below: gross failure (the bodies do not overlap)
     min_ncc: float = 0.5  # below: images not brought into correspondence
     max_fold_fraction: float = 0.001  # above: B-spline dropped, rigid kept
-    threads: int = 2
+    # 2 (measured); fewer when the process was limited (a cohort worker's share: workflow/cohort.py)
+    threads: int = field(default_factory=lambda: min(2, sitk.ProcessObject_GetGlobalDefaultNumberOfThreads()))
     seed: int = 1  # metric sampling seed: the same inputs give the same transform
 
 

@@ -1,4 +1,5 @@
-"""Command-line commands of the orchestration layer: ``analyze`` and ``demo`` (they combine stages)."""
+"""Command-line commands of the orchestration layer: ``analyze``, ``demo`` and ``cohort-analyze`` (they
+combine stages)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,32 @@ from LesionResponseLib.terminal import cli_console
 _DEFAULTS = AnalysisParameters()
 
 
+# options shared by analyze and cohort-analyze (one definition, same help and defaults)
+_SEGMENTATION = typer.Option("model", help="'model' (shipped MONAI model), 'threshold', or a model file.")
+_MODEL = typer.Option(None, help="Model file for --segmentation model (default: the shipped one).")
+_REFERENCE = typer.Option("baseline", help="ΔSUVtotal reference: baseline, previous or nadir.")
+_DECREASE = typer.Option(-30.0, help="ΔSUVtotal % below which a lesion is 'decreasing'.")
+_INCREASE = typer.Option(30.0, help="ΔSUVtotal % above which a lesion is 'increasing'.")
+_DILATION_MM = typer.Option(_DEFAULTS.dilation_mm, help="Conformal dilation of ROIs before matching (mm).")
+_MAX_DISTANCE_MM = typer.Option(_DEFAULTS.max_match_distance_mm, help="Largest centroid distance of matched ROIs (mm).")
+_MIN_OVERLAP = typer.Option(_DEFAULTS.min_overlap, help="Smallest overlap coefficient of matched dilated ROIs (0–1).")
+_MIN_VOLUME_ML = typer.Option(_DEFAULTS.min_roi_volume_ml, help="Smallest lesion-ROI kept by the segmentation (mL).")
+_EQUIVOCAL_MAX_VOLUME_ML = typer.Option(_DEFAULTS.equivocal_max_volume_ml, help="Model ROIs smaller than "
+                                              "this (mL) with SUVmax not above the liver SUVmean are dropped "
+                                              "as equivocal (0: keep all).")
+_REGISTRATION = typer.Option(_DEFAULTS.registration_method, help="Registration: sitk-bspline, sitk-rigid, elastix, "
+                                                      "auto (elastix when installed) or identity.")
+_PSF_FWHM_MM = typer.Option(_DEFAULTS.psf_fwhm_mm, help="Reconstructed PET resolution, FWHM in mm (your "
+                                  "scanner's; 5–7 on current PET/CT): used by the partial-volume-corrected SUVtotal.")
+_MEASURE = typer.Option(_DEFAULTS.response_measure, help="ROI quantity that drives the categories: suv_total "
+                            "(SUVmean × volume, the paper's) or suv_total_pvc (partial-volume corrected).")
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``lesion-response`` app."""
     app.command("analyze")(analyze_command)
     app.command("demo")(demo_command)
+    app.command("cohort-analyze")(cohort_analyze_command)
 
 
 def _params(segmentation: str, model: str | None, reference: str, decrease: float, increase: float,
@@ -80,26 +103,21 @@ def analyze_command(
     input_dir: Path = typer.Argument(..., help="Folder with the patient's DICOM files (any layout, all studies)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; the stage cache lives in OUT/cache)."),
     patient: str = typer.Option(None, help="PatientID to analyse when the folder holds several patients."),
-    segmentation: str = typer.Option("model", help="'model' (shipped MONAI model), 'threshold', or a model file."),
-    model: str = typer.Option(None, help="Model file for --segmentation model (default: the shipped one)."),
+    segmentation: str = _SEGMENTATION,
+    model: str = _MODEL,
     labels: Path = typer.Option(None, help="Use label maps tp{k}.nii.gz (or tp{k}_lesions.nii.gz) from this "
                                            "folder instead of segmenting."),
-    reference: str = typer.Option("baseline", help="ΔSUVtotal reference: baseline, previous or nadir."),
-    decrease: float = typer.Option(-30.0, help="ΔSUVtotal % below which a lesion is 'decreasing'."),
-    increase: float = typer.Option(30.0, help="ΔSUVtotal % above which a lesion is 'increasing'."),
-    dilation_mm: float = typer.Option(_DEFAULTS.dilation_mm, help="Conformal dilation of ROIs before matching (mm)."),
-    max_distance_mm: float = typer.Option(_DEFAULTS.max_match_distance_mm, help="Largest centroid distance of matched ROIs (mm)."),
-    min_overlap: float = typer.Option(_DEFAULTS.min_overlap, help="Smallest overlap coefficient of matched dilated ROIs (0–1)."),
-    min_volume_ml: float = typer.Option(_DEFAULTS.min_roi_volume_ml, help="Smallest lesion-ROI kept by the segmentation (mL)."),
-    equivocal_max_volume_ml: float = typer.Option(_DEFAULTS.equivocal_max_volume_ml, help="Model ROIs smaller than "
-                                                  "this (mL) with SUVmax not above the liver SUVmean are dropped "
-                                                  "as equivocal (0: keep all)."),
-    registration: str = typer.Option(_DEFAULTS.registration_method, help="Registration: sitk-bspline, sitk-rigid, elastix, "
-                                                          "auto (elastix when installed) or identity."),
-    psf_fwhm_mm: float = typer.Option(_DEFAULTS.psf_fwhm_mm, help="Reconstructed PET resolution, FWHM in mm (your "
-                                      "scanner's; 5–7 on current PET/CT): used by the partial-volume-corrected SUVtotal."),
-    measure: str = typer.Option(_DEFAULTS.response_measure, help="ROI quantity that drives the categories: suv_total "
-                                "(SUVmean × volume, the paper's) or suv_total_pvc (partial-volume corrected)."),
+    reference: str = _REFERENCE,
+    decrease: float = _DECREASE,
+    increase: float = _INCREASE,
+    dilation_mm: float = _DILATION_MM,
+    max_distance_mm: float = _MAX_DISTANCE_MM,
+    min_overlap: float = _MIN_OVERLAP,
+    min_volume_ml: float = _MIN_VOLUME_ML,
+    equivocal_max_volume_ml: float = _EQUIVOCAL_MAX_VOLUME_ML,
+    registration: str = _REGISTRATION,
+    psf_fwhm_mm: float = _PSF_FWHM_MM,
+    measure: str = _MEASURE,
 ) -> None:
     """Analyse one patient: segment, quantify, register, track, categorise; write the output folder."""
     from LesionResponseLib.errors import LesionResponseError
@@ -192,3 +210,81 @@ def _print_agreement(agreement: dict, console) -> None:
         if errors.size:
             console.print(f"{name} vs truth (tracks ≥ 2 mL): median |error| {np.median(errors):.1f}%, "
                           f"within 10%: {np.mean(errors <= 10) * 100:.0f}% of {errors.size}")
+
+
+def cohort_analyze_command(
+    input_path: Path = typer.Argument(None, help="A folder tree (every patient in it), or a manifest CSV "
+                                                 "(patient_id,folder[,pacs]); omit with --pacs to take every PET "
+                                                 "patient on the PACS."),
+    out: Path = typer.Option(..., "--out", "-o", help="Cohort folder: OUT/patients/<id>/ per patient, cohort.json, "
+                                                      "cohort.csv, cohort-run.json, report/cohort.html."),
+    pacs: str = typer.Option(None, help="DICOM server to retrieve from: a DICOMweb root (http://host:8042/dicom-web) "
+                                        "or DIMSE dicom://AET@host:port (C-FIND + C-GET)."),
+    patient: list[str] = typer.Option(None, "--patient", help="Analyse only this PatientID (repeat the option)."),
+    cache: Path = typer.Option(None, help="Local cache for DICOM retrieved from --pacs (default OUT/pacs-cache)."),
+    scheduler: str = typer.Option(None, help="Address of an existing Dask scheduler (tcp://host:8786, e.g. from "
+                                             "dask-jobqueue or dask-kubernetes); default: a LocalCluster here."),
+    workers: int = typer.Option(None, min=1, help="LocalCluster worker processes, each analysing one patient at a "
+                                                  "time (default: one per 2 cores, within RAM at 4 GB each)."),
+    threads: int = typer.Option(None, min=1, help="torch/ITK/OpenMP threads per patient (default: cores / workers; "
+                                                  "on --scheduler: the worker's cores / its Dask threads)."),
+    memory_limit: str = typer.Option("auto", help="Memory limit per LocalCluster worker (e.g. 6GB; auto: RAM / "
+                                                  "workers); a worker above it is restarted by Dask."),
+    dashboard_address: str = typer.Option(":8787", help="Where the LocalCluster serves the Dask dashboard."),
+    segmentation: str = _SEGMENTATION,
+    model: str = _MODEL,
+    reference: str = _REFERENCE,
+    decrease: float = _DECREASE,
+    increase: float = _INCREASE,
+    dilation_mm: float = _DILATION_MM,
+    max_distance_mm: float = _MAX_DISTANCE_MM,
+    min_overlap: float = _MIN_OVERLAP,
+    min_volume_ml: float = _MIN_VOLUME_ML,
+    equivocal_max_volume_ml: float = _EQUIVOCAL_MAX_VOLUME_ML,
+    registration: str = _REGISTRATION,
+    psf_fwhm_mm: float = _PSF_FWHM_MM,
+    measure: str = _MEASURE,
+) -> None:
+    """Analyse a cohort on Dask (one task per patient; resumable), then its cohort figures and report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from LesionResponseLib.errors import LesionResponseError
+    from LesionResponseLib.workflow.cohort import ClusterPlan, discover, run_cohort
+
+    console = cli_console()
+    params = _params(segmentation, model, reference, decrease, increase, dilation_mm, max_distance_mm,
+                     min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml)
+    plan = ClusterPlan(scheduler=scheduler, workers=workers, threads=threads, memory_limit=memory_limit,
+                       dashboard_address=dashboard_address)
+    try:
+        with console.status("finding patients"):
+            jobs = discover(input_path, pacs, patient or None)
+        console.print(f"{len(jobs)} patient(s) to analyse into {out}")
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as bar:
+            task = bar.add_task("patients", total=len(jobs))
+
+            def started(client) -> None:
+                bar.console.print(f"Dask dashboard: {client.dashboard_link or 'not available'} "
+                                  f"(scheduler {client.scheduler.address})")
+
+            def finished(result) -> None:
+                colour = {"done": "green", "skipped": "cyan"}.get(result["status"], "red")
+                note = f": {result['error']}" if result["error"] else ""
+                bar.console.print(f"[{colour}]{result['status']}[/{colour}] {result['patient_id']}{note}",
+                                  highlight=False)
+                bar.advance(task)
+
+            run = run_cohort(jobs, out, params, plan, cache, on_start=started, on_result=finished)
+    except LesionResponseError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    counts = {s: sum(r["status"] == s for r in run["patients"]) for s in ("done", "skipped", "failed")}
+    console.print(f"{counts['done']} analysed, {counts['skipped']} unchanged (skipped), {counts['failed']} failed "
+                  f"in {run['seconds']:.0f} s; status per patient: {out / 'cohort-run.json'}")
+    if run["figures"]:
+        f = run["figures"]
+        console.print(f"cohort: {f['patients']} patients, {f['scans']} scans, {f['lesion_rois']} lesion-ROIs, "
+                      f"{f['tracks']} tracks; figures in {out / 'cohort.json'}, report {out / 'report' / 'cohort.html'}")
+    if counts["failed"]:
+        raise typer.Exit(1)

@@ -89,7 +89,8 @@ def image_digest(image: sitk.Image) -> str:
     return digest.hexdigest()[:20]
 
 
-def _model_digest(params: AnalysisParameters) -> str:
+def model_digest(params: AnalysisParameters) -> str:
+    """Digest of the segmentation model file the parameters name (or the method's name)."""
     method = params.segmentation_method
     if method == "threshold":
         return "threshold"
@@ -120,7 +121,7 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
                        report: RunReport) -> sitk.Image:
     """Label map of one loaded time point: from ``labels_dir``, the cache, or :func:`segment`."""
     k = tp.info.index
-    source = file_digest(_find_label_file(labels_dir, k)) if labels_dir else _model_digest(params)
+    source = file_digest(_find_label_file(labels_dir, k)) if labels_dir else model_digest(params)
     key = _digest("seg", tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12),
                   params.segmentation_method if not labels_dir else "labels", params.min_roi_volume_ml, source,
                   *([params.equivocal_max_volume_ml] if not labels_dir else []))
