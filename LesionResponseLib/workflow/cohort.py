@@ -220,7 +220,8 @@ def analyse_patient(job: PatientJob, out_dir: str, params: AnalysisParameters, c
                     threads: int | None = None) -> dict[str, Any]:
     """One Dask task: analyse ``job`` into ``OUT/patients/<patient>`` unless already done (module docstring).
 
-    Returns ``{"patient_id", "status": "done"|"skipped"|"failed", "folder", "seconds", "error"}``; never
+    Returns ``{"patient_id", "status": "done"|"skipped"|"failed", "folder", "seconds", "error"}`` (and the
+    worker's ``worker_peak_rss_mb`` after an analysis); never
     raises for a bad patient (its error is recorded instead).
     """
     from filelock import FileLock
@@ -254,7 +255,18 @@ def analyse_patient(job: PatientJob, out_dir: str, params: AnalysisParameters, c
         atomic_write_text(folder / DONE, json.dumps({"key": key, "job": job.to_dict(), "version": __version__,
                                                      "seconds": round(time.perf_counter() - start, 2)}, indent=1))
         _log(folder, "finished", key=key)
-    return {**result, "status": "done", "seconds": round(time.perf_counter() - start, 2)}
+    return {**result, "status": "done", "seconds": round(time.perf_counter() - start, 2),
+            "worker_peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this (worker) process so far, MB (Linux ru_maxrss is in kB)."""
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except ImportError:  # not on Windows
+        return None
 
 
 def _input_folder(job: PatientJob, cache: Path) -> Path:
