@@ -32,10 +32,13 @@ def _cell(value: Any) -> Any:
 def statements(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(figure, this cohort, paper) rows: the paper's headline figures side by side with ours."""
     f = figures
-    return [
+    per_image, per_patient = f["rois_per_image"], f["tracks_per_patient"]
+    rows = [
         ("patients / scans", f"{f['patients']} / {f['scans']}", "18 / 67"),
         ("lesion-ROIs (median per image)", f"{f['lesion_rois']} ({_fmt(f['median_rois_per_image'])})", "3,289 (24)"),
+        ("lesion-ROIs per image: range", f"{_fmt(per_image['min'])}–{_fmt(per_image['max'])}", "–"),
         ("tracks (median per patient)", f"{f['tracks']} ({_fmt(f['median_tracks_per_patient'])})", "1,459 (49)"),
+        ("tracks per patient: range", f"{_fmt(per_patient['min'])}–{_fmt(per_patient['max'])}", "–"),
         ("patients heterogeneous at the first follow-up", _fmt(f["heterogeneous_first_follow_up_pct"], " %"),
          "100 %"),
         ("non-monotonic change among patients with > 1 follow-up",
@@ -47,6 +50,11 @@ def statements(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
          f"{f['disappeared_returned_at_last']} of {f['disappeared_at_first_follow_up']} "
          f"({_fmt(f['disappeared_returned_at_last_pct'], ' %')})", "7 of 60 (12 %)"),
     ]
+    for k, h in f["heterogeneous_per_follow_up"].items():
+        if k != "1":
+            rows.append((f"patients heterogeneous at follow-up {k}",
+                         f"{h['heterogeneous']} of {h['patients']} ({_fmt(h['pct'], ' %')})", "–"))
+    return rows
 
 
 def first_follow_up_counts(analysis: Analysis) -> dict[str, int]:
@@ -74,6 +82,45 @@ def _bars_png(analyses: list[Analysis]) -> str:
     return base64.b64encode(_png(fig)).decode("ascii")
 
 
+def _rois_per_image_png(analyses: list[Analysis]) -> str:
+    """Lesion-ROIs of every image per patient (dots, baseline ringed) with the patient's median (bar)."""
+    import statistics
+
+    from LesionResponseLib.analysis.cohort import rois_per_image
+    from LesionResponseLib.report.plots import _png, _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(analyses) + 2.5), 3.2))
+    for i, analysis in enumerate(analyses):
+        counts = rois_per_image(analysis)
+        ax.scatter([i] * len(counts), counts, s=16, color="#3a6ea5", zorder=3)
+        ax.scatter([i], counts[:1], s=60, facecolors="none", edgecolors="#222", zorder=4)
+        ax.hlines(statistics.median(counts), i - 0.3, i + 0.3, color="#c0392b", lw=2)
+    ax.set_xticks(range(len(analyses)), [a.patient_id for a in analyses], rotation=45, ha="right")
+    ax.set_ylabel("lesion-ROIs per image")
+    ax.set_title("Lesion-ROIs per image (ringed: baseline; bar: median)")
+    return base64.b64encode(_png(fig)).decode("ascii")
+
+
+def _heterogeneity_png(figures: dict[str, Any]) -> str:
+    """Share of patients with a heterogeneous response at each follow-up (n above each bar)."""
+    from LesionResponseLib.report.plots import _png, _pyplot
+
+    plt = _pyplot()
+    per = figures["heterogeneous_per_follow_up"]
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.7 * len(per) + 1.5), 2.8))
+    ks = list(per)
+    ax.bar(range(len(ks)), [per[k]["pct"] or 0.0 for k in ks], color="#8e44ad")
+    for i, k in enumerate(ks):
+        ax.text(i, (per[k]["pct"] or 0.0) + 2, f"{per[k]['heterogeneous']}/{per[k]['patients']}", ha="center",
+                fontsize=8)
+    ax.set_xticks(range(len(ks)), [f"FU{k}" for k in ks])
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("% of patients")
+    ax.set_title("Heterogeneous response per follow-up")
+    return base64.b64encode(_png(fig)).decode("ascii")
+
+
 def write_cohort_report(out_dirs: list[str | Path], dest: str | Path) -> dict[str, Path]:
     """Write ``cohort.csv`` (one row per patient) and ``cohort.html`` for the folders ``out_dirs`` into ``dest``."""
     import jinja2
@@ -93,5 +140,8 @@ def write_cohort_report(out_dirs: list[str | Path], dest: str | Path) -> dict[st
     rows = [{k: _cell(v) for k, v in row.items()} for row in table.to_dict("records")]
     html_path.write_text(env.get_template("cohort.html.j2").render(
         figures=figures, statements=statements(figures), paper=PAPER, rows=rows, columns=list(table.columns),
-        chart=_bars_png(analyses) if analyses else ""), encoding="utf-8")
+        chart=_bars_png(analyses) if analyses else "",
+        rois_chart=_rois_per_image_png(analyses) if analyses else "",
+        heterogeneity_chart=_heterogeneity_png(figures) if figures["heterogeneous_per_follow_up"] else ""),
+        encoding="utf-8")
     return {"csv": csv_path, "html": html_path}

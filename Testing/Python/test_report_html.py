@@ -126,7 +126,8 @@ def test_cohort_report_counts(out, tmp_path):
     assert [row[f"first_follow_up_{c}"] for c in ("new", "increasing", "stable", "decreasing", "disappearing")] \
         == [1, 0, 1, 1, 1]
     html = paths["html"].read_text()
-    assert 'id="figures"' in html and "data:image/png;base64," in html
+    assert 'id="figures"' in html and html.count("data:image/png;base64,") == 3  # categories, ROIs, heterogeneity
+    assert (row["rois_per_image_median"], row["rois_per_image_min"], row["rois_per_image_max"]) == (3, 3, 3)  # 3 lesions per scan (LESIONS)
     cells = {row[0]: row[1:] for row in _table_rows(html[html.index('id="figures"'):html.index('id="chart"')])}
     assert cells["patients / scans"][0] == "2 / 6"
     assert cells["patients heterogeneous at the first follow-up"][0] == "100.0 %"
