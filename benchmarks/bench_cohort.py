@@ -10,7 +10,8 @@
 
 Run (exact commands quoted in the README):
 ``.venv/bin/python benchmarks/bench_cohort.py --part scaling [--patients 4] [--segmentation threshold]``
-``.venv/bin/python benchmarks/bench_cohort.py --part full --phantoms DIR [--out DIR]`` (``DIR`` is made by
+``.venv/bin/python benchmarks/bench_cohort.py --part full --phantoms DIR [--out DIR] [--truth-masks]
+[--segmentation threshold] [--registration sitk-rigid]`` (``DIR`` is made by
 ``lesion-response phantom-cohort --patients 18 --out DIR`` when it has no manifest yet).
 Timings depend on the machine's load; the script prints the load average before and after.
 """
@@ -66,7 +67,7 @@ def bench_scaling(patients: int, params, work: Path) -> None:
     print(f"throughput 2 workers / 1 worker: {rates[2] / rates[1]:.2f} (ideal 2.0 on >= 2 idle cores); {_load()}")
 
 
-def bench_full(phantoms: Path, out: Path, params, workers: int | None) -> None:
+def bench_full(phantoms: Path, out: Path, params, workers: int | None, truth_masks: bool) -> None:
     from LesionResponseLib.analysis import truth_cohort_summary
     from LesionResponseLib.phantom.cohort import generate_cohort
 
@@ -74,8 +75,16 @@ def bench_full(phantoms: Path, out: Path, params, workers: int | None) -> None:
         start = time.perf_counter()
         generate_cohort(phantoms, patients=18)
         print(f"generated 18 phantom patients in {time.perf_counter() - start:.0f} s")
-    print(f"analysing {phantoms / 'manifest.csv'} into {out}, {_load()}")
-    seconds, run = _run(phantoms / "manifest.csv", out, workers, params)
+    manifest = phantoms / "manifest.csv"
+    if truth_masks:  # the phantoms' true lesion masks as ROIs: the cohort figures then test tracking + response
+        import pandas as pd
+
+        table = pd.read_csv(manifest)
+        table["labels"] = [f"{pid}/truth" for pid in table["patient_id"]]
+        manifest = phantoms / "manifest-truth-masks.csv"
+        table.to_csv(manifest, index=False)
+    print(f"analysing {manifest} into {out}, {_load()}")
+    seconds, run = _run(manifest, out, workers, params)
     done = [r for r in run["patients"] if r["status"] != "failed"]
     rss = [r["worker_peak_rss_mb"] for r in done if r.get("worker_peak_rss_mb")]
     print(f"18-patient cohort: {seconds / 60:.1f} min, {len(done)} analysed, "
@@ -102,6 +111,8 @@ def main() -> None:
                                                                   "runner's choice)")
     parser.add_argument("--phantoms", type=Path, default=None, help="full part: the phantom-cohort folder")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--truth-masks", action="store_true", help="full part: the phantoms' true lesion masks "
+                                                                   "instead of segmenting (tests tracking + response)")
     args = parser.parse_args()
     scaling = args.part == "scaling"
     params = AnalysisParameters(
@@ -114,7 +125,8 @@ def main() -> None:
             bench_scaling(args.patients, params, args.out or Path(tmp))
     else:
         work = Path(tempfile.mkdtemp(prefix="lr-bench-cohort-"))
-        bench_full(args.phantoms or work / "phantoms", args.out or work / "out", params, args.workers)
+        bench_full(args.phantoms or work / "phantoms", args.out or work / "out", params, args.workers,
+                   args.truth_masks)
 
 
 if __name__ == "__main__":

@@ -214,7 +214,7 @@ def _print_agreement(agreement: dict, console) -> None:
 
 def cohort_analyze_command(
     input_path: Path = typer.Argument(None, help="A folder tree (every patient in it), or a manifest CSV "
-                                                 "(patient_id,folder[,pacs]); omit with --pacs to take every PET "
+                                                 "(patient_id,folder[,pacs][,labels]); omit with --pacs to take every PET "
                                                  "patient on the PACS."),
     out: Path = typer.Option(..., "--out", "-o", help="Cohort folder: OUT/patients/<id>/ per patient, cohort.json, "
                                                       "cohort.csv, cohort-run.json, report/cohort.html."),

@@ -63,12 +63,14 @@ class CohortError(LesionResponseError):
 
 @dataclass(frozen=True)
 class PatientJob:
-    """One patient to analyse: a DICOM ``folder`` (``patient``: the PatientID to pick in it) or a ``pacs``."""
+    """One patient to analyse: a DICOM ``folder`` (``patient``: the PatientID to pick in it) or a ``pacs``;
+    ``labels``: a folder of label maps ``tp{k}.nii.gz`` to use instead of segmenting (``analyze --labels``)."""
 
     patient_id: str
     folder: str | None = None
     patient: str | None = None
     pacs: str | None = None
+    labels: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,7 +105,7 @@ def _pacs_patients(pacs: str) -> list[str]:
 
 def read_manifest(path: str | Path, pacs: str | None = None) -> list[PatientJob]:
     """Rows ``patient_id`` + ``folder`` (relative to the manifest's folder) and/or ``pacs`` (an address; an
-    empty cell with ``--pacs`` given means that PACS)."""
+    empty cell with ``--pacs`` given means that PACS); optional ``labels`` (a label-map folder, relative too)."""
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -119,8 +121,10 @@ def read_manifest(path: str | Path, pacs: str | None = None) -> list[PatientJob]
             raise CohortError(describe(f"line {number}: needs a patient_id and a folder or a pacs address", path=path,
                                        fix="Columns: patient_id,folder[,pacs]; or pass --pacs for rows without "
                                            "a folder."))
+        labels = (row.get("labels") or "").strip()
         jobs.append(PatientJob(pid, folder=str((path.parent / folder).resolve()) if folder else None,
-                               patient=pid if folder else None, pacs=source if not folder else None))
+                               patient=pid if folder else None, pacs=source if not folder else None,
+                               labels=str((path.parent / labels).resolve()) if labels else None))
     return jobs
 
 
@@ -160,11 +164,13 @@ def input_fingerprint(folder: str | Path) -> str:
 
 
 def job_key(job: PatientJob, folder: str | Path, params: AnalysisParameters) -> str:
-    """The key of one patient's analysis: inputs, PatientID picked, parameters, model, software version."""
+    """The key of one patient's analysis: inputs (and label maps), PatientID picked, parameters, model,
+    software version."""
     from LesionResponseLib.workflow.pipeline import model_digest
 
-    text = json.dumps([input_fingerprint(folder), job.patient, params.to_dict(), model_digest(params), __version__],
-                      sort_keys=True, default=str)
+    labels = input_fingerprint(job.labels) if job.labels else None
+    text = json.dumps([input_fingerprint(folder), labels, job.patient, params.to_dict(), model_digest(params),
+                       __version__], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -242,7 +248,7 @@ def analyse_patient(job: PatientJob, out_dir: str, params: AnalysisParameters, c
             _log(folder, "started", key=key)
             from LesionResponseLib.workflow.pipeline import run_pipeline
 
-            analysis, _ = run_pipeline(source, folder, params, patient=job.patient)
+            analysis, _ = run_pipeline(source, folder, params, patient=job.patient, labels_dir=job.labels)
             _check_follow_up(analysis, folder)
         except Exception as err:  # a patient's failure is recorded and the cohort goes on
             error = f"{type(err).__name__}: {err}"

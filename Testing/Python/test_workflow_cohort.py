@@ -165,9 +165,10 @@ def test_pacs_input_gives_the_same_analysis_as_the_folder(first_run, tree, tmp_p
 def test_manifest_rows_folders_and_pacs(tmp_path) -> None:
     (tmp_path / "a").mkdir()
     manifest = tmp_path / "m.csv"
-    manifest.write_text("patient_id,folder,pacs\nP1,a,\nP2,,dicom://PACS@h:104\nP3,,\n")
+    manifest.write_text("patient_id,folder,pacs,labels\nP1,a,,a/seg\nP2,,dicom://PACS@h:104,\nP3,,,\n")
     jobs = read_manifest(manifest, pacs="http://h/dicom-web")
-    assert jobs == [PatientJob("P1", folder=str((tmp_path / "a").resolve()), patient="P1"),
+    assert jobs == [PatientJob("P1", folder=str((tmp_path / "a").resolve()), patient="P1",
+                               labels=str((tmp_path / "a" / "seg").resolve())),
                     PatientJob("P2", pacs="dicom://PACS@h:104"), PatientJob("P3", pacs="http://h/dicom-web")]
     with pytest.raises(CohortError, match="line 4"):
         read_manifest(manifest)  # P3 has neither a folder nor a PACS without --pacs
