@@ -118,7 +118,7 @@ def main() -> None:
     params = AnalysisParameters(
         segmentation_method=args.segmentation or ("threshold" if scaling else "model"),
         registration_method=args.registration or ("sitk-rigid" if scaling else "auto"))
-    print(f"{os.cpu_count()} cores; segmentation {params.segmentation_method}, "
+    print(f"{os.cpu_count()} cores; segmentation {'truth masks' if args.truth_masks else params.segmentation_method}, "
           f"registration {params.registration_method}")
     if scaling:
         with tempfile.TemporaryDirectory(prefix="lr-bench-cohort-") as tmp:

@@ -33,6 +33,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -323,8 +324,10 @@ def start_client(plan: ClusterPlan, n_patients: int):
     cores = len(os.sched_getaffinity(0))
     workers = plan.workers or default_workers(n_patients, cores)
     threads = plan.threads or max(1, cores // workers)
+    # silence_logs: Dask's own warnings (a slow worker shutdown) would break the progress display; a worker
+    # killed for memory still surfaces, as that patient's recorded failure (KilledWorker)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=plan.memory_limit,
-                           dashboard_address=plan.dashboard_address,
+                           dashboard_address=plan.dashboard_address, silence_logs=logging.ERROR,
                            env={name: str(threads) for name in THREAD_VARIABLES})
     return Client(cluster), threads
 
