@@ -99,6 +99,24 @@ def test_rerun_skips_every_finished_patient(first_run, tree) -> None:
 
 
 @pytest.mark.slow
+def test_cli_on_an_existing_scheduler(first_run, tree) -> None:
+    """--scheduler: the CLI uses a cluster it did not start (and leaves it running); exit 1 as one failed."""
+    from distributed import Client, LocalCluster
+    from typer.testing import CliRunner
+
+    from LesionResponseLib.cli import app
+
+    out, _ = first_run
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
+        result = CliRunner().invoke(app, ["cohort-analyze", str(tree), "-o", str(out), "--segmentation", "threshold",
+                                          "--registration", "sitk-rigid", "--scheduler", cluster.scheduler_address])
+        assert result.exit_code == 1, result.output
+        assert "0 analysed, 3 unchanged (skipped), 1 failed" in result.output and "Dask dashboard" in result.output
+        with Client(cluster) as client:  # still up after the command
+            assert len(client.scheduler_info()["workers"]) == 1
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_without_losing_or_repeating_a_patient(tree, tmp_path) -> None:
     good = tmp_path / "good"  # the 3 good patients only
     good.mkdir()
