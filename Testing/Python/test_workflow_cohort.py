@@ -99,6 +99,24 @@ def test_rerun_skips_every_finished_patient(first_run, tree) -> None:
 
 
 @pytest.mark.slow
+def test_changed_parameters_reanalyse_and_keep_the_readers_review(first_run, tree) -> None:
+    from LesionResponseLib.review import ReviewSession
+
+    out, _ = first_run
+    folder = out / "patients" / "LRPH0003"
+    roi = next(r.roi_id for r in load_analysis(folder).rois if r.timepoint == 1)
+    with ReviewSession.open(folder, "reader") as session:
+        session.reject(roi, "physiological uptake")
+    changed = AnalysisParameters(**{**FAST.to_dict(), "decrease_threshold_pct": -35.0})
+    run = run_cohort(discover(tree, patients=["LRPH0003"]), out, changed, PLAN)
+    assert _status(run) == {"LRPH0003": "done"}  # new parameters: analysed again...
+    analysis = load_analysis(folder)
+    assert analysis.parameters.decrease_threshold_pct == -35.0
+    assert next(r for r in analysis.rois if r.roi_id == roi).status == "rejected"  # ...the review re-applied
+    run_cohort(discover(tree, patients=["LRPH0003"]), out, FAST, PLAN)  # back to the module's parameters
+
+
+@pytest.mark.slow
 def test_cli_on_an_existing_scheduler(first_run, tree) -> None:
     """--scheduler: the CLI uses a cluster it did not start (and leaves it running); exit 1 as one failed."""
     from distributed import Client, LocalCluster
