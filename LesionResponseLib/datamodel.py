@@ -58,7 +58,7 @@ class TimePointInfo(_Serialisable):
     ct_series_instance_uid: str | None
     frame_of_reference_uid: str | None
     suv_factor: float  # SUVbw per Bq/mL (weight g / decayed injected activity Bq)
-    suv_method: str  # e.g. "BQML/START", "BQML/ADMIN", "CNTS/Philips", "BQML/GE-reprocessed", "GML"
+    suv_method: str  # e.g. "BQML/START", "BQML/ADMIN", "CNTS/Philips", "GML/LBMJAMES128" (dicomio.calibration)
     weight_kg: float | None = None
     height_m: float | None = None
     sex: str | None = None
@@ -71,6 +71,10 @@ class TimePointInfo(_Serialisable):
     pet_files: list[str] = field(default_factory=list)
     ct_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # SUV provenance (dicomio.calibration); None / empty in analysis.json files written before they existed
+    suv_reference_time_source: str | None = None  # e.g. "SeriesDate/SeriesTime", "GE private scan datetime ..."
+    suv_normalisation: str | None = None  # how the stored values became SUVbw, with the numbers used
+    suv_assumptions: list[str] = field(default_factory=list)  # rules applied to imperfect headers (MBq dose, ...)
 
 
 @dataclass
