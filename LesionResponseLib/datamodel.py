@@ -208,6 +208,9 @@ class AnalysisParameters(_Serialisable):
     response_measure: Literal["suv_total", "suv_total_pvc"] = "suv_total"
     decrease_threshold_pct: float = -30.0
     increase_threshold_pct: float = 30.0
+    # Body weight (kg) used instead of PatientWeight (0010,1030) for every time point, e.g. when it is missing
+    # (dicomio.find_timepoints weight_kg); None: the headers' weight.
+    weight_kg: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -108,6 +108,8 @@ def analyze_command(
                                       "scanner's; 5–7 on current PET/CT): used by the partial-volume-corrected SUVtotal."),
     measure: str = typer.Option(_DEFAULTS.response_measure, help="ROI quantity that drives the categories: suv_total "
                                 "(SUVmean × volume, the paper's) or suv_total_pvc (partial-volume corrected)."),
+    weight_kg: float = typer.Option(None, "--weight-kg", help="Body weight in kg used instead of PatientWeight "
+                                    "(0010,1030) for every time point, e.g. when it is missing."),
 ) -> None:
     """Analyse one patient: segment, quantify, register, track, categorise; write the output folder."""
     from LesionResponseLib.errors import LesionResponseError
@@ -116,6 +118,7 @@ def analyze_command(
     try:
         params = _params(segmentation, model, reference, decrease, increase, dilation_mm, max_distance_mm,
                          min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml)
+        params.weight_kg = weight_kg
         analysis, report = _run(input_dir, out, params, patient, labels, console)
     except LesionResponseError as err:
         console.print(f"[red]error:[/red] {err}")

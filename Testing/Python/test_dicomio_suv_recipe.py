@@ -304,3 +304,28 @@ def test_provenance_in_inspect_json_and_old_analysis_json(tmp_path):
     restored = TimePointInfo.from_dict(old)  # analysis.json written before the provenance fields
     assert restored.suv_assumptions == [] and restored.suv_normalisation is None
     assert_pattern(restored)
+
+
+def test_analyze_needs_and_takes_weight_kg_and_the_report_shows_provenance(tmp_path):
+    from typer.testing import CliRunner
+
+    from LesionResponseLib.cli import app
+
+    write_series(tmp_path / "in" / "a", values=pattern() * BQML_PER_SUV, weight=None)
+    write_series(tmp_path / "in" / "b", values=pattern() * BQML_PER_SUV, weight=None, scan=SCAN + dt.timedelta(days=90),
+                 injection=INJ + dt.timedelta(days=90))
+    command = ["analyze", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--segmentation", "threshold",
+               "--registration", "identity"]
+    refused = CliRunner().invoke(app, command)
+    assert refused.exit_code == 2 and "--weight-kg" in refused.output
+    result = CliRunner().invoke(app, [*command, "--weight-kg", "70"])
+    assert result.exit_code == 0, result.output
+    analysis = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert analysis["parameters"]["weight_kg"] == 70.0
+    assert [t["weight_kg"] for t in analysis["timepoints"]] == [70.0, 70.0]
+    assert all("weight 70 kg given by the user (--weight-kg)" in t["suv_assumptions"] for t in analysis["timepoints"])
+    report = CliRunner().invoke(app, ["report", str(tmp_path / "out"), "--no-pdf"])
+    assert report.exit_code == 0, report.output
+    html = (tmp_path / "out" / "report" / "report.html").read_text()
+    row = "<td>SeriesDate/SeriesTime</td><td>SUVbw = Bq/mL × 70 kg × 1000 / (150 MBq decayed 60.0 min"
+    assert html.count(row) == 2 and "SUV assumption, TP1: weight 70 kg given by the user (--weight-kg)" in html
