@@ -300,6 +300,8 @@ def test_provenance_in_inspect_json_and_old_analysis_json(tmp_path):
     assert tp["suv_normalisation"].startswith("SUVbw = Bq/mL × 70 kg × 1000 / (150 MBq decayed 60.0 min")
     assert any("read as MBq" in a for a in tp["suv_assumptions"])
     assert any("--weight-kg" in a for a in tp["suv_assumptions"])
+    table = CliRunner().invoke(app, ["inspect", str(tmp_path), "--weight-kg", "70"])
+    assert table.exit_code == 0 and "SUV reference time" in table.output and "assumption" in table.output
     old = {k: v for k, v in tp.items() if not k.startswith("suv_") or k in ("suv_factor", "suv_method")}
     restored = TimePointInfo.from_dict(old)  # analysis.json written before the provenance fields
     assert restored.suv_assumptions == [] and restored.suv_normalisation is None
