@@ -117,7 +117,7 @@ def reference_time(instances: list[Instance], half_life_s: float | None,
     frames = _from_frames(instances, half_life_s, notes)
     if frames is not None:
         notes.assumptions.append(f"SeriesDate/SeriesTime {late} and no GE private scan datetime: reference time "
-                                 f"{frames:%H:%M:%S} {SOURCE_FRAMES} (0008,0032; 0018,1242; 0054,1300)")
+                                 f"{frames:%H:%M:%S.%f} {SOURCE_FRAMES} (0008,0032; 0018,1242; 0054,1300)")
         return frames, SOURCE_FRAMES
     if earliest is not None:
         notes.warnings.append(f"SeriesTime is {late}, there is no GE private scan datetime and no "
