@@ -331,3 +331,25 @@ def test_analyze_needs_and_takes_weight_kg_and_the_report_shows_provenance(tmp_p
     html = (tmp_path / "out" / "report" / "report.html").read_text()
     row = "<td>SeriesDate/SeriesTime</td><td>SUVbw = Bq/mL × 70 kg × 1000 / (150 MBq decayed 60.0 min"
     assert html.count(row) == 2 and "SUV assumption, TP1: weight 70 kg given by the user (--weight-kg)" in html
+
+
+def test_disagreeing_frame_reference_times_are_warned_and_the_median_used(tmp_path):
+    tags = _frames([150.0] * 12, 300.0, SCAN)
+
+    def shifted(k, ds):  # the last two files claim a reference 120 s later: λ·120 s = 2 % ≫ 0.5 %
+        tags(k, ds)
+        if k >= 10:
+            ds.FrameReferenceTime = f"{float(ds.FrameReferenceTime) - 120000:.1f}"
+    write_series(tmp_path, values=pattern() * BQML_PER_SUV, series_time=SCAN + dt.timedelta(minutes=30),
+                 slice_tags=shifted)
+    info = one(tmp_path)
+    assert info.uptake_time_s == pytest.approx(3600, abs=0.01)
+    assert has(info.warnings, "reference times back-computed per file spread over 120 s: the median is used")
+
+
+def test_decay_correction_none_without_frame_duration_names_the_tag(tmp_path):
+    write_series(tmp_path, values=pattern(), decay="NONE", corrected=("ATTN",),
+                 slice_tags=lambda k, ds: delattr(ds, "ActualFrameDuration"))
+    with pytest.raises(SuvTagError, match=r"DecayCorrection NONE needs each file's acquisition start and frame "
+                                          r"duration; ActualFrameDuration \(0018,1242\) is missing or zero"):
+        find_timepoints(tmp_path)
