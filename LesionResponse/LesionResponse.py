@@ -400,12 +400,12 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         return str(candidate) if candidate.exists() else sys.executable
 
     def startAnalysis(self, inputFolder: Path, outputFolder: Path, parameters: dict[str, Any]) -> None:
-        """Run ``LesionResponseLib.analysis.analyze`` in a separate process (progress via its output)."""
+        """Run ``LesionResponseLib.workflow.analyze`` in a separate process (progress via its output)."""
         from LesionResponseLib.datamodel import AnalysisParameters
 
         self.cancel()
         params = AnalysisParameters.from_dict(parameters).to_dict()
-        code = ("import json, sys; from LesionResponseLib.analysis import analyze; "
+        code = ("import json, sys; from LesionResponseLib.workflow import analyze; "
                 "from LesionResponseLib.datamodel import AnalysisParameters; "
                 "analyze(sys.argv[1], sys.argv[2], AnalysisParameters.from_dict(json.loads(sys.argv[3])))")
         process = qt.QProcess()
@@ -569,7 +569,7 @@ class LesionResponseTest(ScriptedLoadableModuleTest):
         self.assertTrue(logic.ensureDependencies(askConfirmation=False))
 
         self.delayDisplay("Analysing (MONAI model segmentation, registration, tracking)")
-        from LesionResponseLib.analysis import analyze
+        from LesionResponseLib.workflow import analyze
 
         analyze(phantom / "dicom", work / "analysis", AnalysisParameters(), progress=False)
 
