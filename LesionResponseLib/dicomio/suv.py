@@ -106,7 +106,11 @@ def lbm_janmahasatian_kg(weight_kg: float, height_m: float, sex: str) -> float:
 
 
 def ideal_body_weight_kg(height_cm: float, sex: str) -> float:
-    """SUVType IBW: 48.0 + 1.06·(H − 152) kg for men, 45.5 + 0.91·(H − 152) kg for women (H cm)."""
+    """SUVType IBW: 48.0 + 1.06·(H − 152) kg for men, 45.5 + 0.91·(H − 152) kg for women (H cm).
+
+    The manual's formula (after Sugawara et al., Radiology 1999;213:521–525); the manual's reference object
+    DRO_2_2 is built with it (the Devine formula would put it 2–3 % off).
+    """
     return by_sex(48.0 + 1.06 * (height_cm - 152.0), 45.5 + 0.91 * (height_cm - 152.0), sex)
 
 
