@@ -123,6 +123,7 @@ class RegistrationResult(_Serialisable):
     quality: dict[str, float] = field(default_factory=dict)  # e.g. metric before/after, NCC, Dice of body
     message: str = ""
     seconds: float = 0.0
+    software: str = ""  # what ran it and its version, e.g. "elastix 5.0.1 (program /usr/bin)", "SimpleITK 2.5.0"
 
 
 @dataclass
@@ -191,8 +192,10 @@ class AnalysisParameters(_Serialisable):
     # Model ROIs smaller than this (mL) whose SUVmax is not above the liver SUVmean are dropped as equivocal
     # (Krenning <= 2 and too small to quantify; segmentation.components.drop_equivocal_rois). 0 keeps all.
     equivocal_max_volume_ml: float = 0.5
-    # "auto": elastix (Debian package) when installed, else SimpleITK B-spline. Measured on the phantom:
-    # elastix 11 s/pair, 2.3 mm at lesion centres; SimpleITK B-spline 47 s, 3.1 mm (benchmarks/bench_registration.py).
+    # "auto": elastix when any engine is available (SlicerElastix inside Slicer, the itk-elastix package, the
+    # elastix program on PATH; tracking.elastix), else SimpleITK B-spline. Measured on the phantom: elastix
+    # 11 s/pair, 2.3 mm at lesion centres; SimpleITK B-spline 47 s, 3.1 mm (benchmarks/bench_registration.py).
+    # "elastix-slicer" / "elastix-itk" / "elastix-program" force one engine (tracking.registration.METHODS).
     registration_method: str = "auto"
     # 8 mm: two 4 mm PET voxels, so a lesion survives a residual registration error of ~one voxel plus a
     # partial-volume edge shift; link recall was 97.5 % at 5 mm and 100 % from 6 to 10 mm (bench_tracking.py).
