@@ -35,7 +35,8 @@ for _path in (MODULE_DIR, MODULE_DIR.parent):  # installed: LesionResponseLib be
         sys.path.insert(0, str(_path))
 
 # Python packages the library needs that Slicer does not ship: import name -> pip requirement
-PIP_REQUIREMENTS = {  # kept in line with pyproject.toml; numpy and SimpleITK ship with Slicer
+PIP_REQUIREMENTS = {  # kept in line with pyproject.toml; numpy and SimpleITK ship with Slicer; itk-elastix
+    # is left out: inside Slicer, registration runs SlicerElastix's programs (LesionResponseLib.tracking.elastix)
     "scipy": "scipy>=1.10",
     "pydicom": "pydicom>=3.0",
     "highdicom": "highdicom>=0.23",
@@ -411,6 +412,10 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         process = qt.QProcess()
         environment = qt.QProcessEnvironment.systemEnvironment()
         environment.insert("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+        from LesionResponseLib.tracking.elastix import slicer_handoff_environment
+
+        for name, value in slicer_handoff_environment().items():  # SlicerElastix's programs, for registration
+            environment.insert(name, value)
         process.setProcessEnvironment(environment)
         process.setProcessChannelMode(qt.QProcess.MergedChannels)
         process.connect("readyReadStandardOutput()", self._onProcessOutput)

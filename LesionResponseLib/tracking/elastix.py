@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,6 +277,13 @@ def _run(command: list, work: Path, env: dict[str, str]) -> None:
 def _run_itk(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image, maps: list[str],
              threads: int) -> sitk.Transform:
     """itk-elastix in-process; the combined transform converted to ITK transforms and read by SimpleITK."""
+    with warnings.catch_warnings():  # ITK's SWIG modules load lazily here, each with DeprecationWarnings
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _run_itk_quietly(fixed, moving, mask, maps, threads)
+
+
+def _run_itk_quietly(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image, maps: list[str],
+                     threads: int) -> sitk.Transform:
     import itk  # heavy (seconds, ~1 GB): only here
 
     parameters = itk.ParameterObject.New()

@@ -94,8 +94,9 @@ def analyze_command(
     equivocal_max_volume_ml: float = typer.Option(_DEFAULTS.equivocal_max_volume_ml, help="Model ROIs smaller than "
                                                   "this (mL) with SUVmax not above the liver SUVmean are dropped "
                                                   "as equivocal (0: keep all)."),
-    registration: str = typer.Option(_DEFAULTS.registration_method, help="Registration: sitk-bspline, sitk-rigid, elastix, "
-                                                          "auto (elastix when installed) or identity."),
+    registration: str = typer.Option(_DEFAULTS.registration_method, help="Registration: auto (elastix when an engine is "
+                                                          "available), elastix, elastix-slicer, elastix-program, elastix-itk, "
+                                                          "sitk-bspline, sitk-rigid or identity (see `register --help`)."),
     psf_fwhm_mm: float = typer.Option(_DEFAULTS.psf_fwhm_mm, help="Reconstructed PET resolution, FWHM in mm (your "
                                       "scanner's; 5–7 on current PET/CT): used by the partial-volume-corrected SUVtotal."),
     measure: str = typer.Option(_DEFAULTS.response_measure, help="ROI quantity that drives the categories: suv_total "

@@ -288,3 +288,28 @@ def test_failing_program_is_a_registration_error(no_engines, tmp_path, case) -> 
 def test_unknown_engine_is_an_error() -> None:
     with pytest.raises(elastix.ElastixError, match="slicer, program, itk"):
         elastix.find_engine("gpu")
+
+
+def test_itk_transform_file_maps_points_in_slicer_like_simpleitk(case, monkeypatch, tmp_path,
+                                                                 tmp_path_factory) -> None:
+    """Slicer (headless slicer-core) reads the itk-elastix composite and maps points as SimpleITK does."""
+    pytest.importorskip("slicer", reason="slicer-core not installed (pip install -e .[slicer])")
+    here = Path(__file__).resolve().parent
+    monkeypatch.syspath_prepend(str(here.parents[1] / "LesionResponse"))
+    import LesionResponseMRML as lrm
+    import slicer_bootstrap
+
+    from LesionResponseLib.datamodel import RegistrationResult
+
+    transform, _ = register_with(case, "itk", monkeypatch, tmp_path_factory)
+    relative = transform_filename(0, 1, transform)
+    save_transform(transform, tmp_path / relative)
+    headless = slicer_bootstrap.new_scene()
+    registration = RegistrationResult(0, 1, relative, "elastix-itk", True)
+    nodes = SimpleNamespace(out_dir=tmp_path, analysis=SimpleNamespace(registrations=[registration]), transforms={})
+    lrm.load_transforms(nodes, headless.scene)
+    for probe in PROBES:
+        mapped, registered = lrm.map_point_between_timepoints(nodes, lrm.lps_to_ras(probe), 0, 1)
+        assert registered
+        # 0.01 mm: VTK's and ITK's cubic B-spline evaluations of the same coefficients
+        assert np.allclose(lrm.ras_to_lps(mapped), transform.TransformPoint(probe), atol=0.01)
