@@ -18,9 +18,9 @@ Engines, in the order ``auto`` (and ``elastix``) tries them (:data:`ENGINES`):
 
 Every engine runs the same parameter maps (:func:`parameter_maps`) on the same images, mask, seed and
 thread count, so their results agree (measured in ``benchmarks/bench_registration.py``). ``program``
-comes before ``itk`` where both exist: a pair costs about the same CPU on both, but the first itk-elastix
-registration of a process also loads ITK's Python wrapping (~17 CPU-seconds and ~1 GB of memory, measured),
-more than a whole registration by the program; a patient has 1-6 pairs (README, benchmark figures).
+comes before ``itk`` where both exist: a pair costs about the same CPU on both (27.6 vs 25.6 s on the
+phantom), but the first itk-elastix registration of a process also loads ITK's Python wrapping (13.9 CPU-s
+and ~1 GB of memory, measured), and a patient has 1-6 pairs: break-even at ~7 (README).
 """
 
 from __future__ import annotations
