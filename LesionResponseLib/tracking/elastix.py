@@ -18,9 +18,9 @@ Engines, in the order ``auto`` (and ``elastix``) tries them (:data:`ENGINES`):
 
 Every engine runs the same parameter maps (:func:`parameter_maps`) on the same images, mask, seed and
 thread count, so their results agree (measured in ``benchmarks/bench_registration.py``). ``program``
-comes before ``itk`` where both exist: a pair costs about the same CPU on both (27.6 vs 25.6 s on the
-phantom), but the first itk-elastix registration of a process also loads ITK's Python wrapping (13.9 CPU-s
-and ~1 GB of memory, measured), and a patient has 1-6 pairs: break-even at ~7 (README).
+comes before ``itk`` where both exist: a pair costs the same CPU on both within the noise (25.8 vs 27.0
+and 27.6 vs 25.6 s in two phantom runs), but the first itk-elastix registration of a process also loads
+ITK's Python wrapping (14-16 CPU-s and ~1 GB of memory, measured; README "Registration").
 """
 
 from __future__ import annotations
