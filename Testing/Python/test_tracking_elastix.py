@@ -246,9 +246,10 @@ def test_engine_recovers_known_deformation(case, engine: str, monkeypatch, tmp_p
     assert result.method == f"elastix-{engine}"
     assert result.software.startswith("itk-elastix " if engine == "itk" else "elastix ")
     assert f"({engine}" in result.software
-    assert probe_error(sitk.Transform(3, sitk.sitkIdentity), case.truth) > 15.0  # the motion is real
-    # 2.5 mm: about half the 4 mm working grid; measured ~2.3 mm (uniform regions leave the B-spline free)
-    assert probe_error(transform, case.truth) < 2.5
+    assert probe_error(sitk.Transform(3, sitk.sitkIdentity), case.truth) > 15.0  # the motion is real (22.7 mm)
+    # 2 mm: half the 4 mm working grid. Measured 1.63 mm (elastix program); the best rigid (sitk-rigid) is
+    # 4.6 mm off, so this needs the B-spline stage to have recovered the bump
+    assert probe_error(transform, case.truth) < 2.0
     assert result.quality["ncc_after"] > 0.9 > result.quality["ncc_before"]
 
 
