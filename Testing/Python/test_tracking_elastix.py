@@ -92,11 +92,12 @@ def link_real_programs(folder: Path) -> Path:
     return folder
 
 
-def install_fake_slicer(monkeypatch, bin_dir: Path | None, *, importable: bool = True, tmp: Path | None = None,
+def install_fake_slicer(monkeypatch, bin_dir: Path | None, *, tmp: Path, importable: bool = True,
                         with_module: bool = True) -> None:
     """Make this interpreter look like Slicer's with SlicerElastix: ``slicer.modules.elastix`` and
     ``Elastix.ElastixLogic`` (``getElastixBinDir`` raises ValueError like the extension when ``bin_dir`` is
-    None). ``importable=False``: ``Elastix`` is not on sys.path, only its file at ``slicer.modules.elastix.path``."""
+    None). The script is written under ``tmp``; ``importable=False``: ``Elastix`` is not on sys.path, only its
+    file at ``slicer.modules.elastix.path``."""
     source = ("import os\n"
               "class ElastixLogic:\n"
               f"    BIN = {str(bin_dir) if bin_dir else None!r}\n"
@@ -108,7 +109,7 @@ def install_fake_slicer(monkeypatch, bin_dir: Path | None, *, importable: bool =
               "        env = os.environ.copy()\n"
               "        env['LD_LIBRARY_PATH'] = os.path.join(self.getElastixBinDir(), '..', 'lib')\n"
               "        return env\n")
-    script_dir = (tmp or Path("/nonexistent")) / "qt-scripted-modules"
+    script_dir = tmp / "qt-scripted-modules"  # where the extension keeps Elastix.py
     script_dir.mkdir(parents=True, exist_ok=True)
     (script_dir / "Elastix.py").write_text(source)
     monkeypatch.delitem(sys.modules, "Elastix", raising=False)
