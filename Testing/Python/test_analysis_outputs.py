@@ -57,7 +57,8 @@ def test_csv_columns_and_values_follow_the_contract(tmp_path) -> None:
     assert tps[2]["ct_series_instance_uid"] == "" and float(tps[0]["suv_factor"]) == 1.25e-4
     header, rois = _read(tmp_path / "rois.csv")
     assert header == ["roi_id", "timepoint", "label", "track_id", "x_mm", "y_mm", "z_mm", "volume_ml", "suv_max",
-                      "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc"]  # extra last
+                      "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc",
+                      "source"]  # extras last
     by_id = {r["roi_id"]: r for r in rois}
     assert by_id["tp0-L0001"]["category"] == "baseline"
     assert by_id["tp1-L0001"]["category"] == "decreasing" and by_id["tp2-L0001"]["category"] == "stable"
