@@ -396,28 +396,34 @@ def _branches_of_assigned(pairs: list[tuple[int, int]], cands: dict, la: _FrameL
     that has its own one-to-one partner.
     """
     inter = {key: value[3] for key, value in cands.items()}
-    partner_of_b = {b: a for a, b in pairs}
-    branches: list[tuple[int, int]] = []
-    for a, b in sorted(pairs):
-        others = [(o, inter[(o, b)]) for o in partner_of_b.values() if o != a and (o, b) in inter]
-        best = max(others, key=lambda item: (item[1], -item[0]), default=None)
-        if best and best[1] >= containment_min * lb.counts[b] and best[1] > inter[(a, b)]:
-            branches.append((best[0], b))
+    branches = _held_more_elsewhere(pairs, inter, lb.counts, containment_min, flip=False)
     moved_b = {b for _, b in branches}
     kept = [(a, b) for a, b in pairs if b not in moved_b]
-    partner_of_a = {a: b for a, b in kept}
-    merged: list[tuple[int, int]] = []
-    for a, b in sorted(kept):
-        others = [(o, inter[(a, o)]) for o in partner_of_a.values() if o != b and (a, o) in inter]
-        best = max(others, key=lambda item: (item[1], -item[0]), default=None)
-        if best and best[1] >= containment_min * la.counts[a] and best[1] > inter[(a, b)]:
-            merged.append((a, best[0]))
+    merged = [(a, b) for b, a in _held_more_elsewhere(kept, inter, la.counts, containment_min, flip=True)]
     moved_a = {a for a, _ in merged}
     kept = [(a, b) for a, b in kept if a not in moved_a]
     # a branch needs its container to stay a one-to-one partner
     valid_a, valid_b = {a for a, _ in kept}, {b for _, b in kept}
     branches = [(a, b) for a, b in branches if a in valid_a] + [(a, b) for a, b in merged if b in valid_b]
     return kept, branches
+
+
+def _held_more_elsewhere(pairs: list[tuple[int, int]], inter: dict[tuple[int, int], int], counts: np.ndarray,
+                         containment_min: float, flip: bool) -> list[tuple[int, int]]:
+    """(other partner, ROI) for each assigned ROI (``b`` of each pair; ``a`` when ``flip``) lying more inside
+    another assigned partner than inside its own, by at least ``containment_min`` of its dilated volume."""
+    def key(partner: int, roi: int) -> tuple[int, int]:
+        return (roi, partner) if flip else (partner, roi)
+
+    oriented = [(b, a) if flip else (a, b) for a, b in pairs]  # (partner, roi)
+    partners = [partner for partner, _ in oriented]
+    moves = []
+    for partner, roi in sorted(oriented):
+        others = [(o, inter[key(o, roi)]) for o in partners if o != partner and key(o, roi) in inter]
+        best = max(others, key=lambda item: (item[1], -item[0]), default=None)
+        if best and best[1] >= containment_min * counts[roi] and best[1] > inter[key(partner, roi)]:
+            moves.append((best[0], roi))
+    return moves
 
 
 def _best_container(options: list[tuple[int, int]], own_count: int, containment_min: float) -> int | None:
