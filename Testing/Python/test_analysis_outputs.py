@@ -130,3 +130,20 @@ def test_cohort_cli_writes_json_and_csv(tmp_path) -> None:
     assert header[0] == "patient_id" and len(rows) == 2
     missing = CliRunner().invoke(app, ["cohort", str(tmp_path / "nowhere"), "-o", str(tmp_path / "c")])
     assert missing.exit_code == 2 and "analysis.json" in missing.output
+
+
+def test_analysis_json_without_roi_source_or_searches_still_loads(tmp_path) -> None:
+    """analysis.json written before prior-guided ROIs: no ``source`` (or the former ``"auto"``), no
+    ``prior_searches``; both load, the ROIs as ``model``, and ``rois.csv`` gets its ``source`` column."""
+    data = _analysis().to_dict()
+    data.pop("prior_searches")
+    for n, roi in enumerate(data["rois"]):
+        roi.pop("source") if n % 2 else roi.update(source="auto")
+    data["rois"][-1]["source"] = "reader"
+    (tmp_path / "analysis.json").write_text(json.dumps(data))
+    loaded = load_analysis(tmp_path)
+    assert [r.source for r in loaded.rois] == ["model"] * (len(loaded.rois) - 1) + ["reader"]
+    assert loaded.prior_searches == []
+    write_outputs(loaded, tmp_path)
+    _, rows = _read(tmp_path / "rois.csv")
+    assert {r["source"] for r in rows} == {"model", "reader"}
