@@ -122,3 +122,22 @@ def test_reader_edits_on_prior_guided_rois_survive_a_rerun(searched) -> None:
     again, report = run_pipeline(phantom / "dicom", out, PARAMS, labels_dir=work / "labels")
     assert report.stages["prior-guided search"] == "reused" and report.review["applied"] == 1
     assert {r.roi_id for r in load_analysis(out).rois if r.status == "rejected"} == {victim}
+
+
+@pytest.mark.slow
+def test_lesion_pair_agreement_counts_every_true_pair(searched) -> None:
+    """analysis.truth.lesion_pair_agreement (bench_analysis): all true lesion x follow-up pairs, detection by
+    history, false positives by source. Here every lesion present at both time points has a ROI at the
+    follow-up (truth masks + the two lesions the search found again) and no ROI lies off a true lesion."""
+    import json
+
+    from LesionResponseLib.analysis.truth import lesion_pair_agreement
+
+    phantom, work, analysis, _ = searched
+    truth = json.loads((phantom / "truth.json").read_text())
+    figures = lesion_pair_agreement(analysis, work / "out", phantom)
+    expected = [t for t in truth["tracks"].values() if t["categories"]["1"] != "absent"]
+    assert figures["n_all"] == len(expected) and figures["detection_follow_up"] == 1.0
+    assert figures["false_positives"]["per_scan"] == 0.0
+    assert figures["n_decreasing"] == sum(t["categories"]["1"] == "decreasing" for t in expected)
+    assert all(p["measured"] != "disappearing" for p in figures["pairs"] if p["truth"] != "disappearing")
