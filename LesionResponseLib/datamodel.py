@@ -16,6 +16,10 @@ from typing import Any, Literal, TypeVar
 SCHEMA_VERSION = 1
 
 RoiStatus = Literal["accepted", "rejected"]
+#: Where a lesion-ROI came from: the segmentation ``model`` (or the label file / threshold that stood in for
+#: it), the ``prior-guided`` search at a track's known location (segmentation.prior_guided), or a ``reader``.
+RoiSource = Literal["model", "prior-guided", "reader"]
+ROI_SOURCES: tuple[str, ...] = ("model", "prior-guided", "reader")
 RoiCategory = Literal["baseline", "new", "increasing", "stable", "decreasing"]
 TrackCategory = Literal["new", "increasing", "stable", "decreasing", "disappearing", "absent"]
 TrackPattern = Literal[
@@ -93,12 +97,14 @@ class LesionROI(_Serialisable):
     n_voxels: int = 0
     suv_total_pvc: float | None = None  # partial-volume-corrected SUVtotal, SUV*mL (analysis.quantify)
     status: RoiStatus = "accepted"
-    source: Literal["auto", "reader"] = "auto"
+    source: RoiSource = "model"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LesionROI:
         roi = super().from_dict(data)
         roi.centroid_mm = tuple(float(c) for c in roi.centroid_mm)  # type: ignore[assignment]
+        if roi.source not in ROI_SOURCES:  # analysis.json before prior-guided ROIs said "auto"
+            roi.source = "model"
         return roi
 
 
@@ -214,6 +220,15 @@ class AnalysisParameters(_Serialisable):
     # Body weight (kg) used instead of PatientWeight (0010,1030) for every time point, e.g. when it is missing
     # (dicomio.find_timepoints weight_kg); None: the headers' weight.
     weight_kg: float | None = None
+    # Prior-guided search (segmentation.prior_guided, workflow.pipeline): where a track's lesion has no ROI at a
+    # time point between or after its appearances (and before a new lesion's first one), look for it where the
+    # registration puts its nearest ROI, grown by the margin. 10 mm: the elastix error at lesion centres is
+    # 2.3 mm mean (DOMAIN.md §2 publishes 2.3-2.6 mm; README), its tail up to ~3x the mean, plus one 4 mm voxel
+    # for placing mapped voxel centres on the target grid.
+    prior_search: bool = True
+    prior_search_margin_mm: float = 10.0
+    # False-alarm probability per search (random-field threshold; see segmentation.prior_guided).
+    prior_search_false_alarm: float = 0.01
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -237,6 +252,9 @@ class Analysis:
     software_version: str = ""
     schema_version: int = SCHEMA_VERSION
     audit: list[dict[str, Any]] = field(default_factory=list)
+    # One record per prior-guided search (segmentation.prior_guided.SearchRecord.to_dict): where a track's
+    # lesion was looked for at a time point without a model ROI, found or not, with the detection limit (SUV).
+    prior_searches: list[dict[str, Any]] = field(default_factory=list)
 
     def roi(self, roi_id: str) -> LesionROI:
         """The ROI with id ``roi_id`` (KeyError naming it when absent)."""
@@ -265,6 +283,7 @@ class Analysis:
             "tracks": [t.to_dict() for t in self.tracks],
             "responses": [r.to_dict() for r in self.responses],
             "audit": _jsonable(self.audit),
+            "prior_searches": _jsonable(self.prior_searches),
         }
 
     @classmethod
@@ -288,4 +307,5 @@ class Analysis:
             software_version=data.get("software_version", ""),
             schema_version=version or SCHEMA_VERSION,
             audit=list(data.get("audit", [])),
+            prior_searches=list(data.get("prior_searches", [])),
         )

@@ -24,7 +24,7 @@ from LesionResponseLib.errors import LesionResponseError, describe
 TIMEPOINT_COLUMNS = ["timepoint", "study_date", "study_instance_uid", "pet_series_instance_uid",
                      "ct_series_instance_uid", "suv_factor", "n_rois"]
 ROI_COLUMNS = ["roi_id", "timepoint", "label", "track_id", "x_mm", "y_mm", "z_mm", "volume_ml", "suv_max",
-               "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc"]
+               "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc", "source"]
 TRACK_COLUMNS = ["track_id", "first_timepoint", "last_timepoint", "pattern"]
 FILE_MODE = 0o644  # mkstemp creates 0600 files; outputs are meant to be read by other users and tools
 
@@ -103,7 +103,7 @@ def roi_rows(analysis: Analysis) -> list[dict]:
                      "z_mm": _num(z, 2), "volume_ml": _num(roi.volume_ml), "suv_max": _num(roi.suv_max),
                      "suv_mean": _num(roi.suv_mean), "suv_peak": _num(roi.suv_peak),
                      "suv_total": _num(roi.suv_total), "category": categories.get(roi.roi_id, ""),
-                     "status": roi.status, "suv_total_pvc": _num(roi.suv_total_pvc)})
+                     "status": roi.status, "suv_total_pvc": _num(roi.suv_total_pvc), "source": roi.source})
     return rows
 
 

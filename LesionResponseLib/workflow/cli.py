@@ -22,7 +22,8 @@ def _params(segmentation: str, model: str | None, reference: str, decrease: floa
             dilation_mm: float, max_distance_mm: float, min_overlap: float, min_volume_ml: float,
             registration: str, psf_fwhm_mm: float = _DEFAULTS.psf_fwhm_mm,
             measure: str = _DEFAULTS.response_measure,
-            equivocal_max_volume_ml: float = _DEFAULTS.equivocal_max_volume_ml):
+            equivocal_max_volume_ml: float = _DEFAULTS.equivocal_max_volume_ml,
+            prior_search: bool = _DEFAULTS.prior_search):
     from LesionResponseLib.analysis.response import MEASURES, REFERENCES
     from LesionResponseLib.datamodel import AnalysisParameters
 
@@ -39,7 +40,7 @@ def _params(segmentation: str, model: str | None, reference: str, decrease: floa
                               reference=reference, decrease_threshold_pct=decrease,  # type: ignore[arg-type]
                               increase_threshold_pct=increase, psf_fwhm_mm=psf_fwhm_mm,
                               response_measure=measure,  # type: ignore[arg-type]
-                              equivocal_max_volume_ml=equivocal_max_volume_ml)
+                              equivocal_max_volume_ml=equivocal_max_volume_ml, prior_search=prior_search)
 
 
 def _run(input_dir: Path, out: Path, params, patient: str | None, labels: Path | None, console):
@@ -74,6 +75,10 @@ def print_summary(analysis, console) -> None:
                           f"is doubtful ({reg.message}); check its matches in the review")
     patterns = Counter(r.pattern for r in analysis.responses)
     console.print("track patterns: " + ", ".join(f"{p} {n}" for p, n in sorted(patterns.items())))
+    if analysis.prior_searches:
+        found = sum(1 for r in analysis.prior_searches if r["roi_id"])
+        console.print(f"prior-guided search: {len(analysis.prior_searches)} missing lesion × time point(s) looked "
+                      f"at, {found} found (rois.csv source = prior-guided)")
 
 
 def analyze_command(
@@ -103,6 +108,8 @@ def analyze_command(
                                 "(SUVmean × volume, the paper's) or suv_total_pvc (partial-volume corrected)."),
     weight_kg: float = typer.Option(None, "--weight-kg", help="Body weight in kg used instead of PatientWeight "
                                     "(0010,1030) for every time point, e.g. when it is missing."),
+    prior_search: bool = typer.Option(_DEFAULTS.prior_search, help="Look for each track's lesion where the "
+                                      "registration puts it at time points without a ROI (marked prior-guided)."),
 ) -> None:
     """Analyse one patient: segment, quantify, register, track, categorise; write the output folder."""
     from LesionResponseLib.errors import LesionResponseError
@@ -110,7 +117,8 @@ def analyze_command(
     console = cli_console()
     try:
         params = _params(segmentation, model, reference, decrease, increase, dilation_mm, max_distance_mm,
-                         min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml)
+                         min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml,
+                         prior_search)
         params.weight_kg = weight_kg
         analysis, report = _run(input_dir, out, params, patient, labels, console)
     except LesionResponseError as err:

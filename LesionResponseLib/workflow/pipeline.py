@@ -10,6 +10,11 @@ what follows):
   ``cache/reg-<key>.tfm|.h5`` + ``.json``; copied to ``OUT/transforms/tp0_to_tp{k}.*``.
 - ``matching``, key = hash of every label map + the registration keys + ``dilation_mm``,
   ``max_match_distance_mm``, ``min_overlap``, ``extra`` → ``cache/match-<key>.json``.
+- ``prior-guided search`` (``params.prior_search``, :mod:`LesionResponseLib.workflow.prior_search`): every
+  track is looked for where it has no ROI, key = hash of every label map + the registration keys + PET series
+  UIDs and SUV factors + ``prior_search_margin_mm``, ``prior_search_false_alarm``, ``psf_fwhm_mm``,
+  ``min_roi_volume_ml`` → ``cache/prior-<key>.json`` (+ the grown label maps); when it found ROIs, the time
+  points that gained them are re-measured and matching runs again on the grown label maps.
 - Quantification, tracks and response are cheap and always recomputed.
 
 Besides DOMAIN.md §8 the folder gets ``suv/tp{k}.nii.gz`` (float32 SUV PET, rewritten only when the PET
@@ -188,6 +193,22 @@ def matching_stage(labels: dict[int, sitk.Image], rois: list[LesionROI], transfo
     return links
 
 
+def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[LesionROI], tracks: list,
+                       transforms: dict, reg_keys: list[str], params: AnalysisParameters, cache: Path,
+                       report: RunReport) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]]]:
+    """Prior-guided search of every track's missing time points (``workflow.prior_search``), cached on the
+    label maps, registrations, PET series (+ SUV factor) and search parameters."""
+    from LesionResponseLib.workflow.prior_search import prior_guided_stage
+
+    key_parts = [[image_digest(labels[k]) for k in sorted(labels)], reg_keys,
+                 [[tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12)] for tp in loaded]]
+    pets = {tp.info.index: tp.pet_suv for tp in loaded}
+    labels, rois, records, reused = prior_guided_stage(key_parts, tracks, rois, labels, pets, transforms, params,
+                                                       cache, _digest)
+    report.stages["prior-guided search"] = "reused" if reused else "computed"
+    return labels, rois, records
+
+
 # ------------------------------------------------------------------------------------------------ pipeline
 def _inventory(input_dir: Path, patient: str | None, weight_kg: float | None = None) -> list:
     from LesionResponseLib.dicomio import find_timepoints
@@ -244,11 +265,20 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
         reg_keys.append(key)
     announce("matching lesion-ROIs")
     links = matching_stage(labels, rois, transforms, reg_keys, params, out / "cache", report)
-    tracks = build_tracks(rois, links, previous=_previous_tracks(out))
+    previous = _previous_tracks(out)
+    tracks = build_tracks(rois, links, previous=previous)
+    searches: list[dict[str, Any]] = []
+    if params.prior_search and len(loaded) > 1:
+        announce("prior-guided search")
+        labels, rois, searches = prior_search_stage(loaded, labels, rois, tracks, transforms, reg_keys, params,
+                                                    out / "cache", report)
+        if any(record["roi_id"] for record in searches):
+            links = matching_stage(labels, rois, transforms, reg_keys, params, out / "cache", report)
+            tracks = build_tracks(rois, links, previous=previous)
     responses, heterogeneous = assess_response(tracks, rois, len(infos), params)
     analysis = Analysis(patient_id=infos[0].patient_id, timepoints=infos, rois=rois, registrations=registrations,
                         links=links, tracks=tracks, responses=responses, heterogeneous=heterogeneous,
-                        parameters=params, software_version=__version__)
+                        parameters=params, software_version=__version__, prior_searches=searches)
     announce("writing outputs")
     write_outputs(analysis, out, labels)
     write_suv_images(loaded, out)
