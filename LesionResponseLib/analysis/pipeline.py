@@ -36,6 +36,7 @@ from LesionResponseLib.analysis.outputs import (
     atomic_write_image,
     atomic_write_text,
     load_analysis,
+    write_ct_images,
     write_outputs,
 )
 from LesionResponseLib.analysis.quantify import measure_rois
@@ -252,6 +253,7 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
     announce("writing outputs")
     write_outputs(analysis, out, labels)
     write_suv_images(loaded, out)
+    write_ct_images(loaded, out)
     _drop_stale_transforms(out, {r.transform_path for r in registrations})
     if (out / "review" / "session.json").is_file():
         from LesionResponseLib.review import reapply_review
