@@ -70,29 +70,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def start_server(out: Path, port: int, host: str = "127.0.0.1", user: str = "reader", token: str | None = None,
-                 log: Path | None = None, timeout_s: float = 120.0) -> subprocess.Popen:
-    """``lesion-response review-app OUT`` in a subprocess; returns once its HTTP port answers."""
-    command = [sys.executable, "-m", "LesionResponseLib.cli", "review-app", str(out), "--host", host,
-               "--port", str(port), "--user", user]
-    if token:
-        command += ["--token", token]
-    handle = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (kept open for the process)
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"review-app exited with {process.returncode}; see {log}")
-        try:
-            with socket.create_connection((host if host != "0.0.0.0" else "127.0.0.1", port), timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"review-app did not listen on {host}:{port} within {timeout_s} s; see {log}")
-
-
 def http_status(url: str) -> int:
     """HTTP status of a GET (errors included)."""
     try:
@@ -100,3 +77,147 @@ def http_status(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def review_app_command() -> list[str]:
+    """The ``lesion-response`` console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("lesion-response")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "LesionResponseLib.cli"]
+
+
+def launch_chromium(playwright):
+    """The Debian chromium, headless (Playwright's own browser download is not used)."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        raise RuntimeError("chromium not installed (bash scripts/setup.sh installs it)")
+    return playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+
+
+def open_app(browser, url: str, width: int = 1600, height: int = 1000):
+    """A page on the app with every view showing a first frame."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    page.wait_for_function("document.querySelectorAll('img.image-display-area[src^=\"blob:\"]').length > 0 && "
+                           "[...document.querySelectorAll('[data-testid^=caption-]')].length > 0", timeout=90_000)
+    wait_views_settled(page)
+    return page
+
+
+def view_count(page) -> int:
+    return page.locator("[data-testid^=caption-]").count()
+
+
+def view_sources(page) -> list[str]:
+    """Current image URL of every view, in time-point order."""
+    return [page.locator(f"[data-testid=caption-{k}]").locator("xpath=..").locator("img").get_attribute("src") or ""
+            for k in range(view_count(page))]
+
+
+def wait_views_settled(page, before: list[str] | None = None, timeout_s: float = 30.0, quiet_s: float = 0.6) -> float:
+    """Wait until every view shows a new frame (when ``before`` is given) and no view changed for ``quiet_s``;
+    returns the seconds until the last view changed."""
+    start = time.monotonic()
+    last, changed_at = view_sources(page), start
+    while time.monotonic() - start < timeout_s:
+        time.sleep(0.05)
+        now = view_sources(page)
+        if now != last:
+            last, changed_at = now, time.monotonic()
+        all_new = before is None or all(a != b for a, b in zip(now, before, strict=False))
+        if all_new and "" not in now and time.monotonic() - changed_at >= quiet_s:
+            return changed_at - start
+    raise TimeoutError(f"views did not settle within {timeout_s} s")
+
+
+def view_pixels(page, k: int):
+    """RGB pixels (H, W, 3 uint8) of view ``k`` as the browser shows it (element screenshot, PNG)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    png = page.locator(f"[data-testid=caption-{k}]").locator("xpath=..").locator("img").screenshot()
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def colour_blob_near_centre(pixels, rgb: tuple[float, float, float], tolerance: int = 12, max_offset_px: float = 12.0):
+    """The pixel component of colour ``rgb`` (0..1) nearest to the image centre: ``(distance of its centroid to
+    the centre in px, its pixel count)``, or ``(inf, 0)`` when the colour is absent."""
+    import numpy as np
+    from scipy import ndimage
+
+    target = np.round(np.array(rgb) * 255)
+    match = np.abs(pixels.astype(int) - target).max(-1) <= tolerance
+    labels, n = ndimage.label(match, structure=np.ones((3, 3)))
+    if n == 0:
+        return float("inf"), 0
+    centre = (np.array(pixels.shape[:2]) - 1) / 2.0
+    best = (float("inf"), 0)
+    for index, centroid in enumerate(ndimage.center_of_mass(match, labels, range(1, n + 1)), start=1):
+        distance = float(np.linalg.norm(np.array(centroid) - centre))
+        if distance < best[0]:
+            best = (distance, int((labels == index).sum()))
+    return best
+
+
+def read_rows(path: Path) -> list[dict]:
+    import csv
+
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def single_roi_tracks(out: Path) -> list[tuple[int, dict[int, dict]]]:
+    """Tracks with exactly one accepted ROI at every time point where present (from ``rois.csv``):
+    ``[(track id, {time point: rois.csv row})]``, largest baseline volume first."""
+    by_track: dict[int, dict[int, list[dict]]] = {}
+    for row in read_rows(out / "rois.csv"):
+        if row["track_id"] and row["status"] == "accepted":
+            by_track.setdefault(int(row["track_id"]), {}).setdefault(int(row["timepoint"]), []).append(row)
+    single = [(t, {tp: rows[0] for tp, rows in tps.items()}) for t, tps in by_track.items()
+              if all(len(rows) == 1 for rows in tps.values())]
+    return sorted(single, key=lambda item: -max(float(r["volume_ml"]) for r in item[1].values()))
+
+
+class Server:
+    """A review-app subprocess on a free loopback port (context manager; SIGKILL on exit)."""
+
+    def __init__(self, out: Path, log: Path, host: str = "127.0.0.1", token: str | None = None,
+                 user: str = "reader", port: int | None = None) -> None:
+        self.out, self.log, self.host, self.token, self.user = out, log, host, token, user
+        self.port = port or free_port("127.0.0.1")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    def start(self, timeout_s: float = 180.0) -> Server:
+        command = review_app_command() + ["review-app", str(self.out), "--host", self.host, "--port",
+                                          str(self.port), "--user", self.user]
+        if self.token:
+            command += ["--token", self.token]
+        handle = open(self.log, "ab")  # noqa: SIM115 (owned by the subprocess)
+        self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"review-app exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            if "running" in self.log.read_text(errors="replace"):
+                return self
+            time.sleep(0.3)
+        self.kill()
+        raise RuntimeError(f"review-app not ready within {timeout_s} s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: nothing is flushed on purpose (every edit must already be on disk)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *_exc) -> None:
+        self.kill()

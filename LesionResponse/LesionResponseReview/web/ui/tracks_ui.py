@@ -31,9 +31,10 @@ def build_track_table(server: Server, n_followups: int) -> None:
         html.Div(f"{{{{ {name.summary} }}}}", classes="text-caption text-no-wrap", **tid("track-summary"))
     row_props = (f"({{ item }}) => ({{ class: item.track_id === {name.selected_track} ? 'bg-indigo-darken-2' : '',"
                  " 'data-testid': 'track-row-' + item.track_id })")
-    with v3.VDataTable(headers=(name.headers,), items=(name.items,), item_value="track_id", density="compact",
-                       items_per_page=-1, hide_default_footer=True, fixed_header=True, height="calc(100vh - 190px)",
-                       hover=True, multi_sort=True,
+    # server mode: the rows are shown in the order the server sorted them (next/previous follow that order)
+    with v3.VDataTableServer(headers=(name.headers,), items=(name.items,), items_length=(f"{name.items}.length",),
+                             item_value="track_id", density="compact", items_per_page=-1, hide_default_footer=True,
+                             fixed_header=True, height="calc(100vh - 190px)", hover=True,
                        **tid("track-table", f':row-props="{row_props}"',
                              f'v-model:sort-by="{name.sort_by}"',
                              "@click:row=\"(event, { item }) => trigger('select_track', [item.track_id])\"")):
@@ -49,10 +50,11 @@ def build_track_table(server: Server, n_followups: int) -> None:
                 html.Span(f"{{{{ item.cat_t{k} }}}}", classes="text-caption mr-1")
                 html.Span(f"{{{{ item.delta_t{k} === null ? '' : (item.delta_t{k} > 0 ? '+' : '') + "
                           f"item.delta_t{k}.toFixed(0) + '%' }}}}", classes="text-caption text-medium-emphasis")
-    # N / P (or arrow down / up) outside text fields: next / previous track of the table
+    # N / P (or arrow down / up) outside text fields: next / previous track of the table; Escape: no selection
     client.ClientTriggers(mounted=(
         "window.addEventListener('keydown', (e) => {"
         " const t = e.target.tagName; if (t === 'INPUT' || t === 'TEXTAREA' || e.ctrlKey || e.metaKey) return;"
         " if (e.key === 'n' || e.key === 'N' || e.key === 'ArrowDown') { trigger('step_track', [1]); e.preventDefault(); }"
         " if (e.key === 'p' || e.key === 'P' || e.key === 'ArrowUp') { trigger('step_track', [-1]); e.preventDefault(); }"
+        " if (e.key === 'Escape') { trigger('select_track', [null]); }"
         "})"))
