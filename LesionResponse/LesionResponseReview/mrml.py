@@ -45,7 +45,7 @@ def _rgb(hex_colour: str) -> tuple[float, float, float]:
 
 # One palette for the report and both review faces (RGB 0..1): the report's category colours, plus rejected ROIs.
 CATEGORY_COLORS: dict[str, tuple[float, float, float]] = {k: _rgb(v) for k, v in CATEGORY_COLOURS.items()}
-CATEGORY_COLORS["rejected"] = (0.55, 0.55, 0.55)
+CATEGORY_COLORS["rejected"] = _rgb("#8c8c8c")  # grey: not a lesion (colour tables hold 8 bits)
 LAYOUT_ID = 15001  # custom layout id (Slicer reserves ids < 100 for its own layouts)
 MAX_TIMEPOINTS_SHOWN = 7  # views side by side that stay readable on one screen
 PET_OPACITY = 0.5  # foreground (PET) opacity over the CT background: both stay visible
@@ -128,10 +128,11 @@ def segment_name(roi: LesionROI, track_id: int | None, category: str) -> str:
 
 
 def track_color(track_id: int) -> tuple[float, float, float]:
-    """A stable, well-spread colour per track id (golden-ratio hue walk)."""
+    """A stable, well-spread colour per track id (golden-ratio hue walk), on 8 bits like the colour tables."""
     import colorsys
 
-    return colorsys.hsv_to_rgb((track_id * 0.618033988749895) % 1.0, 0.75, 0.95)
+    rgb = colorsys.hsv_to_rgb((track_id * 0.618033988749895) % 1.0, 0.75, 0.95)
+    return tuple(round(c * 255) / 255 for c in rgb)  # type: ignore[return-value]
 
 
 def segment_color(nodes: LoadedNodes, roi: LesionROI) -> tuple[float, float, float]:
