@@ -183,8 +183,9 @@ class Server:
     """A review-app subprocess on a free loopback port (context manager; SIGKILL on exit)."""
 
     def __init__(self, out: Path, log: Path, host: str = "127.0.0.1", token: str | None = None,
-                 user: str = "reader", port: int | None = None) -> None:
+                 user: str = "reader", port: int | None = None, extra: list[str] | None = None) -> None:
         self.out, self.log, self.host, self.token, self.user = out, log, host, token, user
+        self.extra = list(extra or [])
         self.port = port or free_port("127.0.0.1")
         self.process: subprocess.Popen | None = None
 
@@ -197,6 +198,7 @@ class Server:
                                           str(self.port), "--user", self.user]
         if self.token:
             command += ["--token", self.token]
+        command += self.extra
         handle = open(self.log, "ab")  # noqa: SIM115 (owned by the subprocess)
         self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
