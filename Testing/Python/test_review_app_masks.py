@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from LesionResponseReview import masks
 
 SPACING = (2.0, 2.0, 3.0)  # mm, anisotropic on purpose
