@@ -14,7 +14,7 @@ what follows):
 
 Besides DOMAIN.md §8 the folder gets ``suv/tp{k}.nii.gz`` (float32 SUV PET, rewritten only when the PET
 series or its SUV factor changed), read by the review, the reports and the Slicer module without going
-back to DICOM. When the folder holds a reader's review (``review/session.json``), the edits are
+back to DICOM, and ``ct/tp{k}.nii.gz`` (the CT in HU, for CT/PET fusion in the review). When the folder holds a reader's review (``review/session.json``), the edits are
 re-applied to the new result and those that no longer apply are listed (``review/not_applicable.json``).
 """
 
