@@ -199,12 +199,26 @@ def image_files(out_dir: Path, tp: int) -> tuple[Path, Path]:
     return out_dir / "suv" / f"tp{tp}.nii.gz", out_dir / "ct" / f"tp{tp}.nii.gz"
 
 
-def load_images(scene: Any, out_dir: Path, analysis: Analysis, tp: int) -> tuple[Any, Any | None]:
-    """PET (SUV) and CT volume nodes of time point ``tp``: ``suv/``, ``ct/`` files if written, else DICOM."""
+def read_images(paths: Iterable[Path]) -> dict[Path, Any]:
+    """SimpleITK images of the existing ``paths``, read in parallel (decompression releases the GIL)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    existing = [p for p in paths if p.is_file()]
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        return dict(zip(existing, pool.map(read_image, existing), strict=True))
+
+
+def load_images(scene: Any, out_dir: Path, analysis: Analysis, tp: int,
+                read: dict[Path, Any] | None = None) -> tuple[Any, Any | None]:
+    """PET (SUV) and CT volume nodes of time point ``tp``: ``suv/``, ``ct/`` files if written (``read``: those
+    already read), else DICOM."""
     suv_file, ct_file = image_files(out_dir, tp)
+    read = read or {}
     if suv_file.is_file():
-        pet = add_volume(scene, read_image(suv_file), f"PET SUV tp{tp}")
-        ct = add_volume(scene, read_image(ct_file), f"CT tp{tp}") if ct_file.is_file() else None
+        pet = add_volume(scene, read.get(suv_file) or read_image(suv_file), f"PET SUV tp{tp}")
+        ct = (add_volume(scene, read.get(ct_file) or read_image(ct_file), f"CT tp{tp}")
+              if ct_file.is_file() else None)
         if ct is not None or not analysis.timepoints[tp].ct_files:
             return pet, ct
         scene.RemoveNode(pet)
@@ -366,11 +380,13 @@ def load_analysis_into_scene(scene: Any, out_dir: str | Path, load_volumes: bool
     out = Path(out_dir)
     nodes = LoadedNodes(out_dir=out, analysis=read_analysis(out), scene=scene)
     n = len(nodes.analysis.timepoints)
+    read = read_images(p for tp in range(n) for p in image_files(out, tp)) if load_volumes else {}
     for tp in range(n):
         if progress:
             progress(f"Loading time point {tp}", tp / max(n, 1))
         if load_volumes:
-            nodes.pet[tp], ct = load_images(scene, out, nodes.analysis, tp)
+            nodes.pet[tp], ct = load_images(scene, out, nodes.analysis, tp, read)
+            read.pop(image_files(out, tp)[0], None), read.pop(image_files(out, tp)[1], None)  # memory back
             _style_pet(nodes.pet[tp])
             if ct is not None:
                 nodes.ct[tp] = ct

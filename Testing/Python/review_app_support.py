@@ -223,3 +223,12 @@ class Server:
 
     def __exit__(self, *_exc) -> None:
         self.kill()
+
+
+def save_screenshot(page, name: str) -> None:
+    """Keep a screenshot for the README (``docs/images/review-app-NAME.png``) when
+    LESION_RESPONSE_WRITE_SCREENSHOTS=1."""
+    if os.environ.get("LESION_RESPONSE_WRITE_SCREENSHOTS") == "1":
+        folder = REPO / "docs" / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"review-app-{name}.png"))

@@ -173,6 +173,7 @@ def test_ui_corrections_match_the_cli(folders):
     ui(page, a, "split")
     cli(b, "split", str(long), "2")
     assert_same_outputs(a, b)
+    support.save_screenshot(page, "corrections")
 
 
 def test_ui_add_and_rethreshold_match_the_cli(folders):
@@ -206,3 +207,21 @@ def test_ui_add_and_rethreshold_match_the_cli(folders):
     assert_same_outputs(a, b)
     _tab(page, "audit")
     page.wait_for_function(f"document.querySelectorAll('[data-testid=audit-entry]').length === {_lines(a)}")
+    support.save_screenshot(page, "audit")
+
+
+def test_export_from_the_app_writes_the_report_and_dicom_seg_sr(folders):
+    import pydicom
+
+    a, _, page = folders
+    _tab(page, "info")
+    support.save_screenshot(page, "timepoints")
+    page.get_by_label("PDF too").uncheck()  # the PDF needs a chromium print: covered by the report tests
+    page.locator("[data-testid=export]").click()
+    page.wait_for_function("document.querySelector('[data-testid=export-message]').innerText.includes('files written')",
+                           timeout=120_000)
+    report = a / "report"
+    assert (report / "report.html").stat().st_size > 1000
+    modalities = sorted(pydicom.dcmread(p).Modality for p in (report / "dicom").glob("*.dcm"))
+    n = len(support.read_rows(a / "timepoints.csv"))
+    assert modalities.count("SEG") == n and modalities.count("SR") == n

@@ -3,7 +3,6 @@ navigation. Every assertion is on what the browser shows (screenshot pixels, vis
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -20,8 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
 from LesionResponseReview.mrml import CATEGORY_COLORS  # noqa: E402
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
-
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
@@ -32,13 +29,6 @@ def app(tmp_path_factory):
         page = support.open_app(browser, server.url)
         yield out, server, page
         browser.close()
-
-
-def _save(page, name: str) -> None:
-    """Keep a screenshot for the README when LESION_RESPONSE_WRITE_SCREENSHOTS=1."""
-    if os.environ.get("LESION_RESPONSE_WRITE_SCREENSHOTS") == "1":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"review-app-{name}.png"))
 
 
 def _click_row(page, track_id: int) -> None:
@@ -78,7 +68,7 @@ def test_row_click_centres_every_view_on_the_track_in_its_category_colour(app):
         assert size >= 8 and distance <= 12.0, (tp, rois[tp]["category"], distance, size)
         checked += 1
     assert checked >= 2
-    _save(page, "track")
+    support.save_screenshot(page, "track")
 
 
 def test_next_previous_keys_follow_the_table(app):

@@ -57,9 +57,10 @@ class ReviewApp(TrameApp):
         self._build_ui()
 
     def _load(self) -> None:
+        self.views.create_views(len(mrml.read_analysis(self.context.out_dir).timepoints))
         self.context.nodes = mrml.load_analysis_into_scene(self.context.slicer_app.scene, self.context.out_dir)
         self.corrections.open_session()
-        self.views.create_views()
+        self.views.attach()
         self.context.changed("loaded")
         order = self.tracks.order()
         if order:
@@ -87,7 +88,7 @@ class ReviewApp(TrameApp):
         n = len(self.context.nodes.analysis.timepoints)
         with SinglePageWithDrawerLayout(self.server, full_height=True) as layout:
             self.ui = layout
-            layout.title.set_text(f"LesionResponse review · {self.context.nodes.analysis.patient_id}")
+            layout.title.set_text(f"Review {self.context.nodes.analysis.patient_id}")
             with layout.toolbar:
                 v3.VSpacer()
                 build_toolbar(self.server, self.views.zoom, self.views.reset)

@@ -37,7 +37,7 @@ def audit_entries(review_dir: Path, limit: int = MAX_SHOWN) -> tuple[list[dict],
         if action == "apply" and "edit" in record:
             details = describe_record(record)[1:]
             what = f"{record.get('type')} " + " ".join(f"{k}={v}" for k, v in record["edit"].items()
-                                                         if k not in ("type", "mask"))
+                                                         if k not in ("type", "mask") and v not in ("", None, False))
         else:
             details = [record.get("note", "")] if record.get("note") else []
             what = f"{record.get('type', '')} (edit {record.get('id', '-')})" if record.get("id") else ""

@@ -176,5 +176,6 @@ def _selected(nodes: Any) -> int:
 
 def _edit_label(record: dict) -> str:
     """Short text of an edit record: ``reject roi_id=tp1-L0006``."""
-    params = " ".join(f"{k}={v}" for k, v in record.get("edit", {}).items() if k not in ("type", "mask"))
+    params = " ".join(f"{k}={v}" for k, v in record.get("edit", {}).items()
+                      if k not in ("type", "mask") and v not in ("", None, False))
     return f"{record.get('type', '?')} {params}".strip()

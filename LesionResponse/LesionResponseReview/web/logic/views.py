@@ -67,25 +67,27 @@ class ViewsLogic(FeatureLogic[ViewsState]):
         context.listeners.append(self._on_change)
 
     # ----- building --------------------------------------------------------------------------------
-    def create_views(self) -> None:
-        """Register the per-time-point layout, create its views, attach the nodes and link the views."""
+    def create_views(self, n: int) -> None:
+        """Register the layout of ``n`` time points and create its views (before the data: the views then
+        render through the stream scheduler, once per change, not on every node added)."""
         from trame_slicer.core import LayoutManager
 
-        nodes = self.context.nodes
-        n = len(nodes.analysis.timepoints)
         manager = self.slicer_app.view_manager
         self.layout_manager = LayoutManager(self.scene, manager, self.server)
         self.layout_manager.register_layout("timepoints", timepoint_layout(n))
         self.layout_manager.set_layout("timepoints")
-        slice_nodes = {}
         for k in range(n):
             view = manager.get_view(VIEW_TAG.format(k=k))
             view.render_window().SetMultiSamples(0)  # 3-5x faster redraws on a software renderer
             self.context.views[k] = view
-            slice_nodes[k] = view.get_view_node()
             self._observe_clicks(k, view)
             view.interactor().AddObserver("WindowResizeEvent", lambda *_: self._refit(), -1.0)
-        mrml.attach_views(nodes, slice_nodes)
+
+    def attach(self) -> None:
+        """Show the loaded nodes in the views, fit them, link them."""
+        nodes = self.context.nodes
+        n = len(nodes.analysis.timepoints)
+        mrml.attach_views(nodes, {k: view.get_view_node() for k, view in self.context.views.items()})
         for view in self.context.views.values():
             view.fit_view_to_content()
         self.context.linker = mrml.ViewLinker(nodes)
