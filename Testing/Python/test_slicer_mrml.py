@@ -234,6 +234,35 @@ def test_absent_timepoint_is_centred_through_the_registration(loaded, tmp_path):
         nodes.transforms = saved
 
 
+def test_view_linker_moves_the_other_views_to_the_registered_point(loaded, tmp_path):
+    """Moving one view (scroll, pan: its centre changes) moves every other view to the registered image of that
+    centre; ``quietly`` and ``enabled = False`` stop the following."""
+    import SimpleITK as sitk
+    from LesionResponseReview import mrml as lrm
+
+    _, nodes, headless = loaded
+    path = tmp_path / "tp0_to_tp1.tfm"
+    sitk.WriteTransform(sitk.TranslationTransform(3, (10.0, -4.0, 6.0)), str(path))  # LPS shift
+    storage = headless.scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+    storage.SetFileName(str(path))
+    transform = headless.scene.AddNewNodeByClass("vtkMRMLTransformNode")
+    assert storage.ReadData(transform)
+    saved, nodes.transforms = dict(nodes.transforms), {(0, 1): transform}
+    linker = lrm.ViewLinker(nodes)
+    try:
+        nodes.slice_nodes[0].JumpSliceByCentering(20.0, 30.0, 40.0)
+        assert np.allclose(_slice_centre(nodes.slice_nodes[1]), (10.0, 34.0, 46.0), atol=1e-3)  # RAS = (-10, 4, 6)
+        assert np.allclose(_slice_centre(nodes.slice_nodes[2]), (20.0, 30.0, 40.0), atol=1e-3)  # no registration
+        linker.quietly(lambda: nodes.slice_nodes[0].JumpSliceByCentering(0.0, 0.0, 0.0))
+        assert np.allclose(_slice_centre(nodes.slice_nodes[1]), (10.0, 34.0, 46.0), atol=1e-3)
+        linker.enabled = False
+        nodes.slice_nodes[0].JumpSliceByCentering(5.0, 5.0, 5.0)
+        assert np.allclose(_slice_centre(nodes.slice_nodes[1]), (10.0, 34.0, 46.0), atol=1e-3)
+    finally:
+        linker.close()
+        nodes.transforms = saved
+
+
 @pytest.fixture()
 def fresh_nodes(loaded, tmp_path):
     """The truth analysis (copied) loaded without volumes into a clean scene, for edits."""
