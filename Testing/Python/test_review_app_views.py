@@ -139,3 +139,33 @@ def test_click_in_one_view_moves_the_others_to_the_corresponding_point(app):
         # the view moved by the click's offset (to within the registration's local deformation)
         assert np.hypot(dx - offset[0], dy - offset[1]) <= 12 and score > 0.4, (k, dx, dy, offset, score)
     assert np.corrcoef(patch(support.view_pixels(page, 0).astype(float), cx, cy), patch(before[0], cx, cy))[0, 1] > 0.95
+
+
+def test_a_click_on_the_coronal_mip_navigates_to_the_hot_spot(app):
+    """MIP tab: a click elsewhere moves the views away; a click on the selected track's ROI projection at time
+    point k brings view k back onto that lesion (its category colour at the centre)."""
+    import SimpleITK as sitk
+
+    out, _, page = app
+    track_id, rois = support.single_roi_tracks(out)[0]
+    tp = max(rois, key=lambda k: float(rois[k]["suv_max"]))
+    _click_row(page, track_id)
+    page.locator("[data-testid=tab-mip]").click()
+    mip = page.locator(f"[data-testid=mip-{tp}]")
+    mip.wait_for()
+    box = mip.bounding_box()
+    suv = sitk.ReadImage(str(out / "suv" / f"tp{tp}.nii.gz"))
+    i, _, k = suv.TransformPhysicalPointToContinuousIndex(tuple(float(rois[tp][c]) for c in ("x_mm", "y_mm", "z_mm")))
+    nx, _, nz = suv.GetSize()
+    target = (box["x"] + (i + 0.5) / nx * box["width"], box["y"] + (1 - (k + 0.5) / nz) * box["height"])
+    sources = support.view_sources(page)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + 0.08 * box["height"])  # the head: away
+    support.wait_views_settled(page, sources)
+    assert support.colour_blob_near_centre(support.view_pixels(page, tp),
+                                           CATEGORY_COLORS[rois[tp]["category"]])[0] > 12
+    sources = support.view_sources(page)
+    page.mouse.click(*target)
+    support.wait_views_settled(page, sources)
+    distance, size = support.colour_blob_near_centre(support.view_pixels(page, tp), CATEGORY_COLORS[rois[tp]["category"]])
+    assert size >= 8 and distance <= 12.0, (distance, size)
+    page.locator("[data-testid=tab-tracks]").click()

@@ -16,11 +16,13 @@ from LesionResponseReview.web.context import ReviewContext
 from LesionResponseReview.web.logic.audit import AuditLogic
 from LesionResponseReview.web.logic.corrections import CorrectionsLogic
 from LesionResponseReview.web.logic.export import ExportLogic
+from LesionResponseReview.web.logic.overview import OverviewLogic
 from LesionResponseReview.web.logic.timepoints import TimepointsLogic
 from LesionResponseReview.web.logic.tracks import TracksLogic
 from LesionResponseReview.web.logic.views import ViewsLogic
 from LesionResponseReview.web.ui.audit_ui import build_audit
 from LesionResponseReview.web.ui.corrections_ui import build_corrections
+from LesionResponseReview.web.ui.overview_ui import build_overview
 from LesionResponseReview.web.ui.timepoints_ui import build_export, build_timepoints
 from LesionResponseReview.web.ui.tracks_ui import build_track_table
 from LesionResponseReview.web.ui.views_ui import build_toolbar, view_caption
@@ -50,9 +52,11 @@ class ReviewApp(TrameApp):
         self.audit = AuditLogic(self.server, self.context)
         self.timepoints = TimepointsLogic(self.server, self.context)
         self.export = ExportLogic(self.server, self.context)
+        self.overview = OverviewLogic(self.server, self.context)
         self.views.click_listeners.append(self._on_view_click)
         self.server.trigger("select_track")(self.tracks.select)
         self.server.trigger("step_track")(self.tracks.step)
+        self.server.trigger("mip_click")(self.overview.clicked)
         self._load()
         self._build_ui()
 
@@ -96,16 +100,18 @@ class ReviewApp(TrameApp):
                 drawer.width = DRAWER_WIDTH
                 with v3.VTabs(v_model=("drawer_tab", "tracks"), density="compact", grow=True):
                     for key, label in (("tracks", "Tracks"), ("correct", "Correct"), ("audit", "Audit"),
-                                       ("info", "Time points")):
+                                       ("mip", "MIP"), ("info", "Time points")):
                         v3.VTab(label, value=key, raw_attrs=[f'data-testid="tab-{key}"'])
                 with v3.VWindow(v_model=("drawer_tab",)):
-                    with v3.VWindowItem(value="tracks"):
+                    with v3.VWindowItem(value="tracks", transition=False, reverse_transition=False):
                         build_track_table(self.server, n - 1)
-                    with v3.VWindowItem(value="correct"):
+                    with v3.VWindowItem(value="correct", transition=False, reverse_transition=False):
                         build_corrections(self.server, self.corrections.edit, n)
-                    with v3.VWindowItem(value="audit"):
+                    with v3.VWindowItem(value="audit", transition=False, reverse_transition=False):
                         build_audit(self.server)
-                    with v3.VWindowItem(value="info"):
+                    with v3.VWindowItem(value="mip", transition=False, reverse_transition=False):
+                        build_overview(self.server)
+                    with v3.VWindowItem(value="info", transition=False, reverse_transition=False):
                         build_timepoints(self.server)
                         v3.VDivider()
                         build_export(self.server, self.export.export)

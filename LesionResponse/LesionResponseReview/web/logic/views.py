@@ -138,6 +138,7 @@ class ViewsLogic(FeatureLogic[ViewsState]):
         if self.context.nodes is not None:
             self.context.nodes.color_by = color_by
             mrml.refresh_colors(self.context.nodes)
+            self.context.changed("display")
 
     def _on_linked(self, linked: bool) -> None:
         if self.context.linker is not None:
