@@ -386,7 +386,8 @@ def load_analysis_into_scene(scene: Any, out_dir: str | Path, load_volumes: bool
             progress(f"Loading time point {tp}", tp / max(n, 1))
         if load_volumes:
             nodes.pet[tp], ct = load_images(scene, out, nodes.analysis, tp, read)
-            read.pop(image_files(out, tp)[0], None), read.pop(image_files(out, tp)[1], None)  # memory back
+            for path in image_files(out, tp):
+                read.pop(path, None)  # the node holds the voxels now
             _style_pet(nodes.pet[tp])
             if ct is not None:
                 nodes.ct[tp] = ct
@@ -600,11 +601,14 @@ def select_track(nodes: LoadedNodes, track_id: int | None) -> dict[int, tuple[fl
     return jump_to_track(nodes, track_id) if track_id is not None else {}
 
 
-def follow_crosshair(nodes: LoadedNodes, ras: Sequence[float], src: int) -> dict[int, tuple[float, float, float]]:
+def follow_crosshair(nodes: LoadedNodes, ras: Sequence[float], src: int, move_source: bool = True
+                     ) -> dict[int, tuple[float, float, float]]:
     """Move every view to the point corresponding to ``ras`` (a point in view ``src``), through the
-    registrations; the source view is centred on ``ras`` itself."""
+    registrations; the source view is centred on ``ras`` itself unless ``move_source`` is False."""
     moved: dict[int, tuple[float, float, float]] = {}
     for tp, slice_node in nodes.slice_nodes.items():
+        if tp == src and not move_source:
+            continue
         point = map_point_between_timepoints(nodes, ras, src, tp)[0] if tp != src else tuple(ras)
         slice_node.JumpSliceByCentering(*point)
         moved[tp] = point  # type: ignore[assignment]

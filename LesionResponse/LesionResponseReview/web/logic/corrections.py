@@ -83,11 +83,11 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
         self.context.changed("edited")
         return record
 
-    def _roi(self, field_value: str, what: str) -> str:
-        return mrml.review_arguments("reject", field_value)["roi_id"] if field_value.strip() else self._fail(what)
-
-    def _fail(self, what: str) -> str:
-        raise _Refused(what)
+    @staticmethod
+    def _roi(field_value: str, what: str) -> str:
+        if not field_value.strip():
+            raise _Refused(what)
+        return field_value.strip()
 
     def edit(self, operation: str) -> Any:
         """The button ``operation`` with the panel's fields (see :func:`mrml.review_arguments`)."""

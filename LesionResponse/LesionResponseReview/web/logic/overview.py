@@ -61,8 +61,8 @@ class OverviewLogic(FeatureLogic[OverviewState]):
     def _suv_array(self, tp: int) -> np.ndarray:
         import SimpleITK as sitk
 
-        if tp not in self._suv:
-            self._suv[tp] = sitk.GetArrayFromImage(self.context.session.suv(tp))
+        if tp not in self._suv:  # a view on the session's cached SUV image: no second copy of the voxels
+            self._suv[tp] = sitk.GetArrayViewFromImage(self.context.session.suv(tp))
         return self._suv[tp]
 
     def _on_change(self, what: str) -> None:

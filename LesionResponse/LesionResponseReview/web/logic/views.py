@@ -115,9 +115,8 @@ class ViewsLogic(FeatureLogic[ViewsState]):
         """A click at ``ras`` in time point ``tp``'s view: navigate (the other views follow), then tell listeners."""
         mode = self.data.click_mode
         if mode == "navigate":
-            nodes = self.context.nodes
-            self.context.quietly(lambda: [nodes.slice_nodes[k].JumpSliceByCentering(
-                *mrml.map_point_between_timepoints(nodes, ras, tp, k)[0]) for k in nodes.slice_nodes if k != tp])
+            nodes = self.context.nodes  # the clicked view stays put under the reader's pointer
+            self.context.quietly(lambda: mrml.follow_crosshair(nodes, ras, tp, move_source=False))
         for listener in self.click_listeners:
             listener(tp, ras, mode, shift)
 
