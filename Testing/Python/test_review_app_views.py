@@ -168,4 +168,5 @@ def test_a_click_on_the_coronal_mip_navigates_to_the_hot_spot(app):
     support.wait_views_settled(page, sources)
     distance, size = support.colour_blob_near_centre(support.view_pixels(page, tp), CATEGORY_COLORS[rois[tp]["category"]])
     assert size >= 8 and distance <= 12.0, (distance, size)
+    support.save_screenshot(page, "mip")
     page.locator("[data-testid=tab-tracks]").click()
