@@ -36,7 +36,8 @@ for _path in (MODULE_DIR, MODULE_DIR.parent):  # installed: LesionResponseLib be
         sys.path.insert(0, str(_path))
 
 # Python packages the library needs that Slicer does not ship: import name -> pip requirement
-PIP_REQUIREMENTS = {  # kept in line with pyproject.toml; numpy and SimpleITK ship with Slicer
+PIP_REQUIREMENTS = {  # kept in line with pyproject.toml; numpy and SimpleITK ship with Slicer; itk-elastix
+    # is left out: inside Slicer, registration runs SlicerElastix's programs (LesionResponseLib.tracking.elastix)
     "scipy": "scipy>=1.10",
     "pydicom": "pydicom>=3.0",
     "highdicom": "highdicom>=0.23",
@@ -402,17 +403,21 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         return str(candidate) if candidate.exists() else sys.executable
 
     def startAnalysis(self, inputFolder: Path, outputFolder: Path, parameters: dict[str, Any]) -> None:
-        """Run ``LesionResponseLib.analysis.analyze`` in a separate process (progress via its output)."""
+        """Run ``LesionResponseLib.workflow.analyze`` in a separate process (progress via its output)."""
         from LesionResponseLib.datamodel import AnalysisParameters
 
         self.cancel()
         params = AnalysisParameters.from_dict(parameters).to_dict()
-        code = ("import json, sys; from LesionResponseLib.analysis import analyze; "
+        code = ("import json, sys; from LesionResponseLib.workflow import analyze; "
                 "from LesionResponseLib.datamodel import AnalysisParameters; "
                 "analyze(sys.argv[1], sys.argv[2], AnalysisParameters.from_dict(json.loads(sys.argv[3])))")
         process = qt.QProcess()
         environment = qt.QProcessEnvironment.systemEnvironment()
         environment.insert("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+        from LesionResponseLib.tracking.elastix import slicer_handoff_environment
+
+        for name, value in slicer_handoff_environment().items():  # SlicerElastix's programs, for registration
+            environment.insert(name, value)
         process.setProcessEnvironment(environment)
         process.setProcessChannelMode(qt.QProcess.MergedChannels)
         process.connect("readyReadStandardOutput()", self._onProcessOutput)
@@ -575,7 +580,7 @@ class LesionResponseTest(ScriptedLoadableModuleTest):
         self.assertTrue(logic.ensureDependencies(askConfirmation=False))
 
         self.delayDisplay("Analysing (MONAI model segmentation, registration, tracking)")
-        from LesionResponseLib.analysis import analyze
+        from LesionResponseLib.workflow import analyze
 
         analyze(phantom / "dicom", work / "analysis", AnalysisParameters(), progress=False)
 

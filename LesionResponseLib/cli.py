@@ -13,6 +13,7 @@ import typer
 from LesionResponseLib import __version__
 
 STAGES = ("phantom", "dicomio", "segmentation", "tracking", "analysis", "review", "report")
+ORCHESTRATION = ("workflow",)  # commands that combine stages (analyze, demo, cohort-analyze)
 
 app = typer.Typer(
     help="Lesion-by-lesion response assessment of longitudinal [68Ga]Ga-DOTATATE PET/CT.",
@@ -35,8 +36,8 @@ def main(
     """LesionResponse command line. Run a subcommand with --help for its options."""
 
 
-for _stage in STAGES:
-    importlib.import_module(f"LesionResponseLib.{_stage}.cli").register(app)
+for _package in STAGES + ORCHESTRATION:
+    importlib.import_module(f"LesionResponseLib.{_package}.cli").register(app)
 
 # The browser review (`review-app`) is a face of its own (LesionResponse/LesionResponseReview, a package installed
 # beside this one); its module imports only typer, trame is imported when the command runs.

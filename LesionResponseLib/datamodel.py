@@ -58,7 +58,7 @@ class TimePointInfo(_Serialisable):
     ct_series_instance_uid: str | None
     frame_of_reference_uid: str | None
     suv_factor: float  # SUVbw per Bq/mL (weight g / decayed injected activity Bq)
-    suv_method: str  # e.g. "BQML/START", "BQML/ADMIN", "CNTS/Philips", "BQML/GE-reprocessed", "GML"
+    suv_method: str  # e.g. "BQML/START", "BQML/ADMIN", "CNTS/Philips", "GML/LBMJAMES128" (dicomio.calibration)
     weight_kg: float | None = None
     height_m: float | None = None
     sex: str | None = None
@@ -71,6 +71,10 @@ class TimePointInfo(_Serialisable):
     pet_files: list[str] = field(default_factory=list)
     ct_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # SUV provenance (dicomio.calibration); None / empty in analysis.json files written before they existed
+    suv_reference_time_source: str | None = None  # e.g. "SeriesDate/SeriesTime", "GE private scan datetime ..."
+    suv_normalisation: str | None = None  # how the stored values became SUVbw, with the numbers used
+    suv_assumptions: list[str] = field(default_factory=list)  # rules applied to imperfect headers (MBq dose, ...)
 
 
 @dataclass
@@ -119,6 +123,7 @@ class RegistrationResult(_Serialisable):
     quality: dict[str, float] = field(default_factory=dict)  # e.g. metric before/after, NCC, Dice of body
     message: str = ""
     seconds: float = 0.0
+    software: str = ""  # what ran it and its version, e.g. "elastix 5.0.1 (program /usr/bin)", "SimpleITK 2.5.0"
 
 
 @dataclass
@@ -187,8 +192,10 @@ class AnalysisParameters(_Serialisable):
     # Model ROIs smaller than this (mL) whose SUVmax is not above the liver SUVmean are dropped as equivocal
     # (Krenning <= 2 and too small to quantify; segmentation.components.drop_equivocal_rois). 0 keeps all.
     equivocal_max_volume_ml: float = 0.5
-    # "auto": elastix (Debian package) when installed, else SimpleITK B-spline. Measured on the phantom:
-    # elastix 11 s/pair, 2.3 mm at lesion centres; SimpleITK B-spline 47 s, 3.1 mm (benchmarks/bench_registration.py).
+    # "auto": elastix when any engine is available (SlicerElastix inside Slicer, the itk-elastix package, the
+    # elastix program on PATH; tracking.elastix), else SimpleITK B-spline. Measured on the phantom: elastix
+    # 11 s/pair, 2.3 mm at lesion centres; SimpleITK B-spline 47 s, 3.1 mm (benchmarks/bench_registration.py).
+    # "elastix-slicer" / "elastix-itk" / "elastix-program" force one engine (tracking.registration.METHODS).
     registration_method: str = "auto"
     # 8 mm: two 4 mm PET voxels, so a lesion survives a residual registration error of ~one voxel plus a
     # partial-volume edge shift; link recall was 97.5 % at 5 mm and 100 % from 6 to 10 mm (bench_tracking.py).
@@ -204,6 +211,9 @@ class AnalysisParameters(_Serialisable):
     response_measure: Literal["suv_total", "suv_total_pvc"] = "suv_total"
     decrease_threshold_pct: float = -30.0
     increase_threshold_pct: float = 30.0
+    # Body weight (kg) used instead of PatientWeight (0010,1030) for every time point, e.g. when it is missing
+    # (dicomio.find_timepoints weight_kg); None: the headers' weight.
+    weight_kg: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

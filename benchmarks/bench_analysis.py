@@ -63,9 +63,9 @@ def _pvc_category_agreement(analysis, out: Path, phantom: Path) -> float | None:
 
 def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool) -> None:
     """Child process: analyse the phantom and print a JSON line of figures."""
-    from LesionResponseLib.analysis import run_pipeline
     from LesionResponseLib.analysis.truth import truth_agreement
     from LesionResponseLib.datamodel import AnalysisParameters
+    from LesionResponseLib.workflow import run_pipeline
 
     marks: list[tuple[str, float]] = []
     start = time.perf_counter()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 
 def _analysis_folder(work: Path) -> Path:
-    from LesionResponseLib.analysis import analyze
     from LesionResponseLib.datamodel import AnalysisParameters
     from LesionResponseLib.phantom import generate_patient
+    from LesionResponseLib.workflow import analyze
 
     phantom = generate_patient(work / "phantom", seed=1, timepoints=3, vendor="siemens")
     out = work / "out"

@@ -356,15 +356,17 @@ def refresh_table(nodes: LoadedNodes) -> Any:
     return nodes.table
 
 
-def load_transforms(nodes: LoadedNodes) -> None:
-    """Transform nodes of the registrations (see the module docstring for the direction)."""
+def load_transforms(nodes: LoadedNodes, scene: Any = None) -> None:
+    """Transform nodes of the registrations (see the module docstring for the direction), into ``scene``
+    (default: the nodes' scene)."""
+    scene = scene if scene is not None else nodes.scene
     for reg in nodes.analysis.registrations:
         path = nodes.out_dir / reg.transform_path
         if not path.is_file():
             continue
-        storage = nodes.scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+        storage = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
         storage.SetFileName(str(path))
-        node = nodes.scene.AddNewNodeByClass("vtkMRMLTransformNode",
+        node = scene.AddNewNodeByClass("vtkMRMLTransformNode",
                                              f"tp{reg.fixed_timepoint} to tp{reg.moving_timepoint}")
         if not storage.ReadData(node):
             raise SlicerLoadError(describe("Slicer could not read this ITK transform", path=path,

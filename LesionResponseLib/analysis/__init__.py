@@ -1,12 +1,11 @@
-"""Analysis stage: per-ROI quantification, track response and heterogeneity, the ``analyze`` pipeline with
-its per-stage cache, the output folder (DOMAIN.md §8) and cohort figures."""
+"""Analysis stage: per-ROI quantification, track response and heterogeneity, the output folder
+(docs/DOMAIN.md §8) and cohort figures. The ``analyze`` pipeline that runs every stage is in
+:mod:`LesionResponseLib.workflow`."""
 
 from LesionResponseLib.analysis.cohort import cohort_summary, cohort_table
 from LesionResponseLib.analysis.outputs import OutputFolderError, load_analysis, load_labels, write_outputs
-from LesionResponseLib.analysis.pipeline import AnalysisError, RunReport, analyze, run_pipeline
 from LesionResponseLib.analysis.quantify import QuantificationError, measure_rois
 from LesionResponseLib.analysis.response import assess_response, roi_categories
 
-__all__ = ["AnalysisError", "OutputFolderError", "QuantificationError", "RunReport", "analyze",
-           "assess_response", "cohort_summary", "cohort_table", "load_analysis", "load_labels", "measure_rois",
-           "roi_categories", "run_pipeline", "write_outputs"]
+__all__ = ["OutputFolderError", "QuantificationError", "assess_response", "cohort_summary", "cohort_table",
+           "load_analysis", "load_labels", "measure_rois", "roi_categories", "write_outputs"]

@@ -1,4 +1,4 @@
-"""Command-line commands of the analysis stage: ``analyze``, ``demo`` and ``cohort``."""
+"""Command-line command of the analysis stage: ``cohort`` (cohort figures from analysis folders)."""
 
 from __future__ import annotations
 
@@ -6,200 +6,12 @@ from pathlib import Path
 
 import typer
 
-from LesionResponseLib.datamodel import AnalysisParameters
-
-_DEFAULTS = AnalysisParameters()
+from LesionResponseLib.terminal import cli_console
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``lesion-response`` app."""
-    app.command("analyze")(analyze_command)
-    app.command("demo")(demo_command)
     app.command("cohort")(cohort_command)
-
-
-def _console():
-    import sys
-
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=150)
-
-
-def _params(segmentation: str, model: str | None, reference: str, decrease: float, increase: float,
-            dilation_mm: float, max_distance_mm: float, min_overlap: float, min_volume_ml: float,
-            registration: str, psf_fwhm_mm: float = _DEFAULTS.psf_fwhm_mm,
-            measure: str = _DEFAULTS.response_measure,
-            equivocal_max_volume_ml: float = _DEFAULTS.equivocal_max_volume_ml):
-    from LesionResponseLib.analysis.response import MEASURES, REFERENCES
-    from LesionResponseLib.datamodel import AnalysisParameters
-
-    if reference not in REFERENCES:
-        raise typer.BadParameter(f"use one of {', '.join(REFERENCES)}", param_hint="--reference")
-    if measure not in MEASURES:
-        raise typer.BadParameter(f"use one of {', '.join(MEASURES)}", param_hint="--measure")
-    if psf_fwhm_mm <= 0:
-        raise typer.BadParameter("the PET resolution is a positive FWHM in mm (typically 5-7)",
-                                 param_hint="--psf-fwhm-mm")
-    return AnalysisParameters(segmentation_method=segmentation, model_path=model, min_roi_volume_ml=min_volume_ml,
-                              registration_method=registration, dilation_mm=dilation_mm,
-                              max_match_distance_mm=max_distance_mm, min_overlap=min_overlap,
-                              reference=reference, decrease_threshold_pct=decrease,  # type: ignore[arg-type]
-                              increase_threshold_pct=increase, psf_fwhm_mm=psf_fwhm_mm,
-                              response_measure=measure,  # type: ignore[arg-type]
-                              equivocal_max_volume_ml=equivocal_max_volume_ml)
-
-
-def _run(input_dir: Path, out: Path, params, patient: str | None, labels: Path | None, console):
-    from LesionResponseLib.analysis.pipeline import run_pipeline
-
-    with console.status("starting") as status:
-        return run_pipeline(input_dir, out, params, patient, labels, step=lambda name: status.update(name))
-
-
-def print_summary(analysis, console) -> None:
-    """Time points, ROIs per time point, tracks, category counts per follow-up and heterogeneity."""
-    from collections import Counter
-
-    from rich.table import Table
-
-    table = Table(title=f"Patient {analysis.patient_id}: {len(analysis.tracks)} lesion-ROI tracks")
-    for col in ("TP", "study date", "ROIs", "new", "increasing", "stable", "decreasing", "disappearing",
-                "heterogeneous"):
-        table.add_column(col)
-    for tp in analysis.timepoints:
-        k = tp.index
-        n_rois = sum(r.timepoint == k and r.status == "accepted" for r in analysis.rois)
-        counts = Counter(r.categories.get(k) for r in analysis.responses)
-        cells = [str(counts.get(c, 0)) if k else "" for c in ("new", "increasing", "stable", "decreasing",
-                                                               "disappearing")]
-        flag = ("yes" if analysis.heterogeneous.get(k) else "no") if k else ""
-        table.add_row(str(k), tp.study_date, str(n_rois), *cells, flag)
-    console.print(table)
-    for reg in analysis.registrations:
-        if not reg.ok:
-            console.print(f"[yellow]warning:[/yellow] registration tp{reg.fixed_timepoint}->tp{reg.moving_timepoint} "
-                          f"is doubtful ({reg.message}); check its matches in the review")
-    patterns = Counter(r.pattern for r in analysis.responses)
-    console.print("track patterns: " + ", ".join(f"{p} {n}" for p, n in sorted(patterns.items())))
-
-
-def analyze_command(
-    input_dir: Path = typer.Argument(..., help="Folder with the patient's DICOM files (any layout, all studies)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; the stage cache lives in OUT/cache)."),
-    patient: str = typer.Option(None, help="PatientID to analyse when the folder holds several patients."),
-    segmentation: str = typer.Option("model", help="'model' (shipped MONAI model), 'threshold', or a model file."),
-    model: str = typer.Option(None, help="Model file for --segmentation model (default: the shipped one)."),
-    labels: Path = typer.Option(None, help="Use label maps tp{k}.nii.gz (or tp{k}_lesions.nii.gz) from this "
-                                           "folder instead of segmenting."),
-    reference: str = typer.Option("baseline", help="ΔSUVtotal reference: baseline, previous or nadir."),
-    decrease: float = typer.Option(-30.0, help="ΔSUVtotal % below which a lesion is 'decreasing'."),
-    increase: float = typer.Option(30.0, help="ΔSUVtotal % above which a lesion is 'increasing'."),
-    dilation_mm: float = typer.Option(_DEFAULTS.dilation_mm, help="Conformal dilation of ROIs before matching (mm)."),
-    max_distance_mm: float = typer.Option(_DEFAULTS.max_match_distance_mm, help="Largest centroid distance of matched ROIs (mm)."),
-    min_overlap: float = typer.Option(_DEFAULTS.min_overlap, help="Smallest overlap coefficient of matched dilated ROIs (0–1)."),
-    min_volume_ml: float = typer.Option(_DEFAULTS.min_roi_volume_ml, help="Smallest lesion-ROI kept by the segmentation (mL)."),
-    equivocal_max_volume_ml: float = typer.Option(_DEFAULTS.equivocal_max_volume_ml, help="Model ROIs smaller than "
-                                                  "this (mL) with SUVmax not above the liver SUVmean are dropped "
-                                                  "as equivocal (0: keep all)."),
-    registration: str = typer.Option(_DEFAULTS.registration_method, help="Registration: sitk-bspline, sitk-rigid, elastix, "
-                                                          "auto (elastix when installed) or identity."),
-    psf_fwhm_mm: float = typer.Option(_DEFAULTS.psf_fwhm_mm, help="Reconstructed PET resolution, FWHM in mm (your "
-                                      "scanner's; 5–7 on current PET/CT): used by the partial-volume-corrected SUVtotal."),
-    measure: str = typer.Option(_DEFAULTS.response_measure, help="ROI quantity that drives the categories: suv_total "
-                                "(SUVmean × volume, the paper's) or suv_total_pvc (partial-volume corrected)."),
-) -> None:
-    """Analyse one patient: segment, quantify, register, track, categorise; write the output folder."""
-    from LesionResponseLib.errors import LesionResponseError
-
-    console = _console()
-    try:
-        params = _params(segmentation, model, reference, decrease, increase, dilation_mm, max_distance_mm,
-                         min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml)
-        analysis, report = _run(input_dir, out, params, patient, labels, console)
-    except LesionResponseError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
-    print_summary(analysis, console)
-    reused = report.reused()
-    console.print(f"reused from cache: {', '.join(reused) if reused else 'nothing'}")
-    if report.review is not None:
-        skipped = report.review["not_applicable"]
-        console.print(f"reader's review: {report.review['applied']} edit(s) re-applied"
-                      + (f", [yellow]{len(skipped)} no longer apply[/yellow] (listed in "
-                         f"{out / 'review' / 'not_applicable.json'})" if skipped else ""))
-    console.print(f"written to {out}")
-
-
-def demo_command(
-    out: Path = typer.Option(Path("lesion-response-demo"), "--out", "-o", help="Folder for the phantom and the "
-                                                                                "analysis (OUT/phantom, OUT/analysis)."),
-    seed: int = typer.Option(1, help="Phantom seed: the same seed gives the same patient."),
-    timepoints: int = typer.Option(4, min=2, max=7, help="Number of scans (2–7)."),
-    segmentation: str = typer.Option("model", help="'model', 'threshold', 'truth' (phantom masks) or a model file."),
-    registration: str = typer.Option(_DEFAULTS.registration_method, help="Registration method (see `analyze --help`)."),
-    report: bool = typer.Option(True, "--report/--no-report", help="Also write the HTML/PDF report "
-                                                                   "(OUT/analysis/report)."),
-    measure: str = typer.Option(_DEFAULTS.response_measure, help="ROI quantity that drives the categories: "
-                                "suv_total or suv_total_pvc (see `analyze --help`)."),
-) -> None:
-    """Generate the phantom demo patient, analyse it, compare with its ground truth and write the report."""
-    from LesionResponseLib.analysis.truth import truth_agreement
-    from LesionResponseLib.errors import LesionResponseError
-    from LesionResponseLib.phantom import generate_patient
-
-    console = _console()
-    phantom_dir, analysis_dir = out / "phantom", out / "analysis"
-    try:
-        if not (phantom_dir / "truth.json").is_file():
-            with console.status(f"generating phantom patient (seed {seed}, {timepoints} time points)"):
-                generate_patient(phantom_dir, seed=seed, timepoints=timepoints)
-        truth_labels = phantom_dir / "truth" if segmentation == "truth" else None
-        d = _DEFAULTS
-        params = _params("truth" if truth_labels else segmentation, None, d.reference, d.decrease_threshold_pct,
-                         d.increase_threshold_pct, d.dilation_mm, d.max_match_distance_mm, d.min_overlap,
-                         d.min_roi_volume_ml, registration, d.psf_fwhm_mm, measure)
-        analysis, _ = _run(phantom_dir / "dicom", analysis_dir, params, None, truth_labels, console)
-        agreement = truth_agreement(analysis, analysis_dir, phantom_dir)
-    except LesionResponseError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
-    print_summary(analysis, console)
-    _print_agreement(agreement, console)
-    console.print(f"phantom in {phantom_dir}, analysis in {analysis_dir}")
-    if report:
-        _demo_report(analysis_dir, console)
-
-
-def _demo_report(analysis_dir: Path, console) -> None:
-    """Write the patient report; a missing chromium only costs the PDF, never the analysis."""
-    from LesionResponseLib.errors import LesionResponseError
-    from LesionResponseLib.report import write_patient_report
-    from LesionResponseLib.report.patient import find_chromium
-
-    formats = ("html", "pdf") if find_chromium() else ("html",)
-    try:
-        with console.status("rendering the report"):
-            paths = write_patient_report(analysis_dir, None, formats)
-    except LesionResponseError as err:
-        console.print(f"[yellow]report not written:[/yellow] {err}")
-        return
-    console.print("report: " + ", ".join(str(p) for p in paths.values()))
-
-
-def _print_agreement(agreement: dict, console) -> None:
-    import numpy as np
-
-    cat = agreement["category_agreement"]
-    console.print(f"truth: {agreement['truth_tracks_found']}/{agreement['truth_tracks']} truth tracks found; "
-                  f"categories agree on {cat * 100 if cat is not None else float('nan'):.0f}% of "
-                  f"{agreement['category_pairs']} track×follow-up pairs; heterogeneity flags agree on "
-                  f"{(agreement['heterogeneity_agreement'] or 0) * 100:.0f}% of follow-ups")
-    for key, name in (("suv_total_errors_pct", "SUVtotal"), ("suv_total_pvc_errors_pct", "SUVtotal (PVC)")):
-        errors = np.abs(agreement.get(key, []))
-        if errors.size:
-            console.print(f"{name} vs truth (tracks ≥ 2 mL): median |error| {np.median(errors):.1f}%, "
-                          f"within 10%: {np.mean(errors <= 10) * 100:.0f}% of {errors.size}")
 
 
 def cohort_command(
@@ -213,7 +25,7 @@ def cohort_command(
     from LesionResponseLib.analysis.outputs import atomic_write_text, load_analysis
     from LesionResponseLib.errors import LesionResponseError
 
-    console = _console()
+    console = cli_console()
     try:
         loaded = [load_analysis(folder) for folder in analyses]
     except LesionResponseError as err:

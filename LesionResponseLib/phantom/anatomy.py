@@ -4,7 +4,7 @@ The body is built from super-ellipsoids in an *anatomical frame* (DICOM LPS axes
 skull at z = 0, feet towards negative z). Shapes are painted in order, later ones over earlier ones, so
 organs sit inside the body, marrow inside bone, and so on.
 
-Uptake values are typical SUVmean for [68Ga]Ga-DOTATATE (``../shared/DOMAIN.md`` §5: spleen the hottest
+Uptake values are typical SUVmean for [68Ga]Ga-DOTATATE (``docs/DOMAIN.md`` §5: spleen the hottest
 organ, then kidneys, adrenals, pituitary, liver ~5, uncinate process, bowel, blood pool ~1.5, muscle < 1,
 lungs < 0.5). CT numbers are textbook Hounsfield units.
 """

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from LesionResponseLib.terminal import cli_console
+
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``lesion-response`` app."""
@@ -22,15 +24,12 @@ def phantom(
     extras: bool = typer.Option(True, help="Also write a localizer and a NAC PET per study (to be ignored)."),
 ) -> None:
     """Generate a synthetic longitudinal [68Ga]DOTATATE PET/CT patient as DICOM, with ground truth."""
-    import sys
-
-    from rich.console import Console
     from rich.progress import Progress
 
     from LesionResponseLib.errors import LesionResponseError
     from LesionResponseLib.phantom import generate_patient, load_truth
 
-    console = Console() if sys.stdout.isatty() else Console(width=150)
+    console = cli_console()
     try:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("simulating scans", total=timepoints)

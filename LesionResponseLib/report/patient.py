@@ -47,6 +47,7 @@ def _timepoint_rows(data: ReportData) -> list[dict[str, Any]]:
                      "activity": _fmt(None if t.injected_activity_bq is None else t.injected_activity_bq / 1e6),
                      "uptake": _fmt(None if t.uptake_time_s is None else t.uptake_time_s / 60),
                      "method": t.suv_method, "factor": f"{t.suv_factor:.4g}", "manufacturer": t.manufacturer or "–",
+                     "reference_time": t.suv_reference_time_source or "–", "normalisation": t.suv_normalisation or "–",
                      "n_rois": len(data.accepted_rois(t.index))})
     return rows
 
@@ -104,6 +105,7 @@ def render_patient_html(data: ReportData, suv_window: float = 10.0) -> str:
         categories=FOLLOW_UP_CATEGORIES, colours=CATEGORY_COLOURS, params=data.analysis.parameters.to_dict(),
         sex=first.sex, timepoints=_timepoint_rows(data),
         warnings=[f"TP{t.index}: {w}" for t in data.analysis.timepoints for w in t.warnings],
+        assumptions=[f"TP{t.index}: {a}" for t in data.analysis.timepoints for a in t.suv_assumptions],
         figures=figures, mips=_mips(data, suv_window), suv_window=suv_window, follow_ups=range(1, n_tp),
         track_rows=_track_rows(data), audit=_audit_rows(data))
 

@@ -36,9 +36,9 @@ def analysis_key(seed: int, timepoints: int) -> str:
 
 def demo_analysis(seed: int = 1, timepoints: int = 4) -> Path:
     """The analysis folder of the demo patient (built once per cache by the real ``analyze``)."""
-    from LesionResponseLib.analysis import analyze
     from LesionResponseLib.datamodel import AnalysisParameters
     from LesionResponseLib.phantom import PHANTOM_VERSION, generate_patient
+    from LesionResponseLib.workflow import analyze
 
     key = analysis_key(seed, timepoints)
     out = CACHE / "review_app" / key

@@ -136,12 +136,12 @@ def _write_csvs(out: Path, analysis: Analysis) -> None:
 def phantom_output(phantom: Path, out: Path, use_pipeline: bool = False) -> Path:
     """Analysis folder of a phantom patient built from its truth labels (real vendor DICOM, real grids).
 
-    ``use_pipeline``: run ``LesionResponseLib.analysis.analyze`` with the truth labels (registration and
+    ``use_pipeline``: run ``LesionResponseLib.workflow.analyze`` with the truth labels (registration and
     matching included: minutes on 2 cores); otherwise assemble the folder from dicomio +
     ``analysis.measure_rois`` + the truth tracks and categories (seconds).
     """
     if use_pipeline:
-        from LesionResponseLib.analysis import analyze
+        from LesionResponseLib.workflow import analyze
 
         analyze(phantom / "dicom", out, AnalysisParameters(segmentation_method="truth"),
                 labels_dir=phantom / "truth", progress=False)

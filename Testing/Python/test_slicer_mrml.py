@@ -409,8 +409,8 @@ def pipeline_nodes(make_phantom, tmp_path_factory):
     """The real ``analyze`` pipeline (truth label maps as segmentation, real registration) loaded headless."""
     from LesionResponseReview import mrml as lrm
 
-    from LesionResponseLib.analysis import analyze
     from LesionResponseLib.datamodel import AnalysisParameters
+    from LesionResponseLib.workflow import analyze
 
     phantom = make_phantom(seed=2, timepoints=2, axial_extent_mm=160)
     out = tmp_path_factory.mktemp("pipeline")

@@ -10,10 +10,11 @@ import pytest
 import SimpleITK as sitk
 from typer.testing import CliRunner
 
-from LesionResponseLib.analysis import load_analysis, run_pipeline
+from LesionResponseLib.analysis import load_analysis
 from LesionResponseLib.analysis.truth import truth_agreement
 from LesionResponseLib.cli import app
 from LesionResponseLib.datamodel import AnalysisParameters
+from LesionResponseLib.workflow import run_pipeline
 
 SLAB = {"axial_extent_mm": 160}  # the small phantom shared with the dicomio/phantom tests
 FAST = AnalysisParameters(registration_method="sitk-rigid")  # degenerate-input tests do not judge registration

@@ -190,13 +190,13 @@ def matching_stage(labels: dict[int, sitk.Image], rois: list[LesionROI], transfo
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
-def _inventory(input_dir: Path, patient: str | None) -> list:
+def _inventory(input_dir: Path, patient: str | None, weight_kg: float | None = None) -> list:
     from LesionResponseLib.dicomio import find_timepoints
 
     if not input_dir.exists():
         raise AnalysisError(describe("input folder does not exist", path=input_dir,
                                      fix="Give the folder that holds the patient's DICOM files."))
-    timepoints = find_timepoints(input_dir, patient=patient).timepoints
+    timepoints = find_timepoints(input_dir, patient=patient, weight_kg=weight_kg).timepoints
     if not timepoints:
         raise AnalysisError(describe("no quantitative PET time point found", path=input_dir,
                                      fix="Check the folder with `lesion-response inspect INPUT`."))
@@ -228,7 +228,7 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
         params.extra = {**params.extra, "labels_dir": str(labels_path.resolve())}
     (out / "cache").mkdir(parents=True, exist_ok=True)
     announce("indexing DICOM")
-    infos = _inventory(Path(input_dir), patient)
+    infos = _inventory(Path(input_dir), patient, params.weight_kg)
     loaded, labels, rois = [], {}, []
     for info in infos:
         announce(f"loading time point {info.index}")
