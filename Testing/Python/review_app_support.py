@@ -20,7 +20,7 @@ from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("LESION_RESPONSE_TEST_CACHE", REPO / "Testing" / ".cache"))
-ANALYSIS_FORMAT = 1  # bump when the analysis folder gains files the app needs (1: ct/ added)
+ANALYSIS_FORMAT = 2  # bump when the analysis folder gains files the app needs (1: ct/ added; 2: workflow pipeline, SUV provenance)
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
