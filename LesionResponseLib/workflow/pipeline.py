@@ -19,7 +19,7 @@ what follows):
 
 Besides DOMAIN.md §8 the folder gets ``suv/tp{k}.nii.gz`` (float32 SUV PET, rewritten only when the PET
 series or its SUV factor changed), read by the review, the reports and the Slicer module without going
-back to DICOM. When the folder holds a reader's review (``review/session.json``), the edits are
+back to DICOM, and ``ct/tp{k}.nii.gz`` (the CT in HU, for CT/PET fusion in the review). When the folder holds a reader's review (``review/session.json``), the edits are
 re-applied to the new result and those that no longer apply are listed (``review/not_applicable.json``).
 """
 
@@ -41,6 +41,7 @@ from LesionResponseLib.analysis.outputs import (
     atomic_write_image,
     atomic_write_text,
     load_analysis,
+    write_ct_images,
     write_outputs,
 )
 from LesionResponseLib.analysis.quantify import measure_rois
@@ -282,6 +283,7 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
     announce("writing outputs")
     write_outputs(analysis, out, labels)
     write_suv_images(loaded, out)
+    write_ct_images(loaded, out)
     _drop_stale_transforms(out, {r.transform_path for r in registrations})
     if (out / "review" / "session.json").is_file():
         from LesionResponseLib.review import reapply_review

@@ -298,8 +298,8 @@ def test_itk_transform_file_maps_points_in_slicer_like_simpleitk(case, monkeypat
     pytest.importorskip("slicer", reason="slicer-core not installed (pip install -e .[slicer])")
     here = Path(__file__).resolve().parent
     monkeypatch.syspath_prepend(str(here.parents[1] / "LesionResponse"))
-    import LesionResponseMRML as lrm
     import slicer_bootstrap
+    from LesionResponseReview import mrml as lrm
 
     from LesionResponseLib.datamodel import RegistrationResult
 
