@@ -1,6 +1,7 @@
 """LesionResponse: lesion-by-lesion response assessment of longitudinal [68Ga]Ga-DOTATATE PET/CT in 3D Slicer.
 
-The widget is thin: MRML work lives in ``LesionResponseMRML`` (tested headless with ``slicer-core``), the
+The widget is thin: MRML work lives in ``LesionResponseReview.mrml`` (shared with the browser review app and
+tested headless with ``slicer-core``), the
 computation in ``LesionResponseLib`` (pure Python). The analysis runs in a separate Python process
 (``QProcess``) so the GUI stays responsive and Cancel can stop it at once.
 """
@@ -35,7 +36,8 @@ for _path in (MODULE_DIR, MODULE_DIR.parent):  # installed: LesionResponseLib be
         sys.path.insert(0, str(_path))
 
 # Python packages the library needs that Slicer does not ship: import name -> pip requirement
-PIP_REQUIREMENTS = {  # kept in line with pyproject.toml; numpy and SimpleITK ship with Slicer
+PIP_REQUIREMENTS = {  # kept in line with pyproject.toml; numpy and SimpleITK ship with Slicer; itk-elastix
+    # is left out: inside Slicer, registration runs SlicerElastix's programs (LesionResponseLib.tracking.elastix)
     "scipy": "scipy>=1.10",
     "pydicom": "pydicom>=3.0",
     "highdicom": "highdicom>=0.23",
@@ -324,7 +326,8 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class LesionResponseLogic(ScriptedLoadableModuleLogic):
-    """Thin layer over ``LesionResponseMRML`` (scene) and ``LesionResponseLib`` (computation)."""
+    """Thin layer over ``LesionResponseReview.mrml`` (scene; the same operations as the browser review app) and
+    ``LesionResponseLib`` (computation)."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -411,6 +414,10 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         process = qt.QProcess()
         environment = qt.QProcessEnvironment.systemEnvironment()
         environment.insert("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+        from LesionResponseLib.tracking.elastix import slicer_handoff_environment
+
+        for name, value in slicer_handoff_environment().items():  # SlicerElastix's programs, for registration
+            environment.insert(name, value)
         process.setProcessEnvironment(environment)
         process.setProcessChannelMode(qt.QProcess.MergedChannels)
         process.connect("readyReadStandardOutput()", self._onProcessOutput)
@@ -442,39 +449,40 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------------------------ results
     def loadResults(self, outputFolder: Path) -> Any:
         """Load an analysis folder into the scene and show it one view per time point."""
-        import LesionResponseMRML
+        from LesionResponseReview import mrml
 
         self.closeSession()
-        self.nodes = LesionResponseMRML.load_analysis_into_scene(slicer.mrmlScene, outputFolder)
+        self.nodes = mrml.load_analysis_into_scene(slicer.mrmlScene, outputFolder)
         layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
-        LesionResponseMRML.setup_timepoint_layout(self.nodes, layoutNode)
+        mrml.setup_timepoint_layout(self.nodes, layoutNode)
         return self.nodes
 
     def jumpToTrack(self, trackId: int) -> dict[int, tuple[float, float, float]]:
-        import LesionResponseMRML
+        """Highlight the track (its ROIs opaque) and centre every view on it."""
+        from LesionResponseReview import mrml
 
         self.currentTrack = trackId
-        return LesionResponseMRML.jump_to_track(self.nodes, trackId)
+        return mrml.select_track(self.nodes, trackId)
 
     def stepTrack(self, step: int) -> int:
-        import LesionResponseMRML
+        from LesionResponseReview import mrml
 
-        trackId = LesionResponseMRML.step_track(self.nodes, self.currentTrack, step)
+        trackId = mrml.step_track(self.nodes, self.currentTrack, step)
         self.jumpToTrack(trackId)
         return trackId
 
     def setColorBy(self, colorBy: str) -> None:
-        import LesionResponseMRML
+        from LesionResponseReview import mrml
 
         self.nodes.color_by = colorBy
-        LesionResponseMRML.refresh_segments(self.nodes)
+        mrml.refresh_colors(self.nodes)
 
     def followCrosshair(self, sliceNode: Any, ras: list[float]) -> None:
-        import LesionResponseMRML
+        from LesionResponseReview import mrml
 
         source = next((tp for tp, node in self.nodes.slice_nodes.items() if node is sliceNode), None)
         if source is not None:
-            LesionResponseMRML.follow_crosshair(self.nodes, ras, source)
+            mrml.follow_crosshair(self.nodes, ras, source)
 
     # ------------------------------------------------------------------------------------ review
     def reviewSession(self) -> Any:
@@ -485,11 +493,11 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         return self.session
 
     def edit(self, operation: str, a: str = "", b: str = "") -> Any:
-        """One review edit with the ids typed in the panel (see ``LesionResponseMRML.review_arguments``)."""
-        import LesionResponseMRML
+        """One review edit with the ids typed in the panel (see ``mrml.review_arguments``)."""
+        from LesionResponseReview import mrml
 
-        arguments = LesionResponseMRML.review_arguments(operation, a, b)
-        return LesionResponseMRML.apply_review_edit(self.nodes, self.reviewSession(), operation, **arguments)
+        arguments = mrml.review_arguments(operation, a, b)
+        return mrml.apply_review_edit(self.nodes, self.reviewSession(), operation, **arguments)
 
     def closeSession(self) -> None:
         """Release the review session (and its lock on the analysis folder)."""
@@ -498,22 +506,25 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
             self.session = None
 
     def segmentationForRoi(self, roiId: str) -> Any:
-        """The segmentation node holding ``roiId`` (or of the baseline when the id is unknown)."""
-        timepoint = self.nodes.segment_ids.get(roiId, (0, ""))[0]
-        return self.nodes.segmentations[timepoint]
+        """A segmentation node (for the Segment Editor) of the time point holding ``roiId`` (baseline when unknown)."""
+        from LesionResponseReview import mrml
+
+        rois = {r.roi_id: r for r in self.nodes.analysis.rois}
+        timepoint = rois[roiId].timepoint if roiId in rois else 0
+        return mrml.segmentation_for_editing(self.nodes, timepoint, slicer.modules.segmentations.logic())
 
     def applyEditedSegment(self, segmentationNode: Any, segmentId: str) -> Any:
         """Send a drawn/edited segment to the review: ``edit_roi`` for a known ROI, else ``add_roi``."""
-        import LesionResponseMRML
+        from LesionResponseReview import mrml
 
         timepoint = next(tp for tp, node in self.nodes.segmentations.items() if node is segmentationNode)
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
-        roiId = segment.GetTag(LesionResponseMRML.ROI_ID_TAG) if segment.HasTag(LesionResponseMRML.ROI_ID_TAG) else ""
+        roiId = segment.GetTag(mrml.ROI_ID_TAG) if segment.HasTag(mrml.ROI_ID_TAG) else ""
         maskPath = self._exportSegmentMask(segmentationNode, segmentId, timepoint)
         if roiId:
-            return LesionResponseMRML.apply_review_edit(self.nodes, self.reviewSession(), "edit_roi",
+            return mrml.apply_review_edit(self.nodes, self.reviewSession(), "edit_roi",
                                                         roi_id=roiId, mask=maskPath)
-        return LesionResponseMRML.apply_review_edit(self.nodes, self.reviewSession(), "add_roi",
+        return mrml.apply_review_edit(self.nodes, self.reviewSession(), "add_roi",
                                                     timepoint=timepoint, mask=maskPath)
 
     def _exportSegmentMask(self, segmentationNode: Any, segmentId: str, timepoint: int) -> Path:
@@ -533,11 +544,11 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------------------------ export
     def export(self, folder: Path, addToDatabase: bool = True) -> list[Path]:
         """Write the patient report and the DICOM SEG/SR; optionally import the DICOM files into the database."""
-        import LesionResponseMRML
+        from LesionResponseReview import mrml
 
         if self.session is not None:
             self.session.save()
-        paths = LesionResponseMRML.export_results(self.nodes.out_dir, folder)
+        paths = mrml.export_results(self.nodes.out_dir, folder)
         if addToDatabase and (folder / "dicom").is_dir():
             from DICOMLib import DICOMUtils
 
@@ -556,7 +567,7 @@ class LesionResponseTest(ScriptedLoadableModuleTest):
         self.test_Workflow()
 
     def test_Workflow(self) -> None:
-        import LesionResponseMRML
+        from LesionResponseReview import mrml
 
         from LesionResponseLib.datamodel import AnalysisParameters
         from LesionResponseLib.phantom import generate_patient, load_truth
@@ -575,7 +586,7 @@ class LesionResponseTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Loading into the scene")
         nodes = logic.loadResults(work / "analysis")
-        self.assertEqual(len(nodes.segmentations), truth["n_timepoints"])
+        self.assertEqual(len(nodes.labels), truth["n_timepoints"])
         self.assertEqual(nodes.table.GetNumberOfRows(), len(nodes.analysis.tracks))
 
         self.delayDisplay("Jumping to the largest baseline lesion, then to every track")
@@ -589,17 +600,16 @@ class LesionResponseTest(ScriptedLoadableModuleTest):
         logic.jumpToTrack(track)
         sliceToRAS = nodes.slice_nodes[0].GetSliceToRAS()
         viewCentre = [sliceToRAS.GetElement(i, 3) for i in range(3)]
-        expected = LesionResponseMRML.lps_to_ras(centre)
+        expected = mrml.lps_to_ras(centre)
         self.assertLess(sum((a - b) ** 2 for a, b in zip(viewCentre, expected, strict=True)) ** 0.5, 5.0)
-        for trackId in LesionResponseMRML.track_ids(nodes):
+        for trackId in mrml.track_ids(nodes):
             centres = logic.jumpToTrack(trackId)
             self.assertEqual(sorted(centres), list(range(truth["n_timepoints"])))
 
         self.delayDisplay("Rejecting a lesion-ROI, undo")
         logic.edit("reject", roi.roi_id)
         self.assertEqual(logic.nodes.analysis.roi(roi.roi_id).status, "rejected")
-        tp, segmentId = logic.nodes.segment_ids[roi.roi_id]
-        name = logic.nodes.segmentations[tp].GetSegmentation().GetSegment(segmentId).GetName()
+        name = mrml.roi_display(logic.nodes, roi.roi_id)[0]
         self.assertTrue(name.endswith("rejected"), name)
         logic.edit("undo")
         self.assertEqual(logic.nodes.analysis.roi(roi.roi_id).status, "accepted")

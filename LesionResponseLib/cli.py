@@ -38,3 +38,16 @@ def main(
 
 for _package in STAGES + ORCHESTRATION:
     importlib.import_module(f"LesionResponseLib.{_package}.cli").register(app)
+
+# The browser review (`review-app`) is a face of its own (LesionResponse/LesionResponseReview, a package installed
+# beside this one); its module imports only typer, trame is imported when the command runs.
+try:
+    _review_face = importlib.import_module("LesionResponseReview.web.cli")
+except ModuleNotFoundError as _missing:
+    if _missing.name not in ("LesionResponseReview", "LesionResponseReview.web", "LesionResponseReview.web.cli"):
+        raise
+else:
+    _review_face.register(app)
+
+if __name__ == "__main__":
+    app()

@@ -16,6 +16,10 @@ from typing import Any, Literal, TypeVar
 SCHEMA_VERSION = 1
 
 RoiStatus = Literal["accepted", "rejected"]
+#: Where a lesion-ROI came from: the segmentation ``model`` (or the label file / threshold that stood in for
+#: it), the ``prior-guided`` search at a track's known location (segmentation.prior_guided), or a ``reader``.
+RoiSource = Literal["model", "prior-guided", "reader"]
+ROI_SOURCES: tuple[str, ...] = ("model", "prior-guided", "reader")
 RoiCategory = Literal["baseline", "new", "increasing", "stable", "decreasing"]
 TrackCategory = Literal["new", "increasing", "stable", "decreasing", "disappearing", "absent"]
 TrackPattern = Literal[
@@ -58,7 +62,7 @@ class TimePointInfo(_Serialisable):
     ct_series_instance_uid: str | None
     frame_of_reference_uid: str | None
     suv_factor: float  # SUVbw per Bq/mL (weight g / decayed injected activity Bq)
-    suv_method: str  # e.g. "BQML/START", "BQML/ADMIN", "CNTS/Philips", "BQML/GE-reprocessed", "GML"
+    suv_method: str  # e.g. "BQML/START", "BQML/ADMIN", "CNTS/Philips", "GML/LBMJAMES128" (dicomio.calibration)
     weight_kg: float | None = None
     height_m: float | None = None
     sex: str | None = None
@@ -71,6 +75,10 @@ class TimePointInfo(_Serialisable):
     pet_files: list[str] = field(default_factory=list)
     ct_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # SUV provenance (dicomio.calibration); None / empty in analysis.json files written before they existed
+    suv_reference_time_source: str | None = None  # e.g. "SeriesDate/SeriesTime", "GE private scan datetime ..."
+    suv_normalisation: str | None = None  # how the stored values became SUVbw, with the numbers used
+    suv_assumptions: list[str] = field(default_factory=list)  # rules applied to imperfect headers (MBq dose, ...)
 
 
 @dataclass
@@ -89,12 +97,14 @@ class LesionROI(_Serialisable):
     n_voxels: int = 0
     suv_total_pvc: float | None = None  # partial-volume-corrected SUVtotal, SUV*mL (analysis.quantify)
     status: RoiStatus = "accepted"
-    source: Literal["auto", "reader"] = "auto"
+    source: RoiSource = "model"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LesionROI:
         roi = super().from_dict(data)
         roi.centroid_mm = tuple(float(c) for c in roi.centroid_mm)  # type: ignore[assignment]
+        if roi.source not in ROI_SOURCES:  # analysis.json before prior-guided ROIs said "auto"
+            roi.source = "model"
         return roi
 
 
@@ -119,6 +129,7 @@ class RegistrationResult(_Serialisable):
     quality: dict[str, float] = field(default_factory=dict)  # e.g. metric before/after, NCC, Dice of body
     message: str = ""
     seconds: float = 0.0
+    software: str = ""  # what ran it and its version, e.g. "elastix 5.0.1 (program /usr/bin)", "SimpleITK 2.5.0"
 
 
 @dataclass
@@ -187,8 +198,10 @@ class AnalysisParameters(_Serialisable):
     # Model ROIs smaller than this (mL) whose SUVmax is not above the liver SUVmean are dropped as equivocal
     # (Krenning <= 2 and too small to quantify; segmentation.components.drop_equivocal_rois). 0 keeps all.
     equivocal_max_volume_ml: float = 0.5
-    # "auto": elastix (Debian package) when installed, else SimpleITK B-spline. Measured on the phantom:
-    # elastix 11 s/pair, 2.3 mm at lesion centres; SimpleITK B-spline 47 s, 3.1 mm (benchmarks/bench_registration.py).
+    # "auto": elastix when any engine is available (SlicerElastix inside Slicer, the itk-elastix package, the
+    # elastix program on PATH; tracking.elastix), else SimpleITK B-spline. Measured on the phantom: elastix
+    # 11 s/pair, 2.3 mm at lesion centres; SimpleITK B-spline 47 s, 3.1 mm (benchmarks/bench_registration.py).
+    # "elastix-slicer" / "elastix-itk" / "elastix-program" force one engine (tracking.registration.METHODS).
     registration_method: str = "auto"
     # 8 mm: two 4 mm PET voxels, so a lesion survives a residual registration error of ~one voxel plus a
     # partial-volume edge shift; link recall was 97.5 % at 5 mm and 100 % from 6 to 10 mm (bench_tracking.py).
@@ -204,6 +217,18 @@ class AnalysisParameters(_Serialisable):
     response_measure: Literal["suv_total", "suv_total_pvc"] = "suv_total"
     decrease_threshold_pct: float = -30.0
     increase_threshold_pct: float = 30.0
+    # Body weight (kg) used instead of PatientWeight (0010,1030) for every time point, e.g. when it is missing
+    # (dicomio.find_timepoints weight_kg); None: the headers' weight.
+    weight_kg: float | None = None
+    # Prior-guided search (segmentation.prior_guided, workflow.pipeline): where a track's lesion has no ROI at a
+    # time point between or after its appearances (and before a new lesion's first one), look for it where the
+    # registration puts its nearest ROI, grown by the margin. 10 mm: the elastix error at lesion centres is
+    # 2.3 mm mean (DOMAIN.md §2 publishes 2.3-2.6 mm; README), its tail up to ~3x the mean, plus one 4 mm voxel
+    # for placing mapped voxel centres on the target grid.
+    prior_search: bool = True
+    prior_search_margin_mm: float = 10.0
+    # False-alarm probability per search (random-field threshold; see segmentation.prior_guided).
+    prior_search_false_alarm: float = 0.01
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -227,6 +252,9 @@ class Analysis:
     software_version: str = ""
     schema_version: int = SCHEMA_VERSION
     audit: list[dict[str, Any]] = field(default_factory=list)
+    # One record per prior-guided search (segmentation.prior_guided.SearchRecord.to_dict): where a track's
+    # lesion was looked for at a time point without a model ROI, found or not, with the detection limit (SUV).
+    prior_searches: list[dict[str, Any]] = field(default_factory=list)
 
     def roi(self, roi_id: str) -> LesionROI:
         """The ROI with id ``roi_id`` (KeyError naming it when absent)."""
@@ -255,6 +283,7 @@ class Analysis:
             "tracks": [t.to_dict() for t in self.tracks],
             "responses": [r.to_dict() for r in self.responses],
             "audit": _jsonable(self.audit),
+            "prior_searches": _jsonable(self.prior_searches),
         }
 
     @classmethod
@@ -278,4 +307,5 @@ class Analysis:
             software_version=data.get("software_version", ""),
             schema_version=version or SCHEMA_VERSION,
             audit=list(data.get("audit", [])),
+            prior_searches=list(data.get("prior_searches", [])),
         )

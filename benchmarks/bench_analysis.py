@@ -8,6 +8,17 @@
 
 Run: ``.venv/bin/python benchmarks/bench_analysis.py [--seed 1] [--timepoints 4] [--registration auto]
 [--truth-masks]`` (``--truth-masks``: the phantom's true lesion masks instead of the model).
+
+Harder patients (issue 17): ``--seeds 4300-4301 --timepoints 7 --lesions 60 --near-organs 0.3`` (high burden)
+or ``--small-lesions --low-contrast`` (small, faint lesions), ``--no-prior-search`` for the analysis without the
+prior-guided search, ``--work DIR`` to keep (and reuse) the generated phantoms, ``--skip-measure`` to skip
+part 1. Besides the figures above it prints, per patient, the category agreement over *all* true lesion ×
+follow-up pairs (and those of lesions >= 0.5 mL), the recall of *decreasing*, detection of lesions at
+follow-ups (present earlier) vs first detections, false-positive ROIs per scan by source, link precision /
+recall / F1 of the output ROIs (``tracking.evaluate.score_segmented``) and the registration error at true
+lesion centres (mean, 95th percentile, max). Seeds: 4200-4219 are development seeds (looked at while building
+the prior-guided search), 4300-4399 evaluation seeds (never looked at before their benchmark run; never tune on
+them); see Resources/Models/MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -61,7 +72,37 @@ def _pvc_category_agreement(analysis, out: Path, phantom: Path) -> float | None:
     return truth_agreement(pvc, out, phantom)["category_agreement"]
 
 
-def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool) -> None:
+def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
+    """Issue-17 figures: all-pair categories, detection by history, false positives, links, registration."""
+    from LesionResponseLib.analysis.outputs import load_labels
+    from LesionResponseLib.analysis.truth import lesion_pair_agreement
+    from LesionResponseLib.tracking import load_transform
+    from LesionResponseLib.tracking.evaluate import landmark_errors, score_segmented, truth_correspondence
+
+    pairs = lesion_pair_agreement(analysis, out, phantom)
+    truth = json.loads((phantom / "truth.json").read_text())
+    n = len(analysis.timepoints)
+    accepted = {r.roi_id for r in analysis.rois if r.status == "accepted"}
+    truth_labels = {k: sitk.ReadImage(str(phantom / "truth" / f"tp{k}_lesions.nii.gz")) for k in range(n)}
+    mapping = {rid: t for rid, t in truth_correspondence(load_labels(out, n), truth_labels).items() if rid in accepted}
+    links = score_segmented(analysis.links, analysis.tracks, truth, mapping)
+    precision, recall = links["link_precision"], links["detectable_link_recall"]
+    errors = np.concatenate([landmark_errors(load_transform(out / r.transform_path), truth, 0, r.moving_timepoint)
+                             for r in analysis.registrations]) if analysis.registrations else np.zeros(0)
+    sources = {s: sum(r.source == s for r in analysis.rois if r.status == "accepted") for s in ("model", "prior-guided")}
+    found = sum(1 for r in analysis.prior_searches if r["roi_id"])
+    return {"pairs": {k: v for k, v in pairs.items() if k not in ("pairs", "confusions")},
+            "confusions": {f"{a}->{b}": c for (a, b), c in pairs["confusions"].items()},
+            "links": {"precision": precision, "recall_detectable": recall,
+                      "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+                      "split_merge_correct": links["split_merge_correct"], "n_split_merge": links["n_split_merge_tracks"]},
+            "registration_error_mm": {"mean": float(errors.mean()) if errors.size else None,
+                                      "p95": float(np.percentile(errors, 95)) if errors.size else None,
+                                      "max": float(errors.max()) if errors.size else None, "n": int(errors.size)},
+            "roi_sources": sources, "searches": len(analysis.prior_searches), "searches_found": found}
+
+
+def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, prior_search: bool = True) -> None:
     """Child process: analyse the phantom and print a JSON line of figures."""
     from LesionResponseLib.analysis.truth import truth_agreement
     from LesionResponseLib.datamodel import AnalysisParameters
@@ -69,7 +110,8 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool) -> 
 
     marks: list[tuple[str, float]] = []
     start = time.perf_counter()
-    analysis, _ = run_pipeline(phantom / "dicom", out, AnalysisParameters(registration_method=registration),
+    params = AnalysisParameters(registration_method=registration, prior_search=prior_search)
+    analysis, _ = run_pipeline(phantom / "dicom", out, params,
                                labels_dir=phantom / "truth" if truth_masks else None,
                                step=lambda name: marks.append((name, time.perf_counter())))
     seconds = time.perf_counter() - start
@@ -90,18 +132,40 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool) -> 
         "heterogeneity_agreement": agreement["heterogeneity_agreement"],
         "truth_tracks_found": agreement["truth_tracks_found"], "truth_tracks": agreement["truth_tracks"],
         "suv_total": error_figures("suv_total_errors_pct"), "suv_total_pvc": error_figures("suv_total_pvc_errors_pct"),
+        "timepoints": len(analysis.timepoints), "longitudinal": _longitudinal_figures(analysis, out, phantom),
     }))
 
 
-def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool) -> None:
-    from LesionResponseLib.phantom import generate_patient
+def _phantom(work: Path, seed: int, timepoints: int, options: dict) -> Path:
+    """The phantom of ``seed`` with ``options`` under ``work`` (generated once, reused by later runs)."""
+    from LesionResponseLib.phantom import PHANTOM_VERSION, generate_patient
 
-    work = Path(tempfile.mkdtemp(prefix="bench_analysis_"))
-    start = time.perf_counter()
-    generate_patient(work / "phantom", seed=seed, timepoints=timepoints)
-    print(f"phantom generation (excluded): {time.perf_counter() - start:.1f} s")
-    child = subprocess.run([sys.executable, __file__, "--child", str(work / "phantom"), str(work / "analysis"),
-                            "--registration", registration] + (["--truth-masks"] if truth_masks else []),
+    key = "_".join([f"v{PHANTOM_VERSION}", f"s{seed}", f"t{timepoints}"] +
+                   [f"{k}-{v}" for k, v in sorted(options.items()) if v not in (None, False, 0.0)])
+    folder = work / "phantoms" / key
+    if not (folder / "truth.json").is_file():
+        start = time.perf_counter()
+        generate_patient(folder, seed=seed, timepoints=timepoints, **options)
+        print(f"phantom seed {seed} generation (excluded): {time.perf_counter() - start:.1f} s")
+    return folder
+
+
+def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool, work: Path | None = None,
+               options: dict | None = None, prior_search: bool = True, reuse_from: Path | None = None) -> dict:
+    """Analyse one phantom patient in a child process and print its figures. ``reuse_from``: an earlier
+    output folder whose stage cache (segmentation, registration) is copied in first, so a comparison run
+    re-does only what differs (its time is then not the full analysis time)."""
+    import shutil
+
+    work = work or Path(tempfile.mkdtemp(prefix="bench_analysis_"))
+    phantom = _phantom(work, seed, timepoints, options or {})
+    out = work / f"analysis_s{seed}_{'prior' if prior_search else 'noprior'}_{phantom.name}"
+    shutil.rmtree(out, ignore_errors=True)
+    if reuse_from is not None:
+        shutil.copytree(reuse_from / "cache", out / "cache")
+    child = subprocess.run([sys.executable, __file__, "--child", str(phantom), str(out),
+                            "--registration", registration] + (["--truth-masks"] if truth_masks else [])
+                           + ([] if prior_search else ["--no-prior-search"]),
                            capture_output=True, text=True, check=False)
     if child.returncode:
         print(child.stderr[-3000:])
@@ -109,8 +173,10 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool)
     figures = json.loads(child.stdout.strip().splitlines()[-1])
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
     masks = "true lesion masks" if truth_masks else "model segmentation"
-    print(f"demo analysis ({timepoints} time points, {masks}, registration {registration}): {figures['seconds']:.1f} s "
-          f"(target 120 s, ratio {figures['seconds'] / 120:.2f}); peak memory {peak_gb:.2f} GB "
+    search = "with" if prior_search else "without"
+    print(f"seed {seed} analysis ({timepoints} time points, {masks}, registration {registration}, {search} "
+          f"prior-guided search): {figures['seconds']:.1f} s, {figures['seconds'] / timepoints:.1f} s per time point "
+          f"(demo target 120 s, ratio {figures['seconds'] / 120:.2f}); peak memory {peak_gb:.2f} GB "
           f"(target 4 GB, ratio {peak_gb / 4:.2f})")
     print("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in figures["stage_seconds"].items()))
     print(f"ROIs {figures['rois']}, tracks {figures['tracks']}, truth tracks found "
@@ -123,23 +189,82 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool)
         if f["n"]:
             print(f"{name} vs truth, tracks >= 2 mL (n={f['n']}): median |error| {f['median_abs_pct']:.1f} %, "
                   f"within 10 %: {100 * f['within_10pct']:.0f} %")
-    print(f"outputs in {work}")
+    _print_longitudinal(figures["longitudinal"])
+    print(f"outputs in {out}")
+    return figures
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _print_longitudinal(f: dict) -> None:
+    p, links, reg = f["pairs"], f["links"], f["registration_error_mm"]
+    print(f"all true lesion x follow-up pairs: categories agree {_fmt(p['agreement_all'])} of {p['n_all']} "
+          f"(target 0.90); lesions >= 0.5 mL {_fmt(p['agreement_large'])} of {p['n_large']} (target 0.97); "
+          f"recall of decreasing {_fmt(p['decreasing_recall'])} of {p['n_decreasing']} (target 0.90)")
+    print(f"detection at follow-ups of lesions present earlier {_fmt(p['detection_follow_up'])} of {p['n_follow_up']} "
+          f"(>= 0.5 mL {_fmt(p['detection_follow_up_large'])} of {p['n_follow_up_large']}); first detections "
+          f"{_fmt(p['detection_first'])} of {p['n_first']} (>= 0.5 mL {_fmt(p['detection_first_large'])} of "
+          f"{p['n_first_large']})")
+    fp = p["false_positives"]
+    print("false-positive ROIs per scan " + f"{fp['per_scan']:.2f} (target 1; " +
+          ", ".join(f"{k.removeprefix('per_scan_')} {v:.2f}" for k, v in fp.items() if k != "per_scan") + ")")
+    print(f"links: precision {links['precision']:.3f}, recall (found ROIs) {links['recall_detectable']:.3f}, "
+          f"F1 {links['f1']:.3f} (target 0.97); split/merge tracks exact {links['split_merge_correct']:.0f}/"
+          f"{links['n_split_merge']:.0f}")
+    print(f"prior-guided: {f['searches']} searches, {f['searches_found']} found; ROIs by source {f['roi_sources']}")
+    if reg["n"]:
+        print(f"registration error at true lesion centres (n={reg['n']}): mean {reg['mean']:.2f} mm, "
+              f"95th percentile {reg['p95']:.2f} mm, max {reg['max']:.2f} mm")
+    print("category confusions (truth->measured): " + (", ".join(f"{k} {v}" for k, v in f["confusions"].items())
+                                                       or "none"))
+
+
+def _seeds(text: str) -> list[int]:
+    if "-" in text:
+        low, high = (int(v) for v in text.split("-"))
+        return list(range(low, high + 1))
+    return [int(v) for v in text.split(",")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", help="several patients, e.g. 4300-4301 or 4300,4305 (overrides --seed)")
     parser.add_argument("--timepoints", type=int, default=4)
     parser.add_argument("--registration", default="auto")
     parser.add_argument("--truth-masks", action="store_true", help="use the phantom's true lesion masks "
                                                                    "instead of the segmentation model")
+    parser.add_argument("--lesions", type=int, help="number of lesions (default: 12-40 from the seed)")
+    parser.add_argument("--small-lesions", action="store_true", help="phantom option: lesions of 0.1-4 mL")
+    parser.add_argument("--low-contrast", action="store_true", help="phantom option: lesion SUVmean 6-18")
+    parser.add_argument("--near-organs", type=float, default=0.0, help="phantom option: fraction near hot organs")
+    parser.add_argument("--no-prior-search", action="store_true", help="analyse without the prior-guided search")
+    parser.add_argument("--compare", action="store_true", help="analyse each patient without, then with the "
+                        "prior-guided search (the second run reuses the first one's segmentation and registration)")
+    parser.add_argument("--work", type=Path, help="folder for (reused) phantoms and outputs")
+    parser.add_argument("--skip-measure", action="store_true", help="skip the measure_rois micro-benchmark")
     parser.add_argument("--child", nargs=2, metavar=("PHANTOM", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_demo(Path(args.child[0]), Path(args.child[1]), args.registration, args.truth_masks)
+        run_demo(Path(args.child[0]), Path(args.child[1]), args.registration, args.truth_masks,
+                 prior_search=not args.no_prior_search)
         return
-    bench_measure()
-    bench_demo(args.seed, args.timepoints, args.registration, args.truth_masks)
+    if not args.skip_measure:
+        bench_measure()
+    options = {"n_lesions": args.lesions, "small_lesions": args.small_lesions, "low_contrast": args.low_contrast,
+               "near_organs": args.near_organs}
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_analysis_"))
+    for seed in _seeds(args.seeds) if args.seeds else [args.seed]:
+        run = dict(seed=seed, timepoints=args.timepoints, registration=args.registration,
+                   truth_masks=args.truth_masks, work=work, options=options)
+        if args.compare:
+            bench_demo(**run, prior_search=False)
+            phantom = _phantom(work, seed, args.timepoints, options)
+            bench_demo(**run, prior_search=True, reuse_from=work / f"analysis_s{seed}_noprior_{phantom.name}")
+        else:
+            bench_demo(**run, prior_search=not args.no_prior_search)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ sys.path[:0] = [str(REPO / "Testing" / "Python"), str(REPO / "LesionResponse"), 
 
 
 def main() -> None:
-    import LesionResponseMRML as lrm
     import slicer_bootstrap
     from conftest import _phantom_dir
+    from LesionResponseReview import mrml as lrm
     from test_slicer_mrml import build_truth_analysis
 
     phantom = _phantom_dir(1, 3, "siemens")

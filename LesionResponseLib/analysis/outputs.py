@@ -1,5 +1,5 @@
 """The analysis output folder (DOMAIN.md §8): ``analysis.json``, ``timepoints.csv``, ``rois.csv``,
-``tracks.csv``, ``labels/tp{k}.nii.gz``. Every file is written atomically (temporary file + ``os.replace``).
+``tracks.csv``, ``labels/tp{k}.nii.gz``; and ``ct/tp{k}.nii.gz`` (:func:`write_ct_images`). Every file is written atomically (temporary file + ``os.replace``).
 
 ``analysis.json`` holds everything; the CSV files are views of it for other tools (column names and order
 are a contract). Tracks whose ROIs are all rejected have no response and no ``tracks.csv`` row.
@@ -24,7 +24,7 @@ from LesionResponseLib.errors import LesionResponseError, describe
 TIMEPOINT_COLUMNS = ["timepoint", "study_date", "study_instance_uid", "pet_series_instance_uid",
                      "ct_series_instance_uid", "suv_factor", "n_rois"]
 ROI_COLUMNS = ["roi_id", "timepoint", "label", "track_id", "x_mm", "y_mm", "z_mm", "volume_ml", "suv_max",
-               "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc"]
+               "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc", "source"]
 TRACK_COLUMNS = ["track_id", "first_timepoint", "last_timepoint", "pattern"]
 FILE_MODE = 0o644  # mkstemp creates 0600 files; outputs are meant to be read by other users and tools
 
@@ -103,7 +103,7 @@ def roi_rows(analysis: Analysis) -> list[dict]:
                      "z_mm": _num(z, 2), "volume_ml": _num(roi.volume_ml), "suv_max": _num(roi.suv_max),
                      "suv_mean": _num(roi.suv_mean), "suv_peak": _num(roi.suv_peak),
                      "suv_total": _num(roi.suv_total), "category": categories.get(roi.roi_id, ""),
-                     "status": roi.status, "suv_total_pvc": _num(roi.suv_total_pvc)})
+                     "status": roi.status, "suv_total_pvc": _num(roi.suv_total_pvc), "source": roi.source})
     return rows
 
 
@@ -136,6 +136,28 @@ def write_outputs(analysis: Analysis, out_dir: str | Path, labels: dict[int, sit
     atomic_write_text(out / "tracks.csv", _csv(track_columns(len(analysis.timepoints)), track_rows(analysis)))
     atomic_write_text(out / "analysis.json", json.dumps(analysis.to_dict(), indent=1))  # last: marks complete
     return out
+
+
+def write_ct_images(loaded: list, out_dir: str | Path) -> None:
+    """``OUT/ct/tp{k}.nii.gz`` per time point (the CT in HU, int16 when integral; native grid), so the review
+    can show CT + PET fused without the DICOM files. Rewritten only when the CT series changed
+    (``ct/index.json``: file -> CT series UID); time points without a CT get no file."""
+    folder = Path(out_dir) / "ct"
+    index_path = folder / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    for tp in loaded:
+        name = f"tp{tp.info.index}.nii.gz"
+        if tp.ct is None:
+            (folder / name).unlink(missing_ok=True)
+            index.pop(name, None)
+        elif index.get(name) != tp.info.ct_series_instance_uid or not (folder / name).is_file():
+            atomic_write_image(tp.ct, folder / name)
+            index[name] = tp.info.ct_series_instance_uid
+    for stale in set(index) - {f"tp{tp.info.index}.nii.gz" for tp in loaded}:
+        (folder / stale).unlink(missing_ok=True)
+        index.pop(stale)
+    if index or folder.is_dir():
+        atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True))
 
 
 def load_analysis(out_dir: str | Path) -> Analysis:

@@ -18,12 +18,10 @@ def inspect(
     patient: str = typer.Option(None, "--patient", help="PatientID (or name) when the folder holds several "
                                 "patients."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of tables."),
-    weight: float = typer.Option(None, "--weight", help="Body weight in kg to use instead of PatientWeight "
-                                 "(0010,1030), e.g. when it is missing."),
-    allow_no_decay_correction: bool = typer.Option(False, "--allow-no-decay-correction", help="Accept PET with "
-                                                   "DecayCorrection NONE (each slice decay-corrected over its frame)."),
+    weight: float = typer.Option(None, "--weight-kg", "--weight", help="Body weight in kg to use instead of "
+                                 "PatientWeight (0010,1030), e.g. when it is missing."),
 ) -> None:
-    """Show patients, time points, chosen PET/CT series, SUV factor and method, and what was ignored and why."""
+    """Show patients, time points, chosen PET/CT series, SUV factor, method and provenance, and what was ignored."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -35,8 +33,7 @@ def inspect(
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("reading DICOM headers", total=None)
             index = index_folder(input_dir, progress=lambda d, t: bar.update(task, completed=d, total=t))
-        inventory = find_timepoints(index, patient=patient, strict=False, weight_kg=weight,
-                                    allow_no_decay_correction=allow_no_decay_correction)
+        inventory = find_timepoints(index, patient=patient, strict=False, weight_kg=weight)
     except LesionResponseError as err:
         from rich.markup import escape
 
@@ -64,11 +61,12 @@ def _timepoint_table(inventory, tp):
     rows = [("scan start", tp.scan_datetime), ("PET series", _series(inventory, tp.pet_series_instance_uid)),
             ("CT series", _series(inventory, tp.ct_series_instance_uid)),
             ("suv_factor", f"{tp.suv_factor:.6g} SUVbw per Bq/mL"), ("SUV method", tp.suv_method),
+            ("SUV reference time", tp.suv_reference_time_source or "?"), ("normalisation", tp.suv_normalisation or "?"),
             ("SUL factor", "n/a" if tp.sul_factor is None else f"{tp.sul_factor:.6g} SUL per Bq/mL"),
             ("weight", f"{tp.weight_kg} kg"), ("injected", f"{(tp.injected_activity_bq or 0) / 1e6:.2f} MBq at "
                                                           f"{tp.injection_datetime}"),
             ("uptake", f"{(tp.uptake_time_s or 0) / 60:.1f} min"), ("manufacturer", tp.manufacturer or "?")]
-    rows += [("warning", w) for w in tp.warnings]
+    rows += [("assumption", a) for a in tp.suv_assumptions] + [("warning", w) for w in tp.warnings]
     for name, value in rows:
         table.add_row(name, str(value))
     return table

@@ -30,7 +30,7 @@ HEADER_TAGS = _TAGS = [Tag(t) for t in (
     "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "NumberOfFrames", "Units", "CorrectedImage",
     "DecayCorrection", "RescaleSlope", "RescaleIntercept", "Manufacturer", "InstanceNumber",
     "RadiopharmaceuticalInformationSequence", "SeriesType", "ActualFrameDuration", "GantryDetectorTilt",
-    "SliceThickness", "PixelRepresentation", "BitsAllocated",
+    "SliceThickness", "PixelRepresentation", "BitsAllocated", "SUVType", "FrameReferenceTime",
 )]
 #: Private SUV tags (GE scan datetime (0009,xx0D), Philips scale factors (7053,xx00)/(7053,xx09)) in any of the
 #: first 16 private blocks: the creator decides which block holds them.

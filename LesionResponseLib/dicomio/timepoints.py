@@ -3,7 +3,8 @@
 Selection rules (each study of the chosen patient gives at most one time point):
 
 * **PET**: a PET Image Storage series that is an original reconstruction (not localizer, MIP, secondary),
-  attenuation- and decay-corrected (CorrectedImage has ATTN and DECY), with Units BQML, CNTS or GML and at
+  attenuation-corrected (CorrectedImage has ATTN) and decay-corrected (DECY) or of DecayCorrection NONE (then
+  decay-corrected on load), with Units BQML, CNTS, GML or CM2ML and at
   least :data:`MIN_VOLUME_SLICES` slices. Among several: prefer ImageType ORIGINAL, then the most slices
   (widest coverage), then the earliest scan start (not a delayed or repeated scan), then the lowest
   SeriesNumber. The others are listed as ignored with the chosen one named.
@@ -25,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib.datamodel import TimePointInfo
-from LesionResponseLib.dicomio.calibration import SuvResult, compute_suv_factor
+from LesionResponseLib.dicomio.calibration import SUPPORTED_UNITS, SuvResult, compute_suv_factor
 from LesionResponseLib.dicomio.errors import (
     CorruptFileError,
     DicomInputError,
@@ -108,8 +109,12 @@ def _multi(value) -> list[str]:
     return [str(v).upper() for v in ([value] if isinstance(value, str) else value)]
 
 
-def pet_rejection(series: Series, allow_no_decay_correction: bool = False) -> str | None:
-    """Why a series is not a usable quantitative PET (None when it is, or when it is a CT)."""
+def pet_rejection(series: Series) -> str | None:
+    """Why a series is not a usable quantitative PET (None when it is, or when it is a CT).
+
+    A PET without DECY in CorrectedImage is usable when its DecayCorrection is NONE (the loader decay-corrects
+    it, :mod:`calibration`); with DecayCorrection START or ADMIN the two tags contradict each other.
+    """
     if series.modality != "PT":
         return None if series.modality == "CT" else f"modality {series.modality or '?'} is neither PET nor CT"
     sop = str(series.first.get("SOPClassUID", ""))
@@ -121,12 +126,13 @@ def pet_rejection(series: Series, allow_no_decay_correction: bool = False) -> st
     corrected = _multi(series.first.get("CorrectedImage"))
     if "ATTN" not in corrected:
         return "not attenuation-corrected (CorrectedImage lacks ATTN)"
-    if "DECY" not in corrected and not allow_no_decay_correction:
-        return ("not decay-corrected (CorrectedImage lacks DECY; accept with allow_no_decay_correction / "
-                "--allow-no-decay-correction)")
+    decay = str(series.first.get("DecayCorrection", "") or "").upper()
+    if "DECY" not in corrected and decay != "NONE":
+        return (f"CorrectedImage lacks DECY but {tag('DecayCorrection')} is {decay or 'missing'}: contradictory "
+                "decay-correction tags")
     units = str(series.first.get("Units", "") or "").upper()
-    if units not in ("BQML", "CNTS", "GML"):
-        return f"{tag('Units')} {units or 'missing'} is not quantitative (BQML, CNTS or GML expected)"
+    if units not in SUPPORTED_UNITS:
+        return f"{tag('Units')} {units or 'missing'} is not quantitative ({', '.join(SUPPORTED_UNITS)} expected)"
     if len(series.instances) < MIN_VOLUME_SLICES:
         return f"only {len(series.instances)} slices: not a whole-body volume"
     return None
@@ -219,7 +225,7 @@ def _check_patient_consistency(patient: Patient) -> None:
 
 
 def find_timepoints(path_or_index: str | Path | DicomIndex, patient: str | None = None, *, strict: bool = True,
-                    allow_no_decay_correction: bool = False, weight_kg: float | None = None,
+                    weight_kg: float | None = None,
                     index: DicomIndex | None = None,
                     progress: Callable[[int, int], None] | None = None) -> Inventory:
     """The patient's time points (PET + CT per study, SUV calibrated), ordered by scan start.
@@ -229,7 +235,6 @@ def find_timepoints(path_or_index: str | Path | DicomIndex, patient: str | None 
         patient: PatientID (or name) to choose when the folder holds several patients.
         strict: raise on a chosen PET whose SUV cannot be computed or whose files are corrupt; when False
             (``inspect``) such series are listed as ignored with the reason.
-        allow_no_decay_correction: accept PET with DecayCorrection NONE (decay-corrected per slice on load).
         weight_kg: body weight (kg) used instead of PatientWeight for every time point.
         index: a ready index (same as passing it as ``path_or_index``; kept for callers that pass both).
         progress: ``progress(done, total)`` while headers are read.
@@ -256,7 +261,7 @@ def find_timepoints(path_or_index: str | Path | DicomIndex, patient: str | None 
     used_cts: set[str] = set()
     found = []
     for study in chosen.studies.values():
-        result = _study_timepoint(study, index, inventory, all_cts, strict, allow_no_decay_correction, weight_kg)
+        result = _study_timepoint(study, index, inventory, all_cts, strict, weight_kg)
         if result is not None:
             found.append(result)
             if result[3] is not None:
@@ -276,7 +281,7 @@ def find_timepoints(path_or_index: str | Path | DicomIndex, patient: str | None 
 
 
 def _study_timepoint(study: Study, index: DicomIndex, inventory: Inventory, all_cts: list[Series], strict: bool,
-                     allow_none: bool, weight_kg: float | None):
+                     weight_kg: float | None):
     candidates: list[tuple[Series, SuvResult]] = []
     failures: list[tuple[Series, SuvTagError]] = []
     for series in study.series.values():
@@ -285,11 +290,10 @@ def _study_timepoint(study: Study, index: DicomIndex, inventory: Inventory, all_
             if reason:
                 inventory.ignored.append(_ignored(study, series, reason))
             continue
-        reason = pet_rejection(series, allow_none) or _corrupt_reason(index, series, strict)
+        reason = pet_rejection(series) or _corrupt_reason(index, series, strict)
         if reason is None:
             try:
-                candidates.append((series, compute_suv_factor(series, weight_kg=weight_kg,
-                                                              allow_no_decay_correction=allow_none)))
+                candidates.append((series, compute_suv_factor(series, weight_kg=weight_kg)))
             except SuvTagError as err:
                 failures.append((series, err))
             continue
@@ -377,7 +381,8 @@ def _info(k: int, patient: Patient, study: Study, pet: Series, ct: Series | None
         uptake_time_s=cal.uptake_time_s, half_life_s=cal.half_life_s, sul_factor=cal.sul_factor,
         manufacturer=str(first.get("Manufacturer", "") or "") or None,
         pet_files=[i.path for i in pet.instances], ct_files=[i.path for i in ct.instances] if ct else [],
-        warnings=list(cal.warnings))
+        warnings=list(cal.warnings), suv_reference_time_source=cal.scan_start_source,
+        suv_normalisation=cal.normalisation, suv_assumptions=list(cal.assumptions))
 
 
 # ---------------------------------------------------------------- loading
@@ -386,16 +391,15 @@ def _info(k: int, patient: Patient, study: Study, pet: Series, ct: Series | None
 def load_timepoint(info: TimePointInfo, with_ct: bool = True) -> LoadedTimePoint:
     """Load a time point: PET as float32 SUVbw, CT in HU (SimpleITK, LPS geometry, slices sorted by position).
 
-    The SUV calibration is recomputed from the files' headers (with ``info.weight_kg`` and the NONE-decay
-    opt-in of ``info.suv_method``), so a ``TimePointInfo`` read back from ``analysis.json`` loads the same way;
+    The SUV calibration is recomputed from the files' headers (with ``info.weight_kg``), so a ``TimePointInfo``
+    read back from ``analysis.json`` loads the same way;
     a factor that no longer agrees with ``info.suv_factor`` (files changed) is an error.
     """
     if not info.pet_files:
         raise fail(DicomInputError, None, f"time point {info.index} lists no PET files", "Re-run find_timepoints.")
     headers = read_headers(info.pet_files)
     instances = [Instance(p, ds) for p, ds in zip(info.pet_files, headers, strict=True)]
-    cal = compute_suv_factor(instances, weight_kg=info.weight_kg,
-                             allow_no_decay_correction=info.suv_method == "BQML/NONE-corrected")
+    cal = compute_suv_factor(instances, weight_kg=info.weight_kg)
     if cal.suv_factor == cal.suv_factor and abs(cal.suv_factor / info.suv_factor - 1) > SUV_AGREEMENT:
         raise fail(SuvTagError, info.pet_files[0], f"SUV factor from the files ({cal.suv_factor:.6g}) differs from "
                    f"the time point's ({info.suv_factor:.6g}): the files changed", "Re-run find_timepoints.")

@@ -23,6 +23,10 @@ def phantom(
     vendor: str = typer.Option("siemens", help="DICOM flavour: siemens, siemens-admin, philips, ge, gml."),
     lesions: int = typer.Option(None, help="Number of lesions (default: 12–40 drawn from the seed)."),
     extras: bool = typer.Option(True, help="Also write a localizer and a NAC PET per study (to be ignored)."),
+    small_lesions: bool = typer.Option(False, help="Harder patient: baseline lesion volumes 0.1–4 mL."),
+    low_contrast: bool = typer.Option(False, help="Harder patient: lesion SUVmean 6–18 (1.2–4× liver)."),
+    near_organs: float = typer.Option(0.0, min=0.0, max=1.0,
+                                      help="Harder patient: fraction of lesions 2–6 mm from spleen, kidney, adrenal."),
 ) -> None:
     """Generate a synthetic longitudinal [68Ga]DOTATATE PET/CT patient as DICOM, with ground truth."""
     from rich.progress import Progress
@@ -35,7 +39,8 @@ def phantom(
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("simulating scans", total=timepoints)
             generate_patient(out, seed=seed, timepoints=timepoints, vendor=vendor, extras=extras,
-                             n_lesions=lesions, progress=lambda done, total: bar.update(task, completed=done))
+                             n_lesions=lesions, progress=lambda done, total: bar.update(task, completed=done),
+                             small_lesions=small_lesions, low_contrast=low_contrast, near_organs=near_organs)
     except LesionResponseError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from LesionResponseLib.phantom.anatomy import LESION_SITES, SITE_DIAMETER_MM, SITE_HU, BodyParameters
+from LesionResponseLib.phantom.anatomy import (
+    LESION_SITES,
+    SITE_DIAMETER_MM,
+    SITE_HU,
+    BodyParameters,
+    Shape,
+    body_shapes,
+)
 from LesionResponseLib.phantom.errors import bad_option
 
 STABLE_BAND = (0.92, 1.08)
@@ -24,6 +31,30 @@ INCREASE_STEP = (1.6, 2.0)
 DECREASE_STEP = (0.4, 0.6)
 SPLIT_GAP_MM = 14.0  # gap between split halves: > 2 PSF FWHM so they are distinct ROIs
 MERGE_GAP_MM = 12.0  # gap between merge partners before they merge
+#: Harder-patient options (all off by default; off, the same seed renders exactly the patient it always did).
+SMALL_VOLUME_ML = (0.1, 4.0)  # "small lesions": baseline volume drawn log-uniformly in this range (mL)
+LOW_CONTRAST_SUV = (6.0, 18.0)  # "low contrast": lesion SUVmean range, 1.2-4x the liver's (~5) instead of 8-45
+HOT_ORGANS = ("spleen", "kidney", "adrenal")  # DOMAIN.md §5: the organs hotter than most lesions' surroundings
+NEAR_ORGAN_GAP_MM = (2.0, 6.0)  # "near organs": gap between the lesion and the organ surface, under one PSF FWHM
+
+
+@dataclass(frozen=True)
+class LesionOptions:
+    """Options for harder benchmark patients (``simulate_patient``/``generate_patient`` keyword arguments).
+
+    ``small_lesions``: baseline volumes 0.1-4 mL (log-uniform) instead of the site's diameter range.
+    ``low_contrast``: lesion SUVmean 6-18 instead of 8-45 (lesion-to-liver ratio ~1.2-4).
+    ``near_organs``: the fraction (0-1) of lesions placed 2-6 mm from the surface of a spleen, kidney or adrenal.
+    Split and merge lesions keep their sizes (they must be large enough to split).
+    """
+
+    small_lesions: bool = False
+    low_contrast: bool = False
+    near_organs: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.near_organs <= 1.0:
+            raise bad_option("near_organs", self.near_organs, "a fraction between 0 and 1")
 
 
 @dataclass
@@ -119,12 +150,13 @@ def _kinds(n_lesions: int, n_timepoints: int, rng: np.random.Generator) -> list[
 
 
 def make_lesions(seed: int, n_timepoints: int, body: BodyParameters, n_lesions: int | None = None,
-                 ) -> list[Lesion]:
+                 options: LesionOptions | None = None) -> list[Lesion]:
     """Draw 10–60 lesions (default 12–40) with sites, sizes, SUVs and trajectories, deterministic by seed.
 
     Lesions are placed in the reference frame without overlap (gap ≥ 15 mm), except merge partners,
-    which start :data:`MERGE_GAP_MM` apart.
+    which start :data:`MERGE_GAP_MM` apart. ``options``: harder patients (:class:`LesionOptions`).
     """
+    options = options or LesionOptions()
     rng = np.random.default_rng(seed * 7919 + 17)
     n = int(n_lesions if n_lesions is not None else rng.integers(12, 41))
     if not 1 <= n <= 200:
@@ -136,10 +168,14 @@ def make_lesions(seed: int, n_timepoints: int, body: BodyParameters, n_lesions: 
     next_id = 1
     for kind in kinds:
         if kind == "merge" and placed and placed[-1].kind == "merge" and placed[-1].merge_partner is None:
-            lesion = _merge_partner(placed[-1], next_id, rng, n_timepoints)
+            lesion = _merge_partner(placed[-1], next_id, rng, n_timepoints, options)
         else:
             site = "liver" if kind in ("split", "merge") else str(rng.choice(sites, p=site_p))
-            lesion = _place(site, kind, next_id, placed, rng, n_timepoints, body)
+            lesion = None
+            if options.near_organs and kind not in ("split", "merge") and rng.random() < options.near_organs:
+                lesion = _place_near_organ(kind, next_id, placed, rng, n_timepoints, body, options)
+            if lesion is None:
+                lesion = _place(site, kind, next_id, placed, rng, n_timepoints, body, options)
         if lesion is None:
             continue
         placed.append(lesion)
@@ -147,22 +183,28 @@ def make_lesions(seed: int, n_timepoints: int, body: BodyParameters, n_lesions: 
     return placed
 
 
-def _random_size(site: str, kind: str, rng: np.random.Generator) -> tuple[float, float, float]:
-    lo, hi = SITE_DIAMETER_MM[site]
+def _random_size(site: str, kind: str, rng: np.random.Generator, options: LesionOptions | None = None,
+                 ) -> tuple[float, float, float]:
     if kind in ("split", "merge"):
-        lo, hi = 22, 32
-    diameter = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        diameter = float(np.exp(rng.uniform(np.log(22), np.log(32))))
+    elif options is not None and options.small_lesions:  # a sphere of log-uniform volume: 5.8-19.7 mm
+        volume_ml = float(np.exp(rng.uniform(*np.log(SMALL_VOLUME_ML))))
+        diameter = float((6.0 * volume_ml / np.pi) ** (1 / 3) * 10.0)
+    else:
+        lo, hi = SITE_DIAMETER_MM[site]
+        diameter = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     return tuple(diameter / 2 * rng.uniform(0.85, 1.15) for _ in range(3))
 
 
-def _random_suv(rng: np.random.Generator) -> tuple[float, str]:
-    suv = float(np.exp(rng.uniform(np.log(8), np.log(45))))
+def _random_suv(rng: np.random.Generator, options: LesionOptions | None = None) -> tuple[float, str]:
+    low, high = LOW_CONTRAST_SUV if options is not None and options.low_contrast else (8, 45)
+    suv = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     profile = str(rng.choice(["uniform", "peaked", "necrotic"], p=[0.6, 0.3, 0.1]))
     return suv, profile
 
 
 def _place(site: str, kind: str, lesion_id: int, placed: list[Lesion], rng: np.random.Generator,
-           n_timepoints: int, body: BodyParameters) -> Lesion | None:
+           n_timepoints: int, body: BodyParameters, options: LesionOptions | None = None) -> Lesion | None:
     """Place a lesion inside a random region of its site (reference frame, scaled to the body habitus)."""
     scale = np.array([body.xy_scale, body.xy_scale, body.z_scale])
     regions = LESION_SITES[site]
@@ -172,16 +214,10 @@ def _place(site: str, kind: str, lesion_id: int, placed: list[Lesion], rng: np.r
         if not region.inside(*c):
             continue
         c = c * scale
-        radii = _random_size(site, kind, rng)
-        reach = max(radii) * (2.2 if kind == "split" else 1.6)
-        if any(np.linalg.norm(c - np.asarray(o.center)) < reach + max(o.radii) * 1.6 + 15 for o in placed):
+        radii = _random_size(site, kind, rng, options)
+        if _crowded(c, radii, kind, placed):
             continue
-        suv, profile = _random_suv(rng)
-        if max(radii) < 12 and profile == "necrotic":
-            profile = "uniform"
-        relative = _trajectory(kind, n_timepoints, rng)
-        lesion = Lesion(lesion_id, lesion_id, site, kind, tuple(float(v) for v in c), radii, suv, SITE_HU[site],
-                        profile, relative)
+        lesion = _new_lesion(lesion_id, site, kind, c, radii, rng, n_timepoints, options)
         if kind == "split":
             lesion.split_from = 1
             lesion.profile = "uniform"
@@ -191,11 +227,58 @@ def _place(site: str, kind: str, lesion_id: int, placed: list[Lesion], rng: np.r
     return None
 
 
-def _merge_partner(first: Lesion, lesion_id: int, rng: np.random.Generator, n_timepoints: int) -> Lesion:
-    radii = _random_size(first.site, "merge", rng)
+def _crowded(c: np.ndarray, radii, kind: str, placed: list[Lesion]) -> bool:
+    reach = max(radii) * (2.2 if kind == "split" else 1.6)
+    return any(np.linalg.norm(c - np.asarray(o.center)) < reach + max(o.radii) * 1.6 + 15 for o in placed)
+
+
+def _new_lesion(lesion_id: int, site: str, kind: str, c: np.ndarray, radii, rng: np.random.Generator,
+                n_timepoints: int, options: LesionOptions | None) -> Lesion:
+    suv, profile = _random_suv(rng, options)
+    if max(radii) < 12 and profile == "necrotic":
+        profile = "uniform"
+    relative = _trajectory(kind, n_timepoints, rng)
+    return Lesion(lesion_id, lesion_id, site, kind, tuple(float(v) for v in c), radii, suv, SITE_HU[site],
+                  profile, relative)
+
+
+def _tissue_at(shapes: list[Shape], point: np.ndarray) -> str:
+    """The tissue painted last at ``point`` (anatomical frame, mm), ``"air"`` outside the body."""
+    tissue = "air"
+    for shape in shapes:
+        if shape.inside(*(np.asarray([v]) for v in point))[0]:
+            tissue = shape.tissue
+    return tissue
+
+
+def _place_near_organ(kind: str, lesion_id: int, placed: list[Lesion], rng: np.random.Generator,
+                      n_timepoints: int, body: BodyParameters, options: LesionOptions) -> Lesion | None:
+    """A lesion 2-6 mm from the surface of a hot organ, in the soft tissue (or liver, pancreas) next to it."""
+    shapes = body_shapes(body)
+    organs = [s for s in shapes if s.tissue in HOT_ORGANS]
+    for _ in range(100):
+        organ = organs[int(rng.integers(len(organs)))]
+        u = rng.normal(size=3)
+        centre, r = np.asarray(organ.center), np.asarray(organ.radii)
+        surface = centre + u / np.sqrt(np.sum((u / r) ** 2))
+        normal = (surface - centre) / r**2
+        normal /= np.linalg.norm(normal)
+        radii = _random_size("lymph node", kind, rng, options)
+        c = surface + normal * (max(radii) + rng.uniform(*NEAR_ORGAN_GAP_MM))
+        tissue = _tissue_at(shapes, c)
+        if tissue not in ("fat", "muscle", "liver", "pancreas") or _crowded(c, radii, kind, placed):
+            continue
+        site = {"liver": "liver", "pancreas": "pancreas"}.get(tissue, "lymph node")
+        return _new_lesion(lesion_id, site, kind, c, radii, rng, n_timepoints, options)
+    return None
+
+
+def _merge_partner(first: Lesion, lesion_id: int, rng: np.random.Generator, n_timepoints: int,
+                   options: LesionOptions | None = None) -> Lesion:
+    radii = _random_size(first.site, "merge", rng, options)
     distance = first.radii[2] + radii[2] + MERGE_GAP_MM
     c = (first.center[0], first.center[1], first.center[2] + distance)
-    suv, _ = _random_suv(rng)
+    suv, _ = _random_suv(rng, options)
     first.merge_partner = lesion_id
     relative = _trajectory("merge", n_timepoints, rng)
     return Lesion(lesion_id, first.track_id, first.site, "merge", c, radii, suv, first.hu, "uniform", relative,

@@ -24,7 +24,14 @@ from scipy import ndimage
 
 from LesionResponseLib.phantom.anatomy import TISSUES, BodyParameters, Shape, body_shapes
 from LesionResponseLib.phantom.errors import bad_option
-from LesionResponseLib.phantom.lesions import Blob, Lesion, bridge_blob, make_lesions, profile_factor
+from LesionResponseLib.phantom.lesions import (
+    Blob,
+    Lesion,
+    LesionOptions,
+    bridge_blob,
+    make_lesions,
+    profile_factor,
+)
 from LesionResponseLib.phantom.motion import Motion, random_motion
 
 #: Bumped whenever the same seed renders a different patient (caches of generated folders key on it).
@@ -97,7 +104,8 @@ class SimulatedPatient:
 
 def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_lesions: int | None = None,
                      motion_scale: float = 1.0, noise_scale: float = 1.0, with_nac: bool = False,
-                     axial_extent_mm: float | None = None, progress=None) -> SimulatedPatient:
+                     axial_extent_mm: float | None = None, progress=None, small_lesions: bool = False,
+                     low_contrast: bool = False, near_organs: float = 0.0) -> SimulatedPatient:
     """Simulate a whole-body [68Ga]DOTATATE PET/CT patient over ``timepoints`` scans (2–7), in memory.
 
     Args:
@@ -111,6 +119,8 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
         axial_extent_mm: scan only this length (mm) centred on the upper abdomen (liver, spleen, kidneys)
             instead of vertex to thighs: a fast, small patient for tests.
         progress: optional callable ``progress(done, total)``.
+        small_lesions, low_contrast, near_organs: harder patients (``phantom.lesions.LesionOptions``; off by
+            default, and off they leave every seed's patient unchanged).
     """
     if not 1 <= timepoints <= 7:
         raise bad_option("timepoints", timepoints, "between 1 and 7")
@@ -120,7 +130,8 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
     bmi = float(rng.uniform(19.5, 31.0))
     base_weight = bmi * height**2
     body0 = BodyParameters(height_m=height, weight_kg=base_weight)
-    lesions = make_lesions(seed, timepoints, body0, n_lesions)
+    options = LesionOptions(small_lesions=small_lesions, low_contrast=low_contrast, near_organs=near_organs)
+    lesions = make_lesions(seed, timepoints, body0, n_lesions, options)
     start = dt.datetime(2025, 1, 6, 9, 0) + dt.timedelta(days=int(rng.integers(0, 300)))
     organ_scale = {t.name: 1.0 for t in TISSUES}
     base_liver = float(rng.uniform(0.75, 1.35))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -47,8 +48,28 @@ def _timepoint_rows(data: ReportData) -> list[dict[str, Any]]:
                      "activity": _fmt(None if t.injected_activity_bq is None else t.injected_activity_bq / 1e6),
                      "uptake": _fmt(None if t.uptake_time_s is None else t.uptake_time_s / 60),
                      "method": t.suv_method, "factor": f"{t.suv_factor:.4g}", "manufacturer": t.manufacturer or "–",
-                     "n_rois": len(data.accepted_rois(t.index))})
+                     "reference_time": t.suv_reference_time_source or "–", "normalisation": t.suv_normalisation or "–",
+                     "n_rois": len(data.accepted_rois(t.index)),
+                     "n_prior": sum(r.source == "prior-guided" for r in data.accepted_rois(t.index))})
     return rows
+
+
+def _track_notes(data: ReportData, track_id: int) -> str:
+    """Where the track's ROIs are not the model's (prior-guided, reader) and the detection limit where its
+    lesion was looked for and not found (``Analysis.prior_searches``)."""
+    track = next((t for t in data.analysis.tracks if t.track_id == track_id), None)
+    if track is None:
+        return ""
+    by_id = {r.roi_id: r for r in data.analysis.rois}
+    ids = {rid for rois in track.rois.values() for rid in rois}
+    notes = [f"TP{tp} {by_id[rid].source}" for tp, rois in sorted(track.rois.items()) for rid in rois
+             if rid in by_id and by_id[rid].source != "model"]
+    for record in data.analysis.prior_searches:
+        limit = record.get("limit_suv")
+        if not record.get("found") and set(record.get("prior_rois", [])) & ids and limit is not None \
+                and math.isfinite(limit):  # NaN: the search could not run (reason in analysis.json)
+            notes.append(f"TP{record['timepoint']} searched, not found (limit {record['limit_suv']:.1f} SUV)")
+    return "; ".join(notes)
 
 
 def _track_rows(data: ReportData) -> list[dict[str, Any]]:
@@ -57,7 +78,8 @@ def _track_rows(data: ReportData) -> list[dict[str, Any]]:
     for r in sorted(data.analysis.responses, key=lambda r: r.track_id):
         cats = [(r.categories.get(k, "absent"), _fmt(r.delta_suv_total_pct.get(k), 0)) for k in range(1, n_tp)]
         rows.append({"track_id": r.track_id, "pattern": r.pattern, "cats": cats,
-                     "suv": [_fmt(r.suv_total.get(k, 0.0)) for k in range(n_tp)]})
+                     "suv": [_fmt(r.suv_total.get(k, 0.0)) for k in range(n_tp)],
+                     "notes": _track_notes(data, r.track_id)})
     return rows
 
 
@@ -104,6 +126,7 @@ def render_patient_html(data: ReportData, suv_window: float = 10.0) -> str:
         categories=FOLLOW_UP_CATEGORIES, colours=CATEGORY_COLOURS, params=data.analysis.parameters.to_dict(),
         sex=first.sex, timepoints=_timepoint_rows(data),
         warnings=[f"TP{t.index}: {w}" for t in data.analysis.timepoints for w in t.warnings],
+        assumptions=[f"TP{t.index}: {a}" for t in data.analysis.timepoints for a in t.suv_assumptions],
         figures=figures, mips=_mips(data, suv_window), suv_window=suv_window, follow_ups=range(1, n_tp),
         track_rows=_track_rows(data), audit=_audit_rows(data))
 

@@ -25,8 +25,11 @@ def register_command(
     out: Path = typer.Option(..., "--out", "-o", help="Analysis folder; writes OUT/transforms/tp{i}_to_tp{j}.tfm "
                                                       "(.h5 for displacement fields) and "
                                                       "OUT/transforms/registrations.json."),
-    method: str = typer.Option("auto", help="auto (elastix when installed, else sitk-bspline), sitk-bspline, "
-                                            "sitk-rigid, elastix or identity."),
+    method: str = typer.Option("auto", help="auto (elastix when an engine is available, else sitk-bspline), "
+                                            "elastix (the first available of: elastix-slicer = SlicerElastix "
+                                            "inside Slicer, elastix-program = elastix on PATH, elastix-itk = "
+                                            "the itk-elastix package), one of those three, sitk-bspline, "
+                                            "sitk-rigid or identity."),
     consecutive: bool = typer.Option(False, help="Also register each follow-up to the previous time point."),
     patient: str = typer.Option(None, help="Patient ID when the folder holds several patients."),
 ) -> None:
@@ -59,10 +62,10 @@ def register_command(
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
     (out / "transforms" / "registrations.json").write_text(json.dumps([r.to_dict() for r in results], indent=1))
-    table = Table("pair", "method", "s", "NCC before", "NCC after", "body Dice", "ok", "message")
+    table = Table("pair", "method", "software", "s", "NCC before", "NCC after", "body Dice", "ok", "message")
     for r in results:
         q = r.quality
-        table.add_row(f"{r.fixed_timepoint}->{r.moving_timepoint}", r.method, f"{r.seconds:.1f}",
+        table.add_row(f"{r.fixed_timepoint}->{r.moving_timepoint}", r.method, r.software, f"{r.seconds:.1f}",
                       f"{q.get('ncc_before', 0):.3f}", f"{q.get('ncc_after', 0):.3f}",
                       f"{q.get('body_dice_after', 0):.3f}", "yes" if r.ok else "[red]NO[/red]", r.message)
     console.print(table)

@@ -18,7 +18,10 @@ For every follow-up ``j`` (in time order) and every earlier time point ``i`` (mo
    ``cost = distance / max_match_distance_mm + (1 - overlap)`` gives one-to-one links. A ROI left over in
    a cluster whose dilated region lies mostly inside an assigned partner's
    (``|Da ∩ Db| / |D_leftover| >= extra["containment_min"]``) joins it: several ``j`` ROIs on one ``i``
-   ROI are a **split**, several ``i`` ROIs on one ``j`` ROI a **merge**.
+   ROI are a **split**, several ``i`` ROIs on one ``j`` ROI a **merge**. Before that, an assigned ROI that
+   lies more inside another assigned partner than inside its own becomes that partner's branch
+   (:func:`_branches_of_assigned`): a split piece next to a vanished neighbour is not handed to the
+   neighbour, and a lesion held mostly by its own partner (a stable neighbour) is never captured.
 
 **Skipped time points.** A ROI of ``j`` linked at a more recent time point is not offered to older ones,
 and a ROI of ``i`` is offered to ``j`` only when its track (the links so far) has no ROI strictly between
@@ -347,7 +350,7 @@ def _clusters(edges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
 
 def _resolve_cluster(cluster: list[tuple[int, int]], cands: dict, la: _FrameLabels, lb: _FrameLabels,
                      containment_min: float) -> list[tuple[int, int]]:
-    """One-to-one pairs by linear assignment, then left-overs contained in a partner (splits/merges)."""
+    """One-to-one pairs by linear assignment, re-examined for branches, then left-overs contained in a partner."""
     if len(cluster) == 1:
         return cluster
     a_ids = sorted({a for a, _ in cluster})
@@ -358,22 +361,69 @@ def _resolve_cluster(cluster: list[tuple[int, int]], cands: dict, la: _FrameLabe
         cost[a_ids.index(a), b_ids.index(b)] = cands[(a, b)][0]
     rows, cols = linear_sum_assignment(cost)
     pairs = [(a_ids[r], b_ids[c]) for r, c in zip(rows, cols, strict=True) if cost[r, c] < big]
+    pairs, branches = _branches_of_assigned(pairs, cands, la, lb, containment_min)
     used_a = {a for a, _ in pairs}
     used_b = {b for _, b in pairs}
+    taken_a = used_a | {a for a, _ in branches}
+    taken_b = used_b | {b for _, b in branches}
     extra = []
     for b in b_ids:
-        if b not in used_b:
+        if b not in taken_b:
             best = _best_container([(a, cands[(a, b)][3]) for a in used_a if (a, b) in cands],
                                    lb.counts[b], containment_min)
             if best is not None:
                 extra.append((best, b))
     for a in a_ids:
-        if a not in used_a:
+        if a not in taken_a:
             best = _best_container([(b, cands[(a, b)][3]) for b in used_b if (a, b) in cands],
                                    la.counts[a], containment_min)
             if best is not None:
                 extra.append((a, best))
-    return pairs + extra
+    return pairs + branches + extra
+
+
+def _branches_of_assigned(pairs: list[tuple[int, int]], cands: dict, la: _FrameLabels, lb: _FrameLabels,
+                          containment_min: float) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Assigned pairs whose ROI lies more inside another assigned partner become that partner's branch.
+
+    One-to-one assignment maximises the number of pairs, so when a lesion next to a splitting one is gone
+    (or missed) at ``j``, the split piece near it is handed to it. A ROI is explained by the partner whose
+    dilated region holds most of it: an assigned ``b`` that has at least ``containment_min`` of its dilated
+    volume inside another assigned ``a′`` and more of it there than inside its own partner ``a`` becomes a
+    split branch of ``a′`` (``a`` is left unmatched: disappearing, or found again by the prior-guided
+    search); symmetrically an ``a`` lying more inside another assigned ``b′`` merges into it. A ROI whose
+    own partner holds most of it (a stable neighbour) is never moved, so a branch never captures a lesion
+    that has its own one-to-one partner.
+    """
+    inter = {key: value[3] for key, value in cands.items()}
+    branches = _held_more_elsewhere(pairs, inter, lb.counts, containment_min, flip=False)
+    moved_b = {b for _, b in branches}
+    kept = [(a, b) for a, b in pairs if b not in moved_b]
+    merged = [(a, b) for b, a in _held_more_elsewhere(kept, inter, la.counts, containment_min, flip=True)]
+    moved_a = {a for a, _ in merged}
+    kept = [(a, b) for a, b in kept if a not in moved_a]
+    # a branch needs its container to stay a one-to-one partner
+    valid_a, valid_b = {a for a, _ in kept}, {b for _, b in kept}
+    branches = [(a, b) for a, b in branches if a in valid_a] + [(a, b) for a, b in merged if b in valid_b]
+    return kept, branches
+
+
+def _held_more_elsewhere(pairs: list[tuple[int, int]], inter: dict[tuple[int, int], int], counts: np.ndarray,
+                         containment_min: float, flip: bool) -> list[tuple[int, int]]:
+    """(other partner, ROI) for each assigned ROI (``b`` of each pair; ``a`` when ``flip``) lying more inside
+    another assigned partner than inside its own, by at least ``containment_min`` of its dilated volume."""
+    def key(partner: int, roi: int) -> tuple[int, int]:
+        return (roi, partner) if flip else (partner, roi)
+
+    oriented = [(b, a) if flip else (a, b) for a, b in pairs]  # (partner, roi)
+    partners = [partner for partner, _ in oriented]
+    moves = []
+    for partner, roi in sorted(oriented):
+        others = [(o, inter[key(o, roi)]) for o in partners if o != partner and key(o, roi) in inter]
+        best = max(others, key=lambda item: (item[1], -item[0]), default=None)
+        if best and best[1] >= containment_min * counts[roi] and best[1] > inter[key(partner, roi)]:
+            moves.append((best[0], roi))
+    return moves
 
 
 def _best_container(options: list[tuple[int, int]], own_count: int, containment_min: float) -> int | None:

@@ -16,10 +16,14 @@ Method ``"sitk-bspline"`` (default; SimpleITK):
    NCC; the registration is ``ok=False`` with a message when the body Dice after < ``min_body_dice`` or
    the NCC after < ``min_ncc``.
 
-``"auto"`` picks ``"elastix"`` when the program is installed, else ``"sitk-bspline"``: on the phantom
-elastix is both faster and more accurate (benchmarks/bench_registration.py). Other methods: ``"sitk-rigid"`` (stages 1-2), ``"identity"`` (scanner coordinates, checks only) and
-``"elastix"``: rigid + B-spline by the ``elastix`` program (Debian package), its result turned into an ITK
-displacement field transform with ``transformix``.
+Methods by elastix (rigid then B-spline, the same parameter maps on every engine; see
+:mod:`LesionResponseLib.tracking.elastix`): ``"elastix-slicer"`` (SlicerElastix's programs inside 3D
+Slicer), ``"elastix-itk"`` (the itk-elastix package, in-process), ``"elastix-program"`` (``elastix`` on
+PATH), and ``"elastix"``: the first of these available, in that order. ``"auto"`` is ``"elastix"`` when any
+engine is available, else ``"sitk-bspline"``: elastix is 2.4-5.4x faster and more accurate on the phantom
+(benchmarks/bench_registration.py). Other methods: ``"sitk-rigid"`` (stages 1-2) and ``"identity"``
+(scanner coordinates, checks only). ``RegistrationResult.method`` records the method that ran (never
+``auto``/``elastix``) and ``.software`` the engine and its version.
 
 Convention (ITK): the returned transform maps physical points (LPS mm) of the fixed scan to the
 corresponding points of the moving scan, so ``sitk.Resample(moving, fixed, transform)`` aligns moving.
@@ -28,9 +32,6 @@ corresponding points of the moving scan, so ``sitk.Resample(moving, fixed, trans
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +43,10 @@ import SimpleITK as sitk
 
 from LesionResponseLib.datamodel import RegistrationResult
 from LesionResponseLib.errors import LesionResponseError, describe
+from LesionResponseLib.tracking import elastix as elastix_engines
 
-METHODS = ("auto", "sitk-bspline", "sitk-rigid", "identity", "elastix")
-FIELD_SPACING_MM = 8.0  # grid of displacement field transforms (elastix results)
+ELASTIX_METHODS = tuple(f"elastix-{name}" for name in elastix_engines.ENGINES)
+METHODS = ("auto", "sitk-bspline", "sitk-rigid", "identity", "elastix", *ELASTIX_METHODS)
 
 
 class RegistrationError(LesionResponseError):
@@ -269,11 +271,7 @@ def register_pair(
     the reason in ``result.message``; :class:`RegistrationError` when it cannot run at all.
     """
     settings = settings or RegistrationSettings()
-    if method not in METHODS:
-        raise RegistrationError(describe(f"unknown registration method {method!r}", path="registration_method",
-                                         fix=f"Use one of {', '.join(METHODS)}"))
-    if method == "auto":
-        method = "elastix" if shutil.which("elastix") and shutil.which("transformix") else "sitk-bspline"
+    method, engine = resolve_method(method)
     fixed, moving = _as_timepoint(fixed, fixed_timepoint, is_pet), _as_timepoint(moving, moving_timepoint, is_pet)
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(settings.threads)
     start = time.perf_counter()
@@ -284,7 +282,8 @@ def register_pair(
     quality = {"ncc_before": _ncc(f_fine, m_fine, f_body, sitk.Transform(3, sitk.sitkIdentity))}
     notes = [] if modality == "ct" else ["registered on PET (no CT): lesion changes may bias it"]
     try:
-        transform = _run_method(method, f_img, m_img, f_fine, m_fine, f_body, modality, settings, quality, notes)
+        transform = _run_method(method, engine, f_img, m_img, f_fine, m_fine, f_body, modality, settings, quality,
+                                notes)
         crashed = False
     except RuntimeError as error:  # ITK optimiser/metric failure (e.g. no overlap at all): report, do not raise
         transform, crashed = sitk.Transform(3, sitk.sitkIdentity), True
@@ -296,18 +295,53 @@ def register_pair(
         ok, message = False, "; ".join(notes)
     result = RegistrationResult(fixed_timepoint=int(fixed.info.index), moving_timepoint=int(moving.info.index),
                                 transform_path=transform_path, method=method, ok=ok,
+                                software=engine.software if engine else f"SimpleITK {sitk.Version.VersionString()}",
                                 quality={k: round(v, 4) for k, v in quality.items()}, message=message,
                                 seconds=round(time.perf_counter() - start, 2))
     return transform, result
 
 
-def _run_method(method: str, f_img: sitk.Image, m_img: sitk.Image, f_fine: sitk.Image, m_fine: sitk.Image,
-                f_body: sitk.Image, modality: str, settings: RegistrationSettings, quality: dict[str, float],
-                notes: list[str]) -> sitk.Transform:
+def resolve_method(method: str) -> tuple[str, elastix_engines.ElastixEngine | None]:
+    """(the concrete method that will run, its elastix engine or None) for a requested ``method``.
+
+    ``auto``: the first available elastix engine, else ``sitk-bspline``. ``elastix``: the first available
+    engine (:class:`RegistrationError` when there is none). ``elastix-<engine>``: that engine, or
+    :class:`RegistrationError` saying how to install it.
+    """
+    if method not in METHODS:
+        raise RegistrationError(describe(f"unknown registration method {method!r}", path="registration_method",
+                                         fix=f"Use one of {', '.join(METHODS)}"))
+    if method in ("auto", "elastix"):
+        engines = elastix_engines.available_engines()
+        if engines:
+            return f"elastix-{engines[0].name}", engines[0]
+        if method == "auto":
+            return "sitk-bspline", None
+        hints = "; ".join(elastix_engines.install_hint(name) for name in elastix_engines.ENGINES)
+        raise RegistrationError(describe("no elastix is available here", path="registration_method=elastix",
+                                         fix=f"Any of: {hints}. Or use method sitk-bspline"))
+    if method in ELASTIX_METHODS:
+        name = method.removeprefix("elastix-")
+        engine = elastix_engines.find_engine(name)
+        if engine is None:
+            raise RegistrationError(describe(f"elastix engine {name!r} is not available here",
+                                             path=f"registration_method={method}",
+                                             fix=f"To get it: {elastix_engines.install_hint(name)}. Or use method auto"))
+        return method, engine
+    return method, None
+
+
+def _run_method(method: str, engine: elastix_engines.ElastixEngine | None, f_img: sitk.Image, m_img: sitk.Image,
+                f_fine: sitk.Image, m_fine: sitk.Image, f_body: sitk.Image, modality: str,
+                settings: RegistrationSettings, quality: dict[str, float], notes: list[str]) -> sitk.Transform:
     if method == "identity":
         return sitk.Transform(3, sitk.sitkIdentity)
-    if method == "elastix":
-        return _elastix(f_fine, m_fine, f_body, settings, _background(modality))
+    if engine is not None:
+        maps = elastix_engines.parameter_maps(_background(modality), settings.mesh_mm)
+        try:
+            return elastix_engines.run_elastix(engine, f_fine, m_fine, f_body, maps, settings.threads)
+        except elastix_engines.ElastixError as error:  # a program failed: the caller's RegistrationError
+            raise RegistrationError(str(error)) from error
     bg = _background(modality)
     f_coarse, m_coarse = (_resampled(x, settings.rigid_spacing_mm, bg) for x in (f_img, m_img))
     rigid = _rigid(f_coarse, m_coarse, _body(f_coarse, modality), _body(m_coarse, modality), settings)
@@ -347,77 +381,6 @@ def _verdict(quality: dict[str, float], settings: RegistrationSettings, notes: l
         return False, "; ".join(problems + notes) + (". Check that both scans are the same patient and body "
                                                      "region, or align them manually in Slicer")
     return True, "; ".join(notes)
-
-
-# --------------------------------------------------------------------------------------------- elastix
-_ELASTIX_COMMON = """(Registration "MultiResolutionRegistration")
-(Metric "AdvancedMattesMutualInformation")
-(NumberOfHistogramBins 48)
-(Optimizer "AdaptiveStochasticGradientDescent")
-(ImageSampler "RandomCoordinate")
-(NewSamplesEveryIteration "true")
-(FixedImagePyramid "FixedSmoothingImagePyramid")
-(MovingImagePyramid "MovingSmoothingImagePyramid")
-(Interpolator "LinearInterpolator")
-(ResampleInterpolator "FinalBSplineInterpolator")
-(FinalBSplineInterpolationOrder 1)
-(Resampler "DefaultResampler")
-(FixedInternalImagePixelType "float")
-(MovingInternalImagePixelType "float")
-(ErodeMask "false")
-(WriteResultImage "false")
-(HowToCombineTransforms "Compose")
-(RandomSeed 1)
-(DefaultPixelValue {background})
-"""
-ELASTIX_RIGID = _ELASTIX_COMMON + """(Transform "EulerTransform")
-(AutomaticTransformInitialization "true")
-(AutomaticScalesEstimation "true")
-(NumberOfResolutions 3)
-(MaximumNumberOfIterations 250)
-(NumberOfSpatialSamples 4000)
-"""
-ELASTIX_BSPLINE = _ELASTIX_COMMON + """(Transform "BSplineTransform")
-(FinalGridSpacingInPhysicalUnits {mesh})
-(NumberOfResolutions 2)
-(MaximumNumberOfIterations 300)
-(NumberOfSpatialSamples 6000)
-"""
-
-
-def _elastix(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image, settings: RegistrationSettings,
-             background: float) -> sitk.Transform:
-    """Rigid + B-spline by the ``elastix`` program; the result as a displacement field transform."""
-    elastix, transformix = shutil.which("elastix"), shutil.which("transformix")
-    if elastix is None or transformix is None:
-        raise RegistrationError(describe("the elastix and transformix programs are not installed",
-                                         path="registration_method=elastix",
-                                         fix="Install them (apt-get install elastix) or use sitk-bspline"))
-    with tempfile.TemporaryDirectory(prefix="lr-elastix-") as tmp:
-        work = Path(tmp)
-        for name, image in (("fixed", fixed), ("moving", moving), ("mask", mask)):
-            sitk.WriteImage(image, str(work / f"{name}.mha"))
-        (work / "rigid.txt").write_text(ELASTIX_RIGID.format(background=background))
-        (work / "bspline.txt").write_text(ELASTIX_BSPLINE.format(background=background, mesh=settings.mesh_mm))
-        _run([elastix, "-f", work / "fixed.mha", "-m", work / "moving.mha", "-fMask", work / "mask.mha",
-              "-p", work / "rigid.txt", "-p", work / "bspline.txt", "-out", work,
-              "-threads", str(settings.threads)], work)
-        _run([transformix, "-def", "all", "-tp", work / "TransformParameters.1.txt", "-out", work,
-              "-threads", str(settings.threads)], work)
-        field = sitk.ReadImage(str(next(work.glob("deformationField.mh[ad]"))), sitk.sitkVectorFloat64)
-    # the B-spline is smooth on mesh_mm scales: a FIELD_SPACING_MM field interpolated linearly differs from
-    # it by < 0.1 mm and keeps transform files small
-    coarse = _grid(field, FIELD_SPACING_MM)
-    field = sitk.Resample(field, coarse, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
-    return sitk.DisplacementFieldTransform(field)
-
-
-def _run(command: list, work: Path) -> None:
-    done = subprocess.run([str(c) for c in command], cwd=work, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
-        raise RegistrationError(describe(f"{Path(str(command[0])).name} failed: {' | '.join(tail)}",
-                                         path=str(work), fix="Check the images, or use method sitk-bspline"))
 
 
 # --------------------------------------------------------------------------------------------- files

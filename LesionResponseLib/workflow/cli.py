@@ -26,10 +26,13 @@ _MIN_VOLUME_ML = typer.Option(_DEFAULTS.min_roi_volume_ml, help="Smallest lesion
 _EQUIVOCAL_MAX_VOLUME_ML = typer.Option(_DEFAULTS.equivocal_max_volume_ml, help="Model ROIs smaller than "
                                               "this (mL) with SUVmax not above the liver SUVmean are dropped "
                                               "as equivocal (0: keep all).")
-_REGISTRATION = typer.Option(_DEFAULTS.registration_method, help="Registration: sitk-bspline, sitk-rigid, elastix, "
-                                                      "auto (elastix when installed) or identity.")
+_REGISTRATION = typer.Option(_DEFAULTS.registration_method, help="Registration: auto (elastix when an engine is "
+                             "available), elastix, elastix-slicer, elastix-program, elastix-itk, sitk-bspline, "
+                             "sitk-rigid or identity (see `register --help`).")
 _PSF_FWHM_MM = typer.Option(_DEFAULTS.psf_fwhm_mm, help="Reconstructed PET resolution, FWHM in mm (your "
                                   "scanner's; 5–7 on current PET/CT): used by the partial-volume-corrected SUVtotal.")
+_PRIOR_SEARCH = typer.Option(_DEFAULTS.prior_search, help="Look for each track's lesion where the registration "
+                             "puts it at time points without a ROI (marked prior-guided).")
 _MEASURE = typer.Option(_DEFAULTS.response_measure, help="ROI quantity that drives the categories: suv_total "
                             "(SUVmean × volume, the paper's) or suv_total_pvc (partial-volume corrected).")
 
@@ -45,7 +48,8 @@ def _params(segmentation: str, model: str | None, reference: str, decrease: floa
             dilation_mm: float, max_distance_mm: float, min_overlap: float, min_volume_ml: float,
             registration: str, psf_fwhm_mm: float = _DEFAULTS.psf_fwhm_mm,
             measure: str = _DEFAULTS.response_measure,
-            equivocal_max_volume_ml: float = _DEFAULTS.equivocal_max_volume_ml):
+            equivocal_max_volume_ml: float = _DEFAULTS.equivocal_max_volume_ml,
+            prior_search: bool = _DEFAULTS.prior_search):
     from LesionResponseLib.analysis.response import MEASURES, REFERENCES
     from LesionResponseLib.datamodel import AnalysisParameters
 
@@ -62,7 +66,7 @@ def _params(segmentation: str, model: str | None, reference: str, decrease: floa
                               reference=reference, decrease_threshold_pct=decrease,  # type: ignore[arg-type]
                               increase_threshold_pct=increase, psf_fwhm_mm=psf_fwhm_mm,
                               response_measure=measure,  # type: ignore[arg-type]
-                              equivocal_max_volume_ml=equivocal_max_volume_ml)
+                              equivocal_max_volume_ml=equivocal_max_volume_ml, prior_search=prior_search)
 
 
 def _run(input_dir: Path, out: Path, params, patient: str | None, labels: Path | None, console):
@@ -97,6 +101,10 @@ def print_summary(analysis, console) -> None:
                           f"is doubtful ({reg.message}); check its matches in the review")
     patterns = Counter(r.pattern for r in analysis.responses)
     console.print("track patterns: " + ", ".join(f"{p} {n}" for p, n in sorted(patterns.items())))
+    if analysis.prior_searches:
+        found = sum(1 for r in analysis.prior_searches if r["roi_id"])
+        console.print(f"prior-guided search: {len(analysis.prior_searches)} missing lesion × time point(s) looked "
+                      f"at, {found} found (rois.csv source = prior-guided)")
 
 
 def analyze_command(
@@ -118,6 +126,9 @@ def analyze_command(
     registration: str = _REGISTRATION,
     psf_fwhm_mm: float = _PSF_FWHM_MM,
     measure: str = _MEASURE,
+    weight_kg: float = typer.Option(None, "--weight-kg", help="Body weight in kg used instead of PatientWeight "
+                                    "(0010,1030) for every time point, e.g. when it is missing."),
+    prior_search: bool = _PRIOR_SEARCH,
 ) -> None:
     """Analyse one patient: segment, quantify, register, track, categorise; write the output folder."""
     from LesionResponseLib.errors import LesionResponseError
@@ -125,7 +136,9 @@ def analyze_command(
     console = cli_console()
     try:
         params = _params(segmentation, model, reference, decrease, increase, dilation_mm, max_distance_mm,
-                         min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml)
+                         min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml,
+                         prior_search)
+        params.weight_kg = weight_kg
         analysis, report = _run(input_dir, out, params, patient, labels, console)
     except LesionResponseError as err:
         console.print(f"[red]error:[/red] {err}")
@@ -244,6 +257,7 @@ def cohort_analyze_command(
     registration: str = _REGISTRATION,
     psf_fwhm_mm: float = _PSF_FWHM_MM,
     measure: str = _MEASURE,
+    prior_search: bool = _PRIOR_SEARCH,
 ) -> None:
     """Analyse a cohort on Dask (one task per patient; resumable), then its cohort figures and report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -253,7 +267,8 @@ def cohort_analyze_command(
 
     console = cli_console()
     params = _params(segmentation, model, reference, decrease, increase, dilation_mm, max_distance_mm,
-                     min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml)
+                     min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml,
+                     prior_search)
     plan = ClusterPlan(scheduler=scheduler, workers=workers, threads=threads, memory_limit=memory_limit,
                        dashboard_address=dashboard_address)
     try:

@@ -10,11 +10,16 @@ what follows):
   ``cache/reg-<key>.tfm|.h5`` + ``.json``; copied to ``OUT/transforms/tp0_to_tp{k}.*``.
 - ``matching``, key = hash of every label map + the registration keys + ``dilation_mm``,
   ``max_match_distance_mm``, ``min_overlap``, ``extra`` → ``cache/match-<key>.json``.
+- ``prior-guided search`` (``params.prior_search``, :mod:`LesionResponseLib.workflow.prior_search`): every
+  track is looked for where it has no ROI, key = hash of every label map + the registration keys + PET series
+  UIDs and SUV factors + ``prior_search_margin_mm``, ``prior_search_false_alarm``, ``psf_fwhm_mm``,
+  ``min_roi_volume_ml`` → ``cache/prior-<key>.json`` (+ the grown label maps); when it found ROIs, the time
+  points that gained them are re-measured and matching runs again on the grown label maps.
 - Quantification, tracks and response are cheap and always recomputed.
 
 Besides DOMAIN.md §8 the folder gets ``suv/tp{k}.nii.gz`` (float32 SUV PET, rewritten only when the PET
 series or its SUV factor changed), read by the review, the reports and the Slicer module without going
-back to DICOM. When the folder holds a reader's review (``review/session.json``), the edits are
+back to DICOM, and ``ct/tp{k}.nii.gz`` (the CT in HU, for CT/PET fusion in the review). When the folder holds a reader's review (``review/session.json``), the edits are
 re-applied to the new result and those that no longer apply are listed (``review/not_applicable.json``).
 """
 
@@ -36,6 +41,7 @@ from LesionResponseLib.analysis.outputs import (
     atomic_write_image,
     atomic_write_text,
     load_analysis,
+    write_ct_images,
     write_outputs,
 )
 from LesionResponseLib.analysis.quantify import measure_rois
@@ -189,14 +195,30 @@ def matching_stage(labels: dict[int, sitk.Image], rois: list[LesionROI], transfo
     return links
 
 
+def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[LesionROI], tracks: list,
+                       transforms: dict, reg_keys: list[str], params: AnalysisParameters, cache: Path,
+                       report: RunReport) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]]]:
+    """Prior-guided search of every track's missing time points (``workflow.prior_search``), cached on the
+    label maps, registrations, PET series (+ SUV factor) and search parameters."""
+    from LesionResponseLib.workflow.prior_search import prior_guided_stage
+
+    key_parts = [[image_digest(labels[k]) for k in sorted(labels)], reg_keys,
+                 [[tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12)] for tp in loaded]]
+    pets = {tp.info.index: tp.pet_suv for tp in loaded}
+    labels, rois, records, reused = prior_guided_stage(key_parts, tracks, rois, labels, pets, transforms, params,
+                                                       cache, _digest)
+    report.stages["prior-guided search"] = "reused" if reused else "computed"
+    return labels, rois, records
+
+
 # ------------------------------------------------------------------------------------------------ pipeline
-def _inventory(input_dir: Path, patient: str | None) -> list:
+def _inventory(input_dir: Path, patient: str | None, weight_kg: float | None = None) -> list:
     from LesionResponseLib.dicomio import find_timepoints
 
     if not input_dir.exists():
         raise AnalysisError(describe("input folder does not exist", path=input_dir,
                                      fix="Give the folder that holds the patient's DICOM files."))
-    timepoints = find_timepoints(input_dir, patient=patient).timepoints
+    timepoints = find_timepoints(input_dir, patient=patient, weight_kg=weight_kg).timepoints
     if not timepoints:
         raise AnalysisError(describe("no quantitative PET time point found", path=input_dir,
                                      fix="Check the folder with `lesion-response inspect INPUT`."))
@@ -228,7 +250,7 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
         params.extra = {**params.extra, "labels_dir": str(labels_path.resolve())}
     (out / "cache").mkdir(parents=True, exist_ok=True)
     announce("indexing DICOM")
-    infos = _inventory(Path(input_dir), patient)
+    infos = _inventory(Path(input_dir), patient, params.weight_kg)
     loaded, labels, rois = [], {}, []
     for info in infos:
         announce(f"loading time point {info.index}")
@@ -245,14 +267,24 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
         reg_keys.append(key)
     announce("matching lesion-ROIs")
     links = matching_stage(labels, rois, transforms, reg_keys, params, out / "cache", report)
-    tracks = build_tracks(rois, links, previous=_previous_tracks(out))
+    previous = _previous_tracks(out)
+    tracks = build_tracks(rois, links, previous=previous)
+    searches: list[dict[str, Any]] = []
+    if params.prior_search and len(loaded) > 1:
+        announce("prior-guided search")
+        labels, rois, searches = prior_search_stage(loaded, labels, rois, tracks, transforms, reg_keys, params,
+                                                    out / "cache", report)
+        if any(record["roi_id"] for record in searches):
+            links = matching_stage(labels, rois, transforms, reg_keys, params, out / "cache", report)
+            tracks = build_tracks(rois, links, previous=previous)
     responses, heterogeneous = assess_response(tracks, rois, len(infos), params)
     analysis = Analysis(patient_id=infos[0].patient_id, timepoints=infos, rois=rois, registrations=registrations,
                         links=links, tracks=tracks, responses=responses, heterogeneous=heterogeneous,
-                        parameters=params, software_version=__version__)
+                        parameters=params, software_version=__version__, prior_searches=searches)
     announce("writing outputs")
     write_outputs(analysis, out, labels)
     write_suv_images(loaded, out)
+    write_ct_images(loaded, out)
     _drop_stale_transforms(out, {r.transform_path for r in registrations})
     if (out / "review" / "session.json").is_file():
         from LesionResponseLib.review import reapply_review

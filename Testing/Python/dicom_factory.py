@@ -34,8 +34,15 @@ def write_series(folder: Path, *, modality: str = "PT", patient_id: str = "P1", 
                  injection_time_only: bool = False, private: dict | None = None, spacing_z: float = 4.0,
                  z_positions: list[float] | None = None, image_type=("ORIGINAL", "PRIMARY", "AXIAL"),
                  radionuclide_code: str | None = "35337001", height: float | None = 1.75, sex: str = "M",
-                 tilt_mm_per_slice: float = 0.0) -> list[Path]:
-    """Write a small series; PET values are stored as int16 with per-slice RescaleSlope. Returns the paths."""
+                 tilt_mm_per_slice: float = 0.0, intercept: float = 0.0, code_scheme: str = "SCT",
+                 code_meaning: str = "^68^Gallium", injection_datetime_only: bool = False,
+                 slice_tags=None) -> list[Path]:
+    """Write a small series; PET values are stored as int16 with per-slice RescaleSlope. Returns the paths.
+
+    ``values`` are the rescaled values (stored × slope + ``intercept``). ``private`` maps (group, creator) to
+    {element: (VR, value)}; creator None writes the elements into block 10 without a creator (as anonymisers
+    leave them). ``slice_tags(k, ds)`` may set per-file tags (e.g. AcquisitionTime, FrameReferenceTime).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
     for_uid = for_uid or generate_uid()
@@ -73,40 +80,46 @@ def write_series(folder: Path, *, modality: str = "PT", patient_id: str = "P1", 
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         if modality == "PT":
             _pet_tags(ds, units, decay, corrected, injection, dose_bq, half_life, injection_time_only,
-                      radionuclide_code)
-            slope = float(np.abs(values[k]).max()) / 30000 or 1.0
-            ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", "0"
-            stored = np.round(values[k] / float(ds.RescaleSlope)).astype(np.int16)
+                      (radionuclide_code, code_scheme, code_meaning), injection_datetime_only)
+            slope = float(np.abs(values[k] - intercept).max()) / 30000 or 1.0
+            ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:g}"
+            stored = np.round((values[k] - intercept) / float(ds.RescaleSlope)).astype(np.int16)
         else:
             ds.RescaleSlope, ds.RescaleIntercept = "1", "-1024"
             stored = (values[k] + 1024).astype(np.int16)
         ds.PixelData = stored.tobytes()
         for (group, creator), elements in (private or {}).items():
-            block = ds.private_block(group, creator, create=True)
             for element, (vr, value) in elements.items():
-                block.add_new(element, vr, value)
+                if creator is None:
+                    ds.add_new((group << 16) | 0x1000 | element, vr, value)
+                else:
+                    ds.private_block(group, creator, create=True).add_new(element, vr, value)
+        if slice_tags is not None:
+            slice_tags(k, ds)
         path = folder / f"IM{k:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
 
 
-def _pet_tags(ds, units, decay, corrected, injection, dose_bq, half_life, injection_time_only, code) -> None:
+def _pet_tags(ds, units, decay, corrected, injection, dose_bq, half_life, injection_time_only, code,
+              injection_datetime_only) -> None:
     ds.Units, ds.DecayCorrection, ds.CorrectedImage = units, decay, list(corrected)
     ds.CountsSource, ds.SeriesType = "EMISSION", ["WHOLE BODY", "IMAGE"]
     ds.ActualFrameDuration = 180000
     item = Dataset()
     if injection is not None:
-        item.RadiopharmaceuticalStartTime = injection.strftime("%H%M%S")
+        if not injection_datetime_only:
+            item.RadiopharmaceuticalStartTime = injection.strftime("%H%M%S")
         if not injection_time_only:
             item.RadiopharmaceuticalStartDateTime = injection.strftime("%Y%m%d%H%M%S")
     if dose_bq is not None:
         item.RadionuclideTotalDose = f"{dose_bq}"
     if half_life is not None:
         item.RadionuclideHalfLife = f"{half_life}"
-    if code:
+    if code[0]:
         c = Dataset()
-        c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = code, "SCT", "^68^Gallium"
+        c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = code
         item.RadionuclideCodeSequence = Sequence([c])
     ds.RadiopharmaceuticalInformationSequence = Sequence([item])
 

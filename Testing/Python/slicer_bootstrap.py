@@ -2,7 +2,7 @@
 
 ``bootstrap()`` builds the scene once per process and exposes it the way the desktop application does
 (``slicer.mrmlScene``, ``slicer.modules.<name>.logic()``, ``slicer.app.applicationLogic()``), so that
-``LesionResponseMRML`` and ``slicer.util`` helpers run unchanged. ``new_scene()`` clears it between tests.
+``LesionResponseReview.mrml`` and ``slicer.util`` helpers run unchanged. ``new_scene()`` clears it between tests.
 """
 
 from __future__ import annotations

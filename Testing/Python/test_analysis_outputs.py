@@ -57,7 +57,8 @@ def test_csv_columns_and_values_follow_the_contract(tmp_path) -> None:
     assert tps[2]["ct_series_instance_uid"] == "" and float(tps[0]["suv_factor"]) == 1.25e-4
     header, rois = _read(tmp_path / "rois.csv")
     assert header == ["roi_id", "timepoint", "label", "track_id", "x_mm", "y_mm", "z_mm", "volume_ml", "suv_max",
-                      "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc"]  # extra last
+                      "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc",
+                      "source"]  # extras last
     by_id = {r["roi_id"]: r for r in rois}
     assert by_id["tp0-L0001"]["category"] == "baseline"
     assert by_id["tp1-L0001"]["category"] == "decreasing" and by_id["tp2-L0001"]["category"] == "stable"
@@ -129,3 +130,20 @@ def test_cohort_cli_writes_json_and_csv(tmp_path) -> None:
     assert header[0] == "patient_id" and len(rows) == 2
     missing = CliRunner().invoke(app, ["cohort", str(tmp_path / "nowhere"), "-o", str(tmp_path / "c")])
     assert missing.exit_code == 2 and "analysis.json" in missing.output
+
+
+def test_analysis_json_without_roi_source_or_searches_still_loads(tmp_path) -> None:
+    """analysis.json written before prior-guided ROIs: no ``source`` (or the former ``"auto"``), no
+    ``prior_searches``; both load, the ROIs as ``model``, and ``rois.csv`` gets its ``source`` column."""
+    data = _analysis().to_dict()
+    data.pop("prior_searches")
+    for n, roi in enumerate(data["rois"]):
+        roi.pop("source") if n % 2 else roi.update(source="auto")
+    data["rois"][-1]["source"] = "reader"
+    (tmp_path / "analysis.json").write_text(json.dumps(data))
+    loaded = load_analysis(tmp_path)
+    assert [r.source for r in loaded.rois] == ["model"] * (len(loaded.rois) - 1) + ["reader"]
+    assert loaded.prior_searches == []
+    write_outputs(loaded, tmp_path)
+    _, rows = _read(tmp_path / "rois.csv")
+    assert {r["source"] for r in rows} == {"model", "reader"}

@@ -109,11 +109,11 @@ def test_missing_weight_names_file_and_tag(tmp_path):
         find_timepoints(tmp_path)
 
 
-def test_missing_half_life_uses_nuclide_code_with_warning(tmp_path):
+def test_missing_half_life_uses_nuclide_code_as_an_assumption(tmp_path):
     write_series(tmp_path / "pet", half_life=None)
     info = _factor(tmp_path)
     assert info.suv_factor == pytest.approx(expected_suv_factor(70, 150e6, 3600, HALF_LIFE), rel=1e-3)
-    assert any(w.startswith("RadionuclideHalfLife (0018,1075) missing: used 4062.6 s") for w in info.warnings)
+    assert any(a.startswith("RadionuclideHalfLife (0018,1075) missing: used 4062.6 s") for a in info.suv_assumptions)
 
 
 def test_missing_half_life_and_code_is_refused(tmp_path):
@@ -122,28 +122,28 @@ def test_missing_half_life_and_code_is_refused(tmp_path):
         find_timepoints(tmp_path)
 
 
-def test_dose_in_mbq_is_refused(tmp_path):
-    write_series(tmp_path / "pet", dose_bq=150.0)
-    with pytest.raises(DicomInputError, match=r"IM0000\.dcm: RadionuclideTotalDose \(0018,1074\) 150 Bq is implausible.*MBq"):
+def test_dose_neither_bq_nor_mbq_is_refused(tmp_path):
+    write_series(tmp_path / "pet", dose_bq=50000.0)  # 50 kBq or 50 GBq: neither is a diagnostic dose
+    with pytest.raises(DicomInputError, match=r"IM0000\.dcm: RadionuclideTotalDose \(0018,1074\) 50000 is "
+                                              r"implausible both in Bq .* and in MBq"):
         find_timepoints(tmp_path)
 
 
-def test_no_decay_correction_refused_then_corrected_over_the_frame(tmp_path):
+def test_no_decay_correction_is_corrected_over_the_frame_without_opt_in(tmp_path):
     write_series(tmp_path / "pet", decay="NONE", corrected=("ATTN",))
-    with pytest.raises(DicomInputError, match="no quantitative PET time point.*lacks DECY.*allow_no_decay_correction"):
-        find_timepoints(tmp_path, strict=True)
-    info = find_timepoints(tmp_path, allow_no_decay_correction=True).timepoints[0]
+    info = find_timepoints(tmp_path, strict=True).timepoints[0]
     assert info.suv_method == "BQML/NONE-corrected"
     # all slices start at SCAN with 180 s frames: mean over the frame → start, λT / (1 − e^(−λT))
     lam = np.log(2) / HALF_LIFE
     suv = sitk.GetArrayFromImage(load_timepoint(info).pet_suv)
     assert suv.max() == pytest.approx(12770.0 * info.suv_factor * lam * 180 / -np.expm1(-lam * 180), rel=1e-4)
+    assert any(a.startswith("DecayCorrection NONE: each file decay-corrected") for a in info.suv_assumptions)
 
 
-def test_decay_correction_none_tag_is_refused_with_the_opt_in(tmp_path):
+def test_decay_correction_none_contradicting_corrected_image_is_refused(tmp_path):
     write_series(tmp_path / "pet", decay="NONE")  # CorrectedImage claims DECY but DecayCorrection says NONE
-    with pytest.raises(DicomInputError, match=r"IM0000\.dcm: DecayCorrection \(0054,1102\) is NONE.*"
-                                              r"allow_no_decay_correction=True"):
+    with pytest.raises(DicomInputError, match=r"IM0000\.dcm: DecayCorrection \(0054,1102\) is NONE but "
+                                              r"CorrectedImage \(0028,0051\) lists DECY"):
         find_timepoints(tmp_path)
 
 

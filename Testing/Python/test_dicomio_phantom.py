@@ -96,3 +96,36 @@ def test_inspect_json_reports_truth(make_phantom):
     assert data["series"][pet_uid]["description"] and data["series"][pet_uid]["n_files"] == 41
     table = CliRunner().invoke(app, ["inspect", str(folder)])
     assert table.exit_code == 0 and "BQML/GE-reprocessed" in table.output and "localizer (topogram)" in table.output
+
+
+#: ``inspect --json`` suv_factor / sul_factor and loaded SUVmax of time point 1 of every vendor flavour, recorded
+#: with the loader before issue 14 (phantom version 2, seed 2, SLAB): the full recipe must not change them.
+BEFORE_ISSUE_14 = {
+    "siemens": ((0.0008961471706124114, 0.000523830056262686), (0.0008315033177875465, 0.0004877805948873638), 33.6486),
+    "siemens-admin": ((0.0008961471706124114, 0.000523830056262686), (0.0008315033177875465, 0.0004877805948873638),
+                      33.6486),
+    "philips": ((0.0008961500270270271, 0.0005238317259391387), (0.0008315043243243243, 0.00048778118534695405),
+                33.6487),
+    "ge": ((0.0008961471706124114, 0.000523830056262686), (0.0008315033177875465, 0.0004877805948873638), 33.6486),
+    "gml": ((0.0008961471706124114, 0.000523830056262686), (0.0008315033177875465, 0.0004877805948873638), 33.6487),
+}
+SOURCE = {"ge": "GE private scan datetime (0009,100D)"}
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_vendor_flavours_keep_their_factors_and_report_provenance(make_phantom, vendor):
+    from LesionResponseLib.phantom import PHANTOM_VERSION
+
+    if PHANTOM_VERSION != 2:
+        pytest.skip("factors recorded on phantom version 2; re-record BEFORE_ISSUE_14 for the new phantom")
+    folder = make_phantom(seed=2, timepoints=2, vendor=vendor, **SLAB)
+    infos = find_timepoints(folder).timepoints
+    *factors, suv_max = BEFORE_ISSUE_14[vendor]
+    for info, (suv_factor, sul_factor) in zip(infos, factors, strict=True):
+        assert (info.suv_factor, info.sul_factor) == pytest.approx((suv_factor, sul_factor), rel=1e-12)
+        assert info.suv_reference_time_source == SOURCE.get(vendor, "SeriesDate/SeriesTime")
+        assert info.suv_normalisation and info.warnings == []
+        assert info.suv_assumptions == (["SUVType (0054,1006) absent: GML values taken as SUVbw (the manual's "
+                                         "default)"] if vendor == "gml" else [])
+    pet = sitk.GetArrayFromImage(load_timepoint(infos[1], with_ct=False).pet_suv)
+    assert float(pet.max()) == pytest.approx(suv_max, abs=1e-4)

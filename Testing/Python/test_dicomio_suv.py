@@ -9,11 +9,15 @@ import pytest
 from LesionResponseLib.dicomio.suv import (
     GA68_HALF_LIFE_S,
     LU177_HALF_LIFE_S,
+    average_count_rate_time_s,
     body_mass_index,
+    body_surface_area_m2,
+    by_sex,
     decay_fraction,
     decayed_activity_bq,
     frame_decay_correction,
     lean_body_mass_kg,
+    normalising_mass_kg,
     sul_factor,
     suv_bw_factor,
 )
@@ -61,3 +65,29 @@ def test_janmahasatian_lean_body_mass():
     assert sul_factor(1e-3, 80, 1.8, "F") == pytest.approx(1e-3 * 50.092 / 80, rel=1e-4)
     with pytest.raises(ValueError, match="sex 'M' or 'F'"):
         lean_body_mass_kg(80, 1.8, "O")
+
+
+def test_average_count_rate_time_is_where_the_activity_equals_its_frame_mean():
+    lam = math.log(2) / GA68_HALF_LIFE_S
+    duration = 600.0
+    n = 100000
+    mean = sum(math.exp(-lam * duration * (k + 0.5) / n) for k in range(n)) / n  # relative to the frame start
+    t_ave = average_count_rate_time_s(duration, GA68_HALF_LIFE_S)
+    assert math.exp(-lam * t_ave) == pytest.approx(mean, rel=1e-9)
+    assert 0 < t_ave < duration / 2 and average_count_rate_time_s(0.0, GA68_HALF_LIFE_S) == 0.0
+    assert frame_decay_correction(900.0, duration, GA68_HALF_LIFE_S) == pytest.approx(math.exp(lam * (900 + t_ave)))
+
+
+def test_body_size_normalisations_and_sex_other():
+    # 80 kg, 1.80 m; formulas of the SUV computation manual (H in cm, W in kg)
+    assert normalising_mass_kg("LBM", 80, 1.8, "M") == pytest.approx(1.10 * 80 - 120 * (80 / 180) ** 2)
+    assert normalising_mass_kg("LBMJAMES128", 80, 1.8, "F") == pytest.approx(1.07 * 80 - 148 * (80 / 180) ** 2)
+    assert normalising_mass_kg("LBMJANMA", 80, 1.8, "O") == pytest.approx((61.73 + 50.09) / 2, abs=0.01)
+    assert normalising_mass_kg("IBW", 80, 1.8, "M") == pytest.approx(48.0 + 1.06 * 28)
+    assert body_surface_area_m2(80, 180) == pytest.approx(0.007184 * 180**0.725 * 80**0.425)
+    assert body_surface_area_m2(80, 180) == pytest.approx(1.996, abs=1e-3)  # Du Bois tables: ≈ 2.0 m²
+    assert by_sex(10.0, 20.0, "o") == 15.0
+    with pytest.raises(ValueError, match="sex 'M', 'F' or 'O'"):
+        by_sex(1.0, 2.0, "U")
+    with pytest.raises(ValueError, match="no normalising mass for SUVType 'BSA'"):
+        normalising_mass_kg("BSA", 80, 1.8, "M")

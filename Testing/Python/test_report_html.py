@@ -141,3 +141,33 @@ def test_cli_cohort_report(out, tmp_path):
     result = CliRunner().invoke(app, ["cohort-report", str(out), str(out), "-o", str(tmp_path / "c")])
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "c" / "cohort.csv")) == 2
+
+
+def test_track_table_shows_prior_guided_rois_and_detection_limits(out, tmp_path):
+    import json
+    import shutil
+
+    from LesionResponseLib.report.data import load_report_data
+    from LesionResponseLib.report.patient import render_patient_html
+
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    data = json.loads((copy / "analysis.json").read_text())
+    gone = next(r for r in data["responses"] if "disappearing" in r["categories"].values())
+    track = next(t for t in data["tracks"] if t["track_id"] == gone["track_id"])
+    k = int(next(k for k, c in gone["categories"].items() if c == "disappearing"))
+    prior = track["rois"][str(k - 1)][0]
+    data["prior_searches"] = [{"direction": "forward", "timepoint": k, "prior_rois": [prior], "roi_id": None,
+                               "found": False, "reason": "below the detection limit", "limit_suv": 2.345}]
+    shown = next(t for t in data["tracks"] if t["track_id"] != gone["track_id"] and t["rois"].get("1"))
+    for roi in data["rois"]:
+        if roi["roi_id"] == shown["rois"]["1"][0]:
+            roi["source"] = "prior-guided"
+    (copy / "analysis.json").write_text(json.dumps(data))
+    rows = _table_rows(render_patient_html(load_report_data(copy)))
+    header = next(r for r in rows if r and r[0] == "track")
+    tracks = {r[0]: r for r in rows if len(r) == len(header)}
+    assert header[-1] == "ROI source / search"
+    assert tracks[str(gone["track_id"])][-1] == f"TP{k} searched, not found (limit 2.3 SUV)"
+    assert tracks[str(shown["track_id"])][-1] == "TP1 prior-guided"
+    assert any(r and r[0] == "TP" and r[-1] == "of which prior-guided" for r in rows)

@@ -1,4 +1,4 @@
-"""The Slicer module's MRML logic on a headless Slicer (``slicer-core``), checked against phantom truth.
+"""The review's shared MRML layer (``LesionResponseReview.mrml``, used by the Slicer module and the web app) on a headless Slicer (``slicer-core``), checked against phantom truth.
 
 The analysis folder is built from the phantom's ground truth (true lesion label maps as lesion-ROIs, true
 tracks and categories), so every expected value here comes from the phantom, not from the code under test.
@@ -92,7 +92,7 @@ def build_truth_analysis(phantom: Path, out: Path) -> dict:
 @pytest.fixture(scope="module")
 def loaded(make_phantom, tmp_path_factory):
     """(truth, nodes, headless slicer): the truth analysis loaded into a fresh scene with its layout."""
-    import LesionResponseMRML as lrm
+    from LesionResponseReview import mrml as lrm
 
     phantom = make_phantom(seed=SEED, timepoints=TIMEPOINTS)
     out = tmp_path_factory.mktemp("analysis")
@@ -121,29 +121,27 @@ def _single_label_lesions(truth: dict, tp: int) -> list[dict]:
 
 
 def test_lps_to_ras_flips_x_and_y_only():
-    import LesionResponseMRML as lrm
+    from LesionResponseReview import mrml as lrm
 
     assert lrm.lps_to_ras((10.0, -20.0, 30.0)) == (-10.0, 20.0, 30.0)
     assert lrm.ras_to_lps(lrm.lps_to_ras((1.5, 2.5, -3.5))) == (1.5, 2.5, -3.5)
 
 
 def test_one_segment_per_truth_lesion_label_named_and_coloured(loaded):
-    import LesionResponseMRML as lrm
+    from LesionResponseReview import mrml as lrm
 
     truth, nodes, _ = loaded
     for tp in range(TIMEPOINTS):
         expected = {lab for les in truth["lesions"] if les["timepoints"].get(str(tp), {}).get("present")
                     for lab in les["timepoints"][str(tp)]["labels"]}
-        segmentation = nodes.segmentations[tp].GetSegmentation()
-        labels = {segmentation.GetNthSegment(i).GetLabelValue() for i in range(segmentation.GetNumberOfSegments())}
+        labels = set(np.unique(nodes.label_arrays[tp]).tolist()) - {0}
         assert labels == expected, f"time point {tp}"
     lesion = _single_label_lesions(truth, 1)[0]
     label = lesion["timepoints"]["1"]["labels"][0]
-    tp, segment_id = nodes.segment_ids[f"tp1-L{label:04d}"]
-    segment = nodes.segmentations[tp].GetSegmentation().GetSegment(segment_id)
+    name, colour, alpha = lrm.roi_display(nodes, f"tp1-L{label:04d}")
     category = lesion["categories"]["1"]
-    assert segment.GetName() == f"T{lesion['track_id']:03d} tp1 {category}"
-    assert np.allclose(segment.GetColor(), lrm.CATEGORY_COLORS[category])
+    assert name == f"T{lesion['track_id']:03d} tp1 {category}"
+    assert np.allclose(colour, lrm.CATEGORY_COLORS[category]) and alpha == 1.0
 
 
 def test_track_table_has_one_row_per_truth_track(loaded):
@@ -167,8 +165,8 @@ def test_volumes_are_loaded_in_suv_and_hu(loaded):
 
 
 def test_layout_has_one_view_per_timepoint_with_fused_pet(loaded):
-    import LesionResponseMRML as lrm
     import slicer
+    from LesionResponseReview import mrml as lrm
 
     _, nodes, headless = loaded
     assert sorted(nodes.slice_nodes) == list(range(TIMEPOINTS))
@@ -179,9 +177,9 @@ def test_layout_has_one_view_per_timepoint_with_fused_pet(loaded):
         assert composite.GetBackgroundVolumeID() == nodes.ct[tp].GetID()
         assert composite.GetForegroundVolumeID() == nodes.pet[tp].GetID()
         assert composite.GetForegroundOpacity() == pytest.approx(lrm.PET_OPACITY)
-        display = nodes.segmentations[tp].GetDisplayNode()
-        assert display.IsDisplayableInView(slice_node.GetID())
-        assert not display.IsDisplayableInView(nodes.slice_nodes[(tp + 1) % TIMEPOINTS].GetID())
+        assert composite.GetLabelVolumeID() == nodes.labels[tp].GetID()  # its own ROIs only, as outlines
+        assert slice_node.GetUseLabelOutline()
+        assert nodes.labels[tp].GetDisplayNode().GetColorNodeID() == nodes.colors[tp].GetID()
 
 
 def _slice_centre(slice_node) -> np.ndarray:
@@ -190,7 +188,7 @@ def _slice_centre(slice_node) -> np.ndarray:
 
 
 def test_jump_to_track_centres_each_view_on_the_truth_centroid(loaded):
-    import LesionResponseMRML as lrm
+    from LesionResponseReview import mrml as lrm
 
     truth, nodes, _ = loaded
     checked = 0
@@ -208,8 +206,8 @@ def test_jump_to_track_centres_each_view_on_the_truth_centroid(loaded):
 
 
 def test_absent_timepoint_is_centred_through_the_registration(loaded, tmp_path):
-    import LesionResponseMRML as lrm
     import SimpleITK as sitk
+    from LesionResponseReview import mrml as lrm
 
     _, nodes, headless = loaded
     shift_lps = (12.0, -7.0, 5.0)  # tp0 point p corresponds to p + shift in tp2 (ITK fixed -> moving)
@@ -236,12 +234,41 @@ def test_absent_timepoint_is_centred_through_the_registration(loaded, tmp_path):
         nodes.transforms = saved
 
 
+def test_view_linker_moves_the_other_views_to_the_registered_point(loaded, tmp_path):
+    """Moving one view (scroll, pan: its centre changes) moves every other view to the registered image of that
+    centre; ``quietly`` and ``enabled = False`` stop the following."""
+    import SimpleITK as sitk
+    from LesionResponseReview import mrml as lrm
+
+    _, nodes, headless = loaded
+    path = tmp_path / "tp0_to_tp1.tfm"
+    sitk.WriteTransform(sitk.TranslationTransform(3, (10.0, -4.0, 6.0)), str(path))  # LPS shift
+    storage = headless.scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+    storage.SetFileName(str(path))
+    transform = headless.scene.AddNewNodeByClass("vtkMRMLTransformNode")
+    assert storage.ReadData(transform)
+    saved, nodes.transforms = dict(nodes.transforms), {(0, 1): transform}
+    linker = lrm.ViewLinker(nodes)
+    try:
+        nodes.slice_nodes[0].JumpSliceByCentering(20.0, 30.0, 40.0)
+        assert np.allclose(_slice_centre(nodes.slice_nodes[1]), (10.0, 34.0, 46.0), atol=1e-3)  # RAS = (-10, 4, 6)
+        assert np.allclose(_slice_centre(nodes.slice_nodes[2]), (20.0, 30.0, 40.0), atol=1e-3)  # no registration
+        linker.quietly(lambda: nodes.slice_nodes[0].JumpSliceByCentering(0.0, 0.0, 0.0))
+        assert np.allclose(_slice_centre(nodes.slice_nodes[1]), (10.0, 34.0, 46.0), atol=1e-3)
+        linker.enabled = False
+        nodes.slice_nodes[0].JumpSliceByCentering(5.0, 5.0, 5.0)
+        assert np.allclose(_slice_centre(nodes.slice_nodes[1]), (10.0, 34.0, 46.0), atol=1e-3)
+    finally:
+        linker.close()
+        nodes.transforms = saved
+
+
 @pytest.fixture()
 def fresh_nodes(loaded, tmp_path):
     """The truth analysis (copied) loaded without volumes into a clean scene, for edits."""
     import shutil
 
-    import LesionResponseMRML as lrm
+    from LesionResponseReview import mrml as lrm
 
     truth, nodes, _ = loaded
     out = tmp_path / "analysis"
@@ -250,13 +277,31 @@ def fresh_nodes(loaded, tmp_path):
     return truth, lrm.load_analysis_into_scene(headless.scene, out, load_volumes=False)
 
 
-def _segment(nodes, roi_id: str):
-    tp, segment_id = nodes.segment_ids[roi_id]
-    return nodes.segmentations[tp].GetSegmentation().GetSegment(segment_id)
+class _Drawn:
+    """How a ROI is drawn in the label layer (name and colour from its time point's colour table)."""
+
+    def __init__(self, nodes, roi_id: str) -> None:
+        from LesionResponseReview import mrml as lrm
+
+        self.name, self.colour, self.alpha = lrm.roi_display(nodes, roi_id)
+
+    def GetName(self) -> str:  # noqa: N802 (reads like the segment API it replaced)
+        return self.name
+
+    def GetColor(self) -> tuple:  # noqa: N802
+        return self.colour
+
+
+def _segment(nodes, roi_id: str) -> _Drawn:
+    return _Drawn(nodes, roi_id)
+
+
+def _labels(nodes, tp: int) -> set[int]:
+    return set(np.unique(nodes.label_arrays[tp]).tolist()) - {0}
 
 
 def test_edit_refresh_renames_recolours_and_updates_table(fresh_nodes):
-    import LesionResponseMRML as lrm
+    from LesionResponseReview import mrml as lrm
 
     truth, nodes = fresh_nodes
     analysis = nodes.analysis
@@ -281,20 +326,22 @@ def test_edit_refresh_renames_recolours_and_updates_table(fresh_nodes):
 
 
 def test_label_edit_is_reloaded_into_the_segmentation(fresh_nodes):
-    import LesionResponseMRML as lrm
     import SimpleITK as sitk
+    from LesionResponseReview import mrml as lrm
 
     _, nodes = fresh_nodes
     path = nodes.out_dir / "labels" / "tp1.nii.gz"
     image = sitk.ReadImage(str(path))
-    before = nodes.segmentations[1].GetSegmentation().GetNumberOfSegments()
+    before = len(_labels(nodes, 1))
     sitk.WriteImage(sitk.ChangeLabel(image, {6: 0}), str(path))  # reader erased ROI label 6 at tp1
     nodes.analysis.rois = [r for r in nodes.analysis.rois if r.roi_id != "tp1-L0006"]
     for track in nodes.analysis.tracks:
         track.rois = {tp: [i for i in ids if i != "tp1-L0006"] for tp, ids in track.rois.items()}
     lrm.refresh_after_edit(nodes, reload_labels=True)
-    assert nodes.segmentations[1].GetSegmentation().GetNumberOfSegments() == before - 1
-    assert "tp1-L0006" not in nodes.segment_ids and "tp1-L0007" in nodes.segment_ids
+    assert len(_labels(nodes, 1)) == before - 1 and 6 not in _labels(nodes, 1) and 7 in _labels(nodes, 1)
+    import slicer
+
+    assert 6 not in np.unique(slicer.util.arrayFromVolume(nodes.labels[1]))  # the node shown was refilled
 
 
 def _track_ids(nodes) -> list[int]:
@@ -304,8 +351,8 @@ def _track_ids(nodes) -> list[int]:
 
 def test_review_session_round_trip(fresh_nodes):
     """Edits through the real ReviewSession: reject, merge, add a drawn ROI, undo/redo; the nodes follow."""
-    import LesionResponseMRML as lrm
     import SimpleITK as sitk
+    from LesionResponseReview import mrml as lrm
 
     from LesionResponseLib.review import ReviewSession
 
@@ -333,20 +380,21 @@ def test_review_session_round_trip(fresh_nodes):
         mask = sitk.GetImageFromArray((inside & (existing == 0)).astype(np.uint8))
         mask.CopyInformation(labels)
         assert sitk.GetArrayViewFromImage(mask).sum() > 10
-        before = nodes.segmentations[1].GetSegmentation().GetNumberOfSegments()
+        before = len(_labels(nodes, 1))
         record = lrm.apply_review_edit(nodes, session, "add_roi", timepoint=1, mask=mask)
-        assert nodes.segmentations[1].GetSegmentation().GetNumberOfSegments() == before + 1
-        assert record["created_roi"] in nodes.segment_ids
+        assert len(_labels(nodes, 1)) == before + 1
+        created = nodes.analysis.roi(record["created_roi"])
+        assert created.label in _labels(nodes, 1) and _segment(nodes, created.roi_id).GetName().startswith("T")
         lrm.apply_review_edit(nodes, session, "undo")
-        assert nodes.segmentations[1].GetSegmentation().GetNumberOfSegments() == before
+        assert len(_labels(nodes, 1)) == before
         lrm.apply_review_edit(nodes, session, "redo")
-        assert nodes.segmentations[1].GetSegmentation().GetNumberOfSegments() == before + 1
+        assert len(_labels(nodes, 1)) == before + 1
     finally:
         session.close()
 
 
 def test_split_track_is_centred_on_the_volume_weighted_centre_of_its_parts(loaded):
-    import LesionResponseMRML as lrm
+    from LesionResponseReview import mrml as lrm
 
     truth, nodes, _ = loaded
     split = next(les for les in truth["lesions"] if les["kind"] == "split")
@@ -359,7 +407,7 @@ def test_split_track_is_centred_on_the_volume_weighted_centre_of_its_parts(loade
 @pytest.fixture(scope="module")
 def pipeline_nodes(make_phantom, tmp_path_factory):
     """The real ``analyze`` pipeline (truth label maps as segmentation, real registration) loaded headless."""
-    import LesionResponseMRML as lrm
+    from LesionResponseReview import mrml as lrm
 
     from LesionResponseLib.datamodel import AnalysisParameters
     from LesionResponseLib.workflow import analyze
@@ -375,7 +423,7 @@ def pipeline_nodes(make_phantom, tmp_path_factory):
 
 
 def test_pipeline_output_views_jump_to_truth_centroids(pipeline_nodes):
-    import LesionResponseMRML as lrm
+    from LesionResponseReview import mrml as lrm
 
     truth, nodes = pipeline_nodes
     assert (0, 1) in nodes.transforms  # the registration transform became a node
@@ -395,8 +443,8 @@ def test_pipeline_output_views_jump_to_truth_centroids(pipeline_nodes):
 def test_pipeline_registration_maps_points_like_simpleitk(pipeline_nodes):
     """Crosshair following goes through the registration exactly as SimpleITK applies the ITK file (fixed LPS ->
     moving LPS), and brings each lesion's tp0 truth centre closer to its tp1 truth centre than no mapping."""
-    import LesionResponseMRML as lrm
     import SimpleITK as sitk
+    from LesionResponseReview import mrml as lrm
 
     truth, nodes = pipeline_nodes
     reg = next(r for r in nodes.analysis.registrations if (r.fixed_timepoint, r.moving_timepoint) == (0, 1))
@@ -421,7 +469,7 @@ def test_pipeline_registration_maps_points_like_simpleitk(pipeline_nodes):
 
 
 def test_review_arguments_parse_the_panel_ids():
-    import LesionResponseMRML as lrm
+    from LesionResponseReview import mrml as lrm
 
     assert lrm.review_arguments("merge", "T007", " 8") == {"track_a": 7, "track_b": 8}
     assert lrm.review_arguments("split", "12", "2") == {"track_id": 12, "timepoint": 2}
@@ -433,8 +481,8 @@ def test_review_arguments_parse_the_panel_ids():
 
 
 def test_export_writes_report_and_dicom_seg_sr(pipeline_nodes, tmp_path):
-    import LesionResponseMRML as lrm
     import pydicom
+    from LesionResponseReview import mrml as lrm
 
     truth, nodes = pipeline_nodes
     paths = lrm.export_results(nodes.out_dir, tmp_path / "export", formats=("html",))

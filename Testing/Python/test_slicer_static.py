@@ -61,16 +61,51 @@ def test_ui_widget_names_are_unique():
     assert len(names) == len(set(names))
 
 
-@pytest.mark.parametrize("name", ["LesionResponse.py", "LesionResponseMRML.py"])
-def test_module_files_compile(name, tmp_path):
-    py_compile.compile(str(MODULE / name), cfile=str(tmp_path / f"{name}c"), doraise=True)
+REVIEW = MODULE / "LesionResponseReview"
+REVIEW_FILES = sorted(p for p in REVIEW.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def test_mrml_layer_imports_no_qt():
-    tree = ast.parse((MODULE / "LesionResponseMRML.py").read_text())
-    modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    modules |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert not modules & {"qt", "ctk", "PythonQt", "DICOMLib", "slicer.ScriptedLoadableModule"}
+@pytest.mark.parametrize("path", [MODULE / "LesionResponse.py", *REVIEW_FILES], ids=lambda p: p.name)
+def test_module_files_compile(path, tmp_path):
+    py_compile.compile(str(path), cfile=str(tmp_path / f"{path.name}c"), doraise=True)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return modules | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+
+@pytest.mark.parametrize("path", REVIEW_FILES, ids=lambda p: str(p.relative_to(REVIEW)))
+def test_shared_review_layer_imports_no_qt(path):
+    """The MRML layer and the web app run without Qt (slicer-core, trame-slicer)."""
+    modules = _imports(path)
+    assert not {m.split(".")[0] for m in modules} & {"qt", "ctk", "PythonQt", "DICOMLib"}
+    assert "slicer.ScriptedLoadableModule" not in modules and "slicer.util" not in modules
+
+
+def test_library_never_imports_the_faces():
+    """Stages do not import the review faces; only the top-level CLI registers ``review-app`` (lazily)."""
+    for path in (REPO / "LesionResponseLib").rglob("*.py"):
+        text = path.read_text()
+        if path.name == "cli.py" and path.parent.name == "LesionResponseLib":
+            assert 'import_module("LesionResponseReview.web.cli")' in text
+            continue
+        assert "LesionResponseReview" not in text, path
+
+
+# the operations of the review, called by both faces from the one MRML layer
+SHARED_OPERATIONS = ("load_analysis_into_scene", "select_track", "step_track", "apply_review_edit",
+                     "refresh_colors", "export_results")
+
+
+@pytest.mark.parametrize("operation", SHARED_OPERATIONS)
+def test_both_faces_call_the_same_mrml_operation(operation):
+    widget = (MODULE / "LesionResponse.py").read_text()
+    web = "".join(p.read_text() for p in (REVIEW / "web").rglob("*.py"))
+    used = re.compile(rf"\bmrml\.{operation}\b")
+    assert used.search(widget) and used.search(web)
+    assert f"def {operation}(" in (REVIEW / "mrml.py").read_text()
 
 
 def _cmake_globs(cmake: Path, variable: str) -> list[str]:
@@ -85,6 +120,12 @@ def _cmake_globs(cmake: Path, variable: str) -> list[str]:
 def _installed(path: Path, patterns: list[str]) -> bool:
     relative = Path("..") / path.relative_to(REPO)
     return any(fnmatch.fnmatch(str(relative), p) for p in patterns)
+
+
+def test_cmake_installs_every_review_file():
+    patterns = _cmake_globs(MODULE / "CMakeLists.txt", "REVIEW_PYTHON_FILES")
+    assert REVIEW_FILES and all(any(fnmatch.fnmatch(str(p.relative_to(MODULE)), pat) for pat in patterns)
+                                for p in REVIEW_FILES)
 
 
 def test_cmake_installs_every_library_file():

@@ -69,6 +69,28 @@ def test_split_and_merge_become_many_to_one_links() -> None:
                      ("tp0-L0002", "tp1-L0006"): "merge", ("tp0-L0003", "tp1-L0006"): "merge"}
 
 
+@pytest.mark.parametrize("neighbour_at_follow_up", [True, False])
+def test_split_beside_a_neighbour_keeps_the_neighbour_out_of_the_split(neighbour_at_follow_up: bool) -> None:
+    """A 14 mm lesion splits into two 10 mm pieces 30 mm apart; a 7 mm neighbour sits 36 mm from its centre.
+
+    Stable neighbour: it keeps its one-to-one link and is not a branch of the split. Neighbour gone at the
+    follow-up: the piece next to it stays a branch of the split (one-to-one assignment alone hands the piece
+    to the neighbour, pulling it into the split's track; measured before matching._branches_of_assigned)."""
+    tp0 = {1: ((0, 0, 0), 14.0), 2: ((36, 0, 0), 7.0)}
+    tp1 = {1: ((-15, 0, 0), 10.0), 3: ((15, 0, 0), 10.0)}
+    if neighbour_at_follow_up:
+        tp1[2] = ((36, 0, 0), 7.0)
+    links, rois = run({0: tp0, 1: tp1}, {(0, 1): shift(0.0)})
+    expected = {("tp0-L0001", "tp1-L0001"), ("tp0-L0001", "tp1-L0003")}
+    if neighbour_at_follow_up:
+        expected.add(("tp0-L0002", "tp1-L0002"))
+    assert pairs(links) == expected
+    assert {link.kind for link in links if link.roi_a == "tp0-L0001"} == {"split"}
+    tracks = build_tracks(rois, links)
+    neighbour = next(t for t in tracks if "tp0-L0002" in t.rois.get(0, []))
+    assert "tp1-L0003" not in neighbour.rois.get(1, [])
+
+
 def test_new_lesion_far_from_others_stays_unlinked_and_gates_apply() -> None:
     tp0 = {1: ((0, 0, 0), 8.0)}
     tp1 = {1: ((6, 0, 0), 8.0), 2: ((0, 50, 30), 5.0)}

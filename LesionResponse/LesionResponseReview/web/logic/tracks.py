@@ -1,0 +1,117 @@
+"""The track table: every track with its category and ΔSUVtotal per follow-up, pattern and ROI count;
+sorted and filtered on the server (so next/previous follow the order shown); a row click selects a track."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trame_server import Server
+
+from LesionResponseReview import mrml
+from LesionResponseReview.web.context import ReviewContext
+from LesionResponseReview.web.logic.base import FeatureLogic
+
+ANY = "any"
+FOLLOW_UP_CATEGORIES = ("new", "increasing", "stable", "decreasing", "disappearing")
+
+
+NAMESPACE = "tracks"  # state keys of this feature
+
+
+@dataclass
+class TracksState:
+    headers: list[dict] = field(default_factory=list)
+    items: list[dict] = field(default_factory=list)
+    selected_track: int = -1
+    category_filter: str = ANY
+    pattern_filter: str = ANY
+    patterns: list[str] = field(default_factory=lambda: [ANY])
+    categories: list[str] = field(default_factory=lambda: [ANY, *FOLLOW_UP_CATEGORIES])
+    sort_by: list[dict] = field(default_factory=lambda: [{"key": "track_id", "order": "asc"}])
+    summary: str = ""
+
+
+def table_items(analysis: Any) -> list[dict]:
+    """One dict per track for the table: ids, pattern, ROI count, ``cat_t{k}`` and ``delta_t{k}`` (float|None)."""
+    _columns, rows = mrml.track_rows(analysis)
+    items = []
+    for row in rows:
+        item = {"track_id": row["track_id"], "pattern": row["pattern"] or "-", "n_rois": row["n_rois"],
+                "rois": row["rois"]}
+        for k in range(1, len(analysis.timepoints)):
+            delta = row[f"delta_suv_total_pct_t{k}"]
+            item[f"cat_t{k}"] = row[f"category_t{k}"] or "-"
+            item[f"delta_t{k}"] = float(delta) if delta != "" else None
+        items.append(item)
+    return items
+
+
+def table_headers(analysis: Any) -> list[dict]:
+    headers = [{"title": "Track", "key": "track_id"}, {"title": "Pattern", "key": "pattern"},
+               {"title": "ROIs", "key": "n_rois"}]
+    for k in range(1, len(analysis.timepoints)):
+        headers.append({"title": f"T{k} ΔSUVtotal", "key": f"delta_t{k}"})
+    return headers
+
+
+def _sort_key(key: str):
+    def value(item: dict) -> tuple:
+        v = item.get(key)
+        return (v is None, v if v is not None else 0)
+    return value
+
+
+class TracksLogic(FeatureLogic[TracksState]):
+    """Keeps the table current (after load and every edit) and selects tracks."""
+
+    def __init__(self, server: Server, context: ReviewContext) -> None:
+        super().__init__(server, context, TracksState, NAMESPACE)
+        self._all: list[dict] = []
+        self.bind_changes({
+            self.name.category_filter: lambda _v: self.refresh(),
+            self.name.pattern_filter: lambda _v: self.refresh(),
+            self.name.sort_by: lambda _v: self.refresh(),
+        })
+        context.listeners.append(self._on_change)
+
+    def _on_change(self, what: str) -> None:
+        if what in ("loaded", "edited"):
+            self._all = table_items(self.context.nodes.analysis)
+            self.data.headers = table_headers(self.context.nodes.analysis)
+            self.data.patterns = [ANY, *sorted({i["pattern"] for i in self._all})]
+            self.refresh()
+            selected = self.context.nodes.selected_track
+            if selected is not None and selected not in mrml.track_ids(self.context.nodes):
+                self.select(None)  # the track was merged away or emptied
+
+    def refresh(self) -> None:
+        """Apply filters and sort to the table rows."""
+        category, pattern = self.data.category_filter, self.data.pattern_filter
+        items = [i for i in self._all
+                 if (category == ANY or category in [v for k, v in i.items() if k.startswith("cat_t")])
+                 and (pattern == ANY or i["pattern"] == pattern)]
+        for rule in reversed(self.data.sort_by or []):
+            items.sort(key=_sort_key(rule.get("key", "track_id")), reverse=rule.get("order") == "desc")
+        self.data.items = items
+        self.data.summary = f"{len(items)} of {len(self._all)} tracks"
+
+    def order(self) -> list[int]:
+        """Track ids in the order shown (for next/previous)."""
+        return [i["track_id"] for i in self.data.items] or mrml.track_ids(self.context.nodes)
+
+    def select(self, track_id: int | None) -> None:
+        """Highlight ``track_id`` and centre every view on it (None: clear the selection)."""
+        nodes = self.context.nodes
+        if track_id is not None:
+            track_id = int(track_id)
+        self.context.quietly(lambda: mrml.select_track(nodes, track_id))
+        self.data.selected_track = -1 if track_id is None else track_id
+        self.context.changed("selected")
+
+    def step(self, step: int) -> int:
+        """Select the next (``step`` = 1) or previous (-1) track of the table."""
+        current = self.context.nodes.selected_track
+        track_id = mrml.step_track(self.context.nodes, current, step, self.order())
+        self.select(track_id)
+        return track_id

@@ -1,0 +1,1 @@
+"""One UI builder per widget of the review app, over the state of the matching logic."""

@@ -1,0 +1,82 @@
+"""UI of the corrections: ROI A / B (click / shift-click a ROI in a view, or type), the ROI edits, the track
+edits on the selected track, adding a ROI by a click on a hot spot, re-thresholding, undo / redo."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+from trame_server import Server
+
+from LesionResponseReview.web.logic import corrections, tracks
+from LesionResponseReview.web.logic.base import typed_state
+from LesionResponseReview.web.ui.common import tid
+
+
+def _button(label: str, operation: str, edit: Callable[[str], None], disabled: str = "", **kwargs) -> None:
+    v3.VBtn(label, size="small", variant="tonal", classes="mr-1 mb-1", click=lambda: edit(operation),
+            disabled=(disabled or "false",), **tid(f"op-{operation}"), **kwargs)
+
+
+def build_corrections(server: Server, edit: Callable[[str], None], n_timepoints: int) -> None:
+    """The corrections panel; ``edit(operation)`` runs one correction with the panel's fields."""
+    name = typed_state(server, corrections.CorrectionsState, corrections.NAMESPACE).name
+    selected = typed_state(server, tracks.TracksState, tracks.NAMESPACE).name.selected_track
+    busy = name.busy
+    with html.Div(classes="pa-2"):
+        v3.VAlert(f"{{{{ {name.error} }}}}", v_if=(name.error,), type="error", density="compact", classes="mb-2",
+                  closable=True, **tid("correction-error", f'@click:close="{name.error} = \'\'"'))
+        v3.VAlert(f"{{{{ {name.message} }}}}", v_if=(f"{name.message} && !{name.error}",), type="success",
+                  density="compact", classes="mb-2", **tid("correction-message"))
+
+        html.Div("Lesion-ROIs (click a ROI in a view = A, shift-click = B)", classes="text-subtitle-2")
+        with html.Div(classes="d-flex"):
+            v3.VTextField(v_model=(name.roi_a,), label="ROI A", density="compact", hide_details=True, classes="mr-2",
+                          clearable=True, **tid("roi-a"))
+            v3.VTextField(v_model=(name.roi_b,), label="ROI B", density="compact", hide_details=True, clearable=True,
+                          **tid("roi-b"))
+        html.Div(f"{{{{ {name.roi_info} }}}}", classes="text-caption my-1", **tid("roi-info"))
+        v3.VTextField(v_model=(name.reason,), label="reason (reject)", density="compact", hide_details=True,
+                      classes="mb-1", **tid("reason"))
+        with html.Div(classes="d-flex flex-wrap"):
+            _button("Reject A", "reject", edit, busy)
+            _button("Restore A", "restore", edit, busy)
+            _button("Unlink A", "unlink", edit, busy)
+            _button("Link A–B", "link", edit, busy)
+
+        v3.VDivider(classes="my-2")
+        html.Div(f"Selected track: {{{{ {selected} >= 0 ? 'T' + String({selected}).padStart(3, '0') : 'none' }}}}",
+                 classes="text-subtitle-2", **tid("selected-track"))
+        with html.Div(classes="d-flex align-center"):
+            v3.VTextField(v_model=(name.merge_track,), label="other track", density="compact", hide_details=True,
+                          classes="mr-2", style="max-width: 130px;", **tid("merge-track"))
+            _button("Merge", "merge", edit, f"{busy} || {selected} < 0")
+        with html.Div(classes="d-flex align-center mt-1"):
+            v3.VSelect(v_model=(name.split_timepoint,), items=(list(range(1, n_timepoints)),),
+                       label="from time point", density="compact", hide_details=True, classes="mr-2",
+                       style="max-width: 130px;", **tid("split-timepoint"))
+            _button("Split", "split", edit, f"{busy} || {selected} < 0")
+
+        v3.VDivider(classes="my-2")
+        html.Div("Add or edit a ROI by threshold", classes="text-subtitle-2")
+        with v3.VBtnToggle(v_model=(name.threshold_mode,), mandatory=True, density="compact", variant="outlined",
+                           classes="mb-1", **tid("threshold-mode")):
+            v3.VBtn("% of SUVmax", value="percent", size="small")
+            v3.VBtn("SUV", value="suv", size="small")
+        with html.Div(classes="d-flex align-center"):
+            v3.VTextField(v_model_number=(name.threshold_percent,), v_if=(f"{name.threshold_mode} === 'percent'",),
+                          type="number", label="threshold (% SUVmax)", density="compact", hide_details=True,
+                          classes="mr-2", style="max-width: 170px;", **tid("threshold-percent"))
+            v3.VTextField(v_model_number=(name.threshold_suv,), v_if=(f"{name.threshold_mode} === 'suv'",),
+                          type="number", label="threshold (SUV)", density="compact", hide_details=True,
+                          classes="mr-2", style="max-width: 170px;", **tid("threshold-suv"))
+            _button("Re-threshold A", "edit_roi", edit, busy)
+        html.Div("Add: switch the views to 'add ROI' and click the hot spot.", classes="text-caption")
+
+        v3.VDivider(classes="my-2")
+        with html.Div(classes="d-flex align-center"):
+            _button("Undo", "undo", edit, f"{busy} || !{name.can_undo}", prepend_icon="mdi-undo")
+            _button("Redo", "redo", edit, f"{busy} || !{name.can_redo}", prepend_icon="mdi-redo")
+        html.Div(f"{{{{ {name.can_undo} ? 'undo: ' + {name.undo_label} : '' }}}}", classes="text-caption")
+        html.Div(f"{{{{ {name.can_redo} ? 'redo: ' + {name.redo_label} : '' }}}}", classes="text-caption")

@@ -1,0 +1,60 @@
+"""UI of the track table: filters (category at any follow-up, pattern), the sortable table with a category chip
+and ΔSUVtotal per follow-up, the selected row highlighted; N / P (or ↓ / ↑) step through the rows shown."""
+
+from __future__ import annotations
+
+from trame.widgets import client, html
+from trame.widgets import vuetify3 as v3
+from trame_server import Server
+
+from LesionResponseReview import mrml
+from LesionResponseReview.web.logic import tracks
+from LesionResponseReview.web.logic.base import typed_state
+from LesionResponseReview.web.ui.common import tid
+
+
+def category_colours_js() -> str:
+    """JS object literal: category -> CSS colour (the views' palette)."""
+    entries = ", ".join(f"'{k}': 'rgb({round(r * 255)},{round(g * 255)},{round(b * 255)})'"
+                        for k, (r, g, b) in mrml.CATEGORY_COLORS.items())
+    return "{" + entries + "}"
+
+
+def build_track_table(server: Server, n_followups: int) -> None:
+    """Filters, table, keyboard shortcuts (triggers ``select_track`` and ``step_track``)."""
+    name = typed_state(server, tracks.TracksState, tracks.NAMESPACE).name
+    with html.Div(classes="d-flex align-center pa-2"):
+        v3.VSelect(v_model=(name.category_filter,), items=(name.categories,), label="category (any follow-up)",
+                   density="compact", hide_details=True, classes="mr-2", **tid("category-filter"))
+        v3.VSelect(v_model=(name.pattern_filter,), items=(name.patterns,), label="pattern", density="compact",
+                   hide_details=True, classes="mr-2", **tid("pattern-filter"))
+        html.Div(f"{{{{ {name.summary} }}}}", classes="text-caption text-no-wrap", **tid("track-summary"))
+    row_props = (f"({{ item }}) => ({{ class: item.track_id === {name.selected_track} ? 'bg-indigo-darken-2' : '',"
+                 " 'data-testid': 'track-row-' + item.track_id })")
+    # server mode: the rows are shown in the order the server sorted them (next/previous follow that order)
+    with v3.VDataTableServer(headers=(name.headers,), items=(name.items,), items_length=(f"{name.items}.length",),
+                             item_value="track_id", density="compact", items_per_page=-1, hide_default_footer=True,
+                             fixed_header=True, height="calc(100vh - 190px)", hover=True,
+                       **tid("track-table", f':row-props="{row_props}"',
+                             f'v-model:sort-by="{name.sort_by}"',
+                             "@click:row=\"(event, { item }) => trigger('select_track', [item.track_id])\"")):
+        with v3.Template(raw_attrs=['v-slot:item.track_id="{ item }"']):
+            html.Span("{{ 'T' + String(item.track_id).padStart(3, '0') }}", classes="font-weight-bold")
+        colours = category_colours_js()
+        for k in range(1, n_followups + 1):
+            with v3.Template(raw_attrs=[f'v-slot:item.delta_t{k}="{{ item }}"']), \
+                    html.Span(style="white-space: nowrap;", raw_attrs=[f':data-testid="\'cat-t{k}-\' + item.track_id"']):
+                html.Span("", style="display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:4px;"
+                          "vertical-align:middle;",
+                          raw_attrs=[f":style=\"{{background: ({colours})[item.cat_t{k}] || 'transparent'}}\""])
+                html.Span(f"{{{{ item.cat_t{k} }}}}", classes="text-caption mr-1")
+                html.Span(f"{{{{ item.delta_t{k} === null ? '' : (item.delta_t{k} > 0 ? '+' : '') + "
+                          f"item.delta_t{k}.toFixed(0) + '%' }}}}", classes="text-caption text-medium-emphasis")
+    # N / P (or arrow down / up) outside text fields: next / previous track of the table; Escape: no selection
+    client.ClientTriggers(mounted=(
+        "window.addEventListener('keydown', (e) => {"
+        " const t = e.target.tagName; if (t === 'INPUT' || t === 'TEXTAREA' || e.ctrlKey || e.metaKey) return;"
+        " if (e.key === 'n' || e.key === 'N' || e.key === 'ArrowDown') { trigger('step_track', [1]); e.preventDefault(); }"
+        " if (e.key === 'p' || e.key === 'P' || e.key === 'ArrowUp') { trigger('step_track', [-1]); e.preventDefault(); }"
+        " if (e.key === 'Escape') { trigger('select_track', [null]); }"
+        "})"))

@@ -1,0 +1,139 @@
+"""When and where the ``analyze`` pipeline runs the prior-guided search, and how its ROIs join the analysis.
+
+After the first matching, every track is looked for where it has no accepted ROI:
+
+- **forward**: at each time point after its first appearance without a ROI (a gap or after its last one),
+  starting from its most recent ROI before that time point (found ones included, so a shrinking lesion is
+  followed from scan to scan);
+- **backward** (a lesion "visible in retrospect"): a track first seen at follow-up ``f`` is looked for at
+  ``f − 1``, then ``f − 2`` … from its ROI one time point later, until a search finds nothing.
+
+The prior ROI is mapped through the registration and grown by ``params.prior_search_margin_mm``
+(:func:`LesionResponseLib.tracking.priors.map_mask`); the detection rule is
+:func:`LesionResponseLib.segmentation.prior_guided.search_known_location` (every ROI already at that time point,
+rejected ones included, is excluded). A found contour becomes a new label of that time point's label map
+(``LesionROI.source = "prior-guided"``); every search, found or not, is a record in
+``Analysis.prior_searches`` with its detection limit (SUV). The pipeline then re-measures the time points
+that gained ROIs and matches again, so links, tracks and categories follow from the same rules as for model
+ROIs. Results are cached on the label maps, the registrations, the PET series and the search parameters.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from LesionResponseLib.analysis.outputs import atomic_write_image, atomic_write_text
+from LesionResponseLib.analysis.quantify import measure_rois
+from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Track, roi_id_for
+
+SEARCH_PARAMS = ("prior_search_margin_mm", "prior_search_false_alarm", "psf_fwhm_mm", "min_roi_volume_ml")
+
+
+@dataclass
+class _Searcher:
+    """Label arrays being augmented, with what a search needs for each time point."""
+
+    pets: dict[int, sitk.Image]
+    arrays: dict[int, np.ndarray]
+    transforms: dict
+    params: AnalysisParameters
+    records: list[dict[str, Any]]
+
+    def search(self, prior_ids: list[str], prior_tp: int, tp: int, direction: str) -> str | None:
+        """Look at ``tp`` for the lesion of ``prior_ids`` (time point ``prior_tp``); the new ROI id or None."""
+        from LesionResponseLib.segmentation.prior_guided import search_known_location
+        from LesionResponseLib.tracking.priors import map_mask
+
+        labels = [int(rid.rsplit("-L", 1)[1]) for rid in prior_ids]
+        prior_mask = np.isin(self.arrays[prior_tp], labels)
+        region = map_mask(prior_mask, self.pets[prior_tp], self.transforms, prior_tp, tp, self.pets[tp],
+                          self.params.prior_search_margin_mm)
+        result = search_known_location(self.pets[tp], region, self.params.psf_fwhm_mm, others=self.arrays[tp],
+                                       false_alarm=self.params.prior_search_false_alarm,
+                                       min_volume_ml=self.params.min_roi_volume_ml)
+        roi_id = None
+        if result.found and result.mask is not None:
+            label = int(self.arrays[tp].max()) + 1
+            self.arrays[tp][result.mask] = label
+            roi_id = roi_id_for(tp, label)
+        self.records.append({"direction": direction, "timepoint": tp, "prior_timepoint": prior_tp,
+                             "prior_rois": sorted(prior_ids), "roi_id": roi_id, **result.summary()})
+        return roi_id
+
+
+def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, sitk.Image],
+                  pets: dict[int, sitk.Image], transforms: dict, params: AnalysisParameters,
+                  ) -> tuple[dict[int, np.ndarray], list[dict[str, Any]]]:
+    """Run every search of the module docstring: (augmented label arrays per time point, search records)."""
+    accepted = {r.roi_id for r in rois if r.status == "accepted"}
+    searcher = _Searcher(pets, {k: sitk.GetArrayFromImage(img) for k, img in labels.items()}, transforms, params,
+                         [])
+    n = len(labels)
+    for track in sorted(tracks, key=lambda t: t.track_id):
+        present = {tp: [r for r in ids if r in accepted] for tp, ids in track.rois.items()}
+        present = {tp: ids for tp, ids in present.items() if ids}
+        if not present:
+            continue
+        first = min(present)
+        latest = first
+        for tp in range(first + 1, n):
+            if tp not in present:
+                found = searcher.search(present[latest], latest, tp, "forward")
+                if found is None:
+                    continue
+                present[tp] = [found]
+            latest = tp
+        for tp in range(first - 1, -1, -1):
+            found = searcher.search(present[tp + 1], tp + 1, tp, "backward")
+            if found is None:
+                break
+            present[tp] = [found]
+    return searcher.arrays, searcher.records
+
+
+def prior_guided_stage(key_parts: list[Any], tracks: list[Track], rois: list[LesionROI],
+                       labels: dict[int, sitk.Image], pets: dict[int, sitk.Image], transforms: dict,
+                       params: AnalysisParameters, cache: Path, digest: Any,
+                       ) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]], bool]:
+    """Searches (cached): (label maps, ROIs, search records, reused?) with the found ROIs added and measured."""
+    key = digest("prior", key_parts, {name: getattr(params, name) for name in SEARCH_PARAMS})
+    meta = cache / f"prior-{key}.json"
+    reused = meta.is_file()
+    if reused:
+        records = json.loads(meta.read_text())
+        grown = {int(k): sitk.GetArrayFromImage(sitk.ReadImage(str(cache / f"prior-{key}-tp{k}.nii.gz")))
+                 for k in {r["timepoint"] for r in records if r["roi_id"]}}
+    else:
+        arrays, records = search_tracks(tracks, rois, labels, pets, transforms, params)
+        grown = {k: arrays[k] for k in {r["timepoint"] for r in records if r["roi_id"]}}
+    new_labels = dict(labels)
+    for k, array in grown.items():
+        image = sitk.GetImageFromArray(array.astype(np.uint16))
+        image.CopyInformation(labels[k])
+        new_labels[k] = image
+        if not reused:
+            atomic_write_image(image, cache / f"prior-{key}-tp{k}.nii.gz")
+    if not reused:
+        atomic_write_text(meta, json.dumps(records))
+    return new_labels, _remeasured(rois, new_labels, pets, grown, records, params), records, reused
+
+
+def _remeasured(rois: list[LesionROI], labels: dict[int, sitk.Image], pets: dict[int, sitk.Image],
+                grown: dict[int, np.ndarray], records: list[dict[str, Any]],
+                params: AnalysisParameters) -> list[LesionROI]:
+    """ROIs of the time points that gained prior-guided ROIs measured again (neighbours shape the PV
+    correction); the others kept as they were."""
+    found = {r["roi_id"] for r in records if r["roi_id"]}
+    kept = [r for r in rois if r.timepoint not in grown]
+    for k in sorted(grown):
+        for roi in measure_rois(labels[k], pets[k], k, psf_fwhm_mm=params.psf_fwhm_mm):
+            if roi.roi_id in found:
+                roi.source = "prior-guided"
+            kept.append(roi)
+    return sorted(kept, key=lambda r: (r.timepoint, r.label))

@@ -1,0 +1,227 @@
+"""Every correction done in the browser leaves the analysis folder exactly as the same edit through
+``lesion-response review`` does: the app edits copy A, the CLI copy B, and after each edit ``rois.csv``,
+``tracks.csv``, ``timepoints.csv``, the label maps, ``analysis.json``, ``review/session.json`` and the audit trail
+agree (edit ids, times and staged mask names aside, which are unique per edit). Undo restores the files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trame_slicer", reason="the web extra is not installed (pip install -e .[web])")
+playwright_api = pytest.importorskip("playwright.sync_api")
+if shutil.which("chromium") is None:
+    pytest.skip("chromium not installed (bash scripts/setup.sh installs it)", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import review_app_support as support  # noqa: E402
+
+USER = "reader"
+VOLATILE = {"id", "time"}  # unique per edit: differ between two runs of the same edit
+
+
+def _normalise(value: Any) -> Any:
+    """JSON with edit ids, times and per-edit mask file names blanked."""
+    if isinstance(value, dict):
+        return {k: ("masks/*" if k == "mask" else _normalise(v)) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def _audit(out: Path) -> list[dict]:
+    path = out / "review" / "audit.jsonl"
+    return [_normalise(json.loads(line)) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    import SimpleITK as sitk
+
+    for name in ("rois.csv", "tracks.csv", "timepoints.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    for label in sorted((a / "labels").glob("tp*.nii.gz")):
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(label))),
+                              sitk.GetArrayFromImage(sitk.ReadImage(str(b / "labels" / label.name)))), label.name
+    analysis_a, analysis_b = (json.loads((x / "analysis.json").read_text()) for x in (a, b))
+    assert _normalise(analysis_a) == _normalise(analysis_b)
+    session_a, session_b = (json.loads((x / "review" / "session.json").read_text()) for x in (a, b))
+    assert _normalise(session_a) == _normalise(session_b)
+    assert _audit(a) == _audit(b)
+
+
+def cli(out: Path, *arguments: str) -> None:
+    result = subprocess.run(support.review_app_command() + ["review", str(out), arguments[0], "--user", USER, *arguments[1:]],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("edits")
+    source = support.demo_analysis()
+    a, b = support.copy_analysis(source, root / "app"), support.copy_analysis(source, root / "cli")
+    with support.Server(a, root / "server.log", user=USER) as server, playwright_api.sync_playwright() as playwright:
+        browser = support.launch_chromium(playwright)
+        page = support.open_app(browser, server.url)
+        yield a, b, page
+        browser.close()
+
+
+def _lines(out: Path) -> int:
+    path = out / "review" / "audit.jsonl"
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def _wait_for_edit(page, out: Path, before: int, timeout_s: float = 60.0) -> dict:
+    """The new audit record after a UI action (fails with the app's error text when it refused)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _lines(out) > before:
+            time.sleep(0.2)  # the outputs are moved in place just before the audit line is appended
+            return json.loads((out / "review" / "audit.jsonl").read_text().splitlines()[-1])
+        error = page.locator("[data-testid=correction-error]")
+        if error.count() and error.is_visible():
+            raise AssertionError(f"the app refused: {error.inner_text()}")
+        time.sleep(0.1)
+    raise TimeoutError("no audit record appeared")
+
+
+def _tab(page, name: str) -> None:
+    page.locator(f"[data-testid=tab-{name}]").click()
+
+
+def _fill(page, testid: str, value: str) -> None:
+    field = page.locator(f"[data-testid={testid}] input")
+    field.fill(value)
+    field.press("Tab")  # commit the value to the server state
+
+
+def ui(page, out: Path, operation: str, **fields: str) -> dict:
+    """Fill the correction panel's fields and press the operation's button."""
+    _tab(page, "correct")
+    for testid, value in fields.items():
+        _fill(page, testid.replace("_", "-"), value)
+    before = _lines(out)
+    page.locator(f"[data-testid=op-{operation}]").click()
+    return _wait_for_edit(page, out, before)
+
+
+def select_track(page, track_id: int) -> None:
+    _tab(page, "tracks")
+    sources = support.view_sources(page)
+    page.locator(f"[data-testid=track-row-{track_id}]").click()
+    support.wait_views_settled(page, sources)
+
+
+def _rois(out: Path) -> list[dict]:
+    return support.read_rows(out / "rois.csv")
+
+
+def test_ui_corrections_match_the_cli(folders):
+    a, b, page = folders
+    single = support.single_roi_tracks(a)
+    first, second = single[0], single[1]
+    rejected = first[1][1]["roi_id"]
+
+    before_reject = (a / "rois.csv").read_bytes(), (a / "tracks.csv").read_bytes()
+    ui(page, a, "reject", roi_a=rejected, reason="physiological uptake")
+    cli(b, "reject", rejected, "--reason", "physiological uptake")
+    assert_same_outputs(a, b)
+    assert next(r for r in _rois(a) if r["roi_id"] == rejected)["status"] == "rejected"
+
+    ui(page, a, "undo")
+    cli(b, "undo")
+    assert_same_outputs(a, b)
+    assert ((a / "rois.csv").read_bytes(), (a / "tracks.csv").read_bytes()) == before_reject  # undo restores
+
+    ui(page, a, "redo")
+    cli(b, "redo")
+    assert_same_outputs(a, b)
+    ui(page, a, "restore", roi_a=rejected)
+    cli(b, "restore", rejected)
+    assert_same_outputs(a, b)
+
+    unlinked, partner = second[1][1]["roi_id"], second[1][0]["roi_id"]
+    ui(page, a, "unlink", roi_a=unlinked)
+    cli(b, "unlink", unlinked)
+    assert_same_outputs(a, b)
+    ui(page, a, "link", roi_a=partner, roi_b=unlinked)
+    cli(b, "link", partner, unlinked)
+    assert_same_outputs(a, b)
+
+    tracks = support.read_rows(a / "tracks.csv")
+    new = [int(t["track_id"]) for t in tracks if t["pattern"] == "new"]
+    select_track(page, new[0])
+    ui(page, a, "merge", merge_track=str(new[1]))
+    cli(b, "merge", str(new[0]), str(new[1]))
+    assert_same_outputs(a, b)
+
+    long = next(int(t["track_id"]) for t in support.read_rows(a / "tracks.csv")
+                if t["first_timepoint"] == "0" and t["last_timepoint"] == "3")
+    select_track(page, long)
+    _tab(page, "correct")
+    page.locator("[data-testid=split-timepoint]").click()
+    page.get_by_role("option", name="2", exact=True).click()
+    ui(page, a, "split")
+    cli(b, "split", str(long), "2")
+    assert_same_outputs(a, b)
+    support.save_screenshot(page, "corrections")
+
+
+def test_ui_add_and_rethreshold_match_the_cli(folders):
+    """Add: click a spot in 'add ROI' mode; edit: re-threshold a ROI. The CLI gets the very mask the app made."""
+    a, b, page = folders
+    gone = next((int(t["track_id"]), k) for t in support.read_rows(a / "tracks.csv")
+                for k in (1, 2, 3) if t[f"category_t{k}"] == "disappearing")
+    select_track(page, gone[0])
+    tp = gone[1]
+    before_rois = len(_rois(a))
+    page.locator("[data-testid=mode-add]").click()
+    box = page.locator(f"[data-testid=caption-{tp}]").locator("xpath=..").locator("img").bounding_box()
+    before = _lines(a)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    record = _wait_for_edit(page, a, before)
+    assert record["type"] == "add" and record["created_roi"].startswith(f"tp{tp}-")
+    cli(b, "add", str(tp), str(a / "review" / record["edit"]["mask"]))
+    assert_same_outputs(a, b)
+    assert len(_rois(a)) == before_rois + 1
+
+    target = support.single_roi_tracks(a)[0][1][2]["roi_id"]
+    _tab(page, "correct")
+    _fill(page, "threshold-percent", "60")
+    record = ui(page, a, "edit_roi", roi_a=target)
+    assert record["type"] == "edit"
+    cli(b, "edit", target, str(a / "review" / record["edit"]["mask"]))
+    assert_same_outputs(a, b)
+
+    ui(page, a, "undo")
+    cli(b, "undo")
+    assert_same_outputs(a, b)
+    _tab(page, "audit")
+    page.wait_for_function(f"document.querySelectorAll('[data-testid=audit-entry]').length === {_lines(a)}")
+    support.save_screenshot(page, "audit")
+
+
+def test_export_from_the_app_writes_the_report_and_dicom_seg_sr(folders):
+    import pydicom
+
+    a, _, page = folders
+    _tab(page, "info")
+    support.save_screenshot(page, "timepoints")
+    page.get_by_label("PDF too").uncheck()  # the PDF needs a chromium print: covered by the report tests
+    page.locator("[data-testid=export]").click()
+    page.wait_for_function("document.querySelector('[data-testid=export-message]').innerText.includes('files written')",
+                           timeout=120_000)
+    report = a / "report"
+    assert (report / "report.html").stat().st_size > 1000
+    modalities = sorted(pydicom.dcmread(p).Modality for p in (report / "dicom").glob("*.dcm"))
+    n = len(support.read_rows(a / "timepoints.csv"))
+    assert modalities.count("SEG") == n and modalities.count("SR") == n

@@ -1,0 +1,172 @@
+"""The browser review on the demo analysis, driven like a reader in headless chromium: views, track table,
+navigation. Every assertion is on what the browser shows (screenshot pixels, visible text) or on files."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trame_slicer", reason="the web extra is not installed (pip install -e .[web])")
+playwright_api = pytest.importorskip("playwright.sync_api")
+if shutil.which("chromium") is None:
+    pytest.skip("chromium not installed (bash scripts/setup.sh installs it)", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import review_app_support as support  # noqa: E402
+from LesionResponseReview.mrml import CATEGORY_COLORS  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """(analysis folder, server, page): a fresh server on a copy of the demo analysis, one browser page."""
+    out = support.copy_analysis(support.demo_analysis(), tmp_path_factory.mktemp("review") / "analysis")
+    with support.Server(out, out.parent / "server.log") as server, playwright_api.sync_playwright() as playwright:
+        browser = support.launch_chromium(playwright)
+        page = support.open_app(browser, server.url)
+        yield out, server, page
+        browser.close()
+
+
+def _click_row(page, track_id: int) -> None:
+    before = support.view_sources(page)
+    page.locator(f"[data-testid=track-row-{track_id}]").click()
+    support.wait_views_settled(page, before)
+
+
+def test_one_view_per_timepoint_labelled_with_study_date(app):
+    out, _, page = app
+    rows = support.read_rows(out / "timepoints.csv")
+    assert support.view_count(page) == len(rows) == 4
+    for row in rows:
+        date = row["study_date"]
+        caption = page.locator(f"[data-testid=caption-{row['timepoint']}]").inner_text()
+        assert caption.startswith(f"T{row['timepoint']} {date[:4]}-{date[4:6]}-{date[6:]}"), caption
+    pixels = support.view_pixels(page, 0)
+    assert pixels.std() > 20  # an image, not a blank view
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # CT grey levels and PET colours fused
+
+
+def test_row_click_centres_every_view_on_the_track_in_its_category_colour(app):
+    """The lesion of the clicked track is at the centre of every view where it is present, outlined in the
+    colour of its category at that time point (rois.csv), as seen in the screenshot."""
+    out, _, page = app
+    track_id, rois = support.single_roi_tracks(out)[0]
+    _click_row(page, track_id)
+    assert "bg-indigo" in (page.locator(f"[data-testid=track-row-{track_id}]").get_attribute("class") or "")
+    checked = 0
+    for tp in range(support.view_count(page)):
+        caption = page.locator(f"[data-testid=caption-{tp}]").inner_text()
+        assert f"T{track_id:03d}" in caption
+        if tp not in rois:
+            continue
+        colour = CATEGORY_COLORS[rois[tp]["category"]]
+        distance, size = support.colour_blob_near_centre(support.view_pixels(page, tp), colour)
+        assert size >= 8 and distance <= 12.0, (tp, rois[tp]["category"], distance, size)
+        checked += 1
+    assert checked >= 2
+    support.save_screenshot(page, "track")
+
+
+def test_next_previous_keys_follow_the_table(app):
+    out, _, page = app
+    items = [int(r["track_id"]) for r in support.read_rows(out / "tracks.csv")]
+    _click_row(page, items[0])
+    before = support.view_sources(page)
+    page.keyboard.press("n")
+    support.wait_views_settled(page, before)
+    assert "bg-indigo" in page.locator(f"[data-testid=track-row-{items[1]}]").get_attribute("class")
+    assert f"T{items[1]:03d}" in page.locator("[data-testid=caption-0]").inner_text()
+    before = support.view_sources(page)
+    page.keyboard.press("p")
+    support.wait_views_settled(page, before)
+    assert f"T{items[0]:03d}" in page.locator("[data-testid=caption-0]").inner_text()
+
+
+def test_table_filters_by_category_and_sorts(app):
+    out, _, page = app
+    rows = support.read_rows(out / "tracks.csv")
+    followups = [c for c in rows[0] if c.startswith("category_t")]
+    new = [r for r in rows if "new" in [r[c] for c in followups]]
+    page.locator("[data-testid=category-filter]").click()
+    page.get_by_role("option", name="new", exact=True).click()
+    page.wait_for_function(f"document.querySelector('[data-testid=track-summary]').innerText.startsWith('{len(new)} of')")
+    assert page.locator("[data-testid^=track-row-]").count() == len(new)
+    page.locator("[data-testid=category-filter]").click()
+    page.get_by_role("option", name="any", exact=True).click()
+    page.wait_for_function(f"document.querySelectorAll('[data-testid^=track-row-]').length === {len(rows)}")
+    page.get_by_role("columnheader", name="T1 ΔSUVtotal").click()  # sort by the change at T1
+    deltas = [float(r["delta_suv_total_pct_t1"]) for r in rows if r["delta_suv_total_pct_t1"]]
+    first = int(min((r for r in rows if r["delta_suv_total_pct_t1"]), key=lambda r: float(r["delta_suv_total_pct_t1"]))
+                ["track_id"])
+    page.wait_for_function(f"document.querySelector('[data-testid^=track-row-]').dataset.testid === 'track-row-{first}'")
+    assert min(deltas) < 0
+
+
+def test_click_in_one_view_moves_the_others_to_the_corresponding_point(app):
+    """A click off-centre in view 0: the other views now show at their centre what they showed, before, at the
+    same offset (the registered point), and view 0 stays where it was."""
+    out, _, page = app
+    track_id, _ = support.single_roi_tracks(out)[0]
+    _click_row(page, track_id)
+    n = support.view_count(page)
+    before = {k: support.view_pixels(page, k).astype(float) for k in range(n)}
+    height, width = before[0].shape[:2]
+    offset = (int(0.18 * width), int(0.12 * height))  # px right, down
+    box = page.locator("[data-testid=caption-0]").locator("xpath=..").locator("img").bounding_box()
+    sources = support.view_sources(page)
+    page.mouse.click(box["x"] + width / 2 + offset[0], box["y"] + height / 2 + offset[1])
+    support.wait_views_settled(page, [""] + sources[1:])  # views 1.. redraw; view 0 need not
+    half, search = 24, 40
+
+    def patch(image, cx, cy):
+        return image[cy - half:cy + half, cx - half:cx + half].mean(-1).ravel()
+
+    def best_shift(after, before_k):
+        """Where in the earlier frame the new centre patch fits best (template matching, px from centre)."""
+        target = patch(after, cx, cy)
+        scores = {(dx, dy): np.corrcoef(target, patch(before_k, cx + dx, cy + dy))[0, 1]
+                  for dx in range(offset[0] - search, offset[0] + search + 1, 2)
+                  for dy in range(offset[1] - search, offset[1] + search + 1, 2)}
+        return max(scores, key=scores.get), max(scores.values())
+
+    cx, cy = width // 2, height // 2
+    for k in range(1, n):
+        (dx, dy), score = best_shift(support.view_pixels(page, k).astype(float), before[k])
+        # the view moved by the click's offset (to within the registration's local deformation)
+        assert np.hypot(dx - offset[0], dy - offset[1]) <= 12 and score > 0.4, (k, dx, dy, offset, score)
+    assert np.corrcoef(patch(support.view_pixels(page, 0).astype(float), cx, cy), patch(before[0], cx, cy))[0, 1] > 0.95
+
+
+def test_a_click_on_the_coronal_mip_navigates_to_the_hot_spot(app):
+    """MIP tab: a click elsewhere moves the views away; a click on the selected track's ROI projection at time
+    point k brings view k back onto that lesion (its category colour at the centre)."""
+    import SimpleITK as sitk
+
+    out, _, page = app
+    track_id, rois = support.single_roi_tracks(out)[0]
+    tp = max(rois, key=lambda k: float(rois[k]["suv_max"]))
+    _click_row(page, track_id)
+    page.locator("[data-testid=tab-mip]").click()
+    mip = page.locator(f"[data-testid=mip-{tp}]")
+    mip.wait_for()
+    box = mip.bounding_box()
+    suv = sitk.ReadImage(str(out / "suv" / f"tp{tp}.nii.gz"))
+    i, _, k = suv.TransformPhysicalPointToContinuousIndex(tuple(float(rois[tp][c]) for c in ("x_mm", "y_mm", "z_mm")))
+    nx, _, nz = suv.GetSize()
+    target = (box["x"] + (i + 0.5) / nx * box["width"], box["y"] + (1 - (k + 0.5) / nz) * box["height"])
+    sources = support.view_sources(page)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + 0.08 * box["height"])  # the head: away
+    support.wait_views_settled(page, sources)
+    assert support.colour_blob_near_centre(support.view_pixels(page, tp),
+                                           CATEGORY_COLORS[rois[tp]["category"]])[0] > 12
+    sources = support.view_sources(page)
+    page.mouse.click(*target)
+    support.wait_views_settled(page, sources)
+    distance, size = support.colour_blob_near_centre(support.view_pixels(page, tp), CATEGORY_COLORS[rois[tp]["category"]])
+    assert size >= 8 and distance <= 12.0, (distance, size)
+    support.save_screenshot(page, "mip")
+    page.locator("[data-testid=tab-tracks]").click()

@@ -1,0 +1,143 @@
+"""The prior-guided search in the analyze pipeline, on the small phantom (seed 2, 2 time points, 160 mm slab).
+
+The phantom's true lesion masks stand in for the segmentation, with lesions removed where a single-scan
+segmentation would have missed them: the pipeline must find them again at their known location, link them
+into their track, mark them ``prior-guided``, and leave lesions that truly disappeared disappearing.
+Truth (truth.json): lesion 8 (liver, 7 mL, SUVmax 30, stable), lesion 12 (lymph node, 1.0 -> 0.63 mL,
+SUVmax 10 -> 7.4, decreasing), lesions 16 and 21 (present at baseline only: disappearing).
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LesionResponseLib.analysis import load_analysis
+from LesionResponseLib.analysis.response import track_ids_by_roi
+from LesionResponseLib.datamodel import AnalysisParameters
+from LesionResponseLib.workflow import run_pipeline
+
+PARAMS = AnalysisParameters(registration_method="auto")
+
+
+def _labels_without(phantom, folder, removed: dict[int, list[int]]):
+    folder.mkdir()
+    for k in (0, 1):
+        image = sitk.ReadImage(str(phantom / "truth" / f"tp{k}_lesions.nii.gz"))
+        array = sitk.GetArrayFromImage(image)
+        array[np.isin(array, removed.get(k, []))] = 0
+        out = sitk.GetImageFromArray(array)
+        out.CopyInformation(image)
+        sitk.WriteImage(out, str(folder / f"tp{k}.nii.gz"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def searched(make_phantom, tmp_path_factory):
+    phantom = make_phantom(seed=2, timepoints=2, axial_extent_mm=160)
+    work = tmp_path_factory.mktemp("prior")
+    # lesion 8 missed at baseline (a "new" lesion at follow-up, visible in retrospect); lesion 12 missed at follow-up
+    labels = _labels_without(phantom, work / "labels", {0: [8], 1: [12]})
+    analysis, report = run_pipeline(phantom / "dicom", work / "out", PARAMS, labels_dir=labels)
+    return phantom, work, analysis, report
+
+
+def _track_of(analysis, roi_id: str) -> int:
+    return track_ids_by_roi(analysis.tracks)[roi_id]
+
+
+def _response(analysis, roi_id: str):
+    tid = _track_of(analysis, roi_id)
+    return next(r for r in analysis.responses if r.track_id == tid)
+
+
+def _roi_at(analysis, timepoint: int, truth_array: np.ndarray, labels_dir, truth_label: int):
+    """The accepted ROI of ``timepoint`` overlapping truth lesion ``truth_label`` most (None if none)."""
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(labels_dir / f"tp{timepoint}.nii.gz")))
+    values, counts = np.unique(labels[(truth_array == truth_label) & (labels > 0)], return_counts=True)
+    if values.size == 0:
+        return None
+    label = int(values[np.argmax(counts)])
+    return next(r for r in analysis.rois if r.timepoint == timepoint and r.label == label)
+
+
+@pytest.mark.slow
+def test_lesion_missed_at_follow_up_is_found_and_stays_in_its_track(searched) -> None:
+    phantom, work, analysis, report = searched
+    assert report.stages["prior-guided search"] == "computed"
+    truth1 = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom / "truth" / "tp1_lesions.nii.gz")))
+    found = _roi_at(analysis, 1, truth1, work / "out" / "labels", 12)
+    assert found is not None and found.source == "prior-guided"
+    assert _track_of(analysis, found.roi_id) == _track_of(analysis, "tp0-L0012")
+    assert _response(analysis, "tp0-L0012").categories[1] != "disappearing"  # it is still there
+    assert 0.3 < found.volume_ml < 2.5 and found.suv_max < 10  # faint and small, as the truth says
+    with open(work / "out" / "rois.csv", newline="") as handle:
+        rows = {row["roi_id"]: row for row in csv.DictReader(handle)}
+    assert rows[found.roi_id]["source"] == "prior-guided" and rows["tp0-L0012"]["source"] == "model"
+
+
+@pytest.mark.slow
+def test_new_lesion_visible_in_retrospect_is_linked_back(searched) -> None:
+    phantom, work, analysis, _ = searched
+    truth0 = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom / "truth" / "tp0_lesions.nii.gz")))
+    earlier = _roi_at(analysis, 0, truth0, work / "out" / "labels", 8)
+    assert earlier is not None and earlier.source == "prior-guided"
+    assert _track_of(analysis, earlier.roi_id) == _track_of(analysis, "tp1-L0008")
+    assert _response(analysis, "tp1-L0008").categories[1] == "stable"  # truth: stable, not new
+    record = next(r for r in analysis.prior_searches if r["roi_id"] == earlier.roi_id)
+    assert record["direction"] == "backward" and record["prior_rois"] == ["tp1-L0008"]
+
+
+@pytest.mark.slow
+def test_disappeared_lesions_get_no_roi_and_their_detection_limit(searched) -> None:
+    phantom, work, analysis, _ = searched
+    for label in (16, 21):
+        response = _response(analysis, f"tp0-L{label:04d}")
+        assert response.categories[1] == "disappearing"
+        record = next(r for r in analysis.prior_searches if r["prior_rois"] == [f"tp0-L{label:04d}"])
+        assert not record["found"] and record["roi_id"] is None
+        assert record["limit_suv"] > record["background_suv"] > 0
+    # no invented ROIs: every prior-guided ROI lies on a true lesion
+    for roi in (r for r in analysis.rois if r.source == "prior-guided"):
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom / "truth" / f"tp{roi.timepoint}_lesions.nii.gz")))
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "out" / "labels" / f"tp{roi.timepoint}.nii.gz")))
+        assert (truth[labels == roi.label] > 0).any(), roi
+    assert load_analysis(work / "out").prior_searches == analysis.prior_searches
+
+
+@pytest.mark.slow
+def test_reader_edits_on_prior_guided_rois_survive_a_rerun(searched) -> None:
+    from LesionResponseLib.review import ReviewSession
+
+    phantom, work, analysis, _ = searched
+    out = work / "rerun"
+    shutil.copytree(work / "out", out)
+    victim = next(r.roi_id for r in analysis.rois if r.source == "prior-guided")
+    with ReviewSession.open(out, "reader") as session:
+        session.reject(victim, reason="physiological")
+    again, report = run_pipeline(phantom / "dicom", out, PARAMS, labels_dir=work / "labels")
+    assert report.stages["prior-guided search"] == "reused" and report.review["applied"] == 1
+    assert {r.roi_id for r in load_analysis(out).rois if r.status == "rejected"} == {victim}
+
+
+@pytest.mark.slow
+def test_lesion_pair_agreement_counts_every_true_pair(searched) -> None:
+    """analysis.truth.lesion_pair_agreement (bench_analysis): all true lesion x follow-up pairs, detection by
+    history, false positives by source. Here every lesion present at both time points has a ROI at the
+    follow-up (truth masks + the two lesions the search found again) and no ROI lies off a true lesion."""
+    import json
+
+    from LesionResponseLib.analysis.truth import lesion_pair_agreement
+
+    phantom, work, analysis, _ = searched
+    truth = json.loads((phantom / "truth.json").read_text())
+    figures = lesion_pair_agreement(analysis, work / "out", phantom)
+    expected = [t for t in truth["tracks"].values() if t["categories"]["1"] != "absent"]
+    assert figures["n_all"] == len(expected) and figures["detection_follow_up"] == 1.0
+    assert figures["false_positives"]["per_scan"] == 0.0
+    assert figures["n_decreasing"] == sum(t["categories"]["1"] == "decreasing" for t in expected)
+    assert all(p["measured"] != "disappearing" for p in figures["pairs"] if p["truth"] != "disappearing")
