@@ -212,8 +212,8 @@ class AnalysisParameters(_Serialisable):
     # Reconstructed PET resolution (FWHM, mm) for the partial-volume-corrected SUVtotal (analysis.quantify);
     # 5-7 mm on current PET/CT: set your scanner's measured value.
     psf_fwhm_mm: float = 6.0
-    # The ROI quantity whose change drives the categories: "suv_total" (SUVmean x volume, the paper's, DOMAIN
-    # §4) or "suv_total_pvc" (partial-volume corrected: closer to the true lesion uptake, see README).
+    # The ROI quantity whose change drives the categories: "suv_total" (SUVmean x volume, the paper's,
+    # docs/DOMAIN.md §4) or "suv_total_pvc" (partial-volume corrected: closer to the true lesion uptake, see README).
     response_measure: Literal["suv_total", "suv_total_pvc"] = "suv_total"
     decrease_threshold_pct: float = -30.0
     increase_threshold_pct: float = 30.0
@@ -223,7 +223,7 @@ class AnalysisParameters(_Serialisable):
     # Prior-guided search (segmentation.prior_guided, workflow.pipeline): where a track's lesion has no ROI at a
     # time point between or after its appearances (and before a new lesion's first one), look for it where the
     # registration puts its nearest ROI, grown by the margin. 10 mm: the elastix error at lesion centres is
-    # 2.3 mm mean (DOMAIN.md §2 publishes 2.3-2.6 mm; README), its tail up to ~3x the mean, plus one 4 mm voxel
+    # 2.3 mm mean (docs/DOMAIN.md §2 publishes 2.3-2.6 mm; README), its tail up to ~3x the mean, plus one 4 mm voxel
     # for placing mapped voxel centres on the target grid.
     prior_search: bool = True
     prior_search_margin_mm: float = 10.0

@@ -1,4 +1,4 @@
-"""Cohort figures over several analysed patients, the ones the paper reports (DOMAIN.md §1).
+"""Cohort figures over several analysed patients, the ones the paper reports (docs/DOMAIN.md §1).
 
 Definitions (accepted ROIs only; categories as in :mod:`LesionResponseLib.analysis.response`):
 

@@ -1,4 +1,4 @@
-"""The analysis output folder (DOMAIN.md §8): ``analysis.json``, ``timepoints.csv``, ``rois.csv``,
+"""The analysis output folder (docs/DOMAIN.md §8): ``analysis.json``, ``timepoints.csv``, ``rois.csv``,
 ``tracks.csv``, ``labels/tp{k}.nii.gz``; and ``ct/tp{k}.nii.gz`` (:func:`write_ct_images`). Every file is written atomically (temporary file + ``os.replace``).
 
 ``analysis.json`` holds everything; the CSV files are views of it for other tools (column names and order
@@ -124,7 +124,7 @@ def track_rows(analysis: Analysis) -> list[dict]:
 
 
 def write_outputs(analysis: Analysis, out_dir: str | Path, labels: dict[int, sitk.Image] | None = None) -> Path:
-    """Write the output folder of DOMAIN.md §8 into ``out_dir`` (created); returns ``out_dir``."""
+    """Write the output folder of docs/DOMAIN.md §8 into ``out_dir`` (created); returns ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not analysis.software_version:

@@ -1,4 +1,4 @@
-"""Per lesion-ROI measures (DOMAIN.md §4): volume, SUVmax, SUVmean, SUVpeak, SUVtotal, centroid, and a
+"""Per lesion-ROI measures (docs/DOMAIN.md §4): volume, SUVmax, SUVmean, SUVpeak, SUVtotal, centroid, and a
 partial-volume-corrected SUVtotal.
 
 Everything is vectorised over the labels (``numpy.bincount`` / ``scipy.ndimage``), so one call measures

@@ -1,8 +1,8 @@
-"""Track response: ΔSUVtotal, categories per follow-up, heterogeneity, patterns (DOMAIN.md §1, §4).
+"""Track response: ΔSUVtotal, categories per follow-up, heterogeneity, patterns (docs/DOMAIN.md §1, §4).
 
 Rules (the paper's, made precise):
 
-- The measure is ``params.response_measure``: ``suv_total`` (SUVmean × volume, DOMAIN.md §4, the paper's)
+- The measure is ``params.response_measure``: ``suv_total`` (SUVmean × volume, docs/DOMAIN.md §4, the paper's)
   or ``suv_total_pvc`` (partial-volume corrected, :mod:`LesionResponseLib.analysis.quantify`); "SUVtotal"
   below is that measure. An ROI measured before the corrected value existed falls back to ``suv_total``.
 - Only **accepted** ROIs count. A track is *present* at a time point when it has at least one accepted ROI

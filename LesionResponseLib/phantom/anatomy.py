@@ -52,7 +52,7 @@ TISSUE_BY_NAME = {t.name: t for t in TISSUES}
 #: Organ map labels (``truth/tp{k}_organs.nii.gz``); 0 = outside the body.
 ORGAN_LABELS: dict[str, int] = {t.name: t.label for t in TISSUES if t.label > 0}
 
-#: Organs whose uptake is physiological and must never be called a lesion (DOMAIN.md §5).
+#: Organs whose uptake is physiological and must never be called a lesion (docs/DOMAIN.md §5).
 PHYSIOLOGICAL_ORGANS = ("spleen", "kidney", "adrenal", "pituitary", "liver", "uncinate", "bowel", "bladder")
 
 

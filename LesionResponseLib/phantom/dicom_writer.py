@@ -1,7 +1,7 @@
 """Write a simulated scan as real DICOM: CT Image and PET Image Storage series, in vendor flavours.
 
 One study per time point; CT and PET share its frame of reference; PET pixel data are int16 with a
-per-slice RescaleSlope. Vendor flavours (DOMAIN.md §3):
+per-slice RescaleSlope. Vendor flavours (docs/DOMAIN.md §3):
 
 * ``siemens`` — Units BQML, DecayCorrection START, SeriesTime = scan start.
 * ``siemens-admin`` — Units BQML, DecayCorrection ADMIN: voxel values decay-corrected to the injection.

@@ -3,7 +3,7 @@
 Each lesion has a *relative SUVtotal* per time point (baseline = 1; 0 = absent). Trajectories are drawn so
 that every response category is exercised and is unambiguous despite measurement noise: "stable" stays
 within ±8 % of the reference, "increasing"/"decreasing" change by at least +60 % / −40 %, far from the
-±30 % decision thresholds (DOMAIN.md §1). A change in SUVtotal ``s`` is shared between volume (``s^0.6``)
+±30 % decision thresholds (docs/DOMAIN.md §1). A change in SUVtotal ``s`` is shared between volume (``s^0.6``)
 and activity concentration (``s^0.4``), as tumours both shrink and lose receptor density under PRRT.
 
 Special trajectories reproduce the patterns of Santoro-Fernandes et al. 2025: non-monotonic change, new
@@ -34,7 +34,7 @@ MERGE_GAP_MM = 12.0  # gap between merge partners before they merge
 #: Harder-patient options (all off by default; off, the same seed renders exactly the patient it always did).
 SMALL_VOLUME_ML = (0.1, 4.0)  # "small lesions": baseline volume drawn log-uniformly in this range (mL)
 LOW_CONTRAST_SUV = (6.0, 18.0)  # "low contrast": lesion SUVmean range, 1.2-4x the liver's (~5) instead of 8-45
-HOT_ORGANS = ("spleen", "kidney", "adrenal")  # DOMAIN.md §5: the organs hotter than most lesions' surroundings
+HOT_ORGANS = ("spleen", "kidney", "adrenal")  # docs/DOMAIN.md §5: the organs hotter than most lesions' surroundings
 NEAR_ORGAN_GAP_MM = (2.0, 6.0)  # "near organs": gap between the lesion and the organ surface, under one PSF FWHM
 
 

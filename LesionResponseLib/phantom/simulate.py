@@ -36,7 +36,7 @@ from LesionResponseLib.phantom.motion import Motion, random_motion
 
 #: Bumped whenever the same seed renders a different patient (caches of generated folders key on it).
 PHANTOM_VERSION = 2
-GA68_HALF_LIFE_S = 4062.6  # 67.71 min (DOMAIN.md §3)
+GA68_HALF_LIFE_S = 4062.6  # 67.71 min (docs/DOMAIN.md §3)
 CT_SPACING_MM = (2.0, 2.0, 4.0)  # x, y, z
 PET_SPACING_MM = (4.0, 4.0, 4.0)
 MATRIX_CT = 256  # 512 mm field of view

@@ -1,7 +1,7 @@
 """Cohort summary over several analysed patients: CSV (one row per patient) + HTML with the paper's figures.
 
 The figures themselves come from ``LesionResponseLib.analysis.cohort_summary`` / ``cohort_table``; this
-module only lays them out next to the published values (DOMAIN.md §1) and draws the per-patient chart.
+module only lays them out next to the published values (docs/DOMAIN.md §1) and draws the per-patient chart.
 """
 
 from __future__ import annotations

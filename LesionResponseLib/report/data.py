@@ -1,4 +1,4 @@
-"""Read an analysis output folder (DOMAIN.md §8) for reporting: analysis, per-ROI categories, images."""
+"""Read an analysis output folder (docs/DOMAIN.md §8) for reporting: analysis, per-ROI categories, images."""
 
 from __future__ import annotations
 

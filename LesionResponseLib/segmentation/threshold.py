@@ -25,7 +25,7 @@ def liver_reference(pet_suv: sitk.Image, liver_band: tuple[float, float] = (2.0,
     band = (smooth >= liver_band[0]) & (smooth <= liver_band[1])
     labels = cc3d.connected_components(band, connectivity=6)
     if labels.max() == 0:
-        return 5.0, 1.0  # median DOTATATE liver SUVmean (DOMAIN.md §5) when nothing resembles a liver
+        return 5.0, 1.0  # median DOTATATE liver SUVmean (docs/DOMAIN.md §5) when nothing resembles a liver
     counts = np.bincount(labels.ravel())
     counts[0] = 0
     values = sitk.GetArrayFromImage(pet_suv)[labels == counts.argmax()]
@@ -38,7 +38,7 @@ def threshold_mask(pet_suv: sitk.Image, organs: sitk.Image | None = None, liver_
     """Binary lesion mask (uint8) on the PET grid by the liver-referenced threshold; see the module doc.
 
     ``organs``: optional map on the PET grid whose non-zero voxels are physiological uptake to exclude.
-    ``floor_suv`` 4.0: never below median liver SUVmean (DOMAIN.md §5). ``max_volume_ml`` 100 mL: without an
+    ``floor_suv`` 4.0: never below median liver SUVmean (docs/DOMAIN.md §5). ``max_volume_ml`` 100 mL: without an
     organ map, larger components are taken for spleen, kidneys or bladder and dropped.
     """
     import cc3d

@@ -1,4 +1,4 @@
-"""Match lesion-ROIs between time points into links (Santoro-Fernandes et al., PMB 2021; DOMAIN.md §2).
+"""Match lesion-ROIs between time points into links (Santoro-Fernandes et al., PMB 2021; docs/DOMAIN.md §2).
 
 For every follow-up ``j`` (in time order) and every earlier time point ``i`` (most recent first):
 

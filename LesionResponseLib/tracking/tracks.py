@@ -1,6 +1,6 @@
 """Tracks: the connected components of the links over the accepted lesion-ROIs, with stable ids.
 
-A track is the path one lesion follows across all time points (DOMAIN.md §1). Two ROIs belong to the same
+A track is the path one lesion follows across all time points (docs/DOMAIN.md §1). Two ROIs belong to the same
 track when a chain of links joins them; a ROI without a link is a track of its own. Ids are stable across
 re-runs and reader edits: given the ``previous`` tracks, each new component keeps the id of the previous
 track it shares most ROIs with.

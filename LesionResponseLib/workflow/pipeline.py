@@ -17,7 +17,7 @@ what follows):
   points that gained them are re-measured and matching runs again on the grown label maps.
 - Quantification, tracks and response are cheap and always recomputed.
 
-Besides DOMAIN.md §8 the folder gets ``suv/tp{k}.nii.gz`` (float32 SUV PET, rewritten only when the PET
+Besides docs/DOMAIN.md §8 the folder gets ``suv/tp{k}.nii.gz`` (float32 SUV PET, rewritten only when the PET
 series or its SUV factor changed), read by the review, the reports and the Slicer module without going
 back to DICOM, and ``ct/tp{k}.nii.gz`` (the CT in HU, for CT/PET fusion in the review). When the folder holds a reader's review (``review/session.json``), the edits are
 re-applied to the new result and those that no longer apply are listed (``review/not_applicable.json``).
@@ -321,7 +321,7 @@ def _drop_stale_transforms(out: Path, keep: set[str]) -> None:
 
 def analyze(input_dir: str | Path, out_dir: str | Path, params: AnalysisParameters | None = None,
             patient: str | None = None, labels_dir: str | Path | None = None, progress: bool = True) -> Analysis:
-    """Analyse one patient's DICOM folder into ``out_dir`` (DOMAIN.md §8); see :func:`run_pipeline`.
+    """Analyse one patient's DICOM folder into ``out_dir`` (docs/DOMAIN.md §8); see :func:`run_pipeline`.
 
     ``labels_dir``: use ``tp{k}.nii.gz`` (or ``tp{k}_lesions.nii.gz``, phantom truth) instead of
     segmenting. ``progress``: show the current stage on the terminal (rich).

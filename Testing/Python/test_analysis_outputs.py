@@ -1,4 +1,4 @@
-"""The output folder contract (DOMAIN.md §8): exact columns, values, round trip, atomic writes; cohort figures."""
+"""The output folder contract (docs/DOMAIN.md §8): exact columns, values, round trip, atomic writes; cohort figures."""
 
 from __future__ import annotations
 

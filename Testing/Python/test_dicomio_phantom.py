@@ -76,7 +76,7 @@ def test_loaded_volumes_have_truth_geometry_and_simpleitk_values(make_phantom, v
     to_suv = {"gml": 1.0, "siemens-admin": info.weight_kg * 1e3 / info.injected_activity_bq,  # ADMIN: no decay
               "philips": info.suv_factor * PHILIPS_ACTIVITY_SCALE}.get(vendor, info.suv_factor)  # counts → Bq/mL
     assert np.abs(ours - itk_pet * to_suv).max() <= 1e-5 * ours.max()
-    assert 10 < ours.max() < 200  # lesions and spleen are in the DOTATATE SUV range (DOMAIN.md §5)
+    assert 10 < ours.max() < 200  # lesions and spleen are in the DOTATATE SUV range (docs/DOMAIN.md §5)
 
 
 def test_inspect_json_reports_truth(make_phantom):

@@ -1,4 +1,4 @@
-"""A hand-built analysis output folder (DOMAIN.md §8) for the report tests: tiny PET DICOM + labels + CSVs.
+"""A hand-built analysis output folder (docs/DOMAIN.md §8) for the report tests: tiny PET DICOM + labels + CSVs.
 
 Three time points, 32×32×20 voxels of 4 mm; four tracks with known categories:
 track 1 decreasing then decreasing, track 2 stable, track 3 disappearing at TP1, track 4 new at TP1 and
