@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python benchmarks/bench_segmentation.py [--seeds 100-104] [--models v4,v5] [--in-memory]``.
 
 Data: project phantom (``LesionResponseLib.phantom``), seeds 100-199 (never used for training, 1000-1999).
-Seed ``first + i`` is written as DICOM in vendor ``VENDORS[i % len(VENDORS)]`` (Siemens BQML/START,
+Seed ``s`` is written as DICOM in vendor ``VENDORS[s % len(VENDORS)]`` (so 100, 105, ... are Siemens BQML/START,
 Siemens ADMIN, Philips CNTS, GE reprocessed, GML) and read back through ``dicomio.find_timepoints`` /
 ``load_timepoint``, so the SUV a method sees is the one the pipeline sees. ``--in-memory`` skips DICOM.
 
@@ -28,10 +28,11 @@ share any detector can be expected to find.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,7 @@ def run(seeds: list[int], methods: dict[str, str], cache: Path, in_memory: bool)
     totals: dict[str, Totals] = {}
     print(f"{'seed':>4} {'vendor':>13} {'method':>24} {'lesions':>7} {'found':>5} {'ROIs':>4} {'FP':>3} {'Dice':>5} {'s':>5}  organ voxels")
     for i, seed in enumerate(seeds):
-        vendor = VENDORS[i % len(VENDORS)]
+        vendor = VENDORS[seed % len(VENDORS)]  # the same vendor whatever the range
         scan = load_scan(seed, vendor, cache, in_memory, with_ct)
         lesions, organ_map = scan.lesions, scan.organs
         for method in methods.values() if i == 0 else ():  # warm-up: loading is not inference time
@@ -278,18 +279,54 @@ def main() -> None:
     parser.add_argument("--models", default="v4,v5", help="shipped model versions (v4,v5) or model files to compare")
     parser.add_argument("--in-memory", action="store_true", help="skip the DICOM round trip")
     parser.add_argument("--cache", default=None, help="folder to keep generated DICOM phantoms in")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the threshold baseline")
+    parser.add_argument("--save", default=None, help="also write the figures to this JSON file (for --merge)")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="print the tables of runs saved with --save (e.g. seed ranges run in parallel)")
     args = parser.parse_args()
+    if args.merge:
+        totals, n_scans = merge_runs([Path(f) for f in args.merge])
+        print_all(totals, n_scans)
+        return
     torch.set_num_threads(args.threads)
     first, last = (int(v) for v in args.seeds.split("-"))
     methods = {Path(v).stem if v not in MODELS else v: str(_model_path(v))
                for v in args.models.split(",") if v and _model_path(v).exists()}
-    methods["threshold"] = "threshold"
+    if not args.no_baseline:
+        methods["threshold"] = "threshold"
     cache = Path(args.cache) if args.cache else Path(tempfile.gettempdir()) / "lesion_response_bench_seg"
     seeds = list(range(first, last + 1))
     totals = run(seeds, methods, cache, args.in_memory)
-    print_table(totals, len(seeds))
+    if args.save:
+        Path(args.save).write_text(json.dumps({"n_scans": len(seeds), "seeds": seeds,
+                                               "totals": {k: asdict(v) for k, v in totals.items()}}))
+    print_all(totals, len(seeds))
+
+
+def print_all(totals: dict[str, Totals], n_scans: int) -> None:
+    print_table(totals, n_scans)
     print_by_volume(totals)
     print_by_site(totals)
+
+
+def merge_runs(files: list[Path]) -> tuple[dict[str, Totals], int]:
+    """Figures of several ``--save`` files added up per method (each method's files must hold disjoint seeds;
+    files may hold different methods on the same seeds)."""
+    merged: dict[str, Totals] = {}
+    seeds: set[int] = set()
+    for path in files:
+        data = json.loads(path.read_text())
+        seeds |= set(data["seeds"])
+        for name, t in data["totals"].items():
+            into = merged.setdefault(name, Totals())
+            into.true, into.detected = into.true + t["true"], into.detected + t["detected"]
+            into.fp += t["fp"]
+            into.dice += t["dice"]
+            into.seconds += t["seconds"]
+            for organ, n in t["organ"].items():
+                into.organ[organ] = into.organ.get(organ, 0) + n
+            into.lesions += [(TrueLesion(**x), bool(d)) for x, d in t["lesions"]]
+    return merged, len(seeds)
 
 
 if __name__ == "__main__":
