@@ -1,9 +1,9 @@
 """Segmentation benchmark: model(s) vs the threshold baseline on held-out phantom patients, every vendor.
 
-Run: ``.venv/bin/python benchmarks/bench_segmentation.py [--seeds 100-104] [--models v1,v2] [--in-memory]``.
+Run: ``.venv/bin/python benchmarks/bench_segmentation.py [--seeds 100-104] [--models v4,v5] [--in-memory]``.
 
 Data: project phantom (``LesionResponseLib.phantom``), seeds 100-199 (never used for training, 1000-1999).
-Seed ``first + i`` is written as DICOM in vendor ``VENDORS[i % len(VENDORS)]`` (Siemens BQML/START,
+Seed ``s`` is written as DICOM in vendor ``VENDORS[s % len(VENDORS)]`` (so 100, 105, ... are Siemens BQML/START,
 Siemens ADMIN, Philips CNTS, GE reprocessed, GML) and read back through ``dicomio.find_timepoints`` /
 ``load_timepoint``, so the SUV a method sees is the one the pipeline sees. ``--in-memory`` skips DICOM.
 
@@ -12,26 +12,42 @@ or containing the centroid), false-positive ROIs per scan (ROIs touching no true
 each physiological organ (outside the true lesions dilated by 2 voxels, i.e. not partial-volume spill),
 median Dice of detected lesions, and seconds per whole-body scan (vertex to thigh, 2 threads).
 Every method runs on every scan; the per-scan lines show each method's own ROI count. Models are scored as
-shipped (equivocal ROIs dropped: < 0.5 mL and SUVmax not above liver) and "(no filter)".
+shipped (equivocal ROIs dropped: < 0.5 mL and SUVmax not above liver) and "(no filter)"; models with a CT
+channel get the scan's CT, and those that accept a missing CT are also scored without it ("(no CT)").
+
+Then detection of every true lesion (any size) by true volume (truth.json ``volume_ml``: < 0.5, 0.5-1, 1-2,
+2-5, > 5 mL) and by site (truth.json ``site``), next to the physical limit of each volume bin: the analytic
+peak recovery coefficient of a sphere of the bin's median volume (``metrics.sphere_recovery``) for the PSF
+alone (truth ``psf_fwhm_mm``, ~6 mm) and for the reconstructed image (``--recon-fwhm-mm``), and the expected
+peak contrast-to-noise ratio of the bin's lesions: recovery (reconstructed) x (true SUVmax - local background)
+/ local noise, both measured on the PET in a shell 8-16 mm around the lesion (median, 1.4826 x MAD). "CNR >= 5"
+is the share of lesions above Rose's criterion (Rose 1948: an object is reliably seen at SNR >= ~5), the
+share any detector can be expected to find.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from LesionResponseLib.segmentation import segment
-from LesionResponseLib.segmentation.metrics import evaluate, organ_voxels
-from LesionResponseLib.segmentation.model import MODELS_DIR
+from LesionResponseLib.segmentation import load_model, segment
+from LesionResponseLib.segmentation.metrics import evaluate, match_lesions, organ_voxels, sphere_recovery
+from LesionResponseLib.segmentation.model import MODELS_DIR, uses_ct
 
 MODELS = {p.stem.rsplit("_", 1)[-1]: p for p in sorted(MODELS_DIR.glob("lesion_segresnet_v*.pt"))}
+VOLUME_BINS_ML = (0.5, 1.0, 2.0, 5.0)  # edges: < 0.5, 0.5-1, 1-2, 2-5, > 5 mL
+# Reconstructed resolution of the phantom PET: the PSF (~6 mm) combined in quadrature with the 4 mm voxel
+# (box of 4 mm = Gaussian FWHM 2.72 mm) and the scanner-like 2 mm-sigma post-filter (FWHM 4.71 mm): 8.1 mm.
+RECON_FWHM_MM = 8.1
+ROSE_CNR = 5.0
 
 
 def _model_path(name: str) -> Path:
@@ -49,59 +65,131 @@ class Totals:
     dice: list[float] = field(default_factory=list)
     organ: dict[str, int] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
+    lesions: list[tuple[TrueLesion, bool]] = field(default_factory=list)  # every true lesion, detected?
 
 
-def load_scan(seed: int, vendor: str, cache: Path, in_memory: bool) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
-    """(SUV PET, true lesion labels, organ labels) of phantom ``seed``'s baseline, through DICOM unless
-    ``in_memory``; truth is resampled (nearest) onto the loaded PET grid."""
-    from LesionResponseLib.phantom import generate_patient, simulate_patient
+@dataclass
+class TrueLesion:
+    """A true lesion label of a benchmark scan: site, true volume (mL), expected peak CNR, PSF FWHM (mm)."""
+
+    site: str
+    volume_ml: float
+    cnr: float
+    psf_fwhm_mm: float
+
+
+@dataclass
+class Scan:
+    """One benchmark scan: SUV PET, CT (HU or None), truth label maps on the PET grid, true lesions by label."""
+
+    pet: sitk.Image
+    ct: sitk.Image | None
+    lesions: sitk.Image
+    organs: sitk.Image
+    truth: dict[int, TrueLesion]
+
+
+def load_scan(seed: int, vendor: str, cache: Path, in_memory: bool, with_ct: bool) -> Scan:
+    """Phantom ``seed``'s baseline, through DICOM unless ``in_memory`` (CT too if ``with_ct``); truth is
+    resampled (nearest) onto the loaded PET grid."""
+    from LesionResponseLib.phantom import generate_patient, load_truth, simulate_patient
 
     if in_memory:
-        tp = simulate_patient(seed, timepoints=1, with_ct=False).timepoints[0]
-        return tp.pet_suv, tp.lesion_labels, tp.organ_labels
+        patient = simulate_patient(seed, timepoints=1, with_ct=with_ct)
+        tp = patient.timepoints[0]
+        return Scan(tp.pet_suv, tp.ct, tp.lesion_labels, tp.organ_labels,
+                    _true_lesions(patient.truth, tp.pet_suv, tp.lesion_labels))
     from LesionResponseLib.dicomio import find_timepoints, load_timepoint
 
     folder = cache / f"s{seed}_{vendor}"
     if not (folder / "truth.json").exists():
         shutil.rmtree(folder, ignore_errors=True)
         generate_patient(folder, seed=seed, timepoints=1, vendor=vendor, extras=False)
-    pet = load_timepoint(find_timepoints(folder / "dicom").timepoints[0], with_ct=False).pet_suv
+    loaded = load_timepoint(find_timepoints(folder / "dicom").timepoints[0], with_ct=with_ct)
+    pet = loaded.pet_suv
     truth = [sitk.Resample(sitk.ReadImage(str(folder / "truth" / f"tp0_{kind}.nii.gz")), pet, sitk.Transform(),
                            sitk.sitkNearestNeighbor, 0) for kind in ("lesions", "organs")]
-    return pet, truth[0], truth[1]
+    return Scan(pet, loaded.ct, truth[0], truth[1], _true_lesions(load_truth(folder), pet, truth[0]))
 
 
-def _variants(pet: sitk.Image, method: str) -> dict[str, tuple[sitk.Image, float]]:
+def _true_lesions(truth: dict, pet: sitk.Image, labels: sitk.Image) -> dict[int, TrueLesion]:
+    """Site, true volume and expected peak contrast-to-noise ratio of every true lesion label at time point 0
+    (a lesion drawn with several labels shares its volume between them)."""
+    from scipy import ndimage
+
+    suv, label_map = sitk.GetArrayFromImage(pet), sitk.GetArrayFromImage(labels)
+    psf = float(truth["timepoints"][0].get("psf_fwhm_mm", 6.0))
+    shell_in, shell_out = (int(round(mm / min(pet.GetSpacing()))) for mm in (8.0, 16.0))
+    out = {}
+    for lesion in truth["lesions"]:
+        tp = lesion["timepoints"]["0"]
+        if not tp["present"]:
+            continue
+        for label in tp["labels"]:
+            mask = label_map == label
+            if not mask.any():
+                continue
+            box = tuple(slice(max(0, int(lo) - shell_out - 1), int(hi) + shell_out + 2)
+                        for lo, hi in zip(np.argwhere(mask).min(0), np.argwhere(mask).max(0), strict=True))
+            near = ndimage.binary_dilation(mask[box], iterations=shell_in)
+            shell = ndimage.binary_dilation(mask[box], iterations=shell_out) & ~near & (label_map[box] == 0)
+            values = suv[box][shell]
+            background = float(np.median(values))
+            noise = max(1.4826 * float(np.median(np.abs(values - background))), 1e-3)
+            volume = tp["volume_ml"] / len(tp["labels"])
+            contrast = sphere_recovery(volume, RECON_FWHM_MM) * (tp["suv_max"] - background)
+            out[int(label)] = TrueLesion(lesion["site"], volume, contrast / noise, psf)
+    return out
+
+
+def _variants(scan: Scan, method: str) -> dict[str, tuple[sitk.Image, float]]:
     """Label maps (and seconds) of one method: as shipped, and for models also without the equivocal-ROI
-    filter (``components.drop_equivocal_rois``), whose cost is added to the shipped variant's time."""
+    filter (``components.drop_equivocal_rois``), whose cost is added to the shipped variant's time; models with
+    a CT channel that accept a missing CT are also run without it."""
     from LesionResponseLib.segmentation import drop_equivocal_rois, liver_reference
 
-    start = time.perf_counter()
-    is_file = method.endswith(".pt")
-    labels = segment(pet, method="model" if is_file else method, model_path=method if is_file else None,
-                     equivocal_max_volume_ml=0.0)
-    raw_seconds = time.perf_counter() - start
+    pet = scan.pet
     if method == "threshold":
-        return {"": (labels, raw_seconds)}
-    filtered = drop_equivocal_rois(labels, pet, liver_reference(pet)[0])
-    return {"": (filtered, time.perf_counter() - start), " (no filter)": (labels, raw_seconds)}
+        start = time.perf_counter()
+        return {"": (segment(pet, method="threshold"), time.perf_counter() - start)}
+    out = {}
+    config = load_model(method).config
+    runs = {"": scan.ct}
+    if uses_ct(config) and config.missing_ct == "zeros":
+        runs[" (no CT)"] = None
+    for suffix, ct in runs.items():
+        start = time.perf_counter()
+        labels = segment(pet, ct, method="model", model_path=method, equivocal_max_volume_ml=0.0)
+        raw_seconds = time.perf_counter() - start
+        filtered = drop_equivocal_rois(labels, pet, liver_reference(pet)[0])
+        out[suffix] = (filtered, time.perf_counter() - start)
+        if not suffix:
+            out[" (no filter)"] = (labels, raw_seconds)
+    return out
 
 
 def run(seeds: list[int], methods: dict[str, str], cache: Path, in_memory: bool) -> dict[str, Totals]:
     from LesionResponseLib.phantom import ORGAN_LABELS, PHYSIOLOGICAL_ORGANS, VENDORS
 
     organs = {ORGAN_LABELS[n]: n for n in PHYSIOLOGICAL_ORGANS if n in ORGAN_LABELS}
+    with_ct = any(uses_ct(load_model(m).config) for m in methods.values() if m != "threshold")
     totals: dict[str, Totals] = {}
     print(f"{'seed':>4} {'vendor':>13} {'method':>24} {'lesions':>7} {'found':>5} {'ROIs':>4} {'FP':>3} {'Dice':>5} {'s':>5}  organ voxels")
     for i, seed in enumerate(seeds):
-        vendor = VENDORS[i % len(VENDORS)]
-        pet, lesions, organ_map = load_scan(seed, vendor, cache, in_memory)
-        segment(pet, method=next(iter(methods.values())))  # warm-up: model loading is not inference time
+        vendor = VENDORS[seed % len(VENDORS)]  # the same vendor whatever the range
+        scan = load_scan(seed, vendor, cache, in_memory, with_ct)
+        lesions, organ_map = scan.lesions, scan.organs
+        for method in methods.values() if i == 0 else ():  # warm-up: loading is not inference time
+            if method != "threshold":
+                load_model(method)
+                segment(scan.pet, scan.ct, method="model", model_path=method)
         for base, method in methods.items():
-            for suffix, (labels, seconds) in _variants(pet, method).items():
+            for suffix, (labels, seconds) in _variants(scan, method).items():
                 name = base + suffix
                 m = evaluate(labels, lesions)
                 t = totals.setdefault(name, Totals())
+                t.lesions += [(scan.truth[x.label], x.detected) for x in match_lesions(labels, lesions)
+                              if x.label in scan.truth]
                 t.true, t.detected = t.true + m.n_true, t.detected + m.n_detected
                 t.fp.append(m.false_positive_rois)
                 t.dice += m.dice
@@ -128,23 +216,117 @@ def print_table(totals: dict[str, Totals], n_scans: int) -> None:
               f"{max(t.fp)} | {organ} | {dice:.3f} | {np.mean(t.seconds):.1f} |")
 
 
+def _bin_name(volume_ml: float) -> str:
+    edges = VOLUME_BINS_ML
+    if volume_ml < edges[0]:
+        return f"< {edges[0]:g} mL"
+    for lo, hi in zip(edges, edges[1:], strict=False):
+        if volume_ml < hi:
+            return f"{lo:g}-{hi:g} mL"
+    return f"> {edges[-1]:g} mL"
+
+
+def print_by_volume(totals: dict[str, Totals]) -> None:
+    """Detection per true-volume bin, next to the analytic recovery and the expected contrast-to-noise."""
+    names = list(totals)
+    reference = totals[names[0]].lesions  # the same true lesions for every method
+    order = [_bin_name(v) for v in (0.1, 0.7, 1.5, 3.0, 10.0)]
+    print(f"\nDetection of every true lesion by true volume; RC = analytic peak recovery of a sphere of the bin's "
+          f"median volume (PSF ~{np.median([x.psf_fwhm_mm for x, _ in reference]):.1f} mm FWHM alone / "
+          f"reconstructed {RECON_FWHM_MM} mm); CNR = expected peak contrast-to-noise (median); "
+          f"CNR >= {ROSE_CNR:g}: share above Rose's criterion")
+    print("| true volume | lesions | median volume (mL) | RC (PSF) | RC (recon) | median CNR | CNR >= 5 | "
+          + " | ".join(names) + " |")
+    print("|---" * (7 + len(names)) + "|")
+    for name in order:
+        rows = [x for x, _ in reference if _bin_name(x.volume_ml) == name]
+        if not rows:
+            continue
+        volume = float(np.median([x.volume_ml for x in rows]))
+        psf = float(np.median([x.psf_fwhm_mm for x in rows]))
+        cnr = np.array([x.cnr for x in rows])
+        found = []
+        for method in names:
+            hits = [d for x, d in totals[method].lesions if _bin_name(x.volume_ml) == name]
+            found.append(f"{np.mean(hits):.2f} ({sum(hits)}/{len(hits)})")
+        print(f"| {name} | {len(rows)} | {volume:.2f} | {sphere_recovery(volume, psf):.2f} | "
+              f"{sphere_recovery(volume, RECON_FWHM_MM):.2f} | {np.median(cnr):.1f} | "
+              f"{np.mean(cnr >= ROSE_CNR):.2f} | " + " | ".join(found) + " |")
+
+
+def print_by_site(totals: dict[str, Totals]) -> None:
+    """Detection per lesion site (truth.json ``site``), all sizes and >= 0.5 mL true volume."""
+    names = list(totals)
+    sites = sorted({x.site for x, _ in totals[names[0]].lesions})
+    print("\nDetection by site (all true lesions | true volume >= 0.5 mL)")
+    print("| site | " + " | ".join(f"{n} (all) | {n} (>= 0.5 mL)" for n in names) + " |")
+    print("|---" * (1 + 2 * len(names)) + "|")
+    for site in sites:
+        cells = []
+        for method in names:
+            hits = [(x.volume_ml, d) for x, d in totals[method].lesions if x.site == site]
+            big = [d for v, d in hits if v >= VOLUME_BINS_ML[0]]
+            cells.append(f"{sum(d for _, d in hits)}/{len(hits)} | {sum(big)}/{len(big)}")
+        print(f"| {site} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     import torch
 
-    torch.set_num_threads(2)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine shared with other jobs)")
     parser.add_argument("--seeds", default="100-104", help="held-out seed range (100-199), e.g. 100-109")
-    parser.add_argument("--models", default="v1,v2", help="shipped model versions (v1,v2) or model files to compare")
+    parser.add_argument("--models", default="v4,v5", help="shipped model versions (v4,v5) or model files to compare")
     parser.add_argument("--in-memory", action="store_true", help="skip the DICOM round trip")
     parser.add_argument("--cache", default=None, help="folder to keep generated DICOM phantoms in")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the threshold baseline")
+    parser.add_argument("--save", default=None, help="also write the figures to this JSON file (for --merge)")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="print the tables of runs saved with --save (e.g. seed ranges run in parallel)")
     args = parser.parse_args()
+    if args.merge:
+        totals, n_scans = merge_runs([Path(f) for f in args.merge])
+        print_all(totals, n_scans)
+        return
+    torch.set_num_threads(args.threads)
     first, last = (int(v) for v in args.seeds.split("-"))
     methods = {Path(v).stem if v not in MODELS else v: str(_model_path(v))
                for v in args.models.split(",") if v and _model_path(v).exists()}
-    methods["threshold"] = "threshold"
+    if not args.no_baseline:
+        methods["threshold"] = "threshold"
     cache = Path(args.cache) if args.cache else Path(tempfile.gettempdir()) / "lesion_response_bench_seg"
     seeds = list(range(first, last + 1))
-    print_table(run(seeds, methods, cache, args.in_memory), len(seeds))
+    totals = run(seeds, methods, cache, args.in_memory)
+    if args.save:
+        Path(args.save).write_text(json.dumps({"n_scans": len(seeds), "seeds": seeds,
+                                               "totals": {k: asdict(v) for k, v in totals.items()}}))
+    print_all(totals, len(seeds))
+
+
+def print_all(totals: dict[str, Totals], n_scans: int) -> None:
+    print_table(totals, n_scans)
+    print_by_volume(totals)
+    print_by_site(totals)
+
+
+def merge_runs(files: list[Path]) -> tuple[dict[str, Totals], int]:
+    """Figures of several ``--save`` files added up per method (each method's files must hold disjoint seeds;
+    files may hold different methods on the same seeds)."""
+    merged: dict[str, Totals] = {}
+    seeds: set[int] = set()
+    for path in files:
+        data = json.loads(path.read_text())
+        seeds |= set(data["seeds"])
+        for name, t in data["totals"].items():
+            into = merged.setdefault(name, Totals())
+            into.true, into.detected = into.true + t["true"], into.detected + t["detected"]
+            into.fp += t["fp"]
+            into.dice += t["dice"]
+            into.seconds += t["seconds"]
+            for organ, n in t["organ"].items():
+                into.organ[organ] = into.organ.get(organ, 0) + n
+            into.lesions += [(TrueLesion(**x), bool(d)) for x, d in t["lesions"]]
+    return merged, len(seeds)
 
 
 if __name__ == "__main__":

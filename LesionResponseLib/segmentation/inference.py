@@ -27,7 +27,10 @@ def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "mo
     bundle folder (nnU-Net v2 folders are not supported). Model inference: resample to the model spacing,
     sliding-window inference (CPU, GPU when present), probability back to the PET grid (linear), threshold,
     then 26-connected components >= ``min_volume_ml`` (mL) with touching lesions split (see ``label_rois``).
-    ``ct`` is accepted for models with a CT channel; the shipped model is PET-only and ignores it.
+    ``ct``: the time point's CT (HU, any grid in the PET's frame of reference), the second input of models
+    whose config lists a ``ct_hu`` channel (``model.ct_channel``); PET-only models ignore it. A CT-channel
+    model without a CT raises :class:`SegmentationError`, unless its config says ``missing_ct="zeros"``
+    (trained with CT dropout: it then runs on the PET alone, see the model card).
     ``progress``: True for MONAI's progress bar, or a callable receiving stage names.
     Model outputs then lose their equivocal ROIs: smaller than ``equivocal_max_volume_ml`` (0.5 mL; 0 keeps
     all) with SUVmax not above the liver SUVmean (``threshold.liver_reference``); see ``drop_equivocal_rois``.
@@ -39,11 +42,8 @@ def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "mo
         mask = threshold_mask(pet_suv, organs=organs)
     else:
         model = _model(model_path if method == "model" else method)
-        if "ct" in model.config.channels:
-            raise SegmentationError(describe("models with a CT channel are not supported by this version",
-                                             path=model.path, fix="Use a PET-only model."))
         report("inference")
-        probability = model.probability(pet_suv, progress=progress is True)
+        probability = model.probability(pet_suv, progress=progress is True, ct=ct)
         probability = sitk.Resample(probability, pet_suv, sitk.Transform(), sitk.sitkLinear, 0.0)
         mask = probability > model.config.threshold
     report("components")

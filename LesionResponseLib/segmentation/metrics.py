@@ -19,30 +19,51 @@ class ScanMetrics:
     fp_by_organ: dict[str, int] = field(default_factory=dict)  # false-positive ROIs lying mostly in an organ
 
 
-def evaluate(predicted: sitk.Image, truth: sitk.Image, organs: sitk.Image | None = None,
-             organ_names: dict[int, str] | None = None, min_volume_ml: float = 0.5) -> ScanMetrics:
-    """A true lesion is detected when a predicted ROI has Dice >= 0.1 with it or contains its centroid.
+@dataclass
+class LesionMatch:
+    """How one true lesion label fared: its mask volume (mL), whether it was detected, best Dice."""
 
-    Its Dice is that of the best-matching predicted ROI. A predicted ROI overlapping no true lesion is a
-    false positive, attributed to the organ holding most of its voxels (if any).
-    """
+    label: int
+    mask_ml: float
+    detected: bool
+    dice: float
+
+
+def match_lesions(predicted: sitk.Image, truth: sitk.Image) -> list[LesionMatch]:
+    """Every true lesion label (any size): detected when a predicted ROI has Dice >= 0.1 with it or contains
+    its centroid; its Dice is that of the best-matching predicted ROI."""
     pred, true = sitk.GetArrayFromImage(predicted), sitk.GetArrayFromImage(truth)
     voxel_ml = float(np.prod(truth.GetSpacing())) / 1000.0
-    metrics = ScanMetrics()
+    matches = []
     for label in (int(v) for v in np.unique(true) if v):
         lesion = true == label
-        if lesion.sum() * voxel_ml < min_volume_ml:
-            continue
-        metrics.n_true += 1
         centroid = tuple(np.round(np.argwhere(lesion).mean(0)).astype(int))
         overlaps, counts = np.unique(pred[lesion], return_counts=True)
         best = 0.0
         for roi, count in zip(overlaps, counts, strict=True):
             if roi:
                 best = max(best, 2 * count / (lesion.sum() + (pred == roi).sum()))
-        if best >= 0.1 or pred[centroid] > 0:
+        matches.append(LesionMatch(label, float(lesion.sum() * voxel_ml), bool(best >= 0.1 or pred[centroid] > 0),
+                                   float(best)))
+    return matches
+
+
+def evaluate(predicted: sitk.Image, truth: sitk.Image, organs: sitk.Image | None = None,
+             organ_names: dict[int, str] | None = None, min_volume_ml: float = 0.5) -> ScanMetrics:
+    """Sensitivity counts true lesions of >= ``min_volume_ml`` (mask volume), detected as in ``match_lesions``.
+
+    A predicted ROI overlapping no true lesion is a false positive, attributed to the organ holding most of
+    its voxels (if any).
+    """
+    pred, true = sitk.GetArrayFromImage(predicted), sitk.GetArrayFromImage(truth)
+    metrics = ScanMetrics()
+    for match in match_lesions(predicted, truth):
+        if match.mask_ml < min_volume_ml:
+            continue
+        metrics.n_true += 1
+        if match.detected:
             metrics.n_detected += 1
-            metrics.dice.append(float(best))
+            metrics.dice.append(match.dice)
     organ = sitk.GetArrayFromImage(organs) if organs is not None else None
     for roi in (int(v) for v in np.unique(pred) if v):
         region = pred == roi
@@ -66,3 +87,19 @@ def organ_voxels(predicted: sitk.Image, truth: sitk.Image, organs: sitk.Image, o
     labelled = (sitk.GetArrayViewFromImage(predicted) > 0) & ~near_lesion
     organ = sitk.GetArrayViewFromImage(organs)
     return {name: int((labelled & (organ == value)).sum()) for value, name in organ_names.items()}
+
+
+def sphere_recovery(volume_ml: float, fwhm_mm: float) -> float:
+    """Peak recovery coefficient of a uniform sphere of ``volume_ml`` (mL) blurred by an isotropic Gaussian
+    of ``fwhm_mm`` (mm): the blurred value at its centre over its true value (noise-free, analytic).
+
+    The centre of a sphere of radius R convolved with a Gaussian of standard deviation s is the probability
+    that a 3D normal vector lies within R: erf(R / (s sqrt 2)) - sqrt(2 / pi) (R / s) exp(-R^2 / (2 s^2))
+    (the chi distribution with 3 degrees of freedom). Partial-volume theory: Hoffman et al., J Comput
+    Assist Tomogr 1979;3:299-308; Soret et al., J Nucl Med 2007;48:932-945.
+    """
+    from math import erf, exp, pi, sqrt
+
+    radius = (3.0 * volume_ml * 1000.0 / (4.0 * pi)) ** (1.0 / 3.0)
+    x = radius / (fwhm_mm / (2.0 * sqrt(2.0 * np.log(2.0))))
+    return erf(x / sqrt(2.0)) - sqrt(2.0 / pi) * x * exp(-x * x / 2.0)

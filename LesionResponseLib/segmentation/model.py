@@ -2,9 +2,11 @@
 
 Network: MONAI ``SegResNet`` (init_filters=8, ~1.2 M parameters, 4.7 MB). Chosen over DynUNet because it
 is compact, residual, uses GroupNorm (stable at batch size 2) and runs a whole-body PET on 2 CPU cores in
-seconds. Input: SUV PET only (CT is optional in the pipeline and vendor-dependent). Normalisation:
-``log1p(SUV)`` - SUV is already a physical, vendor-neutral scale; log1p compresses the heavy tail
-(lesions SUV 8-80) without per-image z-scoring, which would let one hot bladder rescale the whole image.
+seconds. Input channels (``ModelConfig.channels``): ``pet_suv`` alone (v1-v4), or ``pet_suv`` + ``ct_hu``.
+PET normalisation: ``log1p(SUV)`` - SUV is already a physical, vendor-neutral scale; log1p compresses the heavy
+tail (lesions SUV 8-80) without per-image z-scoring, which would let one hot bladder rescale the whole image.
+CT (``ct_channel``): the same time point's CT (same frame of reference, so identity resampling) on the model
+grid, clipped to a soft-tissue window and scaled to [-1, 1] (HU is a physical scale too; see ``ct_window_hu``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,15 @@ class ModelConfig:
     version: str = "1.0.0"
     architecture: str = "SegResNet"
     init_filters: int = 8
-    channels: tuple[str, ...] = ("pet_suv",)  # input channels, in order
+    channels: tuple[str, ...] = ("pet_suv",)  # input channels, in order: "pet_suv" [, "ct_hu"]
+    # CT channel: HU clipped to this window, scaled linearly to [-1, 1]. Default = the radiological abdominal
+    # soft-tissue window (level 40, width 400 HU): fat (-100), unenhanced organs and nodes (20-60 HU) and
+    # marrow (250) keep their contrast; lung/air and cortical bone saturate, which are never what tells an
+    # adrenal or pancreas from a node. HU is calibrated on every CT (water 0, air -1000), so no per-image scaling.
+    ct_window_hu: tuple[float, float] = (-160.0, 240.0)
+    # A CT-channel model given no CT: "error" (refuse), or "zeros" (feed the channel's missing-CT value 0, which
+    # the model saw during training with CT dropout - ``trained_on["ct_dropout"]`` - so it falls back to PET).
+    missing_ct: str = "error"
     spacing_mm: tuple[float, float, float] = (4.0, 4.0, 4.0)  # isotropic 4 mm = typical PET voxel
     normalisation: str = "log1p_suv"  # log1p_suv | none
     patch_size: tuple[int, int, int] = (64, 64, 64)  # voxels; 256 mm sees a whole spleen or kidney
@@ -67,6 +77,31 @@ def normalise(suv: np.ndarray, config: ModelConfig) -> np.ndarray:
     return suv.astype(np.float32)
 
 
+def uses_ct(config: ModelConfig) -> bool:
+    """Whether the model has a CT input channel."""
+    return "ct_hu" in config.channels
+
+
+def ct_channel(ct: sitk.Image | None, grid: sitk.Image, config: ModelConfig) -> np.ndarray:
+    """CT input channel on ``grid`` (the model-grid PET): HU in ``config.ct_window_hu`` scaled to [-1, 1].
+
+    PET and CT of one time point share their frame of reference (DICOM PS3.3 C.7.4.1), so the CT is resampled
+    with the identity transform: first block-averaged by the whole factor between the spacings (``BinShrink``:
+    a 0.7-1 mm diagnostic CT is averaged rather than point-sampled onto 4 mm voxels; 0.1 s where a Gaussian
+    took 1.5 s on a whole-body CT), then linearly interpolated; outside the CT field of view it is air
+    (-1000 HU). ``ct`` None gives the missing-CT value 0 everywhere.
+    """
+    if ct is None:
+        return np.zeros(sitk.GetArrayViewFromImage(grid).shape, np.float32)
+    factors = [max(1, int(t // s)) for s, t in zip(ct.GetSpacing(), grid.GetSpacing(), strict=True)]
+    if max(factors) > 1:
+        ct = sitk.BinShrink(ct, factors)
+    hu = sitk.GetArrayFromImage(sitk.Resample(ct, grid, sitk.Transform(), sitk.sitkLinear, -1000.0,
+                                              sitk.sitkFloat32))
+    low, high = config.ct_window_hu
+    return (2.0 * (np.clip(hu, low, high) - low) / (high - low) - 1.0).astype(np.float32)
+
+
 def resample_to_spacing(image: sitk.Image, spacing_mm, interpolator=sitk.sitkLinear) -> sitk.Image:
     """``image`` resampled to ``spacing_mm`` over the same physical extent, origin and direction."""
     size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing_mm,
@@ -83,8 +118,13 @@ class SegmentationModel:
     config: ModelConfig
     path: Path | None = None
 
-    def probability(self, pet_suv: sitk.Image, progress: bool = False, device: str | None = None) -> sitk.Image:
-        """Lesion probability (0-1, float32) on the model's grid (``config.spacing_mm``)."""
+    def probability(self, pet_suv: sitk.Image, progress: bool = False, device: str | None = None,
+                    ct: sitk.Image | None = None) -> sitk.Image:
+        """Lesion probability (0-1, float32) on the model's grid (``config.spacing_mm``).
+
+        ``ct``: the time point's CT (HU), used by models with a ``ct_hu`` channel (see ``ct_channel``);
+        such a model given none raises :class:`SegmentationError` unless its ``missing_ct`` is ``"zeros"``.
+        """
         import torch
         from monai.inferers import sliding_window_inference
 
@@ -93,7 +133,11 @@ class SegmentationModel:
         image = resample_to_spacing(sitk.Cast(pet_suv, sitk.sitkFloat32), self.config.spacing_mm)
         suv = sitk.GetArrayFromImage(image)  # z, y, x
         box = _body_box(suv)
-        tensor = torch.from_numpy(normalise(suv[box], self.config))[None, None].to(device)
+        channels = [normalise(suv[box], self.config)]
+        if uses_ct(self.config):
+            self._check_ct(ct)
+            channels.append(ct_channel(ct, image, self.config)[box])
+        tensor = torch.from_numpy(np.stack(channels))[None].to(device)
         network = self.network.to(device).eval()
         with torch.inference_mode():
             logits = sliding_window_inference(tensor, self.config.patch_size, sw_batch_size=2, predictor=network,
@@ -105,6 +149,15 @@ class SegmentationModel:
         out = sitk.GetImageFromArray(full)
         out.CopyInformation(image)
         return out
+
+    def _check_ct(self, ct: sitk.Image | None) -> None:
+        if ct is None and self.config.missing_ct != "zeros":
+            raise SegmentationError(describe(
+                "this model has a CT input channel but the time point has no CT", path=self.path,
+                fix="Provide the PET/CT study's CT series, or segment with a PET-only model (--method PATH)."))
+        if ct is not None and ct.GetDimension() != 3:
+            raise SegmentationError(describe(f"CT image has {ct.GetDimension()} dimensions, not 3",
+                                             fix="Pass the time point's 3D CT volume (HU)."))
 
 
 def _body_box(suv: np.ndarray, body_suv: float = 0.1, margin: int = 4) -> tuple[slice, ...]:

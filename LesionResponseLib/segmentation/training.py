@@ -1,9 +1,9 @@
 """Training of the lesion segmentation model on the project phantom (seeds 1000-1999 are reserved for it).
 
 Seed ranges: 1-99 tests and demos, 100-199 benchmark, 1000-1999 training and threshold calibration.
-Each training scan is one ``LesionResponseLib.phantom.simulate_patient`` time point (PET only, whole body)
-with its own noise level (``noise_range``) and patient motion; vendors differ only in DICOM storage, which
-the loader turns into the same SUV image, so the in-memory SUV covers them.
+Each training scan is one ``LesionResponseLib.phantom.simulate_patient`` time point (whole body; with its CT
+when the model has a ``ct_hu`` channel) with its own noise level (``noise_range``) and patient motion; vendors
+differ only in DICOM storage, which the loader turns into the same SUV image, so the in-memory SUV covers them.
 """
 
 from __future__ import annotations
@@ -19,32 +19,38 @@ import SimpleITK as sitk
 
 from LesionResponseLib.segmentation.model import (
     ModelConfig,
+    SegmentationError,
     build_network,
+    ct_channel,
     normalise,
     resample_to_spacing,
     save_model,
+    uses_ct,
 )
 
 TRAIN_SEEDS = range(1000, 2000)  # never used by tests (1-99) or benchmarks (100-199)
-CROP_KEYS = ("image", "label", "hard", "classes_cls_indices")  # only these reach the cropper (it deep-copies extras)
+CROP_KEYS = ("image", "ct", "label", "hard", "classes_cls_indices")  # only these reach the cropper (it deep-copies
+# extras); "ct" only in samples of CT-channel models
 
 
 @dataclass
 class PhantomScan:
-    """One phantom time point: SUV PET, true lesion labels and organ labels, all on the PET grid."""
+    """One phantom time point: SUV PET, true lesion labels and organ labels on the PET grid; CT (HU) if asked."""
 
     pet_suv: sitk.Image
     lesions: sitk.Image
     organs: sitk.Image
+    ct: sitk.Image | None = None
 
 
-def phantom_scan(seed: int, noise_scale: float = 1.0, axial_extent_mm: float | None = None) -> PhantomScan:
-    """The baseline scan of phantom patient ``seed`` (PET only; ``axial_extent_mm`` for a short slab)."""
+def phantom_scan(seed: int, noise_scale: float = 1.0, axial_extent_mm: float | None = None,
+                 with_ct: bool = False) -> PhantomScan:
+    """The baseline scan of phantom patient ``seed`` (``axial_extent_mm`` for a short slab; CT if ``with_ct``)."""
     from LesionResponseLib.phantom import simulate_patient
 
-    tp = simulate_patient(seed, timepoints=1, with_ct=False, noise_scale=noise_scale,
+    tp = simulate_patient(seed, timepoints=1, with_ct=with_ct, noise_scale=noise_scale,
                           axial_extent_mm=axial_extent_mm).timepoints[0]
-    return PhantomScan(tp.pet_suv, tp.lesion_labels, tp.organ_labels)
+    return PhantomScan(tp.pet_suv, tp.lesion_labels, tp.organ_labels, tp.ct)
 
 
 HARD_NEGATIVE_EXTRA = ("thyroid",)  # physiological DOTATATE uptake outside DOMAIN §5's list (thyroid SUV 2-4)
@@ -70,7 +76,8 @@ def crop_ratios() -> list[float]:
 
 
 def make_sample(scan: PhantomScan, config: ModelConfig, max_per_class: int = 20000) -> dict[str, np.ndarray]:
-    """One training scan on the model grid: SUV (1, z, y, x), lesion mask and sampling classes.
+    """One training scan on the model grid: SUV (1, z, y, x), lesion mask and sampling classes, and for
+    CT-channel models the normalised CT channel ``ct`` (1, z, y, x; end padding is air, -1).
 
     Sampling classes: 0 background, 1 lesion, 2 + j the j-th hard-negative organ of ``physiological_labels``
     (spleen, kidneys, adrenals, pituitary, liver, uncinate, bowel, bladder, thyroid) - so crops are drawn
@@ -90,6 +97,10 @@ def make_sample(scan: PhantomScan, config: ModelConfig, max_per_class: int = 200
     sample = {"image": np.pad(sitk.GetArrayFromImage(pet), pad)[None].astype(np.float32),
               "label": np.pad(label, pad)[None], "classes": np.pad(classes, pad)[None]}
     sample["hard"] = (sample["classes"] >= 2).astype(np.uint8)  # hard-negative voxels (loss weight)
+    if uses_ct(config):
+        if scan.ct is None:
+            raise SegmentationError("a CT-channel model needs training scans with CT (phantom_scan(with_ct=True))")
+        sample["ct"] = np.pad(ct_channel(scan.ct, pet, config), pad, constant_values=-1.0)[None]
     return _with_class_indices(sample, max_per_class)
 
 
@@ -109,31 +120,44 @@ def training_pool(seeds: Sequence[int], config: ModelConfig, noise_range: tuple[
     rng = np.random.default_rng(list(seeds)[:1] or [0])
     pool = []
     for seed in seeds:
-        scan = phantom_scan(seed, float(rng.uniform(*noise_range)), axial_extent_mm)
+        scan = phantom_scan(seed, float(rng.uniform(*noise_range)), axial_extent_mm, with_ct=uses_ct(config))
         pool.append(make_sample(scan, config))
         if on_scan:
             on_scan(seed)
     return pool
 
 
-def _transforms(config: ModelConfig, samples_per_scan: int):
+def _transforms(config: ModelConfig, samples_per_scan: int, ct_dropout: float = 0.0):
+    """Random crops and augmentation; the network input ends up in ``image`` (PET channel, then CT if any).
+
+    ``ct_dropout``: probability that a crop's CT channel is replaced by the missing-CT value 0, so the model
+    also learns to segment from the PET alone (modality dropout; the fallback for a time point without CT).
+    """
     from monai.transforms import (
         Compose,
+        ConcatItemsd,
         Lambdad,
         RandCropByLabelClassesd,
         RandGaussianNoised,
+        RandLambdad,
         RandScaleIntensityd,
     )
 
-    return Compose([
-        RandCropByLabelClassesd(["image", "label", "hard"], label_key="classes", spatial_size=config.patch_size,
+    with_ct = uses_ct(config)
+    keys = ["image", "ct", "label", "hard"] if with_ct else ["image", "label", "hard"]
+    steps = [
+        RandCropByLabelClassesd(keys, label_key="classes", spatial_size=config.patch_size,
                                 ratios=crop_ratios(), num_classes=len(crop_ratios()),
                                 num_samples=samples_per_scan, warn=False,
                                 indices_key="classes_cls_indices", image_key="image"),
         RandScaleIntensityd("image", factors=0.2, prob=0.8),  # SUV calibration / weight errors +-20 %
         Lambdad("image", lambda x: normalise(np.asarray(x), config)),
         RandGaussianNoised("image", prob=0.3, std=0.05),
-    ])
+    ]
+    if with_ct:
+        steps += [RandLambdad("ct", lambda x: x * 0, prob=ct_dropout),
+                  ConcatItemsd(["image", "ct"], "image")]
+    return Compose(steps)
 
 
 def _dice(prob: np.ndarray, truth: np.ndarray, threshold: float) -> float:
@@ -148,7 +172,7 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
           max_minutes: float | None = None, log_path: str | Path | None = None, num_threads: int = 2,
           init_from: str | Path | None = None, noise_range: tuple[float, float] = (0.6, 1.6),
           axial_extent_mm: float | None = None, calibrate: bool = True, organ_loss_weight: float = 1.0,
-          on_step: Callable[[int, dict], None] | None = None,
+          ct_dropout: float = 0.0, on_step: Callable[[int, dict], None] | None = None,
           on_scan: Callable[[int], None] | None = None) -> Path:
     """Train a SegResNet on phantom scans of ``seeds`` and write the model file ``out_path``.
 
@@ -160,12 +184,18 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     fixed crops of ``val_seeds`` is logged and a checkpoint saved. ``max_minutes`` stops early (checkpointed).
     ``calibrate``: afterwards pick the probability threshold on ``val_seeds`` (see ``calibrate_threshold``).
     ``organ_loss_weight``: weight of hard-negative organ voxels in the cross-entropy term (1 = plain Dice+CE).
+    CT-channel models (``config.channels`` with ``ct_hu``) train on the phantom's CT too; ``ct_dropout`` > 0
+    blanks the CT of that share of crops and marks the model ``missing_ct="zeros"`` (runs without CT).
+    ``init_from`` may have fewer input channels: the added channels' first-layer weights start at zero, so
+    training starts from that model's behaviour.
     """
     import torch
 
     torch.manual_seed(0)
     torch.set_num_threads(num_threads)
     config = config or ModelConfig()
+    if uses_ct(config):
+        config = replace(config, missing_ct="zeros" if ct_dropout > 0 else "error")
     out_path = Path(out_path)
     log_path = Path(log_path) if log_path else out_path.with_suffix(".log.csv")
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,13 +205,14 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     optimiser = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, steps))
     loss_fn = _loss_function(organ_loss_weight)
-    step_fn = _step_function(network, optimiser, schedule, loss_fn, _transforms(config, samples_per_scan),
-                             pool, batch_scans)
+    step_fn = _step_function(network, optimiser, schedule, loss_fn,
+                             _transforms(config, samples_per_scan, ct_dropout), pool, batch_scans)
     config = replace(config, trained_on={
         "generator": "LesionResponseLib.phantom.simulate_patient", "seeds": [int(min(seeds)), int(max(seeds))],
         "n_scans": len(pool), "noise_range": list(noise_range), "init_from": str(init_from or ""),
         "learning_rate": learning_rate, "crops_per_step": batch_scans * samples_per_scan,
-        "crop_ratios": crop_ratios(), "organ_loss_weight": organ_loss_weight})
+        "crop_ratios": crop_ratios(), "organ_loss_weight": organ_loss_weight,
+        **({"ct_dropout": ct_dropout} if uses_ct(config) else {})})
     start = time.time()
     with open(log_path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, ["step", "loss", "lr", "val_dice", "elapsed_s"])
@@ -222,12 +253,27 @@ def _loss_function(organ_loss_weight: float) -> Callable:
 
 
 def _initial_network(config: ModelConfig, init_from: str | Path | None):
-    """A fresh network for ``config``, or the weights of ``init_from`` (same architecture required)."""
+    """A fresh network for ``config``, or the weights of ``init_from`` (same architecture; it may have fewer
+    input channels, whose missing first-layer weights are set to 0 so the new channel starts switched off)."""
     network = build_network(config)
     if init_from is not None:
+        import torch
+
         from LesionResponseLib.segmentation.model import load_model
 
-        network.load_state_dict(load_model(init_from).network.state_dict())
+        target = network.state_dict()
+        source = load_model(init_from).network.state_dict()
+        for key, value in source.items():
+            wanted = target.get(key)
+            if wanted is not None and wanted.shape != value.shape:
+                if value.dim() < 2 or value.shape[:1] + value.shape[2:] != wanted.shape[:1] + wanted.shape[2:] \
+                        or value.shape[1] > wanted.shape[1]:
+                    raise SegmentationError(f"{init_from}: weight {key} has shape {tuple(value.shape)}, the new "
+                                            f"network {tuple(wanted.shape)}; only added input channels can differ")
+                padded = torch.zeros_like(wanted)
+                padded[:, :value.shape[1]] = value
+                source[key] = padded
+        network.load_state_dict(source)
     return network
 
 
@@ -238,7 +284,8 @@ def _step_function(network, optimiser, schedule, loss_fn, transform, pool, batch
     rng = np.random.default_rng(0)
 
     def step() -> float:
-        picked = [{k: pool[i][k] for k in CROP_KEYS} for i in rng.integers(0, len(pool), batch_scans)]
+        picked = [{k: pool[i][k] for k in CROP_KEYS if k in pool[i]}
+                  for i in rng.integers(0, len(pool), batch_scans)]
         crops = [c for sample in picked for c in transform(sample)]
         images = torch.stack([torch.as_tensor(np.asarray(c["image"])) for c in crops]).float()
         labels = torch.stack([torch.as_tensor(np.asarray(c["label"])) for c in crops]).float()
@@ -269,8 +316,8 @@ def calibrate_threshold(model_path: str | Path, val_seeds: Sequence[int] = (1990
     from LesionResponseLib.segmentation.model import load_model
 
     model = load_model(model_path)
-    scans = [phantom_scan(seed, axial_extent_mm=axial_extent_mm) for seed in val_seeds]
-    probs = [sitk.Resample(model.probability(s.pet_suv), s.pet_suv, sitk.Transform(), sitk.sitkLinear, 0.0)
+    scans = [phantom_scan(seed, axial_extent_mm=axial_extent_mm, with_ct=uses_ct(model.config)) for seed in val_seeds]
+    probs = [sitk.Resample(model.probability(s.pet_suv, ct=s.ct), s.pet_suv, sitk.Transform(), sitk.sitkLinear, 0.0)
              for s in scans]
     scores = {}
     for t in candidates:
@@ -289,19 +336,22 @@ def calibrate_threshold(model_path: str | Path, val_seeds: Sequence[int] = (1990
 
 
 def _validation_crops(samples: list[dict], config: ModelConfig) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Fixed crops (normalised image, label) of ``config.patch_size`` centred on a lesion and on an organ voxel."""
+    """Fixed crops (network input (C, z, y, x), label) of ``config.patch_size`` centred on a lesion and on an
+    organ voxel; the CT channel, if any, is kept (no dropout)."""
     crops = []
     half = np.array(config.patch_size) // 2
     for sample in samples:
         pad = [(0, max(0, 2 * h - n)) for h, n in zip(half, sample["image"].shape[1:], strict=True)]
         image, label, classes = (np.pad(sample[key][0], pad) for key in ("image", "label", "classes"))
+        ct = np.pad(sample["ct"][0], pad, constant_values=-1.0) if "ct" in sample else None
         for target in (classes == 1, classes >= 2):
             if not target.any():
                 continue
             centre = np.argwhere(target)[len(np.argwhere(target)) // 2]
             lo = np.clip(centre - half, 0, np.maximum(np.array(image.shape) - 2 * half, 0))
             sl = tuple(slice(a, a + 2 * h) for a, h in zip(lo, half, strict=True))
-            crops.append((normalise(image[sl], config), label[sl]))
+            channels = [normalise(image[sl], config)] + ([ct[sl]] if ct is not None else [])
+            crops.append((np.stack(channels).astype(np.float32), label[sl]))
     return crops
 
 
@@ -313,6 +363,6 @@ def _evaluate(network, crops, config: ModelConfig) -> float:
     scores = []
     with torch.inference_mode():
         for image, label in crops:
-            prob = torch.sigmoid(network(torch.from_numpy(np.ascontiguousarray(image))[None, None]))[0, 0].numpy()
+            prob = torch.sigmoid(network(torch.from_numpy(np.ascontiguousarray(image))[None]))[0, 0].numpy()
             scores.append(_dice(prob, label, config.threshold))
     return float(np.mean(scores)) if scores else float("nan")
