@@ -25,8 +25,9 @@ def _seed_range(text: str) -> range:
 
 
 def train_command(
-    out: Path = typer.Option(Path("Resources/Models/lesion_segresnet_v4.pt"), "--out", "-o",
-                             help="Model file to write (state_dict + config, versioned .pt; a .json copy too)."),
+    out: Path = typer.Option(Path("lesion_segresnet_trained.pt"), "--out", "-o",
+                             help="Model file to write (state_dict + config, versioned .pt; a .json copy too). "
+                                  "The default never overwrites the shipped model."),
     seeds: str = typer.Option("1000-1015", help="Phantom training seeds, FIRST-LAST (1000-1999 are reserved "
                                                 "for training; 1-99 tests, 100-199 benchmark)."),
     steps: int = typer.Option(1000, help="Optimiser steps (2 crops of PATCH^3 voxels each)."),
