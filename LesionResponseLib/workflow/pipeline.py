@@ -4,9 +4,9 @@ Stages and their cache (``OUT/cache/``; a stage is reused when the hash of its i
 parameters it uses is unchanged, so a re-run after a matching-parameter change redoes only matching and
 what follows):
 
-- ``segmentation`` per time point, key = PET series UID + SUV factor + method + ``min_roi_volume_ml`` +
+- ``segmentation`` per time point, key = PET series UID + SUV factor + CT series UID + method + ``min_roi_volume_ml`` +
   ``equivocal_max_volume_ml`` + model file hash (or the supplied label file's hash) → ``cache/seg-<key>.nii.gz``.
-- ``registration`` per follow-up k onto the baseline, key = PET/CT series UIDs of both + method →
+- ``registration`` per follow-up k onto the baseline, key = PET/CT series UIDs of both + the method that runs (``auto`` resolved) →
   ``cache/reg-<key>.tfm|.h5`` + ``.json``; copied to ``OUT/transforms/tp0_to_tp{k}.*``.
 - ``matching``, key = hash of every label map + the registration keys + ``dilation_mm``,
   ``max_match_distance_mm``, ``min_overlap``, ``extra`` → ``cache/match-<key>.json``.
@@ -128,7 +128,8 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
     """Label map of one loaded time point: from ``labels_dir``, the cache, or :func:`segment`."""
     k = tp.info.index
     source = file_digest(_find_label_file(labels_dir, k)) if labels_dir else model_digest(params)
-    key = _digest("seg", tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12),
+    # The CT series is part of the key: models with a CT input channel read it.
+    key = _digest("seg", tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12), tp.info.ct_series_instance_uid,
                   params.segmentation_method if not labels_dir else "labels", params.min_roi_volume_ml, source,
                   *([params.equivocal_max_volume_ml] if not labels_dir else []))
     path = cache / f"seg-{key}.nii.gz"
@@ -153,11 +154,14 @@ def registration_stage(fixed: Any, moving: Any, params: AnalysisParameters, out:
                        report: RunReport) -> tuple[sitk.Transform, RegistrationResult, str]:
     """Register ``moving`` onto ``fixed`` (cached); writes ``OUT/transforms/tp{i}_to_tp{j}.*``."""
     from LesionResponseLib.tracking import load_transform, register_pair, save_transform, transform_filename
+    from LesionResponseLib.tracking.registration import resolve_method
 
     i, j = fixed.info.index, moving.info.index
+    # Keyed on the method that will run ("auto" becomes an elastix engine or sitk-bspline), so installing
+    # elastix later does not reuse a result of the fallback.
     key = _digest("reg", [fixed.info.pet_series_instance_uid, fixed.info.ct_series_instance_uid],
                   [moving.info.pet_series_instance_uid, moving.info.ct_series_instance_uid],
-                  params.registration_method)
+                  resolve_method(params.registration_method)[0])
     meta = out / "cache" / f"reg-{key}.json"
     if meta.is_file():
         cached = json.loads(meta.read_text())
