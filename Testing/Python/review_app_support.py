@@ -20,7 +20,6 @@ from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("LESION_RESPONSE_TEST_CACHE", REPO / "Testing" / ".cache"))
-ANALYSIS_FORMAT = 2  # bump when the analysis folder gains files the app needs (1: ct/ added; 2: workflow pipeline, SUV provenance)
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -31,7 +30,20 @@ def analysis_key(seed: int, timepoints: int) -> str:
     from LesionResponseLib.segmentation.model import DEFAULT_MODEL_PATH
 
     model = DEFAULT_MODEL_PATH
-    return f"demo_v{PHANTOM_VERSION}_s{seed}_t{timepoints}_{model.stem}_lr{__version__}_f{ANALYSIS_FORMAT}"
+    return f"demo_v{PHANTOM_VERSION}_s{seed}_t{timepoints}_{model.stem}_lr{__version__}_{_library_digest()}"
+
+
+def _library_digest() -> str:
+    """Digest of the library's sources: a cached analysis is rebuilt whenever the code that wrote it changed
+    (a folder written by older code, e.g. without a column added since, would make the edit tests compare
+    the review's rewrite with a stale original)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "LesionResponseLib").rglob("*.py")):
+        digest.update(path.relative_to(REPO).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def demo_analysis(seed: int = 1, timepoints: int = 4) -> Path:
