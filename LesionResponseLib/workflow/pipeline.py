@@ -204,13 +204,13 @@ def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[L
                        report: RunReport) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]]]:
     """Prior-guided search of every track's missing time points (``workflow.prior_search``), cached on the
     label maps, registrations, PET series (+ SUV factor) and search parameters."""
-    from LesionResponseLib.workflow.prior_search import prior_guided_stage
+    from LesionResponseLib.workflow.prior_search import SEARCH_PARAMS, prior_guided_stage
 
-    key_parts = [[image_digest(labels[k]) for k in sorted(labels)], reg_keys,
-                 [[tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12)] for tp in loaded]]
+    key = _digest("prior", [[image_digest(labels[k]) for k in sorted(labels)], reg_keys,
+                            [[tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12)] for tp in loaded]],
+                  {name: getattr(params, name) for name in SEARCH_PARAMS})
     pets = {tp.info.index: tp.pet_suv for tp in loaded}
-    labels, rois, records, reused = prior_guided_stage(key_parts, tracks, rois, labels, pets, transforms, params,
-                                                       cache, _digest)
+    labels, rois, records, reused = prior_guided_stage(key, tracks, rois, labels, pets, transforms, params, cache)
     report.stages["prior-guided search"] = "reused" if reused else "computed"
     return labels, rois, records
 

@@ -44,14 +44,14 @@ class _Searcher:
     transforms: dict
     params: AnalysisParameters
     records: list[dict[str, Any]]
+    label_of: dict[str, int]  # ROI id -> its value in its time point's label array (found ROIs added)
 
     def search(self, prior_ids: list[str], prior_tp: int, tp: int, direction: str) -> str | None:
         """Look at ``tp`` for the lesion of ``prior_ids`` (time point ``prior_tp``); the new ROI id or None."""
         from LesionResponseLib.segmentation.prior_guided import search_known_location
         from LesionResponseLib.tracking.priors import map_mask
 
-        labels = [int(rid.rsplit("-L", 1)[1]) for rid in prior_ids]
-        prior_mask = np.isin(self.arrays[prior_tp], labels)
+        prior_mask = np.isin(self.arrays[prior_tp], [self.label_of[rid] for rid in prior_ids])
         region = map_mask(prior_mask, self.pets[prior_tp], self.transforms, prior_tp, tp, self.pets[tp],
                           self.params.prior_search_margin_mm)
         result = search_known_location(self.pets[tp], region, self.params.psf_fwhm_mm, others=self.arrays[tp],
@@ -62,6 +62,7 @@ class _Searcher:
             label = int(self.arrays[tp].max()) + 1
             self.arrays[tp][result.mask] = label
             roi_id = roi_id_for(tp, label)
+            self.label_of[roi_id] = label
         self.records.append({"direction": direction, "timepoint": tp, "prior_timepoint": prior_tp,
                              "prior_rois": sorted(prior_ids), "roi_id": roi_id, **result.summary()})
         return roi_id
@@ -73,7 +74,7 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
     """Run every search of the module docstring: (augmented label arrays per time point, search records)."""
     accepted = {r.roi_id for r in rois if r.status == "accepted"}
     searcher = _Searcher(pets, {k: sitk.GetArrayFromImage(img) for k, img in labels.items()}, transforms, params,
-                         [])
+                         [], {r.roi_id: r.label for r in rois})
     n = len(labels)
     for track in sorted(tracks, key=lambda t: t.track_id):
         present = {tp: [r for r in ids if r in accepted] for tp, ids in track.rois.items()}
@@ -97,12 +98,12 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
     return searcher.arrays, searcher.records
 
 
-def prior_guided_stage(key_parts: list[Any], tracks: list[Track], rois: list[LesionROI],
+def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
                        labels: dict[int, sitk.Image], pets: dict[int, sitk.Image], transforms: dict,
-                       params: AnalysisParameters, cache: Path, digest: Any,
+                       params: AnalysisParameters, cache: Path,
                        ) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]], bool]:
-    """Searches (cached): (label maps, ROIs, search records, reused?) with the found ROIs added and measured."""
-    key = digest("prior", key_parts, {name: getattr(params, name) for name in SEARCH_PARAMS})
+    """Searches, cached under ``key`` (the pipeline's digest of every input and of :data:`SEARCH_PARAMS`):
+    (label maps, ROIs, search records, reused?) with the found ROIs added and measured."""
     meta = cache / f"prior-{key}.json"
     reused = meta.is_file()
     if reused:
