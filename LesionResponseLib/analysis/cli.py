@@ -19,10 +19,8 @@ def cohort_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for cohort.json and cohort.csv."),
 ) -> None:
     """Cohort figures of the paper (ROIs per image, tracks, heterogeneity, non-monotonic, new/resolved)."""
-    import json
-
-    from LesionResponseLib.analysis.cohort import cohort_summary, cohort_table
-    from LesionResponseLib.analysis.outputs import atomic_write_text, load_analysis
+    from LesionResponseLib.analysis.cohort import write_cohort_figures
+    from LesionResponseLib.analysis.outputs import load_analysis
     from LesionResponseLib.errors import LesionResponseError
 
     console = cli_console()
@@ -31,9 +29,7 @@ def cohort_command(
     except LesionResponseError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
-    summary = cohort_summary(loaded)
-    atomic_write_text(out / "cohort.json", json.dumps(summary, indent=1))
-    atomic_write_text(out / "cohort.csv", cohort_table(loaded).to_csv(index=False))
+    summary = write_cohort_figures(loaded, out)
     for key, value in summary.items():
         console.print(f"{key}: {value}")
     console.print(f"written to {out / 'cohort.json'} and {out / 'cohort.csv'}")

@@ -23,6 +23,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from LesionResponseLib.analysis.outputs import atomic_write_text
 from LesionResponseLib.analysis.response import track_pattern
 from LesionResponseLib.datamodel import Analysis, AnalysisParameters, TrackResponse
 from LesionResponseLib.errors import LesionResponseError, describe
@@ -91,6 +92,16 @@ def cohort_table(analyses: list[Analysis]):
 def cohort_summary(analyses: list[Analysis]) -> dict[str, Any]:
     """The paper's cohort figures (module docstring) as a JSON-compatible dict."""
     return summarise([patient_figures(a) for a in analyses], [rois_per_image(a) for a in analyses])
+
+
+def write_cohort_figures(analyses: list[Analysis], out_dir: str | Path) -> dict[str, Any]:
+    """Write ``out_dir/cohort.json`` (:func:`cohort_summary`) and ``out_dir/cohort.csv`` (:func:`cohort_table`);
+    returns the summary."""
+    out = Path(out_dir)
+    summary = cohort_summary(analyses)
+    atomic_write_text(out / "cohort.json", json.dumps(summary, indent=1))
+    atomic_write_text(out / "cohort.csv", cohort_table(analyses).to_csv(index=False))
+    return summary
 
 
 def summarise(rows: list[dict[str, Any]], per_image_by_patient: list[list[int]]) -> dict[str, Any]:

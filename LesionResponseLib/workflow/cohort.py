@@ -387,14 +387,12 @@ def _close(client: Any) -> None:
 
 def write_cohort_outputs(out: Path, folders: list[str]) -> dict[str, Any] | None:
     """``OUT/cohort.json``, ``OUT/cohort.csv`` (the ``cohort`` command's) and ``OUT/report/`` for ``folders``."""
-    from LesionResponseLib.analysis import cohort_summary, cohort_table, load_analysis
+    from LesionResponseLib.analysis import load_analysis
+    from LesionResponseLib.analysis.cohort import write_cohort_figures
     from LesionResponseLib.report import write_cohort_report
 
     if not folders:
         return None
-    analyses = [load_analysis(f) for f in folders]
-    figures = cohort_summary(analyses)
-    atomic_write_text(out / "cohort.json", json.dumps(figures, indent=1))
-    atomic_write_text(out / "cohort.csv", cohort_table(analyses).to_csv(index=False))
+    figures = write_cohort_figures([load_analysis(f) for f in folders], out)
     write_cohort_report(folders, out / "report")
     return figures
