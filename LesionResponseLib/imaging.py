@@ -1,6 +1,8 @@
-"""Small SimpleITK helpers shared by the stages (grid comparison, nearest-neighbour resampling of masks)."""
+"""Small image helpers shared by the stages (grid comparison, nearest-neighbour resampling of masks, balls)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,3 +27,11 @@ def label_on_grid(labels: sitk.Image, reference: sitk.Image, pixel_type: int = s
         labels.CopyInformation(reference)  # drop sub-tolerance rounding differences
         return labels
     return sitk.Resample(labels, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, pixel_type)
+
+
+def ball(spacing_zyx: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+    """Boolean (z, y, x) structuring element: the voxels within ``radius_mm`` (mm, boundary included) of the
+    centre on a grid of ``spacing_zyx`` (mm)."""
+    half = [math.floor(radius_mm / s) for s in spacing_zyx]
+    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    return sum((g * s) ** 2 for g, s in zip(grids, spacing_zyx, strict=True)) <= radius_mm**2 + 1e-6

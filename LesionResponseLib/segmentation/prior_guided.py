@@ -53,6 +53,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.stats import norm
 
+from LesionResponseLib.imaging import ball
+
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 #: Per-search false-alarm probability (see the module docstring for the per-scan budget).
 FALSE_ALARM_PER_SEARCH = 0.01
@@ -89,11 +91,6 @@ class PriorSearchResult:
         data.pop("mask")
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in data.items()}
 
-
-def _ball(spacing_zyx: np.ndarray, radius_mm: float) -> np.ndarray:
-    half = [max(1, int(math.floor(radius_mm / s))) for s in spacing_zyx]
-    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
-    return sum((g * s) ** 2 for g, s in zip(grids, spacing_zyx, strict=True)) <= radius_mm**2 + 1e-6
 
 
 def _crop(region: np.ndarray, pad_vox: np.ndarray) -> tuple[slice, ...]:
@@ -132,7 +129,7 @@ def search_known_location(pet_suv: sitk.Image, region: np.ndarray, psf_fwhm_mm: 
     suv = sitk.GetArrayViewFromImage(pet_suv)[box].astype(np.float32)
     region = region[box]
     blocked = np.zeros(region.shape, bool) if others is None else np.asarray(others)[box] > 0
-    blocked = ndimage.binary_dilation(blocked, _ball(spacing, fwhm)) if blocked.any() else blocked
+    blocked = ndimage.binary_dilation(blocked, ball(spacing, fwhm)) if blocked.any() else blocked
     filtered = ndimage.gaussian_filter(suv, fwhm * FWHM_TO_SIGMA / spacing, mode="nearest")
     searched = region & ~blocked
     shell = _distance_band(region, spacing, BACKGROUND_INNER_FWHM * fwhm, BACKGROUND_OUTER_FWHM * fwhm) & ~blocked
@@ -208,12 +205,12 @@ def _nothing(reason: str) -> PriorSearchResult:
 
 
 def _is_local_maximum(filtered: np.ndarray, index: tuple, spacing: np.ndarray, fwhm: float) -> bool:
-    ball = _ball(spacing, fwhm)
-    half = np.array(ball.shape) // 2
+    footprint = ball(spacing, fwhm)
+    half = np.array(footprint.shape) // 2
     low = np.asarray(index) - half
-    sl = tuple(slice(max(lo, 0), min(lo + n, size)) for lo, n, size in zip(low, ball.shape, filtered.shape,
+    sl = tuple(slice(max(lo, 0), min(lo + n, size)) for lo, n, size in zip(low, footprint.shape, filtered.shape,
                                                                             strict=True))
-    kernel = ball[tuple(slice(s.start - lo, s.stop - lo) for s, lo in zip(sl, low, strict=True))]
+    kernel = footprint[tuple(slice(s.start - lo, s.stop - lo) for s, lo in zip(sl, low, strict=True))]
     return float(filtered[index]) >= float(filtered[sl][kernel].max()) - 1e-6
 
 
@@ -222,14 +219,14 @@ def _contour(suv: np.ndarray, shell: np.ndarray, searched: np.ndarray, region: n
     """Background-corrected iso-contour around the peak (None when it leaks out of the region)."""
     near_peak = np.zeros(suv.shape, bool)
     near_peak[peak_index] = True
-    near_peak = ndimage.binary_dilation(near_peak, _ball(spacing, fwhm / 2)) & searched
+    near_peak = ndimage.binary_dilation(near_peak, ball(spacing, fwhm / 2)) & searched
     maximum_at = np.unravel_index(int(np.argmax(np.where(near_peak, suv, -np.inf))), suv.shape)
     suv_max = float(suv[maximum_at])
     level = float(np.median(suv[shell]))
     level += fraction * (suv_max - level)
     components, _ = ndimage.label(suv >= level)
     component = components == components[maximum_at]
-    allowed = ndimage.binary_dilation(region, _ball(spacing, fwhm))
+    allowed = ndimage.binary_dilation(region, ball(spacing, fwhm))
     inside = component & allowed & ~blocked
     if inside.sum() < MIN_CONTOUR_INSIDE * component.sum():
         return None, suv_max

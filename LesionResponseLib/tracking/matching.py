@@ -40,7 +40,6 @@ a big one stays below it). Only ``status == "accepted"`` ROIs take part.
 
 from __future__ import annotations
 
-import math
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +55,7 @@ from scipy.sparse.csgraph import connected_components
 
 from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Link, roi_id_for
 from LesionResponseLib.errors import describe
+from LesionResponseLib.imaging import ball
 from LesionResponseLib.tracking.tracks import TrackingError
 
 EXTRA_DEFAULTS: dict[str, float] = {"containment_min": 0.25}
@@ -76,7 +76,7 @@ def dilate_labels(labels: np.ndarray, spacing_zyx: tuple[float, float, float], r
     out = labels if in_place else labels.copy()
     if radius_mm <= 0 or not labels.any():
         return out
-    inside = ndimage.binary_dilation(labels > 0, structure=_ball(spacing_zyx, radius_mm))
+    inside = ndimage.binary_dilation(labels > 0, structure=ball(spacing_zyx, radius_mm))
     groups = cc3d.connected_components(inside, connectivity=6)  # = ndimage.label's default, ~5x faster
     for index, box in enumerate(ndimage.find_objects(groups), start=1):
         sub = out[box]  # a view: filled in place
@@ -91,12 +91,6 @@ def dilate_labels(labels: np.ndarray, spacing_zyx: tuple[float, float, float], r
         sub[fill] = sub[tuple(nearest)][fill]
     return out
 
-
-def _ball(spacing_zyx: tuple[float, float, float], radius_mm: float) -> np.ndarray:
-    half = [int(math.floor(radius_mm / s)) for s in spacing_zyx]
-    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
-    dist2 = sum((g * s) ** 2 for g, s in zip(grids, spacing_zyx, strict=True))
-    return dist2 <= radius_mm**2 + 1e-6
 
 
 # ---------------------------------------------------------------------------------------------- routing

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from LesionResponseLib.errors import describe
-from LesionResponseLib.tracking.matching import _ball
+from LesionResponseLib.imaging import ball
 from LesionResponseLib.tracking.tracks import TrackingError
 
 Transforms = dict[tuple[int, int], sitk.Transform]
@@ -80,11 +80,11 @@ def map_mask(mask: np.ndarray, source_grid: sitk.Image, transforms: Transforms, 
     if margin_mm <= 0:
         return out
     spacing = np.asarray(target_grid.GetSpacing()[::-1], float)
-    ball = _ball(tuple(spacing), margin_mm)
-    pad = np.array(ball.shape) // 2 + 1
+    structure = ball(tuple(spacing), margin_mm)
+    pad = np.array(structure.shape) // 2 + 1
     where = np.argwhere(out)
     low = np.maximum(where.min(axis=0) - pad, 0)
     high = np.minimum(where.max(axis=0) + pad + 1, out.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
-    out[box] = ndimage.binary_dilation(out[box], ball)
+    out[box] = ndimage.binary_dilation(out[box], structure)
     return out
