@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${LESION_RESPONSE_VENV:-.venv}
 
-apt_tools=(dicom3tools dcmtk orthanc orthanc-dicomweb plastimatch elastix chromium poppler-utils)
 missing=()
 command -v dciodvfy >/dev/null || missing+=(dicom3tools)
 command -v dsrdump >/dev/null || missing+=(dcmtk)
