@@ -12,7 +12,7 @@ Run: ``.venv/bin/python benchmarks/bench_analysis.py [--seed 1] [--timepoints 4]
 Harder patients (issue 17): ``--seeds 4300-4301 --timepoints 7 --lesions 60 --near-organs 0.3`` (high burden)
 or ``--small-lesions --low-contrast`` (small, faint lesions), ``--no-prior-search`` for the analysis without the
 prior-guided search, ``--work DIR`` to keep (and reuse) the generated phantoms, ``--skip-measure`` to skip
-part 1. Besides the figures above it prints, per patient, the category agreement over *all* true lesion ×
+part 1, ``--reuse-cache`` to start from an earlier output's stage cache in ``--work``. Besides the figures above it prints, per patient, the category agreement over *all* true lesion ×
 follow-up pairs (and those of lesions >= 0.5 mL), the recall of *decreasing*, detection of lesions at
 follow-ups (present earlier) vs first detections, false-positive ROIs per scan by source, link precision /
 recall / F1 of the output ROIs (``tracking.evaluate.score_segmented``) and the registration error at true
@@ -59,17 +59,22 @@ def bench_measure(n_rois: int = 1000, shape=(160, 160, 160), seed: int = 0) -> N
           f"({1000 * seconds / max(len(rois), 1):.2f} ms per ROI)")
 
 
-def _pvc_category_agreement(analysis, out: Path, phantom: Path) -> float | None:
-    """Category agreement with truth had the corrected SUVtotal driven the categories (same ROIs and tracks)."""
+def _with_measure(analysis, measure: str):
+    """The analysis with its categories recomputed from ``measure`` (same ROIs and tracks)."""
     import dataclasses
 
     from LesionResponseLib.analysis import assess_response
+
+    params = dataclasses.replace(analysis.parameters, response_measure=measure)
+    responses, heterogeneous = assess_response(analysis.tracks, analysis.rois, len(analysis.timepoints), params)
+    return dataclasses.replace(analysis, responses=responses, heterogeneous=heterogeneous, parameters=params)
+
+
+def _pvc_category_agreement(analysis, out: Path, phantom: Path) -> float | None:
+    """Category agreement with truth had the corrected SUVtotal driven the categories (same ROIs and tracks)."""
     from LesionResponseLib.analysis.truth import truth_agreement
 
-    params = dataclasses.replace(analysis.parameters, response_measure="suv_total_pvc")
-    responses, heterogeneous = assess_response(analysis.tracks, analysis.rois, len(analysis.timepoints), params)
-    pvc = dataclasses.replace(analysis, responses=responses, heterogeneous=heterogeneous, parameters=params)
-    return truth_agreement(pvc, out, phantom)["category_agreement"]
+    return truth_agreement(_with_measure(analysis, "suv_total_pvc"), out, phantom)["category_agreement"]
 
 
 def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
@@ -80,6 +85,7 @@ def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
     from LesionResponseLib.tracking.evaluate import landmark_errors, score_segmented, truth_correspondence
 
     pairs = lesion_pair_agreement(analysis, out, phantom)
+    pvc = lesion_pair_agreement(_with_measure(analysis, "suv_total_pvc"), out, phantom)
     truth = json.loads((phantom / "truth.json").read_text())
     n = len(analysis.timepoints)
     accepted = {r.roi_id for r in analysis.rois if r.status == "accepted"}
@@ -92,6 +98,7 @@ def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
     sources = {s: sum(r.source == s for r in analysis.rois if r.status == "accepted") for s in ("model", "prior-guided")}
     found = sum(1 for r in analysis.prior_searches if r["roi_id"])
     return {"pairs": {k: v for k, v in pairs.items() if k not in ("pairs", "confusions")},
+            "pairs_pvc": {k: pvc[k] for k in ("agreement_all", "agreement_large", "decreasing_recall")},
             "confusions": {f"{a}->{b}": c for (a, b), c in pairs["confusions"].items()},
             "links": {"precision": precision, "recall_detectable": recall,
                       "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
@@ -160,9 +167,14 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
     work = work or Path(tempfile.mkdtemp(prefix="bench_analysis_"))
     phantom = _phantom(work, seed, timepoints, options or {})
     out = work / f"analysis_s{seed}_{'prior' if prior_search else 'noprior'}_{phantom.name}"
+    if reuse_from is not None:
+        keep = work / f"cache-of-{reuse_from.name}"  # reuse_from may be ``out`` itself
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(reuse_from / "cache", keep)
     shutil.rmtree(out, ignore_errors=True)
     if reuse_from is not None:
-        shutil.copytree(reuse_from / "cache", out / "cache")
+        out.mkdir(parents=True)
+        shutil.move(keep, out / "cache")
     child = subprocess.run([sys.executable, __file__, "--child", str(phantom), str(out),
                             "--registration", registration] + (["--truth-masks"] if truth_masks else [])
                            + ([] if prior_search else ["--no-prior-search"]),
@@ -203,6 +215,9 @@ def _print_longitudinal(f: dict) -> None:
     print(f"all true lesion x follow-up pairs: categories agree {_fmt(p['agreement_all'])} of {p['n_all']} "
           f"(target 0.90); lesions >= 0.5 mL {_fmt(p['agreement_large'])} of {p['n_large']} (target 0.97); "
           f"recall of decreasing {_fmt(p['decreasing_recall'])} of {p['n_decreasing']} (target 0.90)")
+    q = f["pairs_pvc"]
+    print(f"  had the PV-corrected SUVtotal driven the categories: all {_fmt(q['agreement_all'])}, >= 0.5 mL "
+          f"{_fmt(q['agreement_large'])}, recall of decreasing {_fmt(q['decreasing_recall'])}")
     print(f"detection at follow-ups of lesions present earlier {_fmt(p['detection_follow_up'])} of {p['n_follow_up']} "
           f"(>= 0.5 mL {_fmt(p['detection_follow_up_large'])} of {p['n_follow_up_large']}); first detections "
           f"{_fmt(p['detection_first'])} of {p['n_first']} (>= 0.5 mL {_fmt(p['detection_first_large'])} of "
@@ -245,6 +260,8 @@ def main() -> None:
                         "prior-guided search (the second run reuses the first one's segmentation and registration)")
     parser.add_argument("--work", type=Path, help="folder for (reused) phantoms and outputs")
     parser.add_argument("--skip-measure", action="store_true", help="skip the measure_rois micro-benchmark")
+    parser.add_argument("--reuse-cache", action="store_true", help="start from the stage cache of this patient's "
+                        "earlier output in --work (only changed stages re-run; the time is then not a full analysis)")
     parser.add_argument("--child", nargs=2, metavar=("PHANTOM", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -264,7 +281,11 @@ def main() -> None:
             phantom = _phantom(work, seed, args.timepoints, options)
             bench_demo(**run, prior_search=True, reuse_from=work / f"analysis_s{seed}_noprior_{phantom.name}")
         else:
-            bench_demo(**run, prior_search=not args.no_prior_search)
+            phantom = _phantom(work, seed, args.timepoints, options)
+            kinds = ("noprior", "prior") if args.no_prior_search else ("prior", "noprior")  # same kind first
+            earlier = [work / f"analysis_s{seed}_{kind}_{phantom.name}" for kind in kinds]
+            earlier = [d for d in earlier if (d / "cache").is_dir()] if args.reuse_cache else []
+            bench_demo(**run, prior_search=not args.no_prior_search, reuse_from=earlier[0] if earlier else None)
 
 
 if __name__ == "__main__":

@@ -187,10 +187,21 @@ def set_volume_image(node: Any, image: Any, array: np.ndarray | None = None) -> 
 
 
 def add_volume(scene: Any, image: Any, name: str, labelmap: bool = False) -> Any:
-    """A new scalar (or label map) volume node holding ``image``, with its default display node."""
+    """A new scalar (or label map) volume node holding ``image``, with a display node.
+
+    A scalar volume's display node starts grey with automatic window/level off (the caller sets the window:
+    see ``_style_pet``/``_style_ct``): Slicer's default display node computes a histogram of every volume for
+    its automatic window, ~50 ms per whole-body volume that the review would throw away."""
     node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode", name)
+    if labelmap:
+        set_volume_image(node, image)
+        node.CreateDefaultDisplayNodes()
+        return node
+    display = scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode", f"{name} display")
+    display.AutoWindowLevelOff()
+    display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
+    node.SetAndObserveDisplayNodeID(display.GetID())
     set_volume_image(node, image)
-    node.CreateDefaultDisplayNodes()
     return node
 
 
@@ -207,6 +218,26 @@ def read_images(paths: Iterable[Path]) -> dict[Path, Any]:
     existing = [p for p in paths if p.is_file()]
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         return dict(zip(existing, pool.map(read_image, existing), strict=True))
+
+
+def analysis_image_files(out_dir: str | Path) -> list[Path]:
+    """Every PET (SUV) and CT file of an analysis folder that ``load_analysis_into_scene`` reads."""
+    out = Path(out_dir)
+    return [p for tp in range(len(read_analysis(out).timepoints)) for p in image_files(out, tp)]
+
+
+def prefetch_images(out_dir: str | Path) -> Any:
+    """Start reading an analysis folder's PET and CT in a background thread; a ``Future`` of the
+    :func:`read_images` dict to hand to ``load_analysis_into_scene(images=...)``.
+
+    Started before the Slicer libraries are imported (seconds of loading shared objects), the reading runs
+    on the other core meanwhile. A reading error is raised where the result is used."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch-images")
+    future = pool.submit(lambda: read_images(analysis_image_files(out_dir)))
+    pool.shutdown(wait=False)
+    return future
 
 
 def load_images(scene: Any, out_dir: Path, analysis: Analysis, tp: int,
@@ -376,13 +407,18 @@ def load_transforms(nodes: LoadedNodes, scene: Any = None) -> None:
 
 
 def load_analysis_into_scene(scene: Any, out_dir: str | Path, load_volumes: bool = True,
-                             progress: Callable[[str, float], None] | None = None) -> LoadedNodes:
+                             progress: Callable[[str, float], None] | None = None,
+                             images: dict[Path, Any] | None = None) -> LoadedNodes:
     """Turn an analysis output folder into nodes: per time point PET (SUV), CT, label map + colour table;
-    tracks table; registration transforms. ``progress(message, fraction)`` is called between steps."""
+    tracks table; registration transforms. ``progress(message, fraction)`` is called between steps;
+    ``images``: the folder's PET/CT already read (:func:`read_images`, :func:`prefetch_images`), consumed:
+    each entry is removed once its node holds the voxels, so no second copy stays in memory."""
     out = Path(out_dir)
     nodes = LoadedNodes(out_dir=out, analysis=read_analysis(out), scene=scene)
     n = len(nodes.analysis.timepoints)
-    read = read_images(p for tp in range(n) for p in image_files(out, tp)) if load_volumes else {}
+    read: dict[Path, Any] = {}
+    if load_volumes:
+        read = images if images is not None else read_images(p for tp in range(n) for p in image_files(out, tp))
     for tp in range(n):
         if progress:
             progress(f"Loading time point {tp}", tp / max(n, 1))

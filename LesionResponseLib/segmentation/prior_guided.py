@@ -68,6 +68,8 @@ MIN_BACKGROUND_VOXELS = 30
 CONTOUR_FRACTION = 0.5
 #: Most of the contour must lie within the search region grown by one FWHM.
 MIN_CONTOUR_INSIDE = 0.5
+#: Version of the detection rule: part of the analysis cache key, so a changed rule is never served stale.
+SEARCH_RULE_VERSION = 1
 
 
 @dataclass

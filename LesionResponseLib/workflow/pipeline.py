@@ -12,7 +12,7 @@ what follows):
   ``max_match_distance_mm``, ``min_overlap``, ``extra`` → ``cache/match-<key>.json``.
 - ``prior-guided search`` (``params.prior_search``, :mod:`LesionResponseLib.workflow.prior_search`): every
   track is looked for where it has no ROI, key = hash of every label map + the registration keys + PET series
-  UIDs and SUV factors + ``prior_search_margin_mm``, ``prior_search_false_alarm``, ``psf_fwhm_mm``,
+  UIDs and SUV factors + the detection rule's version + ``prior_search_margin_mm``, ``prior_search_false_alarm``, ``psf_fwhm_mm``,
   ``min_roi_volume_ml`` → ``cache/prior-<key>.json`` (+ the grown label maps); when it found ROIs, the time
   points that gained them are re-measured and matching runs again on the grown label maps.
 - Quantification, tracks and response are cheap and always recomputed.
@@ -204,10 +204,12 @@ def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[L
                        report: RunReport) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]]]:
     """Prior-guided search of every track's missing time points (``workflow.prior_search``), cached on the
     label maps, registrations, PET series (+ SUV factor) and search parameters."""
+    from LesionResponseLib.segmentation.prior_guided import SEARCH_RULE_VERSION
     from LesionResponseLib.workflow.prior_search import SEARCH_PARAMS, prior_guided_stage
 
-    key = _digest("prior", [[image_digest(labels[k]) for k in sorted(labels)], reg_keys,
-                            [[tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12)] for tp in loaded]],
+    key = _digest("prior", SEARCH_RULE_VERSION, [[image_digest(labels[k]) for k in sorted(labels)], reg_keys,
+                                                 [[tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12)]
+                                                  for tp in loaded]],
                   {name: getattr(params, name) for name in SEARCH_PARAMS})
     pets = {tp.info.index: tp.pet_suv for tp in loaded}
     labels, rois, records, reused = prior_guided_stage(key, tracks, rois, labels, pets, transforms, params, cache)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ class ReviewApp(TrameApp):
     """One analysis folder under review in the browser."""
 
     def __init__(self, out_dir: str | Path, user: str, server: Any = None, pacs: tuple[str, int, str] | None = None,
-                 encoder: str = DEFAULT_ENCODER, log: Callable[[str], None] = print) -> None:
+                 encoder: str = DEFAULT_ENCODER, log: Callable[[str], None] = print, images: Any = None) -> None:
+        """``images``: the folder's PET/CT already read, or a ``Future`` of them (``mrml.prefetch_images``)."""
         super().__init__(server)
         from trame_slicer.core import SlicerApp
         from trame_slicer.rca_view import register_rca_factories
@@ -57,18 +59,23 @@ class ReviewApp(TrameApp):
         self.server.trigger("select_track")(self.tracks.select)
         self.server.trigger("step_track")(self.tracks.step)
         self.server.trigger("mip_click")(self.overview.clicked)
-        self._load()
+        self._load(images)
         self._build_ui()
 
-    def _load(self) -> None:
+    def _load(self, images: Any) -> None:
         self.views.create_views(len(mrml.read_analysis(self.context.out_dir).timepoints))
-        self.context.nodes = mrml.load_analysis_into_scene(self.context.slicer_app.scene, self.context.out_dir)
-        self.corrections.open_session()
-        self.views.attach()
-        self.context.changed("loaded")
-        order = self.tracks.order()
-        if order:
-            self.tracks.select(order[0])
+        with ExitStack() as no_renders:  # one render per view when loaded, not one per node added (~200)
+            for view in self.context.views.values():
+                no_renders.enter_context(view.render_blocked())
+            images = images.result() if hasattr(images, "result") else images
+            self.context.nodes = mrml.load_analysis_into_scene(self.context.slicer_app.scene,
+                                                               self.context.out_dir, images=images)
+            self.corrections.open_session()
+            self.views.attach()
+            self.context.changed("loaded")
+            order = self.tracks.order()
+            if order:
+                self.tracks.select(order[0])
 
     def close(self) -> None:
         """Release the review session's lock (every edit is already saved)."""

@@ -56,6 +56,9 @@ def review_app_command(
     required = resolve_token(host, token)
     try:
         with console.status(f"loading {out}"):
+            from LesionResponseReview import mrml
+
+            images = mrml.prefetch_images(out)  # read while the Slicer libraries load below
             from trame.app import get_server
 
             from LesionResponseReview.web.app import ReviewApp
@@ -65,7 +68,7 @@ def review_app_command(
                 protect(server, required)
             app = ReviewApp(out, user or default_user(), server=server, pacs=pacs_target,
                             encoder="turbo-jpeg" if encoder == "jpeg" else encoder,
-                            log=lambda line: console.print(line, highlight=False, markup=False))
+                            log=lambda line: console.print(line, highlight=False, markup=False), images=images)
     except LesionResponseError as error:
         Console(stderr=True).print(f"error: {error}", highlight=False, markup=False, style="red")
         raise typer.Exit(2) from None

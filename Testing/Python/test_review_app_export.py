@@ -1,0 +1,50 @@
+"""Export from the browser with a PACS configured (``review-app --pacs``): the patient report as HTML and PDF,
+one DICOM SEG and one SR per time point, and every DICOM object stored in a real Orthanc on loopback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trame_slicer", reason="the web extra is not installed (pip install -e .[web])")
+playwright_api = pytest.importorskip("playwright.sync_api")
+if shutil.which("chromium") is None:
+    pytest.skip("chromium not installed (bash scripts/setup.sh installs it)", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import review_app_support as support  # noqa: E402
+
+
+def test_export_from_the_app_writes_html_pdf_seg_sr_and_stores_them_in_the_pacs(orthanc, tmp_path):
+    import pydicom
+
+    base, port = orthanc
+    out = support.copy_analysis(support.demo_analysis(), tmp_path / "analysis")
+    n = len(support.read_rows(out / "timepoints.csv"))
+    with (support.Server(out, tmp_path / "server.log", extra=["--pacs", f"127.0.0.1:{port}:ORTHANC"]) as server,
+          playwright_api.sync_playwright() as playwright):
+        page = support.open_app(support.launch_chromium(playwright), server.url)
+        page.locator("[data-testid=tab-info]").click()
+        assert page.get_by_label("PDF too").is_checked()
+        page.locator("[data-testid=export]").click()
+        page.wait_for_function("document.querySelector('[data-testid=export-message]').innerText"
+                               ".includes('files written')", timeout=240_000)
+        message = page.locator("[data-testid=export-message]").inner_text()
+    assert f"sent to 127.0.0.1:{port} (ORTHANC)" in message, message
+    report = out / "report"
+    assert (report / "report.html").stat().st_size > 1000
+    # the PDF is a real document: poppler renders its first page
+    pdf = report / "report.pdf"
+    rendered = subprocess.run(["pdftoppm", "-png", "-r", "30", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "p")],
+                              capture_output=True, timeout=120)
+    assert rendered.returncode == 0 and list(tmp_path.glob("p*.png")), rendered.stderr
+    written = {pydicom.dcmread(p).SOPInstanceUID: pydicom.dcmread(p).Modality for p in (report / "dicom").glob("*.dcm")}
+    assert sorted(written.values()).count("SEG") == n and sorted(written.values()).count("SR") == n
+    stored = json.loads(urllib.request.urlopen(f"{base}/instances?expand", timeout=10).read())
+    assert {i["MainDicomTags"]["SOPInstanceUID"] for i in stored} == set(written)
