@@ -345,12 +345,32 @@ def roi_display(nodes: LoadedNodes, roi_id: str) -> tuple[str, tuple[float, floa
     return table.GetColorName(roi.label), (rgba[0], rgba[1], rgba[2]), rgba[3]
 
 
+def roi_sources(analysis: Analysis, track: Any) -> dict[int, str]:
+    """Time point -> how the track's ROIs there were found (``LesionROI.source``: ``model``, ``prior-guided``,
+    ``reader``; several joined by ``+``), for the time points where the track has ROIs."""
+    by_id = {r.roi_id: r for r in analysis.rois}
+    sources: dict[int, str] = {}
+    for tp, ids in track.rois.items():
+        found = sorted({by_id[rid].source for rid in ids if rid in by_id})
+        if found:
+            sources[int(tp)] = "+".join(found)
+    return sources
+
+
+def checked_timepoints(analysis: Analysis, track: Any) -> str:
+    """``"T2 T3"``: the time points where the track holds a ROI not found by the model (prior-guided search or
+    reader): the ones the reader should look at."""
+    return " ".join(f"T{tp}" for tp, src in sorted(roi_sources(analysis, track).items()) if src != "model")
+
+
 def track_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
-    """Columns and rows of the track table (the ``tracks.csv`` columns plus ``n_rois`` and the ROI ids), from
-    the analysis in memory, so that it is current after every edit."""
+    """Columns and rows of the track table (the ``tracks.csv`` columns plus ``n_rois``, the ROI ids and
+    ``not_model``: time points whose ROI the prior-guided search or the reader added), from the analysis in
+    memory, so that it is current after every edit."""
     followups = range(1, len(analysis.timepoints))
     columns = ["track_id", "first_timepoint", "last_timepoint", "pattern"]
-    columns += [c for k in followups for c in (f"category_t{k}", f"delta_suv_total_pct_t{k}")] + ["n_rois", "rois"]
+    columns += [c for k in followups for c in (f"category_t{k}", f"delta_suv_total_pct_t{k}")]
+    columns += ["n_rois", "rois", "not_model"]
     responses = {r.track_id: r for r in analysis.responses}
     rows = []
     for track in sorted(analysis.tracks, key=lambda t: t.track_id):
@@ -358,7 +378,8 @@ def track_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
         ids = [rid for tp in sorted(track.rois) for rid in track.rois[tp]]
         row: dict[str, Any] = {"track_id": track.track_id, "first_timepoint": track.first_timepoint,
                                "last_timepoint": track.last_timepoint, "pattern": response.pattern if response else "",
-                               "n_rois": len(ids), "rois": " ".join(ids)}
+                               "n_rois": len(ids), "rois": " ".join(ids),
+                               "not_model": checked_timepoints(analysis, track)}
         for k in followups:
             delta = response.delta_suv_total_pct.get(k) if response else None
             row[f"category_t{k}"] = response.categories.get(k, "") if response else ""

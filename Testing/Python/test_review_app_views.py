@@ -71,6 +71,24 @@ def test_row_click_centres_every_view_on_the_track_in_its_category_colour(app):
     support.save_screenshot(page, "track")
 
 
+def test_a_roi_of_the_prior_guided_search_is_flagged_in_the_table_and_its_view(app):
+    """rois.csv ``source`` = prior-guided: the track's row names that time point, and the note over that view
+    says so while the track is selected (so the reader checks what the model did not find)."""
+    out, _, page = app
+    found = [r for r in support.read_rows(out / "rois.csv") if r["source"] == "prior-guided" and r["status"] == "accepted"]
+    assert found, "the demo analysis has ROIs of the prior-guided search"
+    flagged = {int(r["track_id"]): set() for r in found}
+    for r in found:
+        flagged[int(r["track_id"])].add(int(r["timepoint"]))
+    track_id, timepoints = sorted(flagged.items())[0]
+    cell = page.locator(f"[data-testid=not-model-{track_id}]").inner_text().split()
+    assert {f"T{tp}" for tp in timepoints} <= set(cell), cell
+    _click_row(page, track_id)
+    for tp in range(support.view_count(page)):
+        caption = page.locator(f"[data-testid=caption-{tp}]").inner_text()
+        assert ("prior-guided" in caption) == (tp in timepoints), (tp, caption)
+
+
 def test_next_previous_keys_follow_the_table(app):
     out, _, page = app
     items = [int(r["track_id"]) for r in support.read_rows(out / "tracks.csv")]

@@ -325,6 +325,25 @@ def test_edit_refresh_renames_recolours_and_updates_table(fresh_nodes):
     assert np.allclose(_segment(nodes, "tp2-L0008").GetColor(), lrm.track_color(7))
 
 
+def test_table_names_the_timepoints_whose_roi_the_model_did_not_find(fresh_nodes):
+    """A ROI of the prior-guided search (or the reader) is flagged in the track table the views share."""
+    from LesionResponseReview import mrml as lrm
+
+    _truth, nodes = fresh_nodes
+    track = next(t for t in sorted(nodes.analysis.tracks, key=lambda t: t.track_id)
+                 if sum(len(ids) == 1 for tp, ids in t.rois.items() if tp > 0) >= 2)
+    later = sorted(tp for tp, ids in track.rois.items() if tp > 0 and len(ids) == 1)[:2]
+    nodes.analysis.roi(track.rois[later[0]][0]).source = "prior-guided"
+    nodes.analysis.roi(track.rois[later[1]][0]).source = "reader"
+    lrm.refresh_after_edit(nodes)
+    table = nodes.table.GetTable()
+    ids = [table.GetColumnByName("track_id").GetValue(i) for i in range(table.GetNumberOfRows())]
+    flagged = {ids[i]: table.GetColumnByName("not_model").GetValue(i) for i in range(len(ids))}
+    assert flagged[track.track_id] == f"T{later[0]} T{later[1]}"
+    assert all(value == "" for tid, value in flagged.items() if tid != track.track_id)
+    assert lrm.roi_sources(nodes.analysis, track)[later[0]] == "prior-guided"
+
+
 def test_label_edit_is_reloaded_into_the_segmentation(fresh_nodes):
     import SimpleITK as sitk
     from LesionResponseReview import mrml as lrm

@@ -33,12 +33,13 @@ class TracksState:
 
 
 def table_items(analysis: Any) -> list[dict]:
-    """One dict per track for the table: ids, pattern, ROI count, ``cat_t{k}`` and ``delta_t{k}`` (float|None)."""
+    """One dict per track for the table: ids, pattern, ROI count, ``cat_t{k}`` and ``delta_t{k}`` (float|None),
+    ``not_model`` (time points whose ROI the prior-guided search or the reader added)."""
     _columns, rows = mrml.track_rows(analysis)
     items = []
     for row in rows:
         item = {"track_id": row["track_id"], "pattern": row["pattern"] or "-", "n_rois": row["n_rois"],
-                "rois": row["rois"]}
+                "rois": row["rois"], "not_model": row["not_model"]}
         for k in range(1, len(analysis.timepoints)):
             delta = row[f"delta_suv_total_pct_t{k}"]
             item[f"cat_t{k}"] = row[f"category_t{k}"] or "-"
@@ -52,6 +53,8 @@ def table_headers(analysis: Any) -> list[dict]:
                {"title": "ROIs", "key": "n_rois"}]
     for k in range(1, len(analysis.timepoints)):
         headers.append({"title": f"T{k} ΔSUVtotal", "key": f"delta_t{k}"})
+    # time points whose ROI the prior-guided search (or the reader) added: check these
+    headers.append({"title": "Not model", "key": "not_model"})
     return headers
 
 

@@ -167,7 +167,8 @@ class ViewsLogic(FeatureLogic[ViewsState]):
             self.data.notes = self.track_notes()
 
     def track_notes(self) -> list[str]:
-        """Per view, the selected track there: ``T012 increasing +45.0 %`` (or absent)."""
+        """Per view, the selected track there: ``T012 increasing +45.0 %`` (or absent), with `` · ROI prior-guided``
+        (or ``reader``) where the model did not find that ROI."""
         nodes = self.context.nodes
         n = len(nodes.analysis.timepoints)
         track_id = nodes.selected_track
@@ -175,11 +176,15 @@ class ViewsLogic(FeatureLogic[ViewsState]):
             return [""] * n
         track = nodes.analysis.track(track_id)
         response = next((r for r in nodes.analysis.responses if r.track_id == track_id), None)
+        sources = mrml.roi_sources(nodes.analysis, track)
         notes = []
         for k in range(n):
             present = bool(track.rois.get(k))
             category = "baseline" if k == 0 and present else (response.categories.get(k, "") if response else "")
             delta = response.delta_suv_total_pct.get(k) if response and k else None
             text = f"T{track_id:03d} {category or ('absent' if not present else '')}"
-            notes.append(text + (f" {delta:+.1f} %" if delta is not None else "") + ("" if present else " (registered)"))
+            text += f" {delta:+.1f} %" if delta is not None else ""
+            text += "" if present else " (registered)"
+            text += f" · ROI {sources[k]}" if sources.get(k, "model") != "model" else ""  # found by the search: check it
+            notes.append(text)
         return notes

@@ -1,5 +1,6 @@
 """UI of the track table: filters (category at any follow-up, pattern), the sortable table with a category chip
-and ΔSUVtotal per follow-up, the selected row highlighted; N / P (or ↓ / ↑) step through the rows shown."""
+and ΔSUVtotal per follow-up and the time points whose ROI the model did not find (prior-guided search or
+reader), the selected row highlighted; N / P (or ↓ / ↑) step through the rows shown."""
 
 from __future__ import annotations
 
@@ -50,6 +51,10 @@ def build_track_table(server: Server, n_followups: int) -> None:
                 html.Span(f"{{{{ item.cat_t{k} }}}}", classes="text-caption mr-1")
                 html.Span(f"{{{{ item.delta_t{k} === null ? '' : (item.delta_t{k} > 0 ? '+' : '') + "
                           f"item.delta_t{k}.toFixed(0) + '%' }}}}", classes="text-caption text-medium-emphasis")
+        # time points whose ROI the prior-guided search (or the reader) added: the ones to check
+        with v3.Template(raw_attrs=['v-slot:item.not_model="{ item }"']):
+            html.Span("{{ item.not_model }}", classes="text-caption text-amber",
+                      raw_attrs=[":data-testid=\"'not-model-' + item.track_id\""])
     # N / P (or arrow down / up) outside text fields: next / previous track of the table; Escape: no selection
     client.ClientTriggers(mounted=(
         "window.addEventListener('keydown', (e) => {"
