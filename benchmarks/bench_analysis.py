@@ -157,6 +157,11 @@ def _phantom(work: Path, seed: int, timepoints: int, options: dict) -> Path:
     return folder
 
 
+def _output(work: Path, seed: int, phantom: Path, prior_search: bool) -> Path:
+    """The analysis folder of one benchmark run under ``work``."""
+    return work / f"analysis_s{seed}_{'prior' if prior_search else 'noprior'}_{phantom.name}"
+
+
 def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool, work: Path | None = None,
                options: dict | None = None, prior_search: bool = True, reuse_from: Path | None = None) -> dict:
     """Analyse one phantom patient in a child process and print its figures. ``reuse_from``: an earlier
@@ -166,7 +171,7 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
 
     work = work or Path(tempfile.mkdtemp(prefix="bench_analysis_"))
     phantom = _phantom(work, seed, timepoints, options or {})
-    out = work / f"analysis_s{seed}_{'prior' if prior_search else 'noprior'}_{phantom.name}"
+    out = _output(work, seed, phantom, prior_search)
     if reuse_from is not None:
         keep = work / f"cache-of-{reuse_from.name}"  # reuse_from may be ``out`` itself
         shutil.rmtree(keep, ignore_errors=True)
@@ -279,11 +284,11 @@ def main() -> None:
         if args.compare:
             bench_demo(**run, prior_search=False)
             phantom = _phantom(work, seed, args.timepoints, options)
-            bench_demo(**run, prior_search=True, reuse_from=work / f"analysis_s{seed}_noprior_{phantom.name}")
+            bench_demo(**run, prior_search=True, reuse_from=_output(work, seed, phantom, prior_search=False))
         else:
             phantom = _phantom(work, seed, args.timepoints, options)
-            kinds = ("noprior", "prior") if args.no_prior_search else ("prior", "noprior")  # same kind first
-            earlier = [work / f"analysis_s{seed}_{kind}_{phantom.name}" for kind in kinds]
+            prior = not args.no_prior_search
+            earlier = [_output(work, seed, phantom, kind) for kind in (prior, not prior)]  # same kind first
             earlier = [d for d in earlier if (d / "cache").is_dir()] if args.reuse_cache else []
             bench_demo(**run, prior_search=not args.no_prior_search, reuse_from=earlier[0] if earlier else None)
 

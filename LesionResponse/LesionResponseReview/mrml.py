@@ -220,10 +220,12 @@ def read_images(paths: Iterable[Path]) -> dict[Path, Any]:
         return dict(zip(existing, pool.map(read_image, existing), strict=True))
 
 
-def analysis_image_files(out_dir: str | Path) -> list[Path]:
-    """Every PET (SUV) and CT file of an analysis folder that ``load_analysis_into_scene`` reads."""
+def analysis_image_files(out_dir: str | Path, n_timepoints: int | None = None) -> list[Path]:
+    """Every PET (SUV) and CT file of an analysis folder that ``load_analysis_into_scene`` reads
+    (``n_timepoints``: from ``analysis.json`` when not given)."""
     out = Path(out_dir)
-    return [p for tp in range(len(read_analysis(out).timepoints)) for p in image_files(out, tp)]
+    n = len(read_analysis(out).timepoints) if n_timepoints is None else n_timepoints
+    return [p for tp in range(n) for p in image_files(out, tp)]
 
 
 def prefetch_images(out_dir: str | Path) -> Any:
@@ -345,10 +347,11 @@ def roi_display(nodes: LoadedNodes, roi_id: str) -> tuple[str, tuple[float, floa
     return table.GetColorName(roi.label), (rgba[0], rgba[1], rgba[2]), rgba[3]
 
 
-def roi_sources(analysis: Analysis, track: Any) -> dict[int, str]:
+def roi_sources(analysis: Analysis, track: Any, rois_by_id: dict[str, LesionROI] | None = None) -> dict[int, str]:
     """Time point -> how the track's ROIs there were found (``LesionROI.source``: ``model``, ``prior-guided``,
-    ``reader``; several joined by ``+``), for the time points where the track has ROIs."""
-    by_id = {r.roi_id: r for r in analysis.rois}
+    ``reader``; several joined by ``+``), for the time points where the track has ROIs. ``rois_by_id``: the
+    analysis' ROIs by id, when the caller asks for many tracks (built here otherwise)."""
+    by_id = rois_by_id if rois_by_id is not None else {r.roi_id: r for r in analysis.rois}
     sources: dict[int, str] = {}
     for tp, ids in track.rois.items():
         found = sorted({by_id[rid].source for rid in ids if rid in by_id})
@@ -357,10 +360,11 @@ def roi_sources(analysis: Analysis, track: Any) -> dict[int, str]:
     return sources
 
 
-def checked_timepoints(analysis: Analysis, track: Any) -> str:
+def checked_timepoints(analysis: Analysis, track: Any, rois_by_id: dict[str, LesionROI] | None = None) -> str:
     """``"T2 T3"``: the time points where the track holds a ROI not found by the model (prior-guided search or
     reader): the ones the reader should look at."""
-    return " ".join(f"T{tp}" for tp, src in sorted(roi_sources(analysis, track).items()) if src != "model")
+    sources = roi_sources(analysis, track, rois_by_id)
+    return " ".join(f"T{tp}" for tp, src in sorted(sources.items()) if src != "model")
 
 
 def track_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
@@ -372,6 +376,7 @@ def track_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
     columns += [c for k in followups for c in (f"category_t{k}", f"delta_suv_total_pct_t{k}")]
     columns += ["n_rois", "rois", "not_model"]
     responses = {r.track_id: r for r in analysis.responses}
+    rois_by_id = {r.roi_id: r for r in analysis.rois}  # once per table, not per track (refreshed on every edit)
     rows = []
     for track in sorted(analysis.tracks, key=lambda t: t.track_id):
         response = responses.get(track.track_id)
@@ -379,7 +384,7 @@ def track_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
         row: dict[str, Any] = {"track_id": track.track_id, "first_timepoint": track.first_timepoint,
                                "last_timepoint": track.last_timepoint, "pattern": response.pattern if response else "",
                                "n_rois": len(ids), "rois": " ".join(ids),
-                               "not_model": checked_timepoints(analysis, track)}
+                               "not_model": checked_timepoints(analysis, track, rois_by_id)}
         for k in followups:
             delta = response.delta_suv_total_pct.get(k) if response else None
             row[f"category_t{k}"] = response.categories.get(k, "") if response else ""
@@ -439,7 +444,7 @@ def load_analysis_into_scene(scene: Any, out_dir: str | Path, load_volumes: bool
     n = len(nodes.analysis.timepoints)
     read: dict[Path, Any] = {}
     if load_volumes:
-        read = images if images is not None else read_images(p for tp in range(n) for p in image_files(out, tp))
+        read = images if images is not None else read_images(analysis_image_files(out, n))
     for tp in range(n):
         if progress:
             progress(f"Loading time point {tp}", tp / max(n, 1))
