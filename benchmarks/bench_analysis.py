@@ -10,15 +10,18 @@ Run: ``.venv/bin/python benchmarks/bench_analysis.py [--seed 1] [--timepoints 4]
 [--truth-masks]`` (``--truth-masks``: the phantom's true lesion masks instead of the model).
 
 Harder patients (issue 17): ``--seeds 4300-4301 --timepoints 7 --lesions 60 --near-organs 0.3`` (high burden)
-or ``--small-lesions --low-contrast`` (small, faint lesions), ``--no-prior-search`` for the analysis without the
-prior-guided search, ``--work DIR`` to keep (and reuse) the generated phantoms, ``--skip-measure`` to skip
-part 1, ``--reuse-cache`` to start from an earlier output's stage cache in ``--work``. Besides the figures above it prints, per patient, the category agreement over *all* true lesion ×
-follow-up pairs (and those of lesions >= 0.5 mL), the recall of *decreasing*, detection of lesions at
-follow-ups (present earlier) vs first detections, false-positive ROIs per scan by source, link precision /
-recall / F1 of the output ROIs (``tracking.evaluate.score_segmented``) and the registration error at true
-lesion centres (mean, 95th percentile, max). Seeds: 4200-4219 are development seeds (looked at while building
-the prior-guided search), 4300-4399 evaluation seeds (never looked at before their benchmark run; never tune on
-them); see Resources/Models/MODEL_CARD.md.
+or ``--small-lesions --low-contrast`` (small, faint lesions); ``--no-prior-search`` for the analysis without the
+prior-guided search, ``--candidates`` to confirm model candidates too, ``--compare`` for without-then-with on
+the same segmentation and registrations, ``--work DIR`` to keep (and reuse) the generated phantoms,
+``--skip-measure`` to skip part 1, ``--reuse-cache`` to start from an earlier output's stage cache in ``--work``.
+Besides the figures above it prints, per patient, the category agreement over *all* true lesion × follow-up
+pairs (and those of lesions >= 0.5 mL), the recall of *decreasing*, the same where a lesion below Rose's
+detection limit (expected CNR < 5, ``segmentation.metrics.expected_peak_cnr``) may also be called disappearing
+/ new, detection of lesions at follow-ups (present earlier) vs first detections, false-positive ROIs per scan
+by source, link precision / recall / F1 of the output ROIs (``tracking.evaluate.score_segmented``) and the
+registration error at true lesion centres (mean, 95th percentile, max). Seeds: 4200-4219 and 4300-4303 are
+development seeds (looked at while building the prior-guided search), 4304-4399 evaluation seeds (never looked
+at before their benchmark run; never tune on them); see Resources/Models/MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -70,11 +73,63 @@ def _with_measure(analysis, measure: str):
     return dataclasses.replace(analysis, responses=responses, heterogeneous=heterogeneous, parameters=params)
 
 
-def _pvc_category_agreement(analysis, out: Path, phantom: Path) -> float | None:
-    """Category agreement with truth had the corrected SUVtotal driven the categories (same ROIs and tracks)."""
+#: The other measure of each (the benchmark prints what the categories would have been with it).
+OTHER_MEASURE = {"suv_total_pvc": "suv_total", "suv_total": "suv_total_pvc"}
+MEASURE_NAMES = {"suv_total_pvc": "the PV-corrected SUVtotal", "suv_total": "SUVmean x volume (the paper's)"}
+
+
+def _other_category_agreement(analysis, out: Path, phantom: Path) -> float | None:
+    """Category agreement with truth had the other measure driven the categories (same ROIs and tracks)."""
     from LesionResponseLib.analysis.truth import truth_agreement
 
-    return truth_agreement(_with_measure(analysis, "suv_total_pvc"), out, phantom)["category_agreement"]
+    other = OTHER_MEASURE[analysis.parameters.response_measure]
+    return truth_agreement(_with_measure(analysis, other), out, phantom)["category_agreement"]
+
+
+def _track_cnr(truth: dict, out: Path, phantom: Path) -> dict[tuple[int, int], float]:
+    """(truth track, time point) -> highest expected peak CNR of its lesions there (0 when absent), measured on
+    the analysis' SUV PET around the true masks (``metrics.expected_peak_cnr``, as bench_segmentation)."""
+    from bench_segmentation import RECON_FWHM_MM
+
+    from LesionResponseLib.segmentation.metrics import expected_peak_cnr
+
+    cnr: dict[tuple[int, int], float] = {}
+    for k in range(int(truth["n_timepoints"])):
+        pet = sitk.ReadImage(str(out / "suv" / f"tp{k}.nii.gz"))
+        suv = sitk.GetArrayFromImage(pet)
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom / "truth" / f"tp{k}_lesions.nii.gz")))
+        for lesion in truth["lesions"]:
+            entry, key = lesion["timepoints"][str(k)], (int(lesion["track_id"]), k)
+            value = (expected_peak_cnr(suv, labels, [int(v) for v in entry["labels"]], entry["suv_max"],
+                                       entry["volume_ml"], min(pet.GetSpacing()), RECON_FWHM_MM)
+                     if entry["present"] else 0.0)
+            cnr[key] = max(cnr.get(key, 0.0), value)
+    return cnr
+
+
+def _detectable_figures(pairs: list[dict], cnr: dict[tuple[int, int], float]) -> dict:
+    """Agreement when a lesion below Rose's detection limit (expected peak CNR < 5) may also be called what a
+    detector would see: *disappearing* when it is below the limit at the follow-up only, *new* when at the
+    baseline only; pairs below the limit at both are left out. A pair agrees when its measured category is the
+    true one or that one (the known-location search can beat Rose's blind-detection limit, so both count)."""
+    from bench_segmentation import ROSE_CNR
+
+    rows, relabelled = [], 0
+    for p in pairs:
+        seen0, seenk = cnr[(p["truth_track"], 0)] >= ROSE_CNR, cnr[(p["truth_track"], p["follow_up"])] >= ROSE_CNR
+        if seen0 or seenk:
+            visible = p["truth"] if seen0 and seenk else "disappearing" if seen0 else "new"
+            relabelled += visible != p["truth"]
+            rows.append({**p, "ok": p["measured"] in (p["truth"], visible)})
+
+    def share(subset: list[dict]) -> float | None:
+        return sum(r["ok"] for r in subset) / len(subset) if subset else None
+
+    large = [r for r in rows if r["large"]]
+    decreasing = [r for r in rows if r["truth"] == "decreasing"]
+    return {"agreement_all": share(rows), "n_all": len(rows), "agreement_large": share(large), "n_large": len(large),
+            "decreasing_recall": share(decreasing), "n_decreasing": len(decreasing),
+            "n_undetectable": len(pairs) - len(rows), "n_relabelled": relabelled}
 
 
 def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
@@ -85,7 +140,8 @@ def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
     from LesionResponseLib.tracking.evaluate import landmark_errors, score_segmented, truth_correspondence
 
     pairs = lesion_pair_agreement(analysis, out, phantom)
-    pvc = lesion_pair_agreement(_with_measure(analysis, "suv_total_pvc"), out, phantom)
+    other = lesion_pair_agreement(_with_measure(analysis, OTHER_MEASURE[analysis.parameters.response_measure]), out,
+                                  phantom)
     truth = json.loads((phantom / "truth.json").read_text())
     n = len(analysis.timepoints)
     accepted = {r.roi_id for r in analysis.rois if r.status == "accepted"}
@@ -96,9 +152,15 @@ def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
     errors = np.concatenate([landmark_errors(load_transform(out / r.transform_path), truth, 0, r.moving_timepoint)
                              for r in analysis.registrations]) if analysis.registrations else np.zeros(0)
     sources = {s: sum(r.source == s for r in analysis.rois if r.status == "accepted") for s in ("model", "prior-guided")}
-    found = sum(1 for r in analysis.prior_searches if r["roi_id"])
+    searches = [r for r in analysis.prior_searches if r["direction"] != "candidate"]
+    found = sum(1 for r in searches if r["roi_id"])
+    by_model = sum(1 for r in searches if r["roi_id"] and r.get("evidence") == "model")
+    confirmed = len(analysis.prior_searches) - len(searches)
+    detectable = _detectable_figures(pairs["pairs"], _track_cnr(truth, out, phantom))
     return {"pairs": {k: v for k, v in pairs.items() if k not in ("pairs", "confusions")},
-            "pairs_pvc": {k: pvc[k] for k in ("agreement_all", "agreement_large", "decreasing_recall")},
+            "pairs_detectable": detectable,
+            "pairs_other": {k: other[k] for k in ("agreement_all", "agreement_large", "decreasing_recall")},
+            "other_measure": MEASURE_NAMES[OTHER_MEASURE[analysis.parameters.response_measure]],
             "confusions": {f"{a}->{b}": c for (a, b), c in pairs["confusions"].items()},
             "links": {"precision": precision, "recall_detectable": recall,
                       "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
@@ -106,10 +168,12 @@ def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
             "registration_error_mm": {"mean": float(errors.mean()) if errors.size else None,
                                       "p95": float(np.percentile(errors, 95)) if errors.size else None,
                                       "max": float(errors.max()) if errors.size else None, "n": int(errors.size)},
-            "roi_sources": sources, "searches": len(analysis.prior_searches), "searches_found": found}
+            "roi_sources": sources, "searches": len(searches), "searches_found": found, "found_by_model": by_model,
+            "candidates_confirmed": confirmed}
 
 
-def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, prior_search: bool = True) -> None:
+def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, prior_search: bool = True,
+             candidates: bool = False) -> None:
     """Child process: analyse the phantom and print a JSON line of figures."""
     from LesionResponseLib.analysis.truth import truth_agreement
     from LesionResponseLib.datamodel import AnalysisParameters
@@ -117,7 +181,8 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
 
     marks: list[tuple[str, float]] = []
     start = time.perf_counter()
-    params = AnalysisParameters(registration_method=registration, prior_search=prior_search)
+    params = AnalysisParameters(registration_method=registration, prior_search=prior_search,
+                                prior_search_candidates=candidates)
     analysis, _ = run_pipeline(phantom / "dicom", out, params,
                                labels_dir=phantom / "truth" if truth_masks else None,
                                step=lambda name: marks.append((name, time.perf_counter())))
@@ -135,7 +200,8 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
     print(json.dumps({
         "seconds": seconds, "stage_seconds": stage_seconds, "rois": len(analysis.rois), "tracks": len(analysis.tracks),
         "category_agreement": agreement["category_agreement"], "pairs": agreement["category_pairs"],
-        "category_agreement_pvc": _pvc_category_agreement(analysis, out, phantom),
+        "category_agreement_other": _other_category_agreement(analysis, out, phantom),
+        "other_measure": MEASURE_NAMES[OTHER_MEASURE[analysis.parameters.response_measure]],
         "heterogeneity_agreement": agreement["heterogeneity_agreement"],
         "truth_tracks_found": agreement["truth_tracks_found"], "truth_tracks": agreement["truth_tracks"],
         "suv_total": error_figures("suv_total_errors_pct"), "suv_total_pvc": error_figures("suv_total_pvc_errors_pct"),
@@ -157,13 +223,15 @@ def _phantom(work: Path, seed: int, timepoints: int, options: dict) -> Path:
     return folder
 
 
-def _output(work: Path, seed: int, phantom: Path, prior_search: bool) -> Path:
+def _output(work: Path, seed: int, phantom: Path, prior_search: bool, candidates: bool = False) -> Path:
     """The analysis folder of one benchmark run under ``work``."""
-    return work / f"analysis_s{seed}_{'prior' if prior_search else 'noprior'}_{phantom.name}"
+    kind = ("prior+candidates" if candidates else "prior") if prior_search else "noprior"
+    return work / f"analysis_s{seed}_{kind}_{phantom.name}"
 
 
 def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool, work: Path | None = None,
-               options: dict | None = None, prior_search: bool = True, reuse_from: Path | None = None) -> dict:
+               options: dict | None = None, prior_search: bool = True, reuse_from: Path | None = None,
+               candidates: bool = False) -> dict:
     """Analyse one phantom patient in a child process and print its figures. ``reuse_from``: an earlier
     output folder whose stage cache (segmentation, registration) is copied in first, so a comparison run
     re-does only what differs (its time is then not the full analysis time)."""
@@ -171,7 +239,7 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
 
     work = work or Path(tempfile.mkdtemp(prefix="bench_analysis_"))
     phantom = _phantom(work, seed, timepoints, options or {})
-    out = _output(work, seed, phantom, prior_search)
+    out = _output(work, seed, phantom, prior_search, candidates)
     if reuse_from is not None:
         keep = work / f"cache-of-{reuse_from.name}"  # reuse_from may be ``out`` itself
         shutil.rmtree(keep, ignore_errors=True)
@@ -182,7 +250,7 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
         shutil.move(keep, out / "cache")
     child = subprocess.run([sys.executable, __file__, "--child", str(phantom), str(out),
                             "--registration", registration] + (["--truth-masks"] if truth_masks else [])
-                           + ([] if prior_search else ["--no-prior-search"]),
+                           + ([] if prior_search else ["--no-prior-search"]) + (["--candidates"] if candidates else []),
                            capture_output=True, text=True, check=False)
     if child.returncode:
         print(child.stderr[-3000:])
@@ -190,7 +258,7 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
     figures = json.loads(child.stdout.strip().splitlines()[-1])
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
     masks = "true lesion masks" if truth_masks else "model segmentation"
-    search = "with" if prior_search else "without"
+    search = ("with" if prior_search else "without") + (" (+ model candidates)" if candidates else "")
     print(f"seed {seed} analysis ({timepoints} time points, {masks}, registration {registration}, {search} "
           f"prior-guided search): {figures['seconds']:.1f} s, {figures['seconds'] / timepoints:.1f} s per time point "
           f"(demo target 120 s, ratio {figures['seconds'] / 120:.2f}); peak memory {peak_gb:.2f} GB "
@@ -199,7 +267,7 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
     print(f"ROIs {figures['rois']}, tracks {figures['tracks']}, truth tracks found "
           f"{figures['truth_tracks_found']}/{figures['truth_tracks']}")
     print(f"categories agree {figures['category_agreement']:.3f} of {figures['pairs']} pairs "
-          f"({figures['category_agreement_pvc']:.3f} had the PV-corrected SUVtotal driven them); heterogeneity "
+          f"({figures['category_agreement_other']:.3f} had {figures['other_measure']} driven them); heterogeneity "
           f"{figures['heterogeneity_agreement']:.2f}")
     for key, name in (("suv_total", "SUVtotal (SUVmean x volume)"), ("suv_total_pvc", "SUVtotal, PV-corrected")):
         f = figures[key]
@@ -220,9 +288,14 @@ def _print_longitudinal(f: dict) -> None:
     print(f"all true lesion x follow-up pairs: categories agree {_fmt(p['agreement_all'])} of {p['n_all']} "
           f"(target 0.90); lesions >= 0.5 mL {_fmt(p['agreement_large'])} of {p['n_large']} (target 0.97); "
           f"recall of decreasing {_fmt(p['decreasing_recall'])} of {p['n_decreasing']} (target 0.90)")
-    q = f["pairs_pvc"]
-    print(f"  had the PV-corrected SUVtotal driven the categories: all {_fmt(q['agreement_all'])}, >= 0.5 mL "
+    q = f["pairs_other"]
+    print(f"  had {f['other_measure']} driven the categories: all {_fmt(q['agreement_all'])}, >= 0.5 mL "
           f"{_fmt(q['agreement_large'])}, recall of decreasing {_fmt(q['decreasing_recall'])}")
+    d = f["pairs_detectable"]
+    print(f"  where a lesion below Rose's limit (expected CNR < 5) may also be called disappearing/new "
+          f"({d['n_relabelled']} pairs; {d['n_undetectable']} below it at baseline and follow-up left out): all "
+          f"{_fmt(d['agreement_all'])} of {d['n_all']}, >= 0.5 mL {_fmt(d['agreement_large'])} of {d['n_large']}, "
+          f"recall of decreasing {_fmt(d['decreasing_recall'])} of {d['n_decreasing']}")
     print(f"detection at follow-ups of lesions present earlier {_fmt(p['detection_follow_up'])} of {p['n_follow_up']} "
           f"(>= 0.5 mL {_fmt(p['detection_follow_up_large'])} of {p['n_follow_up_large']}); first detections "
           f"{_fmt(p['detection_first'])} of {p['n_first']} (>= 0.5 mL {_fmt(p['detection_first_large'])} of "
@@ -233,7 +306,8 @@ def _print_longitudinal(f: dict) -> None:
     print(f"links: precision {links['precision']:.3f}, recall (found ROIs) {links['recall_detectable']:.3f}, "
           f"F1 {links['f1']:.3f} (target 0.97); split/merge tracks exact {links['split_merge_correct']:.0f}/"
           f"{links['n_split_merge']:.0f}")
-    print(f"prior-guided: {f['searches']} searches, {f['searches_found']} found; ROIs by source {f['roi_sources']}")
+    print(f"prior-guided: {f['searches']} searches, {f['searches_found']} found ({f['found_by_model']} by model "
+          f"evidence), {f['candidates_confirmed']} model candidates confirmed; ROIs by source {f['roi_sources']}")
     if reg["n"]:
         print(f"registration error at true lesion centres (n={reg['n']}): mean {reg['mean']:.2f} mm, "
               f"95th percentile {reg['p95']:.2f} mm, max {reg['max']:.2f} mm")
@@ -261,6 +335,8 @@ def main() -> None:
     parser.add_argument("--low-contrast", action="store_true", help="phantom option: lesion SUVmean 6-18")
     parser.add_argument("--near-organs", type=float, default=0.0, help="phantom option: fraction near hot organs")
     parser.add_argument("--no-prior-search", action="store_true", help="analyse without the prior-guided search")
+    parser.add_argument("--candidates", action="store_true", help="also confirm model candidates "
+                        "(AnalysisParameters.prior_search_candidates)")
     parser.add_argument("--compare", action="store_true", help="analyse each patient without, then with the "
                         "prior-guided search (the second run reuses the first one's segmentation and registration)")
     parser.add_argument("--work", type=Path, help="folder for (reused) phantoms and outputs")
@@ -271,7 +347,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         run_demo(Path(args.child[0]), Path(args.child[1]), args.registration, args.truth_masks,
-                 prior_search=not args.no_prior_search)
+                 prior_search=not args.no_prior_search, candidates=args.candidates)
         return
     if not args.skip_measure:
         bench_measure()
@@ -284,13 +360,16 @@ def main() -> None:
         if args.compare:
             bench_demo(**run, prior_search=False)
             phantom = _phantom(work, seed, args.timepoints, options)
-            bench_demo(**run, prior_search=True, reuse_from=_output(work, seed, phantom, prior_search=False))
+            bench_demo(**run, prior_search=True, reuse_from=_output(work, seed, phantom, prior_search=False),
+                       candidates=args.candidates)
         else:
             phantom = _phantom(work, seed, args.timepoints, options)
             prior = not args.no_prior_search
-            earlier = [_output(work, seed, phantom, kind) for kind in (prior, not prior)]  # same kind first
+            earlier = [_output(work, seed, phantom, prior, args.candidates)] + [
+                _output(work, seed, phantom, kind) for kind in (prior, not prior)]  # same kind first
             earlier = [d for d in earlier if (d / "cache").is_dir()] if args.reuse_cache else []
-            bench_demo(**run, prior_search=not args.no_prior_search, reuse_from=earlier[0] if earlier else None)
+            bench_demo(**run, prior_search=prior, reuse_from=earlier[0] if earlier else None,
+                       candidates=args.candidates)
 
 
 if __name__ == "__main__":

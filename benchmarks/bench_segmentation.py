@@ -39,7 +39,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib.segmentation import load_model, segment
-from LesionResponseLib.segmentation.metrics import evaluate, match_lesions, organ_voxels, sphere_recovery
+from LesionResponseLib.segmentation.metrics import (
+    evaluate,
+    expected_peak_cnr,
+    match_lesions,
+    organ_voxels,
+    sphere_recovery,
+)
 from LesionResponseLib.segmentation.model import MODELS_DIR, uses_ct
 
 MODELS = {p.stem.rsplit("_", 1)[-1]: p for p in sorted(MODELS_DIR.glob("lesion_segresnet_v*.pt"))}
@@ -113,32 +119,22 @@ def load_scan(seed: int, vendor: str, cache: Path, in_memory: bool, with_ct: boo
 
 
 def _true_lesions(truth: dict, pet: sitk.Image, labels: sitk.Image) -> dict[int, TrueLesion]:
-    """Site, true volume and expected peak contrast-to-noise ratio of every true lesion label at time point 0
-    (a lesion drawn with several labels shares its volume between them)."""
-    from scipy import ndimage
-
+    """Site, true volume and expected peak contrast-to-noise ratio (``metrics.expected_peak_cnr``) of every true
+    lesion label at time point 0 (a lesion drawn with several labels shares its volume between them)."""
     suv, label_map = sitk.GetArrayFromImage(pet), sitk.GetArrayFromImage(labels)
     psf = float(truth["timepoints"][0].get("psf_fwhm_mm", 6.0))
-    shell_in, shell_out = (int(round(mm / min(pet.GetSpacing()))) for mm in (8.0, 16.0))
     out = {}
     for lesion in truth["lesions"]:
         tp = lesion["timepoints"]["0"]
         if not tp["present"]:
             continue
         for label in tp["labels"]:
-            mask = label_map == label
-            if not mask.any():
+            if not (label_map == label).any():
                 continue
-            box = tuple(slice(max(0, int(lo) - shell_out - 1), int(hi) + shell_out + 2)
-                        for lo, hi in zip(np.argwhere(mask).min(0), np.argwhere(mask).max(0), strict=True))
-            near = ndimage.binary_dilation(mask[box], iterations=shell_in)
-            shell = ndimage.binary_dilation(mask[box], iterations=shell_out) & ~near & (label_map[box] == 0)
-            values = suv[box][shell]
-            background = float(np.median(values))
-            noise = max(1.4826 * float(np.median(np.abs(values - background))), 1e-3)
             volume = tp["volume_ml"] / len(tp["labels"])
-            contrast = sphere_recovery(volume, RECON_FWHM_MM) * (tp["suv_max"] - background)
-            out[int(label)] = TrueLesion(lesion["site"], volume, contrast / noise, psf)
+            cnr = expected_peak_cnr(suv, label_map, [int(label)], tp["suv_max"], volume, min(pet.GetSpacing()),
+                                    RECON_FWHM_MM)
+            out[int(label)] = TrueLesion(lesion["site"], volume, cnr, psf)
     return out
 
 

@@ -14,8 +14,9 @@ lesion displaces (count-conservation / "large VOI" method, as used in SPECT and 
     SUVtotal_pvc = voxel_mL × [ Σ_{v ∈ ROI ⊕ inner·FWHM} (SUV(v) − b(v)) + Σ_{v ∈ ROI} b(v) ]
 
 with ``b(v)`` the SUV of the voxel's nearest voxel in the shell between ``inner`` and ``outer`` × FWHM from
-every ROI (out of reach of any lesion's spill-out). Voxels within reach of several ROIs go to the nearest
-one, so touching lesions share their spill-over. It needs only the scanner's resolution (``psf_fwhm_mm``),
+every ROI (out of reach of any lesion's spill-out). The result is never less than the ROI's own SUVmean ×
+volume: spill-out only adds counts around the ROI, so a negative rim excess is noise. Voxels within reach
+of several ROIs go to the nearest one, so touching lesions share their spill-over. It needs only the scanner's resolution (``psf_fwhm_mm``),
 and the ROI need not follow the true edge (it need only hold the lesion within ``inner`` × FWHM). It
 assumes the background varies slowly on the scale of the FWHM: next to a hot organ (spill-in) or in a
 thin structure such as vertebral marrow it is off by 10-25 %.
@@ -126,8 +127,11 @@ def pvc_suv_totals(lab: np.ndarray, suv: np.ndarray, spacing_xyz: tuple[float, f
     n = int(max(int(sub.max()), int(wanted.max()))) + 1
     excess = np.bincount(grown.ravel(), weights=(values - background).ravel(), minlength=n)
     displaced = np.bincount(sub.ravel().astype(np.int64), weights=background.ravel(), minlength=n)
+    own = np.bincount(sub.ravel().astype(np.int64), weights=values.ravel(), minlength=n)  # Σ SUV in the ROI
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
-    return {int(k): max(0.0, float(excess[k] + displaced[k]) * voxel_ml) for k in wanted}
+    # Spill-out only adds counts around the ROI: a negative rim excess is noise or background error, so the
+    # corrected value is never below the ROI's own SUVmean x volume (and a present ROI never reads 0).
+    return {int(k): max(0.0, float(own[k]), float(excess[k] + displaced[k])) * voxel_ml for k in wanted}
 
 
 def _nearest_shell_values(values: np.ndarray, shell: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:

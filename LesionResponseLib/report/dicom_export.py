@@ -125,7 +125,9 @@ def _concepts() -> dict[str, Any]:
 
     SUVtotal is SUVbw summed over the ROI volume (SUVmean × volume): concept SUVbw with derivation
     SCT "Total" and UCUM unit ``{SUVbw}g/ml.ml`` (SUV·mL), the unit the CSV and report show — it keeps the
-    volume factor visible, where the equivalent ``{SUVbw}g`` would read like a mass.
+    volume factor visible, where the equivalent ``{SUVbw}g`` would read like a mass. The partial-volume-corrected
+    SUVtotal (``rois.csv`` ``suv_total_pvc``) has a private derivation code, and the change from the reference
+    is coded by the measure that drove the categories (``AnalysisParameters.response_measure``).
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -139,12 +141,14 @@ def _concepts() -> dict[str, Any]:
         "volume": codes.SCT.Volume, "max": codes.SCT.Maximum, "mean": codes.SCT.Mean,
         "peak": codes.DCM.PeakValueWithinROI, "total": codes.SCT.Total,
         "delta": code("DSUVTOT", PRIVATE_SCHEME, "Change of SUVtotal from reference"),
+        "delta_pvc": code("DSUVTOTPVC", PRIVATE_SCHEME, "Change of partial-volume-corrected SUVtotal from reference"),
+        "total_pvc": code("PVCTOTAL", PRIVATE_SCHEME, "Partial-volume-corrected total"),
         "category": code("RESPCAT", PRIVATE_SCHEME, "Lesion-ROI response category"),
         "procedure": code("44139-4", "LN", "PET whole body"),
     }
 
 
-def _measurements(roi: LesionROI, delta_pct: float | None, c: dict[str, Any]) -> list[Any]:
+def _measurements(roi: LesionROI, delta_pct: float | None, c: dict[str, Any], measure: str) -> list[Any]:
     import highdicom as hd
 
     m = hd.sr.Measurement
@@ -153,8 +157,10 @@ def _measurements(roi: LesionROI, delta_pct: float | None, c: dict[str, Any]) ->
              m(c["suv"], roi.suv_peak, c["suv_unit"], derivation=c["peak"]),
              m(c["volume"], roi.volume_ml, c["ml"]),
              m(c["suv"], roi.suv_total, c["suv_ml_unit"], derivation=c["total"])]
+    if roi.suv_total_pvc is not None:
+        items.append(m(c["suv"], roi.suv_total_pvc, c["suv_ml_unit"], derivation=c["total_pvc"]))
     if delta_pct is not None:
-        items.append(m(c["delta"], delta_pct, c["percent"]))
+        items.append(m(c["delta_pvc" if measure == "suv_total_pvc" else "delta"], delta_pct, c["percent"]))
     return items
 
 
@@ -187,7 +193,7 @@ def _groups(data: ReportData, timepoint: int, seg: Any, c: dict[str, Any]) -> li
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=_tracking(data, track), finding_type=codes.SCT.Lesion,
             referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number), time_point_context=context,
-            measurements=_measurements(roi, delta, c),
+            measurements=_measurements(roi, delta, c, data.analysis.parameters.response_measure),
             qualitative_evaluations=[_category(category, c)] if category else None))
     for response in sorted(data.analysis.responses, key=lambda r: r.track_id):
         if response.categories.get(timepoint) == "disappearing":

@@ -32,6 +32,22 @@ def label_rois(mask: sitk.Image, pet_suv: sitk.Image, min_volume_ml: float = 0.1
     return _relabel_by_suvmax(labels, suv, pet_suv)
 
 
+def dropped_components(mask: sitk.Image, kept: sitk.Image) -> sitk.Image:
+    """The 26-connected components of ``mask`` that became no ROI of ``kept`` (e.g. dropped by the minimum volume)
+    and do not touch one: uint16 labels 1..N on the same grid (the search's model candidates)."""
+    import cc3d
+    from scipy import ndimage
+
+    binary = sitk.GetArrayFromImage(mask) > 0
+    kept_voxels = ndimage.binary_dilation(sitk.GetArrayViewFromImage(kept) > 0, np.ones((3, 3, 3), bool))
+    components = cc3d.connected_components(binary, connectivity=26)
+    touching = np.unique(components[kept_voxels & binary])
+    components[np.isin(components, touching)] = 0
+    out = sitk.GetImageFromArray(cc3d.connected_components(components > 0, connectivity=26).astype(np.uint16))
+    out.CopyInformation(kept)
+    return out
+
+
 def drop_equivocal_rois(labels: sitk.Image, pet_suv: sitk.Image, liver_suv: float,
                         max_volume_ml: float = 0.5) -> sitk.Image:
     """``labels`` without the equivocal ROIs, relabelled 1..N by descending SUVmax.

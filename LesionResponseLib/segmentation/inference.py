@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib.errors import describe
-from LesionResponseLib.segmentation.components import drop_equivocal_rois, label_rois
+from LesionResponseLib.segmentation.components import drop_equivocal_rois, dropped_components, label_rois
 from LesionResponseLib.segmentation.model import SegmentationError, SegmentationModel, load_model
 from LesionResponseLib.segmentation.threshold import liver_reference, threshold_mask
 
@@ -20,8 +21,32 @@ def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "mo
             min_volume_ml: float = 0.1, progress: bool | Callable[[str], None] | None = None,
             split_touching: bool = True, organs: sitk.Image | None = None,
             equivocal_max_volume_ml: float = 0.5) -> sitk.Image:
-    """Lesion-ROI label map (uint16, PET grid, 0 background, 1..N by descending SUVmax).
+    """Lesion-ROI label map (uint16, PET grid, 0 background, 1..N by descending SUVmax); see
+    :func:`segment_with_evidence`, which also returns the model's probability and dropped candidates."""
+    return segment_with_evidence(pet_suv, ct, method, model_path, min_volume_ml, progress, split_touching,
+                                    organs, equivocal_max_volume_ml).labels
 
+
+@dataclass
+class SegmentationOutput:
+    """What one segmentation run gives (PET grid): the lesion-ROI label map and, for models, the lesion
+    probability (0-1) and the *candidates*: components above the model's threshold dropped as smaller than the
+    minimum ROI volume (equivocal ROIs are not candidates: uptake not above the liver is not the disease
+    tracked), for the prior-guided search's longitudinal confirmation."""
+
+    labels: sitk.Image
+    probability: sitk.Image | None = None
+    candidates: sitk.Image | None = None
+
+
+def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model",
+                             model_path: str | None = None, min_volume_ml: float = 0.1,
+                             progress: bool | Callable[[str], None] | None = None, split_touching: bool = True,
+                             organs: sitk.Image | None = None, equivocal_max_volume_ml: float = 0.5,
+                             ) -> SegmentationOutput:
+    """Label map, and for models the lesion probability and the dropped candidates (:class:`SegmentationOutput`).
+
+    The label map is uint16 on the PET grid, 0 background, 1..N by descending SUVmax.
     ``method``: ``"model"`` (shipped SegResNet, or ``model_path``), ``"threshold"`` (BASELINE: liver-referenced
     SUV threshold; ``organs``: optional PET-grid map whose non-zero voxels are physiological uptake to exclude), or a path to a TorchScript file / MONAI
     bundle folder (nnU-Net v2 folders are not supported). Model inference: resample to the model spacing,
@@ -48,9 +73,12 @@ def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "mo
         mask = probability > model.config.threshold
     report("components")
     labels = label_rois(mask, pet_suv, min_volume_ml=min_volume_ml, split_touching=split_touching)
-    if method != "threshold" and equivocal_max_volume_ml > 0:
+    if method == "threshold":
+        return SegmentationOutput(labels)
+    candidates = dropped_components(mask, labels)  # too small only: equivocal ROIs stay out (not tracked disease)
+    if equivocal_max_volume_ml > 0:
         labels = drop_equivocal_rois(labels, pet_suv, liver_reference(pet_suv)[0], equivocal_max_volume_ml)
-    return labels
+    return SegmentationOutput(labels, probability, candidates)
 
 
 def _model(path: str | None) -> SegmentationModel:

@@ -33,8 +33,8 @@ _PSF_FWHM_MM = typer.Option(_DEFAULTS.psf_fwhm_mm, help="Reconstructed PET resol
                                   "scanner's; 5–7 on current PET/CT): used by the partial-volume-corrected SUVtotal.")
 _PRIOR_SEARCH = typer.Option(_DEFAULTS.prior_search, help="Look for each track's lesion where the registration "
                              "puts it at time points without a ROI (marked prior-guided).")
-_MEASURE = typer.Option(_DEFAULTS.response_measure, help="ROI quantity that drives the categories: suv_total "
-                            "(SUVmean × volume, the paper's) or suv_total_pvc (partial-volume corrected).")
+_MEASURE = typer.Option(_DEFAULTS.response_measure, help="ROI quantity that drives the categories: suv_total_pvc "
+                            "(partial-volume corrected, the default) or suv_total (SUVmean × volume, the paper's).")
 
 
 def register(app: typer.Typer) -> None:
@@ -101,10 +101,13 @@ def print_summary(analysis, console) -> None:
                           f"is doubtful ({reg.message}); check its matches in the review")
     patterns = Counter(r.pattern for r in analysis.responses)
     console.print("track patterns: " + ", ".join(f"{p} {n}" for p, n in sorted(patterns.items())))
-    if analysis.prior_searches:
-        found = sum(1 for r in analysis.prior_searches if r["roi_id"])
-        console.print(f"prior-guided search: {len(analysis.prior_searches)} missing lesion × time point(s) looked "
-                      f"at, {found} found (rois.csv source = prior-guided)")
+    searches = [r for r in analysis.prior_searches if r["direction"] != "candidate"]
+    if searches:
+        found = sum(1 for r in searches if r["roi_id"])
+        confirmed = len(analysis.prior_searches) - len(searches)
+        console.print(f"prior-guided search: {len(searches)} missing lesion × time point(s) looked at, {found} found"
+                      + (f", {confirmed} model candidate(s) confirmed" if confirmed else "")
+                      + " (rois.csv source = prior-guided)")
 
 
 def analyze_command(
@@ -129,6 +132,10 @@ def analyze_command(
     weight_kg: float = typer.Option(None, "--weight-kg", help="Body weight in kg used instead of PatientWeight "
                                     "(0010,1030) for every time point, e.g. when it is missing."),
     prior_search: bool = _PRIOR_SEARCH,
+    candidates: bool = typer.Option(_DEFAULTS.prior_search_candidates, "--candidates/--no-candidates",
+                                    help="Also confirm lesions the model found below its minimum ROI volume when "
+                                         "the search finds them at an adjacent time point (more lesions, and "
+                                         "more physiological uptake to reject; README)."),
 ) -> None:
     """Analyse one patient: segment, quantify, register, track, categorise; write the output folder."""
     from LesionResponseLib.errors import LesionResponseError
@@ -139,6 +146,7 @@ def analyze_command(
                          min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml,
                          prior_search)
         params.weight_kg = weight_kg
+        params.prior_search_candidates = candidates
         analysis, report = _run(input_dir, out, params, patient, labels, console)
     except LesionResponseError as err:
         console.print(f"[red]error:[/red] {err}")

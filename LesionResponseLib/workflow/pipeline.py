@@ -5,16 +5,20 @@ parameters it uses is unchanged, so a re-run after a matching-parameter change r
 what follows):
 
 - ``segmentation`` per time point, key = PET series UID + SUV factor + CT series UID + method + ``min_roi_volume_ml`` +
-  ``equivocal_max_volume_ml`` + model file hash (or the supplied label file's hash) → ``cache/seg-<key>.nii.gz``.
+  ``equivocal_max_volume_ml`` + model file hash (or the supplied label file's hash) → ``cache/seg-<key>.nii.gz``
+  (+ ``seg-<key>-probability.nii.gz`` and ``-candidates.nii.gz``: the model's lesion probability as uint8 and the
+  components it found that the ROI filters dropped, the search's model evidence).
 - ``registration`` per follow-up k onto the baseline, key = PET/CT series UIDs of both + the method that runs (``auto`` resolved) →
   ``cache/reg-<key>.tfm|.h5`` + ``.json``; copied to ``OUT/transforms/tp0_to_tp{k}.*``.
 - ``matching``, key = hash of every label map + the registration keys + ``dilation_mm``,
   ``max_match_distance_mm``, ``min_overlap``, ``extra`` → ``cache/match-<key>.json``.
 - ``prior-guided search`` (``params.prior_search``, :mod:`LesionResponseLib.workflow.prior_search`): every
   track is looked for where it has no ROI, key = hash of every label map + the registration keys + PET series
-  UIDs and SUV factors + the detection rule's version + ``prior_search_margin_mm``, ``prior_search_false_alarm``, ``psf_fwhm_mm``,
-  ``min_roi_volume_ml`` → ``cache/prior-<key>.json`` (+ the grown label maps); when it found ROIs, the time
-  points that gained them are re-measured and matching runs again on the grown label maps.
+  UIDs and SUV factors + the detection rule's version + ``prior_search_margin_mm``, ``prior_search_false_alarm``,
+  ``prior_search_model_probability``, ``prior_search_candidates``, ``psf_fwhm_mm``, ``min_roi_volume_ml`` + the
+  model file hash (when its probabilities are the model evidence) → ``cache/prior-<key>.json`` (+ the grown
+  label maps); when it found ROIs, the time points that gained them are re-measured and matching runs again on
+  the grown label maps.
 - Quantification, tracks and response are cheap and always recomputed.
 
 Besides docs/DOMAIN.md §8 the folder gets ``suv/tp{k}.nii.gz`` (float32 SUV PET, rewritten only when the PET
@@ -34,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib import __version__
@@ -123,9 +128,19 @@ def on_pet_grid(labels: sitk.Image, pet: sitk.Image) -> sitk.Image:
     return label_on_grid(labels, pet, sitk.sitkUInt16)
 
 
+@dataclass
+class ModelEvidence:
+    """A model's evidence for the prior-guided search at one time point (PET grid, z-y-x arrays): its lesion
+    probability as uint8 (× ``prior_guided.PROBABILITY_UINT8_SCALE``) and its dropped candidates (uint16 labels)."""
+
+    probability: np.ndarray
+    candidates: np.ndarray
+
+
 def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_dir: Path | None,
-                       report: RunReport) -> sitk.Image:
-    """Label map of one loaded time point: from ``labels_dir``, the cache, or :func:`segment`."""
+                       report: RunReport) -> tuple[sitk.Image, ModelEvidence | None]:
+    """Label map of one loaded time point (from ``labels_dir``, the cache, or :func:`segment_with_evidence`) and,
+    for a model, its :class:`ModelEvidence` (None for label files and the threshold method)."""
     k = tp.info.index
     source = file_digest(_find_label_file(labels_dir, k)) if labels_dir else model_digest(params)
     # The CT series is part of the key: models with a CT input channel read it.
@@ -133,21 +148,36 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
                   params.segmentation_method if not labels_dir else "labels", params.min_roi_volume_ml, source,
                   *([params.equivocal_max_volume_ml] if not labels_dir else []))
     path = cache / f"seg-{key}.nii.gz"
-    if path.is_file():
+    with_evidence = not labels_dir and params.segmentation_method != "threshold"
+    evidence_paths = [cache / f"seg-{key}-{name}.nii.gz" for name in ("probability", "candidates")]
+    if path.is_file() and (not with_evidence or all(p.is_file() for p in evidence_paths)):
         report.stages[f"segmentation tp{k}"] = "reused"
-        return on_pet_grid(sitk.ReadImage(str(path)), tp.pet_suv)
+        evidence = (ModelEvidence(*(sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in evidence_paths))
+                    if with_evidence else None)
+        return on_pet_grid(sitk.ReadImage(str(path)), tp.pet_suv), evidence
+    evidence = None
     if labels_dir:
         labels = on_pet_grid(sitk.ReadImage(str(_find_label_file(labels_dir, k))), tp.pet_suv)
     else:
-        from LesionResponseLib.segmentation import segment
+        from LesionResponseLib.segmentation import segment_with_evidence
 
-        labels = segment(tp.pet_suv, tp.ct, method=params.segmentation_method, model_path=params.model_path,
-                         min_volume_ml=params.min_roi_volume_ml,
-                         equivocal_max_volume_ml=params.equivocal_max_volume_ml)
-        labels = on_pet_grid(labels, tp.pet_suv)
+        output = segment_with_evidence(tp.pet_suv, tp.ct, method=params.segmentation_method,
+                                       model_path=params.model_path, min_volume_ml=params.min_roi_volume_ml,
+                                       equivocal_max_volume_ml=params.equivocal_max_volume_ml)
+        labels = on_pet_grid(output.labels, tp.pet_suv)
+        if output.probability is not None and output.candidates is not None:
+            from LesionResponseLib.segmentation.prior_guided import PROBABILITY_UINT8_SCALE
+
+            probability = np.rint(np.clip(sitk.GetArrayViewFromImage(output.probability), 0.0, 1.0)
+                                  * PROBABILITY_UINT8_SCALE).astype(np.uint8)
+            evidence = ModelEvidence(probability, sitk.GetArrayFromImage(output.candidates).astype(np.uint16))
+            for array, evidence_path in zip((evidence.probability, evidence.candidates), evidence_paths, strict=True):
+                image = sitk.GetImageFromArray(array)
+                image.CopyInformation(tp.pet_suv)
+                atomic_write_image(image, evidence_path)
     atomic_write_image(labels, path)
     report.stages[f"segmentation tp{k}"] = "computed"
-    return labels
+    return labels, evidence
 
 
 def registration_stage(fixed: Any, moving: Any, params: AnalysisParameters, out: Path,
@@ -201,18 +231,25 @@ def matching_stage(labels: dict[int, sitk.Image], rois: list[LesionROI], transfo
 
 def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[LesionROI], tracks: list,
                        transforms: dict, reg_keys: list[str], params: AnalysisParameters, cache: Path,
-                       report: RunReport) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]]]:
+                       report: RunReport, evidence: dict[int, ModelEvidence | None] | None = None,
+                       ) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]]]:
     """Prior-guided search of every track's missing time points (``workflow.prior_search``), cached on the
-    label maps, registrations, PET series (+ SUV factor) and search parameters."""
+    label maps, registrations, PET series (+ SUV factor), the model (whose :class:`ModelEvidence` the searches
+    use) and search parameters."""
     from LesionResponseLib.segmentation.prior_guided import SEARCH_RULE_VERSION
     from LesionResponseLib.workflow.prior_search import SEARCH_PARAMS, prior_guided_stage
 
+    evidence = {k: v for k, v in (evidence or {}).items() if v is not None}
+    probabilities = {k: v.probability for k, v in evidence.items()}  # uint8, as the search reads them
+    candidates = {k: v.candidates for k, v in evidence.items()} if params.prior_search_candidates else {}
+    model = model_digest(params) if evidence else None
     key = _digest("prior", SEARCH_RULE_VERSION, [[image_digest(labels[k]) for k in sorted(labels)], reg_keys,
                                                  [[tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12)]
                                                   for tp in loaded]],
-                  {name: getattr(params, name) for name in SEARCH_PARAMS})
+                  {name: getattr(params, name) for name in SEARCH_PARAMS}, model)
     pets = {tp.info.index: tp.pet_suv for tp in loaded}
-    labels, rois, records, reused = prior_guided_stage(key, tracks, rois, labels, pets, transforms, params, cache)
+    labels, rois, records, reused = prior_guided_stage(key, tracks, rois, labels, pets, transforms, params, cache,
+                                                       probabilities, candidates)
     report.stages["prior-guided search"] = "reused" if reused else "computed"
     return labels, rois, records
 
@@ -257,12 +294,13 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
     (out / "cache").mkdir(parents=True, exist_ok=True)
     announce("indexing DICOM")
     infos = _inventory(Path(input_dir), patient, params.weight_kg)
-    loaded, labels, rois = [], {}, []
+    loaded, labels, rois, evidence = [], {}, [], {}
     for info in infos:
         announce(f"loading time point {info.index}")
         loaded.append(load_timepoint(info))
         announce(f"segmenting time point {info.index}")
-        labels[info.index] = segmentation_stage(loaded[-1], params, out / "cache", labels_path, report)
+        labels[info.index], evidence[info.index] = segmentation_stage(loaded[-1], params, out / "cache",
+                                                                      labels_path, report)
         rois += measure_rois(labels[info.index], loaded[-1].pet_suv, info.index, psf_fwhm_mm=params.psf_fwhm_mm)
     transforms, registrations, reg_keys = {}, [], []
     for moving in loaded[1:]:
@@ -279,10 +317,11 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
     if params.prior_search and len(loaded) > 1:
         announce("prior-guided search")
         labels, rois, searches = prior_search_stage(loaded, labels, rois, tracks, transforms, reg_keys, params,
-                                                    out / "cache", report)
+                                                    out / "cache", report, evidence)
         if any(record["roi_id"] for record in searches):
             links = matching_stage(labels, rois, transforms, reg_keys, params, out / "cache", report)
             tracks = build_tracks(rois, links, previous=previous)
+    del evidence  # up to 7 whole-body probability and candidate volumes, not needed from here
     responses, heterogeneous = assess_response(tracks, rois, len(infos), params)
     analysis = Analysis(patient_id=infos[0].patient_id, timepoints=infos, rois=rois, registrations=registrations,
                         links=links, tracks=tracks, responses=responses, heterogeneous=heterogeneous,

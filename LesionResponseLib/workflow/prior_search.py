@@ -6,12 +6,19 @@ After the first matching, every track is looked for where it has no accepted ROI
   starting from its most recent ROI before that time point (found ones included, so a shrinking lesion is
   followed from scan to scan);
 - **backward** (a lesion "visible in retrospect"): a track first seen at follow-up ``f`` is looked for at
-  ``f − 1``, then ``f − 2`` … from its ROI one time point later, until a search finds nothing.
+  ``f − 1``, then ``f − 2`` … from its ROI one time point later, until a search finds nothing;
+- **model candidates** (``params.prior_search_candidates``, off by default): a lesion the model saw but its ROI
+  filters dropped (a component under ``min_roi_volume_ml``) and no ROI covers is searched for at the previous,
+  else the next time point; when found there, it is confirmed (a noise component does not come back at the same
+  place), contoured by the search from that find, and followed forward and backward like a track. Off by
+  default because physiological uptake the model flickers on comes back too: on the development patient 4300
+  it recovered 4 true lesions and one pituitary, which the search then followed to all 7 scans (README).
 
 The prior ROI is mapped through the registration and grown by ``params.prior_search_margin_mm``
 (:func:`LesionResponseLib.tracking.priors.map_mask`); the detection rule is
 :func:`LesionResponseLib.segmentation.prior_guided.search_known_location` (every ROI already at that time point,
-rejected ones included, is excluded). A found contour becomes a new label of that time point's label map
+rejected ones included, is excluded), with the detection model's probability map of that time point as model
+evidence when the segmentation was a model's. A found contour becomes a new label of that time point's label map
 (``LesionROI.source = "prior-guided"``); every search, found or not, is a record in
 ``Analysis.prior_searches`` with its detection limit (SUV). The pipeline then re-measures the time points
 that gained ROIs and matches again, so links, tracks and categories follow from the same rules as for model
@@ -32,7 +39,8 @@ from LesionResponseLib.analysis.outputs import atomic_write_image, atomic_write_
 from LesionResponseLib.analysis.quantify import measure_rois
 from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Track, roi_id_for
 
-SEARCH_PARAMS = ("prior_search_margin_mm", "prior_search_false_alarm", "psf_fwhm_mm", "min_roi_volume_ml")
+SEARCH_PARAMS = ("prior_search_margin_mm", "prior_search_false_alarm", "prior_search_model_probability",
+                 "prior_search_candidates", "psf_fwhm_mm", "min_roi_volume_ml")
 
 
 @dataclass
@@ -45,62 +53,112 @@ class _Searcher:
     params: AnalysisParameters
     records: list[dict[str, Any]]
     label_of: dict[str, int]  # ROI id -> its value in its time point's label array (found ROIs added)
+    probabilities: dict[int, np.ndarray]  # the model's lesion probability per time point (0-1 or uint8), if any
 
     def search(self, prior_ids: list[str], prior_tp: int, tp: int, direction: str) -> str | None:
         """Look at ``tp`` for the lesion of ``prior_ids`` (time point ``prior_tp``); the new ROI id or None."""
+        prior_mask = np.isin(self.arrays[prior_tp], [self.label_of[rid] for rid in prior_ids])
+        return self.search_mask(prior_mask, prior_tp, tp, direction, sorted(prior_ids))
+
+    def search_mask(self, prior_mask: np.ndarray, prior_tp: int, tp: int, direction: str,
+                    prior_names: list[str]) -> str | None:
+        """Look at ``tp`` for the lesion at ``prior_mask`` of ``prior_tp``; the new ROI id or None."""
         from LesionResponseLib.segmentation.prior_guided import search_known_location
         from LesionResponseLib.tracking.priors import map_mask
 
-        prior_mask = np.isin(self.arrays[prior_tp], [self.label_of[rid] for rid in prior_ids])
         region = map_mask(prior_mask, self.pets[prior_tp], self.transforms, prior_tp, tp, self.pets[tp],
                           self.params.prior_search_margin_mm)
         result = search_known_location(self.pets[tp], region, self.params.psf_fwhm_mm, others=self.arrays[tp],
                                        false_alarm=self.params.prior_search_false_alarm,
-                                       min_volume_ml=self.params.min_roi_volume_ml)
-        roi_id = None
-        if result.found and result.mask is not None:
-            label = int(self.arrays[tp].max()) + 1
-            self.arrays[tp][result.mask] = label
-            roi_id = roi_id_for(tp, label)
-            self.label_of[roi_id] = label
+                                       min_volume_ml=self.params.min_roi_volume_ml,
+                                       probability=self.probabilities.get(tp),
+                                       model_threshold=self.params.prior_search_model_probability)
+        roi_id = self.add(tp, result.mask) if result.found and result.mask is not None else None
         self.records.append({"direction": direction, "timepoint": tp, "prior_timepoint": prior_tp,
-                             "prior_rois": sorted(prior_ids), "roi_id": roi_id, **result.summary()})
+                             "prior_rois": prior_names, "roi_id": roi_id, **result.summary()})
         return roi_id
+
+    def add(self, tp: int, mask: np.ndarray) -> str:
+        """``mask`` as a new label of time point ``tp``; its ROI id."""
+        label = int(self.arrays[tp].max()) + 1
+        self.arrays[tp][mask] = label
+        roi_id = roi_id_for(tp, label)
+        self.label_of[roi_id] = label
+        return roi_id
+
+
+def _extend(searcher: _Searcher, present: dict[int, list[str]], n: int) -> None:
+    """Search one lesion (``present``: time point -> its ROI ids) forward at every later time point without a
+    ROI (from its most recent ROI, found ones included) and backward from its first one until nothing is found."""
+    first = min(present)
+    latest = first
+    for tp in range(first + 1, n):
+        if tp not in present:
+            found = searcher.search(present[latest], latest, tp, "forward")
+            if found is None:
+                continue
+            present[tp] = [found]
+        latest = tp
+    for tp in range(first - 1, -1, -1):
+        found = searcher.search(present[tp + 1], tp + 1, tp, "backward")
+        if found is None:
+            break
+        present[tp] = [found]
+
+
+def _confirm_candidates(searcher: _Searcher, candidates: dict[int, np.ndarray], n: int) -> None:
+    """Model candidates (components above the model's threshold dropped as smaller than the minimum ROI volume)
+    that no ROI covers become ROIs when the search finds the lesion at an adjacent time point (the previous one
+    first). The candidate's own ROI is then contoured by the search from that find (its voxels when that search
+    finds nothing), and the new lesion is followed like a track (:func:`_extend`)."""
+    for j in sorted(candidates):
+        for value in range(1, int(candidates[j].max(initial=0)) + 1):
+            mask = candidates[j] == value
+            if not mask.any() or (searcher.arrays[j][mask] > 0).any():
+                continue  # empty, or covered by a ROI found meanwhile
+            name = f"candidate tp{j}-C{value:04d}"
+            for k in (j - 1, j + 1):
+                found = searcher.search_mask(mask, j, k, "confirm", [name]) if 0 <= k < n else None
+                if found is None:
+                    continue
+                own = searcher.search([found], k, j, "candidate")
+                if own is None:
+                    own = searcher.add(j, mask)
+                    searcher.records.append({"direction": "candidate", "timepoint": j, "prior_timepoint": k,
+                                             "prior_rois": [found], "roi_id": own, "found": True,
+                                             "reason": f"model candidate confirmed at time point {k} (its voxels)",
+                                             "evidence": "model"})
+                _extend(searcher, {j: [own], k: [found]}, n)
+                break
 
 
 def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, sitk.Image],
                   pets: dict[int, sitk.Image], transforms: dict, params: AnalysisParameters,
+                  probabilities: dict[int, np.ndarray] | None = None,
+                  candidates: dict[int, np.ndarray] | None = None,
                   ) -> tuple[dict[int, np.ndarray], list[dict[str, Any]]]:
-    """Run every search of the module docstring: (augmented label arrays per time point, search records)."""
+    """Run every search of the module docstring: (augmented label arrays per time point, search records).
+    ``probabilities``: the detection model's lesion probability (PET grid, 0-1 or uint8 0-255) per time point,
+    the searches' model evidence; ``candidates``: its dropped components (uint16 labels) per time point, confirmed
+    longitudinally (none: uptake test only, no candidates)."""
     accepted = {r.roi_id for r in rois if r.status == "accepted"}
     searcher = _Searcher(pets, {k: sitk.GetArrayFromImage(img) for k, img in labels.items()}, transforms, params,
-                         [], {r.roi_id: r.label for r in rois})
+                         [], {r.roi_id: r.label for r in rois}, probabilities or {})
     n = len(labels)
     for track in sorted(tracks, key=lambda t: t.track_id):
         present = {tp: [r for r in ids if r in accepted] for tp, ids in track.rois.items()}
         present = {tp: ids for tp, ids in present.items() if ids}
-        if not present:
-            continue
-        first = min(present)
-        latest = first
-        for tp in range(first + 1, n):
-            if tp not in present:
-                found = searcher.search(present[latest], latest, tp, "forward")
-                if found is None:
-                    continue
-                present[tp] = [found]
-            latest = tp
-        for tp in range(first - 1, -1, -1):
-            found = searcher.search(present[tp + 1], tp + 1, tp, "backward")
-            if found is None:
-                break
-            present[tp] = [found]
+        if present:
+            _extend(searcher, present, n)
+    _confirm_candidates(searcher, candidates or {}, n)
     return searcher.arrays, searcher.records
 
 
 def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
                        labels: dict[int, sitk.Image], pets: dict[int, sitk.Image], transforms: dict,
                        params: AnalysisParameters, cache: Path,
+                       probabilities: dict[int, np.ndarray] | None = None,
+                       candidates: dict[int, np.ndarray] | None = None,
                        ) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]], bool]:
     """Searches, cached under ``key`` (the pipeline's digest of every input and of :data:`SEARCH_PARAMS`):
     (label maps, ROIs, search records, reused?) with the found ROIs added and measured."""
@@ -111,7 +169,7 @@ def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
         grown = {int(k): sitk.GetArrayFromImage(sitk.ReadImage(str(cache / f"prior-{key}-tp{k}.nii.gz")))
                  for k in {r["timepoint"] for r in records if r["roi_id"]}}
     else:
-        arrays, records = search_tracks(tracks, rois, labels, pets, transforms, params)
+        arrays, records = search_tracks(tracks, rois, labels, pets, transforms, params, probabilities, candidates)
         grown = {k: arrays[k] for k in {r["timepoint"] for r in records if r["roi_id"]}}
     new_labels = dict(labels)
     for k, array in grown.items():

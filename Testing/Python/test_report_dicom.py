@@ -116,6 +116,11 @@ def test_sr_measurements_equal_the_csv(export):
             assert v[("SUVbw", "Peak Value Within ROI", "{SUVbw}g/ml")] == pytest.approx(row.suv_peak, rel=1e-6, abs=1e-4)
             assert v[("Volume", "", "ml")] == pytest.approx(row.volume_ml, rel=1e-6, abs=1e-4)
             assert v[("SUVbw", "Total", "{SUVbw}g/ml.ml")] == pytest.approx(row.suv_total, rel=1e-6, abs=1e-4)
+            track = tracks[tracks.track_id == uid_to_track[g["uid"]]].iloc[0]
+            delta = [value for (name, _, unit), value in v.items() if name.startswith("Change of") and unit == "%"]
+            if k and not np.isnan(track[f"delta_suv_total_pct_t{k}"]):  # coded by the measure that drove it
+                assert ("Change of SUVtotal from reference", "", "%") in v  # the factory's: suv_total
+                assert delta == [pytest.approx(track[f"delta_suv_total_pct_t{k}"], abs=0.01)]
             assert g["category"] == row.category
         gone = [g for g in groups if not g["values"]]
         expected_gone = tracks.track_id[tracks[f"category_t{k}"] == "disappearing"] if k else []

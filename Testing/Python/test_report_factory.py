@@ -87,7 +87,8 @@ def build_output(root: Path, patient_id: str = "RPT001") -> Path:
         timepoints.append(_timepoint(tp, patient_id, scan, factor, files))
     responses = [_response(t, rois, tracks[t]) for t in LESIONS]
     analysis = Analysis(patient_id, timepoints, rois, tracks=list(tracks.values()), responses=responses,
-                        heterogeneous={1: True, 2: True}, parameters=AnalysisParameters(segmentation_method="truth"),
+                        heterogeneous={1: True, 2: True},
+                        parameters=AnalysisParameters(segmentation_method="truth", response_measure="suv_total"),
                         software_version="test", audit=[{"time": "2025-07-01T10:00:00", "user": "reader1",
                                                          "action": "reject", "roi_id": "tp1-L0099"}])
     (out / "analysis.json").write_text(json.dumps(analysis.to_dict(), indent=1))
@@ -164,7 +165,8 @@ def phantom_output(phantom: Path, out: Path, use_pipeline: bool = False) -> Path
     tracks, responses = _truth_tracks(truth, rois, len(infos))
     analysis = Analysis(truth["patient_id"], infos, rois, tracks=tracks, responses=responses,
                         heterogeneous={int(k): v for k, v in truth["heterogeneous"].items()},
-                        parameters=AnalysisParameters(segmentation_method="truth"), software_version="test")
+                        parameters=AnalysisParameters(segmentation_method="truth", response_measure="suv_total"),
+                        software_version="test")
     (out / "analysis.json").write_text(json.dumps(analysis.to_dict()))
     _write_csvs(out, analysis)
     return out

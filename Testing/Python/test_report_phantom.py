@@ -39,6 +39,9 @@ def test_export_on_vendor_phantom(make_phantom, tmp_path, vendor):
         sr = _groups(pydicom.dcmread(tmp_path / "dicom" / f"TP{k}_SR.dcm"))
         totals = sorted(g["values"][("SUVbw", "Total", "{SUVbw}g/ml.ml")] for g in sr if g["values"])
         assert totals == pytest.approx(sorted(rois[rois.timepoint == k].suv_total), rel=1e-6, abs=1e-4)
+        corrected = sorted(g["values"][("SUVbw", "Partial-volume-corrected total", "{SUVbw}g/ml.ml")]
+                           for g in sr if g["values"])
+        assert corrected == pytest.approx(sorted(r["suv_total_pvc"] for r in accepted), rel=1e-6, abs=1e-4)
         csv_uids = {track_uid(analysis["patient_id"], t) for t in rois[rois.timepoint == k].track_id}
         assert {g["uid"] for g in sr if g["values"]} == csv_uids
 

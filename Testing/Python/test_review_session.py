@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from LesionResponseLib.analysis.response import roi_measure
 from LesionResponseLib.datamodel import Analysis, AnalysisParameters, Link
 from LesionResponseLib.review import ReviewError, ReviewSession, reapply_review
 
@@ -265,9 +266,11 @@ def test_edit_roi_remeasures_and_recategorises(out):
         voxel_ml = float(np.prod(suv.GetSpacing())) / 1000
         expected = float(sitk.GetArrayViewFromImage(suv)[keep].sum()) * voxel_ml
         assert edited.suv_total == pytest.approx(expected, rel=1e-5) and edited.suv_total < roi.suv_total
+        assert edited.suv_total_pvc is not None and edited.suv_total_pvc != roi.suv_total_pvc  # re-measured too
         _, response = _track(session, "tp0-L0008")
-        later = session.state.roi("tp1-L0008").suv_total
-        assert response.delta_suv_total_pct[1] == pytest.approx(100 * (later - expected) / expected, rel=1e-4)
+        measure = session.state.analysis.parameters.response_measure  # the default: the PV-corrected SUVtotal
+        reference, later = (roi_measure(session.state.roi(r), measure) for r in ("tp0-L0008", "tp1-L0008"))
+        assert response.delta_suv_total_pct[1] == pytest.approx(100 * (later - reference) / reference, rel=1e-4)
 
 
 def test_undo_restores_outputs_byte_for_byte_and_redo_reapplies(out):

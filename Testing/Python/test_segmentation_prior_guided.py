@@ -95,6 +95,45 @@ def test_no_lesion_beside_a_hot_organ_gives_no_false_alarm() -> None:
     assert alarms <= 4
 
 
+def _probability(mask: np.ndarray, value: float) -> np.ndarray:
+    """A model's lesion probability: ``value`` on ``mask`` fading over one voxel, 0.01 elsewhere."""
+    smooth = ndimage.gaussian_filter(mask.astype(np.float32), 0.7)
+    return np.clip(0.01 + value * smooth / max(float(smooth.max()), 1e-6), 0.0, 1.0)
+
+
+def test_model_evidence_finds_a_lesion_beside_an_organ_that_the_uptake_test_rejects() -> None:
+    """A 10 mm node (SUV 9) 3 mm from a 30 mm organ (SUV 20): the filtered uptake rises into the organ, so the
+    uptake test finds nothing; a model probability of 0.35 on the node (under its 0.5 whole-body threshold,
+    over the 0.2 of model evidence) makes it a find, contoured on the node, not on the organ."""
+    pet, region, sphere = _scene(contrast=4.0, diameter_mm=10.0, hot=(0.0, 0.0, 23.0))
+    uptake_only = search_known_location(pet, region, PSF_MM)
+    assert not uptake_only.found and uptake_only.reason.startswith("uptake rises beyond")
+    result = search_known_location(pet, region, PSF_MM, probability=_probability(sphere, 0.35))
+    assert result.found and result.evidence == "model" and result.reason.startswith("found by model evidence")
+    assert result.model_probability == pytest.approx(0.36, abs=0.02)
+    assert (result.mask & sphere).sum() >= 0.5 * sphere.sum() and result.mask.sum() <= 3 * sphere.sum()
+    weak = search_known_location(pet, region, PSF_MM, probability=_probability(sphere, 0.1))
+    assert not weak.found and weak.reason == uptake_only.reason and weak.model_probability < 0.2
+    off = search_known_location(pet, region, PSF_MM, probability=_probability(sphere, 0.35), model_threshold=0)
+    assert not off.found and off.model_probability is None
+
+
+def test_model_evidence_on_an_organ_reaching_into_the_region_is_no_find() -> None:
+    """The model's confident component is the organ itself (mostly outside the region): no ROI."""
+    pet, region, _ = _scene(contrast=0.0, diameter_mm=10.0, hot=(0.0, 0.0, 23.0))
+    coarse = (np.indices(SHAPE) + 0.5) * SPACING
+    organ_centre = np.array(SHAPE, float) * SPACING / 2 + np.array([23.0, 0.0, 0.0])
+    organ = np.sqrt(sum((coarse[a] - organ_centre[a]) ** 2 for a in range(3))) <= 15.0
+    result = search_known_location(pet, region, PSF_MM, probability=_probability(organ, 0.9))
+    assert not result.found and result.model_probability > 0.2
+
+
+def test_uptake_finds_stay_uptake_finds_whatever_the_model_says() -> None:
+    pet, region, sphere = _scene(contrast=4.0)
+    result = search_known_location(pet, region, PSF_MM, probability=np.zeros(SHAPE, np.float32))
+    assert result.found and result.evidence == "uptake" and result.reason == "found"
+
+
 def test_random_field_threshold_grows_with_the_region_and_the_confidence() -> None:
     small, large = rft_threshold(1e3, 7.0, 0.01), rft_threshold(1e5, 7.0, 0.01)
     assert 2.3 < small < large < 6.0 and rft_threshold(1e4, 7.0, 0.001) > rft_threshold(1e4, 7.0, 0.01)

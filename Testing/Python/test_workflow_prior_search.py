@@ -141,3 +141,63 @@ def test_lesion_pair_agreement_counts_every_true_pair(searched) -> None:
     assert figures["false_positives"]["per_scan"] == 0.0
     assert figures["n_decreasing"] == sum(t["categories"]["1"] == "decreasing" for t in expected)
     assert all(p["measured"] != "disappearing" for p in figures["pairs"] if p["truth"] != "disappearing")
+
+
+@pytest.mark.slow
+def test_model_probabilities_are_cached_and_are_the_searches_model_evidence(make_phantom, tmp_path) -> None:
+    """With the shipped model, each time point's lesion probability is cached next to its label map (uint8 on
+    the PET grid) and handed to the searches: every record says which evidence was consulted, and changing the
+    model-evidence threshold re-runs the search alone."""
+    phantom = make_phantom(seed=2, timepoints=2, axial_extent_mm=160)
+    out = tmp_path / "out"
+    analysis, report = run_pipeline(phantom / "dicom", out, PARAMS)
+    cached = sorted((out / "cache").glob("seg-*-probability.nii.gz"))
+    assert len(cached) == 2
+    for path in cached:
+        probability = sitk.ReadImage(str(path))
+        assert probability.GetPixelID() == sitk.sitkUInt8
+        suv = [sitk.ReadImage(str(out / "suv" / f"tp{k}.nii.gz")) for k in (0, 1)]
+        assert any(probability.GetSize() == s.GetSize() and probability.GetOrigin() == s.GetOrigin() for s in suv)
+        assert sitk.GetArrayViewFromImage(probability).max() > 127  # the model's lesions (p > 0.5) are in it
+    assert analysis.prior_searches, "the small phantom has lesions the model does not see at every time point"
+    for record in analysis.prior_searches:
+        assert record["evidence"] in ("uptake", "model", "")
+        assert (record["evidence"] == "") == (not record["found"])
+        if record["direction"] == "candidate":
+            continue
+        if not record["found"] and record["limit_suv"] == record["limit_suv"]:  # uptake test ran (not NaN)
+            assert 0.0 <= record["model_probability"] < 0.2  # consulted, under the threshold
+        else:
+            assert record["model_probability"] is None or record["evidence"] == "model"
+    again, rerun = run_pipeline(phantom / "dicom", out,
+                                AnalysisParameters(registration_method="auto", prior_search_model_probability=0.0))
+    assert rerun.stages["segmentation tp0"] == "reused" and rerun.stages["prior-guided search"] == "computed"
+    assert all(r["model_probability"] is None and r["evidence"] != "model" for r in again.prior_searches)
+
+
+def test_model_candidates_become_rois_only_when_confirmed_at_an_adjacent_time_point() -> None:
+    """Two scans of a 0.9 mL lesion (SUV 5 + 4 over liver-like 5; synthetic scenes of the prior-guided tests).
+    The model's only output at the baseline was a component its ROI filters dropped (a candidate): the search
+    finds the lesion at the follow-up, so both become prior-guided ROIs; a candidate on plain background is
+    not confirmed and gives no ROI."""
+    from test_segmentation_prior_guided import _scene
+
+    from LesionResponseLib.workflow.prior_search import search_tracks
+
+    pets, spheres = {}, {}
+    for k in (0, 1):
+        pets[k], _, spheres[k] = _scene(contrast=4.0, seed=10 + k)
+    labels = {k: sitk.Image(pets[k].GetSize(), sitk.sitkUInt16) for k in (0, 1)}
+    for k in (0, 1):
+        labels[k].CopyInformation(pets[k])
+    candidates = np.zeros(spheres[0].shape, np.uint16)
+    centre = tuple(int(c) for c in np.argwhere(spheres[0]).mean(axis=0).round())
+    candidates[centre] = 1  # one voxel: under the 0.1 mL minimum ROI volume
+    candidates[centre[0], centre[1], 4] = 2  # plain background 56 mm away
+    identity = {(0, 1): sitk.TranslationTransform(3, (0.0, 0.0, 0.0))}
+    arrays, records = search_tracks([], [], labels, pets, identity, PARAMS, candidates={0: candidates})
+    assert [r["direction"] for r in records] == ["confirm", "candidate", "confirm"]
+    assert records[0]["found"] and records[1]["roi_id"] == "tp0-L0001" and not records[2]["found"]
+    assert arrays[0][centre] == 1 and arrays[0][centre[0], centre[1], 4] == 0
+    for k in (0, 1):  # both ROIs are contoured on the lesion by the search (not the one candidate voxel)
+        assert (arrays[k][spheres[k]] > 0).mean() >= 0.5 and (arrays[k] > 0).sum() <= 4 * spheres[k].sum()

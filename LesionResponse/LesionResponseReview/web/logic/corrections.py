@@ -160,8 +160,9 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
             self.data.roi_info = f"no ROI {roi_id}"
             return
         name = mrml.roi_display(nodes, roi_id)[0]
+        corrected = "" if roi.suv_total_pvc is None else f" (PV-corrected {roi.suv_total_pvc:.1f})"
         self.data.roi_info = (f"{name}: {roi.volume_ml:.2f} mL, SUVmax {roi.suv_max:.1f}, SUVmean {roi.suv_mean:.1f}, "
-                              f"SUVtotal {roi.suv_total:.1f}, {roi.status}")
+                              f"SUVtotal {roi.suv_total:.1f}{corrected}, {roi.status}")
 
 
 class _Refused(LesionResponseError):
