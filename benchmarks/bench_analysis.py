@@ -173,7 +173,7 @@ def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
 
 
 def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, prior_search: bool = True,
-             candidates: bool = False) -> None:
+             candidates: bool = False, model: str | None = None) -> None:
     """Child process: analyse the phantom and print a JSON line of figures."""
     from LesionResponseLib.analysis.truth import truth_agreement
     from LesionResponseLib.datamodel import AnalysisParameters
@@ -182,7 +182,7 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
     marks: list[tuple[str, float]] = []
     start = time.perf_counter()
     params = AnalysisParameters(registration_method=registration, prior_search=prior_search,
-                                prior_search_candidates=candidates)
+                                prior_search_candidates=candidates, model_path=model)
     analysis, _ = run_pipeline(phantom / "dicom", out, params,
                                labels_dir=phantom / "truth" if truth_masks else None,
                                step=lambda name: marks.append((name, time.perf_counter())))
@@ -223,15 +223,17 @@ def _phantom(work: Path, seed: int, timepoints: int, options: dict) -> Path:
     return folder
 
 
-def _output(work: Path, seed: int, phantom: Path, prior_search: bool, candidates: bool = False) -> Path:
+def _output(work: Path, seed: int, phantom: Path, prior_search: bool, candidates: bool = False,
+            model: str | None = None) -> Path:
     """The analysis folder of one benchmark run under ``work``."""
     kind = ("prior+candidates" if candidates else "prior") if prior_search else "noprior"
+    kind += f"+{Path(model).stem}" if model else ""
     return work / f"analysis_s{seed}_{kind}_{phantom.name}"
 
 
 def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool, work: Path | None = None,
                options: dict | None = None, prior_search: bool = True, reuse_from: Path | None = None,
-               candidates: bool = False) -> dict:
+               candidates: bool = False, model: str | None = None) -> dict:
     """Analyse one phantom patient in a child process and print its figures. ``reuse_from``: an earlier
     output folder whose stage cache (segmentation, registration) is copied in first, so a comparison run
     re-does only what differs (its time is then not the full analysis time)."""
@@ -239,7 +241,7 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
 
     work = work or Path(tempfile.mkdtemp(prefix="bench_analysis_"))
     phantom = _phantom(work, seed, timepoints, options or {})
-    out = _output(work, seed, phantom, prior_search, candidates)
+    out = _output(work, seed, phantom, prior_search, candidates, model)
     if reuse_from is not None:
         keep = work / f"cache-of-{reuse_from.name}"  # reuse_from may be ``out`` itself
         shutil.rmtree(keep, ignore_errors=True)
@@ -250,14 +252,15 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
         shutil.move(keep, out / "cache")
     child = subprocess.run([sys.executable, __file__, "--child", str(phantom), str(out),
                             "--registration", registration] + (["--truth-masks"] if truth_masks else [])
-                           + ([] if prior_search else ["--no-prior-search"]) + (["--candidates"] if candidates else []),
+                           + ([] if prior_search else ["--no-prior-search"]) + (["--candidates"] if candidates else [])
+                           + (["--model", model] if model else []),
                            capture_output=True, text=True, check=False)
     if child.returncode:
         print(child.stderr[-3000:])
         raise SystemExit(child.returncode)
     figures = json.loads(child.stdout.strip().splitlines()[-1])
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    masks = "true lesion masks" if truth_masks else "model segmentation"
+    masks = "true lesion masks" if truth_masks else f"model segmentation ({Path(model).name if model else 'shipped'})"
     search = ("with" if prior_search else "without") + (" (+ model candidates)" if candidates else "")
     print(f"seed {seed} analysis ({timepoints} time points, {masks}, registration {registration}, {search} "
           f"prior-guided search): {figures['seconds']:.1f} s, {figures['seconds'] / timepoints:.1f} s per time point "
@@ -335,6 +338,7 @@ def main() -> None:
     parser.add_argument("--low-contrast", action="store_true", help="phantom option: lesion SUVmean 6-18")
     parser.add_argument("--near-organs", type=float, default=0.0, help="phantom option: fraction near hot organs")
     parser.add_argument("--no-prior-search", action="store_true", help="analyse without the prior-guided search")
+    parser.add_argument("--model", help="segmentation model file (default: the shipped model)")
     parser.add_argument("--candidates", action="store_true", help="also confirm model candidates "
                         "(AnalysisParameters.prior_search_candidates)")
     parser.add_argument("--compare", action="store_true", help="analyse each patient without, then with the "
@@ -347,7 +351,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         run_demo(Path(args.child[0]), Path(args.child[1]), args.registration, args.truth_masks,
-                 prior_search=not args.no_prior_search, candidates=args.candidates)
+                 prior_search=not args.no_prior_search, candidates=args.candidates, model=args.model)
         return
     if not args.skip_measure:
         bench_measure()
@@ -356,17 +360,18 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_analysis_"))
     for seed in _seeds(args.seeds) if args.seeds else [args.seed]:
         run = dict(seed=seed, timepoints=args.timepoints, registration=args.registration,
-                   truth_masks=args.truth_masks, work=work, options=options)
+                   truth_masks=args.truth_masks, work=work, options=options, model=args.model)
         if args.compare:
             bench_demo(**run, prior_search=False)
             phantom = _phantom(work, seed, args.timepoints, options)
-            bench_demo(**run, prior_search=True, reuse_from=_output(work, seed, phantom, prior_search=False),
-                       candidates=args.candidates)
+            bench_demo(**run, prior_search=True, candidates=args.candidates,
+                       reuse_from=_output(work, seed, phantom, prior_search=False, model=args.model))
         else:
             phantom = _phantom(work, seed, args.timepoints, options)
             prior = not args.no_prior_search
-            earlier = [_output(work, seed, phantom, prior, args.candidates)] + [
-                _output(work, seed, phantom, kind) for kind in (prior, not prior)]  # same kind first
+            earlier = [_output(work, seed, phantom, prior, args.candidates, args.model)] + [
+                _output(work, seed, phantom, kind, model=m) for m in (args.model, None)
+                for kind in (prior, not prior)]  # the same kind first; stages keyed on what differs re-run
             earlier = [d for d in earlier if (d / "cache").is_dir()] if args.reuse_cache else []
             bench_demo(**run, prior_search=prior, reuse_from=earlier[0] if earlier else None,
                        candidates=args.candidates)

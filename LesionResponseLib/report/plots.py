@@ -60,10 +60,15 @@ def spaghetti_plot(data: ReportData, floor_suv_ml: float = 0.1) -> bytes:
     ax.axhline(floor_suv_ml, color="#bbbbbb", lw=0.8, ls=":")
     ax.set_xticks(range(n_tp), [_tp_label(data, k) for k in range(n_tp)])
     ax.set_xlabel("time point (study date)")
-    ax.set_ylabel("SUVtotal per track [SUV·mL] (log)")
-    ax.set_title(f"SUVtotal per track ({len(data.analysis.responses)} tracks); dotted line = absent")
+    ax.set_ylabel(f"{measure_name(data)} per track [SUV·mL] (log)")
+    ax.set_title(f"{measure_name(data)} per track ({len(data.analysis.responses)} tracks); dotted line = absent")
     _legend(ax, FOLLOW_UP_CATEGORIES, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="last category")
     return _png(fig)
+
+
+def measure_name(data: ReportData) -> str:
+    """Name of the SUVtotal that drove the categories (``AnalysisParameters.response_measure``)."""
+    return "SUVtotal (PV-corrected)" if data.analysis.parameters.response_measure == "suv_total_pvc" else "SUVtotal"
 
 
 def _tp_label(data: ReportData, k: int) -> str:
@@ -90,7 +95,7 @@ def waterfall_plot(data: ReportData, follow_up: int | None = None, cap_pct: floa
     ax.set_xticks([])
     ax.set_xlabel(f"tracks at TP{k}, sorted (n = {len(rows)}); Δ undefined (no reference ROI) drawn at "
                   f"+100 %, disappearing at −100 %")
-    ax.set_ylabel(f"ΔSUVtotal [%] (capped at {cap_pct:.0f})")
+    ax.set_ylabel(f"Δ{measure_name(data)} [%] (capped at {cap_pct:.0f})")
     ax.set_title(f"Waterfall of ΔSUVtotal at TP{k} vs reference; dashed = ±30 %")
     _legend(ax, FOLLOW_UP_CATEGORIES, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(fig)

@@ -55,6 +55,8 @@ def test_report_and_export_after_the_analysis_pipeline(make_phantom, tmp_path):
     html = write_patient_report(out, formats=("html",))["html"].read_text()
     n_tracks = len(pd.read_csv(out / "tracks.csv"))
     assert f"{n_tracks} lesion-ROI tracks" in html and html.count('alt="MIP TP') == 2
+    # the default measure drove the categories, and the report says so where it shows the values
+    assert "SUVtotal (PV-corrected) per track over time" in html and "SUVtotal (PV-corrected) TP0" in html
     paths = export_dicom(out, tmp_path / "dicom")
     assert len(paths) == 4
     for path in paths:
