@@ -348,13 +348,16 @@ def roi_display(nodes: LoadedNodes, roi_id: str) -> tuple[str, tuple[float, floa
 
 
 def roi_sources(analysis: Analysis, track: Any, rois_by_id: dict[str, LesionROI] | None = None) -> dict[int, str]:
-    """Time point -> how the track's ROIs there were found (``LesionROI.source``: ``model``, ``prior-guided``,
-    ``reader``; several joined by ``+``), for the time points where the track has ROIs. ``rois_by_id``: the
-    analysis' ROIs by id, when the caller asks for many tracks (built here otherwise)."""
+    """Time point -> how the track's ROIs there were found (``LesionROI.source``: ``model``, ``prior-guided``
+    — "prior-guided (model evidence)" when the search accepted it on the model's probability —, ``reader``;
+    several joined by ``+``), for the time points where the track has ROIs. ``rois_by_id``: the analysis' ROIs
+    by id, when the caller asks for many tracks (built here otherwise)."""
     by_id = rois_by_id if rois_by_id is not None else {r.roi_id: r for r in analysis.rois}
+    by_model = {r.get("roi_id") for r in analysis.prior_searches if r.get("evidence") == "model"}
     sources: dict[int, str] = {}
     for tp, ids in track.rois.items():
-        found = sorted({by_id[rid].source for rid in ids if rid in by_id})
+        found = sorted({by_id[rid].source + (" (model evidence)" if rid in by_model else "")
+                        for rid in ids if rid in by_id})
         if found:
             sources[int(tp)] = "+".join(found)
     return sources

@@ -55,14 +55,16 @@ def _timepoint_rows(data: ReportData) -> list[dict[str, Any]]:
 
 
 def _track_notes(data: ReportData, track_id: int) -> str:
-    """Where the track's ROIs are not the model's (prior-guided, reader) and the detection limit where its
-    lesion was looked for and not found (``Analysis.prior_searches``)."""
+    """Where the track's ROIs are not the model's (prior-guided, marked when found by model evidence; reader)
+    and the detection limit where its lesion was looked for and not found (``Analysis.prior_searches``)."""
     track = next((t for t in data.analysis.tracks if t.track_id == track_id), None)
     if track is None:
         return ""
     by_id = {r.roi_id: r for r in data.analysis.rois}
     ids = {rid for rois in track.rois.values() for rid in rois}
-    notes = [f"TP{tp} {by_id[rid].source}" for tp, rois in sorted(track.rois.items()) for rid in rois
+    by_model = {r["roi_id"] for r in data.analysis.prior_searches if r.get("evidence") == "model"}
+    notes = [f"TP{tp} {by_id[rid].source}" + (" (model evidence)" if rid in by_model else "")
+             for tp, rois in sorted(track.rois.items()) for rid in rois
              if rid in by_id and by_id[rid].source != "model"]
     for record in data.analysis.prior_searches:
         limit = record.get("limit_suv")

@@ -159,10 +159,14 @@ def test_track_table_shows_prior_guided_rois_and_detection_limits(out, tmp_path)
     prior = track["rois"][str(k - 1)][0]
     data["prior_searches"] = [{"direction": "forward", "timepoint": k, "prior_rois": [prior], "roi_id": None,
                                "found": False, "reason": "below the detection limit", "limit_suv": 2.345}]
-    shown = next(t for t in data["tracks"] if t["track_id"] != gone["track_id"] and t["rois"].get("1"))
+    shown, by_model = [t for t in data["tracks"]
+                       if t["track_id"] != gone["track_id"] and t["rois"].get("0") and t["rois"].get("1")][:2]
     for roi in data["rois"]:
-        if roi["roi_id"] == shown["rois"]["1"][0]:
+        if roi["roi_id"] in (shown["rois"]["1"][0], by_model["rois"]["1"][0]):
             roi["source"] = "prior-guided"
+    data["prior_searches"].append({"direction": "forward", "timepoint": 1, "prior_rois": [by_model["rois"]["0"][0]],
+                                   "roi_id": by_model["rois"]["1"][0], "found": True, "evidence": "model",
+                                   "reason": "found by model evidence (below the detection limit)"})
     (copy / "analysis.json").write_text(json.dumps(data))
     rows = _table_rows(render_patient_html(load_report_data(copy)))
     header = next(r for r in rows if r and r[0] == "track")
@@ -170,4 +174,5 @@ def test_track_table_shows_prior_guided_rois_and_detection_limits(out, tmp_path)
     assert header[-1] == "ROI source / search"
     assert tracks[str(gone["track_id"])][-1] == f"TP{k} searched, not found (limit 2.3 SUV)"
     assert tracks[str(shown["track_id"])][-1] == "TP1 prior-guided"
+    assert tracks[str(by_model["track_id"])][-1] == "TP1 prior-guided (model evidence)"
     assert any(r and r[0] == "TP" and r[-1] == "of which prior-guided" for r in rows)

@@ -342,6 +342,9 @@ def test_table_names_the_timepoints_whose_roi_the_model_did_not_find(fresh_nodes
     assert flagged[track.track_id] == f"T{later[0]} T{later[1]}"
     assert all(value == "" for tid, value in flagged.items() if tid != track.track_id)
     assert lrm.roi_sources(nodes.analysis, track)[later[0]] == "prior-guided"
+    nodes.analysis.prior_searches.append({"roi_id": track.rois[later[0]][0], "found": True, "evidence": "model"})
+    assert lrm.roi_sources(nodes.analysis, track)[later[0]] == "prior-guided (model evidence)"
+    assert lrm.checked_timepoints(nodes.analysis, track) == f"T{later[0]} T{later[1]}"
 
 
 def test_label_edit_is_reloaded_into_the_segmentation(fresh_nodes):
