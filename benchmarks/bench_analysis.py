@@ -21,7 +21,8 @@ detection limit (expected CNR < 5, ``segmentation.metrics.expected_peak_cnr``) m
 by source, link precision / recall / F1 of the output ROIs (``tracking.evaluate.score_segmented``) and the
 registration error at true lesion centres (mean, 95th percentile, max). Seeds: 4200-4219 and 4300-4303 are
 development seeds (looked at while building the prior-guided search), 4304-4399 evaluation seeds (never looked
-at before their benchmark run; never tune on them); see Resources/Models/MODEL_CARD.md.
+at before their benchmark run; never tune on them; 4304-4307 used, the next evaluation starts at 4308); see
+Resources/Models/MODEL_CARD.md.
 """
 
 from __future__ import annotations
