@@ -274,6 +274,11 @@ class Analysis:
                 return roi
         raise KeyError(f"no lesion-ROI {roi_id!r} in this analysis")
 
+    def model_evidence_rois(self) -> set[str]:
+        """Ids of the ROIs the prior-guided search accepted on the segmentation model's probability (its
+        ``evidence`` = ``model``), not on the uptake test."""
+        return {r["roi_id"] for r in self.prior_searches if r.get("evidence") == "model" and r.get("roi_id")}
+
     def track(self, track_id: int) -> Track:
         for track in self.tracks:
             if track.track_id == track_id:

@@ -79,14 +79,6 @@ OTHER_MEASURE = {"suv_total_pvc": "suv_total", "suv_total": "suv_total_pvc"}
 MEASURE_NAMES = {"suv_total_pvc": "the PV-corrected SUVtotal", "suv_total": "SUVmean x volume (the paper's)"}
 
 
-def _other_category_agreement(analysis, out: Path, phantom: Path) -> float | None:
-    """Category agreement with truth had the other measure driven the categories (same ROIs and tracks)."""
-    from LesionResponseLib.analysis.truth import truth_agreement
-
-    other = OTHER_MEASURE[analysis.parameters.response_measure]
-    return truth_agreement(_with_measure(analysis, other), out, phantom)["category_agreement"]
-
-
 def _track_cnr(truth: dict, out: Path, phantom: Path) -> dict[tuple[int, int], float]:
     """(truth track, time point) -> highest expected peak CNR of its lesions there (0 when absent), measured on
     the analysis' SUV PET around the true masks (``metrics.expected_peak_cnr``, as bench_segmentation)."""
@@ -133,16 +125,17 @@ def _detectable_figures(pairs: list[dict], cnr: dict[tuple[int, int], float]) ->
             "n_undetectable": len(pairs) - len(rows), "n_relabelled": relabelled}
 
 
-def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
-    """Issue-17 figures: all-pair categories, detection by history, false positives, links, registration."""
+def _longitudinal_figures(analysis, other, out: Path, phantom: Path) -> dict:
+    """Issue-17 figures: all-pair categories, detection by history, false positives, links, registration
+    (``other``: the same analysis with the other measure's categories, :func:`_with_measure`)."""
     from LesionResponseLib.analysis.outputs import load_labels
     from LesionResponseLib.analysis.truth import lesion_pair_agreement
     from LesionResponseLib.tracking import load_transform
     from LesionResponseLib.tracking.evaluate import landmark_errors, score_segmented, truth_correspondence
+    from LesionResponseLib.workflow.prior_search import search_counts
 
     pairs = lesion_pair_agreement(analysis, out, phantom)
-    other = lesion_pair_agreement(_with_measure(analysis, OTHER_MEASURE[analysis.parameters.response_measure]), out,
-                                  phantom)
+    other_pairs = lesion_pair_agreement(other, out, phantom)
     truth = json.loads((phantom / "truth.json").read_text())
     n = len(analysis.timepoints)
     accepted = {r.roi_id for r in analysis.rois if r.status == "accepted"}
@@ -153,15 +146,12 @@ def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
     errors = np.concatenate([landmark_errors(load_transform(out / r.transform_path), truth, 0, r.moving_timepoint)
                              for r in analysis.registrations]) if analysis.registrations else np.zeros(0)
     sources = {s: sum(r.source == s for r in analysis.rois if r.status == "accepted") for s in ("model", "prior-guided")}
-    searches = [r for r in analysis.prior_searches if r["direction"] != "candidate"]
-    found = sum(1 for r in searches if r["roi_id"])
-    by_model = sum(1 for r in searches if r["roi_id"] and r.get("evidence") == "model")
-    confirmed = len(analysis.prior_searches) - len(searches)
+    counts = search_counts(analysis.prior_searches)
     detectable = _detectable_figures(pairs["pairs"], _track_cnr(truth, out, phantom))
     return {"pairs": {k: v for k, v in pairs.items() if k not in ("pairs", "confusions")},
             "pairs_detectable": detectable,
-            "pairs_other": {k: other[k] for k in ("agreement_all", "agreement_large", "decreasing_recall")},
-            "other_measure": MEASURE_NAMES[OTHER_MEASURE[analysis.parameters.response_measure]],
+            "pairs_other": {k: other_pairs[k] for k in ("agreement_all", "agreement_large", "decreasing_recall")},
+            "other_measure": MEASURE_NAMES[other.parameters.response_measure],
             "confusions": {f"{a}->{b}": c for (a, b), c in pairs["confusions"].items()},
             "links": {"precision": precision, "recall_detectable": recall,
                       "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
@@ -169,8 +159,8 @@ def _longitudinal_figures(analysis, out: Path, phantom: Path) -> dict:
             "registration_error_mm": {"mean": float(errors.mean()) if errors.size else None,
                                       "p95": float(np.percentile(errors, 95)) if errors.size else None,
                                       "max": float(errors.max()) if errors.size else None, "n": int(errors.size)},
-            "roi_sources": sources, "searches": len(searches), "searches_found": found, "found_by_model": by_model,
-            "candidates_confirmed": confirmed}
+            "roi_sources": sources, "searches": counts["searches"], "searches_found": counts["found"],
+            "found_by_model": counts["by_model"], "candidates_confirmed": counts["candidates"]}
 
 
 def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, prior_search: bool = True,
@@ -193,6 +183,7 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
         kind = name.split(" time point")[0].split(" onto")[0]
         stage_seconds[kind] = stage_seconds.get(kind, 0.0) + t1 - t0
     agreement = truth_agreement(analysis, out, phantom)
+    other = _with_measure(analysis, OTHER_MEASURE[analysis.parameters.response_measure])
     def error_figures(key: str) -> dict:
         errors = np.abs(np.asarray(agreement[key]))
         return {"median_abs_pct": float(np.median(errors)) if errors.size else None,
@@ -201,12 +192,12 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
     print(json.dumps({
         "seconds": seconds, "stage_seconds": stage_seconds, "rois": len(analysis.rois), "tracks": len(analysis.tracks),
         "category_agreement": agreement["category_agreement"], "pairs": agreement["category_pairs"],
-        "category_agreement_other": _other_category_agreement(analysis, out, phantom),
-        "other_measure": MEASURE_NAMES[OTHER_MEASURE[analysis.parameters.response_measure]],
+        "category_agreement_other": truth_agreement(other, out, phantom)["category_agreement"],
+        "other_measure": MEASURE_NAMES[other.parameters.response_measure],
         "heterogeneity_agreement": agreement["heterogeneity_agreement"],
         "truth_tracks_found": agreement["truth_tracks_found"], "truth_tracks": agreement["truth_tracks"],
         "suv_total": error_figures("suv_total_errors_pct"), "suv_total_pvc": error_figures("suv_total_pvc_errors_pct"),
-        "timepoints": len(analysis.timepoints), "longitudinal": _longitudinal_figures(analysis, out, phantom),
+        "timepoints": len(analysis.timepoints), "longitudinal": _longitudinal_figures(analysis, other, out, phantom),
     }))
 
 

@@ -347,13 +347,14 @@ def roi_display(nodes: LoadedNodes, roi_id: str) -> tuple[str, tuple[float, floa
     return table.GetColorName(roi.label), (rgba[0], rgba[1], rgba[2]), rgba[3]
 
 
-def roi_sources(analysis: Analysis, track: Any, rois_by_id: dict[str, LesionROI] | None = None) -> dict[int, str]:
+def roi_sources(analysis: Analysis, track: Any, rois_by_id: dict[str, LesionROI] | None = None,
+                by_model: set[str] | None = None) -> dict[int, str]:
     """Time point -> how the track's ROIs there were found (``LesionROI.source``: ``model``, ``prior-guided``
     — "prior-guided (model evidence)" when the search accepted it on the model's probability —, ``reader``;
-    several joined by ``+``), for the time points where the track has ROIs. ``rois_by_id``: the analysis' ROIs
-    by id, when the caller asks for many tracks (built here otherwise)."""
+    several joined by ``+``), for the time points where the track has ROIs. ``rois_by_id`` and ``by_model``
+    (``Analysis.model_evidence_rois``): given when the caller asks for many tracks (built here otherwise)."""
     by_id = rois_by_id if rois_by_id is not None else {r.roi_id: r for r in analysis.rois}
-    by_model = {r.get("roi_id") for r in analysis.prior_searches if r.get("evidence") == "model"}
+    by_model = by_model if by_model is not None else analysis.model_evidence_rois()
     sources: dict[int, str] = {}
     for tp, ids in track.rois.items():
         found = sorted({by_id[rid].source + (" (model evidence)" if rid in by_model else "")
@@ -363,10 +364,11 @@ def roi_sources(analysis: Analysis, track: Any, rois_by_id: dict[str, LesionROI]
     return sources
 
 
-def checked_timepoints(analysis: Analysis, track: Any, rois_by_id: dict[str, LesionROI] | None = None) -> str:
+def checked_timepoints(analysis: Analysis, track: Any, rois_by_id: dict[str, LesionROI] | None = None,
+                       by_model: set[str] | None = None) -> str:
     """``"T2 T3"``: the time points where the track holds a ROI not found by the model (prior-guided search or
     reader): the ones the reader should look at."""
-    sources = roi_sources(analysis, track, rois_by_id)
+    sources = roi_sources(analysis, track, rois_by_id, by_model)
     return " ".join(f"T{tp}" for tp, src in sorted(sources.items()) if src != "model")
 
 
@@ -380,6 +382,7 @@ def track_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
     columns += ["n_rois", "rois", "not_model"]
     responses = {r.track_id: r for r in analysis.responses}
     rois_by_id = {r.roi_id: r for r in analysis.rois}  # once per table, not per track (refreshed on every edit)
+    by_model = analysis.model_evidence_rois()
     rows = []
     for track in sorted(analysis.tracks, key=lambda t: t.track_id):
         response = responses.get(track.track_id)
@@ -387,7 +390,7 @@ def track_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
         row: dict[str, Any] = {"track_id": track.track_id, "first_timepoint": track.first_timepoint,
                                "last_timepoint": track.last_timepoint, "pattern": response.pattern if response else "",
                                "n_rois": len(ids), "rois": " ".join(ids),
-                               "not_model": checked_timepoints(analysis, track, rois_by_id)}
+                               "not_model": checked_timepoints(analysis, track, rois_by_id, by_model)}
         for k in followups:
             delta = response.delta_suv_total_pct.get(k) if response else None
             row[f"category_t{k}"] = response.categories.get(k, "") if response else ""

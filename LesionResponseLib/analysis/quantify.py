@@ -16,8 +16,9 @@ lesion displaces (count-conservation / "large VOI" method, as used in SPECT and 
 with ``b(v)`` the SUV of the voxel's nearest voxel in the shell between ``inner`` and ``outer`` × FWHM from
 every ROI (out of reach of any lesion's spill-out). The result is never less than the ROI's own SUVmean ×
 volume: spill-out only adds counts around the ROI, so a negative rim excess is noise. Voxels within reach
-of several ROIs go to the nearest one, so touching lesions share their spill-over. It needs only the scanner's resolution (``psf_fwhm_mm``),
-and the ROI need not follow the true edge (it need only hold the lesion within ``inner`` × FWHM). It
+of several ROIs go to the nearest one, so touching lesions share their spill-over. It needs only the
+scanner's resolution (``psf_fwhm_mm``), and the ROI need not follow the true edge (it need only hold the
+lesion within ``inner`` × FWHM). It
 assumes the background varies slowly on the scale of the FWHM: next to a hot organ (spill-in) or in a
 thin structure such as vertebral marrow it is off by 10-25 %.
 """

@@ -4,7 +4,8 @@ Rules (the paper's, made precise):
 
 - The measure is ``params.response_measure``: ``suv_total_pvc`` (partial-volume corrected,
   :mod:`LesionResponseLib.analysis.quantify`; the default) or ``suv_total`` (SUVmean × volume, docs/DOMAIN.md §4,
-  the paper's); "SUVtotal" below is that measure. An ROI measured before the corrected value existed falls back to ``suv_total``.
+  the paper's); "SUVtotal" below is that measure. An ROI measured before the corrected value existed falls
+  back to ``suv_total``.
 - Only **accepted** ROIs count. A track is *present* at a time point when it has at least one accepted ROI
   there; its SUVtotal there is the sum over those ROIs (a split counts whole). Rejected ROIs contribute
   nothing; a track whose ROIs are all rejected gets no :class:`TrackResponse`.

@@ -62,7 +62,7 @@ def _track_notes(data: ReportData, track_id: int) -> str:
         return ""
     by_id = {r.roi_id: r for r in data.analysis.rois}
     ids = {rid for rois in track.rois.values() for rid in rois}
-    by_model = {r["roi_id"] for r in data.analysis.prior_searches if r.get("evidence") == "model"}
+    by_model = data.analysis.model_evidence_rois()
     notes = [f"TP{tp} {by_id[rid].source}" + (" (model evidence)" if rid in by_model else "")
              for tp, rois in sorted(track.rois.items()) for rid in rois
              if rid in by_id and by_id[rid].source != "model"]
@@ -130,6 +130,7 @@ def render_patient_html(data: ReportData, suv_window: float = 10.0) -> str:
         warnings=[f"TP{t.index}: {w}" for t in data.analysis.timepoints for w in t.warnings],
         assumptions=[f"TP{t.index}: {a}" for t in data.analysis.timepoints for a in t.suv_assumptions],
         figures=figures, mips=_mips(data, suv_window), suv_window=suv_window, follow_ups=range(1, n_tp),
+        measure=plots.measure_name(data),
         track_rows=_track_rows(data), audit=_audit_rows(data))
 
 

@@ -13,6 +13,6 @@ from LesionResponseLib.segmentation.model import (
 from LesionResponseLib.segmentation.threshold import liver_reference, threshold_mask
 from LesionResponseLib.segmentation.training import train
 
-__all__ = ["DEFAULT_MODEL_PATH", "ModelConfig", "SegmentationError", "SegmentationOutput", "SegmentationModel", "drop_equivocal_rois",
-           "label_rois",
-           "liver_reference", "load_model", "save_model", "segment", "segment_with_evidence", "threshold_mask", "train"]
+__all__ = ["DEFAULT_MODEL_PATH", "ModelConfig", "SegmentationError", "SegmentationModel", "SegmentationOutput",
+           "drop_equivocal_rois", "label_rois", "liver_reference", "load_model", "save_model", "segment",
+           "segment_with_evidence", "threshold_mask", "train"]

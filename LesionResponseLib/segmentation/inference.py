@@ -24,7 +24,7 @@ def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "mo
     """Lesion-ROI label map (uint16, PET grid, 0 background, 1..N by descending SUVmax); see
     :func:`segment_with_evidence`, which also returns the model's probability and dropped candidates."""
     return segment_with_evidence(pet_suv, ct, method, model_path, min_volume_ml, progress, split_touching,
-                                    organs, equivocal_max_volume_ml).labels
+                                 organs, equivocal_max_volume_ml).labels
 
 
 @dataclass
@@ -40,10 +40,10 @@ class SegmentationOutput:
 
 
 def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model",
-                             model_path: str | None = None, min_volume_ml: float = 0.1,
-                             progress: bool | Callable[[str], None] | None = None, split_touching: bool = True,
-                             organs: sitk.Image | None = None, equivocal_max_volume_ml: float = 0.5,
-                             ) -> SegmentationOutput:
+                          model_path: str | None = None, min_volume_ml: float = 0.1,
+                          progress: bool | Callable[[str], None] | None = None, split_touching: bool = True,
+                          organs: sitk.Image | None = None, equivocal_max_volume_ml: float = 0.5,
+                          ) -> SegmentationOutput:
     """Label map, and for models the lesion probability and the dropped candidates (:class:`SegmentationOutput`).
 
     The label map is uint16 on the PET grid, 0 background, 1..N by descending SUVmax.

@@ -101,12 +101,13 @@ def print_summary(analysis, console) -> None:
                           f"is doubtful ({reg.message}); check its matches in the review")
     patterns = Counter(r.pattern for r in analysis.responses)
     console.print("track patterns: " + ", ".join(f"{p} {n}" for p, n in sorted(patterns.items())))
-    searches = [r for r in analysis.prior_searches if r["direction"] != "candidate"]
-    if searches:
-        found = sum(1 for r in searches if r["roi_id"])
-        confirmed = len(analysis.prior_searches) - len(searches)
-        console.print(f"prior-guided search: {len(searches)} missing lesion × time point(s) looked at, {found} found"
-                      + (f", {confirmed} model candidate(s) confirmed" if confirmed else "")
+    from LesionResponseLib.workflow.prior_search import search_counts
+
+    counts = search_counts(analysis.prior_searches)
+    if counts["searches"]:
+        console.print(f"prior-guided search: {counts['searches']} missing lesion × time point(s) looked at, "
+                      f"{counts['found']} found"
+                      + (f", {counts['candidates']} model candidate(s) confirmed" if counts["candidates"] else "")
                       + " (rois.csv source = prior-guided)")
 
 

@@ -130,11 +130,12 @@ def on_pet_grid(labels: sitk.Image, pet: sitk.Image) -> sitk.Image:
 
 @dataclass
 class ModelEvidence:
-    """A model's evidence for the prior-guided search at one time point (PET grid, z-y-x arrays): its lesion
-    probability as uint8 (× ``prior_guided.PROBABILITY_UINT8_SCALE``) and its dropped candidates (uint16 labels)."""
+    """Where a model's evidence for the prior-guided search at one time point is cached (PET grid): its lesion
+    probability as uint8 (× ``prior_guided.PROBABILITY_UINT8_SCALE``) and its dropped candidates (uint16 labels).
+    The search reads them only when it runs (not when its result is reused)."""
 
-    probability: np.ndarray
-    candidates: np.ndarray
+    probability: Path
+    candidates: Path
 
 
 def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_dir: Path | None,
@@ -148,14 +149,12 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
                   params.segmentation_method if not labels_dir else "labels", params.min_roi_volume_ml, source,
                   *([params.equivocal_max_volume_ml] if not labels_dir else []))
     path = cache / f"seg-{key}.nii.gz"
-    with_evidence = not labels_dir and params.segmentation_method != "threshold"
-    evidence_paths = [cache / f"seg-{key}-{name}.nii.gz" for name in ("probability", "candidates")]
-    if path.is_file() and (not with_evidence or all(p.is_file() for p in evidence_paths)):
-        report.stages[f"segmentation tp{k}"] = "reused"
-        evidence = (ModelEvidence(*(sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in evidence_paths))
-                    if with_evidence else None)
-        return on_pet_grid(sitk.ReadImage(str(path)), tp.pet_suv), evidence
     evidence = None
+    if not labels_dir and params.segmentation_method != "threshold":
+        evidence = ModelEvidence(*(cache / f"seg-{key}-{name}.nii.gz" for name in ("probability", "candidates")))
+    if path.is_file() and (evidence is None or (evidence.probability.is_file() and evidence.candidates.is_file())):
+        report.stages[f"segmentation tp{k}"] = "reused"
+        return on_pet_grid(sitk.ReadImage(str(path)), tp.pet_suv), evidence
     if labels_dir:
         labels = on_pet_grid(sitk.ReadImage(str(_find_label_file(labels_dir, k))), tp.pet_suv)
     else:
@@ -165,13 +164,13 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
                                        model_path=params.model_path, min_volume_ml=params.min_roi_volume_ml,
                                        equivocal_max_volume_ml=params.equivocal_max_volume_ml)
         labels = on_pet_grid(output.labels, tp.pet_suv)
-        if output.probability is not None and output.candidates is not None:
+        if evidence is not None and output.probability is not None and output.candidates is not None:
             from LesionResponseLib.segmentation.prior_guided import PROBABILITY_UINT8_SCALE
 
             probability = np.rint(np.clip(sitk.GetArrayViewFromImage(output.probability), 0.0, 1.0)
                                   * PROBABILITY_UINT8_SCALE).astype(np.uint8)
-            evidence = ModelEvidence(probability, sitk.GetArrayFromImage(output.candidates).astype(np.uint16))
-            for array, evidence_path in zip((evidence.probability, evidence.candidates), evidence_paths, strict=True):
+            arrays = (probability, sitk.GetArrayViewFromImage(output.candidates).astype(np.uint16))
+            for array, evidence_path in zip(arrays, (evidence.probability, evidence.candidates), strict=True):
                 image = sitk.GetImageFromArray(array)
                 image.CopyInformation(tp.pet_suv)
                 atomic_write_image(image, evidence_path)
@@ -240,7 +239,7 @@ def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[L
     from LesionResponseLib.workflow.prior_search import SEARCH_PARAMS, prior_guided_stage
 
     evidence = {k: v for k, v in (evidence or {}).items() if v is not None}
-    probabilities = {k: v.probability for k, v in evidence.items()}  # uint8, as the search reads them
+    probabilities = {k: v.probability for k, v in evidence.items()}
     candidates = {k: v.candidates for k, v in evidence.items()} if params.prior_search_candidates else {}
     model = model_digest(params) if evidence else None
     key = _digest("prior", SEARCH_RULE_VERSION, [[image_digest(labels[k]) for k in sorted(labels)], reg_keys,
@@ -321,7 +320,6 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
         if any(record["roi_id"] for record in searches):
             links = matching_stage(labels, rois, transforms, reg_keys, params, out / "cache", report)
             tracks = build_tracks(rois, links, previous=previous)
-    del evidence  # up to 7 whole-body probability and candidate volumes, not needed from here
     responses, heterogeneous = assess_response(tracks, rois, len(infos), params)
     analysis = Analysis(patient_id=infos[0].patient_id, timepoints=infos, rois=rois, registrations=registrations,
                         links=links, tracks=tracks, responses=responses, heterogeneous=heterogeneous,

@@ -154,14 +154,23 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
     return searcher.arrays, searcher.records
 
 
+def search_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Counts of ``Analysis.prior_searches``: ``searches`` (a candidate's own record is no search), ``found``,
+    ``by_model`` (found by model evidence) and ``candidates`` (model candidates confirmed)."""
+    searches = [r for r in records if r["direction"] != "candidate"]
+    return {"searches": len(searches), "found": sum(1 for r in searches if r["roi_id"]),
+            "by_model": sum(1 for r in searches if r["roi_id"] and r.get("evidence") == "model"),
+            "candidates": len(records) - len(searches)}
+
+
 def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
                        labels: dict[int, sitk.Image], pets: dict[int, sitk.Image], transforms: dict,
                        params: AnalysisParameters, cache: Path,
-                       probabilities: dict[int, np.ndarray] | None = None,
-                       candidates: dict[int, np.ndarray] | None = None,
+                       probabilities: dict[int, Path] | None = None, candidates: dict[int, Path] | None = None,
                        ) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]], bool]:
     """Searches, cached under ``key`` (the pipeline's digest of every input and of :data:`SEARCH_PARAMS`):
-    (label maps, ROIs, search records, reused?) with the found ROIs added and measured."""
+    (label maps, ROIs, search records, reused?) with the found ROIs added and measured. ``probabilities`` and
+    ``candidates``: the files of the model evidence per time point, read only when the searches run."""
     meta = cache / f"prior-{key}.json"
     reused = meta.is_file()
     if reused:
@@ -169,7 +178,8 @@ def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
         grown = {int(k): sitk.GetArrayFromImage(sitk.ReadImage(str(cache / f"prior-{key}-tp{k}.nii.gz")))
                  for k in {r["timepoint"] for r in records if r["roi_id"]}}
     else:
-        arrays, records = search_tracks(tracks, rois, labels, pets, transforms, params, probabilities, candidates)
+        arrays, records = search_tracks(tracks, rois, labels, pets, transforms, params, _read_arrays(probabilities),
+                                        _read_arrays(candidates))
         grown = {k: arrays[k] for k in {r["timepoint"] for r in records if r["roi_id"]}}
     new_labels = dict(labels)
     for k, array in grown.items():
@@ -181,6 +191,11 @@ def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
     if not reused:
         atomic_write_text(meta, json.dumps(records))
     return new_labels, _remeasured(rois, new_labels, pets, grown, records, params), records, reused
+
+
+def _read_arrays(paths: dict[int, Path] | None) -> dict[int, np.ndarray]:
+    """The (z, y, x) array of each time point's image file."""
+    return {k: sitk.GetArrayFromImage(sitk.ReadImage(str(path))) for k, path in (paths or {}).items()}
 
 
 def _remeasured(rois: list[LesionROI], labels: dict[int, sitk.Image], pets: dict[int, sitk.Image],
