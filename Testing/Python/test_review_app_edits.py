@@ -73,6 +73,8 @@ def folders(tmp_path_factory):
         page = support.open_app(browser, server.url)
         yield a, b, page
         browser.close()
+    for folder in (a, b):  # two ~130 MB analyses; the server log stays for a failed run
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _lines(out: Path) -> int:
