@@ -1,11 +1,13 @@
 """Segmentation benchmark: model(s) vs the threshold baseline on held-out phantom patients, every vendor.
 
-Run: ``.venv/bin/python benchmarks/bench_segmentation.py [--seeds 100-104] [--models v4,v5] [--in-memory]``.
+Run: ``.venv/bin/python benchmarks/bench_segmentation.py [--seeds 100-104] [--models v6,FILE.pt] [--in-memory]``.
 
 Data: project phantom (``LesionResponseLib.phantom``), seeds 100-199 (never used for training, 1000-1999).
 Seed ``s`` is written as DICOM in vendor ``VENDORS[s % len(VENDORS)]`` (so 100, 105, ... are Siemens BQML/START,
 Siemens ADMIN, Philips CNTS, GE reprocessed, GML) and read back through ``dicomio.find_timepoints`` /
 ``load_timepoint``, so the SUV a method sees is the one the pipeline sees. ``--in-memory`` skips DICOM.
+``--small-lesions``, ``--low-contrast``, ``--near-organs``, ``--lesions``: harder patients (the phantom's options,
+as in ``bench_analysis.py``).
 
 Figures per method: lesion sensitivity (true lesions >= 0.5 mL; detected = a predicted ROI with Dice >= 0.1
 or containing the centroid), false-positive ROIs per scan (ROIs touching no true lesion), voxels labelled in
@@ -95,22 +97,25 @@ class Scan:
     truth: dict[int, TrueLesion]
 
 
-def load_scan(seed: int, vendor: str, cache: Path, in_memory: bool, with_ct: bool) -> Scan:
+def load_scan(seed: int, vendor: str, cache: Path, in_memory: bool, with_ct: bool,
+              options: dict | None = None) -> Scan:
     """Phantom ``seed``'s baseline, through DICOM unless ``in_memory`` (CT too if ``with_ct``); truth is
-    resampled (nearest) onto the loaded PET grid."""
+    resampled (nearest) onto the loaded PET grid. ``options``: harder-patient options of ``simulate_patient``
+    (small_lesions, low_contrast, near_organs, n_lesions)."""
     from LesionResponseLib.phantom import generate_patient, load_truth, simulate_patient
 
+    options = {k: v for k, v in (options or {}).items() if v not in (None, False, 0.0)}
     if in_memory:
-        patient = simulate_patient(seed, timepoints=1, with_ct=with_ct)
+        patient = simulate_patient(seed, timepoints=1, with_ct=with_ct, **options)
         tp = patient.timepoints[0]
         return Scan(tp.pet_suv, tp.ct, tp.lesion_labels, tp.organ_labels,
                     _true_lesions(patient.truth, tp.pet_suv, tp.lesion_labels))
     from LesionResponseLib.dicomio import find_timepoints, load_timepoint
 
-    folder = cache / f"s{seed}_{vendor}"
+    folder = cache / "_".join([f"s{seed}", vendor, *(f"{k}-{v}" for k, v in sorted(options.items()))])
     if not (folder / "truth.json").exists():
         shutil.rmtree(folder, ignore_errors=True)
-        generate_patient(folder, seed=seed, timepoints=1, vendor=vendor, extras=False)
+        generate_patient(folder, seed=seed, timepoints=1, vendor=vendor, extras=False, **options)
     loaded = load_timepoint(find_timepoints(folder / "dicom").timepoints[0], with_ct=with_ct)
     pet = loaded.pet_suv
     truth = [sitk.Resample(sitk.ReadImage(str(folder / "truth" / f"tp0_{kind}.nii.gz")), pet, sitk.Transform(),
@@ -164,7 +169,8 @@ def _variants(scan: Scan, method: str) -> dict[str, tuple[sitk.Image, float]]:
     return out
 
 
-def run(seeds: list[int], methods: dict[str, str], cache: Path, in_memory: bool) -> dict[str, Totals]:
+def run(seeds: list[int], methods: dict[str, str], cache: Path, in_memory: bool,
+        options: dict | None = None) -> dict[str, Totals]:
     from LesionResponseLib.phantom import ORGAN_LABELS, PHYSIOLOGICAL_ORGANS, VENDORS
 
     organs = {ORGAN_LABELS[n]: n for n in PHYSIOLOGICAL_ORGANS if n in ORGAN_LABELS}
@@ -173,7 +179,7 @@ def run(seeds: list[int], methods: dict[str, str], cache: Path, in_memory: bool)
     print(f"{'seed':>4} {'vendor':>13} {'method':>24} {'lesions':>7} {'found':>5} {'ROIs':>4} {'FP':>3} {'Dice':>5} {'s':>5}  organ voxels")
     for i, seed in enumerate(seeds):
         vendor = VENDORS[seed % len(VENDORS)]  # the same vendor whatever the range
-        scan = load_scan(seed, vendor, cache, in_memory, with_ct)
+        scan = load_scan(seed, vendor, cache, in_memory, with_ct, options)
         lesions, organ_map = scan.lesions, scan.organs
         for method in methods.values() if i == 0 else ():  # warm-up: loading is not inference time
             if method != "threshold":
@@ -272,10 +278,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine shared with other jobs)")
     parser.add_argument("--seeds", default="100-104", help="held-out seed range (100-199), e.g. 100-109")
-    parser.add_argument("--models", default="v4,v5", help="shipped model versions (v4,v5) or model files to compare")
+    parser.add_argument("--models", default="v6", help="the shipped version (v6) and/or model files to compare, "
+                        "comma-separated (older versions' files: Resources/Models/MODEL_CARD.md)")
     parser.add_argument("--in-memory", action="store_true", help="skip the DICOM round trip")
     parser.add_argument("--cache", default=None, help="folder to keep generated DICOM phantoms in")
     parser.add_argument("--no-baseline", action="store_true", help="skip the threshold baseline")
+    parser.add_argument("--lesions", type=int, help="phantom option: number of lesions (default 12-40)")
+    parser.add_argument("--small-lesions", action="store_true", help="phantom option: lesions of 0.1-4 mL")
+    parser.add_argument("--low-contrast", action="store_true", help="phantom option: lesion SUVmean 6-18")
+    parser.add_argument("--near-organs", type=float, default=0.0, help="phantom option: share near hot organs")
     parser.add_argument("--save", default=None, help="also write the figures to this JSON file (for --merge)")
     parser.add_argument("--merge", nargs="+", default=None,
                         help="print the tables of runs saved with --save (e.g. seed ranges run in parallel)")
@@ -292,7 +303,9 @@ def main() -> None:
         methods["threshold"] = "threshold"
     cache = Path(args.cache) if args.cache else Path(tempfile.gettempdir()) / "lesion_response_bench_seg"
     seeds = list(range(first, last + 1))
-    totals = run(seeds, methods, cache, args.in_memory)
+    options = {"n_lesions": args.lesions, "small_lesions": args.small_lesions, "low_contrast": args.low_contrast,
+               "near_organs": args.near_organs}
+    totals = run(seeds, methods, cache, args.in_memory, options)
     if args.save:
         Path(args.save).write_text(json.dumps({"n_scans": len(seeds), "seeds": seeds,
                                                "totals": {k: asdict(v) for k, v in totals.items()}}))

@@ -45,6 +45,9 @@ def train_command(
                                              "time point's CT in a soft-tissue window)."),
     ct_dropout: float = typer.Option(0.0, help="pet+ct only: share of crops whose CT is blanked, so the model "
                                                "also runs on time points without CT (0: it then refuses them)."),
+    harder_share: float = typer.Option(0.0, help="Share of training scans from harder patients: lesions of "
+                                                 "0.1-4 mL, at 1.2-4x liver uptake, up to 60, next to hot "
+                                                 "organs (as after therapy); 0 = the default phantom only."),
     threads: int = typer.Option(2, help="torch threads; use 1 on a machine shared with other jobs (2 threads "
                                         "on 2 busy cores ran 3.5x slower per step than 1)."),
 ) -> None:
@@ -62,6 +65,8 @@ def train_command(
     names = {"pet": ("pet_suv",), "pet+ct": ("pet_suv", "ct_hu")}
     if channels not in names:
         raise typer.BadParameter(f"--channels {channels!r}: use 'pet' or 'pet+ct'")
+    if not 0.0 <= harder_share <= 1.0:
+        raise typer.BadParameter(f"--harder-share {harder_share}: a share in [0, 1]")
     if not 0.0 <= ct_dropout < 1.0:
         raise typer.BadParameter(f"--ct-dropout {ct_dropout}: a share in [0, 1)")
     try:
@@ -78,7 +83,7 @@ def train_command(
             path = train(out, seeds=chosen, steps=steps, learning_rate=lr, config=config,
                          init_from=init_from, max_minutes=max_minutes, eval_every=eval_every, log_path=log,
                          axial_extent_mm=axial_extent_mm, organ_loss_weight=organ_loss_weight, ct_dropout=ct_dropout,
-                         num_threads=threads,
+                         num_threads=threads, harder_share=harder_share,
                          on_step=on_step, on_scan=lambda _seed: bar.advance(scans))
     except LesionResponseError as error:
         console.print(f"[red]error:[/red] {error}")

@@ -44,13 +44,33 @@ class PhantomScan:
 
 
 def phantom_scan(seed: int, noise_scale: float = 1.0, axial_extent_mm: float | None = None,
-                 with_ct: bool = False) -> PhantomScan:
-    """The baseline scan of phantom patient ``seed`` (``axial_extent_mm`` for a short slab; CT if ``with_ct``)."""
+                 with_ct: bool = False, harder: dict | None = None) -> PhantomScan:
+    """The baseline scan of phantom patient ``seed`` (``axial_extent_mm`` for a short slab; CT if ``with_ct``;
+    ``harder``: ``simulate_patient`` keyword arguments of a harder patient, see ``harder_patient``)."""
     from LesionResponseLib.phantom import simulate_patient
 
     tp = simulate_patient(seed, timepoints=1, with_ct=with_ct, noise_scale=noise_scale,
-                          axial_extent_mm=axial_extent_mm).timepoints[0]
+                          axial_extent_mm=axial_extent_mm, **(harder or {})).timepoints[0]
     return PhantomScan(tp.pet_suv, tp.lesion_labels, tp.organ_labels, tp.ct)
+
+
+HARDER_MAX_NEAR_ORGANS = 0.5  # at most half the lesions 2-6 mm from a spleen, kidney or adrenal
+HARDER_MAX_LESIONS = 60  # a high-burden patient (the paper's patients carry tens to hundreds of lesions)
+
+
+def harder_patient(seed: int) -> dict:
+    """``simulate_patient`` options of a harder training patient, drawn from ``seed`` (its own stream, so the
+    scan's noise draw is unchanged): small lesions (0.1-4 mL) and low contrast (1.2-4x liver) each with
+    probability 1/2, a share of lesions next to hot organs uniform in [0, 0.5], and 12-60 lesions.
+
+    Why: the phantom's default lesions are 1-70 mL at 8-45 SUV, the baseline of an untreated patient. After
+    therapy lesions shrink and cool, and the longitudinal analysis must find them at follow-up; a model that
+    never saw a 0.3 mL lesion at twice the liver uptake, or one touching a kidney, cannot.
+    """
+    rng = np.random.default_rng([seed, 17])
+    return {"small_lesions": bool(rng.random() < 0.5), "low_contrast": bool(rng.random() < 0.5),
+            "near_organs": round(float(rng.uniform(0.0, HARDER_MAX_NEAR_ORGANS)), 2),
+            "n_lesions": int(rng.integers(12, HARDER_MAX_LESIONS + 1))}
 
 
 HARD_NEGATIVE_EXTRA = ("thyroid",)  # physiological DOTATATE uptake outside DOMAIN §5's list (thyroid SUV 2-4)
@@ -114,13 +134,19 @@ def _with_class_indices(sample: dict[str, np.ndarray], max_per_class: int) -> di
 
 
 def training_pool(seeds: Sequence[int], config: ModelConfig, noise_range: tuple[float, float] = (0.6, 1.6),
-                  axial_extent_mm: float | None = None,
-                  on_scan: Callable[[int], None] | None = None) -> list[dict[str, np.ndarray]]:
-    """Samples of ``seeds``, each with a noise scale drawn uniformly from ``noise_range`` (1 = clinical)."""
+                  axial_extent_mm: float | None = None, on_scan: Callable[[int], None] | None = None,
+                  harder_share: float = 0.0) -> list[dict[str, np.ndarray]]:
+    """Samples of ``seeds``, each with a noise scale drawn uniformly from ``noise_range`` (1 = clinical).
+
+    ``harder_share``: the share of seeds simulated as harder patients (``harder_patient``); which seeds is
+    drawn from each seed's own stream, so the same seeds always give the same scans.
+    """
     rng = np.random.default_rng(list(seeds)[:1] or [0])
     pool = []
     for seed in seeds:
-        scan = phantom_scan(seed, float(rng.uniform(*noise_range)), axial_extent_mm, with_ct=uses_ct(config))
+        harder = harder_patient(seed) if np.random.default_rng([seed, 18]).random() < harder_share else None
+        scan = phantom_scan(seed, float(rng.uniform(*noise_range)), axial_extent_mm, with_ct=uses_ct(config),
+                            harder=harder)
         pool.append(make_sample(scan, config))
         if on_scan:
             on_scan(seed)
@@ -173,7 +199,7 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
           init_from: str | Path | None = None, noise_range: tuple[float, float] = (0.6, 1.6),
           axial_extent_mm: float | None = None, calibrate: bool = True, organ_loss_weight: float = 1.0,
           ct_dropout: float = 0.0, on_step: Callable[[int, dict], None] | None = None,
-          on_scan: Callable[[int], None] | None = None) -> Path:
+          on_scan: Callable[[int], None] | None = None, harder_share: float = 0.0) -> Path:
     """Train a SegResNet on phantom scans of ``seeds`` and write the model file ``out_path``.
 
     ``steps`` optimiser steps, each on ``batch_scans * samples_per_scan`` crops of ``config.patch_size``
@@ -187,7 +213,8 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     CT-channel models (``config.channels`` with ``ct_hu``) train on the phantom's CT too; ``ct_dropout`` > 0
     blanks the CT of that share of crops and marks the model ``missing_ct="zeros"`` (runs without CT).
     ``init_from`` may have fewer input channels: the added channels' first-layer weights start at zero, so
-    training starts from that model's behaviour.
+    training starts from that model's behaviour. ``harder_share``: share of training scans from harder
+    patients (small, faint, high-burden lesions, lesions next to hot organs; ``harder_patient``).
     """
     import torch
 
@@ -199,7 +226,7 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     out_path = Path(out_path)
     log_path = Path(log_path) if log_path else out_path.with_suffix(".log.csv")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    pool = training_pool(seeds, config, noise_range, axial_extent_mm, on_scan)
+    pool = training_pool(seeds, config, noise_range, axial_extent_mm, on_scan, harder_share)
     val = _validation_crops(training_pool(val_seeds, config, (1.0, 1.0), axial_extent_mm), config)
     network = _initial_network(config, init_from)
     optimiser = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
@@ -212,6 +239,7 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
         "n_scans": len(pool), "noise_range": list(noise_range), "init_from": str(init_from or ""),
         "learning_rate": learning_rate, "crops_per_step": batch_scans * samples_per_scan,
         "crop_ratios": crop_ratios(), "organ_loss_weight": organ_loss_weight,
+        **({"harder_share": harder_share} if harder_share else {}),
         **({"ct_dropout": ct_dropout} if uses_ct(config) else {})})
     start = time.time()
     with open(log_path, "w", newline="") as handle:

@@ -22,7 +22,7 @@ from LesionResponseLib.segmentation import (
 )
 from LesionResponseLib.segmentation.metrics import evaluate, organ_voxels
 from LesionResponseLib.segmentation.model import build_network
-from LesionResponseLib.segmentation.training import phantom_scan, physiological_labels
+from LesionResponseLib.segmentation.training import harder_patient, phantom_scan, physiological_labels
 
 TINY = ModelConfig(init_filters=8, patch_size=(32, 32, 32))  # GroupNorm needs >= 8 filters
 HOT_ORGANS = ("spleen", "kidney", "adrenal", "pituitary", "bladder")
@@ -77,18 +77,42 @@ def test_threshold_baseline_on_phantom(small_scan):
 
 def test_two_step_training_writes_loadable_model(tmp_path):
     out = train(tmp_path / "tiny.pt", seeds=[1000], steps=2, val_seeds=[1990], eval_every=1, config=TINY,
-                axial_extent_mm=120)
+                axial_extent_mm=120, harder_share=1.0)
     rows = list(csv.DictReader(open(out.with_suffix(".log.csv"))))
     assert [int(r["step"]) for r in rows] == [1, 2] and all(np.isfinite(float(r["loss"])) for r in rows)
     assert rows[-1]["val_dice"] != ""
     model = load_model(out)
     assert model.config.patch_size == (32, 32, 32) and model.config.trained_on["steps"] == 2
     assert model.config.trained_on["generator"] == "LesionResponseLib.phantom.simulate_patient"
+    assert model.config.trained_on["harder_share"] == 1.0
     assert model.config.threshold in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # calibrated on seed 1990
     assert "threshold_score" in model.config.trained_on
     image = _small_image()
     labels = segment(image, method=str(out))
     assert labels.GetSize() == image.GetSize() and labels.GetPixelID() == sitk.sitkUInt16
+
+
+def _lesion_models(seed: int, **harder) -> list[tuple[float, float]]:
+    """(volume mL, mean SUV) of the lesion models of ``seed`` (whole body, whatever the 40 mm slab rendered),
+    split/merge lesions left out: their 22-32 mm size does not follow the options, by design."""
+    from LesionResponseLib.phantom import simulate_patient
+
+    lesions = simulate_patient(seed, timepoints=1, with_ct=False, axial_extent_mm=40, **harder).lesions
+    return [(4 / 3 * np.pi * np.prod(x.radii) / 1000, x.suv) for x in lesions if x.kind not in ("split", "merge")]
+
+
+def test_harder_training_patients_are_reproducible_and_harder():
+    draws = [harder_patient(seed) for seed in range(1000, 1200)]
+    assert draws[80] == harder_patient(1080)  # each seed's own stream: the same scans on every run
+    assert 0.4 < np.mean([d["small_lesions"] for d in draws]) < 0.6
+    assert 0.4 < np.mean([d["low_contrast"] for d in draws]) < 0.6
+    assert all(0.0 <= d["near_organs"] <= 0.5 and 12 <= d["n_lesions"] <= 60 for d in draws)
+    seed = next(s for s, d in zip(range(1000, 1200), draws, strict=True) if d["small_lesions"] and d["low_contrast"])
+    (volume, suv), (volume_default, suv_default) = (np.array(_lesion_models(seed, **harder_patient(seed))).T,
+                                                    np.array(_lesion_models(seed)).T)
+    assert volume.size >= 10
+    assert volume.max() <= 4 * 1.15**3 < volume_default.max()  # 0.1-4 mL spheres, radii +-15 %
+    assert suv.max() <= 18 < suv_default.max()  # SUVmean 6-18 instead of 8-45
 
 
 def _small_image() -> sitk.Image:
