@@ -2,7 +2,7 @@
 
 Network: MONAI ``SegResNet`` (init_filters=8, ~1.2 M parameters, 4.7 MB). Chosen over DynUNet because it
 is compact, residual, uses GroupNorm (stable at batch size 2) and runs a whole-body PET on 2 CPU cores in
-seconds. Input channels (``ModelConfig.channels``): ``pet_suv`` alone (v1-v4), or ``pet_suv`` + ``ct_hu``.
+seconds. Input channels (``ModelConfig.channels``): ``pet_suv`` alone (v1-v4, v6), or ``pet_suv`` + ``ct_hu``.
 PET normalisation: ``log1p(SUV)`` - SUV is already a physical, vendor-neutral scale; log1p compresses the heavy
 tail (lesions SUV 8-80) without per-image z-scoring, which would let one hot bladder rescale the whole image.
 CT (``ct_channel``): the same time point's CT (same frame of reference, so identity resampling) on the model
@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from LesionResponseLib.errors import LesionResponseError, describe
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
-DEFAULT_MODEL_PATH = MODELS_DIR / "lesion_segresnet_v4.pt"
+DEFAULT_MODEL_PATH = MODELS_DIR / "lesion_segresnet_v6.pt"
 FILE_FORMAT = "lesion-response-segmentation-model"
 
 

@@ -29,6 +29,7 @@ def app(tmp_path_factory):
         page = support.open_app(browser, server.url)
         yield out, server, page
         browser.close()
+    shutil.rmtree(out, ignore_errors=True)  # a ~130 MB analysis; the server log stays for a failed run
 
 
 def _click_row(page, track_id: int) -> None:
@@ -138,7 +139,9 @@ def test_click_in_one_view_moves_the_others_to_the_corresponding_point(app):
     sources = support.view_sources(page)
     page.mouse.click(box["x"] + width / 2 + offset[0], box["y"] + height / 2 + offset[1])
     support.wait_views_settled(page, [""] + sources[1:])  # views 1.. redraw; view 0 need not
-    half, search = 24, 40
+    # a 128 px patch holds organ edges; a 48 px one inside the liver held only PET noise, whose texture differs
+    # between the slices before and after the click, so the match there was chance (corr 0.48, 32 px off)
+    half, search = 64, 40
 
     def patch(image, cx, cy):
         return image[cy - half:cy + half, cx - half:cx + half].mean(-1).ravel()

@@ -63,11 +63,11 @@ def test_ct_channel_is_a_clipped_soft_tissue_window_on_the_model_grid():
 
 def test_warm_start_from_pet_only_model_keeps_its_output_and_uses_ct_after_a_weight_change():
     pet, ct = _pet_and_ct()
-    v4 = load_model(DEFAULT_MODEL_PATH)
-    assert not uses_ct(v4.config)
-    network = _initial_network(replace(v4.config, channels=PET_CT.channels), DEFAULT_MODEL_PATH)
-    model = SegmentationModel(network.eval(), replace(v4.config, channels=PET_CT.channels))
-    expected = sitk.GetArrayFromImage(v4.probability(pet))
+    pet_only = load_model(DEFAULT_MODEL_PATH)
+    assert not uses_ct(pet_only.config)
+    network = _initial_network(replace(pet_only.config, channels=PET_CT.channels), DEFAULT_MODEL_PATH)
+    model = SegmentationModel(network.eval(), replace(pet_only.config, channels=PET_CT.channels))
+    expected = sitk.GetArrayFromImage(pet_only.probability(pet))
     assert expected.max() > 0.5  # the hot sphere is found
     np.testing.assert_allclose(sitk.GetArrayFromImage(model.probability(pet, ct=ct)), expected, atol=1e-5)
     first = next(k for k, v in network.state_dict().items() if v.dim() == 5)
