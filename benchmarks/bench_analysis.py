@@ -18,10 +18,10 @@ Besides the figures above it prints, per patient, the category agreement over *a
 pairs (and those of lesions >= 0.5 mL), the recall of *decreasing*, the same where a lesion below Rose's
 detection limit (expected CNR < 5, ``segmentation.metrics.expected_peak_cnr``) may also be called disappearing
 / new, detection of lesions at follow-ups (present earlier) vs first detections, false-positive ROIs per scan
-by source, link precision / recall / F1 of the output ROIs (``tracking.evaluate.score_segmented``) and the
+by source and where they lie (the phantom organ under each), link precision / recall / F1 of the output ROIs (``tracking.evaluate.score_segmented``) and the
 registration error at true lesion centres (mean, 95th percentile, max). Seeds: 4200-4219 and 4300-4303 are
 development seeds (looked at while building the prior-guided search), 4304-4399 evaluation seeds (never looked
-at before their benchmark run; never tune on them; 4304-4307 used, the next evaluation starts at 4308); see
+at before their benchmark run; never tune on them; 4304-4309 used, the next evaluation starts at 4310); see
 Resources/Models/MODEL_CARD.md.
 """
 
@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,27 @@ def _detectable_figures(pairs: list[dict], cnr: dict[tuple[int, int], float]) ->
             "n_undetectable": len(pairs) - len(rows), "n_relabelled": relabelled}
 
 
+def _false_positive_sites(analysis, roi_ids: list[str], out: Path, phantom: Path) -> dict[str, int]:
+    """False-positive ROIs by where they lie: the phantom organ holding most of the ROI's voxels (``other
+    tissue`` outside every organ), with the ROI's source, e.g. ``{"pituitary (prior-guided)": 5}``."""
+    from LesionResponseLib.phantom import ORGAN_LABELS
+
+    names = {value: name for name, value in ORGAN_LABELS.items()}
+    by_id = {r.roi_id: r for r in analysis.rois}
+    sites: Counter = Counter()
+    for k in sorted({by_id[rid].timepoint for rid in roi_ids}):
+        labels = sitk.ReadImage(str(out / "labels" / f"tp{k}.nii.gz"))
+        organs = sitk.Resample(sitk.ReadImage(str(phantom / "truth" / f"tp{k}_organs.nii.gz")), labels,
+                               sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        label_map, organ_map = sitk.GetArrayViewFromImage(labels), sitk.GetArrayViewFromImage(organs)
+        for rid in (r for r in roi_ids if by_id[r].timepoint == k):
+            inside = organ_map[label_map == by_id[rid].label]
+            inside = inside[inside > 0]
+            organ = names.get(int(np.bincount(inside).argmax()), "other tissue") if inside.size else "other tissue"
+            sites[f"{organ} ({by_id[rid].source})"] += 1
+    return dict(sites.most_common())
+
+
 def _longitudinal_figures(analysis, other, out: Path, phantom: Path) -> dict:
     """Issue-17 figures: all-pair categories, detection by history, false positives, links, registration
     (``other``: the same analysis with the other measure's categories, :func:`_with_measure`)."""
@@ -148,7 +170,8 @@ def _longitudinal_figures(analysis, other, out: Path, phantom: Path) -> dict:
     sources = {s: sum(r.source == s for r in analysis.rois if r.status == "accepted") for s in ("model", "prior-guided")}
     counts = search_counts(analysis.prior_searches)
     detectable = _detectable_figures(pairs["pairs"], _track_cnr(truth, out, phantom))
-    return {"pairs": {k: v for k, v in pairs.items() if k not in ("pairs", "confusions")},
+    return {"pairs": {k: v for k, v in pairs.items() if k not in ("pairs", "confusions", "false_positive_rois")},
+            "false_positive_sites": _false_positive_sites(analysis, pairs["false_positive_rois"], out, phantom),
             "pairs_detectable": detectable,
             "pairs_other": {k: other_pairs[k] for k in ("agreement_all", "agreement_large", "decreasing_recall")},
             "other_measure": MEASURE_NAMES[other.parameters.response_measure],
@@ -297,7 +320,9 @@ def _print_longitudinal(f: dict) -> None:
           f"{p['n_first_large']})")
     fp = p["false_positives"]
     print("false-positive ROIs per scan " + f"{fp['per_scan']:.2f} (target 1; " +
-          ", ".join(f"{k.removeprefix('per_scan_')} {v:.2f}" for k, v in fp.items() if k != "per_scan") + ")")
+          ", ".join(f"{k.removeprefix('per_scan_')} {v:.2f}" for k, v in fp.items() if k != "per_scan") + ")" +
+          ("; where: " + ", ".join(f"{k} {v}" for k, v in f["false_positive_sites"].items())
+           if f["false_positive_sites"] else ""))
     print(f"links: precision {links['precision']:.3f}, recall (found ROIs) {links['recall_detectable']:.3f}, "
           f"F1 {links['f1']:.3f} (target 0.97); split/merge tracks exact {links['split_merge_correct']:.0f}/"
           f"{links['n_split_merge']:.0f}")

@@ -130,7 +130,8 @@ def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_
     - Detection: a truth lesion at time point ``k`` is found when an accepted output ROI overlaps it most;
       *follow-up* detections are of lesions present at an earlier time point, *first* detections of lesions
       at their first appearance (baseline included).
-    - False positives: accepted output ROIs overlapping no truth lesion, per scan, by ``LesionROI.source``.
+    - False positives: accepted output ROIs overlapping no truth lesion, per scan, by ``LesionROI.source``;
+      their ids in ``false_positive_rois``.
     """
     truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
     n = int(truth["n_timepoints"])
@@ -153,7 +154,8 @@ def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_
                           "large": large})
     return {"pairs": pairs, **_pair_figures(pairs), **_detections(truth, analysis_dir, phantom_dir, accepted,
                                                                    min_volume_ml),
-            "false_positives": _false_positives(accepted, owner, n)}
+            "false_positives": _false_positives(accepted, owner, n),
+            "false_positive_rois": sorted(rid for rid in accepted if rid not in owner)}
 
 
 def _pair_figures(pairs: list[dict[str, Any]]) -> dict[str, Any]:

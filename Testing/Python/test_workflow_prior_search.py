@@ -138,7 +138,7 @@ def test_lesion_pair_agreement_counts_every_true_pair(searched) -> None:
     figures = lesion_pair_agreement(analysis, work / "out", phantom)
     expected = [t for t in truth["tracks"].values() if t["categories"]["1"] != "absent"]
     assert figures["n_all"] == len(expected) and figures["detection_follow_up"] == 1.0
-    assert figures["false_positives"]["per_scan"] == 0.0
+    assert figures["false_positives"]["per_scan"] == 0.0 and figures["false_positive_rois"] == []
     assert figures["n_decreasing"] == sum(t["categories"]["1"] == "decreasing" for t in expected)
     assert all(p["measured"] != "disappearing" for p in figures["pairs"] if p["truth"] != "disappearing")
 
