@@ -63,9 +63,10 @@ def harder_patient(seed: int) -> dict:
     scan's noise draw is unchanged): small lesions (0.1-4 mL) and low contrast (1.2-4x liver) each with
     probability 1/2, a share of lesions next to hot organs uniform in [0, 0.5], and 12-60 lesions.
 
-    Why: the phantom's default lesions are 1-70 mL at 8-45 SUV, the baseline of an untreated patient. After
-    therapy lesions shrink and cool, and the longitudinal analysis must find them at follow-up; a model that
-    never saw a 0.3 mL lesion at twice the liver uptake, or one touching a kidney, cannot.
+    Why: the phantom's default lesions (5-40 mm across by site, SUVmean 8-45) stand for an untreated baseline,
+    where most lesions are well above the liver. After therapy lesions shrink and cool, and the longitudinal
+    analysis must find them at follow-up; a model that rarely saw a 0.3 mL lesion at twice the liver uptake,
+    or one touching a kidney, misses them.
     """
     rng = np.random.default_rng([seed, 17])
     return {"small_lesions": bool(rng.random() < 0.5), "low_contrast": bool(rng.random() < 0.5),
