@@ -42,6 +42,7 @@ import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from phantom_options import add_phantom_options, options_key, phantom_options  # noqa: E402
 
 
 def bench_measure(n_rois: int = 1000, shape=(160, 160, 160), seed: int = 0) -> None:
@@ -229,7 +230,7 @@ def _phantom(work: Path, seed: int, timepoints: int, options: dict) -> Path:
     from LesionResponseLib.phantom import PHANTOM_VERSION, generate_patient
 
     key = "_".join([f"v{PHANTOM_VERSION}", f"s{seed}", f"t{timepoints}"] +
-                   [f"{k}-{v}" for k, v in sorted(options.items()) if v not in (None, False, 0.0)])
+                   options_key(options))
     folder = work / "phantoms" / key
     if not (folder / "truth.json").is_file():
         start = time.perf_counter()
@@ -350,10 +351,7 @@ def main() -> None:
     parser.add_argument("--registration", default="auto")
     parser.add_argument("--truth-masks", action="store_true", help="use the phantom's true lesion masks "
                                                                    "instead of the segmentation model")
-    parser.add_argument("--lesions", type=int, help="number of lesions (default: 12-40 from the seed)")
-    parser.add_argument("--small-lesions", action="store_true", help="phantom option: lesions of 0.1-4 mL")
-    parser.add_argument("--low-contrast", action="store_true", help="phantom option: lesion SUVmean 6-18")
-    parser.add_argument("--near-organs", type=float, default=0.0, help="phantom option: fraction near hot organs")
+    add_phantom_options(parser)
     parser.add_argument("--no-prior-search", action="store_true", help="analyse without the prior-guided search")
     parser.add_argument("--model", help="segmentation model file (default: the shipped model)")
     parser.add_argument("--candidates", action="store_true", help="also confirm model candidates "
@@ -372,8 +370,7 @@ def main() -> None:
         return
     if not args.skip_measure:
         bench_measure()
-    options = {"n_lesions": args.lesions, "small_lesions": args.small_lesions, "low_contrast": args.low_contrast,
-               "near_organs": args.near_organs}
+    options = phantom_options(args)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_analysis_"))
     for seed in _seeds(args.seeds) if args.seeds else [args.seed]:
         run = dict(seed=seed, timepoints=args.timepoints, registration=args.registration,

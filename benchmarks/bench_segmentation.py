@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from phantom_options import add_phantom_options, options_key, phantom_options
 
 from LesionResponseLib.segmentation import load_model, segment
 from LesionResponseLib.segmentation.metrics import (
@@ -104,7 +105,7 @@ def load_scan(seed: int, vendor: str, cache: Path, in_memory: bool, with_ct: boo
     (small_lesions, low_contrast, near_organs, n_lesions)."""
     from LesionResponseLib.phantom import generate_patient, load_truth, simulate_patient
 
-    options = {k: v for k, v in (options or {}).items() if v not in (None, False, 0.0)}
+    options = options or {}
     if in_memory:
         patient = simulate_patient(seed, timepoints=1, with_ct=with_ct, **options)
         tp = patient.timepoints[0]
@@ -112,7 +113,7 @@ def load_scan(seed: int, vendor: str, cache: Path, in_memory: bool, with_ct: boo
                     _true_lesions(patient.truth, tp.pet_suv, tp.lesion_labels))
     from LesionResponseLib.dicomio import find_timepoints, load_timepoint
 
-    folder = cache / "_".join([f"s{seed}", vendor, *(f"{k}-{v}" for k, v in sorted(options.items()))])
+    folder = cache / "_".join([f"s{seed}", vendor, *options_key(options)])
     if not (folder / "truth.json").exists():
         shutil.rmtree(folder, ignore_errors=True)
         generate_patient(folder, seed=seed, timepoints=1, vendor=vendor, extras=False, **options)
@@ -283,10 +284,7 @@ def main() -> None:
     parser.add_argument("--in-memory", action="store_true", help="skip the DICOM round trip")
     parser.add_argument("--cache", default=None, help="folder to keep generated DICOM phantoms in")
     parser.add_argument("--no-baseline", action="store_true", help="skip the threshold baseline")
-    parser.add_argument("--lesions", type=int, help="phantom option: number of lesions (default 12-40)")
-    parser.add_argument("--small-lesions", action="store_true", help="phantom option: lesions of 0.1-4 mL")
-    parser.add_argument("--low-contrast", action="store_true", help="phantom option: lesion SUVmean 6-18")
-    parser.add_argument("--near-organs", type=float, default=0.0, help="phantom option: share near hot organs")
+    add_phantom_options(parser)
     parser.add_argument("--save", default=None, help="also write the figures to this JSON file (for --merge)")
     parser.add_argument("--merge", nargs="+", default=None,
                         help="print the tables of runs saved with --save (e.g. seed ranges run in parallel)")
@@ -303,8 +301,7 @@ def main() -> None:
         methods["threshold"] = "threshold"
     cache = Path(args.cache) if args.cache else Path(tempfile.gettempdir()) / "lesion_response_bench_seg"
     seeds = list(range(first, last + 1))
-    options = {"n_lesions": args.lesions, "small_lesions": args.small_lesions, "low_contrast": args.low_contrast,
-               "near_organs": args.near_organs}
+    options = phantom_options(args)
     totals = run(seeds, methods, cache, args.in_memory, options)
     if args.save:
         Path(args.save).write_text(json.dumps({"n_scans": len(seeds), "seeds": seeds,

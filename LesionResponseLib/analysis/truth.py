@@ -152,10 +152,11 @@ def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_
             large = max(volumes[int(tid)][0], volumes[int(tid)][k]) >= min_volume_ml
             pairs.append({"truth_track": int(tid), "follow_up": k, "truth": true_cat, "measured": measured,
                           "large": large})
+    false_positive_rois = sorted(rid for rid in accepted if rid not in owner)
     return {"pairs": pairs, **_pair_figures(pairs), **_detections(truth, analysis_dir, phantom_dir, accepted,
                                                                    min_volume_ml),
-            "false_positives": _false_positives(accepted, owner, n),
-            "false_positive_rois": sorted(rid for rid in accepted if rid not in owner)}
+            "false_positives": _false_positives(accepted, false_positive_rois, n),
+            "false_positive_rois": false_positive_rois}
 
 
 def _pair_figures(pairs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -197,7 +198,7 @@ def _detections(truth: dict, analysis_dir: str | Path, phantom_dir: str | Path, 
     return out
 
 
-def _false_positives(accepted: dict, owner: dict[str, int], n_scans: int) -> dict[str, float]:
-    counts = Counter(roi.source for rid, roi in accepted.items() if rid not in owner)
+def _false_positives(accepted: dict, roi_ids: list[str], n_scans: int) -> dict[str, float]:
+    counts = Counter(accepted[rid].source for rid in roi_ids)
     return {"per_scan": sum(counts.values()) / n_scans,
             **{f"per_scan_{source}": count / n_scans for source, count in counts.items()}}
