@@ -10,7 +10,9 @@ Rules (refused with :class:`ReviewError` otherwise):
   rest of the track stays one track.
 - :class:`SplitTrack` at time point ``k``: ROIs before ``k`` keep the track, ROIs from ``k`` on form a new
   one; ``k`` must be after the track's first and not after its last time point.
-- A rejected ROI keeps its links (ignored while rejected), so :class:`RestoreRoi` brings the track back.
+- A rejected ROI keeps its links, so :class:`RestoreRoi` brings the track back; while rejected it is in no
+  track, but its accepted neighbours at different time points stay one track (a gap where it was; a reader
+  separates lesions with unlink or split, ``tracking.tracks._bridges``).
 - :class:`AddRoi` paints a new label (max label + 1) on background voxels only and is *not* linked
   automatically: the reader links it explicitly. :class:`EditRoi` replaces the ROI's voxels. Masks may not
   overlap another ROI. Both re-measure with ``analysis.measure_rois`` on the SUV PET.

@@ -43,16 +43,21 @@ class _DisjointSet:
         self.size[ra] += self.size[rb]
 
 
-def _components(accepted: dict[str, LesionROI], links: Iterable[Link]) -> list[list[str]]:
+def _components(accepted: dict[str, LesionROI], links: Iterable[Link],
+                timepoint_of: dict[str, int] | None = None) -> list[list[str]]:
     """Connected components of ``links`` over ``accepted`` ROI ids, each sorted by (time point, label).
 
-    Links touching a ROI that exists but is not accepted are ignored; a link naming a ROI id that is not in
-    the list at all raises :class:`TrackingError`.
+    A link touching a ROI that exists but is not accepted joins nothing by itself, but a rejected ROI still
+    bridges its accepted neighbours at *different* time points (``timepoint_of`` gives every ROI's time point;
+    see :func:`_bridges`), so rejecting the middle ROI of a track leaves a gap, not two lesions.
     """
+    links = list(links)
     sets = _DisjointSet(accepted)
     for link in links:
         if link.roi_a in accepted and link.roi_b in accepted:
             sets.union(link.roi_a, link.roi_b)
+    for a, b in _bridges(accepted, links, timepoint_of or {}):
+        sets.union(a, b)
     groups: dict[str, list[str]] = defaultdict(list)
     for roi_id in accepted:
         groups[sets.find(roi_id)].append(roi_id)
@@ -64,6 +69,34 @@ def _components(accepted: dict[str, LesionROI], links: Iterable[Link]) -> list[l
     comps = [sorted(members, key=order) for members in groups.values()]
     comps.sort(key=lambda members: order(members[0]))
     return comps
+
+
+def _bridges(accepted: dict[str, LesionROI], links: list[Link], timepoint_of: dict[str, int]) -> list[tuple[str, str]]:
+    """Pairs of accepted ROIs at different time points joined through rejected ROIs only.
+
+    Rejecting a ROI says "this is not a lesion", not "the ROIs before and after it are different lesions":
+    a reader separates lesions with unlink or split. So each group of linked rejected ROIs connects the
+    accepted ROIs it touches, except two at the same time point (two lesions whose only common ROI was not a
+    lesion stay two lesions, as :class:`review.edits.UnlinkRoi` keeps them).
+    """
+    rejected = {r for link in links for r in (link.roi_a, link.roi_b) if r not in accepted and r in timepoint_of}
+    if not rejected:
+        return []
+    groups = _DisjointSet(rejected)
+    for link in links:
+        if link.roi_a in rejected and link.roi_b in rejected:
+            groups.union(link.roi_a, link.roi_b)
+    touching: dict[str, set[str]] = defaultdict(set)
+    for link in links:
+        for inner, outer in ((link.roi_a, link.roi_b), (link.roi_b, link.roi_a)):
+            if inner in rejected and outer in accepted:
+                touching[groups.find(inner)].add(outer)
+    pairs = []
+    for members in touching.values():
+        ordered = sorted(members, key=lambda r: (timepoint_of[r], r))
+        pairs += [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1:]
+                  if timepoint_of[a] != timepoint_of[b]]
+    return pairs
 
 
 def _check_links(rois: list[LesionROI], links: Iterable[Link]) -> None:
@@ -119,7 +152,8 @@ def build_tracks(
     """Tracks over the accepted ROIs: connected components of ``links``, sorted by track id.
 
     Every accepted ROI belongs to exactly one track; an unlinked one is a track of its own. Rejected ROIs
-    and the links touching them are ignored. ``Track.rois`` lists only the time points where the track has
+    are in no track, but still bridge their accepted neighbours at different time points (a gap where the
+    rejected ROI was; :func:`_bridges`). ``Track.rois`` lists only the time points where the track has
     ROIs (ids sorted by label). Without ``previous``, ids are 1..N (or from ``min_new_id``) in order of
     each track's first (time point, label). With ``previous``, a component keeps the id of the previous
     track it shares most ROIs with (see :func:`_assign_ids`); others get ids above every previous id and
@@ -129,7 +163,7 @@ def build_tracks(
     """
     _check_links(rois, links)
     accepted = {roi.roi_id: roi for roi in rois if roi.status == "accepted"}
-    comps = _components(accepted, links)
+    comps = _components(accepted, links, {roi.roi_id: roi.timepoint for roi in rois})
     ids = _assign_ids(comps, previous, min_new_id)
     tracks = []
     for track_id, members in zip(ids, comps, strict=True):

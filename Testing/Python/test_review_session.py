@@ -216,6 +216,23 @@ def test_reject_and_restore_change_only_that_track(out):
         assert "pancreatic uncinate process" in json.dumps(session.history())
 
 
+def test_rejecting_a_middle_roi_leaves_a_gap_in_the_same_track(out):
+    """A ROI rejected between two of its lesion's ROIs: one track with a gap (not a disappearing lesion and a new
+    one): nothing measured at the gap, the next follow-up still compared with the baseline; restore undoes it."""
+    with ReviewSession.open(out, "erin") as session:
+        analysis = session.state.analysis
+        full = next(t for t in analysis.tracks if sorted(t.rois) == [0, 1, 2]
+                    and all(len(ids) == 1 for ids in t.rois.values()))
+        first, middle, last = (full.rois[tp][0] for tp in (0, 1, 2))
+        session.reject(middle, reason="bowel activity")
+        track, response = _track(session, last)
+        assert track.track_id == full.track_id and _members(track) == {first, last}
+        assert response.categories[1] == "disappearing" and response.categories[2] != "new"
+        session.restore(middle)
+        track, _ = _track(session, middle)
+        assert _members(track) == {first, middle, last}
+
+
 def _cube(reference: sitk.Image, centre_mm, half: int = 1) -> sitk.Image:
     array = np.zeros(sitk.GetArrayViewFromImage(reference).shape, dtype=np.uint8)
     i, j, k = reference.TransformPhysicalPointToIndex(tuple(centre_mm))

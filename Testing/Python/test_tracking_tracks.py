@@ -38,11 +38,23 @@ def test_components_singletons_split_and_skip() -> None:
     assert sorted(every) == sorted(r.roi_id for r in rois) and len(every) == len(set(every))
 
 
-def test_unlinked_roi_is_own_track_and_rejected_rois_drop_out() -> None:
+def test_unlinked_roi_is_own_track_and_a_rejected_middle_roi_leaves_a_gap() -> None:
     rois = [roi(0, 1), roi(1, 1, status="rejected"), roi(2, 1), roi(1, 7)]
     tracks = build_tracks(rois, [link((0, 1), (1, 1)), link((1, 1), (2, 1))])
-    # the rejected ROI was the only bridge: tp0-L1 and tp2-L1 fall apart, tp1-L7 stands alone
-    assert as_sets(tracks) == {1: {"tp0-L0001"}, 2: {"tp1-L0007"}, 3: {"tp2-L0001"}}
+    # the rejected ROI is in no track, but the lesion before and after it stays one track; tp1-L7 stands alone
+    assert as_sets(tracks) == {1: {"tp0-L0001", "tp2-L0001"}, 2: {"tp1-L0007"}}
+    assert tracks[0].rois == {0: ["tp0-L0001"], 2: ["tp2-L0001"]}
+
+
+def test_rejected_rois_bridge_only_across_time_points() -> None:
+    # a chain of two rejected ROIs still bridges; two ROIs of one time point whose only common ROI was rejected
+    # (a split from a ROI that was not a lesion) stay two tracks
+    rois = [roi(0, 1), roi(1, 1, status="rejected"), roi(2, 1, status="rejected"), roi(3, 1),
+            roi(0, 5, status="rejected"), roi(1, 5), roi(1, 6)]
+    links = [link((0, 1), (1, 1)), link((1, 1), (2, 1)), link((2, 1), (3, 1)),
+             link((0, 5), (1, 5), "split"), link((0, 5), (1, 6), "split")]
+    assert as_sets(build_tracks(rois, links)) == {1: {"tp0-L0001", "tp3-L0001"}, 2: {"tp1-L0005"},
+                                                  3: {"tp1-L0006"}}
 
 
 def test_unknown_roi_in_link_is_an_error_naming_it() -> None:
