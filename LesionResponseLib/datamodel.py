@@ -237,9 +237,12 @@ class AnalysisParameters(_Serialisable):
     # this high in the search region is a find (segmentation.prior_guided "Model evidence"); 0 turns it off.
     prior_search_model_probability: float = 0.2
     # Model candidates (workflow.prior_search): components the model found but the ROI filters dropped become
-    # ROIs when the search confirms them at an adjacent time point. Off: it also confirms physiological uptake
-    # the model flickers on (a pituitary followed to every scan on the phantom; README).
+    # ROIs when the search confirms them at an adjacent time point, with the model's evidence there. Off: on
+    # an unseen patient (4314) the one candidate confirmed was an adrenal, then found on all 7 scans (README).
     prior_search_candidates: bool = False
+    # No search from a ROI inside the cranial cavity found on the CT (segmentation.anatomy): the pituitary's
+    # physiological uptake and meningiomas would be followed to every scan; the model's ROIs there stay.
+    prior_search_skip_intracranial: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 

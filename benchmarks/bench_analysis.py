@@ -188,7 +188,7 @@ def _longitudinal_figures(analysis, other, out: Path, phantom: Path) -> dict:
 
 
 def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, prior_search: bool = True,
-             candidates: bool = False, model: str | None = None) -> None:
+             candidates: bool = True, model: str | None = None) -> None:
     """Child process: analyse the phantom and print a JSON line of figures."""
     from LesionResponseLib.analysis.truth import truth_agreement
     from LesionResponseLib.datamodel import AnalysisParameters
@@ -268,7 +268,7 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
         shutil.move(keep, out / "cache")
     child = subprocess.run([sys.executable, __file__, "--child", str(phantom), str(out),
                             "--registration", registration] + (["--truth-masks"] if truth_masks else [])
-                           + ([] if prior_search else ["--no-prior-search"]) + (["--candidates"] if candidates else [])
+                           + ([] if prior_search else ["--no-prior-search"]) + (["--candidates"] if candidates else ["--no-candidates"])
                            + (["--model", model] if model else []),
                            capture_output=True, text=True, check=False)
     if child.returncode:
@@ -344,6 +344,8 @@ def _seeds(text: str) -> list[int]:
 
 
 def main() -> None:
+    from LesionResponseLib.datamodel import AnalysisParameters
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seeds", help="several patients, e.g. 4300-4301 or 4300,4305 (overrides --seed)")
@@ -354,8 +356,9 @@ def main() -> None:
     add_phantom_options(parser)
     parser.add_argument("--no-prior-search", action="store_true", help="analyse without the prior-guided search")
     parser.add_argument("--model", help="segmentation model file (default: the shipped model)")
-    parser.add_argument("--candidates", action="store_true", help="also confirm model candidates "
-                        "(AnalysisParameters.prior_search_candidates)")
+    parser.add_argument("--candidates", action=argparse.BooleanOptionalAction,
+                        default=AnalysisParameters().prior_search_candidates,
+                        help="confirm model candidates (AnalysisParameters.prior_search_candidates; default: off)")
     parser.add_argument("--compare", action="store_true", help="analyse each patient without, then with the "
                         "prior-guided search (the second run reuses the first one's segmentation and registration)")
     parser.add_argument("--work", type=Path, help="folder for (reused) phantoms and outputs")

@@ -26,6 +26,7 @@ from LesionResponseLib.report.data import (
     load_report_data,
     load_suv,
 )
+from LesionResponseLib.segmentation.anatomy import NOT_SEARCHED_INTRACRANIAL
 
 TEMPLATES = Path(__file__).parent / "templates"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -66,11 +67,18 @@ def _track_notes(data: ReportData, track_id: int) -> str:
     notes = [f"TP{tp} {by_id[rid].source}" + (" (model evidence)" if rid in by_model else "")
              for tp, rois in sorted(track.rois.items()) for rid in rois
              if rid in by_id and by_id[rid].source != "model"]
+    intracranial = []
     for record in data.analysis.prior_searches:
         limit = record.get("limit_suv")
-        if not record.get("found") and set(record.get("prior_rois", [])) & ids and limit is not None \
-                and math.isfinite(limit):  # NaN: the search could not run (reason in analysis.json)
+        if record.get("found") or not set(record.get("prior_rois", [])) & ids:
+            continue
+        if record.get("reason") == NOT_SEARCHED_INTRACRANIAL:
+            intracranial.append(f"TP{record['timepoint']}")
+        elif limit is not None and math.isfinite(limit):  # NaN: the search could not run (reason in analysis.json)
             notes.append(f"TP{record['timepoint']} searched, not found (limit {record['limit_suv']:.1f} SUV)")
+    if intracranial:
+        notes.append(f"{', '.join(intracranial)} not searched: in the cranial cavity (pituitary uptake or a "
+                     "meningioma?)")
     return "; ".join(notes)
 
 

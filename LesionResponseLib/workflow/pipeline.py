@@ -14,8 +14,9 @@ what follows):
   ``max_match_distance_mm``, ``min_overlap``, ``extra`` → ``cache/match-<key>.json``.
 - ``prior-guided search`` (``params.prior_search``, :mod:`LesionResponseLib.workflow.prior_search`): every
   track is looked for where it has no ROI, key = hash of every label map + the registration keys + PET series
-  UIDs and SUV factors + the detection rule's version + ``prior_search_margin_mm``, ``prior_search_false_alarm``,
-  ``prior_search_model_probability``, ``prior_search_candidates``, ``psf_fwhm_mm``, ``min_roi_volume_ml`` + the
+  UIDs and SUV factors + CT series UIDs (the cranial cavity) + the detection rule's version + ``prior_search_margin_mm``, ``prior_search_false_alarm``,
+  ``prior_search_model_probability``, ``prior_search_candidates``, ``prior_search_skip_intracranial``,
+  ``psf_fwhm_mm``, ``min_roi_volume_ml`` + the
   model file hash (when its probabilities are the model evidence) → ``cache/prior-<key>.json`` (+ the grown
   label maps); when it found ROIs, the time points that gained them are re-measured and matching runs again on
   the grown label maps.
@@ -243,12 +244,21 @@ def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[L
     candidates = {k: v.candidates for k, v in evidence.items()} if params.prior_search_candidates else {}
     model = model_digest(params) if evidence else None
     key = _digest("prior", SEARCH_RULE_VERSION, [[image_digest(labels[k]) for k in sorted(labels)], reg_keys,
-                                                 [[tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12)]
-                                                  for tp in loaded]],
+                                                 [[tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12),
+                                                   tp.info.ct_series_instance_uid] for tp in loaded]],
                   {name: getattr(params, name) for name in SEARCH_PARAMS}, model)
     pets = {tp.info.index: tp.pet_suv for tp in loaded}
+    by_index = {tp.info.index: tp for tp in loaded}
+
+    def cranial_of(k: int) -> np.ndarray | None:
+        from LesionResponseLib.segmentation.anatomy import cranial_cavity
+
+        tp = by_index[k]
+        return cranial_cavity(tp.ct, tp.pet_suv) if tp.ct is not None else None
+
     labels, rois, records, reused = prior_guided_stage(key, tracks, rois, labels, pets, transforms, params, cache,
-                                                       probabilities, candidates)
+                                                       probabilities, candidates,
+                                                       cranial_of if params.prior_search_skip_intracranial else None)
     report.stages["prior-guided search"] = "reused" if reused else "computed"
     return labels, rois, records
 

@@ -9,10 +9,19 @@ After the first matching, every track is looked for where it has no accepted ROI
   ``f − 1``, then ``f − 2`` … from its ROI one time point later, until a search finds nothing;
 - **model candidates** (``params.prior_search_candidates``, off by default): a lesion the model saw but its ROI
   filters dropped (a component under ``min_roi_volume_ml``) and no ROI covers is searched for at the previous,
-  else the next time point; when found there, it is confirmed (a noise component does not come back at the same
-  place), contoured by the search from that find, and followed forward and backward like a track. Off by
-  default because physiological uptake the model flickers on comes back too: on the development patient 4300
-  it recovered 4 true lesions and one pituitary, which the search then followed to all 7 scans (README).
+  else the next time point; when found there *and* the model's probability in the found ROI reaches its evidence
+  threshold (``params.prior_search_model_probability``, 0.2), it is confirmed (a noise component does not come
+  back at the same place), contoured by the search from that find, and followed forward and backward like a
+  track. Uptake alone does not confirm: physiological uptake (an adrenal, the pituitary) is there on every scan,
+  and what tells it from a lesion is the model's view of its surroundings, which must see the lesion again
+  (an adrenal candidate of an unseen patient, 4310, was confirmed by uptake at probability 0.01 and followed to
+  every scan before this rule; README).
+
+A ROI (or candidate) lying in the cranial cavity found on its time point's CT
+(:mod:`LesionResponseLib.segmentation.anatomy`, ``params.prior_search_skip_intracranial``) is not searched from:
+the pituitary's physiological uptake, which the model calls a lesion on the odd scan, would otherwise be found
+again on every scan (on the development patient 4300 the candidates turned one pituitary into a track on all 7
+scans before this rule; README). The record says so.
 
 The prior ROI is mapped through the registration and grown by ``params.prior_search_margin_mm``
 (:func:`LesionResponseLib.tracking.priors.map_mask`); the detection rule is
@@ -28,7 +37,8 @@ ROIs. Results are cached on the label maps, the registrations, the PET series an
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +48,14 @@ import SimpleITK as sitk
 from LesionResponseLib.analysis.outputs import atomic_write_image, atomic_write_text
 from LesionResponseLib.analysis.quantify import measure_rois
 from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Track, roi_id_for
+from LesionResponseLib.segmentation.anatomy import NOT_SEARCHED_INTRACRANIAL
 
 SEARCH_PARAMS = ("prior_search_margin_mm", "prior_search_false_alarm", "prior_search_model_probability",
-                 "prior_search_candidates", "psf_fwhm_mm", "min_roi_volume_ml")
+                 "prior_search_candidates", "prior_search_skip_intracranial", "psf_fwhm_mm", "min_roi_volume_ml")
+#: Reason of a candidate's confirmation search that found uptake the model does not see there.
+NOT_CONFIRMED_WITHOUT_MODEL = "uptake found, but not the model's evidence: candidate not confirmed"
+#: Share of a prior ROI's voxels inside the cranial cavity from which no search starts from it.
+INTRACRANIAL_SHARE = 0.5
 
 
 @dataclass
@@ -54,6 +69,15 @@ class _Searcher:
     records: list[dict[str, Any]]
     label_of: dict[str, int]  # ROI id -> its value in its time point's label array (found ROIs added)
     probabilities: dict[int, np.ndarray]  # the model's lesion probability per time point (0-1 or uint8), if any
+    cranial_of: Callable[[int], np.ndarray | None] = lambda _k: None  # cranial cavity (PET grid) of a time point
+    _cranial: dict[int, np.ndarray | None] = field(default_factory=dict)
+
+    def intracranial(self, mask: np.ndarray, tp: int) -> bool:
+        """Does ``mask`` (time point ``tp``) lie mostly in the cranial cavity found on that time point's CT?"""
+        if tp not in self._cranial:
+            self._cranial[tp] = self.cranial_of(tp)
+        cavity = self._cranial[tp]
+        return cavity is not None and bool(mask.any()) and float(cavity[mask].mean()) >= INTRACRANIAL_SHARE
 
     def search(self, prior_ids: list[str], prior_tp: int, tp: int, direction: str) -> str | None:
         """Look at ``tp`` for the lesion of ``prior_ids`` (time point ``prior_tp``); the new ROI id or None."""
@@ -61,11 +85,18 @@ class _Searcher:
         return self.search_mask(prior_mask, prior_tp, tp, direction, sorted(prior_ids))
 
     def search_mask(self, prior_mask: np.ndarray, prior_tp: int, tp: int, direction: str,
-                    prior_names: list[str]) -> str | None:
-        """Look at ``tp`` for the lesion at ``prior_mask`` of ``prior_tp``; the new ROI id or None."""
-        from LesionResponseLib.segmentation.prior_guided import search_known_location
+                    prior_names: list[str], need_model: bool = False) -> str | None:
+        """Look at ``tp`` for the lesion at ``prior_mask`` of ``prior_tp``; the new ROI id or None.
+        ``need_model``: a find counts only where the model's probability reaches its evidence threshold too
+        (confirming a model candidate, :func:`_confirm_candidates`)."""
+        from LesionResponseLib.segmentation.prior_guided import not_searched, search_known_location
         from LesionResponseLib.tracking.priors import map_mask
 
+        if self.intracranial(prior_mask, prior_tp):
+            self.records.append({"direction": direction, "timepoint": tp, "prior_timepoint": prior_tp,
+                                 "prior_rois": prior_names, "roi_id": None,
+                                 **not_searched(NOT_SEARCHED_INTRACRANIAL).summary()})
+            return None
         region = map_mask(prior_mask, self.pets[prior_tp], self.transforms, prior_tp, tp, self.pets[tp],
                           self.params.prior_search_margin_mm)
         result = search_known_location(self.pets[tp], region, self.params.psf_fwhm_mm, others=self.arrays[tp],
@@ -73,10 +104,28 @@ class _Searcher:
                                        min_volume_ml=self.params.min_roi_volume_ml,
                                        probability=self.probabilities.get(tp),
                                        model_threshold=self.params.prior_search_model_probability)
+        if need_model and result.found and result.mask is not None:
+            result = self._with_model_evidence(result, tp)
         roi_id = self.add(tp, result.mask) if result.found and result.mask is not None else None
         self.records.append({"direction": direction, "timepoint": tp, "prior_timepoint": prior_tp,
                              "prior_rois": prior_names, "roi_id": roi_id, **result.summary()})
         return roi_id
+
+    def _with_model_evidence(self, result, tp: int):
+        """``result`` if the model's highest probability in its ROI is at least the evidence threshold, else
+        not found (with that probability and why)."""
+        import dataclasses
+
+        probability = self.probabilities.get(tp)
+        threshold = self.params.prior_search_model_probability
+        if probability is None or threshold <= 0:
+            return result
+        values = np.asarray(probability)[result.mask]
+        p_max = float(values.max()) / (255.0 if values.dtype == np.uint8 else 1.0)
+        if p_max >= threshold:
+            return dataclasses.replace(result, model_probability=p_max)
+        return dataclasses.replace(result, found=False, mask=None, evidence="", model_probability=p_max,
+                                   reason=f"{NOT_CONFIRMED_WITHOUT_MODEL} ({p_max:.2f} < {threshold:g})")
 
     def add(self, tp: int, mask: np.ndarray) -> str:
         """``mask`` as a new label of time point ``tp``; its ROI id."""
@@ -109,7 +158,8 @@ def _extend(searcher: _Searcher, present: dict[int, list[str]], n: int) -> None:
 def _confirm_candidates(searcher: _Searcher, candidates: dict[int, np.ndarray], n: int) -> None:
     """Model candidates (components above the model's threshold dropped as smaller than the minimum ROI volume)
     that no ROI covers become ROIs when the search finds the lesion at an adjacent time point (the previous one
-    first). The candidate's own ROI is then contoured by the search from that find (its voxels when that search
+    first) where the model's probability also reaches its evidence threshold (when the model's probabilities are
+    given). The candidate's own ROI is then contoured by the search from that find (its voxels when that search
     finds nothing), and the new lesion is followed like a track (:func:`_extend`)."""
     for j in sorted(candidates):
         for value in range(1, int(candidates[j].max(initial=0)) + 1):
@@ -118,7 +168,7 @@ def _confirm_candidates(searcher: _Searcher, candidates: dict[int, np.ndarray], 
                 continue  # empty, or covered by a ROI found meanwhile
             name = f"candidate tp{j}-C{value:04d}"
             for k in (j - 1, j + 1):
-                found = searcher.search_mask(mask, j, k, "confirm", [name]) if 0 <= k < n else None
+                found = searcher.search_mask(mask, j, k, "confirm", [name], need_model=True) if 0 <= k < n else None
                 if found is None:
                     continue
                 own = searcher.search([found], k, j, "candidate")
@@ -136,14 +186,17 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
                   pets: dict[int, sitk.Image], transforms: dict, params: AnalysisParameters,
                   probabilities: dict[int, np.ndarray] | None = None,
                   candidates: dict[int, np.ndarray] | None = None,
+                  cranial_of: Callable[[int], np.ndarray | None] | None = None,
                   ) -> tuple[dict[int, np.ndarray], list[dict[str, Any]]]:
     """Run every search of the module docstring: (augmented label arrays per time point, search records).
     ``probabilities``: the detection model's lesion probability (PET grid, 0-1 or uint8 0-255) per time point,
     the searches' model evidence; ``candidates``: its dropped components (uint16 labels) per time point, confirmed
-    longitudinally (none: uptake test only, no candidates)."""
+    longitudinally (none: uptake test only, no candidates); ``cranial_of(k)``: the cranial cavity of time point
+    ``k`` on its PET grid (or None), computed when first needed; a ROI lying in it is not searched from."""
     accepted = {r.roi_id for r in rois if r.status == "accepted"}
     searcher = _Searcher(pets, {k: sitk.GetArrayFromImage(img) for k, img in labels.items()}, transforms, params,
-                         [], {r.roi_id: r.label for r in rois}, probabilities or {})
+                         [], {r.roi_id: r.label for r in rois}, probabilities or {},
+                         cranial_of or (lambda _k: None))
     n = len(labels)
     for track in sorted(tracks, key=lambda t: t.track_id):
         present = {tp: [r for r in ids if r in accepted] for tp, ids in track.rois.items()}
@@ -167,10 +220,12 @@ def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
                        labels: dict[int, sitk.Image], pets: dict[int, sitk.Image], transforms: dict,
                        params: AnalysisParameters, cache: Path,
                        probabilities: dict[int, Path] | None = None, candidates: dict[int, Path] | None = None,
+                       cranial_of: Callable[[int], np.ndarray | None] | None = None,
                        ) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]], bool]:
     """Searches, cached under ``key`` (the pipeline's digest of every input and of :data:`SEARCH_PARAMS`):
     (label maps, ROIs, search records, reused?) with the found ROIs added and measured. ``probabilities`` and
-    ``candidates``: the files of the model evidence per time point, read only when the searches run."""
+    ``candidates``: the files of the model evidence per time point, read only when the searches run;
+    ``cranial_of``: see :func:`search_tracks`."""
     meta = cache / f"prior-{key}.json"
     reused = meta.is_file()
     if reused:
@@ -179,7 +234,7 @@ def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
                  for k in {r["timepoint"] for r in records if r["roi_id"]}}
     else:
         arrays, records = search_tracks(tracks, rois, labels, pets, transforms, params, _read_arrays(probabilities),
-                                        _read_arrays(candidates))
+                                        _read_arrays(candidates), cranial_of)
         grown = {k: arrays[k] for k in {r["timepoint"] for r in records if r["roi_id"]}}
     new_labels = dict(labels)
     for k, array in grown.items():

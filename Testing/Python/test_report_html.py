@@ -149,6 +149,7 @@ def test_track_table_shows_prior_guided_rois_and_detection_limits(out, tmp_path)
 
     from LesionResponseLib.report.data import load_report_data
     from LesionResponseLib.report.patient import render_patient_html
+    from LesionResponseLib.segmentation.anatomy import NOT_SEARCHED_INTRACRANIAL
 
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
@@ -167,6 +168,13 @@ def test_track_table_shows_prior_guided_rois_and_detection_limits(out, tmp_path)
     data["prior_searches"].append({"direction": "forward", "timepoint": 1, "prior_rois": [by_model["rois"]["0"][0]],
                                    "roi_id": by_model["rois"]["1"][0], "found": True, "evidence": "model",
                                    "reason": "found by model evidence (below the detection limit)"})
+    head = next(t for t in data["tracks"]
+                if t["track_id"] not in (gone["track_id"], shown["track_id"], by_model["track_id"]))
+    head_roi = next(ids[0] for ids in head["rois"].values() if ids)
+    for tp in (1, 2):
+        data["prior_searches"].append({"direction": "forward", "timepoint": tp, "prior_rois": [head_roi],
+                                       "roi_id": None, "found": False, "reason": NOT_SEARCHED_INTRACRANIAL,
+                                       "limit_suv": float("nan")})
     (copy / "analysis.json").write_text(json.dumps(data))
     rows = _table_rows(render_patient_html(load_report_data(copy)))
     header = next(r for r in rows if r and r[0] == "track")
@@ -175,4 +183,6 @@ def test_track_table_shows_prior_guided_rois_and_detection_limits(out, tmp_path)
     assert tracks[str(gone["track_id"])][-1] == f"TP{k} searched, not found (limit 2.3 SUV)"
     assert tracks[str(shown["track_id"])][-1] == "TP1 prior-guided"
     assert tracks[str(by_model["track_id"])][-1] == "TP1 prior-guided (model evidence)"
+    assert "TP1, TP2 not searched: in the cranial cavity (pituitary uptake or a meningioma?)" in \
+        tracks[str(head["track_id"])][-1]
     assert any(r and r[0] == "TP" and r[-1] == "of which prior-guided" for r in rows)

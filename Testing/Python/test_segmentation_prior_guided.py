@@ -95,6 +95,56 @@ def test_no_lesion_beside_a_hot_organ_gives_no_false_alarm() -> None:
     assert alarms <= 4
 
 
+def test_lesion_beside_a_hotter_organ_is_found_on_its_own_maximum() -> None:
+    """A 12 mm lesion (SUV 9) 11 mm from a 30 mm organ (SUV 20): in most noise realisations the organ's spill-in
+    is the hottest filtered uptake of the search region (which the plain test rejects as uptake rising beyond
+    the region), but the lesion keeps a maximum of its own that stands out of the saddle to the organ; it is
+    tested on that maximum and contoured on the lesion (no organ voxel). 7 mm from the organ the lesion rises
+    no more above the saddle than noise does, and nothing is found."""
+    coarse = (np.indices(SHAPE) + 0.5) * SPACING
+    organ_centre = np.array(SHAPE, float) * SPACING / 2 + np.array([32.0, 0.0, 0.0])
+    organ = np.sqrt(sum((coarse[a] - organ_centre[a]) ** 2 for a in range(3))) <= 15.0
+    organ_hottest = found_there = 0
+    for seed in range(10):
+        pet, region, sphere = _scene(contrast=4.0, hot=(0.0, 0.0, 32.0), seed=seed)
+        filtered = ndimage.gaussian_filter(sitk.GetArrayFromImage(pet), PSF_MM / 2.3548 / SPACING)
+        result = search_known_location(pet, region, PSF_MM)
+        hottest = filtered[region].max() > filtered[sphere].max()
+        organ_hottest += hottest
+        if not result.found:
+            continue
+        found_there += hottest
+        shift = (np.argwhere(result.mask).mean(axis=0) - np.argwhere(sphere).mean(axis=0)) * SPACING
+        assert np.linalg.norm(shift) < SPACING and not (result.mask & organ).any(), result.summary()
+    assert organ_hottest >= 5 and found_there >= 3
+    assert not any(search_known_location(*_scene(contrast=4.0, hot=(0.0, 0.0, 28.0), seed=seed)[:2], PSF_MM).found
+                   for seed in range(10))
+
+
+def _warm_ridge(seed: int) -> tuple[sitk.Image, np.ndarray]:
+    """No lesion: a warm organ (a 20 mm cylinder, +50 % uptake) runs through the search region on to a hotter
+    part (+160 %, 30 mm from the region's centre), like a pancreas running to its uncinate process."""
+    pet, region, _ = _scene(contrast=0.0, seed=seed)
+    coarse = (np.indices(SHAPE) + 0.5) * SPACING
+    centre = np.array(SHAPE, float) * SPACING / 2
+    cylinder = np.hypot(coarse[0] - centre[0], coarse[1] - centre[1]) <= 10.0
+    hotter = np.sqrt(sum((coarse[a] - centre[a] - (0.0, 0.0, 30.0)[a]) ** 2 for a in range(3))) <= 10.0
+    extra = ndimage.gaussian_filter(cylinder * 2.5 + hotter * 8.0, PSF_MM / 2.3548 / SPACING)
+    image = sitk.GetImageFromArray((sitk.GetArrayFromImage(pet) * (1 + extra / BACKGROUND)).astype(np.float32))
+    image.CopyInformation(pet)
+    return image, region
+
+
+def test_noise_on_a_warm_organ_running_through_the_region_is_rarely_a_find() -> None:
+    """The warm organ's filtered uptake is far above the limit set by the tissue around it, but its noise maxima
+    do not stand out of the organ (prominence) and their contours run on through it: few finds (20
+    realisations at alpha = 0.05; 3 measured, as before the prominence path; cutting such contours at the
+    saddle to the hotter part gave 13)."""
+    results = [search_known_location(*_warm_ridge(seed), PSF_MM, false_alarm=0.05) for seed in range(20)]
+    assert all(r.peak_filtered_suv > r.limit_suv for r in results)
+    assert sum(r.found for r in results) <= 4
+
+
 def _probability(mask: np.ndarray, value: float) -> np.ndarray:
     """A model's lesion probability: ``value`` on ``mask`` fading over one voxel, 0.01 elsewhere."""
     smooth = ndimage.gaussian_filter(mask.astype(np.float32), 0.7)

@@ -15,6 +15,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from LesionResponseLib.analysis import load_analysis
 from LesionResponseLib.analysis.response import track_ids_by_roi
@@ -201,3 +202,72 @@ def test_model_candidates_become_rois_only_when_confirmed_at_an_adjacent_time_po
     assert arrays[0][centre] == 1 and arrays[0][centre[0], centre[1], 4] == 0
     for k in (0, 1):  # both ROIs are contoured on the lesion by the search (not the one candidate voxel)
         assert (arrays[k][spheres[k]] > 0).mean() >= 0.5 and (arrays[k] > 0).sum() <= 4 * spheres[k].sum()
+
+
+def test_no_search_from_a_roi_in_the_cranial_cavity() -> None:
+    """A one-off ROI on uptake inside the cranial cavity (the pituitary, which the model calls a lesion on the odd
+    scan) is not followed: the search is recorded as not run and adds no ROI; the same scene outside the cavity
+    is searched and found. Candidates there are not confirmed either."""
+    from test_segmentation_prior_guided import _scene
+
+    from LesionResponseLib.datamodel import LesionROI, Track
+    from LesionResponseLib.workflow.prior_search import NOT_SEARCHED_INTRACRANIAL, search_tracks
+
+    pets, spheres = {}, {}
+    for k in (0, 1):
+        pets[k], _, spheres[k] = _scene(contrast=4.0, seed=20 + k)
+    labels = {}
+    for k in (0, 1):
+        labels[k] = sitk.GetImageFromArray(spheres[0].astype(np.uint16) if k == 0 else
+                                           np.zeros(spheres[0].shape, np.uint16))
+        labels[k].CopyInformation(pets[k])
+    roi = LesionROI(roi_id="tp0-L0001", timepoint=0, label=1, centroid_mm=(0.0, 0.0, 0.0), volume_ml=0.9,
+                    suv_max=8.0, suv_mean=7.0, suv_peak=7.5, suv_total=6.3)
+    track = Track(track_id=1, rois={0: ["tp0-L0001"]})
+    identity = {(0, 1): sitk.TranslationTransform(3, (0.0, 0.0, 0.0))}
+    cavity = ndimage.binary_dilation(spheres[0], iterations=3)
+
+    arrays, records = search_tracks([track], [roi], labels, pets, identity, PARAMS, cranial_of=lambda k: cavity)
+    assert [(r["direction"], r["found"], r["roi_id"], r["reason"]) for r in records] == \
+        [("forward", False, None, NOT_SEARCHED_INTRACRANIAL)]
+    assert not arrays[1].any()
+    arrays, records = search_tracks([track], [roi], labels, pets, identity, PARAMS,
+                                    cranial_of=lambda k: np.zeros_like(cavity))
+    assert records[0]["found"] and (arrays[1][spheres[1]] > 0).mean() >= 0.5
+    candidates = np.zeros(spheres[0].shape, np.uint16)
+    candidates[tuple(int(c) for c in np.argwhere(spheres[0]).mean(axis=0).round())] = 1
+    empty = {k: sitk.Image(pets[k].GetSize(), sitk.sitkUInt16) for k in (0, 1)}
+    for k in (0, 1):
+        empty[k].CopyInformation(pets[k])
+    arrays, records = search_tracks([], [], empty, pets, identity, PARAMS, candidates={0: candidates},
+                                    cranial_of=lambda k: cavity)
+    assert [r["reason"] for r in records] == [NOT_SEARCHED_INTRACRANIAL] and not arrays[1].any()
+
+
+def test_a_candidate_is_confirmed_only_where_the_model_sees_the_lesion_again() -> None:
+    """Uptake at the adjacent time point confirms a candidate only with the model's evidence there: physiological
+    uptake (an adrenal) is there on every scan, and the model's probability is what tells it from a lesion."""
+    from test_segmentation_prior_guided import _probability, _scene
+
+    from LesionResponseLib.workflow.prior_search import NOT_CONFIRMED_WITHOUT_MODEL, search_tracks
+
+    pets, spheres = {}, {}
+    for k in (0, 1):
+        pets[k], _, spheres[k] = _scene(contrast=4.0, seed=30 + k)
+    empty = {k: sitk.Image(pets[k].GetSize(), sitk.sitkUInt16) for k in (0, 1)}
+    for k in (0, 1):
+        empty[k].CopyInformation(pets[k])
+    candidates = np.zeros(spheres[0].shape, np.uint16)
+    candidates[tuple(int(c) for c in np.argwhere(spheres[0]).mean(axis=0).round())] = 1
+    identity = {(0, 1): sitk.TranslationTransform(3, (0.0, 0.0, 0.0))}
+    unseen = {0: _probability(spheres[0], 0.6), 1: np.full(spheres[1].shape, 0.01, np.float32)}
+    arrays, records = search_tracks([], [], empty, pets, identity, PARAMS, probabilities=unseen,
+                                    candidates={0: candidates})
+    assert len(records) == 1 and not records[0]["found"] and records[0]["roi_id"] is None
+    assert records[0]["reason"].startswith(NOT_CONFIRMED_WITHOUT_MODEL) and records[0]["model_probability"] < 0.02
+    assert not arrays[0].any() and not arrays[1].any()
+    seen = {0: unseen[0], 1: _probability(spheres[1], 0.3)}  # under the model's 0.5 threshold, over 0.2
+    arrays, records = search_tracks([], [], empty, pets, identity, PARAMS, probabilities=seen,
+                                    candidates={0: candidates})
+    assert records[0]["found"] and records[0]["evidence"] == "uptake" and records[0]["model_probability"] >= 0.2
+    assert (arrays[1][spheres[1]] > 0).mean() >= 0.5 and (arrays[0][spheres[0]] > 0).any()
