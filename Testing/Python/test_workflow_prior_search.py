@@ -176,26 +176,32 @@ def test_model_probabilities_are_cached_and_are_the_searches_model_evidence(make
     assert all(r["model_probability"] is None and r["evidence"] != "model" for r in again.prior_searches)
 
 
+def _two_scans(seed: int):
+    """Two synthetic scans of a 0.9 mL lesion (SUV 5 + 4 over liver-like 5; the scenes of the prior-guided tests):
+    PETs, true sphere masks, empty label maps, identity registration and the sphere's centre voxel (z, y, x)."""
+    from test_segmentation_prior_guided import _scene
+
+    pets, spheres = {}, {}
+    for k in (0, 1):
+        pets[k], _, spheres[k] = _scene(contrast=4.0, seed=seed + k)
+    labels = {k: sitk.Image(pets[k].GetSize(), sitk.sitkUInt16) for k in (0, 1)}
+    for k in (0, 1):
+        labels[k].CopyInformation(pets[k])
+    centre = tuple(int(c) for c in np.argwhere(spheres[0]).mean(axis=0).round())
+    return pets, spheres, labels, {(0, 1): sitk.TranslationTransform(3, (0.0, 0.0, 0.0))}, centre
+
+
 def test_model_candidates_become_rois_only_when_confirmed_at_an_adjacent_time_point() -> None:
     """Two scans of a 0.9 mL lesion (SUV 5 + 4 over liver-like 5; synthetic scenes of the prior-guided tests).
     The model's only output at the baseline was a component its ROI filters dropped (a candidate): the search
     finds the lesion at the follow-up, so both become prior-guided ROIs; a candidate on plain background is
     not confirmed and gives no ROI."""
-    from test_segmentation_prior_guided import _scene
-
     from LesionResponseLib.workflow.prior_search import search_tracks
 
-    pets, spheres = {}, {}
-    for k in (0, 1):
-        pets[k], _, spheres[k] = _scene(contrast=4.0, seed=10 + k)
-    labels = {k: sitk.Image(pets[k].GetSize(), sitk.sitkUInt16) for k in (0, 1)}
-    for k in (0, 1):
-        labels[k].CopyInformation(pets[k])
+    pets, spheres, labels, identity, centre = _two_scans(seed=10)
     candidates = np.zeros(spheres[0].shape, np.uint16)
-    centre = tuple(int(c) for c in np.argwhere(spheres[0]).mean(axis=0).round())
     candidates[centre] = 1  # one voxel: under the 0.1 mL minimum ROI volume
     candidates[centre[0], centre[1], 4] = 2  # plain background 56 mm away
-    identity = {(0, 1): sitk.TranslationTransform(3, (0.0, 0.0, 0.0))}
     arrays, records = search_tracks([], [], labels, pets, identity, PARAMS, candidates={0: candidates})
     assert [r["direction"] for r in records] == ["confirm", "candidate", "confirm"]
     assert records[0]["found"] and records[1]["roi_id"] == "tp0-L0001" and not records[2]["found"]
@@ -208,14 +214,10 @@ def test_no_search_from_a_roi_in_the_cranial_cavity() -> None:
     """A one-off ROI on uptake inside the cranial cavity (the pituitary, which the model calls a lesion on the odd
     scan) is not followed: the search is recorded as not run and adds no ROI; the same scene outside the cavity
     is searched and found. Candidates there are not confirmed either."""
-    from test_segmentation_prior_guided import _scene
-
     from LesionResponseLib.datamodel import LesionROI, Track
     from LesionResponseLib.workflow.prior_search import NOT_SEARCHED_INTRACRANIAL, search_tracks
 
-    pets, spheres = {}, {}
-    for k in (0, 1):
-        pets[k], _, spheres[k] = _scene(contrast=4.0, seed=20 + k)
+    pets, spheres, empty, identity, centre = _two_scans(seed=20)
     labels = {}
     for k in (0, 1):
         labels[k] = sitk.GetImageFromArray(spheres[0].astype(np.uint16) if k == 0 else
@@ -224,7 +226,6 @@ def test_no_search_from_a_roi_in_the_cranial_cavity() -> None:
     roi = LesionROI(roi_id="tp0-L0001", timepoint=0, label=1, centroid_mm=(0.0, 0.0, 0.0), volume_ml=0.9,
                     suv_max=8.0, suv_mean=7.0, suv_peak=7.5, suv_total=6.3)
     track = Track(track_id=1, rois={0: ["tp0-L0001"]})
-    identity = {(0, 1): sitk.TranslationTransform(3, (0.0, 0.0, 0.0))}
     cavity = ndimage.binary_dilation(spheres[0], iterations=3)
 
     arrays, records = search_tracks([track], [roi], labels, pets, identity, PARAMS, cranial_of=lambda k: cavity)
@@ -235,10 +236,7 @@ def test_no_search_from_a_roi_in_the_cranial_cavity() -> None:
                                     cranial_of=lambda k: np.zeros_like(cavity))
     assert records[0]["found"] and (arrays[1][spheres[1]] > 0).mean() >= 0.5
     candidates = np.zeros(spheres[0].shape, np.uint16)
-    candidates[tuple(int(c) for c in np.argwhere(spheres[0]).mean(axis=0).round())] = 1
-    empty = {k: sitk.Image(pets[k].GetSize(), sitk.sitkUInt16) for k in (0, 1)}
-    for k in (0, 1):
-        empty[k].CopyInformation(pets[k])
+    candidates[centre] = 1
     arrays, records = search_tracks([], [], empty, pets, identity, PARAMS, candidates={0: candidates},
                                     cranial_of=lambda k: cavity)
     assert [r["reason"] for r in records] == [NOT_SEARCHED_INTRACRANIAL] and not arrays[1].any()
@@ -247,19 +245,13 @@ def test_no_search_from_a_roi_in_the_cranial_cavity() -> None:
 def test_a_candidate_is_confirmed_only_where_the_model_sees_the_lesion_again() -> None:
     """Uptake at the adjacent time point confirms a candidate only with the model's evidence there: physiological
     uptake (an adrenal) is there on every scan, and the model's probability is what tells it from a lesion."""
-    from test_segmentation_prior_guided import _probability, _scene
+    from test_segmentation_prior_guided import _probability
 
     from LesionResponseLib.workflow.prior_search import NOT_CONFIRMED_WITHOUT_MODEL, search_tracks
 
-    pets, spheres = {}, {}
-    for k in (0, 1):
-        pets[k], _, spheres[k] = _scene(contrast=4.0, seed=30 + k)
-    empty = {k: sitk.Image(pets[k].GetSize(), sitk.sitkUInt16) for k in (0, 1)}
-    for k in (0, 1):
-        empty[k].CopyInformation(pets[k])
+    pets, spheres, empty, identity, centre = _two_scans(seed=30)
     candidates = np.zeros(spheres[0].shape, np.uint16)
-    candidates[tuple(int(c) for c in np.argwhere(spheres[0]).mean(axis=0).round())] = 1
-    identity = {(0, 1): sitk.TranslationTransform(3, (0.0, 0.0, 0.0))}
+    candidates[centre] = 1
     unseen = {0: _probability(spheres[0], 0.6), 1: np.full(spheres[1].shape, 0.01, np.float32)}
     arrays, records = search_tracks([], [], empty, pets, identity, PARAMS, probabilities=unseen,
                                     candidates={0: candidates})
