@@ -188,7 +188,7 @@ def _longitudinal_figures(analysis, other, out: Path, phantom: Path) -> dict:
 
 
 def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, prior_search: bool = True,
-             candidates: bool = True, model: str | None = None) -> None:
+             candidates: bool = False, model: str | None = None) -> None:
     """Child process: analyse the phantom and print a JSON line of figures."""
     from LesionResponseLib.analysis.truth import truth_agreement
     from LesionResponseLib.datamodel import AnalysisParameters

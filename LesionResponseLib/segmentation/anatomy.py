@@ -50,7 +50,7 @@ NOT_SEARCHED_INTRACRANIAL = ("not searched: the lesion-ROI lies in the cranial c
 def cranial_cavity(ct_hu: sitk.Image, reference: sitk.Image | None = None) -> np.ndarray:
     """Bool (z, y, x) mask of the cranial cavity of ``ct_hu`` (module docstring), on the grid of ``reference``
     (e.g. the PET; nearest neighbour) or of the CT. All False when no skull is found."""
-    full = ct_hu
+    target = reference if reference is not None else ct_hu
     shrink = max(1, int(WORKING_SPACING_MM // max(min(ct_hu.GetSpacing()[:2]), 1e-3)))
     if shrink > 1:
         ct_hu = sitk.BinShrink(sitk.Cast(ct_hu, sitk.sitkFloat32), [shrink, shrink, 1])
@@ -63,7 +63,7 @@ def cranial_cavity(ct_hu: sitk.Image, reference: sitk.Image | None = None) -> np
     closed = ndimage.binary_closing(bone, _disk(radius)[None], border_value=0)
     inside, count = ndimage.label(ndimage.binary_fill_holes(closed, in_plane) & ~closed, in_plane)
     if count == 0:
-        return _on_reference(np.zeros(ct.shape, bool), ct_hu, reference if reference else full)
+        return _on_reference(np.zeros(ct.shape, bool), ct_hu, target)
     where = inside > 0
     hole_of, hu = inside[where], np.asarray(ct)[where]
     voxels = np.maximum(np.bincount(hole_of, minlength=count + 1), 1)
@@ -73,7 +73,7 @@ def cranial_cavity(ct_hu: sitk.Image, reference: sitk.Image | None = None) -> np
     cranial = (area >= MIN_AREA_MM2) & (area <= MAX_AREA_MM2) & (brain_like > 0.5) & (fat <= MAX_FAT_SHARE)
     cranial[0] = False
     holes = cranial[inside]
-    return _on_reference(_largest_tall_component(holes, spacing_z), ct_hu, reference if reference else full)
+    return _on_reference(_largest_tall_component(holes, spacing_z), ct_hu, target)
 
 
 def _on_reference(mask: np.ndarray, ct_hu: sitk.Image, reference: sitk.Image) -> np.ndarray:

@@ -164,7 +164,7 @@ def search_known_location(pet_suv: sitk.Image, region: np.ndarray, psf_fwhm_mm: 
     fwhm = float(psf_fwhm_mm)
     region = np.asarray(region, bool)
     if not region.any():
-        return _nothing("empty search region")
+        return not_searched("empty search region")
     box = _crop(region, np.ceil((BACKGROUND_OUTER_FWHM + 2) * fwhm / spacing).astype(int))
     suv = sitk.GetArrayViewFromImage(pet_suv)[box].astype(np.float32)
     region = region[box]
@@ -174,9 +174,9 @@ def search_known_location(pet_suv: sitk.Image, region: np.ndarray, psf_fwhm_mm: 
     searched = region & ~blocked
     shell = _distance_band(region, spacing, BACKGROUND_INNER_FWHM * fwhm, BACKGROUND_OUTER_FWHM * fwhm) & ~blocked
     if not searched.any():
-        return _nothing("search region lies within other lesion-ROIs")
+        return not_searched("search region lies within other lesion-ROIs")
     if int(shell.sum()) < MIN_BACKGROUND_VOXELS:
-        return _nothing(f"only {int(shell.sum())} background voxels around the region")
+        return not_searched(f"only {int(shell.sum())} background voxels around the region")
     background = float(np.median(filtered[shell]))
     noise = 1.4826 * float(np.median(np.abs(filtered[shell] - background)))
     smoothness = max(fwhm, _smoothness_fwhm(filtered, shell, spacing))
@@ -278,11 +278,7 @@ def _smoothness_fwhm(filtered: np.ndarray, shell: np.ndarray, spacing: np.ndarra
 
 
 def not_searched(reason: str) -> PriorSearchResult:
-    """The result of a search that was not run (``reason`` says why): not found, no figures."""
-    return _nothing(reason)
-
-
-def _nothing(reason: str) -> PriorSearchResult:
+    """The result of a search that was not run (``reason`` says why): not found, no figures (NaN)."""
     nan = float("nan")
     return PriorSearchResult(False, reason, nan, nan, nan, nan, nan, 0.0)
 
@@ -304,8 +300,9 @@ def _tested_peak(filtered: np.ndarray, searched: np.ndarray, spacing: np.ndarray
     highest = np.unravel_index(int(np.argmax(np.where(searched, filtered, -np.inf))), filtered.shape)
     if candidates[highest]:
         return highest, ""  # the region's hottest uptake is a maximum of its own: the plain test
-    for flat in np.argsort(np.where(candidates, filtered, -np.inf), axis=None)[::-1][:int(candidates.sum())]:
-        index = np.unravel_index(int(flat), filtered.shape)
+    flat = np.flatnonzero(candidates)
+    for at in flat[np.argsort(-filtered.ravel()[flat])]:  # hottest first
+        index = np.unravel_index(int(at), filtered.shape)
         if _prominence(filtered, index) >= min_prominence:
             return index, ""
     if candidates.any():

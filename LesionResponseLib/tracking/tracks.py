@@ -56,8 +56,9 @@ def _components(accepted: dict[str, LesionROI], links: Iterable[Link],
     for link in links:
         if link.roi_a in accepted and link.roi_b in accepted:
             sets.union(link.roi_a, link.roi_b)
-    for a, b in _bridges(accepted, links, timepoint_of or {}):
-        sets.union(a, b)
+    for first, *others in _bridges(accepted, links, timepoint_of or {}):
+        for other in others:
+            sets.union(first, other)
     groups: dict[str, list[str]] = defaultdict(list)
     for roi_id in accepted:
         groups[sets.find(roi_id)].append(roi_id)
@@ -71,12 +72,12 @@ def _components(accepted: dict[str, LesionROI], links: Iterable[Link],
     return comps
 
 
-def _bridges(accepted: dict[str, LesionROI], links: list[Link], timepoint_of: dict[str, int]) -> list[tuple[str, str]]:
-    """Pairs of accepted ROIs at different time points joined through rejected ROIs only.
+def _bridges(accepted: dict[str, LesionROI], links: list[Link], timepoint_of: dict[str, int]) -> list[list[str]]:
+    """Groups of accepted ROIs joined through rejected ROIs only, each spanning two or more time points.
 
     Rejecting a ROI says "this is not a lesion", not "the ROIs before and after it are different lesions":
     a reader separates lesions with unlink or split. So each group of linked rejected ROIs connects the
-    accepted ROIs it touches, except two at the same time point (two lesions whose only common ROI was not a
+    accepted ROIs it touches, unless they all lie at one time point (two lesions whose only common ROI was not a
     lesion stay two lesions, as :class:`review.edits.UnlinkRoi` keeps them).
     """
     rejected = {r for link in links for r in (link.roi_a, link.roi_b) if r not in accepted and r in timepoint_of}
@@ -91,12 +92,7 @@ def _bridges(accepted: dict[str, LesionROI], links: list[Link], timepoint_of: di
         for inner, outer in ((link.roi_a, link.roi_b), (link.roi_b, link.roi_a)):
             if inner in rejected and outer in accepted:
                 touching[groups.find(inner)].add(outer)
-    pairs = []
-    for members in touching.values():
-        ordered = sorted(members, key=lambda r: (timepoint_of[r], r))
-        pairs += [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1:]
-                  if timepoint_of[a] != timepoint_of[b]]
-    return pairs
+    return [sorted(members) for members in touching.values() if len({timepoint_of[r] for r in members}) > 1]
 
 
 def _check_links(rois: list[LesionROI], links: Iterable[Link]) -> None:

@@ -14,9 +14,9 @@ what follows):
   ``max_match_distance_mm``, ``min_overlap``, ``extra`` → ``cache/match-<key>.json``.
 - ``prior-guided search`` (``params.prior_search``, :mod:`LesionResponseLib.workflow.prior_search`): every
   track is looked for where it has no ROI, key = hash of every label map + the registration keys + PET series
-  UIDs and SUV factors + CT series UIDs (the cranial cavity) + the detection rule's version + ``prior_search_margin_mm``, ``prior_search_false_alarm``,
-  ``prior_search_model_probability``, ``prior_search_candidates``, ``prior_search_skip_intracranial``,
-  ``psf_fwhm_mm``, ``min_roi_volume_ml`` + the
+  UIDs and SUV factors + CT series UIDs (the cranial cavity) + the detection rule's version +
+  ``prior_search_margin_mm``, ``prior_search_false_alarm``, ``prior_search_model_probability``,
+  ``prior_search_candidates``, ``prior_search_skip_intracranial``, ``psf_fwhm_mm``, ``min_roi_volume_ml`` + the
   model file hash (when its probabilities are the model evidence) → ``cache/prior-<key>.json`` (+ the grown
   label maps); when it found ROIs, the time points that gained them are re-measured and matching runs again on
   the grown label maps.

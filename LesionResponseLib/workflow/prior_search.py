@@ -14,7 +14,7 @@ After the first matching, every track is looked for where it has no accepted ROI
   back at the same place), contoured by the search from that find, and followed forward and backward like a
   track. Uptake alone does not confirm: physiological uptake (an adrenal, the pituitary) is there on every scan,
   and what tells it from a lesion is the model's view of its surroundings, which must see the lesion again
-  (an adrenal candidate of an unseen patient, 4310, was confirmed by uptake at probability 0.01 and followed to
+  (an adrenal candidate of patient 4310, then unseen, was confirmed by uptake at probability 0.01 and followed to
   every scan before this rule; README).
 
 A ROI (or candidate) lying in the cranial cavity found on its time point's CT
@@ -69,11 +69,13 @@ class _Searcher:
     records: list[dict[str, Any]]
     label_of: dict[str, int]  # ROI id -> its value in its time point's label array (found ROIs added)
     probabilities: dict[int, np.ndarray]  # the model's lesion probability per time point (0-1 or uint8), if any
-    cranial_of: Callable[[int], np.ndarray | None] = lambda _k: None  # cranial cavity (PET grid) of a time point
+    cranial_of: Callable[[int], np.ndarray | None] | None = None  # cranial cavity (PET grid) of a time point
     _cranial: dict[int, np.ndarray | None] = field(default_factory=dict)
 
     def intracranial(self, mask: np.ndarray, tp: int) -> bool:
         """Does ``mask`` (time point ``tp``) lie mostly in the cranial cavity found on that time point's CT?"""
+        if self.cranial_of is None:
+            return False
         if tp not in self._cranial:
             self._cranial[tp] = self.cranial_of(tp)
         cavity = self._cranial[tp]
@@ -116,12 +118,14 @@ class _Searcher:
         not found (with that probability and why)."""
         import dataclasses
 
+        from LesionResponseLib.segmentation.prior_guided import PROBABILITY_UINT8_SCALE
+
         probability = self.probabilities.get(tp)
         threshold = self.params.prior_search_model_probability
         if probability is None or threshold <= 0:
             return result
         values = np.asarray(probability)[result.mask]
-        p_max = float(values.max()) / (255.0 if values.dtype == np.uint8 else 1.0)
+        p_max = float(values.max()) / (PROBABILITY_UINT8_SCALE if values.dtype == np.uint8 else 1.0)
         if p_max >= threshold:
             return dataclasses.replace(result, model_probability=p_max)
         return dataclasses.replace(result, found=False, mask=None, evidence="", model_probability=p_max,
@@ -195,8 +199,7 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
     ``k`` on its PET grid (or None), computed when first needed; a ROI lying in it is not searched from."""
     accepted = {r.roi_id for r in rois if r.status == "accepted"}
     searcher = _Searcher(pets, {k: sitk.GetArrayFromImage(img) for k, img in labels.items()}, transforms, params,
-                         [], {r.roi_id: r.label for r in rois}, probabilities or {},
-                         cranial_of or (lambda _k: None))
+                         [], {r.roi_id: r.label for r in rois}, probabilities or {}, cranial_of)
     n = len(labels)
     for track in sorted(tracks, key=lambda t: t.track_id):
         present = {tp: [r for r in ids if r in accepted] for tp, ids in track.rois.items()}
