@@ -99,8 +99,9 @@ PROBABILITY_UINT8_SCALE = 255.0
 #: maxima of the filtered noise): median 0.6 sd, 3.4 % above 2 sd, 0.1 % above 3 sd; a lesion 11 mm from an
 #: organ twice as hot rises 2-4 sd, one 7 mm from it 1-2.5 sd, no more than noise.
 PROMINENCE_SD = 3.0
-#: Version of the detection rule: part of the analysis cache key, so a changed rule is never served stale.
-SEARCH_RULE_VERSION = 9
+#: Version of the detection rule and of where the pipeline searches (``workflow.prior_search``): part of the
+#: analysis cache key, so a changed rule is never served stale.
+SEARCH_RULE_VERSION = 10
 
 
 @dataclass

@@ -6,7 +6,11 @@ After the first matching, every track is looked for where it has no accepted ROI
   starting from its most recent ROI before that time point (found ones included, so a shrinking lesion is
   followed from scan to scan);
 - **backward** (a lesion "visible in retrospect"): a track first seen at follow-up ``f`` is looked for at
-  ``f − 1``, then ``f − 2`` … from its ROI one time point later, until a search finds nothing;
+  ``f − 1``, ``f − 2`` … down to the baseline, from its earliest ROI after that time point (found ones
+  included). The search does not stop at the first time point where nothing is found: a lesion's uptake
+  fluctuates under therapy, so a lesion below the limit at ``f − 1`` may be plain at ``f − 2`` (the forward
+  search treats a gap the same way), while a lesion that is truly new costs one more search per earlier scan,
+  each with the search's false-alarm probability (1 %);
 - **model candidates** (``params.prior_search_candidates``, off by default): a lesion the model saw but its ROI
   filters dropped (a component under ``min_roi_volume_ml``) and no ROI covers is searched for at the previous,
   else the next time point; when found there *and* the model's probability in the found ROI reaches its evidence
@@ -141,8 +145,8 @@ class _Searcher:
 
 
 def _extend(searcher: _Searcher, present: dict[int, list[str]], n: int) -> None:
-    """Search one lesion (``present``: time point -> its ROI ids) forward at every later time point without a
-    ROI (from its most recent ROI, found ones included) and backward from its first one until nothing is found."""
+    """Search one lesion (``present``: time point -> its ROI ids) at every time point without a ROI: forward
+    from its most recent earlier ROI, backward from its earliest later one (found ones included both ways)."""
     first = min(present)
     latest = first
     for tp in range(first + 1, n):
@@ -152,11 +156,13 @@ def _extend(searcher: _Searcher, present: dict[int, list[str]], n: int) -> None:
                 continue
             present[tp] = [found]
         latest = tp
+    earliest = first
     for tp in range(first - 1, -1, -1):
-        found = searcher.search(present[tp + 1], tp + 1, tp, "backward")
+        found = searcher.search(present[earliest], earliest, tp, "backward")
         if found is None:
-            break
+            continue
         present[tp] = [found]
+        earliest = tp
 
 
 def _confirm_candidates(searcher: _Searcher, candidates: dict[int, np.ndarray], n: int) -> None:

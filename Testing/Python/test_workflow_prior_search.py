@@ -263,3 +263,31 @@ def test_a_candidate_is_confirmed_only_where_the_model_sees_the_lesion_again() -
                                     candidates={0: candidates})
     assert records[0]["found"] and records[0]["evidence"] == "uptake" and records[0]["model_probability"] >= 0.2
     assert (arrays[1][spheres[1]] > 0).mean() >= 0.5 and (arrays[0][spheres[0]] > 0).any()
+
+
+class _ScriptedSearcher:
+    """Stands in for the pipeline's searcher: finds the lesion at the time points in ``visible`` only, and
+    records which ROI each search started from."""
+
+    def __init__(self, visible: set[int]) -> None:
+        self.visible, self.calls = visible, []
+
+    def search(self, prior_ids, prior_tp, tp, direction):
+        self.calls.append((direction, prior_tp, tp, tuple(prior_ids)))
+        return f"tp{tp}-found" if tp in self.visible else None
+
+
+def test_backward_search_goes_on_past_a_time_point_where_nothing_is_found() -> None:
+    """A lesion first seen at tp 4, below the limit at tp 3 but plain at tp 2 and 0: every earlier scan is
+    searched, each from the earliest ROI after it (a find included), as the forward search treats a gap."""
+    from LesionResponseLib.workflow.prior_search import _extend
+
+    searcher = _ScriptedSearcher(visible={0, 2, 5})
+    present = {4: ["tp4-L0001"]}
+    _extend(searcher, present, 7)
+    assert sorted(present) == [0, 2, 4, 5]
+    assert [c for c in searcher.calls if c[0] == "backward"] == [
+        ("backward", 4, 3, ("tp4-L0001",)), ("backward", 4, 2, ("tp4-L0001",)),
+        ("backward", 2, 1, ("tp2-found",)), ("backward", 2, 0, ("tp2-found",))]
+    assert [c for c in searcher.calls if c[0] == "forward"] == [
+        ("forward", 4, 5, ("tp4-L0001",)), ("forward", 5, 6, ("tp5-found",))]
