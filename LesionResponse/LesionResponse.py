@@ -132,8 +132,10 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.colorByComboBox.connect("currentTextChanged(QString)", self.onColorBy)
         self.ui.trackTableView.connect("selectionChanged()", self.onTrackSelected)
         self.ui.followCrosshairCheckBox.connect("toggled(bool)", self.onFollowCrosshair)
-        for name in ("link", "unlink", "merge", "split", "reject", "restore", "undo", "redo"):
-            getattr(self.ui, f"{name}Button").connect("clicked(bool)", lambda _=False, op=name: self.onEdit(op))
+        for name, operation in (("link", "link"), ("unlink", "unlink"), ("merge", "merge"), ("split", "split"),
+                                ("reject", "reject"), ("rejectTrack", "reject_track"), ("restore", "restore"),
+                                ("undo", "undo"), ("redo", "redo")):
+            getattr(self.ui, f"{name}Button").connect("clicked(bool)", lambda _=False, op=operation: self.onEdit(op))
         self.ui.editInSegmentEditorButton.connect("clicked(bool)", self.onOpenSegmentEditor)
         self.ui.applySegmentButton.connect("clicked(bool)", self.onApplySegment)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)

@@ -768,7 +768,8 @@ def roi_at_point(nodes: LoadedNodes, tp: int, ras: Sequence[float]) -> str | Non
 
 
 # ------------------------------------------------------------------------------------------- review
-REVIEW_OPERATIONS = ("link", "unlink", "merge", "split", "reject", "restore", "add_roi", "edit_roi", "undo", "redo")
+REVIEW_OPERATIONS = ("link", "unlink", "merge", "split", "reject", "reject_track", "restore", "add_roi", "edit_roi",
+                     "undo", "redo")
 
 
 def apply_review_edit(nodes: LoadedNodes, session: Any, operation: str, **arguments: Any) -> Any:
@@ -810,7 +811,7 @@ def review_arguments(operation: str, first: str = "", second: str = "") -> dict[
     """Keyword arguments of a ``ReviewSession`` edit from the two ids typed in a panel.
 
     link: ROI ids A and B; unlink, reject, restore: ROI id A; merge: track ids A and B; split: track id A and
-    the time point B from which the ROIs form a new track; undo, redo: nothing.
+    the time point B from which the ROIs form a new track; reject_track: track id A; undo, redo: nothing.
     """
     def number(text: str, what: str) -> int:
         try:
@@ -831,6 +832,8 @@ def review_arguments(operation: str, first: str = "", second: str = "") -> dict[
         return {"roi_id": roi(first, "a ROI id A")}
     if operation == "merge":
         return {"track_a": number(first, "a track id A"), "track_b": number(second, "a track id B")}
+    if operation == "reject_track":
+        return {"track_id": number(first, "a track id A")}
     if operation == "split":
         return {"track_id": number(first, "a track id A"), "timepoint": number(second, "a time point B")}
     if operation in ("undo", "redo"):

@@ -1,4 +1,4 @@
-"""``lesion-response review OUT link|unlink|merge|split|reject|restore|add|edit|undo|redo|history``.
+"""``lesion-response review OUT link|unlink|merge|split|reject|reject-track|restore|add|edit|undo|redo|history``.
 
 Each command opens the review session of OUT (taking its lock), applies one edit, saves atomically and
 prints what changed: tracks and their categories before -> after. Errors print without a traceback, exit 2.
@@ -109,6 +109,14 @@ def reject_command(ctx: typer.Context, user: str = typer.Option(None, "--user", 
                    reason: str = typer.Option("", "--reason", help="Why (physiological uptake, artefact...).")) -> None:
     """Reject a ROI: not a lesion."""
     _run(ctx, lambda s: s.reject(roi, reason), user)
+
+
+@review_app.command("reject-track")
+def reject_track_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                         track: int = typer.Argument(..., help="Track id."),
+                         reason: str = typer.Option("", "--reason", help="Why (physiological uptake, artefact...).")) -> None:
+    """Reject every ROI of a track in one edit (e.g. an adrenal found on every scan): not a lesion."""
+    _run(ctx, lambda s: s.reject_track(track, reason), user)
 
 
 @review_app.command("restore")

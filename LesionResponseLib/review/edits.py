@@ -64,13 +64,21 @@ def _track(state: ReviewState, track_id: int) -> Track:
         raise _refuse(f"no track {track_id} in this analysis", "Check the id in tracks.csv") from None
 
 
+def track_roi_ids(state: ReviewState, track_id: int) -> list[str]:
+    """The lesion-ROIs of track ``track_id`` (time point order), or a :class:`ReviewError` naming the track."""
+    track = _track(state, track_id)
+    return [roi_id for tp in sorted(track.rois) for roi_id in track.rois[tp]]
+
+
 @dataclass
 class Edit:
-    """Base of every edit. ``ROI_PARAMS``/``TRACK_PARAMS`` name the fields holding ROI ids / track ids."""
+    """Base of every edit. ``ROI_PARAMS``/``TRACK_PARAMS`` name the fields holding ROI ids / track ids,
+    ``ROI_LIST_PARAMS`` those holding lists of ROI ids."""
 
     TYPE: ClassVar[str] = ""
     ROI_PARAMS: ClassVar[tuple[str, ...]] = ()
     TRACK_PARAMS: ClassVar[tuple[str, ...]] = ()
+    ROI_LIST_PARAMS: ClassVar[tuple[str, ...]] = ()
 
     def validate(self, state: ReviewState) -> None:
         """Raise :class:`ReviewError` if this edit conflicts with ``state``."""
@@ -90,8 +98,11 @@ class Edit:
         return {"type": self.TYPE, **dataclasses.asdict(self)}
 
     def anchors(self, state: ReviewState) -> dict[str, str]:
-        """Parameter -> ROI id it refers to (a track is represented by its first ROI)."""
+        """Parameter -> ROI id it refers to (a track is represented by its first ROI; the i-th ROI of a list
+        parameter ``name`` is ``name.i``)."""
         refs = {name: getattr(self, name) for name in self.ROI_PARAMS}
+        for name in self.ROI_LIST_PARAMS:
+            refs.update({f"{name}.{i}": roi_id for i, roi_id in enumerate(getattr(self, name))})
         for name in self.TRACK_PARAMS:
             track = _track(state, getattr(self, name))
             refs[name] = track.rois[track.first_timepoint][0]
@@ -100,10 +111,14 @@ class Edit:
 
 def retarget(edit: Edit, anchors: dict[str, str], roi_map: dict[str, str], state: ReviewState) -> Edit:
     """``edit`` with each anchored parameter replaced by its re-identified ROI (or that ROI's track)."""
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {name: list(getattr(edit, name)) for name in edit.ROI_LIST_PARAMS}
     for name, roi_id in anchors.items():
         new_id = roi_map[roi_id]
-        values[name] = new_id if name in edit.ROI_PARAMS else state.track_id_of(new_id)
+        if "." in name:
+            listed, index = name.rsplit(".", 1)
+            values[listed][int(index)] = new_id
+        else:
+            values[name] = new_id if name in edit.ROI_PARAMS else state.track_id_of(new_id)
     return dataclasses.replace(edit, **values)
 
 
@@ -236,6 +251,28 @@ class RejectRoi(Edit):
 
 
 @dataclass
+class RejectRois(Edit):
+    """Mark every ROI of ``roi_ids`` as not a lesion in one edit (one undo step): a whole track of
+    physiological uptake (an adrenal followed to every scan) is rejected at once. The ids, not the track, are
+    stored, so a re-run rejects those lesion-ROIs again, never a lesion that joined the track since."""
+
+    TYPE: ClassVar[str] = "reject_rois"
+    ROI_LIST_PARAMS: ClassVar[tuple[str, ...]] = ("roi_ids",)
+    roi_ids: list[str]
+    reason: str = ""
+
+    def validate(self, state: ReviewState) -> None:
+        if not self.roi_ids:
+            raise _refuse("no lesion-ROIs to reject", "Give the ROI ids, or a track that has accepted ROIs")
+        if all(state.roi(roi_id).status == "rejected" for roi_id in self.roi_ids):
+            raise _refuse(f"lesion-ROIs {', '.join(self.roi_ids)} are already rejected", "Nothing to do")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        for roi_id in self.roi_ids:
+            state.roi(roi_id).status = "rejected"
+
+
+@dataclass
 class RestoreRoi(Edit):
     """Accept a rejected ROI again (its former links take effect again)."""
 
@@ -334,7 +371,7 @@ class EditRoi(Edit):
 
 
 EDIT_TYPES: dict[str, type[Edit]] = {cls.TYPE: cls for cls in (
-    LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RestoreRoi, AddRoi, EditRoi)}
+    LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RejectRois, RestoreRoi, AddRoi, EditRoi)}
 
 
 def edit_from_dict(data: dict[str, Any]) -> Edit:

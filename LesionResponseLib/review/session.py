@@ -41,10 +41,12 @@ from LesionResponseLib.review.edits import (
     LinkRois,
     MergeTracks,
     RejectRoi,
+    RejectRois,
     RestoreRoi,
     SplitTrack,
     UnlinkRoi,
     edit_from_dict,
+    track_roi_ids,
 )
 from LesionResponseLib.review.state import (
     Engine,
@@ -291,6 +293,10 @@ class ReviewSession:
     def reject(self, roi_id: str, reason: str = "") -> dict[str, Any]:
         """Mark a ROI as not a lesion (physiological uptake, artefact)."""
         return self.apply(RejectRoi(roi_id, reason))
+
+    def reject_track(self, track_id: int, reason: str = "") -> dict[str, Any]:
+        """Mark every ROI of a track as not a lesion, as one edit (physiological uptake found on every scan)."""
+        return self.apply(RejectRois(track_roi_ids(self.state, int(track_id)), reason))
 
     def restore(self, roi_id: str) -> dict[str, Any]:
         """Accept a rejected ROI again."""

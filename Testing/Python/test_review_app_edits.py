@@ -175,7 +175,19 @@ def test_ui_corrections_match_the_cli(folders):
     ui(page, a, "split")
     cli(b, "split", str(long), "2")
     assert_same_outputs(a, b)
+
+    members = {r["roi_id"] for r in _rois(a) if r["track_id"] == str(long)}
+    select_track(page, long)
+    ui(page, a, "reject_track", reason="adrenal")
+    cli(b, "reject-track", str(long), "--reason", "adrenal")
+    assert_same_outputs(a, b)
+    rejected_now = {r["roi_id"] for r in _rois(a) if r["status"] == "rejected"}
+    assert len(members) >= 2 and members <= rejected_now
+    assert str(long) not in {t["track_id"] for t in support.read_rows(a / "tracks.csv")}
     support.save_screenshot(page, "corrections")
+    ui(page, a, "undo")
+    cli(b, "undo")
+    assert_same_outputs(a, b)
 
 
 def test_ui_add_and_rethreshold_match_the_cli(folders):

@@ -233,6 +233,50 @@ def test_rejecting_a_middle_roi_leaves_a_gap_in_the_same_track(out):
         assert _members(track) == {first, middle, last}
 
 
+def test_reject_track_rejects_all_its_rois_in_one_undoable_edit(out):
+    """A whole track of physiological uptake rejected at once: every ROI rejected, the track and its categories
+    gone, the other tracks untouched, the reason in the audit trail; one undo brings all of it back byte for
+    byte; rejecting it again is refused (no such track any more)."""
+    with ReviewSession.open(out, "gus") as session:
+        analysis = session.state.analysis
+        victim = next(t for t in analysis.tracks if len(_members(t)) == 3)
+        members = _members(victim)
+        others = {t.track_id: _members(t) for t in analysis.tracks if t.track_id != victim.track_id}
+        before = _snapshot(out)
+        record = session.reject_track(victim.track_id, reason="adrenal")
+        assert record["type"] == "reject_rois" and set(record["edit"]["roi_ids"]) == members
+        analysis = session.state.analysis
+        assert {analysis.roi(r).status for r in members} == {"rejected"}
+        assert {t.track_id: _members(t) for t in analysis.tracks} == others
+        assert not any(members & _members(t) for t in analysis.tracks)
+        rows = {r["roi_id"]: r["status"] for r in csv.DictReader((out / "rois.csv").open())}
+        assert {rows[r] for r in members} == {"rejected"}
+        assert "adrenal" in json.dumps(session.history())
+        with pytest.raises(ReviewError, match="no track"):
+            session.reject_track(victim.track_id)
+        session.undo()
+        assert _snapshot(out) == before
+        session.reject("tp0-L0011")
+        alone = session.state.analysis.track(session.state.track_id_of("tp1-L0010"))
+        session.reject_track(alone.track_id)
+        assert session.state.roi("tp1-L0010").status == "rejected"
+
+
+def test_rejected_track_stays_rejected_after_a_rerun(out, phantom):
+    """The edit keeps the ROI ids, so a re-run (new numbering) rejects the same lesion-ROIs again."""
+    with ReviewSession.open(out, "gus") as session:
+        victim = session.state.analysis.track(session.state.track_id_of("tp0-L0008"))
+        members = sorted(_members(victim))
+        session.reject_track(victim.track_id, reason="adrenal")
+    _build(phantom, out, relabel={1: 100, 2: 200})
+    assert reapply_review(out)["applied"] == 1
+    moved = {f"tp{tp}-L{int(r[-4:]) + {0: 0, 1: 100, 2: 200}[tp]:04d}"
+             for r in members for tp in [int(r[2:r.index("-")])]}
+    with ReviewSession.open(out, "gus") as session:
+        assert {session.state.roi(r).status for r in moved} == {"rejected"}
+        assert session.applied[0]["edit"]["roi_ids"] == sorted(moved, key=lambda r: int(r[2:r.index("-")]))
+
+
 def _cube(reference: sitk.Image, centre_mm, half: int = 1) -> sitk.Image:
     array = np.zeros(sitk.GetArrayViewFromImage(reference).shape, dtype=np.uint8)
     i, j, k = reference.TransformPhysicalPointToIndex(tuple(centre_mm))

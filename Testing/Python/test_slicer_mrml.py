@@ -497,6 +497,7 @@ def test_review_arguments_parse_the_panel_ids():
     assert lrm.review_arguments("split", "12", "2") == {"track_id": 12, "timepoint": 2}
     assert lrm.review_arguments("link", "tp0-L0001", "tp1-L0003") == {"roi_a": "tp0-L0001", "roi_b": "tp1-L0003"}
     assert lrm.review_arguments("reject", "tp1-L0006 ") == {"roi_id": "tp1-L0006"}
+    assert lrm.review_arguments("reject_track", "T012") == {"track_id": 12}
     assert lrm.review_arguments("undo") == {}
     with pytest.raises(lrm.SlicerLoadError, match="merge needs a track id B, got 'x'.*Type a number"):
         lrm.review_arguments("merge", "7", "x")

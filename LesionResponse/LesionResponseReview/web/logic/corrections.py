@@ -1,7 +1,7 @@
-"""Reader corrections: every operation of the review session (link, unlink, merge, split, reject, restore,
-add ROI by growing a clicked hot spot, edit ROI by re-thresholding it, undo, redo). Each goes through
-``mrml.apply_review_edit``, so the session saves it at once (a killed server loses nothing) and the views,
-table, colours and heterogeneity follow."""
+"""Reader corrections: every operation of the review session (link, unlink, merge, split, reject a ROI or a
+whole track, restore, add ROI by growing a clicked hot spot, edit ROI by re-thresholding it, undo, redo).
+Each goes through ``mrml.apply_review_edit``, so the session saves it at once (a killed server loses nothing)
+and the views, table, colours and heterogeneity follow."""
 
 from __future__ import annotations
 
@@ -101,6 +101,10 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
                 arguments = mrml.review_arguments(operation, data.roi_a, data.roi_b)
             elif operation == "merge":
                 arguments = mrml.review_arguments(operation, str(_selected(nodes)), data.merge_track)
+            elif operation == "reject_track":
+                arguments = mrml.review_arguments(operation, str(_selected(nodes)))
+                if data.reason.strip():
+                    arguments["reason"] = data.reason.strip()
             elif operation == "split":
                 arguments = mrml.review_arguments(operation, str(_selected(nodes)), str(data.split_timepoint))
             elif operation == "edit_roi":

@@ -57,6 +57,9 @@ def build_corrections(server: Server, edit: Callable[[str], None], n_timepoints:
                        label="from time point", density="compact", hide_details=True, classes="mr-2",
                        style="max-width: 130px;", **tid("split-timepoint"))
             _button("Split", "split", edit, f"{busy} || {selected} < 0")
+        _button("Reject track", "reject_track", edit, f"{busy} || {selected} < 0",
+                title="Reject every ROI of the selected track (e.g. physiological uptake found on every scan); "
+                      "the reason field above is kept with it")
 
         v3.VDivider(classes="my-2")
         html.Div("Add or edit a ROI by threshold", classes="text-subtitle-2")
