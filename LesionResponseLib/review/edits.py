@@ -221,7 +221,7 @@ class SplitTrack(Edit):
                           f"Give a time point in {track.first_timepoint + 1}..{track.last_timepoint}")
 
     def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
-        members = {r for ids in _track(state, self.track_id).rois.values() for r in ids}
+        members = set(track_roi_ids(state, self.track_id))
         cut = int(self.timepoint)
 
         def crosses(link: Link) -> bool:

@@ -195,8 +195,7 @@ def search_known_location(pet_suv: sitk.Image, region: np.ndarray, psf_fwhm_mm: 
     def not_by_uptake(reason: str) -> PriorSearchResult:
         if probability is None or model_threshold <= 0:
             return PriorSearchResult(False, reason, **figures)
-        cropped = np.asarray(probability)[box]
-        cropped = cropped / PROBABILITY_UINT8_SCALE if cropped.dtype == np.uint8 else cropped
+        cropped = as_probability(np.asarray(probability)[box])
         mask, p_max = _model_evidence(cropped, searched, region, blocked, spacing, fwhm, model_threshold)
         if mask is None or mask.sum() < min_voxels:
             return PriorSearchResult(False, reason, **figures, model_probability=p_max)
@@ -239,6 +238,11 @@ def _model_evidence(probability: np.ndarray, searched: np.ndarray, region: np.nd
     if inside.sum() < MIN_CONTOUR_INSIDE * component.sum():
         return None, p_max
     return inside, p_max
+
+
+def as_probability(values: np.ndarray) -> np.ndarray:
+    """Model probabilities as floats 0-1 (a uint8 map holds :data:`PROBABILITY_UINT8_SCALE` × p)."""
+    return values / PROBABILITY_UINT8_SCALE if values.dtype == np.uint8 else values
 
 
 def rft_threshold(volume_mm3: float, smoothness_fwhm_mm: float, false_alarm: float) -> float:

@@ -122,14 +122,13 @@ class _Searcher:
         not found (with that probability and why)."""
         import dataclasses
 
-        from LesionResponseLib.segmentation.prior_guided import PROBABILITY_UINT8_SCALE
+        from LesionResponseLib.segmentation.prior_guided import as_probability
 
         probability = self.probabilities.get(tp)
         threshold = self.params.prior_search_model_probability
         if probability is None or threshold <= 0:
             return result
-        values = np.asarray(probability)[result.mask]
-        p_max = float(values.max()) / (PROBABILITY_UINT8_SCALE if values.dtype == np.uint8 else 1.0)
+        p_max = float(as_probability(np.asarray(probability)[result.mask]).max())
         if p_max >= threshold:
             return dataclasses.replace(result, model_probability=p_max)
         return dataclasses.replace(result, found=False, mask=None, evidence="", model_probability=p_max,

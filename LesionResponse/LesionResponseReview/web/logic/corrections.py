@@ -95,16 +95,12 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
         try:
             if operation in ("reject", "restore", "unlink"):
                 arguments = mrml.review_arguments(operation, data.roi_a)
-                if operation == "reject" and data.reason.strip():
-                    arguments["reason"] = data.reason.strip()
             elif operation == "link":
                 arguments = mrml.review_arguments(operation, data.roi_a, data.roi_b)
             elif operation == "merge":
                 arguments = mrml.review_arguments(operation, str(_selected(nodes)), data.merge_track)
             elif operation == "reject_track":
                 arguments = mrml.review_arguments(operation, str(_selected(nodes)))
-                if data.reason.strip():
-                    arguments["reason"] = data.reason.strip()
             elif operation == "split":
                 arguments = mrml.review_arguments(operation, str(_selected(nodes)), str(data.split_timepoint))
             elif operation == "edit_roi":
@@ -114,6 +110,8 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
         except (LesionResponseError, _Refused) as error:
             self.data.error = str(error)
             return None
+        if operation in ("reject", "reject_track") and data.reason.strip():
+            arguments["reason"] = data.reason.strip()
         return self.run(operation, **arguments)
 
     def _threshold(self) -> dict[str, float | None]:
