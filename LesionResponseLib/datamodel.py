@@ -243,6 +243,10 @@ class AnalysisParameters(_Serialisable):
     # No search from a ROI inside the cranial cavity found on the CT (segmentation.anatomy): the pituitary's
     # physiological uptake and meningiomas would be followed to every scan; the model's ROIs there stay.
     prior_search_skip_intracranial: bool = True
+    # No search from a ROI, and no find kept, lying mostly on physiological uptake by the segmentation model's
+    # "physiological" output (models that have one; segmentation.prior_guided.physiological_share): an adrenal
+    # the model once called a lesion would otherwise be followed to every scan (README).
+    prior_search_skip_physiological: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -34,6 +34,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,7 @@ import numpy as np
 import SimpleITK as sitk
 from phantom_options import add_phantom_options, options_key, phantom_options
 
-from LesionResponseLib.segmentation import load_model, segment
+from LesionResponseLib.segmentation import load_model, segment, segment_with_evidence
 from LesionResponseLib.segmentation.metrics import (
     evaluate,
     expected_peak_cnr,
@@ -75,6 +76,11 @@ class Totals:
     organ: dict[str, int] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
     lesions: list[tuple[TrueLesion, bool]] = field(default_factory=list)  # every true lesion, detected?
+    # Models with a physiological output: its Dice per scan, its recall per organ (one value per scan), and the
+    # true lesions lying on it (>= half their voxels, where the longitudinal search would not go).
+    organ_dice: list[float] = field(default_factory=list)
+    organ_recall: dict[str, list[float]] = field(default_factory=dict)
+    on_organ: list[TrueLesion] = field(default_factory=list)
 
 
 @dataclass
@@ -170,6 +176,38 @@ def _variants(scan: Scan, method: str) -> dict[str, tuple[sitk.Image, float]]:
     return out
 
 
+def _physiological_figures(scan: Scan, method: str, into: Totals) -> str:
+    """For a model with a ``physiological`` output: add its Dice against the truth (the organs of
+    ``PHYSIOLOGICAL_OUTPUT_ORGANS`` outside the lesions), its recall per organ and the true lesions lying on it
+    (``prior_guided.physiological_share`` >= ``PHYSIOLOGICAL_SHARE``) to ``into``; a short line for the log."""
+    from LesionResponseLib.phantom import ORGAN_LABELS
+    from LesionResponseLib.segmentation.model import PHYSIOLOGICAL_OUTPUT_ORGANS
+    from LesionResponseLib.segmentation.prior_guided import (
+        PHYSIOLOGICAL_PROBABILITY,
+        PHYSIOLOGICAL_SHARE,
+        physiological_share,
+    )
+    from LesionResponseLib.segmentation.training import physiological_target
+
+    if method == "threshold" or "physiological" not in load_model(method).config.outputs:
+        return ""
+    output = segment_with_evidence(scan.pet, scan.ct, method="model", model_path=method)
+    predicted = sitk.GetArrayFromImage(output.physiological) >= PHYSIOLOGICAL_PROBABILITY
+    organs, lesions = sitk.GetArrayFromImage(scan.organs), sitk.GetArrayFromImage(scan.lesions)
+    target = physiological_target(organs, lesions) > 0
+    dice = 2.0 * float((predicted & target).sum()) / max(1, int(predicted.sum() + target.sum()))
+    into.organ_dice.append(dice)
+    for name in PHYSIOLOGICAL_OUTPUT_ORGANS:
+        organ = (organs == ORGAN_LABELS.get(name, -1)) & target
+        if organ.any():
+            into.organ_recall.setdefault(name, []).append(float(predicted[organ].mean()))
+    probability = sitk.GetArrayFromImage(output.physiological)
+    on = [lesion for label, lesion in scan.truth.items()
+          if physiological_share(lesions == label, probability) >= PHYSIOLOGICAL_SHARE]
+    into.on_organ += on
+    return f"physiological Dice {dice:.2f}, true lesions on it {len(on)}"
+
+
 def run(seeds: list[int], methods: dict[str, str], cache: Path, in_memory: bool,
         options: dict | None = None) -> dict[str, Totals]:
     from LesionResponseLib.phantom import ORGAN_LABELS, PHYSIOLOGICAL_ORGANS, VENDORS
@@ -204,6 +242,9 @@ def run(seeds: list[int], methods: dict[str, str], cache: Path, in_memory: bool,
                 dice = f"{np.median(m.dice):.2f}" if m.dice else "-"
                 print(f"{seed:>4} {vendor:>13} {name:>24} {m.n_true:>7} {m.n_detected:>5} {n_rois:>4} "
                       f"{m.false_positive_rois:>3} {dice:>5} {seconds:>5.1f}  {spill or ''}", flush=True)
+            line = _physiological_figures(scan, method, totals[base])
+            if line:
+                print(f"{seed:>4} {vendor:>13} {base:>24}  {line}", flush=True)
     return totals
 
 
@@ -309,10 +350,26 @@ def main() -> None:
     print_all(totals, len(seeds))
 
 
+def print_physiological(totals: dict[str, Totals]) -> None:
+    """The physiological output of the models that have one: Dice, recall per organ, true lesions on it."""
+    rows = {name: t for name, t in totals.items() if t.organ_dice}
+    if not rows:
+        return
+    print("\nPhysiological output (organs of PHYSIOLOGICAL_OUTPUT_ORGANS outside the lesions; p >= 0.5): Dice and "
+          "recall per organ (median over scans); true lesions lying on it (>= half their voxels: not searched from)")
+    for name, t in rows.items():
+        recall = ", ".join(f"{organ} {np.median(v):.2f}" for organ, v in t.organ_recall.items())
+        big = [x for x in t.on_organ if x.volume_ml >= VOLUME_BINS_ML[0]]
+        sites = dict(Counter(x.site for x in t.on_organ))
+        print(f"| {name} | Dice {np.median(t.organ_dice):.3f} | recall {recall} | lesions on it "
+              f"{len(t.on_organ)} of {len(t.lesions)} ({len(big)} >= 0.5 mL; {sites or 'none'}) |")
+
+
 def print_all(totals: dict[str, Totals], n_scans: int) -> None:
     print_table(totals, n_scans)
     print_by_volume(totals)
     print_by_site(totals)
+    print_physiological(totals)
 
 
 def merge_runs(files: list[Path]) -> tuple[dict[str, Totals], int]:
@@ -332,6 +389,10 @@ def merge_runs(files: list[Path]) -> tuple[dict[str, Totals], int]:
             for organ, n in t["organ"].items():
                 into.organ[organ] = into.organ.get(organ, 0) + n
             into.lesions += [(TrueLesion(**x), bool(d)) for x, d in t["lesions"]]
+            into.organ_dice += t.get("organ_dice", [])
+            for organ, values in t.get("organ_recall", {}).items():
+                into.organ_recall.setdefault(organ, []).extend(values)
+            into.on_organ += [TrueLesion(**x) for x in t.get("on_organ", [])]
     return merged, len(seeds)
 
 

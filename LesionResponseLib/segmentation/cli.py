@@ -48,6 +48,9 @@ def train_command(
     harder_share: float = typer.Option(0.0, help="Share of training scans from harder patients: lesions of "
                                                  "0.1-4 mL, at 1.2-4x liver uptake, up to 60, next to hot "
                                                  "organs (as after therapy); 0 = the default phantom only."),
+    outputs: str = typer.Option("lesion", help="Output maps: 'lesion', or 'lesion+physiological' (also learns "
+                                               "the physiological-uptake organs; the longitudinal search "
+                                               "uses that map, see the model card)."),
     threads: int = typer.Option(2, help="torch threads; use 1 on a machine shared with other jobs (2 threads "
                                         "on 2 busy cores ran 3.5x slower per step than 1)."),
 ) -> None:
@@ -65,6 +68,9 @@ def train_command(
     names = {"pet": ("pet_suv",), "pet+ct": ("pet_suv", "ct_hu")}
     if channels not in names:
         raise typer.BadParameter(f"--channels {channels!r}: use 'pet' or 'pet+ct'")
+    output_names = {"lesion": ("lesion",), "lesion+physiological": ("lesion", "physiological")}
+    if outputs not in output_names:
+        raise typer.BadParameter(f"--outputs {outputs!r}: use 'lesion' or 'lesion+physiological'")
     if not 0.0 <= harder_share <= 1.0:
         raise typer.BadParameter(f"--harder-share {harder_share}: a share in [0, 1]")
     if not 0.0 <= ct_dropout < 1.0:
@@ -79,7 +85,7 @@ def train_command(
                 if row["val_dice"] != "":
                     console.log(f"step {step}: loss {row['loss']:.4f}, validation Dice {row['val_dice']}")
 
-            config = ModelConfig(patch_size=(patch,) * 3, channels=names[channels])
+            config = ModelConfig(patch_size=(patch,) * 3, channels=names[channels], outputs=output_names[outputs])
             path = train(out, seeds=chosen, steps=steps, learning_rate=lr, config=config,
                          init_from=init_from, max_minutes=max_minutes, eval_every=eval_every, log_path=log,
                          axial_extent_mm=axial_extent_mm, organ_loss_weight=organ_loss_weight, ct_dropout=ct_dropout,

@@ -32,11 +32,13 @@ class SegmentationOutput:
     """What one segmentation run gives (PET grid): the lesion-ROI label map and, for models, the lesion
     probability (0-1) and the *candidates*: components above the model's threshold dropped as smaller than the
     minimum ROI volume (equivocal ROIs are not candidates: uptake not above the liver is not the disease
-    tracked), for the prior-guided search's longitudinal confirmation."""
+    tracked), for the prior-guided search's longitudinal confirmation; for models with a ``physiological`` output,
+    that probability too (where the search does not go)."""
 
     labels: sitk.Image
     probability: sitk.Image | None = None
     candidates: sitk.Image | None = None
+    physiological: sitk.Image | None = None
 
 
 def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model",
@@ -68,8 +70,9 @@ def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, met
     else:
         model = _model(model_path if method == "model" else method)
         report("inference")
-        probability = model.probability(pet_suv, progress=progress is True, ct=ct)
-        probability = sitk.Resample(probability, pet_suv, sitk.Transform(), sitk.sitkLinear, 0.0)
+        maps = {name: sitk.Resample(image, pet_suv, sitk.Transform(), sitk.sitkLinear, 0.0)
+                for name, image in model.probabilities(pet_suv, progress=progress is True, ct=ct).items()}
+        probability = maps["lesion"]
         mask = probability > model.config.threshold
     report("components")
     labels = label_rois(mask, pet_suv, min_volume_ml=min_volume_ml, split_touching=split_touching)
@@ -78,7 +81,7 @@ def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, met
     candidates = dropped_components(mask, labels)  # too small only: equivocal ROIs stay out (not tracked disease)
     if equivocal_max_volume_ml > 0:
         labels = drop_equivocal_rois(labels, pet_suv, liver_reference(pet_suv)[0], equivocal_max_volume_ml)
-    return SegmentationOutput(labels, probability, candidates)
+    return SegmentationOutput(labels, probability, candidates, maps.get("physiological"))
 
 
 def _model(path: str | None) -> SegmentationModel:

@@ -50,7 +50,11 @@ class ModelConfig:
     spacing_mm: tuple[float, float, float] = (4.0, 4.0, 4.0)  # isotropic 4 mm = typical PET voxel
     normalisation: str = "log1p_suv"  # log1p_suv | none
     patch_size: tuple[int, int, int] = (64, 64, 64)  # voxels; 256 mm sees a whole spleen or kidney
-    activation: str = "sigmoid"  # sigmoid (1 output channel) | softmax (lesion = channel 1)
+    activation: str = "sigmoid"  # sigmoid (one output channel per ``outputs`` entry) | softmax (lesion = channel 1)
+    # Output maps, in channel order: "lesion" [, "physiological"]. "physiological" (sigmoid models only): the
+    # organs whose physiological [68Ga]DOTATATE uptake mimics a lesion (``PHYSIOLOGICAL_OUTPUT_ORGANS``), learnt
+    # beside the lesions; the longitudinal search reads it (``prior_guided.physiological_share``), never the ROIs.
+    outputs: tuple[str, ...] = ("lesion",)
     threshold: float = 0.5  # probability above which a voxel is lesion
     trained_on: dict[str, Any] = field(default_factory=dict)
 
@@ -61,11 +65,24 @@ class ModelConfig:
         return cls(**clean)
 
 
+#: Organs of the ``physiological`` output: focal physiological uptake that mimics a lesion next to or in place of
+#: one (spleen and accessory spleens, kidneys, adrenals, pituitary, the pancreas' uncinate process, bladder,
+#: thyroid; Hofman et al., RadioGraphics 2015;35:500-516). Left out: the liver, whose uniform uptake is the
+#: background liver lesions stand out of (a search find in it is judged against that background), and the
+#: bowel, along which mesenteric nodes and small-bowel primaries lie.
+PHYSIOLOGICAL_OUTPUT_ORGANS = ("spleen", "kidney", "adrenal", "pituitary", "uncinate", "bladder", "thyroid")
+OUTPUT_NAMES = ("lesion", "physiological")
+
+
 def build_network(config: ModelConfig):
     """The untrained MONAI network for ``config``."""
     from monai.networks.nets import SegResNet
 
-    out_channels = 1 if config.activation == "sigmoid" else 2
+    if config.outputs[:1] != ("lesion",) or not set(config.outputs) <= set(OUTPUT_NAMES) or \
+            (config.activation != "sigmoid" and config.outputs != ("lesion",)):
+        raise SegmentationError(f"model outputs {config.outputs}: expected 'lesion' first, then optionally "
+                                f"'physiological' (sigmoid models only)")
+    out_channels = len(config.outputs) if config.activation == "sigmoid" else 2
     return SegResNet(spatial_dims=3, in_channels=len(config.channels), out_channels=out_channels,
                      init_filters=config.init_filters, blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1))
 
@@ -125,6 +142,13 @@ class SegmentationModel:
         ``ct``: the time point's CT (HU), used by models with a ``ct_hu`` channel (see ``ct_channel``);
         such a model given none raises :class:`SegmentationError` unless its ``missing_ct`` is ``"zeros"``.
         """
+        return self.probabilities(pet_suv, progress, device, ct)["lesion"]
+
+    def probabilities(self, pet_suv: sitk.Image, progress: bool = False, device: str | None = None,
+                      ct: sitk.Image | None = None) -> dict[str, sitk.Image]:
+        """Every output map of one inference (``config.outputs``: ``"lesion"`` and, if the model has it,
+        ``"physiological"``), each a probability 0-1 (float32) on the model's grid; arguments as
+        :meth:`probability`."""
         import torch
         from monai.inferers import sliding_window_inference
 
@@ -142,13 +166,15 @@ class SegmentationModel:
         with torch.inference_mode():
             logits = sliding_window_inference(tensor, self.config.patch_size, sw_batch_size=2, predictor=network,
                                               overlap=0.25, mode="gaussian", progress=progress).float()
-        prob = torch.sigmoid(logits[:, :1]) if self.config.activation == "sigmoid" else \
+        prob = torch.sigmoid(logits[:, :len(self.config.outputs)]) if self.config.activation == "sigmoid" else \
             torch.softmax(logits, 1)[:, 1:2]
-        full = np.zeros(suv.shape, np.float32)
-        full[box] = prob[0, 0].cpu().numpy()
-        out = sitk.GetImageFromArray(full)
-        out.CopyInformation(image)
-        return out
+        maps = {}
+        for channel, name in enumerate(self.config.outputs):
+            full = np.zeros(suv.shape, np.float32)
+            full[box] = prob[0, channel].cpu().numpy()
+            maps[name] = sitk.GetImageFromArray(full)
+            maps[name].CopyInformation(image)
+        return maps
 
     def _check_ct(self, ct: sitk.Image | None) -> None:
         if ct is None and self.config.missing_ct != "zeros":

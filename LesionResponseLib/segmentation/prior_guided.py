@@ -245,6 +245,21 @@ def as_probability(values: np.ndarray) -> np.ndarray:
     return values / PROBABILITY_UINT8_SCALE if values.dtype == np.uint8 else values
 
 
+#: A ROI lies on physiological uptake when at least this share of its voxels has a model ``physiological``
+#: probability of at least :data:`PHYSIOLOGICAL_PROBABILITY` (the majority: a lesion touching a kidney keeps
+#: its own voxels, which the output was trained to leave out, and PSF spill adds a rim of one voxel or two).
+PHYSIOLOGICAL_SHARE = 0.5
+PHYSIOLOGICAL_PROBABILITY = 0.5
+
+
+def physiological_share(mask: np.ndarray, physiological: np.ndarray) -> float:
+    """Share (0-1) of ``mask``'s voxels whose model ``physiological`` probability (0-1, or uint8 as
+    :func:`as_probability`) is at least :data:`PHYSIOLOGICAL_PROBABILITY`; 0 for an empty mask."""
+    if not mask.any():
+        return 0.0
+    return float((as_probability(np.asarray(physiological)[mask]) >= PHYSIOLOGICAL_PROBABILITY).mean())
+
+
 def rft_threshold(volume_mm3: float, smoothness_fwhm_mm: float, false_alarm: float) -> float:
     """``z`` at which a smooth Gaussian field (FWHM ``smoothness_fwhm_mm``) over a ball of ``volume_mm3``
     exceeds ``z`` with probability ``false_alarm`` (expected Euler characteristic, Worsley et al. 1996)."""

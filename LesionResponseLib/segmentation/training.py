@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib.segmentation.model import (
+    PHYSIOLOGICAL_OUTPUT_ORGANS,
     ModelConfig,
     SegmentationError,
     build_network,
@@ -29,8 +30,8 @@ from LesionResponseLib.segmentation.model import (
 )
 
 TRAIN_SEEDS = range(1000, 2000)  # never used by tests (1-99) or benchmarks (100-199)
-CROP_KEYS = ("image", "ct", "label", "hard", "classes_cls_indices")  # only these reach the cropper (it deep-copies
-# extras); "ct" only in samples of CT-channel models
+CROP_KEYS = ("image", "ct", "label", "hard", "organ", "classes_cls_indices")  # only these reach the cropper (it
+# deep-copies extras); "ct" only in samples of CT-channel models, "organ" in those of models with a physiological output
 
 
 @dataclass
@@ -118,11 +119,22 @@ def make_sample(scan: PhantomScan, config: ModelConfig, max_per_class: int = 200
     sample = {"image": np.pad(sitk.GetArrayFromImage(pet), pad)[None].astype(np.float32),
               "label": np.pad(label, pad)[None], "classes": np.pad(classes, pad)[None]}
     sample["hard"] = (sample["classes"] >= 2).astype(np.uint8)  # hard-negative voxels (loss weight)
+    if "physiological" in config.outputs:
+        sample["organ"] = np.pad(physiological_target(organ_map, label), pad)[None]
     if uses_ct(config):
         if scan.ct is None:
             raise SegmentationError("a CT-channel model needs training scans with CT (phantom_scan(with_ct=True))")
         sample["ct"] = np.pad(ct_channel(scan.ct, pet, config), pad, constant_values=-1.0)[None]
     return _with_class_indices(sample, max_per_class)
+
+
+def physiological_target(organ_map: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """Target of the ``physiological`` output (float32 0/1): voxels of ``PHYSIOLOGICAL_OUTPUT_ORGANS`` in the
+    organ-label map that are not lesion (a lesion inside the spleen is lesion, not spleen)."""
+    from LesionResponseLib.phantom import ORGAN_LABELS
+
+    values = [ORGAN_LABELS[name] for name in PHYSIOLOGICAL_OUTPUT_ORGANS if name in ORGAN_LABELS]
+    return (np.isin(organ_map, values) & (lesion == 0)).astype(np.float32)
 
 
 def _with_class_indices(sample: dict[str, np.ndarray], max_per_class: int) -> dict[str, np.ndarray]:
@@ -171,7 +183,8 @@ def _transforms(config: ModelConfig, samples_per_scan: int, ct_dropout: float = 
     )
 
     with_ct = uses_ct(config)
-    keys = ["image", "ct", "label", "hard"] if with_ct else ["image", "label", "hard"]
+    keys = ["image", *(["ct"] if with_ct else []), "label", "hard",
+            *(["organ"] if "physiological" in config.outputs else [])]
     steps = [
         RandCropByLabelClassesd(keys, label_key="classes", spatial_size=config.patch_size,
                                 ratios=crop_ratios(), num_classes=len(crop_ratios()),
@@ -214,7 +227,9 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     CT-channel models (``config.channels`` with ``ct_hu``) train on the phantom's CT too; ``ct_dropout`` > 0
     blanks the CT of that share of crops and marks the model ``missing_ct="zeros"`` (runs without CT).
     ``init_from`` may have fewer input channels: the added channels' first-layer weights start at zero, so
-    training starts from that model's behaviour. ``harder_share``: share of training scans from harder
+    training starts from that model's behaviour; or fewer outputs (``config.outputs`` adds ``physiological``):
+    the added output channel starts from the fresh initialisation, trained with Dice + CE on the organs of
+    ``PHYSIOLOGICAL_OUTPUT_ORGANS`` (weight 1, beside the lesion loss). ``harder_share``: share of training scans from harder
     patients (small, faint, high-burden lesions, lesions next to hot organs; ``harder_patient``).
     """
     import torch
@@ -265,25 +280,33 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
 
 
 def _loss_function(organ_loss_weight: float) -> Callable:
-    """``loss(logits, labels, hard)``: batch Dice + binary cross-entropy, hard-negative organ voxels (``hard`` = 1)
-    weighted ``organ_loss_weight`` in the cross-entropy (a lesion called in an adrenal costs that many
-    background voxels)."""
+    """``loss(logits, labels, hard, organ=None)``: batch Dice + binary cross-entropy of the lesion channel (0),
+    hard-negative organ voxels (``hard`` = 1) weighted ``organ_loss_weight`` in the cross-entropy (a lesion
+    called in an adrenal costs that many background voxels); with ``organ`` (models with a physiological
+    output), plus the same unweighted Dice + CE of channel 1 against it."""
     import torch
     from monai.losses import DiceLoss
 
     dice = DiceLoss(sigmoid=True, squared_pred=True, batch=True)
 
-    def loss(logits, labels, hard):
+    def loss(logits, labels, hard, organ=None):
+        lesion = logits[:, :1]
         weight = 1.0 + (organ_loss_weight - 1.0) * hard.float()
-        ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=weight)
-        return dice(logits, labels) + ce
+        total = dice(lesion, labels) + torch.nn.functional.binary_cross_entropy_with_logits(lesion, labels,
+                                                                                             weight=weight)
+        if organ is not None:
+            physiological = logits[:, 1:2]
+            total = total + dice(physiological, organ) + \
+                torch.nn.functional.binary_cross_entropy_with_logits(physiological, organ)
+        return total
 
     return loss
 
 
 def _initial_network(config: ModelConfig, init_from: str | Path | None):
     """A fresh network for ``config``, or the weights of ``init_from`` (same architecture; it may have fewer
-    input channels, whose missing first-layer weights are set to 0 so the new channel starts switched off)."""
+    input channels, whose missing first-layer weights are set to 0 so the new channel starts switched off, or
+    fewer output channels, whose missing last-layer weights keep their fresh initialisation)."""
     network = build_network(config)
     if init_from is not None:
         import torch
@@ -294,16 +317,30 @@ def _initial_network(config: ModelConfig, init_from: str | Path | None):
         source = load_model(init_from).network.state_dict()
         for key, value in source.items():
             wanted = target.get(key)
-            if wanted is not None and wanted.shape != value.shape:
+            if wanted is not None and wanted.shape != value.shape and _added_outputs(key, value, wanted):
+                grown = wanted.clone()
+                grown[:value.shape[0]] = value
+                source[key] = grown
+            elif wanted is not None and wanted.shape != value.shape:
                 if value.dim() < 2 or value.shape[:1] + value.shape[2:] != wanted.shape[:1] + wanted.shape[2:] \
                         or value.shape[1] > wanted.shape[1]:
                     raise SegmentationError(f"{init_from}: weight {key} has shape {tuple(value.shape)}, the new "
-                                            f"network {tuple(wanted.shape)}; only added input channels can differ")
+                                            f"network {tuple(wanted.shape)}; only added input channels or "
+                                            f"outputs can differ")
                 padded = torch.zeros_like(wanted)
                 padded[:, :value.shape[1]] = value
                 source[key] = padded
         network.load_state_dict(source)
     return network
+
+
+#: State-dict keys of SegResNet's last convolution, whose rows are the output channels.
+OUTPUT_LAYER_KEYS = ("conv_final.2.conv.weight", "conv_final.2.conv.bias")
+
+
+def _added_outputs(key: str, value, wanted) -> bool:
+    """Whether ``wanted`` is the last layer's ``value`` with more output channels (rows)."""
+    return key in OUTPUT_LAYER_KEYS and value.shape[1:] == wanted.shape[1:] and value.shape[0] < wanted.shape[0]
 
 
 def _step_function(network, optimiser, schedule, loss_fn, transform, pool, batch_scans: int) -> Callable[[], float]:
@@ -319,9 +356,11 @@ def _step_function(network, optimiser, schedule, loss_fn, transform, pool, batch
         images = torch.stack([torch.as_tensor(np.asarray(c["image"])) for c in crops]).float()
         labels = torch.stack([torch.as_tensor(np.asarray(c["label"])) for c in crops]).float()
         hard = torch.stack([torch.as_tensor(np.asarray(c["hard"])) for c in crops])
+        organ = torch.stack([torch.as_tensor(np.asarray(c["organ"])) for c in crops]).float() \
+            if "organ" in crops[0] else None
         network.train()
         optimiser.zero_grad()
-        loss = loss_fn(network(images), labels, hard)
+        loss = loss_fn(network(images), labels, hard, organ)
         loss.backward()
         optimiser.step()
         schedule.step()
@@ -392,6 +431,6 @@ def _evaluate(network, crops, config: ModelConfig) -> float:
     scores = []
     with torch.inference_mode():
         for image, label in crops:
-            prob = torch.sigmoid(network(torch.from_numpy(np.ascontiguousarray(image))[None]))[0, 0].numpy()
+            prob = torch.sigmoid(network(torch.from_numpy(np.ascontiguousarray(image))[None])[:, :1])[0, 0].numpy()
             scores.append(_dice(prob, label, config.threshold))
     return float(np.mean(scores)) if scores else float("nan")

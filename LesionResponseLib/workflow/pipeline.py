@@ -7,7 +7,8 @@ what follows):
 - ``segmentation`` per time point, key = PET series UID + SUV factor + CT series UID + method + ``min_roi_volume_ml`` +
   ``equivocal_max_volume_ml`` + model file hash (or the supplied label file's hash) → ``cache/seg-<key>.nii.gz``
   (+ ``seg-<key>-probability.nii.gz`` and ``-candidates.nii.gz``: the model's lesion probability as uint8 and the
-  components it found that the ROI filters dropped, the search's model evidence).
+  components it found that the ROI filters dropped, the search's model evidence; models with a physiological
+  output add ``-physiological.nii.gz``, that map as uint8, where the search does not go).
 - ``registration`` per follow-up k onto the baseline, key = PET/CT series UIDs of both + the method that runs (``auto`` resolved) →
   ``cache/reg-<key>.tfm|.h5`` + ``.json``; copied to ``OUT/transforms/tp0_to_tp{k}.*``.
 - ``matching``, key = hash of every label map + the registration keys + ``dilation_mm``,
@@ -16,7 +17,7 @@ what follows):
   track is looked for where it has no ROI, key = hash of every label map + the registration keys + PET series
   UIDs and SUV factors + CT series UIDs (the cranial cavity) + the detection rule's version +
   ``prior_search_margin_mm``, ``prior_search_false_alarm``, ``prior_search_model_probability``,
-  ``prior_search_candidates``, ``prior_search_skip_intracranial``, ``psf_fwhm_mm``, ``min_roi_volume_ml`` + the
+  ``prior_search_candidates``, ``prior_search_skip_intracranial``, ``prior_search_skip_physiological``, ``psf_fwhm_mm``, ``min_roi_volume_ml`` + the
   model file hash (when its probabilities are the model evidence) → ``cache/prior-<key>.json`` (+ the grown
   label maps); when it found ROIs, the time points that gained them are re-measured and matching runs again on
   the grown label maps.
@@ -132,11 +133,13 @@ def on_pet_grid(labels: sitk.Image, pet: sitk.Image) -> sitk.Image:
 @dataclass
 class ModelEvidence:
     """Where a model's evidence for the prior-guided search at one time point is cached (PET grid): its lesion
-    probability as uint8 (× ``prior_guided.PROBABILITY_UINT8_SCALE``) and its dropped candidates (uint16 labels).
-    The search reads them only when it runs (not when its result is reused)."""
+    probability as uint8 (× ``prior_guided.PROBABILITY_UINT8_SCALE``), its dropped candidates (uint16 labels)
+    and, for models with a ``physiological`` output, that map as uint8 (written with the others, so it exists
+    exactly when the model has it). The search reads them only when it runs (not when its result is reused)."""
 
     probability: Path
     candidates: Path
+    physiological: Path
 
 
 def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_dir: Path | None,
@@ -152,7 +155,8 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
     path = cache / f"seg-{key}.nii.gz"
     evidence = None
     if not labels_dir and params.segmentation_method != "threshold":
-        evidence = ModelEvidence(*(cache / f"seg-{key}-{name}.nii.gz" for name in ("probability", "candidates")))
+        evidence = ModelEvidence(*(cache / f"seg-{key}-{name}.nii.gz"
+                                   for name in ("probability", "candidates", "physiological")))
     if path.is_file() and (evidence is None or (evidence.probability.is_file() and evidence.candidates.is_file())):
         report.stages[f"segmentation tp{k}"] = "reused"
         return on_pet_grid(sitk.ReadImage(str(path)), tp.pet_suv), evidence
@@ -168,10 +172,15 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
         if evidence is not None and output.probability is not None and output.candidates is not None:
             from LesionResponseLib.segmentation.prior_guided import PROBABILITY_UINT8_SCALE
 
-            probability = np.rint(np.clip(sitk.GetArrayViewFromImage(output.probability), 0.0, 1.0)
-                                  * PROBABILITY_UINT8_SCALE).astype(np.uint8)
-            arrays = (probability, sitk.GetArrayViewFromImage(output.candidates).astype(np.uint16))
-            for array, evidence_path in zip(arrays, (evidence.probability, evidence.candidates), strict=True):
+            def as_uint8(image: sitk.Image) -> np.ndarray:
+                return np.rint(np.clip(sitk.GetArrayViewFromImage(image), 0.0, 1.0)
+                               * PROBABILITY_UINT8_SCALE).astype(np.uint8)
+
+            files = [(as_uint8(output.probability), evidence.probability),
+                     (sitk.GetArrayViewFromImage(output.candidates).astype(np.uint16), evidence.candidates)]
+            if output.physiological is not None:
+                files.append((as_uint8(output.physiological), evidence.physiological))
+            for array, evidence_path in files:
                 image = sitk.GetImageFromArray(array)
                 image.CopyInformation(tp.pet_suv)
                 atomic_write_image(image, evidence_path)
@@ -242,6 +251,8 @@ def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[L
     evidence = {k: v for k, v in (evidence or {}).items() if v is not None}
     probabilities = {k: v.probability for k, v in evidence.items()}
     candidates = {k: v.candidates for k, v in evidence.items()} if params.prior_search_candidates else {}
+    physiological = {k: v.physiological for k, v in evidence.items()
+                     if v.physiological.is_file()} if params.prior_search_skip_physiological else {}
     model = model_digest(params) if evidence else None
     key = _digest("prior", SEARCH_RULE_VERSION, [[image_digest(labels[k]) for k in sorted(labels)], reg_keys,
                                                  [[tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12),
@@ -258,7 +269,8 @@ def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[L
 
     labels, rois, records, reused = prior_guided_stage(key, tracks, rois, labels, pets, transforms, params, cache,
                                                        probabilities, candidates,
-                                                       cranial_of if params.prior_search_skip_intracranial else None)
+                                                       cranial_of if params.prior_search_skip_intracranial else None,
+                                                       physiological)
     report.stages["prior-guided search"] = "reused" if reused else "computed"
     return labels, rois, records
 

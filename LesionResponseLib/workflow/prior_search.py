@@ -21,6 +21,13 @@ After the first matching, every track is looked for where it has no accepted ROI
   (an adrenal candidate of patient 4310, then unseen, was confirmed by uptake at probability 0.01 and followed to
   every scan before this rule; README).
 
+A ROI (or candidate) lying mostly on physiological uptake by the segmentation model's ``physiological`` output
+(models that have one, ``params.prior_search_skip_physiological``; see
+:func:`LesionResponseLib.segmentation.prior_guided.physiological_share`) is not searched from, and a find lying
+mostly on it is not kept: an adrenal the model called a lesion on one scan was otherwise followed to every scan
+(unseen patient 4315: 11 of its 17 false-positive ROIs; README). What tells an adrenal from a node beside it is
+anatomy, which the model learns with the lesions; uptake, probability and shape at the find did not (README).
+
 A ROI (or candidate) lying in the cranial cavity found on its time point's CT
 (:mod:`LesionResponseLib.segmentation.anatomy`, ``params.prior_search_skip_intracranial``) is not searched from:
 the pituitary's physiological uptake, which the model calls a lesion on the odd scan, would otherwise be found
@@ -55,11 +62,16 @@ from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Track, ro
 from LesionResponseLib.segmentation.anatomy import NOT_SEARCHED_INTRACRANIAL
 
 SEARCH_PARAMS = ("prior_search_margin_mm", "prior_search_false_alarm", "prior_search_model_probability",
-                 "prior_search_candidates", "prior_search_skip_intracranial", "psf_fwhm_mm", "min_roi_volume_ml")
+                 "prior_search_candidates", "prior_search_skip_intracranial", "prior_search_skip_physiological",
+                 "psf_fwhm_mm", "min_roi_volume_ml")
 #: Reason of a candidate's confirmation search that found uptake the model does not see there.
 NOT_CONFIRMED_WITHOUT_MODEL = "uptake found, but not the model's evidence: candidate not confirmed"
 #: Share of a prior ROI's voxels inside the cranial cavity from which no search starts from it.
 INTRACRANIAL_SHARE = 0.5
+#: Reason recorded for a search not run from a ROI on physiological uptake, and for a find on it not kept.
+NOT_SEARCHED_PHYSIOLOGICAL = ("not searched: the lesion-ROI lies on physiological uptake by the model's organ "
+                              "output (adrenal, kidney, spleen, ...: the reader decides)")
+NOT_KEPT_PHYSIOLOGICAL = "uptake found, but on physiological uptake by the model's organ output: not kept"
 
 
 @dataclass
@@ -74,7 +86,15 @@ class _Searcher:
     label_of: dict[str, int]  # ROI id -> its value in its time point's label array (found ROIs added)
     probabilities: dict[int, np.ndarray]  # the model's lesion probability per time point (0-1 or uint8), if any
     cranial_of: Callable[[int], np.ndarray | None] | None = None  # cranial cavity (PET grid) of a time point
+    physiological: dict[int, np.ndarray] = field(default_factory=dict)  # the model's organ output (0-1 or uint8)
     _cranial: dict[int, np.ndarray | None] = field(default_factory=dict)
+
+    def on_physiological(self, mask: np.ndarray, tp: int) -> bool:
+        """Does ``mask`` (time point ``tp``) lie mostly on physiological uptake by the model's organ output?"""
+        from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_SHARE, physiological_share
+
+        organs = self.physiological.get(tp)
+        return organs is not None and physiological_share(mask, organs) >= PHYSIOLOGICAL_SHARE
 
     def intracranial(self, mask: np.ndarray, tp: int) -> bool:
         """Does ``mask`` (time point ``tp``) lie mostly in the cranial cavity found on that time point's CT?"""
@@ -98,11 +118,12 @@ class _Searcher:
         from LesionResponseLib.segmentation.prior_guided import not_searched, search_known_location
         from LesionResponseLib.tracking.priors import map_mask
 
-        if self.intracranial(prior_mask, prior_tp):
-            self.records.append({"direction": direction, "timepoint": tp, "prior_timepoint": prior_tp,
-                                 "prior_rois": prior_names, "roi_id": None,
-                                 **not_searched(NOT_SEARCHED_INTRACRANIAL).summary()})
-            return None
+        for skipped, reason in ((self.intracranial, NOT_SEARCHED_INTRACRANIAL),
+                                (self.on_physiological, NOT_SEARCHED_PHYSIOLOGICAL)):
+            if skipped(prior_mask, prior_tp):
+                self.records.append({"direction": direction, "timepoint": tp, "prior_timepoint": prior_tp,
+                                     "prior_rois": prior_names, "roi_id": None, **not_searched(reason).summary()})
+                return None
         region = map_mask(prior_mask, self.pets[prior_tp], self.transforms, prior_tp, tp, self.pets[tp],
                           self.params.prior_search_margin_mm)
         result = search_known_location(self.pets[tp], region, self.params.psf_fwhm_mm, others=self.arrays[tp],
@@ -112,6 +133,10 @@ class _Searcher:
                                        model_threshold=self.params.prior_search_model_probability)
         if need_model and result.found and result.mask is not None:
             result = self._with_model_evidence(result, tp)
+        if result.found and result.mask is not None and self.on_physiological(result.mask, tp):
+            import dataclasses
+
+            result = dataclasses.replace(result, found=False, mask=None, evidence="", reason=NOT_KEPT_PHYSIOLOGICAL)
         roi_id = self.add(tp, result.mask) if result.found and result.mask is not None else None
         self.records.append({"direction": direction, "timepoint": tp, "prior_timepoint": prior_tp,
                              "prior_rois": prior_names, "roi_id": roi_id, **result.summary()})
@@ -196,15 +221,19 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
                   probabilities: dict[int, np.ndarray] | None = None,
                   candidates: dict[int, np.ndarray] | None = None,
                   cranial_of: Callable[[int], np.ndarray | None] | None = None,
+                  physiological: dict[int, np.ndarray] | None = None,
                   ) -> tuple[dict[int, np.ndarray], list[dict[str, Any]]]:
     """Run every search of the module docstring: (augmented label arrays per time point, search records).
     ``probabilities``: the detection model's lesion probability (PET grid, 0-1 or uint8 0-255) per time point,
     the searches' model evidence; ``candidates``: its dropped components (uint16 labels) per time point, confirmed
     longitudinally (none: uptake test only, no candidates); ``cranial_of(k)``: the cranial cavity of time point
-    ``k`` on its PET grid (or None), computed when first needed; a ROI lying in it is not searched from."""
+    ``k`` on its PET grid (or None), computed when first needed; a ROI lying in it is not searched from;
+    ``physiological``: the model's organ output (PET grid, 0-1 or uint8) per time point, where no search starts
+    and no find is kept (none: no such rule)."""
     accepted = {r.roi_id for r in rois if r.status == "accepted"}
     searcher = _Searcher(pets, {k: sitk.GetArrayFromImage(img) for k, img in labels.items()}, transforms, params,
-                         [], {r.roi_id: r.label for r in rois}, probabilities or {}, cranial_of)
+                         [], {r.roi_id: r.label for r in rois}, probabilities or {}, cranial_of,
+                         physiological or {})
     n = len(labels)
     for track in sorted(tracks, key=lambda t: t.track_id):
         present = {tp: [r for r in ids if r in accepted] for tp, ids in track.rois.items()}
@@ -229,11 +258,12 @@ def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
                        params: AnalysisParameters, cache: Path,
                        probabilities: dict[int, Path] | None = None, candidates: dict[int, Path] | None = None,
                        cranial_of: Callable[[int], np.ndarray | None] | None = None,
+                       physiological: dict[int, Path] | None = None,
                        ) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]], bool]:
     """Searches, cached under ``key`` (the pipeline's digest of every input and of :data:`SEARCH_PARAMS`):
     (label maps, ROIs, search records, reused?) with the found ROIs added and measured. ``probabilities`` and
     ``candidates``: the files of the model evidence per time point, read only when the searches run;
-    ``cranial_of``: see :func:`search_tracks`."""
+    ``cranial_of``: see :func:`search_tracks`; ``physiological``: the files of the model's organ output."""
     meta = cache / f"prior-{key}.json"
     reused = meta.is_file()
     if reused:
@@ -242,7 +272,7 @@ def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
                  for k in {r["timepoint"] for r in records if r["roi_id"]}}
     else:
         arrays, records = search_tracks(tracks, rois, labels, pets, transforms, params, _read_arrays(probabilities),
-                                        _read_arrays(candidates), cranial_of)
+                                        _read_arrays(candidates), cranial_of, _read_arrays(physiological))
         grown = {k: arrays[k] for k in {r["timepoint"] for r in records if r["roi_id"]}}
     new_labels = dict(labels)
     for k, array in grown.items():

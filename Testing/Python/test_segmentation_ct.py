@@ -114,3 +114,31 @@ def test_sphere_recovery_matches_a_numerically_blurred_sphere(volume_ml, fwhm_mm
     sphere = (x**2 + y**2 + z**2 <= radius**2).astype(np.float32)
     blurred = ndimage.gaussian_filter(sphere, fwhm_mm / 2.3548 / step, mode="constant")
     assert sphere_recovery(volume_ml, fwhm_mm) == pytest.approx(float(blurred[n, n, n]), abs=0.01)
+
+
+def test_warm_start_with_an_added_physiological_output_keeps_the_lesion_output(tmp_path):
+    """A model given the ``physiological`` output (v8) starts from the PET-only model's lesion output exactly,
+    returns both maps from one inference, and short training on phantom organs writes a loadable two-output
+    model whose physiological map the segmentation hands on (``SegmentationOutput.physiological``)."""
+    from LesionResponseLib.segmentation import segment_with_evidence
+    from LesionResponseLib.segmentation.training import physiological_target
+
+    pet, _ct = _pet_and_ct()
+    pet_only = load_model(DEFAULT_MODEL_PATH)
+    config = replace(pet_only.config, outputs=("lesion", "physiological"))
+    model = SegmentationModel(_initial_network(config, DEFAULT_MODEL_PATH).eval(), config)
+    maps = model.probabilities(pet)
+    assert set(maps) == {"lesion", "physiological"}
+    np.testing.assert_allclose(sitk.GetArrayFromImage(maps["lesion"]),
+                               sitk.GetArrayFromImage(pet_only.probability(pet)), atol=1e-5)
+    with pytest.raises(SegmentationError, match="'lesion' first"):
+        _initial_network(replace(config, outputs=("physiological",)), None)
+    organs = np.array([[[5, 7, 4, 7]]])  # spleen, adrenal, liver, adrenal; the last voxel is a lesion
+    np.testing.assert_array_equal(physiological_target(organs, np.array([[[0, 0, 0, 1]]])), [[[1, 1, 0, 0]]])
+    out = train(tmp_path / "two_outputs.pt", seeds=[1000], steps=2, val_seeds=[1990], eval_every=1,
+                config=replace(config, patch_size=(32, 32, 32)), axial_extent_mm=120,
+                init_from=DEFAULT_MODEL_PATH, calibrate=False)
+    output = segment_with_evidence(pet, method=str(out))
+    assert load_model(out).config.outputs == ("lesion", "physiological")
+    assert output.physiological is not None and output.physiological.GetSize() == pet.GetSize()
+    assert sitk.GetArrayViewFromImage(output.labels).max() >= 1  # the hot sphere is still a lesion

@@ -242,6 +242,50 @@ def test_no_search_from_a_roi_in_the_cranial_cavity() -> None:
     assert [r["reason"] for r in records] == [NOT_SEARCHED_INTRACRANIAL] and not arrays[1].any()
 
 
+def test_physiological_uptake_by_the_model_is_neither_searched_from_nor_kept() -> None:
+    """The model's organ output (an adrenal the lesion head once called a lesion): no search starts from a ROI
+    lying on it, and a find lying on it at the other scan is not kept; the same scene without it is searched
+    and found. A ROI touching an organ (under half its voxels on it) is still followed."""
+    from LesionResponseLib.datamodel import LesionROI, Track
+    from LesionResponseLib.workflow.prior_search import (
+        NOT_KEPT_PHYSIOLOGICAL,
+        NOT_SEARCHED_PHYSIOLOGICAL,
+        search_tracks,
+    )
+
+    pets, spheres, _empty, identity, _centre = _two_scans(seed=21)
+    labels = {}
+    for k in (0, 1):
+        labels[k] = sitk.GetImageFromArray(spheres[0].astype(np.uint16) if k == 0 else
+                                           np.zeros(spheres[0].shape, np.uint16))
+        labels[k].CopyInformation(pets[k])
+    roi = LesionROI(roi_id="tp0-L0001", timepoint=0, label=1, centroid_mm=(0.0, 0.0, 0.0), volume_ml=0.9,
+                    suv_max=8.0, suv_mean=7.0, suv_peak=7.5, suv_total=6.3)
+    track = Track(track_id=1, rois={0: ["tp0-L0001"]})
+    organ = ndimage.binary_dilation(spheres[0] | spheres[1], iterations=2).astype(np.uint8) * 230  # p = 0.9
+    nothing = np.zeros_like(organ)
+
+    def run(physiological):
+        return search_tracks([track], [roi], labels, pets, identity, PARAMS, physiological=physiological)
+
+    arrays, records = run({0: organ, 1: organ})
+    assert [(r["found"], r["roi_id"], r["reason"]) for r in records] == [(False, None, NOT_SEARCHED_PHYSIOLOGICAL)]
+    assert not arrays[1].any()
+    arrays, records = run({0: nothing, 1: organ})
+    assert [(r["found"], r["roi_id"], r["reason"]) for r in records] == [(False, None, NOT_KEPT_PHYSIOLOGICAL)]
+    assert records[0]["peak_filtered_suv"] > records[0]["limit_suv"]  # the uptake was there: the organ rule said no
+    assert not arrays[1].any()
+    arrays, records = run({0: nothing, 1: nothing})
+    assert records[0]["found"] and (arrays[1][spheres[1]] > 0).mean() >= 0.5
+    touching = np.zeros_like(organ)  # an organ beside the lesion: its edge covers some of the ROI's voxels
+    voxels = np.argwhere(spheres[0])
+    touching[tuple(voxels[: max(1, len(voxels) // 3)].T)] = 230
+    from LesionResponseLib.segmentation.prior_guided import physiological_share
+    assert 0 < physiological_share(spheres[0], touching) < 0.5
+    arrays, records = run({0: touching, 1: nothing})
+    assert records[0]["found"] and (arrays[1][spheres[1]] > 0).mean() >= 0.5
+
+
 def test_a_candidate_is_confirmed_only_where_the_model_sees_the_lesion_again() -> None:
     """Uptake at the adjacent time point confirms a candidate only with the model's evidence there: physiological
     uptake (an adrenal) is there on every scan, and the model's probability is what tells it from a lesion."""
