@@ -1,6 +1,6 @@
 """Segmentation benchmark: model(s) vs the threshold baseline on held-out phantom patients, every vendor.
 
-Run: ``.venv/bin/python benchmarks/bench_segmentation.py [--seeds 100-104] [--models v6,FILE.pt] [--in-memory]``.
+Run: ``.venv/bin/python benchmarks/bench_segmentation.py [--seeds 100-104] [--models v9,FILE.pt] [--in-memory]``.
 
 Data: project phantom (``LesionResponseLib.phantom``), seeds 100-199 (never used for training, 1000-1999).
 Seed ``s`` is written as DICOM in vendor ``VENDORS[s % len(VENDORS)]`` (so 100, 105, ... are Siemens BQML/START,
@@ -14,7 +14,8 @@ or containing the centroid), false-positive ROIs per scan (ROIs touching no true
 each physiological organ (outside the true lesions dilated by 2 voxels, i.e. not partial-volume spill),
 median Dice of detected lesions, and seconds per whole-body scan (vertex to thigh, 2 threads).
 Every method runs on every scan; the per-scan lines show each method's own ROI count. Models are scored as
-shipped (equivocal ROIs dropped: < 0.5 mL and SUVmax not above liver) and "(no filter)"; models with a CT
+shipped (equivocal ROIs dropped: < 0.5 mL and SUVmax not above liver; for models with a physiological output,
+also the ROIs lying on it, ``components.drop_physiological_rois``) and "(no filter)"; models with a CT
 channel get the scan's CT, and those that accept a missing CT are also scored without it ("(no CT)").
 
 Then detection of every true lesion (any size) by true volume (truth.json ``volume_ml``: < 0.5, 0.5-1, 1-2,
@@ -155,6 +156,7 @@ def _variants(scan: Scan, method: str) -> dict[str, tuple[sitk.Image, float]]:
     filter (``components.drop_equivocal_rois``), whose cost is added to the shipped variant's time; models with
     a CT channel that accept a missing CT are also run without it."""
     from LesionResponseLib.segmentation import drop_equivocal_rois, liver_reference
+    from LesionResponseLib.segmentation.components import drop_physiological_rois
 
     pet = scan.pet
     if method == "threshold":
@@ -167,9 +169,14 @@ def _variants(scan: Scan, method: str) -> dict[str, tuple[sitk.Image, float]]:
         runs[" (no CT)"] = None
     for suffix, ct in runs.items():
         start = time.perf_counter()
-        labels = segment(pet, ct, method="model", model_path=method, equivocal_max_volume_ml=0.0)
+        output = segment_with_evidence(pet, ct, method="model", model_path=method, equivocal_max_volume_ml=0.0,
+                                       drop_physiological=False)
+        labels = output.labels
         raw_seconds = time.perf_counter() - start
-        filtered = drop_equivocal_rois(labels, pet, liver_reference(pet)[0])
+        filtered = labels
+        if output.physiological is not None:
+            filtered = drop_physiological_rois(labels, pet, output.physiological, config.physiological_threshold)[0]
+        filtered = drop_equivocal_rois(filtered, pet, liver_reference(pet)[0])
         out[suffix] = (filtered, time.perf_counter() - start)
         if not suffix:
             out[" (no filter)"] = (labels, raw_seconds)
@@ -182,17 +189,14 @@ def _physiological_figures(scan: Scan, method: str, into: Totals) -> str:
     (``prior_guided.physiological_share`` >= ``PHYSIOLOGICAL_SHARE``) to ``into``; a short line for the log."""
     from LesionResponseLib.phantom import ORGAN_LABELS
     from LesionResponseLib.segmentation.model import PHYSIOLOGICAL_OUTPUT_ORGANS
-    from LesionResponseLib.segmentation.prior_guided import (
-        PHYSIOLOGICAL_PROBABILITY,
-        PHYSIOLOGICAL_SHARE,
-        physiological_share,
-    )
+    from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_SHARE, physiological_share
     from LesionResponseLib.segmentation.training import physiological_target
 
     if method == "threshold" or "physiological" not in load_model(method).config.outputs:
         return ""
+    threshold = load_model(method).config.physiological_threshold
     output = segment_with_evidence(scan.pet, scan.ct, method="model", model_path=method)
-    predicted = sitk.GetArrayFromImage(output.physiological) >= PHYSIOLOGICAL_PROBABILITY
+    predicted = sitk.GetArrayFromImage(output.physiological) >= threshold
     organs, lesions = sitk.GetArrayFromImage(scan.organs), sitk.GetArrayFromImage(scan.lesions)
     target = physiological_target(organs, lesions) > 0
     dice = 2.0 * float((predicted & target).sum()) / max(1, int(predicted.sum() + target.sum()))
@@ -203,7 +207,7 @@ def _physiological_figures(scan: Scan, method: str, into: Totals) -> str:
             into.organ_recall.setdefault(name, []).append(float(predicted[organ].mean()))
     probability = sitk.GetArrayFromImage(output.physiological)
     on = [lesion for label, lesion in scan.truth.items()
-          if physiological_share(lesions == label, probability) >= PHYSIOLOGICAL_SHARE]
+          if physiological_share(lesions == label, probability, threshold) >= PHYSIOLOGICAL_SHARE]
     into.on_organ += on
     return f"physiological Dice {dice:.2f}, true lesions on it {len(on)}"
 
@@ -320,7 +324,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine shared with other jobs)")
     parser.add_argument("--seeds", default="100-104", help="held-out seed range (100-199), e.g. 100-109")
-    parser.add_argument("--models", default="v6", help="the shipped version (v6) and/or model files to compare, "
+    parser.add_argument("--models", default="v9", help="the shipped version (v9) and/or model files to compare, "
                         "comma-separated (older versions' files: Resources/Models/MODEL_CARD.md)")
     parser.add_argument("--in-memory", action="store_true", help="skip the DICOM round trip")
     parser.add_argument("--cache", default=None, help="folder to keep generated DICOM phantoms in")
@@ -355,8 +359,9 @@ def print_physiological(totals: dict[str, Totals]) -> None:
     rows = {name: t for name, t in totals.items() if t.organ_dice}
     if not rows:
         return
-    print("\nPhysiological output (organs of PHYSIOLOGICAL_OUTPUT_ORGANS outside the lesions; p >= 0.5): Dice and "
-          "recall per organ (median over scans); true lesions lying on it (>= half their voxels: not searched from)")
+    print("\nPhysiological output (organs of PHYSIOLOGICAL_OUTPUT_ORGANS outside the lesions; p >= the model's "
+          "physiological_threshold): Dice and recall per organ (median over scans); true lesions lying on it (>= half "
+          "their voxels: not searched from, dropped as model ROIs)")
     for name, t in rows.items():
         recall = ", ".join(f"{organ} {np.median(v):.2f}" for organ, v in t.organ_recall.items())
         big = [x for x in t.on_organ if x.volume_ml >= VOLUME_BINS_ML[0]]

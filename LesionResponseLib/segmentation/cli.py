@@ -12,6 +12,7 @@ from LesionResponseLib.errors import LesionResponseError
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``lesion-response`` app."""
     app.command("train")(train_command)
+    app.command("calibrate")(calibrate_command)
     app.command("segment")(segment_command)
 
 
@@ -51,6 +52,8 @@ def train_command(
     outputs: str = typer.Option("lesion", help="Output maps: 'lesion', or 'lesion+physiological' (also learns "
                                                "the physiological-uptake organs; the longitudinal search "
                                                "uses that map, see the model card)."),
+    balance_organs: bool = typer.Option(False, help="lesion+physiological only: each organ (a 0.5 mL pituitary "
+                                                    "as a 200 mL spleen) weighs alike in that output's loss."),
     threads: int = typer.Option(2, help="torch threads; use 1 on a machine shared with other jobs (2 threads "
                                         "on 2 busy cores ran 3.5x slower per step than 1)."),
 ) -> None:
@@ -89,12 +92,42 @@ def train_command(
             path = train(out, seeds=chosen, steps=steps, learning_rate=lr, config=config,
                          init_from=init_from, max_minutes=max_minutes, eval_every=eval_every, log_path=log,
                          axial_extent_mm=axial_extent_mm, organ_loss_weight=organ_loss_weight, ct_dropout=ct_dropout,
-                         num_threads=threads, harder_share=harder_share,
+                         num_threads=threads, harder_share=harder_share, balance_organs=balance_organs,
                          on_step=on_step, on_scan=lambda _seed: bar.advance(scans))
     except LesionResponseError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
     console.print(f"model written to {path}")
+
+
+def calibrate_command(
+    model: Path = typer.Argument(..., help="Model file (.pt) to calibrate in place."),
+    val_seeds: str = typer.Option("1990-1991", help="Phantom validation seeds, FIRST-LAST (training-reserved)."),
+    with_harder: bool = typer.Option(False, help="Also calibrate the lesion threshold on harder versions of the "
+                                                 "validation patients (small faint lesions; 60 lesions near hot "
+                                                 "organs), as follow-up scans are."),
+    threads: int = typer.Option(2, help="torch threads."),
+) -> None:
+    """Re-run a model file's threshold calibrations (as at the end of `train`): the lesion threshold and, for
+    models with a physiological output, its threshold; the file and its .json copy are rewritten."""
+    import torch
+    from rich.console import Console
+
+    from LesionResponseLib.segmentation.model import load_model
+    from LesionResponseLib.segmentation.training import calibrate_physiological_threshold, calibrate_threshold
+
+    console = Console()
+    torch.set_num_threads(threads)
+    seeds = list(_seed_range(val_seeds))
+    try:
+        lesion = calibrate_threshold(model, seeds, with_harder=with_harder)
+        console.print(f"lesion threshold {lesion}")
+        if "physiological" in load_model(model).config.outputs:
+            organ = calibrate_physiological_threshold(model, seeds)
+            console.print(f"physiological threshold {organ}")
+    except LesionResponseError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
 
 
 def segment_command(

@@ -73,6 +73,33 @@ def drop_equivocal_rois(labels: sitk.Image, pet_suv: sitk.Image, liver_suv: floa
     return _relabel_by_suvmax(lab, suv, labels)
 
 
+def drop_physiological_rois(labels: sitk.Image, pet_suv: sitk.Image, physiological: sitk.Image,
+                            threshold: float) -> tuple[sitk.Image, int]:
+    """``labels`` without the ROIs lying on the model's own ``physiological`` output (relabelled 1..N by
+    descending SUVmax), and how many were dropped.
+
+    A ROI lies on it when at least ``prior_guided.PHYSIOLOGICAL_SHARE`` of its voxels have a physiological
+    probability (0-1, same grid) of at least ``threshold`` (the model's ``physiological_threshold``): the model
+    then calls the same uptake an organ's (an adrenal, the pituitary) and a lesion at once, and the organ output
+    was trained on every voxel of those organs that is not lesion, so a lesion in or beside an organ keeps its
+    own voxels off it and stays."""
+    from scipy import ndimage
+
+    from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_SHARE, as_probability
+
+    lab = sitk.GetArrayFromImage(labels)
+    ids = np.unique(lab[lab > 0])
+    if ids.size == 0:
+        return labels, 0
+    organ = as_probability(sitk.GetArrayFromImage(physiological)) >= threshold
+    shares = np.asarray(ndimage.mean(organ, lab, ids))  # the share physiological_share gives, per ROI
+    on_organ = ids[shares >= PHYSIOLOGICAL_SHARE]
+    if on_organ.size == 0:
+        return labels, 0
+    lab[np.isin(lab, on_organ)] = 0
+    return _relabel_by_suvmax(lab, sitk.GetArrayFromImage(pet_suv).astype(np.float32), labels), int(on_organ.size)
+
+
 def _split(labels: np.ndarray, pet_suv: sitk.Image, split_dip: float, smoothing_mm: float,
            min_voxels: int) -> np.ndarray:
     """Watershed of each component on its own bounding box (outside the component is a wall), so the

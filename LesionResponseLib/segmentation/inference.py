@@ -10,7 +10,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib.errors import describe
-from LesionResponseLib.segmentation.components import drop_equivocal_rois, dropped_components, label_rois
+from LesionResponseLib.segmentation.components import (
+    drop_equivocal_rois,
+    drop_physiological_rois,
+    dropped_components,
+    label_rois,
+)
 from LesionResponseLib.segmentation.model import SegmentationError, SegmentationModel, load_model
 from LesionResponseLib.segmentation.threshold import liver_reference, threshold_mask
 
@@ -20,11 +25,11 @@ _CACHE: dict[str, SegmentationModel] = {}
 def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model", model_path: str | None = None,
             min_volume_ml: float = 0.1, progress: bool | Callable[[str], None] | None = None,
             split_touching: bool = True, organs: sitk.Image | None = None,
-            equivocal_max_volume_ml: float = 0.5) -> sitk.Image:
+            equivocal_max_volume_ml: float = 0.5, drop_physiological: bool = True) -> sitk.Image:
     """Lesion-ROI label map (uint16, PET grid, 0 background, 1..N by descending SUVmax); see
     :func:`segment_with_evidence`, which also returns the model's probability and dropped candidates."""
     return segment_with_evidence(pet_suv, ct, method, model_path, min_volume_ml, progress, split_touching,
-                                 organs, equivocal_max_volume_ml).labels
+                                 organs, equivocal_max_volume_ml, drop_physiological).labels
 
 
 @dataclass
@@ -39,13 +44,14 @@ class SegmentationOutput:
     probability: sitk.Image | None = None
     candidates: sitk.Image | None = None
     physiological: sitk.Image | None = None
+    dropped_physiological: int = 0  # model ROIs dropped as lying on the model's own physiological output
 
 
 def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model",
                           model_path: str | None = None, min_volume_ml: float = 0.1,
                           progress: bool | Callable[[str], None] | None = None, split_touching: bool = True,
                           organs: sitk.Image | None = None, equivocal_max_volume_ml: float = 0.5,
-                          ) -> SegmentationOutput:
+                          drop_physiological: bool = True) -> SegmentationOutput:
     """Label map, and for models the lesion probability and the dropped candidates (:class:`SegmentationOutput`).
 
     The label map is uint16 on the PET grid, 0 background, 1..N by descending SUVmax.
@@ -61,6 +67,8 @@ def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, met
     ``progress``: True for MONAI's progress bar, or a callable receiving stage names.
     Model outputs then lose their equivocal ROIs: smaller than ``equivocal_max_volume_ml`` (0.5 mL; 0 keeps
     all) with SUVmax not above the liver SUVmean (``threshold.liver_reference``); see ``drop_equivocal_rois``.
+    Models with a ``physiological`` output also lose the ROIs lying on it (``drop_physiological``; see
+    ``components.drop_physiological_rois``, at the model's ``physiological_threshold``).
     """
     _check_input(pet_suv)
     report = progress if callable(progress) else (lambda _stage: None)
@@ -79,9 +87,13 @@ def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, met
     if method == "threshold":
         return SegmentationOutput(labels)
     candidates = dropped_components(mask, labels)  # too small only: equivocal ROIs stay out (not tracked disease)
+    physiological = maps.get("physiological")
+    dropped = 0
+    if physiological is not None and drop_physiological:
+        labels, dropped = drop_physiological_rois(labels, pet_suv, physiological, model.config.physiological_threshold)
     if equivocal_max_volume_ml > 0:
         labels = drop_equivocal_rois(labels, pet_suv, liver_reference(pet_suv)[0], equivocal_max_volume_ml)
-    return SegmentationOutput(labels, probability, candidates, maps.get("physiological"))
+    return SegmentationOutput(labels, probability, candidates, physiological, dropped)
 
 
 def _model(path: str | None) -> SegmentationModel:

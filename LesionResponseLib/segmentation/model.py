@@ -2,7 +2,7 @@
 
 Network: MONAI ``SegResNet`` (init_filters=8, ~1.2 M parameters, 4.7 MB). Chosen over DynUNet because it
 is compact, residual, uses GroupNorm (stable at batch size 2) and runs a whole-body PET on 2 CPU cores in
-seconds. Input channels (``ModelConfig.channels``): ``pet_suv`` alone (v1-v4, v6), or ``pet_suv`` + ``ct_hu``.
+seconds. Input channels (``ModelConfig.channels``): ``pet_suv`` alone (v1-v4, v6-v9), or ``pet_suv`` + ``ct_hu``.
 PET normalisation: ``log1p(SUV)`` - SUV is already a physical, vendor-neutral scale; log1p compresses the heavy
 tail (lesions SUV 8-80) without per-image z-scoring, which would let one hot bladder rescale the whole image.
 CT (``ct_channel``): the same time point's CT (same frame of reference, so identity resampling) on the model
@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from LesionResponseLib.errors import LesionResponseError, describe
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
-DEFAULT_MODEL_PATH = MODELS_DIR / "lesion_segresnet_v6.pt"
+DEFAULT_MODEL_PATH = MODELS_DIR / "lesion_segresnet_v9.pt"
 FILE_FORMAT = "lesion-response-segmentation-model"
 
 
@@ -53,9 +53,13 @@ class ModelConfig:
     activation: str = "sigmoid"  # sigmoid (one output channel per ``outputs`` entry) | softmax (lesion = channel 1)
     # Output maps, in channel order: "lesion" [, "physiological"]. "physiological" (sigmoid models only): the
     # organs whose physiological [68Ga]DOTATATE uptake mimics a lesion (``PHYSIOLOGICAL_OUTPUT_ORGANS``), learnt
-    # beside the lesions; the longitudinal search reads it (``prior_guided.physiological_share``), never the ROIs.
+    # beside the lesions; model ROIs lying on it are dropped (``components.drop_physiological_rois``) and the
+    # longitudinal search does not go there (``prior_guided.physiological_share``).
     outputs: tuple[str, ...] = ("lesion",)
     threshold: float = 0.5  # probability above which a voxel is lesion
+    # Models with a "physiological" output: probability at or above which a voxel is physiological uptake,
+    # calibrated on validation scans (``training.calibrate_physiological_threshold``); 0.5 where never calibrated.
+    physiological_threshold: float = 0.5
     trained_on: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -246,18 +246,21 @@ def as_probability(values: np.ndarray) -> np.ndarray:
 
 
 #: A ROI lies on physiological uptake when at least this share of its voxels has a model ``physiological``
-#: probability of at least :data:`PHYSIOLOGICAL_PROBABILITY` (the majority: a lesion touching a kidney keeps
+#: probability of at least the model's ``physiological_threshold`` (the majority: a lesion touching a kidney keeps
 #: its own voxels, which the output was trained to leave out, and PSF spill adds a rim of one voxel or two).
 PHYSIOLOGICAL_SHARE = 0.5
+#: The probability used where a model's own ``ModelConfig.physiological_threshold`` is not given.
 PHYSIOLOGICAL_PROBABILITY = 0.5
 
 
-def physiological_share(mask: np.ndarray, physiological: np.ndarray) -> float:
+def physiological_share(mask: np.ndarray, physiological: np.ndarray,
+                        threshold: float = PHYSIOLOGICAL_PROBABILITY) -> float:
     """Share (0-1) of ``mask``'s voxels whose model ``physiological`` probability (0-1, or uint8 as
-    :func:`as_probability`) is at least :data:`PHYSIOLOGICAL_PROBABILITY`; 0 for an empty mask."""
+    :func:`as_probability`) is at least ``threshold`` (the model's ``physiological_threshold``); 0 for an
+    empty mask."""
     if not mask.any():
         return 0.0
-    return float((as_probability(np.asarray(physiological)[mask]) >= PHYSIOLOGICAL_PROBABILITY).mean())
+    return float((as_probability(np.asarray(physiological)[mask]) >= threshold).mean())
 
 
 def rft_threshold(volume_mm3: float, smoothness_fwhm_mm: float, false_alarm: float) -> float:

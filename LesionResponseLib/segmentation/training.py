@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from LesionResponseLib.errors import describe
 from LesionResponseLib.segmentation.model import (
     PHYSIOLOGICAL_OUTPUT_ORGANS,
     ModelConfig,
@@ -120,7 +121,7 @@ def make_sample(scan: PhantomScan, config: ModelConfig, max_per_class: int = 200
               "label": np.pad(label, pad)[None], "classes": np.pad(classes, pad)[None]}
     sample["hard"] = (sample["classes"] >= 2).astype(np.uint8)  # hard-negative voxels (loss weight)
     if "physiological" in config.outputs:
-        sample["organ"] = np.pad(physiological_target(organ_map, label), pad)[None]
+        sample["organ"] = np.pad(physiological_organ_index(organ_map, label), pad)[None]
     if uses_ct(config):
         if scan.ct is None:
             raise SegmentationError("a CT-channel model needs training scans with CT (phantom_scan(with_ct=True))")
@@ -131,10 +132,21 @@ def make_sample(scan: PhantomScan, config: ModelConfig, max_per_class: int = 200
 def physiological_target(organ_map: np.ndarray, lesion: np.ndarray) -> np.ndarray:
     """Target of the ``physiological`` output (float32 0/1): voxels of ``PHYSIOLOGICAL_OUTPUT_ORGANS`` in the
     organ-label map that are not lesion (a lesion inside the spleen is lesion, not spleen)."""
+    return (physiological_organ_index(organ_map, lesion) > 0).astype(np.float32)
+
+
+def physiological_organ_index(organ_map: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """The ``physiological`` target with each organ told apart (float32): 1 + the organ's position in
+    ``PHYSIOLOGICAL_OUTPUT_ORGANS`` on its voxels that are not lesion, 0 elsewhere; the loss reads the target as
+    ``> 0`` and, with organ balance, weighs each organ alike (see ``_loss_function``)."""
     from LesionResponseLib.phantom import ORGAN_LABELS
 
-    values = [ORGAN_LABELS[name] for name in PHYSIOLOGICAL_OUTPUT_ORGANS if name in ORGAN_LABELS]
-    return (np.isin(organ_map, values) & (lesion == 0)).astype(np.float32)
+    index = np.zeros(organ_map.shape, np.float32)
+    for position, name in enumerate(PHYSIOLOGICAL_OUTPUT_ORGANS):
+        if name in ORGAN_LABELS:
+            index[organ_map == ORGAN_LABELS[name]] = position + 1
+    index[lesion > 0] = 0
+    return index
 
 
 def _with_class_indices(sample: dict[str, np.ndarray], max_per_class: int) -> dict[str, np.ndarray]:
@@ -213,7 +225,8 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
           init_from: str | Path | None = None, noise_range: tuple[float, float] = (0.6, 1.6),
           axial_extent_mm: float | None = None, calibrate: bool = True, organ_loss_weight: float = 1.0,
           ct_dropout: float = 0.0, on_step: Callable[[int, dict], None] | None = None,
-          on_scan: Callable[[int], None] | None = None, harder_share: float = 0.0) -> Path:
+          on_scan: Callable[[int], None] | None = None, harder_share: float = 0.0,
+          balance_organs: bool = False) -> Path:
     """Train a SegResNet on phantom scans of ``seeds`` and write the model file ``out_path``.
 
     ``steps`` optimiser steps, each on ``batch_scans * samples_per_scan`` crops of ``config.patch_size``
@@ -231,6 +244,7 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     the added output channel starts from the fresh initialisation, trained with Dice + CE on the organs of
     ``PHYSIOLOGICAL_OUTPUT_ORGANS`` (weight 1, beside the lesion loss). ``harder_share``: share of training scans from harder
     patients (small, faint, high-burden lesions, lesions next to hot organs; ``harder_patient``).
+    ``balance_organs``: each physiological organ weighs alike in that output's cross-entropy (``_loss_function``).
     """
     import torch
 
@@ -247,7 +261,7 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     network = _initial_network(config, init_from)
     optimiser = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, steps))
-    loss_fn = _loss_function(organ_loss_weight)
+    loss_fn = _loss_function(organ_loss_weight, balance_organs)
     step_fn = _step_function(network, optimiser, schedule, loss_fn,
                              _transforms(config, samples_per_scan, ct_dropout), pool, batch_scans)
     config = replace(config, trained_on={
@@ -256,6 +270,7 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
         "learning_rate": learning_rate, "crops_per_step": batch_scans * samples_per_scan,
         "crop_ratios": crop_ratios(), "organ_loss_weight": organ_loss_weight,
         **({"harder_share": harder_share} if harder_share else {}),
+        **({"balance_organs": True} if balance_organs else {}),
         **({"ct_dropout": ct_dropout} if uses_ct(config) else {})})
     start = time.time()
     with open(log_path, "w", newline="") as handle:
@@ -276,14 +291,19 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
                 break
     if calibrate:
         calibrate_threshold(out_path, val_seeds, axial_extent_mm=axial_extent_mm)
+        if "physiological" in config.outputs:
+            calibrate_physiological_threshold(out_path, val_seeds, axial_extent_mm=axial_extent_mm)
     return out_path
 
 
-def _loss_function(organ_loss_weight: float) -> Callable:
+def _loss_function(organ_loss_weight: float, balance_organs: bool = False) -> Callable:
     """``loss(logits, labels, hard, organ=None)``: batch Dice + binary cross-entropy of the lesion channel (0),
     hard-negative organ voxels (``hard`` = 1) weighted ``organ_loss_weight`` in the cross-entropy (a lesion
     called in an adrenal costs that many background voxels); with ``organ`` (models with a physiological
-    output), plus the same unweighted Dice + CE of channel 1 against it."""
+    output; ``physiological_organ_index``), plus Dice + CE of channel 1 against ``organ > 0``. Unweighted, that
+    term is the spleen's and the kidneys' (~200 mL each against a 5 mL adrenal or a 0.5 mL pituitary);
+    ``balance_organs`` gives each organ in the batch the same total weight in the cross-entropy's positive voxels
+    (see ``_organ_balance``)."""
     import torch
     from monai.losses import DiceLoss
 
@@ -295,12 +315,33 @@ def _loss_function(organ_loss_weight: float) -> Callable:
         total = dice(lesion, labels) + torch.nn.functional.binary_cross_entropy_with_logits(lesion, labels,
                                                                                              weight=weight)
         if organ is not None:
-            physiological = logits[:, 1:2]
-            total = total + dice(physiological, organ) + \
-                torch.nn.functional.binary_cross_entropy_with_logits(physiological, organ)
+            physiological, target = logits[:, 1:2], (organ > 0).float()
+            weight = _organ_balance(organ) if balance_organs else None
+            total = total + dice(physiological, target) + \
+                torch.nn.functional.binary_cross_entropy_with_logits(physiological, target, weight=weight)
         return total
 
     return loss
+
+
+#: Largest cross-entropy weight of one organ voxel under organ balance: a pituitary is 1-2 voxels of 4 mm, and an
+#: uncapped weight (thousands) would let two voxels' noise drive a step.
+MAX_ORGAN_VOXEL_WEIGHT = 20.0
+
+
+def _organ_balance(organ):
+    """Cross-entropy weights (torch, like ``organ``) giving each organ present in the batch the same total weight:
+    voxels of organ j weigh n_organ / (k x n_j) (n_organ organ voxels in all, k organs present), capped at
+    :data:`MAX_ORGAN_VOXEL_WEIGHT`; background voxels weigh 1."""
+    import torch
+
+    weight = torch.ones_like(organ)
+    values = [v for v in torch.unique(organ).tolist() if v > 0]
+    total = float((organ > 0).sum())
+    for value in values:
+        voxels = organ == value
+        weight[voxels] = min(MAX_ORGAN_VOXEL_WEIGHT, total / (len(values) * float(voxels.sum())))
+    return weight
 
 
 def _initial_network(config: ModelConfig, init_from: str | Path | None):
@@ -369,13 +410,23 @@ def _step_function(network, optimiser, schedule, loss_fn, transform, pool, batch
     return step
 
 
+#: The harder validation patients of ``calibrate_threshold(with_harder=True)``: the two kinds of follow-up scan the
+#: longitudinal analysis must read (``harder_patient``'s options at their hard ends).
+HARDER_VALIDATION = ({"small_lesions": True, "low_contrast": True},
+                     {"near_organs": HARDER_MAX_NEAR_ORGANS, "n_lesions": HARDER_MAX_LESIONS})
+
+
 def calibrate_threshold(model_path: str | Path, val_seeds: Sequence[int] = (1990, 1991),
                         candidates: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
-                        axial_extent_mm: float | None = None, fp_weight: float = 0.05) -> float:
+                        axial_extent_mm: float | None = None, fp_weight: float = 0.05,
+                        with_harder: bool = False) -> float:
     """Set the model file's probability threshold from ``candidates`` on phantom ``val_seeds`` and return it.
 
     Score per threshold = lesion sensitivity (>= 0.5 mL) + median Dice - ``fp_weight`` x FP ROIs per scan
     (one extra FP per scan costs as much as 5 % sensitivity). Seeds are training-reserved, never benchmark.
+    ``with_harder``: each seed is also simulated as each patient of :data:`HARDER_VALIDATION` (small faint
+    lesions; 60 lesions, half next to hot organs), so the threshold serves follow-up scans too, not only the
+    default (baseline-like) patients.
     """
     import torch
 
@@ -384,7 +435,9 @@ def calibrate_threshold(model_path: str | Path, val_seeds: Sequence[int] = (1990
     from LesionResponseLib.segmentation.model import load_model
 
     model = load_model(model_path)
-    scans = [phantom_scan(seed, axial_extent_mm=axial_extent_mm, with_ct=uses_ct(model.config)) for seed in val_seeds]
+    kinds = [None, *(HARDER_VALIDATION if with_harder else ())]
+    scans = [phantom_scan(seed, axial_extent_mm=axial_extent_mm, with_ct=uses_ct(model.config), harder=kind)
+             for seed in val_seeds for kind in kinds]
     probs = [sitk.Resample(model.probability(s.pet_suv, ct=s.ct), s.pet_suv, sitk.Transform(), sitk.sitkLinear, 0.0)
              for s in scans]
     scores = {}
@@ -398,9 +451,87 @@ def calibrate_threshold(model_path: str | Path, val_seeds: Sequence[int] = (1990
     payload = torch.load(model_path, map_location="cpu", weights_only=True)
     config = replace(ModelConfig.from_dict(payload["config"]), threshold=best)
     config.trained_on["threshold_score"] = {str(k): round(v, 4) for k, v in scores.items()}
+    config.trained_on["threshold_calibration"] = "default and harder patients" if with_harder else "default patients"
     model.network.load_state_dict(payload["state_dict"])
     save_model(model.network, config, model_path)
     return best
+
+
+#: Validation patients of the physiological-threshold calibration have this share of their lesions 2-6 mm from a
+#: spleen, kidney or adrenal: the lesions the rule could lose (``harder_patient``'s upper bound).
+CALIBRATION_NEAR_ORGANS = HARDER_MAX_NEAR_ORGANS
+#: Each organ's Dice counts the output's voxels within this distance of the organ (mm): its own spill and
+#: over-segmentation, not another organ's voxels.
+ORGAN_NEIGHBOURHOOD_MM = 12.0
+
+
+def calibrate_physiological_threshold(model_path: str | Path, val_seeds: Sequence[int] = (1990, 1991),
+                                      candidates: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
+                                      axial_extent_mm: float | None = None) -> float:
+    """Set the model file's ``physiological_threshold`` from ``candidates`` on phantom ``val_seeds`` and return it.
+
+    The validation patients are simulated with :data:`CALIBRATION_NEAR_ORGANS` of their lesions next to a hot
+    organ. First rule: a threshold may put no more true lesions on the output (``prior_guided.physiological_share``
+    >= ``PHYSIOLOGICAL_SHARE``: such a lesion would be dropped as a model ROI and never searched from) than the
+    strictest candidate does; a lesion lost costs a whole track, a missed organ voxel at worst one false-positive
+    track that the reader rejects in one edit. Among those, the highest mean Dice over the organs of
+    ``PHYSIOLOGICAL_OUTPUT_ORGANS`` present, each organ against the output's voxels within
+    :data:`ORGAN_NEIGHBOURHOOD_MM` of it, so a 0.5 mL pituitary or a 5 mL adrenal weighs as much as a spleen
+    (a single Dice over all organs is the spleen's and the kidneys'). Ties go to the higher threshold.
+    """
+    import torch
+
+    from LesionResponseLib.segmentation.model import load_model
+    from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_SHARE, physiological_share
+
+    model = load_model(model_path)
+    if "physiological" not in model.config.outputs:
+        raise SegmentationError(describe("the model has no physiological output to calibrate", path=model_path))
+    harder = {"near_organs": CALIBRATION_NEAR_ORGANS}
+    scans = [phantom_scan(seed, axial_extent_mm=axial_extent_mm, with_ct=uses_ct(model.config), harder=harder)
+             for seed in val_seeds]
+    maps = [sitk.GetArrayFromImage(sitk.Resample(model.probabilities(s.pet_suv, ct=s.ct)["physiological"],
+                                                 s.pet_suv, sitk.Transform(), sitk.sitkLinear, 0.0)) for s in scans]
+    per_scan = [_organs_and_lesions(scan) for scan in scans]
+    lesions_on, organ_dice = {}, {}
+    for t in candidates:
+        on, dice = 0, []
+        for probability, (lesions, organs) in zip(maps, per_scan, strict=True):
+            on += sum(physiological_share(lesion, probability, t) >= PHYSIOLOGICAL_SHARE for lesion in lesions)
+            predicted = probability >= t
+            for organ, near in organs:
+                hit = predicted & near
+                dice.append(2.0 * float((hit & organ).sum()) / float(hit.sum() + organ.sum()))
+        lesions_on[t], organ_dice[t] = int(on), float(np.mean(dice)) if dice else 0.0
+    fewest = min(lesions_on.values())
+    best = max((t for t in candidates if lesions_on[t] == fewest), key=lambda t: (organ_dice[t], t))
+    payload = torch.load(model_path, map_location="cpu", weights_only=True)
+    config = replace(ModelConfig.from_dict(payload["config"]), physiological_threshold=best)
+    config.trained_on["physiological_threshold_scores"] = {
+        str(t): {"mean_organ_dice": round(organ_dice[t], 4), "true_lesions_on_it": lesions_on[t]} for t in candidates}
+    model.network.load_state_dict(payload["state_dict"])
+    save_model(model.network, config, model_path)
+    return best
+
+
+def _organs_and_lesions(scan: PhantomScan) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """True lesion masks, and per organ of ``PHYSIOLOGICAL_OUTPUT_ORGANS`` present (its voxels that are not
+    lesion, its :data:`ORGAN_NEIGHBOURHOOD_MM` neighbourhood), of one validation scan (PET grid)."""
+    from scipy import ndimage
+
+    from LesionResponseLib.phantom import ORGAN_LABELS
+    from LesionResponseLib.segmentation.model import PHYSIOLOGICAL_OUTPUT_ORGANS
+
+    lesion = sitk.GetArrayFromImage(scan.lesions)
+    organ_map = sitk.GetArrayFromImage(scan.organs)
+    target = physiological_target(organ_map, lesion) > 0
+    reach = max(1, int(round(ORGAN_NEIGHBOURHOOD_MM / min(scan.pet_suv.GetSpacing()))))
+    organs = []
+    for name in PHYSIOLOGICAL_OUTPUT_ORGANS:
+        organ = target & (organ_map == ORGAN_LABELS.get(name, -1))
+        if organ.any():
+            organs.append((organ, ndimage.binary_dilation(organ, iterations=reach)))
+    return [lesion == v for v in np.unique(lesion[lesion > 0])], organs
 
 
 def _validation_crops(samples: list[dict], config: ModelConfig) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -270,9 +270,18 @@ def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[L
     labels, rois, records, reused = prior_guided_stage(key, tracks, rois, labels, pets, transforms, params, cache,
                                                        probabilities, candidates,
                                                        cranial_of if params.prior_search_skip_intracranial else None,
-                                                       physiological)
+                                                       physiological, _physiological_threshold(params, physiological))
     report.stages["prior-guided search"] = "reused" if reused else "computed"
     return labels, rois, records
+
+
+def _physiological_threshold(params: AnalysisParameters, physiological: dict) -> float:
+    """The segmentation model's ``physiological_threshold`` (0.5 when no search reads a physiological map)."""
+    if not physiological:
+        return 0.5
+    from LesionResponseLib.segmentation.model import load_model
+
+    return load_model(params.model_path).config.physiological_threshold
 
 
 # ------------------------------------------------------------------------------------------------ pipeline

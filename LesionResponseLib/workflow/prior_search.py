@@ -87,6 +87,7 @@ class _Searcher:
     probabilities: dict[int, np.ndarray]  # the model's lesion probability per time point (0-1 or uint8), if any
     cranial_of: Callable[[int], np.ndarray | None] | None = None  # cranial cavity (PET grid) of a time point
     physiological: dict[int, np.ndarray] = field(default_factory=dict)  # the model's organ output (0-1 or uint8)
+    physiological_threshold: float = 0.5  # the model's ModelConfig.physiological_threshold
     _cranial: dict[int, np.ndarray | None] = field(default_factory=dict)
 
     def on_physiological(self, mask: np.ndarray, tp: int) -> bool:
@@ -94,7 +95,8 @@ class _Searcher:
         from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_SHARE, physiological_share
 
         organs = self.physiological.get(tp)
-        return organs is not None and physiological_share(mask, organs) >= PHYSIOLOGICAL_SHARE
+        return organs is not None and \
+            physiological_share(mask, organs, self.physiological_threshold) >= PHYSIOLOGICAL_SHARE
 
     def intracranial(self, mask: np.ndarray, tp: int) -> bool:
         """Does ``mask`` (time point ``tp``) lie mostly in the cranial cavity found on that time point's CT?"""
@@ -221,7 +223,7 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
                   probabilities: dict[int, np.ndarray] | None = None,
                   candidates: dict[int, np.ndarray] | None = None,
                   cranial_of: Callable[[int], np.ndarray | None] | None = None,
-                  physiological: dict[int, np.ndarray] | None = None,
+                  physiological: dict[int, np.ndarray] | None = None, physiological_threshold: float = 0.5,
                   ) -> tuple[dict[int, np.ndarray], list[dict[str, Any]]]:
     """Run every search of the module docstring: (augmented label arrays per time point, search records).
     ``probabilities``: the detection model's lesion probability (PET grid, 0-1 or uint8 0-255) per time point,
@@ -229,11 +231,11 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
     longitudinally (none: uptake test only, no candidates); ``cranial_of(k)``: the cranial cavity of time point
     ``k`` on its PET grid (or None), computed when first needed; a ROI lying in it is not searched from;
     ``physiological``: the model's organ output (PET grid, 0-1 or uint8) per time point, where no search starts
-    and no find is kept (none: no such rule)."""
+    and no find is kept (none: no such rule), at ``physiological_threshold`` (the model's own)."""
     accepted = {r.roi_id for r in rois if r.status == "accepted"}
     searcher = _Searcher(pets, {k: sitk.GetArrayFromImage(img) for k, img in labels.items()}, transforms, params,
                          [], {r.roi_id: r.label for r in rois}, probabilities or {}, cranial_of,
-                         physiological or {})
+                         physiological or {}, physiological_threshold)
     n = len(labels)
     for track in sorted(tracks, key=lambda t: t.track_id):
         present = {tp: [r for r in ids if r in accepted] for tp, ids in track.rois.items()}
@@ -258,12 +260,13 @@ def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
                        params: AnalysisParameters, cache: Path,
                        probabilities: dict[int, Path] | None = None, candidates: dict[int, Path] | None = None,
                        cranial_of: Callable[[int], np.ndarray | None] | None = None,
-                       physiological: dict[int, Path] | None = None,
+                       physiological: dict[int, Path] | None = None, physiological_threshold: float = 0.5,
                        ) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]], bool]:
     """Searches, cached under ``key`` (the pipeline's digest of every input and of :data:`SEARCH_PARAMS`):
     (label maps, ROIs, search records, reused?) with the found ROIs added and measured. ``probabilities`` and
     ``candidates``: the files of the model evidence per time point, read only when the searches run;
-    ``cranial_of``: see :func:`search_tracks`; ``physiological``: the files of the model's organ output."""
+    ``cranial_of``: see :func:`search_tracks`; ``physiological``: the files of the model's organ output, read at
+    ``physiological_threshold``."""
     meta = cache / f"prior-{key}.json"
     reused = meta.is_file()
     if reused:
@@ -272,7 +275,8 @@ def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
                  for k in {r["timepoint"] for r in records if r["roi_id"]}}
     else:
         arrays, records = search_tracks(tracks, rois, labels, pets, transforms, params, _read_arrays(probabilities),
-                                        _read_arrays(candidates), cranial_of, _read_arrays(physiological))
+                                        _read_arrays(candidates), cranial_of, _read_arrays(physiological),
+                                        physiological_threshold)
         grown = {k: arrays[k] for k in {r["timepoint"] for r in records if r["roi_id"]}}
     new_labels = dict(labels)
     for k, array in grown.items():

@@ -91,3 +91,25 @@ def test_equivocal_rois_are_small_and_not_above_liver():
     assert kept[small_hot].min() == 1 and kept[large_faint].min() == 2  # by descending SUVmax
     same = drop_equivocal_rois(labels, _image(suv), liver_suv=5.0, max_volume_ml=0.0)
     assert np.array_equal(sitk.GetArrayViewFromImage(same), sitk.GetArrayViewFromImage(labels))
+
+
+def test_rois_lying_on_the_models_physiological_output_are_dropped():
+    """A ROI with most of its voxels at or above the model's physiological threshold is dropped; a lesion
+    beside the organ (a third of its voxels on it) and one far from it stay, relabelled by SUVmax."""
+    from LesionResponseLib.segmentation.components import drop_physiological_rois
+
+    shape = (40, 40, 40)
+    adrenal, beside, far = _ball(shape, (10, 10, 10), 5), _ball(shape, (10, 10, 22), 5), _ball(shape, (30, 30, 30), 5)
+    suv = np.ones(shape)
+    suv[adrenal], suv[beside], suv[far] = 30.0, 20.0, 10.0
+    labels = label_rois(_image(adrenal | beside | far), _image(suv), split_touching=False)
+    organ = np.zeros(shape, np.float32)
+    organ[adrenal] = 0.45  # under 0.5, at or above a calibrated 0.4
+    edge = np.argwhere(beside)
+    organ[tuple(edge[: len(edge) // 3].T)] = 0.9
+    kept, dropped = drop_physiological_rois(labels, _image(suv), _image(organ), threshold=0.4)
+    out = sitk.GetArrayFromImage(kept)
+    assert dropped == 1 and out.max() == 2
+    assert not out[adrenal].any() and (out[beside] == 1).all() and (out[far] == 2).all()
+    same, none = drop_physiological_rois(labels, _image(suv), _image(organ), threshold=0.5)
+    assert none == 0 and sitk.GetArrayFromImage(same).max() == 3  # at 0.5 the adrenal is no organ voxel

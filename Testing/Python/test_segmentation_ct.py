@@ -91,7 +91,7 @@ def test_ct_model_without_ct_refuses_or_falls_back_as_configured():
 
 
 def test_pet_ct_training_warm_started_from_the_shipped_model(tmp_path):
-    config = replace(PET_CT, patch_size=(32, 32, 32))
+    config = replace(PET_CT, patch_size=(32, 32, 32), outputs=load_model(DEFAULT_MODEL_PATH).config.outputs)
     out = train(tmp_path / "petct.pt", seeds=[1000], steps=2, val_seeds=[1990], eval_every=1, config=config,
                 axial_extent_mm=120, init_from=DEFAULT_MODEL_PATH, ct_dropout=0.2, calibrate=False)
     model = load_model(out)
@@ -116,17 +116,37 @@ def test_sphere_recovery_matches_a_numerically_blurred_sphere(volume_ml, fwhm_mm
     assert sphere_recovery(volume_ml, fwhm_mm) == pytest.approx(float(blurred[n, n, n]), abs=0.01)
 
 
+def _lesion_only_copy(path):
+    """The shipped model with its lesion output only (a PET-only, one-output model like v6), written to ``path``."""
+    from LesionResponseLib.segmentation import save_model
+    from LesionResponseLib.segmentation.training import OUTPUT_LAYER_KEYS
+
+    shipped = load_model(DEFAULT_MODEL_PATH)
+    config = replace(shipped.config, outputs=("lesion",))
+    network = _initial_network(config, None)
+    state = {k: (v[:1] if k in OUTPUT_LAYER_KEYS else v) for k, v in shipped.network.state_dict().items()}
+    network.load_state_dict(state)
+    save_model(network, config, path)
+    return path
+
+
 def test_warm_start_with_an_added_physiological_output_keeps_the_lesion_output(tmp_path):
     """A model given the ``physiological`` output (v8) starts from the PET-only model's lesion output exactly,
     returns both maps from one inference, and short training on phantom organs writes a loadable two-output
     model whose physiological map the segmentation hands on (``SegmentationOutput.physiological``)."""
     from LesionResponseLib.segmentation import segment_with_evidence
-    from LesionResponseLib.segmentation.training import physiological_target
+    from LesionResponseLib.segmentation.training import (
+        calibrate_physiological_threshold,
+        calibrate_threshold,
+        physiological_organ_index,
+        physiological_target,
+    )
 
     pet, _ct = _pet_and_ct()
-    pet_only = load_model(DEFAULT_MODEL_PATH)
+    lesion_only = _lesion_only_copy(tmp_path / "lesion_only.pt")
+    pet_only = load_model(lesion_only)
     config = replace(pet_only.config, outputs=("lesion", "physiological"))
-    model = SegmentationModel(_initial_network(config, DEFAULT_MODEL_PATH).eval(), config)
+    model = SegmentationModel(_initial_network(config, lesion_only).eval(), config)
     maps = model.probabilities(pet)
     assert set(maps) == {"lesion", "physiological"}
     np.testing.assert_allclose(sitk.GetArrayFromImage(maps["lesion"]),
@@ -135,10 +155,42 @@ def test_warm_start_with_an_added_physiological_output_keeps_the_lesion_output(t
         _initial_network(replace(config, outputs=("physiological",)), None)
     organs = np.array([[[5, 7, 4, 7]]])  # spleen, adrenal, liver, adrenal; the last voxel is a lesion
     np.testing.assert_array_equal(physiological_target(organs, np.array([[[0, 0, 0, 1]]])), [[[1, 1, 0, 0]]])
+    index = physiological_organ_index(organs, np.array([[[0, 0, 0, 1]]]))
+    np.testing.assert_array_equal(index, [[[1, 3, 0, 0]]])  # spleen 1st, adrenal 3rd of the output's organs
     out = train(tmp_path / "two_outputs.pt", seeds=[1000], steps=2, val_seeds=[1990], eval_every=1,
                 config=replace(config, patch_size=(32, 32, 32)), axial_extent_mm=120,
-                init_from=DEFAULT_MODEL_PATH, calibrate=False)
-    output = segment_with_evidence(pet, method=str(out))
+                init_from=lesion_only, calibrate=False)
+    # two steps leave the new organ output near 0.5 everywhere, so its ROI filter is off for the lesion check
+    output = segment_with_evidence(pet, method=str(out), drop_physiological=False)
     assert load_model(out).config.outputs == ("lesion", "physiological")
     assert output.physiological is not None and output.physiological.GetSize() == pet.GetSize()
     assert sitk.GetArrayViewFromImage(output.labels).max() >= 1  # the hot sphere is still a lesion
+    best = calibrate_physiological_threshold(out, val_seeds=[1990], axial_extent_mm=120)
+    config = load_model(out).config
+    scores = config.trained_on["physiological_threshold_scores"]
+    fewest = min(s["true_lesions_on_it"] for s in scores.values())
+    allowed = {float(t): s["mean_organ_dice"] for t, s in scores.items() if s["true_lesions_on_it"] == fewest}
+    assert config.physiological_threshold == best and best in allowed  # never more lesions on it than needed
+    assert allowed[best] == max(allowed.values())  # then the best mean organ Dice
+    lesion = calibrate_threshold(out, val_seeds=[1990], axial_extent_mm=120, with_harder=True)
+    trained_on = load_model(out).config.trained_on
+    assert trained_on["threshold_calibration"] == "default and harder patients"
+    assert trained_on["threshold_score"][str(lesion)] == max(trained_on["threshold_score"].values())
+    with pytest.raises(SegmentationError, match="no physiological output"):
+        calibrate_physiological_threshold(lesion_only, val_seeds=[1990], axial_extent_mm=120)
+
+
+def test_organ_balance_weighs_each_physiological_organ_alike():
+    """A 1000-voxel spleen and a 10-voxel adrenal in one batch: each gets half the positive voxels' weight (the
+    adrenal's 50-per-voxel capped at MAX_ORGAN_VOXEL_WEIGHT); background weighs 1; one organ alone weighs 1."""
+    import torch
+
+    from LesionResponseLib.segmentation.training import MAX_ORGAN_VOXEL_WEIGHT, _organ_balance
+
+    organ = torch.zeros(2000)
+    organ[:1000], organ[1000:1010] = 1.0, 3.0
+    weight = _organ_balance(organ)
+    assert float(weight[:1000].sum()) == pytest.approx(1010 / 2)
+    assert float(weight[1000:1010].max()) == MAX_ORGAN_VOXEL_WEIGHT  # 1010 / (2 x 10) = 50.5, capped
+    assert bool((weight[1010:] == 1).all())
+    assert bool((_organ_balance(organ.clamp(max=1)) == 1).all())

@@ -284,6 +284,11 @@ def test_physiological_uptake_by_the_model_is_neither_searched_from_nor_kept() -
     assert 0 < physiological_share(spheres[0], touching) < 0.5
     arrays, records = run({0: touching, 1: nothing})
     assert records[0]["found"] and (arrays[1][spheres[1]] > 0).mean() >= 0.5
+    faint = (organ > 0).astype(np.uint8) * 115  # p = 0.45: an organ at the model's own calibrated 0.4, not at 0.5
+    assert run({0: faint, 1: faint})[1][0]["found"]
+    _arrays, records = search_tracks([track], [roi], labels, pets, identity, PARAMS, physiological={0: faint, 1: faint},
+                                     physiological_threshold=0.4)
+    assert [(r["found"], r["reason"]) for r in records] == [(False, NOT_SEARCHED_PHYSIOLOGICAL)]
 
 
 def test_a_candidate_is_confirmed_only_where_the_model_sees_the_lesion_again() -> None:
