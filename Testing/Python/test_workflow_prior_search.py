@@ -210,14 +210,10 @@ def test_model_candidates_become_rois_only_when_confirmed_at_an_adjacent_time_po
         assert (arrays[k][spheres[k]] > 0).mean() >= 0.5 and (arrays[k] > 0).sum() <= 4 * spheres[k].sum()
 
 
-def test_no_search_from_a_roi_in_the_cranial_cavity() -> None:
-    """A one-off ROI on uptake inside the cranial cavity (the pituitary, which the model calls a lesion on the odd
-    scan) is not followed: the search is recorded as not run and adds no ROI; the same scene outside the cavity
-    is searched and found. Candidates there are not confirmed either."""
+def _one_roi_at_baseline(pets, spheres):
+    """Label maps (the baseline sphere as ROI 1, nothing at the follow-up), that ROI and its one-scan track."""
     from LesionResponseLib.datamodel import LesionROI, Track
-    from LesionResponseLib.workflow.prior_search import NOT_SEARCHED_INTRACRANIAL, search_tracks
 
-    pets, spheres, empty, identity, centre = _two_scans(seed=20)
     labels = {}
     for k in (0, 1):
         labels[k] = sitk.GetImageFromArray(spheres[0].astype(np.uint16) if k == 0 else
@@ -225,7 +221,17 @@ def test_no_search_from_a_roi_in_the_cranial_cavity() -> None:
         labels[k].CopyInformation(pets[k])
     roi = LesionROI(roi_id="tp0-L0001", timepoint=0, label=1, centroid_mm=(0.0, 0.0, 0.0), volume_ml=0.9,
                     suv_max=8.0, suv_mean=7.0, suv_peak=7.5, suv_total=6.3)
-    track = Track(track_id=1, rois={0: ["tp0-L0001"]})
+    return labels, roi, Track(track_id=1, rois={0: ["tp0-L0001"]})
+
+
+def test_no_search_from_a_roi_in_the_cranial_cavity() -> None:
+    """A one-off ROI on uptake inside the cranial cavity (the pituitary, which the model calls a lesion on the odd
+    scan) is not followed: the search is recorded as not run and adds no ROI; the same scene outside the cavity
+    is searched and found. Candidates there are not confirmed either."""
+    from LesionResponseLib.workflow.prior_search import NOT_SEARCHED_INTRACRANIAL, search_tracks
+
+    pets, spheres, empty, identity, centre = _two_scans(seed=20)
+    labels, roi, track = _one_roi_at_baseline(pets, spheres)
     cavity = ndimage.binary_dilation(spheres[0], iterations=3)
 
     arrays, records = search_tracks([track], [roi], labels, pets, identity, PARAMS, cranial_of=lambda k: cavity)
@@ -246,7 +252,6 @@ def test_physiological_uptake_by_the_model_is_neither_searched_from_nor_kept() -
     """The model's organ output (an adrenal the lesion head once called a lesion): no search starts from a ROI
     lying on it, and a find lying on it at the other scan is not kept; the same scene without it is searched
     and found. A ROI touching an organ (under half its voxels on it) is still followed."""
-    from LesionResponseLib.datamodel import LesionROI, Track
     from LesionResponseLib.workflow.prior_search import (
         NOT_KEPT_PHYSIOLOGICAL,
         NOT_SEARCHED_PHYSIOLOGICAL,
@@ -254,14 +259,7 @@ def test_physiological_uptake_by_the_model_is_neither_searched_from_nor_kept() -
     )
 
     pets, spheres, _empty, identity, _centre = _two_scans(seed=21)
-    labels = {}
-    for k in (0, 1):
-        labels[k] = sitk.GetImageFromArray(spheres[0].astype(np.uint16) if k == 0 else
-                                           np.zeros(spheres[0].shape, np.uint16))
-        labels[k].CopyInformation(pets[k])
-    roi = LesionROI(roi_id="tp0-L0001", timepoint=0, label=1, centroid_mm=(0.0, 0.0, 0.0), volume_ml=0.9,
-                    suv_max=8.0, suv_mean=7.0, suv_peak=7.5, suv_total=6.3)
-    track = Track(track_id=1, rois={0: ["tp0-L0001"]})
+    labels, roi, track = _one_roi_at_baseline(pets, spheres)
     organ = ndimage.binary_dilation(spheres[0] | spheres[1], iterations=2).astype(np.uint8) * 230  # p = 0.9
     nothing = np.zeros_like(organ)
 
