@@ -44,7 +44,6 @@ class SegmentationOutput:
     probability: sitk.Image | None = None
     candidates: sitk.Image | None = None
     physiological: sitk.Image | None = None
-    dropped_physiological: int = 0  # model ROIs dropped as lying on the model's own physiological output
 
 
 def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model",
@@ -88,12 +87,11 @@ def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, met
         return SegmentationOutput(labels)
     candidates = dropped_components(mask, labels)  # too small only: equivocal ROIs stay out (not tracked disease)
     physiological = maps.get("physiological")
-    dropped = 0
     if physiological is not None and drop_physiological:
-        labels, dropped = drop_physiological_rois(labels, pet_suv, physiological, model.config.physiological_threshold)
+        labels = drop_physiological_rois(labels, pet_suv, physiological, model.config.physiological_threshold)[0]
     if equivocal_max_volume_ml > 0:
         labels = drop_equivocal_rois(labels, pet_suv, liver_reference(pet_suv)[0], equivocal_max_volume_ml)
-    return SegmentationOutput(labels, probability, candidates, physiological, dropped)
+    return SegmentationOutput(labels, probability, candidates, physiological)
 
 
 def _model(path: str | None) -> SegmentationModel:

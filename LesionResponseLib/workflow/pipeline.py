@@ -276,9 +276,12 @@ def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[L
 
 
 def _physiological_threshold(params: AnalysisParameters, physiological: dict) -> float:
-    """The segmentation model's ``physiological_threshold`` (0.5 when no search reads a physiological map)."""
+    """The segmentation model's ``physiological_threshold`` (``prior_guided.PHYSIOLOGICAL_PROBABILITY`` when no
+    search reads a physiological map)."""
+    from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_PROBABILITY
+
     if not physiological:
-        return 0.5
+        return PHYSIOLOGICAL_PROBABILITY
     from LesionResponseLib.segmentation.model import load_model
 
     return load_model(params.model_path).config.physiological_threshold

@@ -60,6 +60,7 @@ from LesionResponseLib.analysis.outputs import atomic_write_image, atomic_write_
 from LesionResponseLib.analysis.quantify import measure_rois
 from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Track, roi_id_for
 from LesionResponseLib.segmentation.anatomy import NOT_SEARCHED_INTRACRANIAL
+from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_PROBABILITY
 
 SEARCH_PARAMS = ("prior_search_margin_mm", "prior_search_false_alarm", "prior_search_model_probability",
                  "prior_search_candidates", "prior_search_skip_intracranial", "prior_search_skip_physiological",
@@ -87,7 +88,7 @@ class _Searcher:
     probabilities: dict[int, np.ndarray]  # the model's lesion probability per time point (0-1 or uint8), if any
     cranial_of: Callable[[int], np.ndarray | None] | None = None  # cranial cavity (PET grid) of a time point
     physiological: dict[int, np.ndarray] = field(default_factory=dict)  # the model's organ output (0-1 or uint8)
-    physiological_threshold: float = 0.5  # the model's ModelConfig.physiological_threshold
+    physiological_threshold: float = PHYSIOLOGICAL_PROBABILITY  # the model's ModelConfig.physiological_threshold
     _cranial: dict[int, np.ndarray | None] = field(default_factory=dict)
 
     def on_physiological(self, mask: np.ndarray, tp: int) -> bool:
@@ -223,7 +224,8 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
                   probabilities: dict[int, np.ndarray] | None = None,
                   candidates: dict[int, np.ndarray] | None = None,
                   cranial_of: Callable[[int], np.ndarray | None] | None = None,
-                  physiological: dict[int, np.ndarray] | None = None, physiological_threshold: float = 0.5,
+                  physiological: dict[int, np.ndarray] | None = None,
+                  physiological_threshold: float = PHYSIOLOGICAL_PROBABILITY,
                   ) -> tuple[dict[int, np.ndarray], list[dict[str, Any]]]:
     """Run every search of the module docstring: (augmented label arrays per time point, search records).
     ``probabilities``: the detection model's lesion probability (PET grid, 0-1 or uint8 0-255) per time point,
@@ -260,7 +262,8 @@ def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
                        params: AnalysisParameters, cache: Path,
                        probabilities: dict[int, Path] | None = None, candidates: dict[int, Path] | None = None,
                        cranial_of: Callable[[int], np.ndarray | None] | None = None,
-                       physiological: dict[int, Path] | None = None, physiological_threshold: float = 0.5,
+                       physiological: dict[int, Path] | None = None,
+                       physiological_threshold: float = PHYSIOLOGICAL_PROBABILITY,
                        ) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]], bool]:
     """Searches, cached under ``key`` (the pipeline's digest of every input and of :data:`SEARCH_PARAMS`):
     (label maps, ROIs, search records, reused?) with the found ROIs added and measured. ``probabilities`` and
