@@ -13,15 +13,18 @@ Harder patients (issue 17): ``--seeds 4300-4301 --timepoints 7 --lesions 60 --ne
 or ``--small-lesions --low-contrast`` (small, faint lesions); ``--no-prior-search`` for the analysis without the
 prior-guided search, ``--candidates`` to confirm model candidates too, ``--compare`` for without-then-with on
 the same segmentation and registrations, ``--work DIR`` to keep (and reuse) the generated phantoms,
-``--skip-measure`` to skip part 1, ``--reuse-cache`` to start from an earlier output's stage cache in ``--work``.
+``--skip-measure`` to skip part 1, ``--reuse-cache`` to start from an earlier output's stage cache in ``--work``,
+``--param NAME=VALUE`` to set any other ``AnalysisParameters`` field (the output folder's name says which).
 Besides the figures above it prints, per patient, the category agreement over *all* true lesion × follow-up
 pairs (and those of lesions >= 0.5 mL), the recall of *decreasing*, the same where a lesion below Rose's
 detection limit (expected CNR < 5, ``segmentation.metrics.expected_peak_cnr``) may also be called disappearing
-/ new, detection of lesions at follow-ups (present earlier) vs first detections, false-positive ROIs per scan
+/ new, the **ideal-observer ceiling** (``analysis.truth.detectability_ceiling``: the share of pairs that any
+detector could call right at all, from each lesion's ideal-observer d' in truth.json, and the agreement over
+those pairs only), detection of lesions at follow-ups (present earlier) vs first detections, false-positive ROIs per scan
 by source and where they lie (the phantom organ under each), link precision / recall / F1 of the output ROIs (``tracking.evaluate.score_segmented``) and the
 registration error at true lesion centres (mean, 95th percentile, max). Seeds: 4200-4219 and 4300-4303 are
 development seeds (looked at while building the prior-guided search), 4304-4399 evaluation seeds (never looked
-at before their benchmark run; never tune on them; 4304-4309 used, the next evaluation starts at 4310); see
+at before their benchmark run; never tune on them; 4304-4324 used, the next evaluation starts at 4325); see
 Resources/Models/MODEL_CARD.md.
 """
 
@@ -127,6 +130,20 @@ def _detectable_figures(pairs: list[dict], cnr: dict[tuple[int, int], float]) ->
             "n_undetectable": len(pairs) - len(rows), "n_relabelled": relabelled}
 
 
+def _ceiling(truth: dict, pairs: list[dict], phantom: Path) -> dict:
+    """``analysis.truth.detectability_ceiling`` with the whole-body search threshold of this patient (its body
+    volume at the baseline, the reconstructed resolution of bench_segmentation) and, for comparison, the
+    ceiling if every lesion's location were known at every scan (no search at all)."""
+    from bench_segmentation import RECON_FWHM_MM
+
+    from LesionResponseLib.analysis.truth import KNOWN_LOCATION_D, detectability_ceiling, whole_body_d
+
+    organs = sitk.ReadImage(str(phantom / "truth" / "tp0_organs.nii.gz"))
+    body_ml = float((sitk.GetArrayViewFromImage(organs) > 0).sum()) * float(np.prod(organs.GetSpacing())) / 1000
+    return {"search": detectability_ceiling(truth, pairs, whole_body_d(body_ml, RECON_FWHM_MM)),
+            "known": detectability_ceiling(truth, pairs, KNOWN_LOCATION_D), "body_ml": body_ml}
+
+
 def _false_positive_sites(analysis, roi_ids: list[str], out: Path, phantom: Path) -> dict[str, int]:
     """False-positive ROIs by where they lie: the phantom organ holding most of the ROI's voxels (``other
     tissue`` outside every organ), with the ROI's source, e.g. ``{"pituitary (prior-guided)": 5}``."""
@@ -171,9 +188,10 @@ def _longitudinal_figures(analysis, other, out: Path, phantom: Path) -> dict:
     sources = {s: sum(r.source == s for r in analysis.rois if r.status == "accepted") for s in ("model", "prior-guided")}
     counts = search_counts(analysis.prior_searches)
     detectable = _detectable_figures(pairs["pairs"], _track_cnr(truth, out, phantom))
+    ceiling = _ceiling(truth, pairs["pairs"], phantom)
     return {"pairs": {k: v for k, v in pairs.items() if k not in ("pairs", "confusions", "false_positive_rois")},
             "false_positive_sites": _false_positive_sites(analysis, pairs["false_positive_rois"], out, phantom),
-            "pairs_detectable": detectable,
+            "pairs_detectable": detectable, "ceiling": ceiling,
             "pairs_other": {k: other_pairs[k] for k in ("agreement_all", "agreement_large", "decreasing_recall")},
             "other_measure": MEASURE_NAMES[other.parameters.response_measure],
             "confusions": {f"{a}->{b}": c for (a, b), c in pairs["confusions"].items()},
@@ -188,8 +206,9 @@ def _longitudinal_figures(analysis, other, out: Path, phantom: Path) -> dict:
 
 
 def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, prior_search: bool = True,
-             candidates: bool = False, model: str | None = None) -> None:
-    """Child process: analyse the phantom and print a JSON line of figures."""
+             candidates: bool = False, model: str | None = None, overrides: dict | None = None) -> None:
+    """Child process: analyse the phantom and print a JSON line of figures (``overrides``: other
+    ``AnalysisParameters`` fields)."""
     from LesionResponseLib.analysis.truth import truth_agreement
     from LesionResponseLib.datamodel import AnalysisParameters
     from LesionResponseLib.workflow import run_pipeline
@@ -197,7 +216,7 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
     marks: list[tuple[str, float]] = []
     start = time.perf_counter()
     params = AnalysisParameters(registration_method=registration, prior_search=prior_search,
-                                prior_search_candidates=candidates, model_path=model)
+                                prior_search_candidates=candidates, model_path=model, **(overrides or {}))
     analysis, _ = run_pipeline(phantom / "dicom", out, params,
                                labels_dir=phantom / "truth" if truth_masks else None,
                                step=lambda name: marks.append((name, time.perf_counter())))
@@ -236,20 +255,41 @@ def _phantom(work: Path, seed: int, timepoints: int, options: dict) -> Path:
         start = time.perf_counter()
         generate_patient(folder, seed=seed, timepoints=timepoints, **options)
         print(f"phantom seed {seed} generation (excluded): {time.perf_counter() - start:.1f} s")
+    _add_ideal_snr(folder)
     return folder
 
 
+def _add_ideal_snr(folder: Path) -> None:
+    """Give a phantom generated before truth.json had ``ideal_snr`` its ideal observer's d' (the seed renders
+    the same images, so the simulation is re-run in memory and only truth.json is completed)."""
+    from LesionResponseLib.phantom import simulate_patient
+
+    truth = json.loads((folder / "truth.json").read_text())
+    if all("ideal_snr" in e for le in truth["lesions"] for e in le["timepoints"].values()):
+        return
+    options = {k: v for k, v in truth["options"].items() if k not in ("extras", "motion_scale")}
+    patient = simulate_patient(truth["seed"], truth["n_timepoints"], with_nac=False, with_ct=False,
+                               motion_scale=truth["options"]["motion_scale"], **options)
+    snrs = {le["lesion_id"]: {tp: e["ideal_snr"] for tp, e in le["timepoints"].items()}
+            for le in patient.truth["lesions"]}
+    for le in truth["lesions"]:
+        for tp, entry in le["timepoints"].items():
+            entry["ideal_snr"] = snrs[le["lesion_id"]][tp]
+    (folder / "truth.json").write_text(json.dumps(truth, indent=1))
+
+
 def _output(work: Path, seed: int, phantom: Path, prior_search: bool, candidates: bool = False,
-            model: str | None = None) -> Path:
+            model: str | None = None, overrides: dict | None = None) -> Path:
     """The analysis folder of one benchmark run under ``work``."""
     kind = ("prior+candidates" if candidates else "prior") if prior_search else "noprior"
     kind += f"+{Path(model).stem}" if model else ""
+    kind += "".join(f"+{k}={v}" for k, v in sorted((overrides or {}).items()))
     return work / f"analysis_s{seed}_{kind}_{phantom.name}"
 
 
 def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool, work: Path | None = None,
                options: dict | None = None, prior_search: bool = True, reuse_from: Path | None = None,
-               candidates: bool = False, model: str | None = None) -> dict:
+               candidates: bool = False, model: str | None = None, overrides: dict | None = None) -> dict:
     """Analyse one phantom patient in a child process and print its figures. ``reuse_from``: an earlier
     output folder whose stage cache (segmentation, registration) is copied in first, so a comparison run
     re-does only what differs (its time is then not the full analysis time)."""
@@ -257,7 +297,7 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
 
     work = work or Path(tempfile.mkdtemp(prefix="bench_analysis_"))
     phantom = _phantom(work, seed, timepoints, options or {})
-    out = _output(work, seed, phantom, prior_search, candidates, model)
+    out = _output(work, seed, phantom, prior_search, candidates, model, overrides)
     if reuse_from is not None:
         keep = work / f"cache-of-{reuse_from.name}"  # reuse_from may be ``out`` itself
         shutil.rmtree(keep, ignore_errors=True)
@@ -269,7 +309,8 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
     child = subprocess.run([sys.executable, __file__, "--child", str(phantom), str(out),
                             "--registration", registration] + (["--truth-masks"] if truth_masks else [])
                            + ([] if prior_search else ["--no-prior-search"]) + (["--candidates"] if candidates else ["--no-candidates"])
-                           + (["--model", model] if model else []),
+                           + (["--model", model] if model else [])
+                           + [f"--param={k}={v}" for k, v in sorted((overrides or {}).items())],
                            capture_output=True, text=True, check=False)
     if child.returncode:
         print(child.stderr[-3000:])
@@ -315,6 +356,15 @@ def _print_longitudinal(f: dict) -> None:
           f"({d['n_relabelled']} pairs; {d['n_undetectable']} below it at baseline and follow-up left out): all "
           f"{_fmt(d['agreement_all'])} of {d['n_all']}, >= 0.5 mL {_fmt(d['agreement_large'])} of {d['n_large']}, "
           f"recall of decreasing {_fmt(d['decreasing_recall'])} of {d['n_decreasing']}")
+    c, known = f["ceiling"]["search"], f["ceiling"]["known"]
+    print(f"ideal-observer ceiling (the best any detector can do; whole-body search at d' >= {c['blind_d']:.2f} for "
+          f"{f['ceiling']['body_ml'] / 1000:.0f} L of body, a known location at d' >= {c['known_d']:.2f}): all "
+          f"{_fmt(c['ceiling_all'])}, >= 0.5 mL {_fmt(c['ceiling_large'])}, decreasing {_fmt(c['ceiling_decreasing'])}"
+          f"; every location known: {_fmt(known['ceiling_all'])}, {_fmt(known['ceiling_large'])}, "
+          f"{_fmt(known['ceiling_decreasing'])}")
+    print(f"  on the pairs within the ceiling the analysis agrees: all {_fmt(c['agreement_achievable_all'])} of "
+          f"{c['n_achievable_all']}, >= 0.5 mL {_fmt(c['agreement_achievable_large'])} of {c['n_achievable_large']}, "
+          f"decreasing {_fmt(c['agreement_achievable_decreasing'])} of {c['n_achievable_decreasing']}")
     print(f"detection at follow-ups of lesions present earlier {_fmt(p['detection_follow_up'])} of {p['n_follow_up']} "
           f"(>= 0.5 mL {_fmt(p['detection_follow_up_large'])} of {p['n_follow_up_large']}); first detections "
           f"{_fmt(p['detection_first'])} of {p['n_first']} (>= 0.5 mL {_fmt(p['detection_first_large'])} of "
@@ -334,6 +384,21 @@ def _print_longitudinal(f: dict) -> None:
               f"95th percentile {reg['p95']:.2f} mm, max {reg['max']:.2f} mm")
     print("category confusions (truth->measured): " + (", ".join(f"{k} {v}" for k, v in f["confusions"].items())
                                                        or "none"))
+
+
+def _overrides(items: list[str]) -> dict:
+    """``NAME=VALUE`` strings as AnalysisParameters fields, each value parsed as its default's type."""
+    from LesionResponseLib.datamodel import AnalysisParameters
+
+    defaults, out = AnalysisParameters(), {}
+    for item in items:
+        name, _, text = item.partition("=")
+        if not hasattr(defaults, name):
+            raise SystemExit(f"--param {item}: AnalysisParameters has no field {name!r}")
+        default = getattr(defaults, name)
+        out[name] = (text.lower() in ("1", "true", "yes") if isinstance(default, bool)
+                     else type(default)(text) if default is not None else text)
+    return out
 
 
 def _seeds(text: str) -> list[int]:
@@ -359,6 +424,8 @@ def main() -> None:
     parser.add_argument("--candidates", action=argparse.BooleanOptionalAction,
                         default=AnalysisParameters().prior_search_candidates,
                         help="confirm model candidates (AnalysisParameters.prior_search_candidates; default: off)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="set any AnalysisParameters field, e.g. --param equivocal_max_volume_ml=0 (repeatable)")
     parser.add_argument("--compare", action="store_true", help="analyse each patient without, then with the "
                         "prior-guided search (the second run reuses the first one's segmentation and registration)")
     parser.add_argument("--work", type=Path, help="folder for (reused) phantoms and outputs")
@@ -367,9 +434,11 @@ def main() -> None:
                         "earlier output in --work (only changed stages re-run; the time is then not a full analysis)")
     parser.add_argument("--child", nargs=2, metavar=("PHANTOM", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    overrides = _overrides(args.param)
     if args.child:
         run_demo(Path(args.child[0]), Path(args.child[1]), args.registration, args.truth_masks,
-                 prior_search=not args.no_prior_search, candidates=args.candidates, model=args.model)
+                 prior_search=not args.no_prior_search, candidates=args.candidates, model=args.model,
+                 overrides=overrides)
         return
     if not args.skip_measure:
         bench_measure()
@@ -377,7 +446,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_analysis_"))
     for seed in _seeds(args.seeds) if args.seeds else [args.seed]:
         run = dict(seed=seed, timepoints=args.timepoints, registration=args.registration,
-                   truth_masks=args.truth_masks, work=work, options=options, model=args.model)
+                   truth_masks=args.truth_masks, work=work, options=options, model=args.model, overrides=overrides)
         if args.compare:
             bench_demo(**run, prior_search=False)
             phantom = _phantom(work, seed, args.timepoints, options)
@@ -386,7 +455,7 @@ def main() -> None:
         else:
             phantom = _phantom(work, seed, args.timepoints, options)
             prior = not args.no_prior_search
-            earlier = [_output(work, seed, phantom, prior, args.candidates, args.model)] + [
+            earlier = [_output(work, seed, phantom, prior, args.candidates, args.model, overrides)] + [
                 _output(work, seed, phantom, kind, model=m) for m in (args.model, None)
                 for kind in (prior, not prior)]  # the same kind first; stages keyed on what differs re-run
             earlier = [d for d in earlier if (d / "cache").is_dir()] if args.reuse_cache else []

@@ -1,7 +1,8 @@
 """Agreement of an analysis with phantom ground truth (``truth.json`` + ``truth/tp{k}_lesions.nii.gz``).
 
 Correspondence: each output ROI goes to the truth lesion label it overlaps most (both label maps on the
-same PET grid); an output track goes to the truth track most of its ROIs went to (majority). Truth tracks
+same PET grid; a ROI beside a lesion smaller than 0.5 mL without overlapping it goes to that lesion,
+:func:`roi_truth_labels`); an output track goes to the truth track most of its ROIs went to (majority). Truth tracks
 are the ``tracks`` entries of ``truth.json`` (splits and merges share one track id).
 """
 
@@ -18,22 +19,64 @@ import SimpleITK as sitk
 from LesionResponseLib.analysis.response import MEASURES, track_suv_totals
 from LesionResponseLib.datamodel import Analysis
 
+#: A ROI that overlaps no true lesion still finds the true lesion it touches when that lesion is smaller than
+#: this (mL; docs/DOMAIN.md's 0.5 mL small-lesion line, 8 PET voxels of 4 mm), see :func:`roi_truth_labels`.
+TINY_LESION_ML = 0.5
+
+
+def roi_truth_labels(pred: np.ndarray, true: np.ndarray, tiny_labels: set[int] | frozenset = frozenset(),
+                     ) -> dict[int, int]:
+    """Output ROI label → the true lesion label it overlaps most (both (z, y, x) label arrays on one grid).
+
+    A ROI overlapping no true lesion goes to the lesion of ``tiny_labels`` that the ROI grown by one voxel (26
+    neighbours) overlaps most: the truth mask of a lesion smaller than a PET voxel is its single most-covered
+    voxel, and the PSF (5-7 mm FWHM, more than one 4 mm voxel) with noise puts such a lesion's peak, and the
+    contour around it, on a neighbour as often as on that voxel. Without it a correct find of a 0.1 mL lesion
+    would count as a false positive and the lesion as missed. Larger lesions need a real overlap.
+    """
+    from scipy import ndimage
+
+    def most_overlapped(p: np.ndarray, t: np.ndarray) -> dict[int, int]:
+        both = (p > 0) & (t > 0)
+        width = int(t.max(initial=0)) + 1
+        codes, counts = np.unique(p[both].astype(np.int64) * width + t[both], return_counts=True)
+        best: dict[int, tuple[int, int]] = {}
+        for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+            label, true_label = divmod(code, width)
+            if count > best.get(label, (0, 0))[0]:
+                best[label] = (count, true_label)
+        return {label: true_label for label, (_, true_label) in best.items()}
+
+    owner = most_overlapped(pred, true)
+    unmatched = [v for v in np.unique(pred[pred > 0]).tolist() if v not in owner]
+    if unmatched and tiny_labels:
+        grown = ndimage.grey_dilation(np.where(np.isin(pred, unmatched), pred, 0), size=(3, 3, 3))
+        near = most_overlapped(grown, np.where(np.isin(true, sorted(tiny_labels)), true, 0))
+        owner.update({label: t for label, t in near.items() if label in unmatched})
+    return owner
+
+
+def _tiny_labels(truth: dict, k: int) -> set[int]:
+    """True lesion labels at time point ``k`` of lesions smaller than :data:`TINY_LESION_ML`."""
+    return {int(label) for le in truth["lesions"] for label in le["timepoints"][str(k)]["labels"]
+            if 0 < float(le["timepoints"][str(k)]["volume_ml"] or 0.0) < TINY_LESION_ML}
+
+
+def _label_arrays(analysis_dir: str | Path, phantom_dir: str | Path, k: int) -> tuple[np.ndarray, np.ndarray]:
+    pred = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(analysis_dir) / "labels" / f"tp{k}.nii.gz")))
+    true = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(phantom_dir) / f"truth/tp{k}_lesions.nii.gz")))
+    return pred, true
+
 
 def roi_to_truth_track(analysis_dir: str | Path, phantom_dir: str | Path, truth: dict) -> dict[str, int]:
-    """Output ROI id → truth track id, by largest voxel overlap with the truth lesion labels."""
+    """Output ROI id → truth track id, by largest voxel overlap with the truth lesion labels (a ROI touching a
+    tiny lesion without overlapping it: :func:`roi_truth_labels`)."""
     label_track = {(int(tp), int(label)): le["track_id"] for le in truth["lesions"]
                    for tp, entry in le["timepoints"].items() for label in entry["labels"]}
     result: dict[str, int] = {}
     for k in range(int(truth["n_timepoints"])):
-        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(analysis_dir) / "labels" / f"tp{k}.nii.gz")))
-        true = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(phantom_dir) / f"truth/tp{k}_lesions.nii.gz")))
-        both = (pred > 0) & (true > 0)
-        pairs = Counter(zip(pred[both].tolist(), true[both].tolist(), strict=True))
-        best: dict[int, tuple[int, int]] = {}
-        for (p, t), count in pairs.items():
-            if count > best.get(p, (0, 0))[0]:
-                best[p] = (count, t)
-        for p, (_, t) in best.items():
+        pred, true = _label_arrays(analysis_dir, phantom_dir, k)
+        for p, t in roi_truth_labels(pred, true, _tiny_labels(truth, k)).items():
             if (k, t) in label_track:
                 result[f"tp{k}-L{p:04d}"] = label_track[(k, t)]
     return result
@@ -173,12 +216,12 @@ def _pair_figures(pairs: list[dict[str, Any]]) -> dict[str, Any]:
 def _detections(truth: dict, analysis_dir: str | Path, phantom_dir: str | Path, accepted: dict,
                 min_volume_ml: float) -> dict[str, Any]:
     n = int(truth["n_timepoints"])
-    found: set[tuple[int, int]] = set()  # (time point, truth label) with an accepted ROI overlapping it most
+    found: set[tuple[int, int]] = set()  # (time point, truth label) overlapped by an accepted ROI (or touched: tiny)
     for k in range(n):
-        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(analysis_dir) / "labels" / f"tp{k}.nii.gz")))
-        true = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(phantom_dir) / f"truth/tp{k}_lesions.nii.gz")))
+        pred, true = _label_arrays(analysis_dir, phantom_dir, k)
         keep = np.isin(pred, [r.label for r in accepted.values() if r.timepoint == k])
         found |= {(k, int(t)) for t in np.unique(true[keep & (true > 0)])}
+        found |= {(k, t) for t in roi_truth_labels(np.where(keep, pred, 0), true, _tiny_labels(truth, k)).values()}
     rows = {"follow_up": [], "first": []}
     for le in truth["lesions"]:
         seen = False
@@ -202,3 +245,70 @@ def _false_positives(accepted: dict, roi_ids: list[str], n_scans: int) -> dict[s
     counts = Counter(accepted[rid].source for rid in roi_ids)
     return {"per_scan": sum(counts.values()) / n_scans,
             **{f"per_scan_{source}": count / n_scans for source, count in counts.items()}}
+
+
+#: Ideal-observer d' that one test at a known location needs to detect a lesion half the time at a 1 %
+#: false-alarm probability (the standard normal's 99th percentile): a follow-up searched where a lesion was.
+KNOWN_LOCATION_D = 2.326
+
+
+def whole_body_d(body_ml: float, fwhm_mm: float, false_alarms_per_scan: float = 1.0) -> float:
+    """Ideal-observer d' that a search of the whole body needs to detect a lesion half the time with
+    ``false_alarms_per_scan`` (the issue's budget: 1): the normal quantile of one false alarm per
+    ``body_ml / fwhm_mm³`` independent resolution cells (Bonferroni over resels, Worsley et al., Hum Brain Mapp
+    1996;4:58-73). ``body_ml`` in mL, ``fwhm_mm`` the image resolution in mm."""
+    from scipy.stats import norm
+
+    cells = max(body_ml / (fwhm_mm / 10.0) ** 3, 1.0)
+    return float(norm.isf(min(false_alarms_per_scan / cells, 0.5)))
+
+
+def track_snrs(truth: dict) -> dict[tuple[int, int], float]:
+    """(truth track, time point) → the ideal observer's d' of the track there (its lesions' ``ideal_snr``
+    combined in quadrature; 0 when absent). Needs a phantom of this version (``truth.json`` with ``ideal_snr``)."""
+    snr2: dict[tuple[int, int], float] = {}
+    for lesion in truth["lesions"]:
+        for tp, entry in lesion["timepoints"].items():
+            if "ideal_snr" not in entry:
+                raise ValueError("truth.json has no ideal_snr: regenerate the phantom with this version "
+                                 "(LesionResponseLib.phantom.generate_patient)")
+            key = (int(lesion["track_id"]), int(tp))
+            snr2[key] = snr2.get(key, 0.0) + float(entry["ideal_snr"] or 0.0) ** 2
+    return {key: value ** 0.5 for key, value in snr2.items()}
+
+
+def detectability_ceiling(truth: dict, pairs: list[dict[str, Any]], blind_d: float,
+                          known_d: float = KNOWN_LOCATION_D) -> dict[str, Any]:
+    """The best category agreement any detector can reach on ``pairs`` (:func:`lesion_pair_agreement`'s), by
+    the ideal observer's detectability of each lesion (``phantom.detectability``).
+
+    A pair is *achievable* when its truth track can be found at all, its combined d' over every time point
+    reaching ``blind_d`` (:func:`whole_body_d`: a multi-scan search with perfect registration), and the lesion
+    is visible (d' ≥ ``known_d``) where its category needs it: at the baseline (not for *new*) and at the
+    follow-up (not for *disappearing*). A lesion below that is called *disappearing* or *new* (the rule of
+    docs/DOMAIN.md §1), which its true category is not. Generous on purpose: the ideal observer knows the lesion's
+    shape, sees it half the time at the threshold, and its categories have no measurement error; no reader or
+    algorithm does better. Returns the ceilings (``all``, ``large``, ``decreasing``), their counts and the
+    measured agreement over the achievable pairs only (``agreement_achievable_*``).
+    """
+    snr = track_snrs(truth)
+    n = int(truth["n_timepoints"])
+    found = {t: sum(snr.get((t, k), 0.0) ** 2 for k in range(n)) ** 0.5 >= blind_d for t, _ in snr}
+    rows = []
+    for p in pairs:
+        track, k = p["truth_track"], p["follow_up"]
+        visible_before = p["truth"] == "new" or snr.get((track, 0), 0.0) >= known_d
+        visible_after = p["truth"] == "disappearing" or snr.get((track, k), 0.0) >= known_d
+        rows.append({**p, "achievable": found.get(track, False) and visible_before and visible_after})
+
+    def share(subset: list[dict[str, Any]], key: str) -> float | None:
+        return sum(bool(r[key]) for r in subset) / len(subset) if subset else None
+
+    out: dict[str, Any] = {"blind_d": blind_d, "known_d": known_d}
+    for name, subset in (("all", rows), ("large", [r for r in rows if r["large"]]),
+                         ("decreasing", [r for r in rows if r["truth"] == "decreasing"])):
+        achievable = [dict(r, ok=r["measured"] == r["truth"]) for r in subset if r["achievable"]]
+        out[f"ceiling_{name}"] = share(subset, "achievable")
+        out[f"n_{name}"], out[f"n_achievable_{name}"] = len(subset), len(achievable)
+        out[f"agreement_achievable_{name}"] = share(achievable, "ok")
+    return out

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from LesionResponseLib.phantom.anatomy import TISSUES, BodyParameters, Shape, body_shapes
+from LesionResponseLib.phantom.detectability import lesion_snrs
 from LesionResponseLib.phantom.errors import bad_option
 from LesionResponseLib.phantom.lesions import (
     Blob,
@@ -321,12 +322,15 @@ def _render(k, lesions, body, acq: Acquisition, motion: Motion, organ_scale, cut
     lesion_label = np.zeros(suv.shape, np.uint16)
     truth: dict[int, dict] = {}
     voxel_ml = float(np.prod(CT_SPACING_MM)) / 1000.0
+    pieces: dict[int, list] = {}  # lesion id -> (CT box, SUV change): its signal, for the ideal observer
     for lesion_id, blob in _lesion_blobs(lesions, k):
         rendered = _render_blob(ct_grid, motion, blob)
         if rendered is None:
             continue
         box, frac, activity = rendered
+        before = suv[box].copy()
         suv[box] = suv[box] * (1 - frac) + activity
+        pieces.setdefault(lesion_id, []).append((box, suv[box] - before))
         if hu is not None:
             lesion_hu = next(le.hu for le in lesions if le.lesion_id == lesion_id)
             hu[box] = hu[box] * (1 - frac) + lesion_hu * frac
@@ -346,7 +350,8 @@ def _render(k, lesions, body, acq: Acquisition, motion: Motion, organ_scale, cut
     _keep_tiny_lesions(labels_pet, frac_pet, lesion_label)
     organs_pet = tissue[:, ::2, ::2].copy()
     acq.n_beds = int(np.ceil(pet_grid.size[2] * PET_SPACING_MM[2] / (BED_LENGTH_MM * (1 - BED_OVERLAP))))
-    pet_noisy = _pet_formation(suv, acq, rng, noise_scale)
+    pet_noisy, noise_free = _pet_formation(suv, acq, rng, noise_scale)
+    snrs = _ideal_snrs(pieces, suv.shape, acq, noise_free, noise_scale)
     nac = _non_attenuation_corrected(pet_noisy, organs_pet) if with_nac else None
     ct_img = None
     if hu is not None:
@@ -356,7 +361,7 @@ def _render(k, lesions, body, acq: Acquisition, motion: Motion, organ_scale, cut
         k, acq, motion, body, pet_grid.image(pet_noisy), pet_grid.image(pet_true),
         pet_grid.image(labels_pet.astype(np.uint16)), pet_grid.image(organs_pet), ct_img,
         pet_grid.image(nac) if nac is not None else None)
-    scan.lesion_truth = _finish_truth(truth, scan)
+    scan.lesion_truth = _finish_truth(truth, scan, snrs)
     return scan
 
 
@@ -380,20 +385,34 @@ def _keep_tiny_lesions(labels_pet, frac_pet, lesion_label_ct) -> None:
             labels_pet[np.unravel_index(np.argmax(weights), weights.shape)] = label
 
 
-def _pet_formation(suv_ct: np.ndarray, acq: Acquisition, rng: np.random.Generator, noise_scale: float):
-    """PSF blur (CT grid), 2×2 averaging to the PET grid, count-dependent noise, post-filter. Returns SUV."""
+def _psf_sigma_voxels(acq: Acquisition) -> tuple[float, float, float]:
+    """The PSF's standard deviation along (z, y, x) in CT voxels."""
     sigma_mm = acq.psf_fwhm_mm / 2.3548
-    blurred = ndimage.gaussian_filter(suv_ct, (sigma_mm / CT_SPACING_MM[2], sigma_mm / CT_SPACING_MM[1],
-                                               sigma_mm / CT_SPACING_MM[0]), mode="constant")
-    pet = _downsample(blurred)
+    return sigma_mm / CT_SPACING_MM[2], sigma_mm / CT_SPACING_MM[1], sigma_mm / CT_SPACING_MM[0]
+
+
+def _pet_formation(suv_ct: np.ndarray, acq: Acquisition, rng: np.random.Generator, noise_scale: float,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """PSF blur (CT grid), 2×2 averaging to the PET grid, count-dependent noise, post-filter.
+
+    Returns the PET (SUV) and the blurred, noise-free PET before noise (SUV, same grid)."""
+    blurred = ndimage.gaussian_filter(suv_ct, _psf_sigma_voxels(acq), mode="constant")
+    noise_free = _downsample(blurred)
+    pet = noise_free
     if noise_scale > 0:
         pet = pet + _noise(pet, acq, rng) * noise_scale
         pet = ndimage.gaussian_filter(pet, 0.5, mode="nearest")
-    return np.clip(pet, 0, None).astype(np.float32)
+    return np.clip(pet, 0, None).astype(np.float32), noise_free
 
 
 def _noise(pet_suv: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian noise (SUV) with variance ∝ activity / counts-per-bed; later beds decay more.
+    """Gaussian noise (SUV) of standard deviation :func:`_noise_sd`."""
+    return rng.standard_normal(pet_suv.shape, dtype=np.float32) * _noise_sd(pet_suv, acq)
+
+
+def _noise_sd(pet_suv: np.ndarray, acq: Acquisition, first_slice: int = 0) -> np.ndarray:
+    """Noise standard deviation (SUV) before the post-filter: variance ∝ activity / counts-per-bed; later beds
+    decay more. ``pet_suv``: the blurred noise-free PET from slice ``first_slice`` of the scan on.
 
     Calibrated so that liver (SUV 5) reaches CoV :data:`REFERENCE_LIVER_COV` after the 0.5-voxel
     post-filter at reference conditions (150 MBq, 60 min uptake, 75 kg, 180 s per bed). A background
@@ -401,14 +420,23 @@ def _noise(pet_suv: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> n
     """
     reference = 150e6 * 2 ** (-3600 / GA68_HALF_LIFE_S) / 75e3 * 180.0  # Bq per g × s
     post_filter_gain = 1 / np.sqrt(8 * np.pi**1.5 * 0.5**3)  # sd reduction of the 0.5-voxel filter
-    nz = pet_suv.shape[0]
-    bed_of_slice = np.minimum((np.arange(nz) * PET_SPACING_MM[2]) // (BED_LENGTH_MM * (1 - BED_OVERLAP)),
+    slices = np.arange(first_slice, first_slice + pet_suv.shape[0])
+    bed_of_slice = np.minimum((slices * PET_SPACING_MM[2]) // (BED_LENGTH_MM * (1 - BED_OVERLAP)),
                               max(acq.n_beds - 1, 0))
     bed_decay = 2 ** (-bed_of_slice * acq.frame_duration_s / GA68_HALF_LIFE_S)
     counts = acq.decayed_activity_bq / (acq.weight_kg * 1e3) * acq.frame_duration_s * bed_decay
     scale = np.sqrt(reference / counts).astype(np.float32)[:, None, None]
-    sd = REFERENCE_LIVER_COV / post_filter_gain * np.sqrt((pet_suv + 0.5) * 5.0) * scale
-    return rng.standard_normal(pet_suv.shape, dtype=np.float32) * sd
+    return REFERENCE_LIVER_COV / post_filter_gain * np.sqrt((pet_suv + 0.5) * 5.0) * scale
+
+
+def _ideal_snrs(pieces: dict[int, list], ct_shape: tuple[int, int, int], acq: Acquisition,
+                noise_free: np.ndarray, noise_scale: float) -> dict[int, float | None]:
+    """Ideal-observer detectability d' of each lesion at this scan (``phantom.detectability``); None without
+    noise (unbounded)."""
+    if noise_scale <= 0:
+        return dict.fromkeys(pieces)
+    return lesion_snrs(pieces, ct_shape, _psf_sigma_voxels(acq), noise_free,
+                       lambda background, first: _noise_sd(np.maximum(background, 0.0), acq, first) * noise_scale)
 
 
 def _non_attenuation_corrected(pet_suv: np.ndarray, organs: np.ndarray) -> np.ndarray:
@@ -419,8 +447,10 @@ def _non_attenuation_corrected(pet_suv: np.ndarray, organs: np.ndarray) -> np.nd
     return (pet_suv * np.exp(-depth / 60.0) * 2.0).astype(np.float32)
 
 
-def _finish_truth(truth: dict[int, dict], scan: SimulatedTimepoint) -> dict[int, dict]:
-    """Add centroid (LPS mm, of the truth mask on the PET grid) and true SUVmax per lesion."""
+def _finish_truth(truth: dict[int, dict], scan: SimulatedTimepoint, snrs: dict[int, float | None],
+                  ) -> dict[int, dict]:
+    """Add centroid (LPS mm, of the truth mask on the PET grid), true SUVmax and the ideal observer's d'
+    (``ideal_snr``, :mod:`~LesionResponseLib.phantom.detectability`) per lesion."""
     labels = sitk.GetArrayViewFromImage(scan.lesion_labels)
     true = sitk.GetArrayViewFromImage(scan.pet_true)
     out = {}
@@ -435,6 +465,7 @@ def _finish_truth(truth: dict[int, dict], scan: SimulatedTimepoint) -> dict[int,
             "centroid_mm": [round(float(v), 2) for v in centroid],
             "volume_ml": round(entry["volume_ml"], 4), "suv_max": round(float(true[mask].max()), 3),
             "suv_total": round(entry["suv_total"], 4),
+            "ideal_snr": None if snrs.get(lesion_id) is None else round(snrs[lesion_id], 3),
         }
     return out
 
@@ -463,7 +494,8 @@ def build_truth(patient: SimulatedPatient) -> dict:
         for scan in patient.timepoints:
             entry = scan.lesion_truth.get(le.lesion_id)
             tps[str(scan.index)] = entry if entry else {"present": False, "labels": [], "centroid_mm": None,
-                                                        "volume_ml": 0.0, "suv_max": 0.0, "suv_total": 0.0}
+                                                        "volume_ml": 0.0, "suv_max": 0.0, "suv_total": 0.0,
+                                                        "ideal_snr": 0.0}
             totals = track_totals.setdefault(le.track_id, [0.0] * n)
             totals[scan.index] += tps[str(scan.index)]["suv_total"]
         lesions_out.append({"lesion_id": le.lesion_id, "track_id": le.track_id, "site": le.site, "kind": le.kind,
