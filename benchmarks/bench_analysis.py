@@ -24,7 +24,7 @@ those pairs only), detection of lesions at follow-ups (present earlier) vs first
 by source and where they lie (the phantom organ under each), link precision / recall / F1 of the output ROIs (``tracking.evaluate.score_segmented``) and the
 registration error at true lesion centres (mean, 95th percentile, max). Seeds: 4200-4219 and 4300-4303 are
 development seeds (looked at while building the prior-guided search), 4304-4399 evaluation seeds (never looked
-at before their benchmark run; never tune on them; 4304-4324 used, the next evaluation starts at 4325); see
+at before their benchmark run; never tune on them; 4304-4326 used, the next evaluation starts at 4327); see
 Resources/Models/MODEL_CARD.md.
 """
 

@@ -14,8 +14,10 @@ or containing the centroid), false-positive ROIs per scan (ROIs touching no true
 each physiological organ (outside the true lesions dilated by 2 voxels, i.e. not partial-volume spill),
 median Dice of detected lesions, and seconds per whole-body scan (vertex to thigh, 2 threads).
 Every method runs on every scan; the per-scan lines show each method's own ROI count. Models are scored as
-shipped (equivocal ROIs dropped: < 0.5 mL and SUVmax not above liver; for models with a physiological output,
-also the ROIs lying on it, ``components.drop_physiological_rois``) and "(no filter)"; models with a CT
+shipped (ROIs lying in the cranial cavity found on the CT dropped, ``anatomy.cranial_cavity``; for models with a
+physiological output, also the ROIs lying on it, ``components.drop_physiological_rois``), "(no filter)", and
+"(+ equivocal filter)" (ROIs < 0.5 mL with SUVmax not above the liver also dropped, the default until
+2026-12-05); models with a CT
 channel get the scan's CT, and those that accept a missing CT are also scored without it ("(no CT)").
 
 Then detection of every true lesion (any size) by true volume (truth.json ``volume_ml``: < 0.5, 0.5-1, 1-2,
@@ -152,11 +154,14 @@ def _true_lesions(truth: dict, pet: sitk.Image, labels: sitk.Image) -> dict[int,
 
 
 def _variants(scan: Scan, method: str) -> dict[str, tuple[sitk.Image, float]]:
-    """Label maps (and seconds) of one method: as shipped, and for models also without the equivocal-ROI
-    filter (``components.drop_equivocal_rois``), whose cost is added to the shipped variant's time; models with
-    a CT channel that accept a missing CT are also run without it."""
+    """Label maps (and seconds) of one method: as shipped (for models: without the ROIs on the model's
+    physiological output and those in the cranial cavity found on the CT, as ``segment`` does), and for models
+    also with no filter and with the equivocal-ROI filter added (``components.drop_equivocal_rois``, off by
+    default), whose costs are added to the shipped variant's time; models with a CT channel that accept a
+    missing CT are also run without it."""
     from LesionResponseLib.segmentation import drop_equivocal_rois, liver_reference
-    from LesionResponseLib.segmentation.components import drop_physiological_rois
+    from LesionResponseLib.segmentation.anatomy import INTRACRANIAL_SHARE, cranial_cavity
+    from LesionResponseLib.segmentation.components import drop_physiological_rois, drop_rois_in
 
     pet = scan.pet
     if method == "threshold":
@@ -170,16 +175,19 @@ def _variants(scan: Scan, method: str) -> dict[str, tuple[sitk.Image, float]]:
     for suffix, ct in runs.items():
         start = time.perf_counter()
         output = segment_with_evidence(pet, ct, method="model", model_path=method, equivocal_max_volume_ml=0.0,
-                                       drop_physiological=False)
+                                       drop_physiological=False, drop_intracranial=False)
         labels = output.labels
         raw_seconds = time.perf_counter() - start
         filtered = labels
         if output.physiological is not None:
             filtered = drop_physiological_rois(labels, pet, output.physiological, config.physiological_threshold)[0]
-        filtered = drop_equivocal_rois(filtered, pet, liver_reference(pet)[0])
+        if scan.ct is not None:
+            filtered = drop_rois_in(filtered, pet, cranial_cavity(scan.ct, pet), INTRACRANIAL_SHARE)[0]
         out[suffix] = (filtered, time.perf_counter() - start)
         if not suffix:
             out[" (no filter)"] = (labels, raw_seconds)
+            equivocal = drop_equivocal_rois(filtered, pet, liver_reference(pet)[0], max_volume_ml=0.5)
+            out[" (+ equivocal filter)"] = (equivocal, time.perf_counter() - start)
     return out
 
 
@@ -217,7 +225,7 @@ def run(seeds: list[int], methods: dict[str, str], cache: Path, in_memory: bool,
     from LesionResponseLib.phantom import ORGAN_LABELS, PHYSIOLOGICAL_ORGANS, VENDORS
 
     organs = {ORGAN_LABELS[n]: n for n in PHYSIOLOGICAL_ORGANS if n in ORGAN_LABELS}
-    with_ct = any(uses_ct(load_model(m).config) for m in methods.values() if m != "threshold")
+    with_ct = True  # CT-channel models read it, and every model's ROIs in the cranial cavity (CT) are dropped
     totals: dict[str, Totals] = {}
     print(f"{'seed':>4} {'vendor':>13} {'method':>24} {'lesions':>7} {'found':>5} {'ROIs':>4} {'FP':>3} {'Dice':>5} {'s':>5}  organ voxels")
     for i, seed in enumerate(seeds):

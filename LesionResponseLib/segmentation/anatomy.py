@@ -4,7 +4,10 @@ Inside the skull, [68Ga]Ga-DOTATATE shows the pituitary's physiological uptake o
 meningiomas are the classic intracranial pitfall (Hofman et al., RadioGraphics 2015;35:500-516), while brain
 and dural metastases of neuroendocrine tumours are rare. A search that follows uptake from scan to scan would
 turn one equivocal intracranial ROI into a track on every scan, so the prior-guided search does not search
-there (``workflow.prior_search``); the model's own ROIs stay for the reader to judge.
+there (``workflow.prior_search``), and the model's ROIs lying there are dropped by default
+(``segmentation.inference``, ``AnalysisParameters.drop_intracranial_rois``): the pituitary's uptake is
+physiological (docs/DOMAIN.md §5), a meningioma is not the disease tracked, and a reader who judges an
+intracranial focus a metastasis adds it in the review.
 
 **Rule.** On each axial CT slice, bone (≥ :data:`BONE_HU`) closed over :data:`RING_GAP_MM` (sutures, partial
 volume of a thin vault) is hole-filled; a hole is cranial when its area is that of a skull's inner section
@@ -42,6 +45,8 @@ MAX_FAT_SHARE = 0.05
 WORKING_SPACING_MM = 4.0
 #: The cavity spans at least this far in z (mm).
 MIN_EXTENT_MM = 30.0
+#: A ROI lies in the cranial cavity when at least this share of its voxels does (the majority).
+INTRACRANIAL_SHARE = 0.5
 #: Reason recorded for a search not run from a ROI in the cranial cavity (``Analysis.prior_searches``).
 NOT_SEARCHED_INTRACRANIAL = ("not searched: the lesion-ROI lies in the cranial cavity (pituitary uptake, meningioma: "
                              "the reader decides)")

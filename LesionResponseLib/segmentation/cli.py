@@ -137,8 +137,11 @@ def segment_command(
                                              "liver-referenced SUV threshold), or a path: LesionResponse .pt, "
                                              "TorchScript file, or MONAI bundle folder."),
     min_volume_ml: float = typer.Option(0.1, help="Drop lesion-ROIs smaller than this (mL)."),
-    equivocal_max_volume_ml: float = typer.Option(0.5, help="Model ROIs smaller than this (mL) with SUVmax not "
+    equivocal_max_volume_ml: float = typer.Option(0.0, help="Model ROIs smaller than this (mL) with SUVmax not "
                                                   "above the liver SUVmean are dropped as equivocal (0: keep all)."),
+    keep_intracranial: bool = typer.Option(False, "--keep-intracranial/--drop-intracranial",
+                                           help="Keep model ROIs lying in the cranial cavity found on the CT "
+                                                "(dropped by default: pituitary uptake)."),
     patient: str = typer.Option(None, help="Patient ID when the folder holds several patients."),
 ) -> None:
     """Segment lesion-ROIs at every time point of INPUT and write their label maps."""
@@ -160,7 +163,7 @@ def segment_command(
         for info in track(timepoints, description="segmenting", console=console):
             loaded = load_timepoint(info)
             labels = segment(loaded.pet_suv, loaded.ct, method=method, min_volume_ml=min_volume_ml,
-                             equivocal_max_volume_ml=equivocal_max_volume_ml)
+                             equivocal_max_volume_ml=equivocal_max_volume_ml, drop_intracranial=not keep_intracranial)
             sitk.WriteImage(labels, str(out / f"tp{info.index}.nii.gz"), useCompression=True)
             n_rois = int(sitk.GetArrayViewFromImage(labels).max())
             console.log(f"time point {info.index} ({info.study_date}): {n_rois} lesion-ROIs")

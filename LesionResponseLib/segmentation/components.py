@@ -83,21 +83,27 @@ def drop_physiological_rois(labels: sitk.Image, pet_suv: sitk.Image, physiologic
     then calls the same uptake an organ's (an adrenal, the pituitary) and a lesion at once, and the organ output
     was trained on every voxel of those organs that is not lesion, so a lesion in or beside an organ keeps its
     own voxels off it and stays."""
-    from scipy import ndimage
-
     from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_SHARE, as_probability
+
+    organ = as_probability(sitk.GetArrayFromImage(physiological)) >= threshold
+    return drop_rois_in(labels, pet_suv, organ, PHYSIOLOGICAL_SHARE)
+
+
+def drop_rois_in(labels: sitk.Image, pet_suv: sitk.Image, region: np.ndarray, share: float,
+                 ) -> tuple[sitk.Image, int]:
+    """``labels`` without the ROIs that have at least ``share`` (0-1) of their voxels in ``region`` (bool
+    (z, y, x) on the same grid), relabelled 1..N by descending SUVmax, and how many were dropped."""
+    from scipy import ndimage
 
     lab = sitk.GetArrayFromImage(labels)
     ids = np.unique(lab[lab > 0])
-    if ids.size == 0:
+    if ids.size == 0 or not region.any():
         return labels, 0
-    organ = as_probability(sitk.GetArrayFromImage(physiological)) >= threshold
-    shares = np.asarray(ndimage.mean(organ, lab, ids))  # the share physiological_share gives, per ROI
-    on_organ = ids[shares >= PHYSIOLOGICAL_SHARE]
-    if on_organ.size == 0:
+    inside = ids[np.asarray(ndimage.mean(region, lab, ids)) >= share]
+    if inside.size == 0:
         return labels, 0
-    lab[np.isin(lab, on_organ)] = 0
-    return _relabel_by_suvmax(lab, sitk.GetArrayFromImage(pet_suv).astype(np.float32), labels), int(on_organ.size)
+    lab[np.isin(lab, inside)] = 0
+    return _relabel_by_suvmax(lab, sitk.GetArrayFromImage(pet_suv).astype(np.float32), labels), int(inside.size)
 
 
 def _split(labels: np.ndarray, pet_suv: sitk.Image, split_dip: float, smoothing_mm: float,

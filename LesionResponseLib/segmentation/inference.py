@@ -13,6 +13,7 @@ from LesionResponseLib.errors import describe
 from LesionResponseLib.segmentation.components import (
     drop_equivocal_rois,
     drop_physiological_rois,
+    drop_rois_in,
     dropped_components,
     label_rois,
 )
@@ -25,11 +26,12 @@ _CACHE: dict[str, SegmentationModel] = {}
 def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model", model_path: str | None = None,
             min_volume_ml: float = 0.1, progress: bool | Callable[[str], None] | None = None,
             split_touching: bool = True, organs: sitk.Image | None = None,
-            equivocal_max_volume_ml: float = 0.5, drop_physiological: bool = True) -> sitk.Image:
+            equivocal_max_volume_ml: float = 0.0, drop_physiological: bool = True,
+            drop_intracranial: bool = True) -> sitk.Image:
     """Lesion-ROI label map (uint16, PET grid, 0 background, 1..N by descending SUVmax); see
     :func:`segment_with_evidence`, which also returns the model's probability and dropped candidates."""
     return segment_with_evidence(pet_suv, ct, method, model_path, min_volume_ml, progress, split_touching,
-                                 organs, equivocal_max_volume_ml, drop_physiological).labels
+                                 organs, equivocal_max_volume_ml, drop_physiological, drop_intracranial).labels
 
 
 @dataclass
@@ -49,8 +51,8 @@ class SegmentationOutput:
 def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model",
                           model_path: str | None = None, min_volume_ml: float = 0.1,
                           progress: bool | Callable[[str], None] | None = None, split_touching: bool = True,
-                          organs: sitk.Image | None = None, equivocal_max_volume_ml: float = 0.5,
-                          drop_physiological: bool = True) -> SegmentationOutput:
+                          organs: sitk.Image | None = None, equivocal_max_volume_ml: float = 0.0,
+                          drop_physiological: bool = True, drop_intracranial: bool = True) -> SegmentationOutput:
     """Label map, and for models the lesion probability and the dropped candidates (:class:`SegmentationOutput`).
 
     The label map is uint16 on the PET grid, 0 background, 1..N by descending SUVmax.
@@ -64,10 +66,13 @@ def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, met
     model without a CT raises :class:`SegmentationError`, unless its config says ``missing_ct="zeros"``
     (trained with CT dropout: it then runs on the PET alone, see the model card).
     ``progress``: True for MONAI's progress bar, or a callable receiving stage names.
-    Model outputs then lose their equivocal ROIs: smaller than ``equivocal_max_volume_ml`` (0.5 mL; 0 keeps
-    all) with SUVmax not above the liver SUVmean (``threshold.liver_reference``); see ``drop_equivocal_rois``.
-    Models with a ``physiological`` output also lose the ROIs lying on it (``drop_physiological``; see
-    ``components.drop_physiological_rois``, at the model's ``physiological_threshold``).
+    Model outputs then lose the ROIs lying mostly in the cranial cavity found on ``ct`` (``drop_intracranial``;
+    ``anatomy.cranial_cavity``: the pituitary's physiological uptake, the one false positive left on the
+    phantom benchmarks, and meningiomas) and, for models with a ``physiological`` output, the ROIs lying on it
+    (``drop_physiological``; see ``components.drop_physiological_rois``, at the model's
+    ``physiological_threshold``). ``equivocal_max_volume_ml`` > 0 also drops the ROIs smaller than that (mL)
+    with SUVmax not above the liver SUVmean (``components.drop_equivocal_rois``, the Krenning reference; off by
+    default: on faint small lesions it dropped many more true ROIs than false ones, README).
     """
     _check_input(pet_suv)
     report = progress if callable(progress) else (lambda _stage: None)
@@ -89,6 +94,11 @@ def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, met
     physiological = maps.get("physiological")
     if physiological is not None and drop_physiological:
         labels = drop_physiological_rois(labels, pet_suv, physiological, model.config.physiological_threshold)[0]
+    if ct is not None and drop_intracranial:
+        from LesionResponseLib.segmentation.anatomy import INTRACRANIAL_SHARE, cranial_cavity
+
+        report("cranial cavity")
+        labels = drop_rois_in(labels, pet_suv, cranial_cavity(ct, pet_suv), INTRACRANIAL_SHARE)[0]
     if equivocal_max_volume_ml > 0:
         labels = drop_equivocal_rois(labels, pet_suv, liver_reference(pet_suv)[0], equivocal_max_volume_ml)
     return SegmentationOutput(labels, probability, candidates, physiological)

@@ -133,6 +133,10 @@ def analyze_command(
     weight_kg: float = typer.Option(None, "--weight-kg", help="Body weight in kg used instead of PatientWeight "
                                     "(0010,1030) for every time point, e.g. when it is missing."),
     prior_search: bool = _PRIOR_SEARCH,
+    keep_intracranial: bool = typer.Option(not _DEFAULTS.drop_intracranial_rois,
+                                           "--keep-intracranial/--drop-intracranial",
+                                           help="Keep model ROIs lying in the cranial cavity found on the CT "
+                                                "(dropped by default: the pituitary's physiological uptake)."),
     candidates: bool = typer.Option(_DEFAULTS.prior_search_candidates, "--candidates/--no-candidates",
                                     help="Also confirm lesions the model found below its minimum ROI volume when "
                                          "the search finds them at an adjacent time point (more lesions, and "
@@ -148,6 +152,7 @@ def analyze_command(
                          prior_search)
         params.weight_kg = weight_kg
         params.prior_search_candidates = candidates
+        params.drop_intracranial_rois = not keep_intracranial
         analysis, report = _run(input_dir, out, params, patient, labels, console)
     except LesionResponseError as err:
         console.print(f"[red]error:[/red] {err}")

@@ -5,7 +5,7 @@ parameters it uses is unchanged, so a re-run after a matching-parameter change r
 what follows):
 
 - ``segmentation`` per time point, key = PET series UID + SUV factor + CT series UID + method + ``min_roi_volume_ml`` +
-  ``equivocal_max_volume_ml`` + model file hash (or the supplied label file's hash) → ``cache/seg-<key>.nii.gz``
+  ``equivocal_max_volume_ml`` + ``drop_intracranial_rois`` + model file hash (or the supplied label file's hash) → ``cache/seg-<key>.nii.gz``
   (+ ``seg-<key>-probability.nii.gz`` and ``-candidates.nii.gz``: the model's lesion probability as uint8 and the
   components it found that the ROI filters dropped, the search's model evidence; models with a physiological
   output add ``-physiological.nii.gz``, that map as uint8, where the search does not go).
@@ -151,7 +151,7 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
     # The CT series is part of the key: models with a CT input channel read it.
     key = _digest("seg", tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12), tp.info.ct_series_instance_uid,
                   params.segmentation_method if not labels_dir else "labels", params.min_roi_volume_ml, source,
-                  *([params.equivocal_max_volume_ml] if not labels_dir else []))
+                  *([params.equivocal_max_volume_ml, params.drop_intracranial_rois] if not labels_dir else []))
     path = cache / f"seg-{key}.nii.gz"
     evidence = None
     if not labels_dir and params.segmentation_method != "threshold":
@@ -167,7 +167,8 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
 
         output = segment_with_evidence(tp.pet_suv, tp.ct, method=params.segmentation_method,
                                        model_path=params.model_path, min_volume_ml=params.min_roi_volume_ml,
-                                       equivocal_max_volume_ml=params.equivocal_max_volume_ml)
+                                       equivocal_max_volume_ml=params.equivocal_max_volume_ml,
+                                       drop_intracranial=params.drop_intracranial_rois)
         labels = on_pet_grid(output.labels, tp.pet_suv)
         if evidence is not None and output.probability is not None and output.candidates is not None:
             from LesionResponseLib.segmentation.prior_guided import PROBABILITY_UINT8_SCALE

@@ -59,7 +59,7 @@ import SimpleITK as sitk
 from LesionResponseLib.analysis.outputs import atomic_write_image, atomic_write_text
 from LesionResponseLib.analysis.quantify import measure_rois
 from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Track, roi_id_for
-from LesionResponseLib.segmentation.anatomy import NOT_SEARCHED_INTRACRANIAL
+from LesionResponseLib.segmentation.anatomy import INTRACRANIAL_SHARE, NOT_SEARCHED_INTRACRANIAL
 from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_PROBABILITY
 
 SEARCH_PARAMS = ("prior_search_margin_mm", "prior_search_false_alarm", "prior_search_model_probability",
@@ -67,8 +67,6 @@ SEARCH_PARAMS = ("prior_search_margin_mm", "prior_search_false_alarm", "prior_se
                  "psf_fwhm_mm", "min_roi_volume_ml")
 #: Reason of a candidate's confirmation search that found uptake the model does not see there.
 NOT_CONFIRMED_WITHOUT_MODEL = "uptake found, but not the model's evidence: candidate not confirmed"
-#: Share of a prior ROI's voxels inside the cranial cavity from which no search starts from it.
-INTRACRANIAL_SHARE = 0.5
 #: Reason recorded for a search not run from a ROI on physiological uptake, and for a find on it not kept.
 NOT_SEARCHED_PHYSIOLOGICAL = ("not searched: the lesion-ROI lies on physiological uptake by the model's organ "
                               "output (adrenal, kidney, spleen, ...: the reader decides)")

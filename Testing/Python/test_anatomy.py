@@ -84,3 +84,39 @@ def test_the_phantoms_pituitary_is_in_the_cavity_and_no_lesion_or_body_organ_is(
     inside = set(np.unique(organs[cavity]).tolist())
     assert inside <= {ORGAN_LABELS["brain"], ORGAN_LABELS["pituitary"], ORGAN_LABELS["bone"]}, inside
     assert not (cavity & (lesions > 0)).any()
+
+
+def test_a_models_roi_in_the_cranial_cavity_is_dropped_and_one_in_the_body_kept(tmp_path) -> None:
+    """segment(): a model ROI lying in the cranial cavity of the time point's CT (the pituitary's place) is not a
+    lesion-ROI by default; one in the body is; --keep-intracranial (drop_intracranial=False) keeps both. The
+    "model" is a TorchScript file thresholding log1p(SUV) at 2 (SUV 6.4), so its ROIs are the hot spots."""
+    import json
+    from dataclasses import asdict
+
+    import torch
+
+    from LesionResponseLib.segmentation import ModelConfig, segment
+
+    class HotSpots(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 20.0 * (x - 2.0)
+
+    torch.jit.save(torch.jit.trace(HotSpots(), torch.zeros(1, 1, 32, 32, 32)), str(tmp_path / "hot.ts"))
+    (tmp_path / "hot.json").write_text(json.dumps(asdict(ModelConfig(init_filters=8, patch_size=(32, 32, 32)))))
+    ct, _ = _synthetic_ct()
+    suv = np.full((100, 60, 60), 0.5, np.float32)
+    for x, y, z in ((120.0, 130.0, 250.0), (120.0, 60.0, 100.0)):  # the pituitary; fat in the body
+        suv[int(z / 4) - 1:int(z / 4) + 2, int(y / 4) - 1:int(y / 4) + 2, int(x / 4) - 1:int(x / 4) + 2] = 50.0
+    pet = sitk.GetImageFromArray(suv)
+    pet.SetSpacing((4.0, 4.0, 4.0))
+
+    def roi_at(labels: sitk.Image, x: float, y: float, z: float) -> int:
+        return int(sitk.GetArrayViewFromImage(labels)[int(z / 4), int(y / 4), int(x / 4)])
+
+    dropped = segment(pet, ct, method=str(tmp_path / "hot.ts"))
+    assert int(sitk.GetArrayViewFromImage(dropped).max()) == 1
+    assert roi_at(dropped, 120.0, 60.0, 100.0) == 1 and roi_at(dropped, 120.0, 130.0, 250.0) == 0
+    kept = segment(pet, ct, method=str(tmp_path / "hot.ts"), drop_intracranial=False)
+    assert int(sitk.GetArrayViewFromImage(kept).max()) == 2 and roi_at(kept, 120.0, 130.0, 250.0) > 0
+    without_ct = segment(pet, None, method=str(tmp_path / "hot.ts"))
+    assert int(sitk.GetArrayViewFromImage(without_ct).max()) == 2  # no CT, no cavity: nothing dropped

@@ -113,3 +113,22 @@ def test_rois_lying_on_the_models_physiological_output_are_dropped():
     assert not out[adrenal].any() and (out[beside] == 1).all() and (out[far] == 2).all()
     same, none = drop_physiological_rois(labels, _image(suv), _image(organ), threshold=0.5)
     assert none == 0 and sitk.GetArrayFromImage(same).max() == 3  # at 0.5 the adrenal is no organ voxel
+
+
+def test_rois_lying_mostly_in_a_region_are_dropped():
+    """drop_rois_in: a ROI with at least the given share of its voxels in the region goes, the others stay,
+    relabelled by descending SUVmax; an empty region changes nothing."""
+    from LesionResponseLib.segmentation.components import drop_rois_in
+
+    shape = (30, 30, 30)
+    inside, half, outside = _ball(shape, (8, 8, 8), 4), _ball(shape, (8, 8, 20), 4), _ball(shape, (22, 22, 22), 4)
+    suv = np.ones(shape)
+    suv[inside], suv[half], suv[outside] = 30.0, 20.0, 10.0
+    labels = label_rois(_image(inside | half | outside), _image(suv), split_touching=False)
+    region = np.zeros(shape, bool)
+    region[:, :, :20] = True  # all of ``inside``, less than half of ``half`` (its centre column is x = 20)
+    kept, dropped = drop_rois_in(labels, _image(suv), region, share=0.5)
+    out = sitk.GetArrayFromImage(kept)
+    assert dropped == 1 and not out[inside].any() and (out[half] == 1).all() and (out[outside] == 2).all()
+    same, none = drop_rois_in(labels, _image(suv), np.zeros(shape, bool), share=0.5)
+    assert none == 0 and np.array_equal(sitk.GetArrayViewFromImage(same), sitk.GetArrayViewFromImage(labels))
