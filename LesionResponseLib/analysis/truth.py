@@ -293,7 +293,7 @@ def detectability_ceiling(truth: dict, pairs: list[dict[str, Any]], blind_d: flo
     """
     snr = track_snrs(truth)
     n = int(truth["n_timepoints"])
-    found = {t: sum(snr.get((t, k), 0.0) ** 2 for k in range(n)) ** 0.5 >= blind_d for t, _ in snr}
+    found = {t: sum(snr.get((t, k), 0.0) ** 2 for k in range(n)) ** 0.5 >= blind_d for t in {t for t, _ in snr}}
     rows = []
     for p in pairs:
         track, k = p["truth_track"], p["follow_up"]
