@@ -36,16 +36,7 @@ def roi_truth_labels(pred: np.ndarray, true: np.ndarray, tiny_labels: set[int] |
     """
     from scipy import ndimage
 
-    def most_overlapped(p: np.ndarray, t: np.ndarray) -> dict[int, int]:
-        both = (p > 0) & (t > 0)
-        width = int(t.max(initial=0)) + 1
-        codes, counts = np.unique(p[both].astype(np.int64) * width + t[both], return_counts=True)
-        best: dict[int, tuple[int, int]] = {}
-        for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
-            label, true_label = divmod(code, width)
-            if count > best.get(label, (0, 0))[0]:
-                best[label] = (count, true_label)
-        return {label: true_label for label, (_, true_label) in best.items()}
+    from LesionResponseLib.tracking.evaluate import most_overlapped_labels as most_overlapped
 
     owner = most_overlapped(pred, true)
     unmatched = [v for v in np.unique(pred[pred > 0]).tolist() if v not in owner]

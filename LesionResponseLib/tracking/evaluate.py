@@ -160,21 +160,27 @@ def motion_transform(fixed_motion, moving_motion, reference: sitk.Image, spacing
     return sitk.DisplacementFieldTransform(image)
 
 
+def most_overlapped_labels(pred: np.ndarray, true: np.ndarray) -> dict[int, int]:
+    """Predicted label -> the true label it overlaps most (two (z, y, x) label arrays on one grid); predicted
+    labels overlapping no true label are absent."""
+    both = (pred > 0) & (true > 0)
+    width = int(true.max(initial=0)) + 1
+    codes, counts = np.unique(pred[both].astype(np.int64) * width + true[both], return_counts=True)
+    best: dict[int, tuple[int, int]] = {}
+    for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+        label, true_label = divmod(code, width)
+        if count > best.get(label, (0, 0))[0]:
+            best[label] = (count, true_label)
+    return {label: true_label for label, (_, true_label) in best.items()}
+
+
 def truth_correspondence(pred: dict[int, sitk.Image], truth_labels: dict[int, sitk.Image]) -> dict[str, str]:
     """Predicted ROI id -> the truth ROI id it overlaps most (same time point); unmatched ROIs are absent."""
     mapping = {}
     for tp, image in pred.items():
-        p = sitk.GetArrayViewFromImage(image).astype(np.int64)
-        t = sitk.GetArrayViewFromImage(truth_labels[tp]).astype(np.int64)
-        both = (p > 0) & (t > 0)
-        width = int(t.max(initial=0)) + 1
-        codes, counts = np.unique(p[both] * width + t[both], return_counts=True)
-        best: dict[int, tuple[int, int]] = {}
-        for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
-            label, true_label = divmod(code, width)
-            if count > best.get(label, (0, 0))[0]:
-                best[label] = (count, true_label)
-        mapping.update({roi_id_for(tp, label): roi_id_for(tp, true_label) for label, (_, true_label) in best.items()})
+        owner = most_overlapped_labels(sitk.GetArrayViewFromImage(image).astype(np.int64),
+                                       sitk.GetArrayViewFromImage(truth_labels[tp]).astype(np.int64))
+        mapping.update({roi_id_for(tp, label): roi_id_for(tp, true_label) for label, true_label in owner.items()})
     return mapping
 
 
