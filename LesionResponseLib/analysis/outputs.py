@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -65,6 +66,24 @@ def atomic_write_image(image: sitk.Image, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+ORPHAN_PATTERN = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.(?:tmp|nii\.gz)$")  # mkstemp names above
+
+
+def remove_orphaned_temporaries(out_dir: str | Path, keep: tuple[str, ...] = ("review",)) -> list[Path]:
+    """Delete the temporary files a killed writer left under ``out_dir`` (those of :func:`atomic_write_text`
+    and :func:`atomic_write_image`); subfolders named in ``keep`` (the review, which recovers its own) are left.
+
+    Only call this while no other process writes the folder (the cohort holds its lock). Returns what was removed.
+    """
+    removed = []
+    for path in sorted(Path(out_dir).rglob(".*")):
+        inside_kept = any(part in keep for part in path.relative_to(out_dir).parts[:-1])
+        if path.is_file() and not inside_kept and ORPHAN_PATTERN.match(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _csv(columns: list[str], rows: list[dict]) -> str:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from LesionResponseLib import __version__
-from LesionResponseLib.analysis.outputs import atomic_write_text
+from LesionResponseLib.analysis.outputs import atomic_write_text, remove_orphaned_temporaries
 from LesionResponseLib.datamodel import AnalysisParameters
 from LesionResponseLib.errors import LesionResponseError, describe
 
@@ -246,7 +246,8 @@ def analyse_patient(job: PatientJob, out_dir: str, params: AnalysisParameters, c
                 _log(folder, "skipped", key=key)
                 return {**result, "status": "skipped", "seconds": round(time.perf_counter() - start, 2)}
             (folder / DONE).unlink(missing_ok=True)
-            _log(folder, "started", key=key)
+            orphans = remove_orphaned_temporaries(folder)  # a killed run's half-written files
+            _log(folder, "started", key=key, **({"removed_temporaries": len(orphans)} if orphans else {}))
             from LesionResponseLib.workflow.pipeline import run_pipeline
 
             analysis, _ = run_pipeline(source, folder, params, patient=job.patient, labels_dir=job.labels)

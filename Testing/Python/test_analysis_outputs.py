@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,23 @@ def test_analysis_json_without_roi_source_or_searches_still_loads(tmp_path) -> N
     write_outputs(loaded, tmp_path)
     _, rows = _read(tmp_path / "rois.csv")
     assert {r["source"] for r in rows} == {"model", "reader"}
+
+
+def test_orphaned_temporaries_are_removed_and_nothing_else(tmp_path) -> None:
+    """A writer killed between mkstemp and os.replace leaves ``.NAME.XXXXXXXX.tmp`` (or ``.nii.gz``) behind."""
+    import tempfile
+
+    from LesionResponseLib.analysis.outputs import remove_orphaned_temporaries
+
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "review").mkdir()
+    orphans = [tempfile.mkstemp(dir=tmp_path, prefix=".tracks.csv.", suffix=".tmp")[1],
+               tempfile.mkstemp(dir=tmp_path / "labels", prefix=".tp1.nii.gz.", suffix=".nii.gz")[1]]
+    kept = [tmp_path / "tracks.csv", tmp_path / ".cohort.lock", tmp_path / "labels" / "tp1.nii.gz",
+            tmp_path / ".tracks.csv.tmp",  # not a name this module writes
+            Path(tempfile.mkstemp(dir=tmp_path / "review", prefix=".edits.json.", suffix=".tmp")[1])]
+    for path in kept:
+        path.touch()
+    removed = remove_orphaned_temporaries(tmp_path)
+    assert sorted(removed) == sorted(Path(p) for p in orphans)
+    assert not any(Path(p).exists() for p in orphans) and all(p.exists() for p in kept)
