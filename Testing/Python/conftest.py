@@ -42,6 +42,27 @@ def make_phantom() -> Callable[..., Path]:
     return factory
 
 
+@pytest.fixture(scope="session")
+def build_once(tmp_path_factory, worker_id) -> Callable[[str, Callable[[Path], None]], Path]:
+    """Factory: ``build_once(name, build) -> Path``: ``build(folder)`` runs once per test session, however many
+    xdist workers ask (a file lock in the session's shared temporary folder); callers copy what they change."""
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent  # popen-gwN/.. is shared by the session's workers
+
+    def factory(name: str, build: Callable[[Path], None]) -> Path:
+        folder = root / "built-once" / name
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder) + ".lock"):
+            if not (folder / ".built").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                build(folder)
+                (folder / ".built").touch()
+        return folder
+
+    return factory
+
+
 def require_tool(name: str) -> str:
     """Path of a Debian tool the test needs; skip (with the install hint) when it is missing."""
     path = shutil.which(name)

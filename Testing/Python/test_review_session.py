@@ -76,10 +76,9 @@ def phantom(make_phantom) -> Path:
 
 
 @pytest.fixture(scope="module")
-def auto_dir(phantom, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("review_auto") / "out"
-    _build(phantom, out)
-    return out
+def auto_dir(phantom, build_once) -> Path:
+    """The automatic analysis, built once per session; tests edit copies of it (``out``)."""
+    return build_once("review_session_auto", lambda folder: _build(phantom, folder / "out")) / "out"
 
 
 @pytest.fixture()

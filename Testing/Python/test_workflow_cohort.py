@@ -52,9 +52,18 @@ def tree(make_phantom, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(tree, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("cohort-out")
-    return out, run_cohort(discover(tree), out, FAST, PLAN)
+def first_run(tree, build_once, tmp_path_factory) -> tuple[Path, dict]:
+    """(a copy of the cohort's output folder, the run's summary); the run itself is done once per session
+    (the job keys hash relative paths, sizes and mtimes, so every worker's copy of the tree has the same keys)."""
+
+    def build(folder: Path) -> None:
+        run = run_cohort(discover(tree), folder / "out", FAST, PLAN)
+        (folder / "run.json").write_text(json.dumps(run, default=str))
+
+    built = build_once("cohort_first_run", build)
+    out = tmp_path_factory.mktemp("cohort-out") / "out"
+    shutil.copytree(built / "out", out)
+    return out, json.loads((built / "run.json").read_text())
 
 
 def _events(out: Path, patient_id: str) -> list[str]:

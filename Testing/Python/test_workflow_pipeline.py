@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,11 +27,19 @@ TRUTH = AnalysisParameters(registration_method="auto", dilation_mm=8.0)
 
 
 @pytest.fixture(scope="module")
-def truth_run(make_phantom, tmp_path_factory):
+def truth_run(make_phantom, build_once, tmp_path_factory):
+    """(phantom, a copy of its truth-label analysis, the analysis, the stages of the run that computed it)."""
     phantom = make_phantom(seed=1, timepoints=3)
-    out = tmp_path_factory.mktemp("analysis")
-    analysis, report = run_pipeline(phantom / "dicom", out, TRUTH, labels_dir=phantom / "truth")
-    return phantom, out, analysis, report
+
+    def build(folder: Path) -> None:
+        _, report = run_pipeline(phantom / "dicom", folder / "out", TRUTH, labels_dir=phantom / "truth")
+        (folder / "stages.json").write_text(json.dumps(report.stages))
+
+    built = build_once("truth_run_s1_t3", build)
+    out = tmp_path_factory.mktemp("analysis") / "out"
+    shutil.copytree(built / "out", out)
+    stages = json.loads((built / "stages.json").read_text())
+    return phantom, out, load_analysis(out), SimpleNamespace(stages=stages)
 
 
 @pytest.mark.slow
