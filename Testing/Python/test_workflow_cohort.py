@@ -116,9 +116,12 @@ def test_changed_parameters_reanalyse_and_keep_the_readers_review(first_run, tre
     roi = next(r.roi_id for r in load_analysis(folder).rois if r.timepoint == 1)
     with ReviewSession.open(folder, "reader") as session:
         session.reject(roi, "physiological uptake")
+    orphan = folder / ".tracks.csv.k1ll3d00.tmp"  # what a run killed inside an atomic write leaves behind
+    orphan.write_text("half a file")
     changed = AnalysisParameters(**{**FAST.to_dict(), "decrease_threshold_pct": -35.0})
     run = run_cohort(discover(tree, patients=["LRPH0003"]), out, changed, PLAN)
     assert _status(run) == {"LRPH0003": "done"}  # new parameters: analysed again...
+    assert not orphan.exists() and (folder / "review").is_dir()  # ...its leftovers removed, the review kept...
     analysis = load_analysis(folder)
     assert analysis.parameters.decrease_threshold_pct == -35.0
     assert next(r for r in analysis.rois if r.roi_id == roi).status == "rejected"  # ...the review re-applied
