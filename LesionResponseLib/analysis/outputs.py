@@ -68,7 +68,7 @@ def atomic_write_image(image: sitk.Image, path: Path) -> None:
         raise
 
 
-ORPHAN_PATTERN = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.(?:tmp|nii\.gz)$")  # mkstemp names above
+ORPHAN_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.(?:tmp|nii\.gz)$")  # mkstemp names above
 
 
 def remove_orphaned_temporaries(out_dir: str | Path, keep: tuple[str, ...] = ("review",)) -> list[Path]:
