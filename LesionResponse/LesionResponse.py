@@ -217,8 +217,8 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             patientUid = self.ui.dicomPatientComboBox.currentData
             inputFolder = (self.logic.exportDatabasePatient(patientUid) if patientUid
                            else Path(self.ui.inputFolderPathLineEdit.currentPath))
-            parameters = {"segmentation_method": self.ui.segmentationMethodComboBox.currentText,
-                          "reference": self.ui.referenceComboBox.currentText}
+            parameters = {"segmentation.method": self.ui.segmentationMethodComboBox.currentText,
+                          "response.reference": self.ui.referenceComboBox.currentText}
             self.logic.startAnalysis(inputFolder, self._outputFolder(), parameters)
             self._rememberFolders()
             self.ui.runButton.enabled, self.ui.cancelButton.enabled = False, True
@@ -406,12 +406,12 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
 
     def startAnalysis(self, inputFolder: Path, outputFolder: Path, parameters: dict[str, Any]) -> None:
         """Run ``LesionResponseLib.workflow.analyze`` in a separate process (progress via its output)."""
-        from LesionResponseLib.datamodel import AnalysisParameters
+        from LesionResponseLib.config import AnalysisParameters
 
         self.cancel()
-        params = AnalysisParameters.from_dict(parameters).to_dict()
+        params = AnalysisParameters().updated(parameters).to_dict()
         code = ("import json, sys; from LesionResponseLib.workflow import analyze; "
-                "from LesionResponseLib.datamodel import AnalysisParameters; "
+                "from LesionResponseLib.config import AnalysisParameters; "
                 "analyze(sys.argv[1], sys.argv[2], AnalysisParameters.from_dict(json.loads(sys.argv[3])))")
         process = qt.QProcess()
         environment = qt.QProcessEnvironment.systemEnvironment()
@@ -571,7 +571,7 @@ class LesionResponseTest(ScriptedLoadableModuleTest):
     def test_Workflow(self) -> None:
         from LesionResponseReview import mrml
 
-        from LesionResponseLib.datamodel import AnalysisParameters
+        from LesionResponseLib.config import AnalysisParameters
         from LesionResponseLib.phantom import generate_patient, load_truth
 
         self.delayDisplay("Generating the demo patient (phantom, 2 time points)")

@@ -13,7 +13,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-SCHEMA_VERSION = 1
+from LesionResponseLib.config import AnalysisParameters
+
+#: 2: parameters nested by section (LesionResponseLib.config); schema 1's flat parameters are migrated on reading.
+SCHEMA_VERSION = 2
 
 RoiStatus = Literal["accepted", "rejected"]
 #: Where a lesion-ROI came from: the segmentation ``model`` (or the label file / threshold that stood in for
@@ -186,73 +189,6 @@ class TrackResponse(_Serialisable):
             },
             pattern=data["pattern"],
         )
-
-
-@dataclass
-class AnalysisParameters(_Serialisable):
-    """Every tunable of the analysis, with its default. Stored in analysis.json."""
-
-    segmentation_method: str = "model"  # "model" | "threshold" | "truth" (phantom) | path to a model file
-    model_path: str | None = None
-    min_roi_volume_ml: float = 0.1
-    # Model ROIs smaller than this (mL) whose SUVmax is not above the liver SUVmean are dropped as equivocal
-    # (Krenning <= 2; segmentation.components.drop_equivocal_rois). 0 (the default) keeps them: a small node
-    # with uptake below the liver's is still non-physiological uptake, and on the harder phantom patients the
-    # rule dropped 36 true ROIs for 5 false ones, all pituitary (README), which drop_intracranial_rois removes.
-    equivocal_max_volume_ml: float = 0.0
-    # Model ROIs lying mostly in the cranial cavity found on the CT (segmentation.anatomy) are dropped: the
-    # pituitary's physiological uptake (docs/DOMAIN.md §5) and meningiomas; the reader adds a metastasis there.
-    drop_intracranial_rois: bool = True
-    # "auto": elastix when any engine is available (SlicerElastix inside Slicer, the itk-elastix package, the
-    # elastix program on PATH; tracking.elastix), else SimpleITK B-spline. Measured on the phantom: elastix
-    # 11 s/pair, 2.3 mm at lesion centres; SimpleITK B-spline 47 s, 3.1 mm (benchmarks/bench_registration.py).
-    # "elastix-slicer" / "elastix-itk" / "elastix-program" force one engine (tracking.registration.METHODS).
-    registration_method: str = "auto"
-    # 8 mm: two 4 mm PET voxels, so a lesion survives a residual registration error of ~one voxel plus a
-    # partial-volume edge shift; link recall was 97.5 % at 5 mm and 100 % from 6 to 10 mm (bench_tracking.py).
-    dilation_mm: float = 8.0
-    max_match_distance_mm: float = 30.0
-    min_overlap: float = 0.05
-    reference: Literal["baseline", "previous", "nadir"] = "baseline"
-    # Reconstructed PET resolution (FWHM, mm) for the partial-volume-corrected SUVtotal (analysis.quantify);
-    # 5-7 mm on current PET/CT: set your scanner's measured value.
-    psf_fwhm_mm: float = 6.0
-    # The ROI quantity whose change drives the categories: "suv_total_pvc" (partial-volume corrected,
-    # analysis.quantify) or "suv_total" (SUVmean x volume of the ROI, the paper's definition, docs/DOMAIN.md §4).
-    # The corrected value is the default: a small ROI's SUVmean x volume swings by +-40 % with where its contour
-    # falls (one 4 mm voxel is 13 % of a 0.5 mL ROI), which calls a constant lesion increasing or decreasing;
-    # measured on the phantom, category agreement with truth over all lesion x follow-up pairs rose from 0.42 to
-    # 0.52 (README "SUVtotal and partial volume"). For large lesions both measures give the same categories.
-    response_measure: Literal["suv_total", "suv_total_pvc"] = "suv_total_pvc"
-    decrease_threshold_pct: float = -30.0
-    increase_threshold_pct: float = 30.0
-    # Body weight (kg) used instead of PatientWeight (0010,1030) for every time point, e.g. when it is missing
-    # (dicomio.find_timepoints weight_kg); None: the headers' weight.
-    weight_kg: float | None = None
-    # Prior-guided search (segmentation.prior_guided, workflow.pipeline): where a track's lesion has no ROI at a
-    # time point between or after its appearances (and before a new lesion's first one), look for it where the
-    # registration puts its nearest ROI, grown by the margin. 10 mm: the elastix error at lesion centres is
-    # 2.3 mm mean (docs/DOMAIN.md §2 publishes 2.3-2.6 mm; README), its tail up to ~3x the mean, plus one 4 mm voxel
-    # for placing mapped voxel centres on the target grid.
-    prior_search: bool = True
-    prior_search_margin_mm: float = 10.0
-    # False-alarm probability per search (random-field threshold; see segmentation.prior_guided).
-    prior_search_false_alarm: float = 0.01
-    # Model evidence: where the uptake test finds nothing, a segmentation model's lesion probability at least
-    # this high in the search region is a find (segmentation.prior_guided "Model evidence"); 0 turns it off.
-    prior_search_model_probability: float = 0.2
-    # Model candidates (workflow.prior_search): components the model found but the ROI filters dropped become
-    # ROIs when the search confirms them at an adjacent time point, with the model's evidence there. Off: on
-    # an unseen patient (4314) the one candidate confirmed was an adrenal, then found on all 7 scans (README).
-    prior_search_candidates: bool = False
-    # No search from a ROI inside the cranial cavity found on the CT (segmentation.anatomy): the pituitary's
-    # physiological uptake and meningiomas would be followed to every scan; the model's ROIs there stay.
-    prior_search_skip_intracranial: bool = True
-    # No search from a ROI, and no find kept, lying mostly on physiological uptake by the segmentation model's
-    # "physiological" output (models that have one; segmentation.prior_guided.physiological_share): an adrenal
-    # the model once called a lesion would otherwise be followed to every scan (README).
-    prior_search_skip_physiological: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

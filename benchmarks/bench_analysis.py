@@ -74,7 +74,7 @@ def _with_measure(analysis, measure: str):
 
     from LesionResponseLib.analysis import assess_response
 
-    params = dataclasses.replace(analysis.parameters, response_measure=measure)
+    params = analysis.parameters.updated({"response.measure": measure})
     responses, heterogeneous = assess_response(analysis.tracks, analysis.rois, len(analysis.timepoints), params)
     return dataclasses.replace(analysis, responses=responses, heterogeneous=heterogeneous, parameters=params)
 
@@ -193,7 +193,7 @@ def _longitudinal_figures(analysis, other, out: Path, phantom: Path) -> dict:
             "false_positive_sites": _false_positive_sites(analysis, pairs["false_positive_rois"], out, phantom),
             "pairs_detectable": detectable, "ceiling": ceiling,
             "pairs_other": {k: other_pairs[k] for k in ("agreement_all", "agreement_large", "decreasing_recall")},
-            "other_measure": MEASURE_NAMES[other.parameters.response_measure],
+            "other_measure": MEASURE_NAMES[other.parameters.response.measure],
             "confusions": {f"{a}->{b}": c for (a, b), c in pairs["confusions"].items()},
             "links": {"precision": precision, "recall_detectable": recall,
                       "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
@@ -210,13 +210,14 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
     """Child process: analyse the phantom and print a JSON line of figures (``overrides``: other
     ``AnalysisParameters`` fields)."""
     from LesionResponseLib.analysis.truth import truth_agreement
-    from LesionResponseLib.datamodel import AnalysisParameters
+    from LesionResponseLib.config import AnalysisParameters
     from LesionResponseLib.workflow import run_pipeline
 
     marks: list[tuple[str, float]] = []
     start = time.perf_counter()
-    params = AnalysisParameters(registration_method=registration, prior_search=prior_search,
-                                prior_search_candidates=candidates, model_path=model, **(overrides or {}))
+    params = AnalysisParameters().updated({"registration.method": registration, "prior_search.enabled": prior_search,
+                                           "prior_search.candidates": candidates, "segmentation.model_path": model,
+                                           **(overrides or {})})
     analysis, _ = run_pipeline(phantom / "dicom", out, params,
                                labels_dir=phantom / "truth" if truth_masks else None,
                                step=lambda name: marks.append((name, time.perf_counter())))
@@ -226,7 +227,7 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
         kind = name.split(" time point")[0].split(" onto")[0]
         stage_seconds[kind] = stage_seconds.get(kind, 0.0) + t1 - t0
     agreement = truth_agreement(analysis, out, phantom)
-    other = _with_measure(analysis, OTHER_MEASURE[analysis.parameters.response_measure])
+    other = _with_measure(analysis, OTHER_MEASURE[analysis.parameters.response.measure])
     def error_figures(key: str) -> dict:
         errors = np.abs(np.asarray(agreement[key]))
         return {"median_abs_pct": float(np.median(errors)) if errors.size else None,
@@ -236,7 +237,7 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
         "seconds": seconds, "stage_seconds": stage_seconds, "rois": len(analysis.rois), "tracks": len(analysis.tracks),
         "category_agreement": agreement["category_agreement"], "pairs": agreement["category_pairs"],
         "category_agreement_other": truth_agreement(other, out, phantom)["category_agreement"],
-        "other_measure": MEASURE_NAMES[other.parameters.response_measure],
+        "other_measure": MEASURE_NAMES[other.parameters.response.measure],
         "heterogeneity_agreement": agreement["heterogeneity_agreement"],
         "truth_tracks_found": agreement["truth_tracks_found"], "truth_tracks": agreement["truth_tracks"],
         "suv_total": error_figures("suv_total_errors_pct"), "suv_total_pvc": error_figures("suv_total_pvc_errors_pct"),
@@ -387,17 +388,16 @@ def _print_longitudinal(f: dict) -> None:
 
 
 def _overrides(items: list[str]) -> dict:
-    """``NAME=VALUE`` strings as AnalysisParameters fields, each value parsed as its default's type."""
-    from LesionResponseLib.datamodel import AnalysisParameters
+    """``section.name=VALUE`` strings as settings (LesionResponseLib.config), each value parsed as its type."""
+    from LesionResponseLib.config import ConfigError, find_setting
 
-    defaults, out = AnalysisParameters(), {}
+    out = {}
     for item in items:
-        name, _, text = item.partition("=")
-        if not hasattr(defaults, name):
-            raise SystemExit(f"--param {item}: AnalysisParameters has no field {name!r}")
-        default = getattr(defaults, name)
-        out[name] = (text.lower() in ("1", "true", "yes") if isinstance(default, bool)
-                     else type(default)(text) if default is not None else text)
+        path, _, text = item.partition("=")
+        try:
+            out[path] = find_setting(path).coerce(text)
+        except ConfigError as err:
+            raise SystemExit(f"--param {item}: {err}") from None
     return out
 
 
@@ -409,7 +409,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def main() -> None:
-    from LesionResponseLib.datamodel import AnalysisParameters
+    from LesionResponseLib.config import AnalysisParameters
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -422,10 +422,10 @@ def main() -> None:
     parser.add_argument("--no-prior-search", action="store_true", help="analyse without the prior-guided search")
     parser.add_argument("--model", help="segmentation model file (default: the shipped model)")
     parser.add_argument("--candidates", action=argparse.BooleanOptionalAction,
-                        default=AnalysisParameters().prior_search_candidates,
-                        help="confirm model candidates (AnalysisParameters.prior_search_candidates; default: off)")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="set any AnalysisParameters field, e.g. --param equivocal_max_volume_ml=0 (repeatable)")
+                        default=AnalysisParameters().prior_search.candidates,
+                        help="confirm model candidates (prior_search.candidates; default: off)")
+    parser.add_argument("--param", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                        help="set any setting, e.g. --param segmentation.equivocal_max_volume_ml=0 (repeatable)")
     parser.add_argument("--compare", action="store_true", help="analyse each patient without, then with the "
                         "prior-guided search (the second run reuses the first one's segmentation and registration)")
     parser.add_argument("--work", type=Path, help="folder for (reused) phantoms and outputs")

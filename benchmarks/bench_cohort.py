@@ -100,7 +100,7 @@ def bench_full(phantoms: Path, out: Path, params, workers: int | None, truth_mas
 
 
 def main() -> None:
-    from LesionResponseLib.datamodel import AnalysisParameters
+    from LesionResponseLib.config import AnalysisParameters
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("scaling", "full"), default="scaling")
@@ -115,11 +115,9 @@ def main() -> None:
                                                                    "instead of segmenting (tests tracking + response)")
     args = parser.parse_args()
     scaling = args.part == "scaling"
-    params = AnalysisParameters(
-        segmentation_method=args.segmentation or ("threshold" if scaling else "model"),
-        registration_method=args.registration or ("sitk-rigid" if scaling else "auto"))
-    print(f"{os.cpu_count()} cores; segmentation {'truth masks' if args.truth_masks else params.segmentation_method}, "
-          f"registration {params.registration_method}")
+    params = AnalysisParameters().updated({"segmentation.method": args.segmentation or ("threshold" if scaling else "model"), "registration.method": args.registration or ("sitk-rigid" if scaling else "auto")})
+    print(f"{os.cpu_count()} cores; segmentation {'truth masks' if args.truth_masks else params.segmentation.method}, "
+          f"registration {params.registration.method}")
     if scaling:
         with tempfile.TemporaryDirectory(prefix="lr-bench-cohort-") as tmp:
             bench_scaling(args.patients, params, args.out or Path(tmp))

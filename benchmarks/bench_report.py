@@ -13,13 +13,13 @@ from pathlib import Path
 
 
 def _analysis_folder(work: Path) -> Path:
-    from LesionResponseLib.datamodel import AnalysisParameters
+    from LesionResponseLib.config import AnalysisParameters
     from LesionResponseLib.phantom import generate_patient
     from LesionResponseLib.workflow import analyze
 
     phantom = generate_patient(work / "phantom", seed=1, timepoints=3, vendor="siemens")
     out = work / "out"
-    analyze(Path(phantom) / "dicom", out, AnalysisParameters(segmentation_method="truth"),
+    analyze(Path(phantom) / "dicom", out, AnalysisParameters().updated({"segmentation.method": "truth"}),
             labels_dir=Path(phantom) / "truth", progress=False)
     return out
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from LesionResponseLib.datamodel import AnalysisParameters
+from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.tracking import build_tracks, match_rois
 from LesionResponseLib.tracking.evaluate import (
     label_rois,
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{sum(r.ok for r in results)}/{len(results)} ok, {np.mean([r.seconds for r in results]):.1f} s each")
         for dilation in [float(d) for d in args.dilations.split(",") if d]:
             print_scores(f"dilation {dilation:g}", evaluate_patient(patient, registered,
-                                                                   AnalysisParameters(dilation_mm=dilation)))
+                                                                   AnalysisParameters().updated({"matching.dilation_mm": dilation})))
         if args.segmented:
             s = evaluate_segmented(patient, registered, params)
             print_scores("segmented", s)

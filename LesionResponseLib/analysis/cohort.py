@@ -25,7 +25,8 @@ from typing import Any
 
 from LesionResponseLib.analysis.outputs import atomic_write_text
 from LesionResponseLib.analysis.response import track_pattern
-from LesionResponseLib.datamodel import Analysis, AnalysisParameters, TrackResponse
+from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.datamodel import Analysis, TrackResponse
 from LesionResponseLib.errors import LesionResponseError, describe
 
 NON_MONOTONIC = frozenset({"non-monotonic", "new-then-resolved", "disappeared-then-returned"})

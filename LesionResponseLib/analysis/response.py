@@ -2,14 +2,14 @@
 
 Rules (the paper's, made precise):
 
-- The measure is ``params.response_measure``: ``suv_total_pvc`` (partial-volume corrected,
+- The measure is ``params.response.measure``: ``suv_total_pvc`` (partial-volume corrected,
   :mod:`LesionResponseLib.analysis.quantify`; the default) or ``suv_total`` (SUVmean × volume, docs/DOMAIN.md §4,
   the paper's); "SUVtotal" below is that measure. An ROI measured before the corrected value existed falls
   back to ``suv_total``.
 - Only **accepted** ROIs count. A track is *present* at a time point when it has at least one accepted ROI
   there; its SUVtotal there is the sum over those ROIs (a split counts whole). Rejected ROIs contribute
   nothing; a track whose ROIs are all rejected gets no :class:`TrackResponse`.
-- Reference (``params.reference``): ``baseline`` = time point 0; ``previous`` = time point k−1; ``nadir`` =
+- Reference (``params.response.reference``): ``baseline`` = time point 0; ``previous`` = time point k−1; ``nadir`` =
   the earlier time point (< k) where the track was present with the lowest SUVtotal (absent ones skipped;
   no earlier presence = reference absent).
 - Category at follow-up k: reference present and present now → ΔSUVtotal % = 100 (now − ref) / ref, then
@@ -24,12 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Track, TrackResponse
+from LesionResponseLib.config import REFERENCES, AnalysisParameters
+from LesionResponseLib.datamodel import LesionROI, Track, TrackResponse
 
 GROWING = frozenset({"new", "increasing"})
 SHRINKING = frozenset({"decreasing", "disappearing"})
-REFERENCES = ("baseline", "previous", "nadir")
-MEASURES = ("suv_total", "suv_total_pvc")
 
 
 def roi_measure(roi: LesionROI, measure: str = "suv_total") -> float:
@@ -71,9 +70,9 @@ def categorise(ref: float | None, now: float | None, params: AnalysisParameters)
     if ref <= 0:  # a present ROI has positive SUVtotal; guard against a zero/negative reference anyway
         return ("increasing" if now > ref else "stable"), None
     delta = 100.0 * (now - ref) / ref
-    if delta < params.decrease_threshold_pct:
+    if delta < params.response.decrease_threshold_pct:
         return "decreasing", delta
-    if delta > params.increase_threshold_pct:
+    if delta > params.response.increase_threshold_pct:
         return "increasing", delta
     return "stable", delta
 
@@ -114,13 +113,13 @@ def track_pattern(totals: dict[int, float | None], params: AnalysisParameters) -
 def assess_track(track: Track, rois_by_id: dict[str, LesionROI], n_timepoints: int,
                  params: AnalysisParameters) -> TrackResponse | None:
     """Response of one track, or None when it has no accepted ROI at all."""
-    totals = track_suv_totals(track, rois_by_id, n_timepoints, params.response_measure)
+    totals = track_suv_totals(track, rois_by_id, n_timepoints, params.response.measure)
     if all(v is None for v in totals.values()):
         return None
     categories: dict[int, str] = {}
     deltas: dict[int, float | None] = {}
     for k in range(1, n_timepoints):
-        categories[k], deltas[k] = categorise(reference_value(totals, k, params.reference), totals[k], params)
+        categories[k], deltas[k] = categorise(reference_value(totals, k, params.response.reference), totals[k], params)
     return TrackResponse(track_id=track.track_id, suv_total={tp: v or 0.0 for tp, v in totals.items()},
                          categories=categories, delta_suv_total_pct=deltas,
                          pattern=track_pattern(totals, params))
@@ -140,10 +139,6 @@ def assess_response(tracks: list[Track], rois: list[LesionROI], n_timepoints: in
                     params: AnalysisParameters | None = None) -> tuple[list[TrackResponse], dict[int, bool]]:
     """Per-track responses (tracks with ≥ 1 accepted ROI, in ``tracks`` order) and heterogeneity flags."""
     params = params or AnalysisParameters()
-    if params.reference not in REFERENCES:
-        raise ValueError(f"reference must be one of {REFERENCES}, not {params.reference!r}")
-    if params.response_measure not in MEASURES:
-        raise ValueError(f"response_measure must be one of {MEASURES}, not {params.response_measure!r}")
     rois_by_id = {r.roi_id: r for r in rois}
     responses = [r for t in tracks if (r := assess_track(t, rois_by_id, n_timepoints, params)) is not None]
     return responses, heterogeneity(responses, n_timepoints)

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from LesionResponseLib.analysis.response import MEASURES, track_suv_totals
+from LesionResponseLib.analysis.response import track_suv_totals
+from LesionResponseLib.config import MEASURES
 from LesionResponseLib.datamodel import Analysis
 
 #: A ROI that overlaps no true lesion still finds the true lesion it touches when that lesion is smaller than

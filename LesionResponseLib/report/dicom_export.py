@@ -127,7 +127,7 @@ def _concepts() -> dict[str, Any]:
     SCT "Total" and UCUM unit ``{SUVbw}g/ml.ml`` (SUV·mL), the unit the CSV and report show — it keeps the
     volume factor visible, where the equivalent ``{SUVbw}g`` would read like a mass. The partial-volume-corrected
     SUVtotal (``rois.csv`` ``suv_total_pvc``) has a private derivation code, and the change from the reference
-    is coded by the measure that drove the categories (``AnalysisParameters.response_measure``).
+    is coded by the measure that drove the categories (``AnalysisParameters.response.measure``).
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -193,7 +193,7 @@ def _groups(data: ReportData, timepoint: int, seg: Any, c: dict[str, Any]) -> li
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=_tracking(data, track), finding_type=codes.SCT.Lesion,
             referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number), time_point_context=context,
-            measurements=_measurements(roi, delta, c, data.analysis.parameters.response_measure),
+            measurements=_measurements(roi, delta, c, data.analysis.parameters.response.measure),
             qualitative_evaluations=[_category(category, c)] if category else None))
     for response in sorted(data.analysis.responses, key=lambda r: r.track_id):
         if response.categories.get(timepoint) == "disappearing":

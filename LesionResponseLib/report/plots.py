@@ -67,8 +67,8 @@ def spaghetti_plot(data: ReportData, floor_suv_ml: float = 0.1) -> bytes:
 
 
 def measure_name(data: ReportData) -> str:
-    """Name of the SUVtotal that drove the categories (``AnalysisParameters.response_measure``)."""
-    return "SUVtotal (PV-corrected)" if data.analysis.parameters.response_measure == "suv_total_pvc" else "SUVtotal"
+    """Name of the SUVtotal that drove the categories (``AnalysisParameters.response.measure``)."""
+    return "SUVtotal (PV-corrected)" if data.analysis.parameters.response.measure == "suv_total_pvc" else "SUVtotal"
 
 
 def _tp_label(data: ReportData, k: int) -> str:

@@ -5,7 +5,7 @@ meningiomas are the classic intracranial pitfall (Hofman et al., RadioGraphics 2
 and dural metastases of neuroendocrine tumours are rare. A search that follows uptake from scan to scan would
 turn one equivocal intracranial ROI into a track on every scan, so the prior-guided search does not search
 there (``workflow.prior_search``), and the model's ROIs lying there are dropped by default
-(``segmentation.inference``, ``AnalysisParameters.drop_intracranial_rois``): the pituitary's uptake is
+(``segmentation.inference``, ``AnalysisParameters.segmentation.drop_intracranial``): the pituitary's uptake is
 physiological (docs/DOMAIN.md §5), a meningioma is not the disease tracked, and a reader who judges an
 intracranial focus a metastasis adds it in the review.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from LesionResponseLib.datamodel import AnalysisParameters
+from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.errors import LesionResponseError, describe
 
 DEFAULTS = AnalysisParameters()
@@ -74,10 +74,10 @@ def register_command(
 def track_command(
     out: Path = typer.Argument(..., help="Analysis folder with labels/tp{k}.nii.gz and "
                                                             "transforms/tp{i}_to_tp{j}.tfm (or .h5)."),
-    dilation_mm: float = typer.Option(DEFAULTS.dilation_mm, help="Conformal dilation of each lesion-ROI before overlap (mm)."),
-    max_match_distance_mm: float = typer.Option(DEFAULTS.max_match_distance_mm, help="Largest centroid distance of a link after "
+    dilation_mm: float = typer.Option(DEFAULTS.matching.dilation_mm, help="Conformal dilation of each lesion-ROI before overlap (mm)."),
+    max_match_distance_mm: float = typer.Option(DEFAULTS.matching.max_distance_mm, help="Largest centroid distance of a link after "
                                                           "registration (mm)."),
-    min_overlap: float = typer.Option(DEFAULTS.min_overlap, help="Smallest overlap coefficient of two dilated ROIs (0-1)."),
+    min_overlap: float = typer.Option(DEFAULTS.matching.min_overlap, help="Smallest overlap coefficient of two dilated ROIs (0-1)."),
 ) -> None:
     """Match the lesion-ROIs of every time point into links and tracks; writes OUT/links.json and OUT/tracks.json."""
     import SimpleITK as sitk
@@ -102,8 +102,9 @@ def track_command(
             i, j = (int(x) for x in re.findall(r"\d+", path.name)[:2])
             transforms[(i, j)] = load_transform(path)
         rois = [r for k, image in labels.items() for r in label_rois(image, k)]
-        params = AnalysisParameters(dilation_mm=dilation_mm, max_match_distance_mm=max_match_distance_mm,
-                                    min_overlap=min_overlap)
+        params = AnalysisParameters().updated({"matching.dilation_mm": dilation_mm,
+                                               "matching.max_distance_mm": max_match_distance_mm,
+                                               "matching.min_overlap": min_overlap})
         links = match_rois(labels, rois, transforms, params)
         tracks = build_tracks(rois, links)
     except LesionResponseError as error:

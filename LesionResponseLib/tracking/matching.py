@@ -2,7 +2,7 @@
 
 For every follow-up ``j`` (in time order) and every earlier time point ``i`` (most recent first):
 
-1. **Conformal dilation.** Each time point's accepted ROIs grow by ``params.dilation_mm`` in physical
+1. **Conformal dilation.** Each time point's accepted ROIs grow by ``params.matching.dilation_mm`` in physical
    units (anisotropic voxels respected), each voxel going to its geodesically nearest ROI so neighbours
    never merge.
 2. **Mapping.** Dilated labels of both time points are brought onto one *frame* grid by nearest-neighbour
@@ -12,12 +12,12 @@ For every follow-up ``j`` (in time order) and every earlier time point ``i`` (mo
    with a composition of given forward transforms ``i -> ... -> j`` (e.g. consecutive pairs). No transform
    is ever inverted.
 3. **Clustering by overlap.** A candidate pair ``(a, b)`` needs an overlap coefficient
-   ``|Da ∩ Db| / min(|Da|, |Db|) >= params.min_overlap`` and a centroid distance in the frame
-   ``<= params.max_match_distance_mm``. Connected components of candidate pairs are the clusters.
+   ``|Da ∩ Db| / min(|Da|, |Db|) >= params.matching.min_overlap`` and a centroid distance in the frame
+   ``<= params.matching.max_distance_mm``. Connected components of candidate pairs are the clusters.
 4. **Linear assignment** (``scipy.optimize.linear_sum_assignment``) inside each cluster on
    ``cost = distance / max_match_distance_mm + (1 - overlap)`` gives one-to-one links. A ROI left over in
    a cluster whose dilated region lies mostly inside an assigned partner's
-   (``|Da ∩ Db| / |D_leftover| >= extra["containment_min"]``) joins it: several ``j`` ROIs on one ``i``
+   (``|Da ∩ Db| / |D_leftover| >= params.matching.containment_min``) joins it: several ``j`` ROIs on one ``i``
    ROI are a **split**, several ``i`` ROIs on one ``j`` ROI a **merge**. Before that, an assigned ROI that
    lies more inside another assigned partner than inside its own becomes that partner's branch
    (:func:`_branches_of_assigned`): a split piece next to a vanished neighbour is not handed to the
@@ -28,12 +28,11 @@ and a ROI of ``i`` is offered to ``j`` only when its track (the links so far) ha
 ``i`` and ``j``. So a lesion that disappears and returns is linked to its last appearance, and a ROI that
 found its partner at ``j - 1`` never also links to an older ROI of a different track.
 
-Parameters (``AnalysisParameters``): ``dilation_mm`` (8 mm recommended: on 4 mm PET grids a 5 mm ball is
+Parameters (``AnalysisParameters.matching``, LesionResponseLib/config.py, where each default is justified): ``dilation_mm`` (8 mm recommended: on 4 mm PET grids a 5 mm ball is
 only the 6-neighbourhood, and 1-voxel lesions shifted by one diagonal voxel no longer overlap; measured in
-``benchmarks/bench_tracking.py``), ``max_match_distance_mm`` (30 mm: centroid shifts of big responding or
+``benchmarks/bench_tracking.py``), ``max_distance_mm`` (30 mm: centroid shifts of big responding or
 splitting lesions stay below it; registration error is ~2-3 mm) and ``min_overlap`` (0.05: any real
-contact of the dilated ROIs; the distance term of the cost separates neighbours). Extra parameter
-(``AnalysisParameters.extra``): ``containment_min`` (default 0.25: the phantom's split halves, pushed
+contact of the dilated ROIs; the distance term of the cost separates neighbours) and ``containment_min`` (default 0.25: the phantom's split halves, pushed
 apart by 14 mm, keep ~1/3 of their dilated volume inside the parent's; a small new lesion only touching
 a big one stays below it). Only ``status == "accepted"`` ROIs take part.
 """
@@ -53,12 +52,11 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Link, roi_id_for
+from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.datamodel import LesionROI, Link, roi_id_for
 from LesionResponseLib.errors import describe
 from LesionResponseLib.imaging import ball
 from LesionResponseLib.tracking.tracks import TrackingError
-
-EXTRA_DEFAULTS: dict[str, float] = {"containment_min": 0.25}
 
 Transforms = dict[tuple[int, int], sitk.Transform]
 
@@ -221,12 +219,12 @@ def match_rois(
     points of time point i to time point j (i < j): give ``(0, j)`` for every follow-up, and optionally
     consecutive pairs. Returns links sorted by (time point of roi_b, roi_a, roi_b).
     """
-    containment_min = float(params.extra.get("containment_min", EXTRA_DEFAULTS["containment_min"]))
+    containment_min = params.matching.containment_min
     accepted = _accepted_by_tp(rois, labels)
     tps = sorted(accepted)
     # time points dilate independently; scipy's morphology releases the GIL, so threads use every core
     with ThreadPoolExecutor(max_workers=max(1, min(len(tps), os.cpu_count() or 1))) as pool:
-        dilated = pool.map(lambda tp: _dilated(labels[tp], accepted[tp], params.dilation_mm), tps)
+        dilated = pool.map(lambda tp: _dilated(labels[tp], accepted[tp], params.matching.dilation_mm), tps)
         frames = _Frames(dict(zip(tps, dilated, strict=True)))
     state = _TrackState()
     label_of: dict[str, int] = {}
@@ -305,8 +303,8 @@ def _match_pair(la: _FrameLabels, lb: _FrameLabels, i: int, j: int, a_ok: set[in
     for a, b, inter in table.tolist():
         overlap = inter / min(la.counts[a], lb.counts[b])
         distance = float(np.linalg.norm(la.centroids[a] - lb.centroids[b]))
-        if overlap >= params.min_overlap and distance <= params.max_match_distance_mm:
-            cost = distance / params.max_match_distance_mm + (1.0 - overlap)
+        if overlap >= params.matching.min_overlap and distance <= params.matching.max_distance_mm:
+            cost = distance / params.matching.max_distance_mm + (1.0 - overlap)
             cands[(a, b)] = (cost, overlap, distance, inter)
     pairs: list[tuple[int, int]] = []
     for cluster in _clusters(list(cands)):

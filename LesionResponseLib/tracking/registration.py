@@ -309,7 +309,7 @@ def resolve_method(method: str) -> tuple[str, elastix_engines.ElastixEngine | No
     :class:`RegistrationError` saying how to install it.
     """
     if method not in METHODS:
-        raise RegistrationError(describe(f"unknown registration method {method!r}", path="registration_method",
+        raise RegistrationError(describe(f"unknown registration method {method!r}", path="registration.method",
                                          fix=f"Use one of {', '.join(METHODS)}"))
     if method in ("auto", "elastix"):
         engines = elastix_engines.available_engines()
@@ -318,14 +318,14 @@ def resolve_method(method: str) -> tuple[str, elastix_engines.ElastixEngine | No
         if method == "auto":
             return "sitk-bspline", None
         hints = "; ".join(elastix_engines.install_hint(name) for name in elastix_engines.ENGINES)
-        raise RegistrationError(describe("no elastix is available here", path="registration_method=elastix",
+        raise RegistrationError(describe("no elastix is available here", path="registration.method=elastix",
                                          fix=f"Any of: {hints}. Or use method sitk-bspline"))
     if method in ELASTIX_METHODS:
         name = method.removeprefix("elastix-")
         engine = elastix_engines.find_engine(name)
         if engine is None:
             raise RegistrationError(describe(f"elastix engine {name!r} is not available here",
-                                             path=f"registration_method={method}",
+                                             path=f"registration.method={method}",
                                              fix=f"To get it: {elastix_engines.install_hint(name)}. Or use method auto"))
         return method, engine
     return method, None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from LesionResponseLib.datamodel import AnalysisParameters
+from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.terminal import cli_console
 
 _DEFAULTS = AnalysisParameters()
@@ -19,21 +19,21 @@ _MODEL = typer.Option(None, help="Model file for --segmentation model (default: 
 _REFERENCE = typer.Option("baseline", help="ΔSUVtotal reference: baseline, previous or nadir.")
 _DECREASE = typer.Option(-30.0, help="ΔSUVtotal % below which a lesion is 'decreasing'.")
 _INCREASE = typer.Option(30.0, help="ΔSUVtotal % above which a lesion is 'increasing'.")
-_DILATION_MM = typer.Option(_DEFAULTS.dilation_mm, help="Conformal dilation of ROIs before matching (mm).")
-_MAX_DISTANCE_MM = typer.Option(_DEFAULTS.max_match_distance_mm, help="Largest centroid distance of matched ROIs (mm).")
-_MIN_OVERLAP = typer.Option(_DEFAULTS.min_overlap, help="Smallest overlap coefficient of matched dilated ROIs (0–1).")
-_MIN_VOLUME_ML = typer.Option(_DEFAULTS.min_roi_volume_ml, help="Smallest lesion-ROI kept by the segmentation (mL).")
-_EQUIVOCAL_MAX_VOLUME_ML = typer.Option(_DEFAULTS.equivocal_max_volume_ml, help="Model ROIs smaller than "
+_DILATION_MM = typer.Option(_DEFAULTS.matching.dilation_mm, help="Conformal dilation of ROIs before matching (mm).")
+_MAX_DISTANCE_MM = typer.Option(_DEFAULTS.matching.max_distance_mm, help="Largest centroid distance of matched ROIs (mm).")
+_MIN_OVERLAP = typer.Option(_DEFAULTS.matching.min_overlap, help="Smallest overlap coefficient of matched dilated ROIs (0–1).")
+_MIN_VOLUME_ML = typer.Option(_DEFAULTS.segmentation.min_roi_volume_ml, help="Smallest lesion-ROI kept by the segmentation (mL).")
+_EQUIVOCAL_MAX_VOLUME_ML = typer.Option(_DEFAULTS.segmentation.equivocal_max_volume_ml, help="Model ROIs smaller than "
                                               "this (mL) with SUVmax not above the liver SUVmean are dropped "
                                               "as equivocal (0: keep all).")
-_REGISTRATION = typer.Option(_DEFAULTS.registration_method, help="Registration: auto (elastix when an engine is "
+_REGISTRATION = typer.Option(_DEFAULTS.registration.method, help="Registration: auto (elastix when an engine is "
                              "available), elastix, elastix-slicer, elastix-program, elastix-itk, sitk-bspline, "
                              "sitk-rigid or identity (see `register --help`).")
-_PSF_FWHM_MM = typer.Option(_DEFAULTS.psf_fwhm_mm, help="Reconstructed PET resolution, FWHM in mm (your "
+_PSF_FWHM_MM = typer.Option(_DEFAULTS.quantification.psf_fwhm_mm, help="Reconstructed PET resolution, FWHM in mm (your "
                                   "scanner's; 5–7 on current PET/CT): used by the partial-volume-corrected SUVtotal.")
-_PRIOR_SEARCH = typer.Option(_DEFAULTS.prior_search, help="Look for each track's lesion where the registration "
+_PRIOR_SEARCH = typer.Option(_DEFAULTS.prior_search.enabled, help="Look for each track's lesion where the registration "
                              "puts it at time points without a ROI (marked prior-guided).")
-_MEASURE = typer.Option(_DEFAULTS.response_measure, help="ROI quantity that drives the categories: suv_total_pvc "
+_MEASURE = typer.Option(_DEFAULTS.response.measure, help="ROI quantity that drives the categories: suv_total_pvc "
                             "(partial-volume corrected, the default) or suv_total (SUVmean × volume, the paper's).")
 
 
@@ -46,27 +46,23 @@ def register(app: typer.Typer) -> None:
 
 def _params(segmentation: str, model: str | None, reference: str, decrease: float, increase: float,
             dilation_mm: float, max_distance_mm: float, min_overlap: float, min_volume_ml: float,
-            registration: str, psf_fwhm_mm: float = _DEFAULTS.psf_fwhm_mm,
-            measure: str = _DEFAULTS.response_measure,
-            equivocal_max_volume_ml: float = _DEFAULTS.equivocal_max_volume_ml,
-            prior_search: bool = _DEFAULTS.prior_search):
-    from LesionResponseLib.analysis.response import MEASURES, REFERENCES
-    from LesionResponseLib.datamodel import AnalysisParameters
+            registration: str, psf_fwhm_mm: float = _DEFAULTS.quantification.psf_fwhm_mm,
+            measure: str = _DEFAULTS.response.measure,
+            equivocal_max_volume_ml: float = _DEFAULTS.segmentation.equivocal_max_volume_ml,
+            prior_search: bool = _DEFAULTS.prior_search.enabled):
+    from LesionResponseLib.config import AnalysisParameters, ConfigError
 
-    if reference not in REFERENCES:
-        raise typer.BadParameter(f"use one of {', '.join(REFERENCES)}", param_hint="--reference")
-    if measure not in MEASURES:
-        raise typer.BadParameter(f"use one of {', '.join(MEASURES)}", param_hint="--measure")
-    if psf_fwhm_mm <= 0:
-        raise typer.BadParameter("the PET resolution is a positive FWHM in mm (typically 5-7)",
-                                 param_hint="--psf-fwhm-mm")
-    return AnalysisParameters(segmentation_method=segmentation, model_path=model, min_roi_volume_ml=min_volume_ml,
-                              registration_method=registration, dilation_mm=dilation_mm,
-                              max_match_distance_mm=max_distance_mm, min_overlap=min_overlap,
-                              reference=reference, decrease_threshold_pct=decrease,  # type: ignore[arg-type]
-                              increase_threshold_pct=increase, psf_fwhm_mm=psf_fwhm_mm,
-                              response_measure=measure,  # type: ignore[arg-type]
-                              equivocal_max_volume_ml=equivocal_max_volume_ml, prior_search=prior_search)
+    try:
+        return AnalysisParameters().updated({
+            "segmentation.method": segmentation, "segmentation.model_path": model,
+            "segmentation.min_roi_volume_ml": min_volume_ml, "registration.method": registration,
+            "matching.dilation_mm": dilation_mm, "matching.max_distance_mm": max_distance_mm,
+            "matching.min_overlap": min_overlap, "response.reference": reference,
+            "response.decrease_threshold_pct": decrease, "response.increase_threshold_pct": increase,
+            "quantification.psf_fwhm_mm": psf_fwhm_mm, "response.measure": measure,
+            "segmentation.equivocal_max_volume_ml": equivocal_max_volume_ml, "prior_search.enabled": prior_search})
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 def _run(input_dir: Path, out: Path, params, patient: str | None, labels: Path | None, console):
@@ -133,11 +129,11 @@ def analyze_command(
     weight_kg: float = typer.Option(None, "--weight-kg", help="Body weight in kg used instead of PatientWeight "
                                     "(0010,1030) for every time point, e.g. when it is missing."),
     prior_search: bool = _PRIOR_SEARCH,
-    keep_intracranial: bool = typer.Option(not _DEFAULTS.drop_intracranial_rois,
+    keep_intracranial: bool = typer.Option(not _DEFAULTS.segmentation.drop_intracranial,
                                            "--keep-intracranial/--drop-intracranial",
                                            help="Keep model ROIs lying in the cranial cavity found on the CT "
                                                 "(dropped by default: the pituitary's physiological uptake)."),
-    candidates: bool = typer.Option(_DEFAULTS.prior_search_candidates, "--candidates/--no-candidates",
+    candidates: bool = typer.Option(_DEFAULTS.prior_search.candidates, "--candidates/--no-candidates",
                                     help="Also confirm lesions the model found below its minimum ROI volume when "
                                          "the search finds them at an adjacent time point (more lesions, and "
                                          "more physiological uptake to reject; README)."),
@@ -150,9 +146,8 @@ def analyze_command(
         params = _params(segmentation, model, reference, decrease, increase, dilation_mm, max_distance_mm,
                          min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml,
                          prior_search)
-        params.weight_kg = weight_kg
-        params.prior_search_candidates = candidates
-        params.drop_intracranial_rois = not keep_intracranial
+        params = params.updated({"input.weight_kg": weight_kg, "prior_search.candidates": candidates,
+                                 "segmentation.drop_intracranial": not keep_intracranial})
         analysis, report = _run(input_dir, out, params, patient, labels, console)
     except LesionResponseError as err:
         console.print(f"[red]error:[/red] {err}")
@@ -174,10 +169,10 @@ def demo_command(
     seed: int = typer.Option(1, help="Phantom seed: the same seed gives the same patient."),
     timepoints: int = typer.Option(4, min=2, max=7, help="Number of scans (2–7)."),
     segmentation: str = typer.Option("model", help="'model', 'threshold', 'truth' (phantom masks) or a model file."),
-    registration: str = typer.Option(_DEFAULTS.registration_method, help="Registration method (see `analyze --help`)."),
+    registration: str = typer.Option(_DEFAULTS.registration.method, help="Registration method (see `analyze --help`)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Also write the HTML/PDF report "
                                                                    "(OUT/analysis/report)."),
-    measure: str = typer.Option(_DEFAULTS.response_measure, help="ROI quantity that drives the categories: "
+    measure: str = typer.Option(_DEFAULTS.response.measure, help="ROI quantity that drives the categories: "
                                 "suv_total or suv_total_pvc (see `analyze --help`)."),
 ) -> None:
     """Generate the phantom demo patient, analyse it, compare with its ground truth and write the report."""
@@ -193,9 +188,9 @@ def demo_command(
                 generate_patient(phantom_dir, seed=seed, timepoints=timepoints)
         truth_labels = phantom_dir / "truth" if segmentation == "truth" else None
         d = _DEFAULTS
-        params = _params("truth" if truth_labels else segmentation, None, d.reference, d.decrease_threshold_pct,
-                         d.increase_threshold_pct, d.dilation_mm, d.max_match_distance_mm, d.min_overlap,
-                         d.min_roi_volume_ml, registration, d.psf_fwhm_mm, measure)
+        params = _params("truth" if truth_labels else segmentation, None, d.response.reference, d.response.decrease_threshold_pct,
+                         d.response.increase_threshold_pct, d.matching.dilation_mm, d.matching.max_distance_mm, d.matching.min_overlap,
+                         d.segmentation.min_roi_volume_ml, registration, d.quantification.psf_fwhm_mm, measure)
         analysis, _ = _run(phantom_dir / "dicom", analysis_dir, params, None, truth_labels, console)
         agreement = truth_agreement(analysis, analysis_dir, phantom_dir)
     except LesionResponseError as err:

@@ -46,7 +46,7 @@ from typing import Any
 
 from LesionResponseLib import __version__
 from LesionResponseLib.analysis.outputs import atomic_write_text, remove_orphaned_temporaries
-from LesionResponseLib.datamodel import AnalysisParameters
+from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.errors import LesionResponseError, describe
 
 DONE, FAILED, LOG = "cohort-done.json", "cohort-failed.json", "cohort-log.jsonl"

@@ -11,13 +11,12 @@ what follows):
   output add ``-physiological.nii.gz``, that map as uint8, where the search does not go).
 - ``registration`` per follow-up k onto the baseline, key = PET/CT series UIDs of both + the method that runs (``auto`` resolved) →
   ``cache/reg-<key>.tfm|.h5`` + ``.json``; copied to ``OUT/transforms/tp0_to_tp{k}.*``.
-- ``matching``, key = hash of every label map + the registration keys + ``dilation_mm``,
-  ``max_match_distance_mm``, ``min_overlap``, ``extra`` → ``cache/match-<key>.json``.
-- ``prior-guided search`` (``params.prior_search``, :mod:`LesionResponseLib.workflow.prior_search`): every
+- ``matching``, key = hash of every label map + the registration keys + the ``matching`` settings
+  → ``cache/match-<key>.json``.
+- ``prior-guided search`` (``params.prior_search.enabled``, :mod:`LesionResponseLib.workflow.prior_search`): every
   track is looked for where it has no ROI, key = hash of every label map + the registration keys + PET series
   UIDs and SUV factors + CT series UIDs (the cranial cavity) + the detection rule's version +
-  ``prior_search_margin_mm``, ``prior_search_false_alarm``, ``prior_search_model_probability``,
-  ``prior_search_candidates``, ``prior_search_skip_intracranial``, ``prior_search_skip_physiological``, ``psf_fwhm_mm``, ``min_roi_volume_ml`` + the
+  the settings of ``workflow.prior_search.SEARCH_SETTINGS`` + the
   model file hash (when its probabilities are the model evidence) → ``cache/prior-<key>.json`` (+ the grown
   label maps); when it found ROIs, the time points that gained them are re-measured and matching runs again on
   the grown label maps.
@@ -31,7 +30,6 @@ re-applied to the new result and those that no longer apply are listed (``review
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -53,11 +51,12 @@ from LesionResponseLib.analysis.outputs import (
 )
 from LesionResponseLib.analysis.quantify import measure_rois
 from LesionResponseLib.analysis.response import assess_response
-from LesionResponseLib.datamodel import Analysis, AnalysisParameters, LesionROI, Link, RegistrationResult
+from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.datamodel import Analysis, LesionROI, Link, RegistrationResult
 from LesionResponseLib.errors import LesionResponseError, describe
 from LesionResponseLib.imaging import label_on_grid
 
-MATCH_PARAMS = ("dilation_mm", "max_match_distance_mm", "min_overlap", "extra")
+MATCH_SECTIONS = ("matching",)  # the config sections the matching reads (its cache key)
 LABEL_NAMES = ("tp{k}.nii.gz", "tp{k}_lesions.nii.gz")  # analysis labels/ folder, phantom truth/ folder
 
 
@@ -104,13 +103,13 @@ def image_digest(image: sitk.Image) -> str:
 
 def model_digest(params: AnalysisParameters) -> str:
     """Digest of the segmentation model file the parameters name (or the method's name)."""
-    method = params.segmentation_method
+    method = params.segmentation.method
     if method == "threshold":
         return "threshold"
     if method != "model":
         return file_digest(method) if Path(method).exists() else method
-    if params.model_path:
-        return file_digest(params.model_path)
+    if params.segmentation.model_path:
+        return file_digest(params.segmentation.model_path)
     from LesionResponseLib.segmentation import DEFAULT_MODEL_PATH
 
     return file_digest(DEFAULT_MODEL_PATH) if Path(DEFAULT_MODEL_PATH).exists() else "default-model-missing"
@@ -150,11 +149,11 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
     source = file_digest(_find_label_file(labels_dir, k)) if labels_dir else model_digest(params)
     # The CT series is part of the key: models with a CT input channel read it.
     key = _digest("seg", tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12), tp.info.ct_series_instance_uid,
-                  params.segmentation_method if not labels_dir else "labels", params.min_roi_volume_ml, source,
-                  *([params.equivocal_max_volume_ml, params.drop_intracranial_rois] if not labels_dir else []))
+                  params.segmentation.method if not labels_dir else "labels", params.segmentation.min_roi_volume_ml, source,
+                  *([params.segmentation.equivocal_max_volume_ml, params.segmentation.drop_intracranial] if not labels_dir else []))
     path = cache / f"seg-{key}.nii.gz"
     evidence = None
-    if not labels_dir and params.segmentation_method != "threshold":
+    if not labels_dir and params.segmentation.method != "threshold":
         evidence = ModelEvidence(*(cache / f"seg-{key}-{name}.nii.gz"
                                    for name in ("probability", "candidates", "physiological")))
     if path.is_file() and (evidence is None or (evidence.probability.is_file() and evidence.candidates.is_file())):
@@ -165,10 +164,10 @@ def segmentation_stage(tp: Any, params: AnalysisParameters, cache: Path, labels_
     else:
         from LesionResponseLib.segmentation import segment_with_evidence
 
-        output = segment_with_evidence(tp.pet_suv, tp.ct, method=params.segmentation_method,
-                                       model_path=params.model_path, min_volume_ml=params.min_roi_volume_ml,
-                                       equivocal_max_volume_ml=params.equivocal_max_volume_ml,
-                                       drop_intracranial=params.drop_intracranial_rois)
+        output = segment_with_evidence(tp.pet_suv, tp.ct, method=params.segmentation.method,
+                                       model_path=params.segmentation.model_path, min_volume_ml=params.segmentation.min_roi_volume_ml,
+                                       equivocal_max_volume_ml=params.segmentation.equivocal_max_volume_ml,
+                                       drop_intracranial=params.segmentation.drop_intracranial)
         labels = on_pet_grid(output.labels, tp.pet_suv)
         if evidence is not None and output.probability is not None and output.candidates is not None:
             from LesionResponseLib.segmentation.prior_guided import PROBABILITY_UINT8_SCALE
@@ -201,7 +200,7 @@ def registration_stage(fixed: Any, moving: Any, params: AnalysisParameters, out:
     # elastix later does not reuse a result of the fallback.
     key = _digest("reg", [fixed.info.pet_series_instance_uid, fixed.info.ct_series_instance_uid],
                   [moving.info.pet_series_instance_uid, moving.info.ct_series_instance_uid],
-                  resolve_method(params.registration_method)[0])
+                  resolve_method(params.registration.method)[0])
     meta = out / "cache" / f"reg-{key}.json"
     if meta.is_file():
         cached = json.loads(meta.read_text())
@@ -209,7 +208,7 @@ def registration_stage(fixed: Any, moving: Any, params: AnalysisParameters, out:
         result = RegistrationResult.from_dict(cached["result"])
         report.stages[f"registration tp{i}->tp{j}"] = "reused"
     else:
-        transform, result = register_pair(fixed, moving, method=params.registration_method)
+        transform, result = register_pair(fixed, moving, method=params.registration.method)
         suffix = Path(transform_filename(i, j, transform)).suffix
         save_transform(transform, out / "cache" / f"reg-{key}{suffix}")
         atomic_write_text(meta, json.dumps({"file": f"reg-{key}{suffix}", "result": result.to_dict()}))
@@ -228,7 +227,7 @@ def matching_stage(labels: dict[int, sitk.Image], rois: list[LesionROI], transfo
     from LesionResponseLib.tracking import match_rois
 
     key = _digest("match", [image_digest(labels[k]) for k in sorted(labels)], reg_keys,
-                  {name: getattr(params, name) for name in MATCH_PARAMS})
+                  params.digest_of(*MATCH_SECTIONS))
     path = cache / f"match-{key}.json"
     if path.is_file():
         report.stages["matching"] = "reused"
@@ -247,18 +246,18 @@ def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[L
     label maps, registrations, PET series (+ SUV factor), the model (whose :class:`ModelEvidence` the searches
     use) and search parameters."""
     from LesionResponseLib.segmentation.prior_guided import SEARCH_RULE_VERSION
-    from LesionResponseLib.workflow.prior_search import SEARCH_PARAMS, prior_guided_stage
+    from LesionResponseLib.workflow.prior_search import SEARCH_SETTINGS, prior_guided_stage
 
     evidence = {k: v for k, v in (evidence or {}).items() if v is not None}
     probabilities = {k: v.probability for k, v in evidence.items()}
-    candidates = {k: v.candidates for k, v in evidence.items()} if params.prior_search_candidates else {}
+    candidates = {k: v.candidates for k, v in evidence.items()} if params.prior_search.candidates else {}
     physiological = {k: v.physiological for k, v in evidence.items()
-                     if v.physiological.is_file()} if params.prior_search_skip_physiological else {}
+                     if v.physiological.is_file()} if params.prior_search.skip_physiological else {}
     model = model_digest(params) if evidence else None
     key = _digest("prior", SEARCH_RULE_VERSION, [[image_digest(labels[k]) for k in sorted(labels)], reg_keys,
                                                  [[tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12),
                                                    tp.info.ct_series_instance_uid] for tp in loaded]],
-                  {name: getattr(params, name) for name in SEARCH_PARAMS}, model)
+                  {path: params.value(path) for path in SEARCH_SETTINGS}, model)
     pets = {tp.info.index: tp.pet_suv for tp in loaded}
     by_index = {tp.info.index: tp for tp in loaded}
 
@@ -270,7 +269,7 @@ def prior_search_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[L
 
     labels, rois, records, reused = prior_guided_stage(key, tracks, rois, labels, pets, transforms, params, cache,
                                                        probabilities, candidates,
-                                                       cranial_of if params.prior_search_skip_intracranial else None,
+                                                       cranial_of if params.prior_search.skip_intracranial else None,
                                                        physiological, _physiological_threshold(params, physiological))
     report.stages["prior-guided search"] = "reused" if reused else "computed"
     return labels, rois, records
@@ -285,7 +284,7 @@ def _physiological_threshold(params: AnalysisParameters, physiological: dict) ->
         return PHYSIOLOGICAL_PROBABILITY
     from LesionResponseLib.segmentation.model import load_model
 
-    return load_model(params.model_path).config.physiological_threshold
+    return load_model(params.segmentation.model_path).config.physiological_threshold
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
@@ -316,18 +315,18 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
     from LesionResponseLib.dicomio import load_timepoint
     from LesionResponseLib.tracking import build_tracks
 
-    params = dataclasses.replace(params or AnalysisParameters())  # a copy: the caller's object stays as given
+    params = params or AnalysisParameters()
     announce = step or (lambda _name: None)
     out, report = Path(out_dir), RunReport()
     labels_path = Path(labels_dir) if labels_dir else None
-    if params.segmentation_method == "truth" and not labels_path:
+    if params.segmentation.method == "truth" and not labels_path:
         raise AnalysisError(describe("segmentation 'truth' needs the phantom's truth masks",
                                      path=input_dir, fix="Pass labels_dir (--labels PHANTOM/truth)."))
     if labels_path:  # record where the ROIs came from (analysis.json parameters)
-        params.extra = {**params.extra, "labels_dir": str(labels_path.resolve())}
+        params = params.updated({"segmentation.labels_dir": str(labels_path.resolve())})
     (out / "cache").mkdir(parents=True, exist_ok=True)
     announce("indexing DICOM")
-    infos = _inventory(Path(input_dir), patient, params.weight_kg)
+    infos = _inventory(Path(input_dir), patient, params.input.weight_kg)
     loaded, labels, rois, evidence = [], {}, [], {}
     for info in infos:
         announce(f"loading time point {info.index}")
@@ -335,7 +334,7 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
         announce(f"segmenting time point {info.index}")
         labels[info.index], evidence[info.index] = segmentation_stage(loaded[-1], params, out / "cache",
                                                                       labels_path, report)
-        rois += measure_rois(labels[info.index], loaded[-1].pet_suv, info.index, psf_fwhm_mm=params.psf_fwhm_mm)
+        rois += measure_rois(labels[info.index], loaded[-1].pet_suv, info.index, psf_fwhm_mm=params.quantification.psf_fwhm_mm)
     transforms, registrations, reg_keys = {}, [], []
     for moving in loaded[1:]:
         announce(f"registering time point {moving.info.index} onto baseline")
@@ -348,7 +347,7 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
     previous = _previous_tracks(out)
     tracks = build_tracks(rois, links, previous=previous)
     searches: list[dict[str, Any]] = []
-    if params.prior_search and len(loaded) > 1:
+    if params.prior_search.enabled and len(loaded) > 1:
         announce("prior-guided search")
         labels, rois, searches = prior_search_stage(loaded, labels, rois, tracks, transforms, reg_keys, params,
                                                     out / "cache", report, evidence)

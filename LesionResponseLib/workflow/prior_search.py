@@ -11,10 +11,10 @@ After the first matching, every track is looked for where it has no accepted ROI
   fluctuates under therapy, so a lesion below the limit at ``f − 1`` may be plain at ``f − 2`` (the forward
   search treats a gap the same way), while a lesion that is truly new costs one more search per earlier scan,
   each with the search's false-alarm probability (1 %);
-- **model candidates** (``params.prior_search_candidates``, off by default): a lesion the model saw but its ROI
+- **model candidates** (``params.prior_search.candidates``, off by default): a lesion the model saw but its ROI
   filters dropped (a component under ``min_roi_volume_ml``) and no ROI covers is searched for at the previous,
   else the next time point; when found there *and* the model's probability in the found ROI reaches its evidence
-  threshold (``params.prior_search_model_probability``, 0.2), it is confirmed (a noise component does not come
+  threshold (``params.prior_search.model_probability``, 0.2), it is confirmed (a noise component does not come
   back at the same place), contoured by the search from that find, and followed forward and backward like a
   track. Uptake alone does not confirm: physiological uptake (an adrenal, the pituitary) is there on every scan,
   and what tells it from a lesion is the model's view of its surroundings, which must see the lesion again
@@ -22,19 +22,19 @@ After the first matching, every track is looked for where it has no accepted ROI
   every scan before this rule; README).
 
 A ROI (or candidate) lying mostly on physiological uptake by the segmentation model's ``physiological`` output
-(models that have one, ``params.prior_search_skip_physiological``; see
+(models that have one, ``params.prior_search.skip_physiological``; see
 :func:`LesionResponseLib.segmentation.prior_guided.physiological_share`) is not searched from, and a find lying
 mostly on it is not kept: an adrenal the model called a lesion on one scan was otherwise followed to every scan
 (unseen patient 4315: 11 of its 17 false-positive ROIs; README). What tells an adrenal from a node beside it is
 anatomy, which the model learns with the lesions; uptake, probability and shape at the find did not (README).
 
 A ROI (or candidate) lying in the cranial cavity found on its time point's CT
-(:mod:`LesionResponseLib.segmentation.anatomy`, ``params.prior_search_skip_intracranial``) is not searched from:
+(:mod:`LesionResponseLib.segmentation.anatomy`, ``params.prior_search.skip_intracranial``) is not searched from:
 the pituitary's physiological uptake, which the model calls a lesion on the odd scan, would otherwise be found
 again on every scan (on the development patient 4300 the candidates turned one pituitary into a track on all 7
 scans before this rule; README). The record says so.
 
-The prior ROI is mapped through the registration and grown by ``params.prior_search_margin_mm``
+The prior ROI is mapped through the registration and grown by ``params.prior_search.margin_mm``
 (:func:`LesionResponseLib.tracking.priors.map_mask`); the detection rule is
 :func:`LesionResponseLib.segmentation.prior_guided.search_known_location` (every ROI already at that time point,
 rejected ones included, is excluded), with the detection model's probability map of that time point as model
@@ -47,6 +47,7 @@ ROIs. Results are cached on the label maps, the registrations, the PET series an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,13 +59,14 @@ import SimpleITK as sitk
 
 from LesionResponseLib.analysis.outputs import atomic_write_image, atomic_write_text
 from LesionResponseLib.analysis.quantify import measure_rois
-from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Track, roi_id_for
+from LesionResponseLib.config import AnalysisParameters, PriorSearchConfig
+from LesionResponseLib.datamodel import LesionROI, Track, roi_id_for
 from LesionResponseLib.segmentation.anatomy import INTRACRANIAL_SHARE, NOT_SEARCHED_INTRACRANIAL
 from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_PROBABILITY
 
-SEARCH_PARAMS = ("prior_search_margin_mm", "prior_search_false_alarm", "prior_search_model_probability",
-                 "prior_search_candidates", "prior_search_skip_intracranial", "prior_search_skip_physiological",
-                 "psf_fwhm_mm", "min_roi_volume_ml")
+#: The settings the searches read (their cache key): the whole prior_search section, the PSF and the ROI minimum.
+SEARCH_SETTINGS = tuple(f"prior_search.{f.name}" for f in dataclasses.fields(PriorSearchConfig) if f.name != "enabled"
+                        ) + ("quantification.psf_fwhm_mm", "segmentation.min_roi_volume_ml")
 #: Reason of a candidate's confirmation search that found uptake the model does not see there.
 NOT_CONFIRMED_WITHOUT_MODEL = "uptake found, but not the model's evidence: candidate not confirmed"
 #: Reason recorded for a search not run from a ROI on physiological uptake, and for a find on it not kept.
@@ -126,12 +128,12 @@ class _Searcher:
                                      "prior_rois": prior_names, "roi_id": None, **not_searched(reason).summary()})
                 return None
         region = map_mask(prior_mask, self.pets[prior_tp], self.transforms, prior_tp, tp, self.pets[tp],
-                          self.params.prior_search_margin_mm)
-        result = search_known_location(self.pets[tp], region, self.params.psf_fwhm_mm, others=self.arrays[tp],
-                                       false_alarm=self.params.prior_search_false_alarm,
-                                       min_volume_ml=self.params.min_roi_volume_ml,
+                          self.params.prior_search.margin_mm)
+        result = search_known_location(self.pets[tp], region, self.params.quantification.psf_fwhm_mm, others=self.arrays[tp],
+                                       false_alarm=self.params.prior_search.false_alarm,
+                                       min_volume_ml=self.params.segmentation.min_roi_volume_ml,
                                        probability=self.probabilities.get(tp),
-                                       model_threshold=self.params.prior_search_model_probability)
+                                       model_threshold=self.params.prior_search.model_probability)
         if need_model and result.found and result.mask is not None:
             result = self._with_model_evidence(result, tp)
         if result.found and result.mask is not None and self.on_physiological(result.mask, tp):
@@ -151,7 +153,7 @@ class _Searcher:
         from LesionResponseLib.segmentation.prior_guided import as_probability
 
         probability = self.probabilities.get(tp)
-        threshold = self.params.prior_search_model_probability
+        threshold = self.params.prior_search.model_probability
         if probability is None or threshold <= 0:
             return result
         p_max = float(as_probability(np.asarray(probability)[result.mask]).max())
@@ -263,7 +265,7 @@ def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
                        physiological: dict[int, Path] | None = None,
                        physiological_threshold: float = PHYSIOLOGICAL_PROBABILITY,
                        ) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]], bool]:
-    """Searches, cached under ``key`` (the pipeline's digest of every input and of :data:`SEARCH_PARAMS`):
+    """Searches, cached under ``key`` (the pipeline's digest of every input and of :data:`SEARCH_SETTINGS`):
     (label maps, ROIs, search records, reused?) with the found ROIs added and measured. ``probabilities`` and
     ``candidates``: the files of the model evidence per time point, read only when the searches run;
     ``cranial_of``: see :func:`search_tracks`; ``physiological``: the files of the model's organ output, read at
@@ -304,7 +306,7 @@ def _remeasured(rois: list[LesionROI], labels: dict[int, sitk.Image], pets: dict
     found = {r["roi_id"] for r in records if r["roi_id"]}
     kept = [r for r in rois if r.timepoint not in grown]
     for k in sorted(grown):
-        for roi in measure_rois(labels[k], pets[k], k, psf_fwhm_mm=params.psf_fwhm_mm):
+        for roi in measure_rois(labels[k], pets[k], k, psf_fwhm_mm=params.quantification.psf_fwhm_mm):
             if roi.roi_id in found:
                 roi.source = "prior-guided"
             kept.append(roi)

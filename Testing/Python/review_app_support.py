@@ -48,7 +48,7 @@ def _library_digest() -> str:
 
 def demo_analysis(seed: int = 1, timepoints: int = 4) -> Path:
     """The analysis folder of the demo patient (built once per cache by the real ``analyze``)."""
-    from LesionResponseLib.datamodel import AnalysisParameters
+    from LesionResponseLib.config import AnalysisParameters
     from LesionResponseLib.phantom import PHANTOM_VERSION, generate_patient
     from LesionResponseLib.workflow import analyze
 

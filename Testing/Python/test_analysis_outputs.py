@@ -13,7 +13,8 @@ import SimpleITK as sitk
 from LesionResponseLib.analysis import cohort_summary, load_analysis, write_outputs
 from LesionResponseLib.analysis.outputs import OutputFolderError
 from LesionResponseLib.analysis.response import assess_response
-from LesionResponseLib.datamodel import Analysis, AnalysisParameters, LesionROI, TimePointInfo, Track
+from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.datamodel import SCHEMA_VERSION, Analysis, LesionROI, TimePointInfo, Track
 
 
 def _tp(k: int) -> TimePointInfo:
@@ -73,8 +74,8 @@ def test_csv_columns_and_values_follow_the_contract(tmp_path) -> None:
     assert tracks[0]["pattern"] == "non-monotonic" and float(tracks[0]["delta_suv_total_pct_t1"]) == -60.0
     assert tracks[1]["first_timepoint"] == "1" and tracks[1]["delta_suv_total_pct_t1"] == ""
     data = json.loads((tmp_path / "analysis.json").read_text())
-    assert data["heterogeneous"] == {"1": True, "2": False} and data["schema_version"] == 1
-    assert data["parameters"]["reference"] == "baseline" and data["software_version"]
+    assert data["heterogeneous"] == {"1": True, "2": False} and data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["parameters"]["response"]["reference"] == "baseline" and data["software_version"]
     assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["tp0.nii.gz", "tp1.nii.gz", "tp2.nii.gz"]
     assert not [p for p in tmp_path.rglob(".*")]  # no temporary file left behind
     assert (tmp_path / "rois.csv").stat().st_mode & 0o777 == 0o644

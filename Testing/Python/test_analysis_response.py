@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from LesionResponseLib.analysis.response import assess_response, roi_categories, track_pattern
-from LesionResponseLib.datamodel import AnalysisParameters, LesionROI, Track
+from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.datamodel import LesionROI, Track
 
 
 def _roi(tp: int, label: int, total: float, status: str = "accepted") -> LesionROI:
@@ -69,10 +70,10 @@ def test_heterogeneity_needs_both_directions() -> None:
 
 def test_previous_and_nadir_references() -> None:
     tracks, rois = _patient({1: [[100.0], [40.0], [60.0], [50.0]]})
-    prev = assess_response(tracks, rois, 4, AnalysisParameters(reference="previous"))[0][0]
+    prev = assess_response(tracks, rois, 4, AnalysisParameters().updated({"response.reference": "previous"}))[0][0]
     assert [prev.categories[k] for k in (1, 2, 3)] == ["decreasing", "increasing", "stable"]
     assert prev.delta_suv_total_pct[2] == pytest.approx(50.0)
-    nadir = assess_response(tracks, rois, 4, AnalysisParameters(reference="nadir"))[0][0]
+    nadir = assess_response(tracks, rois, 4, AnalysisParameters().updated({"response.reference": "nadir"}))[0][0]
     assert nadir.delta_suv_total_pct[3] == pytest.approx(25.0)  # nadir 40 at tp1
     assert [nadir.categories[k] for k in (1, 2, 3)] == ["decreasing", "increasing", "stable"]
 
@@ -80,7 +81,7 @@ def test_previous_and_nadir_references() -> None:
 def test_thresholds_are_parameters() -> None:
     tracks, rois = _patient({1: [[100.0], [80.0]]})
     assert assess_response(tracks, rois, 2, AnalysisParameters())[0][0].categories[1] == "stable"
-    strict = AnalysisParameters(decrease_threshold_pct=-10.0, increase_threshold_pct=10.0)
+    strict = AnalysisParameters().updated({"response.decrease_threshold_pct": -10.0, "response.increase_threshold_pct": 10.0})
     assert assess_response(tracks, rois, 2, strict)[0][0].categories[1] == "decreasing"
 
 

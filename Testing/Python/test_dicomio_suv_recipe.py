@@ -323,7 +323,7 @@ def test_analyze_needs_and_takes_weight_kg_and_the_report_shows_provenance(tmp_p
     result = CliRunner().invoke(app, [*command, "--weight-kg", "70"])
     assert result.exit_code == 0, result.output
     analysis = json.loads((tmp_path / "out" / "analysis.json").read_text())
-    assert analysis["parameters"]["weight_kg"] == 70.0
+    assert analysis["parameters"]["input"]["weight_kg"] == 70.0
     assert [t["weight_kg"] for t in analysis["timepoints"]] == [70.0, 70.0]
     assert all("weight 70 kg given by the user (--weight-kg)" in t["suv_assumptions"] for t in analysis["timepoints"])
     report = CliRunner().invoke(app, ["report", str(tmp_path / "out"), "--no-pdf"])

@@ -88,7 +88,7 @@ def build_output(root: Path, patient_id: str = "RPT001") -> Path:
     responses = [_response(t, rois, tracks[t]) for t in LESIONS]
     analysis = Analysis(patient_id, timepoints, rois, tracks=list(tracks.values()), responses=responses,
                         heterogeneous={1: True, 2: True},
-                        parameters=AnalysisParameters(segmentation_method="truth", response_measure="suv_total"),
+                        parameters=AnalysisParameters().updated({"segmentation.method": "truth", "response.measure": "suv_total"}),
                         software_version="test", audit=[{"time": "2025-07-01T10:00:00", "user": "reader1",
                                                          "action": "reject", "roi_id": "tp1-L0099"}])
     (out / "analysis.json").write_text(json.dumps(analysis.to_dict(), indent=1))
@@ -144,7 +144,7 @@ def phantom_output(phantom: Path, out: Path, use_pipeline: bool = False) -> Path
     if use_pipeline:
         from LesionResponseLib.workflow import analyze
 
-        analyze(phantom / "dicom", out, AnalysisParameters(segmentation_method="truth"),
+        analyze(phantom / "dicom", out, AnalysisParameters().updated({"segmentation.method": "truth"}),
                 labels_dir=phantom / "truth", progress=False)
         return out
     from LesionResponseLib.analysis.quantify import measure_rois
@@ -165,7 +165,7 @@ def phantom_output(phantom: Path, out: Path, use_pipeline: bool = False) -> Path
     tracks, responses = _truth_tracks(truth, rois, len(infos))
     analysis = Analysis(truth["patient_id"], infos, rois, tracks=tracks, responses=responses,
                         heterogeneous={int(k): v for k, v in truth["heterogeneous"].items()},
-                        parameters=AnalysisParameters(segmentation_method="truth", response_measure="suv_total"),
+                        parameters=AnalysisParameters().updated({"segmentation.method": "truth", "response.measure": "suv_total"}),
                         software_version="test")
     (out / "analysis.json").write_text(json.dumps(analysis.to_dict()))
     _write_csvs(out, analysis)

@@ -19,7 +19,8 @@ import pytest
 import SimpleITK as sitk
 
 from LesionResponseLib.analysis.response import roi_measure
-from LesionResponseLib.datamodel import Analysis, AnalysisParameters, Link
+from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.datamodel import Analysis, Link
 from LesionResponseLib.review import ReviewError, ReviewSession, reapply_review
 
 MISSED = ("tp1-L0007", "tp2-L0007")
@@ -62,7 +63,7 @@ def _build(phantom: Path, out: Path, relabel: dict[int, int] | None = None, drop
 
     known = {r.roi_id for r in rois}
     links = [Link(moved(a), moved(b)) for a, b in sorted(pairs) if moved(a) in known and moved(b) in known]
-    params = AnalysisParameters(segmentation_method="truth")
+    params = AnalysisParameters().updated({"segmentation.method": "truth"})
     tracks = build_tracks(rois, links)
     responses, heterogeneous = assess_response(tracks, rois, len(infos), params)
     analysis = Analysis(truth["patient_id"], infos, rois, links=links, tracks=tracks, responses=responses,
@@ -328,7 +329,7 @@ def test_edit_roi_remeasures_and_recategorises(out):
         assert edited.suv_total == pytest.approx(expected, rel=1e-5) and edited.suv_total < roi.suv_total
         assert edited.suv_total_pvc is not None and edited.suv_total_pvc != roi.suv_total_pvc  # re-measured too
         _, response = _track(session, "tp0-L0008")
-        measure = session.state.analysis.parameters.response_measure  # the default: the PV-corrected SUVtotal
+        measure = session.state.analysis.parameters.response.measure  # the default: the PV-corrected SUVtotal
         reference, later = (roi_measure(session.state.roi(r), measure) for r in ("tp0-L0008", "tp1-L0008"))
         assert response.delta_suv_total_pct[1] == pytest.approx(100 * (later - reference) / reference, rel=1e-4)
 

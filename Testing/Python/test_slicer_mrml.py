@@ -431,12 +431,12 @@ def pipeline_nodes(make_phantom, tmp_path_factory):
     """The real ``analyze`` pipeline (truth label maps as segmentation, real registration) loaded headless."""
     from LesionResponseReview import mrml as lrm
 
-    from LesionResponseLib.datamodel import AnalysisParameters
+    from LesionResponseLib.config import AnalysisParameters
     from LesionResponseLib.workflow import analyze
 
     phantom = make_phantom(seed=2, timepoints=2, axial_extent_mm=160)
     out = tmp_path_factory.mktemp("pipeline")
-    analyze(phantom / "dicom", out, AnalysisParameters(segmentation_method="truth"), labels_dir=phantom / "truth",
+    analyze(phantom / "dicom", out, AnalysisParameters().updated({"segmentation.method": "truth"}), labels_dir=phantom / "truth",
             progress=False)
     headless = slicer_bootstrap.new_scene()
     nodes = lrm.load_analysis_into_scene(headless.scene, out, load_volumes=False)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LesionResponseLib.datamodel import AnalysisParameters, Link
+from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.datamodel import Link
 from LesionResponseLib.tracking import TrackingError, build_tracks, match_rois
 from LesionResponseLib.tracking.evaluate import label_rois
 from LesionResponseLib.tracking.matching import dilate_labels, route
@@ -97,9 +98,9 @@ def test_new_lesion_far_from_others_stays_unlinked_and_gates_apply() -> None:
     links, _ = run({0: tp0, 1: tp1}, {(0, 1): shift(0.0)})
     assert pairs(links) == {("tp0-L0001", "tp1-L0001")}
     assert abs(links[0].distance_mm - 6.0) < 1.0
-    too_far, _ = run({0: tp0, 1: tp1}, {(0, 1): shift(0.0)}, AnalysisParameters(max_match_distance_mm=4.0))
+    too_far, _ = run({0: tp0, 1: tp1}, {(0, 1): shift(0.0)}, AnalysisParameters().updated({"matching.max_distance_mm": 4.0}))
     assert too_far == []
-    too_little, _ = run({0: tp0, 1: tp1}, {(0, 1): shift(0.0)}, AnalysisParameters(min_overlap=0.99))
+    too_little, _ = run({0: tp0, 1: tp1}, {(0, 1): shift(0.0)}, AnalysisParameters().updated({"matching.min_overlap": 0.99}))
     assert too_little == []
 
 

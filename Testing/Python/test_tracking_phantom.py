@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from typer.testing import CliRunner
 
 from LesionResponseLib.cli import app
-from LesionResponseLib.datamodel import AnalysisParameters
+from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.phantom import load_truth
 from LesionResponseLib.tracking import build_tracks, load_transform, match_rois
 from LesionResponseLib.tracking.evaluate import label_rois, landmark_errors, score_links
@@ -29,7 +29,7 @@ def test_phantom_links_and_registration_error_meet_the_bar(make_phantom, tmp_pat
     assert sum(errors) / len(errors) <= 3.0  # mm, the bar (published 2.3-2.6 mm)
     labels = {k: sitk.ReadImage(str(folder / "truth" / f"tp{k}_lesions.nii.gz")) for k in range(3)}
     rois = [r for k, image in labels.items() for r in label_rois(image, k)]
-    links = match_rois(labels, rois, transforms, AnalysisParameters(dilation_mm=8.0))
+    links = match_rois(labels, rois, transforms, AnalysisParameters().updated({"matching.dilation_mm": 8.0}))
     scores = score_links(links, build_tracks(rois, links), truth)
     assert scores["link_precision"] >= 0.97 and scores["link_recall"] >= 0.97, scores
     assert scores["split_merge_correct"] == scores["n_split_merge_tracks"], scores

@@ -16,7 +16,7 @@ import pytest
 from conftest import start_orthanc
 
 from LesionResponseLib.analysis import cohort_summary, load_analysis, truth_cohort_summary
-from LesionResponseLib.datamodel import AnalysisParameters
+from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.workflow.cohort import (
     DONE,
     FAILED,
@@ -32,7 +32,7 @@ from LesionResponseLib.workflow.cohort import (
 )
 
 # the fastest honest options: threshold segmentation and rigid registration on 160 mm slab phantoms
-FAST = AnalysisParameters(segmentation_method="threshold", registration_method="sitk-rigid")
+FAST = AnalysisParameters().updated({"segmentation.method": "threshold", "registration.method": "sitk-rigid"})
 SLAB = {"axial_extent_mm": 160, "extras": False}
 GOOD = ((2, 2, "siemens"), (3, 2, "philips"), (4, 3, "ge"))  # seed, scans, vendor
 BROKEN = (5, 1, "gml")  # one scan: no follow-up to assess
@@ -118,12 +118,12 @@ def test_changed_parameters_reanalyse_and_keep_the_readers_review(first_run, tre
         session.reject(roi, "physiological uptake")
     orphan = folder / ".tracks.csv.k1ll3d00.tmp"  # what a run killed inside an atomic write leaves behind
     orphan.write_text("half a file")
-    changed = AnalysisParameters(**{**FAST.to_dict(), "decrease_threshold_pct": -35.0})
+    changed = FAST.updated({"response.decrease_threshold_pct": -35.0})
     run = run_cohort(discover(tree, patients=["LRPH0003"]), out, changed, PLAN)
     assert _status(run) == {"LRPH0003": "done"}  # new parameters: analysed again...
     assert not orphan.exists() and (folder / "review").is_dir()  # ...its leftovers removed, the review kept...
     analysis = load_analysis(folder)
-    assert analysis.parameters.decrease_threshold_pct == -35.0
+    assert analysis.parameters.response.decrease_threshold_pct == -35.0
     assert next(r for r in analysis.rois if r.roi_id == roi).status == "rejected"  # ...the review re-applied
     run_cohort(discover(tree, patients=["LRPH0003"]), out, FAST, PLAN)  # back to the module's parameters
 

@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 from LesionResponseLib.analysis import load_analysis
 from LesionResponseLib.analysis.truth import truth_agreement
 from LesionResponseLib.cli import app
-from LesionResponseLib.datamodel import AnalysisParameters
+from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.workflow import run_pipeline
 
 SLAB = {"axial_extent_mm": 160}  # the small phantom shared with the dicomio/phantom tests
-FAST = AnalysisParameters(registration_method="sitk-rigid")  # degenerate-input tests do not judge registration
+FAST = AnalysisParameters().updated({"registration.method": "sitk-rigid"})  # degenerate-input tests do not judge registration
 # elastix when installed (faster than sitk-bspline); 8 mm dilation as recommended by tracking's benchmark
-TRUTH = AnalysisParameters(registration_method="auto", dilation_mm=8.0)
+TRUTH = AnalysisParameters().updated({"registration.method": "auto", "matching.dilation_mm": 8.0})
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +85,12 @@ def test_partial_volume_corrected_suv_total_is_near_truth(truth_run) -> None:
 @pytest.mark.slow
 def test_rerun_after_matching_change_redoes_only_matching(truth_run) -> None:
     phantom, out, analysis, _ = truth_run
-    params = AnalysisParameters(registration_method="auto", dilation_mm=10.0)
+    params = AnalysisParameters().updated({"registration.method": "auto", "matching.dilation_mm": 10.0})
     again, report = run_pipeline(phantom / "dicom", out, params, labels_dir=phantom / "truth")
     assert report.stages["matching"] == "computed"
     assert all(how == "reused" for name, how in report.stages.items() if name != "matching")
     assert {r.roi_id for r in again.rois} == {r.roi_id for r in analysis.rois}
-    assert load_analysis(out).parameters.dilation_mm == 10.0
+    assert load_analysis(out).parameters.matching.dilation_mm == 10.0
 
 
 def _copy_studies(src, dst, studies: int | None = None, keep=("CT", "PET_AC")):
@@ -155,7 +155,7 @@ def test_analyze_cli_prints_summary_and_reuses_cache(make_phantom, tmp_path) -> 
     second = CliRunner().invoke(app, [*args, "--increase", "50"])
     assert second.exit_code == 0, second.output
     assert "segmentation tp0" in second.output and "matching" in second.output  # response params only
-    assert load_analysis(tmp_path / "out").parameters.increase_threshold_pct == 50.0
+    assert load_analysis(tmp_path / "out").parameters.response.increase_threshold_pct == 50.0
 
 
 def test_demo_cli_reports_truth_agreement(make_phantom, tmp_path) -> None:
@@ -167,7 +167,7 @@ def test_demo_cli_reports_truth_agreement(make_phantom, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "categories agree on" in result.output and "truth tracks found" in result.output
     assert (tmp_path / "demo" / "analysis" / "tracks.csv").is_file()
-    assert load_analysis(tmp_path / "demo" / "analysis").parameters.segmentation_method == "truth"
+    assert load_analysis(tmp_path / "demo" / "analysis").parameters.segmentation.method == "truth"
     assert (tmp_path / "demo" / "analysis" / "report" / "report.html").is_file()  # the main job ends in a report
 
 

@@ -19,10 +19,10 @@ from scipy import ndimage
 
 from LesionResponseLib.analysis import load_analysis
 from LesionResponseLib.analysis.response import track_ids_by_roi
-from LesionResponseLib.datamodel import AnalysisParameters
+from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.workflow import run_pipeline
 
-PARAMS = AnalysisParameters(registration_method="auto")
+PARAMS = AnalysisParameters().updated({"registration.method": "auto"})
 
 
 def _labels_without(phantom, folder, removed: dict[int, list[int]]):
@@ -171,7 +171,7 @@ def test_model_probabilities_are_cached_and_are_the_searches_model_evidence(make
         else:
             assert record["model_probability"] is None or record["evidence"] == "model"
     again, rerun = run_pipeline(phantom / "dicom", out,
-                                AnalysisParameters(registration_method="auto", prior_search_model_probability=0.0))
+                                AnalysisParameters().updated({"registration.method": "auto", "prior_search.model_probability": 0.0}))
     assert rerun.stages["segmentation tp0"] == "reused" and rerun.stages["prior-guided search"] == "computed"
     assert all(r["model_probability"] is None and r["evidence"] != "model" for r in again.prior_searches)
 
