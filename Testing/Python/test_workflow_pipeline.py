@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -129,7 +128,7 @@ def test_pet_without_ct_and_timepoint_without_lesions(make_phantom, tmp_path) ->
     empty = sitk.ReadImage(str(phantom / "truth" / "tp1_lesions.nii.gz")) * 0
     sitk.WriteImage(empty, str(labels / "tp1.nii.gz"))
     # without the prior-guided search: this test is about a time point with no ROI at all
-    no_search = dataclasses.replace(FAST, prior_search=False)
+    no_search = FAST.updated({"prior_search.enabled": False})
     analysis, _ = run_pipeline(dicom, tmp_path / "out", no_search, labels_dir=labels)
     assert all(tp.ct_series_instance_uid is None for tp in analysis.timepoints)
     assert not any(r.timepoint == 1 for r in analysis.rois)
