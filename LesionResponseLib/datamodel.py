@@ -198,7 +198,7 @@ class AnalysisParameters(_Serialisable):
     # Model ROIs smaller than this (mL) whose SUVmax is not above the liver SUVmean are dropped as equivocal
     # (Krenning <= 2; segmentation.components.drop_equivocal_rois). 0 (the default) keeps them: a small node
     # with uptake below the liver's is still non-physiological uptake, and on the harder phantom patients the
-    # rule dropped 36 true ROIs for 5 false ones, all pituitary (README), which drop_intracranial_rois removes.
+    # rule dropped 36 true ROIs for 5 false ones, all pituitary (docs/changelog.md, 2026-12-05), which drop_intracranial_rois removes.
     equivocal_max_volume_ml: float = 0.0
     # Model ROIs lying mostly in the cranial cavity found on the CT (segmentation.anatomy) are dropped: the
     # pituitary's physiological uptake (docs/DOMAIN.md §5) and meningiomas; the reader adds a metastasis there.
@@ -222,7 +222,7 @@ class AnalysisParameters(_Serialisable):
     # The corrected value is the default: a small ROI's SUVmean x volume swings by +-40 % with where its contour
     # falls (one 4 mm voxel is 13 % of a 0.5 mL ROI), which calls a constant lesion increasing or decreasing;
     # measured on the phantom, category agreement with truth over all lesion x follow-up pairs rose from 0.42 to
-    # 0.52 (README "SUVtotal and partial volume"). For large lesions both measures give the same categories.
+    # 0.52 (docs/changelog.md, 2026-12-02). For large lesions both measures give the same categories.
     response_measure: Literal["suv_total", "suv_total_pvc"] = "suv_total_pvc"
     decrease_threshold_pct: float = -30.0
     increase_threshold_pct: float = 30.0
@@ -232,7 +232,7 @@ class AnalysisParameters(_Serialisable):
     # Prior-guided search (segmentation.prior_guided, workflow.pipeline): where a track's lesion has no ROI at a
     # time point between or after its appearances (and before a new lesion's first one), look for it where the
     # registration puts its nearest ROI, grown by the margin. 10 mm: the elastix error at lesion centres is
-    # 2.3 mm mean (docs/DOMAIN.md §2 publishes 2.3-2.6 mm; README), its tail up to ~3x the mean, plus one 4 mm voxel
+    # 2.3 mm mean (docs/DOMAIN.md §2 publishes 2.3-2.6 mm; docs/methods/prior-guided-search.md), its tail up to ~3x the mean, plus one 4 mm voxel
     # for placing mapped voxel centres on the target grid.
     prior_search: bool = True
     prior_search_margin_mm: float = 10.0
@@ -243,14 +243,14 @@ class AnalysisParameters(_Serialisable):
     prior_search_model_probability: float = 0.2
     # Model candidates (workflow.prior_search): components the model found but the ROI filters dropped become
     # ROIs when the search confirms them at an adjacent time point, with the model's evidence there. Off: on
-    # an unseen patient (4314) the one candidate confirmed was an adrenal, then found on all 7 scans (README).
+    # an unseen patient (4314) the one candidate confirmed was an adrenal, then found on all 7 scans (docs/changelog.md).
     prior_search_candidates: bool = False
     # No search from a ROI inside the cranial cavity found on the CT (segmentation.anatomy): the pituitary's
     # physiological uptake and meningiomas would be followed to every scan; the model's ROIs there stay.
     prior_search_skip_intracranial: bool = True
     # No search from a ROI, and no find kept, lying mostly on physiological uptake by the segmentation model's
     # "physiological" output (models that have one; segmentation.prior_guided.physiological_share): an adrenal
-    # the model once called a lesion would otherwise be followed to every scan (README).
+    # the model once called a lesion would otherwise be followed to every scan (docs/changelog.md).
     prior_search_skip_physiological: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
