@@ -8,7 +8,7 @@
    registration) on this machine's cores: wall time, and every cohort figure next to the one computed
    from the phantoms' ground truth (``truth_cohort_summary``).
 
-Run (exact commands quoted in the README):
+Run (exact commands quoted in docs/evaluation.md and docs/changelog.md):
 ``.venv/bin/python benchmarks/bench_cohort.py --part scaling [--patients 4] [--segmentation threshold]``
 ``.venv/bin/python benchmarks/bench_cohort.py --part full --phantoms DIR [--out DIR] [--truth-masks]
 [--segmentation threshold] [--registration sitk-rigid]`` (``DIR`` is made by

@@ -72,7 +72,7 @@ def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, met
     (``drop_physiological``; see ``components.drop_physiological_rois``, at the model's
     ``physiological_threshold``). ``equivocal_max_volume_ml`` > 0 also drops the ROIs smaller than that (mL)
     with SUVmax not above the liver SUVmean (``components.drop_equivocal_rois``, the Krenning reference; off by
-    default: on faint small lesions it dropped many more true ROIs than false ones, README).
+    default: on faint small lesions it dropped many more true ROIs than false ones, docs/methods/segmentation.md).
     """
     _check_input(pet_suv)
     report = progress if callable(progress) else (lambda _stage: None)

@@ -136,7 +136,7 @@ def analyze_command(
     candidates: bool = typer.Option(_DEFAULTS.prior_search.candidates, "--candidates/--no-candidates",
                                     help="Also confirm lesions the model found below its minimum ROI volume when "
                                          "the search finds them at an adjacent time point (more lesions, and "
-                                         "more physiological uptake to reject; README)."),
+                                         "more physiological uptake to reject; docs/methods/prior-guided-search.md)."),
 ) -> None:
     """Analyse one patient: segment, quantify, register, track, categorise; write the output folder."""
     from LesionResponseLib.errors import LesionResponseError

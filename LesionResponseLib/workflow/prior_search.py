@@ -19,20 +19,20 @@ After the first matching, every track is looked for where it has no accepted ROI
   track. Uptake alone does not confirm: physiological uptake (an adrenal, the pituitary) is there on every scan,
   and what tells it from a lesion is the model's view of its surroundings, which must see the lesion again
   (an adrenal candidate of patient 4310, then unseen, was confirmed by uptake at probability 0.01 and followed to
-  every scan before this rule; README).
+  every scan before this rule; docs/changelog.md).
 
 A ROI (or candidate) lying mostly on physiological uptake by the segmentation model's ``physiological`` output
 (models that have one, ``params.prior_search.skip_physiological``; see
 :func:`LesionResponseLib.segmentation.prior_guided.physiological_share`) is not searched from, and a find lying
 mostly on it is not kept: an adrenal the model called a lesion on one scan was otherwise followed to every scan
-(unseen patient 4315: 11 of its 17 false-positive ROIs; README). What tells an adrenal from a node beside it is
-anatomy, which the model learns with the lesions; uptake, probability and shape at the find did not (README).
+(unseen patient 4315: 11 of its 17 false-positive ROIs; docs/changelog.md). What tells an adrenal from a node beside it is
+anatomy, which the model learns with the lesions; uptake, probability and shape at the find did not (docs/changelog.md).
 
 A ROI (or candidate) lying in the cranial cavity found on its time point's CT
 (:mod:`LesionResponseLib.segmentation.anatomy`, ``params.prior_search.skip_intracranial``) is not searched from:
 the pituitary's physiological uptake, which the model calls a lesion on the odd scan, would otherwise be found
 again on every scan (on the development patient 4300 the candidates turned one pituitary into a track on all 7
-scans before this rule; README). The record says so.
+scans before this rule; docs/changelog.md). The record says so.
 
 The prior ROI is mapped through the registration and grown by ``params.prior_search.margin_mm``
 (:func:`LesionResponseLib.tracking.priors.map_mask`); the detection rule is
