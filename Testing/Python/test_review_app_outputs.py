@@ -17,7 +17,7 @@ def test_ct_files_equal_the_dicom_ct_and_are_rewritten_only_when_changed(tmp_pat
     from LesionResponseLib.dicomio import load_timepoint
     from LesionResponseLib.review.session import load_state
 
-    out = support.copy_analysis(support.demo_analysis(), tmp_path / "analysis")
+    out = support.copy_analysis(support.review_analysis(), tmp_path / "analysis")
     analysis = load_state(out).analysis
     loaded = load_timepoint(analysis.timepoints[0])
     written = sitk.ReadImage(str(out / "ct" / "tp0.nii.gz"))

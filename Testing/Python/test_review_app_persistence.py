@@ -26,7 +26,7 @@ def _category_cell(page, k: int, track_id: int) -> str:
 
 
 def test_reload_and_killed_server_keep_every_edit(tmp_path):
-    out = support.copy_analysis(support.demo_analysis(), tmp_path / "analysis")
+    out = support.copy_analysis(support.review_analysis(), tmp_path / "analysis")
     track_id, rois = support.single_roi_tracks(out)[0]
     tp = max(k for k in rois if k > 0)
     roi_id = rois[tp]["roi_id"]
@@ -82,7 +82,7 @@ def _machine_address() -> str:
 
 
 def test_non_loopback_bind_refuses_requests_without_the_token(tmp_path):
-    out = support.copy_analysis(support.demo_analysis(), tmp_path / "analysis")
+    out = support.copy_analysis(support.review_analysis(), tmp_path / "analysis")
     log = tmp_path / "server.log"
     with support.Server(out, log, host="0.0.0.0") as server:
         printed = log.read_text()
