@@ -18,10 +18,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("LESION_RESPONSE_TEST_CACHE", REPO / "Testing" / ".cache"))
+
+#: The browser tests' modules run on one pytest-xdist worker (``--dist loadgroup``): one builds the review analysis
+#: while the other keeps running other tests (two would wait for the same build), each module's server and chromium
+#: start once, and two sets of server + chromium do not compete for the same two cores.
+ONE_WORKER = pytest.mark.xdist_group("review-app")
+
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 

@@ -24,6 +24,8 @@ if shutil.which("chromium") is None:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
 
+pytestmark = support.ONE_WORKER
+
 USER = "reader"
 VOLATILE = {"id", "time"}  # unique per edit: differ between two runs of the same edit
 

@@ -20,6 +20,8 @@ if shutil.which("chromium") is None:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
 
+pytestmark = support.ONE_WORKER
+
 
 def test_export_from_the_app_writes_html_pdf_seg_sr_and_stores_them_in_the_pacs(orthanc, tmp_path):
     import pydicom

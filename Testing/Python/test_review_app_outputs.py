@@ -11,6 +11,8 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
 
+pytestmark = support.ONE_WORKER
+
 
 def test_ct_files_equal_the_dicom_ct_and_are_rewritten_only_when_changed(tmp_path):
     from LesionResponseLib.analysis.outputs import write_ct_images

@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
 from test_review_app_edits import _lines, select_track, ui  # noqa: E402
 
+pytestmark = support.ONE_WORKER
+
 
 def _category_cell(page, k: int, track_id: int) -> str:
     return page.locator(f"[data-testid=cat-t{k}-{track_id}]").inner_text()

@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
 from LesionResponseReview.mrml import CATEGORY_COLORS  # noqa: E402
 
+pytestmark = support.ONE_WORKER
+
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):

@@ -77,6 +77,7 @@ def test_threshold_baseline_on_phantom(small_scan):
     assert evaluate(with_organs, small_scan.lesions).n_detected == m.n_detected  # ... and no lesion
 
 
+@pytest.mark.slow
 def test_two_step_training_writes_loadable_model(tmp_path):
     out = train(tmp_path / "tiny.pt", seeds=[1000], steps=2, val_seeds=[1990], eval_every=1, config=TINY,
                 axial_extent_mm=120, harder_share=1.0)
@@ -178,6 +179,7 @@ def test_wrong_modality_and_empty_inputs_raise_clear_errors():
         segment(sitk.Image(20, 20, sitk.sitkFloat32))
 
 
+@pytest.mark.slow
 def test_train_command_logs_and_writes_model(tmp_path):
     from typer.testing import CliRunner
 

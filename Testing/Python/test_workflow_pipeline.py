@@ -24,6 +24,10 @@ FAST = AnalysisParameters().updated({"registration.method": "sitk-rigid"})  # de
 # elastix when installed (faster than sitk-bspline); 8 mm dilation as recommended by tracking's benchmark
 TRUTH = AnalysisParameters().updated({"registration.method": "auto", "matching.dilation_mm": 8.0})
 
+# one pytest-xdist worker (--dist loadgroup): the other runs other tests while this one builds `truth_run`, instead of
+# both waiting for the same build
+pytestmark = pytest.mark.xdist_group("workflow_pipeline")
+
 
 @pytest.fixture(scope="module")
 def truth_run(make_phantom, build_once, tmp_path_factory):
