@@ -169,7 +169,7 @@ def _check_steps(geometry: SliceGeometry, names: list[str], folder: str) -> None
         raise GeometryError(describe(f"{names[k]} and {names[k + 1]} are at the same position along the slice "
                                      "normal", path=folder, fix="The folder holds duplicate or overlapping series "
                                      "(or two acquisitions under one SeriesInstanceUID); keep one."))
-    if geometry.deviation_mm <= JITTER_TOLERANCE * geometry.spacing_mm:
+    if geometry.deviation_mm <= JITTER_TOLERANCE * geometry.spacing_mm + REGULAR_EPSILON_MM:  # + rounding of DS
         return
     median = float(np.median(steps))
     worst = int(np.argmax(np.abs(steps - median)))
@@ -195,7 +195,7 @@ def _check_tilt(geometry: SliceGeometry, names: list[str], folder: str) -> None:
     slope = geometry.in_plane_mm[-1] / geometry.along_mm[-1]
     residual = np.linalg.norm(geometry.in_plane_mm - np.outer(geometry.along_mm, slope), axis=1)
     k = int(np.argmax(residual))
-    if residual[k] > JITTER_TOLERANCE * geometry.spacing_mm:
+    if residual[k] > JITTER_TOLERANCE * geometry.spacing_mm + REGULAR_EPSILON_MM:
         raise GeometryError(describe(f"{Path(names[k]).name} is shifted {residual[k]:.2f} mm in-plane from the line "
                                      "through the other slices: not a gantry tilt", path=folder,
                                      fix="The files are not one acquisition; check the series."))
@@ -217,7 +217,8 @@ def regularise(volume: np.ndarray, geometry: SliceGeometry, *, fill: float) -> n
         px, py = geometry.pixel_spacing
         for k in range(out.shape[0]):
             shift = geometry.in_plane_mm[k]
-            out[k] = ndimage.shift(out[k], (-(shift @ geometry.col) / py, -(shift @ geometry.row) / px), order=3,
+            # grid row j lies at row j + (its offset from the first slice) of slice k: shift it back by that offset
+            out[k] = ndimage.shift(out[k], ((shift @ geometry.col) / py, (shift @ geometry.row) / px), order=3,
                                    mode="constant", cval=fill)
     if geometry.deviation_mm > REGULAR_EPSILON_MM:
         grid = geometry.spacing_mm * np.arange(out.shape[0])

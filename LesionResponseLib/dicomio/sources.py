@@ -28,7 +28,7 @@ OTHER_ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar
 DEFAULT_UNPACK_DIR = Path(tempfile.gettempdir()) / "lesion-response-archives"
 HIDDEN = "hidden file (name starts with '.')"
 DICOMDIR = "DICOMDIR: the media's directory; the images it lists are read from the folder tree"
-COMPLETE = ".unpacked"  # marker written last into an unpacked archive's folder
+COMPLETE = ".unpacked"  # suffix of the marker written beside an unpacked archive's folder, once it is complete
 
 
 @dataclass
@@ -149,16 +149,17 @@ def archive_key(path: Path) -> str:
 def unpack_zip(path: Path, unpack_dir: Path) -> Path:
     """``path`` unpacked into ``unpack_dir/<archive_key>`` (reused when complete; written atomically)."""
     target = unpack_dir / archive_key(path)
-    if (target / COMPLETE).is_file():
+    marker = target.with_name(target.name + COMPLETE)
+    if marker.is_file() and target.is_dir():
         return target
     unpack_dir.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=unpack_dir))
     try:
         with zipfile.ZipFile(path) as archive:
             archive.extractall(partial)  # zipfile drops absolute paths and '..' parts: nothing lands outside
-        (partial / COMPLETE).touch()
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
+        marker.touch()
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -127,3 +127,31 @@ def _pet_tags(ds, units, decay, corrected, injection, dose_bq, half_life, inject
 def expected_suv_factor(weight_kg: float, dose_bq: float, uptake_s: float, half_life: float = HALF_LIFE) -> float:
     """SUVbw per Bq/mL: weight (g) / (dose × 2^(−uptake / T½))."""
     return weight_kg * 1000 / (dose_bq * 2 ** (-uptake_s / half_life))
+
+
+def phantom_series(phantom: Path, timepoint: int, folder: str = "PET_AC") -> list[Path]:
+    """The files of one series (``PET_AC`` or ``CT``) of a phantom time point, in file-name order."""
+    [study] = sorted((phantom / "dicom").glob(f"*_TP{timepoint}"))
+    return sorted((study / folder).iterdir())
+
+
+def copy_series(files: list[Path], dest: Path, edit=None, *, keep: slice = slice(None)) -> list[Path]:
+    """Copies of ``files[keep]`` in ``dest`` (same names), each passed through ``edit(k, ds)`` when given."""
+    import pydicom
+
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, path in enumerate(files[keep]):
+        ds = pydicom.dcmread(path)
+        if edit is not None:
+            edit(k, ds)
+        ds.save_as(dest / path.name, enforce_file_format=True)
+        written.append(dest / path.name)
+    return written
+
+
+def store_values(ds, values: np.ndarray) -> None:
+    """Store rescaled ``values`` in a PET dataset as int16 with its own RescaleSlope (as scanners do)."""
+    slope = float(np.abs(values).max()) / 32000 or 1.0
+    ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", "0"
+    ds.PixelData = np.round(values / float(ds.RescaleSlope)).astype("<i2").tobytes()
