@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from LesionResponseLib.dicomio.tracer import OVERRIDE_FLAG, OVERRIDE_HELP
+from LesionResponseLib.dicomio.tracer import OVERRIDE_FLAG, OVERRIDE_HELP, tracer_label
 
 
 def register(app: typer.Typer) -> None:
@@ -47,13 +47,6 @@ def inspect(
         typer.echo(json.dumps({"n_files": index.n_files, **inventory.to_dict()}, indent=1, default=str))
         return
     _print(inventory, index.n_files, console)
-
-
-def tracer_label(tp) -> str:
-    """The tracer of a time point as the headers name it, e.g. '[68Ga]Ga-DOTATATE (Ga-68)'."""
-    name = tp.radiopharmaceutical or "radiopharmaceutical not named"
-    nuclide = f" ({tp.radionuclide})" if tp.radionuclide and tp.radionuclide not in name else ""
-    return name + nuclide + (" — not SSTR PET, analysed on request" if tp.tracer_override else "")
 
 
 def _slice_positions(tp) -> str:

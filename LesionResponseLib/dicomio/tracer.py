@@ -39,16 +39,17 @@ HALF_LIFE_MATCH = 0.01  # a stated half-life within 1 % of a nuclide's names it 
 class Agent:
     name: str  # e.g. "DOTATATE"
     words: tuple[str, ...]  # lower-case alphanumeric fragments naming it in free text
-    codes: tuple[tuple[str, str], ...] = ()  # (CodeValue, CodingSchemeDesignator) of CID 4021
+    codes: tuple[tuple[str, str, str], ...] = ()  # (CodeValue, CodingSchemeDesignator, CodeMeaning), CID 4021
     sstr: bool = True
 
 
 SSTR_NUCLIDES = ("Ga-68", "Cu-64")
 AGENTS = (
-    Agent("DOTATATE", ("dotatate", "octreotate", "oxodotreotide", "netspot", "detectnet"), (("724025002", "SCT"),)),
-    Agent("DOTATOC", ("dotatoc", "edotreotide", "tyr3octreotide", "somakit"), (("C2713594", "UMLS"),)),
+    Agent("DOTATATE", ("dotatate", "octreotate", "oxodotreotide", "netspot", "detectnet"), (("724025002", "SCT", "Dotatate Ga^68^"),)),
+    Agent("DOTATOC", ("dotatoc", "edotreotide", "tyr3octreotide", "somakit"), (("C2713594", "UMLS", "Edotreotide Ga^68^"),)),
     Agent("DOTANOC", ("dotanoc", "nal3octreotide", "nai3octreotide")),
-    Agent("FDG", ("fdg", "fluorodeoxyglucose", "fluordeoxyglucose", "deoxyglucose"), (("35321007", "SCT"),), False),
+    Agent("FDG", ("fdg", "fluorodeoxyglucose", "fluordeoxyglucose", "deoxyglucose"), (("35321007", "SCT", "Fluorodeoxyglucose F^18^"),),
+          False),
     Agent("PSMA", ("psma", "piflufolastat", "dcfpyl", "gozetotide"), (), False),
     Agent("choline", ("choline",), (), False),
     Agent("fluciclovine", ("fluciclovine",), (), False),
@@ -61,6 +62,9 @@ AGENTS = (
 #: Text naming a nuclide: symbol and mass number in any order, or the element's name.
 _NUCLIDE_WORDS = {n.name: (f"{n.symbol.lower()}{n.mass_number}", f"{n.mass_number}{n.symbol.lower()}",
                            n.element.lower()) for n in NUCLIDES}
+
+
+_GA68 = next(n for n in NUCLIDES if n.name == "Ga-68")
 
 
 class TracerError(DicomInputError):
@@ -120,7 +124,7 @@ def _agent(item) -> tuple[Agent | None, str, str]:
         key = (str(code.get("CodeValue", "")).strip(), str(code.get("CodingSchemeDesignator", "")).strip())
         meaning = str(code.get("CodeMeaning", "") or "")
         for agent in AGENTS:
-            if key in agent.codes:
+            if key in [c[:2] for c in agent.codes]:
                 return agent, meaning or agent.name, tag("RadiopharmaceuticalCodeSequence")
         by_words = _agent_in(meaning)
         label = f"{meaning or '?'} (code {key[0]}, {key[1]})"
@@ -179,6 +183,24 @@ def _sstr_name(agent: str, nuclide: Nuclide | None) -> str:
     if nuclide is None:
         return agent
     return f"[{nuclide.mass_number}{nuclide.symbol}]{nuclide.symbol}-{agent}"
+
+
+def tracer_label(info) -> str:
+    """A time point's tracer as the headers name it, e.g. '[68Ga]Ga-DOTATATE (Ga-68)', flagged when analysed on
+    the user's request (``TimePointInfo`` radiopharmaceutical, radionuclide, tracer_override)."""
+    name = info.radiopharmaceutical or "radiopharmaceutical not named"
+    nuclide = f" ({info.radionuclide})" if info.radionuclide and info.radionuclide not in name else ""
+    return name + nuclide + (" — not SSTR PET, analysed on request" if info.tracer_override else "")
+
+
+def tracer_code(name: str | None) -> tuple[str, str, str] | None:
+    """The CID 4021 code (value, scheme, meaning) of a tracer name :func:`identify_tracer` gave, when it has one
+    (the coded SSTR agents' codes name their Ga-68 form; a code's meaning names the agent it found)."""
+    for agent in AGENTS:
+        for code in agent.codes:
+            if name in (code[2], _sstr_name(agent.name, _GA68)):
+                return code
+    return None
 
 
 def check_tracer(inst: Instance, *, allow_other: bool = False) -> TracerFinding:

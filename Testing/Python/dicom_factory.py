@@ -155,3 +155,46 @@ def store_values(ds, values: np.ndarray) -> None:
     slope = float(np.abs(values).max()) / 32000 or 1.0
     ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", "0"
     ds.PixelData = np.round(values / float(ds.RescaleSlope)).astype("<i2").tobytes()
+
+
+#: RadiopharmaceuticalInformationSequence of an [18F]FDG scan, as vendors write it (CID 4021 code and text).
+FDG_ITEM = {"Radiopharmaceutical": "Fluorodeoxyglucose", "RadionuclideHalfLife": "6586.2",
+            "code": ("35321007", "SCT", "Fluorodeoxyglucose F^18^"), "nuclide": ("77004003", "SCT", "^18^Fluorine")}
+
+
+def as_fdg(k: int, ds) -> None:
+    """Relabel a phantom PET file as [18F]FDG (agent and nuclide codes, text and half-life)."""
+    item = ds.RadiopharmaceuticalInformationSequence[0]
+    item.Radiopharmaceutical, item.RadionuclideHalfLife = FDG_ITEM["Radiopharmaceutical"], FDG_ITEM["RadionuclideHalfLife"]
+    for keyword, code in (("RadiopharmaceuticalCodeSequence", FDG_ITEM["code"]),
+                          ("RadionuclideCodeSequence", FDG_ITEM["nuclide"])):
+        entry = getattr(item, keyword)[0]
+        entry.CodeValue, entry.CodingSchemeDesignator, entry.CodeMeaning = code
+
+
+def baseline_fdg_zip(phantom: Path, dest: Path) -> Path:
+    """A ZIP of phantom time point 0 (PET relabelled [18F]FDG, CT as is): one scan, another tracer, an archive."""
+    import zipfile
+
+    study = dest / "study"
+    copy_series(phantom_series(phantom, 0), study / "PET", as_fdg)
+    copy_series(phantom_series(phantom, 0, "CT"), study / "CT")
+    archive = dest / "baseline-fdg.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as handle:
+        for path in sorted(study.rglob("*.dcm")):
+            handle.write(path, path.relative_to(study))
+    return archive
+
+
+def build_baseline_fdg_analysis(phantom: Path, folder: Path) -> None:
+    """``folder/baseline-fdg.zip`` and its analysis ``folder/out`` (truth labels, the tracer override) with the
+    report (HTML, PDF) and the DICOM export: what a reader gets for a first scan of another tracer."""
+    from LesionResponseLib.datamodel import AnalysisParameters
+    from LesionResponseLib.report import export_dicom, write_patient_report
+    from LesionResponseLib.workflow import run_pipeline
+
+    archive = baseline_fdg_zip(phantom, folder)
+    params = AnalysisParameters(registration_method="identity", prior_search=False, allow_other_tracer=True)
+    run_pipeline(archive, folder / "out", params, labels_dir=phantom / "truth")
+    write_patient_report(folder / "out")
+    export_dicom(folder / "out", folder / "out" / "report" / "dicom")
