@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
 MULTIFRAME_PET = {"1.2.840.10008.5.1.4.1.1.130": "Enhanced PET",
                   "1.2.840.10008.5.1.4.1.1.128.1": "Legacy Converted Enhanced PET"}
@@ -57,9 +59,15 @@ def frame_headers(ds: Dataset) -> list[Dataset]:
         frame.update(base)
         _merge(frame, item)
         _classic_pet(frame)
-        frame.NumberOfFrames = 1
+        _set(frame, "NumberOfFrames", 1)
         frames.append(frame)
     return frames
+
+
+def _set(ds: Dataset, keyword: str, value) -> None:
+    """Set ``keyword`` with a new element: the frames share their elements with the file's header, so an
+    assignment to an existing element would change every frame and the header itself."""
+    ds.add_new(Tag(keyword), dictionary_VR(keyword), value)
 
 
 def _merge(target: Dataset, group_item: Dataset) -> None:
@@ -70,9 +78,9 @@ def _merge(target: Dataset, group_item: Dataset) -> None:
         for element in macro.value[0]:
             keyword = CLASSIC_NAMES.get(element.keyword, element.keyword)
             if keyword == "ActualFrameDuration":  # FD in Frame Content, IS (ms) in the classic PET Image module
-                target.ActualFrameDuration = None if element.value is None else int(round(float(element.value)))
+                _set(target, keyword, None if element.value is None else int(round(float(element.value))))
             elif keyword != element.keyword:
-                setattr(target, keyword, element.value)
+                _set(target, keyword, element.value)
             else:
                 target.add(element)
 
@@ -83,17 +91,18 @@ def _classic_pet(frame: Dataset) -> None:
         return
     if "CorrectedImage" not in frame:
         flags = {"ATTN": frame.get("AttenuationCorrected"), "DECY": frame.get("DecayCorrected")}
-        frame.CorrectedImage = [name for name, value in flags.items() if str(value or "").upper() == "YES"]
+        _set(frame, "CorrectedImage", [name for name, value in flags.items() if str(value or "").upper() == "YES"])
     if "Units" not in frame:
         units = frame.get("MeasurementUnitsCodeSequence")
         if units:
-            frame.Units = UCUM_UNITS.get(str(units[0].get("CodeValue", "")).lower(), str(units[0].CodeValue))
+            _set(frame, "Units", UCUM_UNITS.get(str(units[0].get("CodeValue", "")).lower(), str(units[0].CodeValue)))
     if "DecayCorrection" not in frame and frame.get("DecayCorrectionDateTime"):
         reference = str(frame.DecayCorrectionDateTime)
         items = frame.get("RadiopharmaceuticalInformationSequence") or [Dataset()]
         injection = str(items[0].get("RadiopharmaceuticalStartDateTime", "") or "")
         if injection and reference[:14] == injection[:14]:
-            frame.DecayCorrection = "ADMIN"
+            _set(frame, "DecayCorrection", "ADMIN")
         else:
-            frame.DecayCorrection = "START"
-            frame.SeriesDate, frame.SeriesTime = reference[:8], reference[8:] or "000000"
+            _set(frame, "DecayCorrection", "START")
+            _set(frame, "SeriesDate", reference[:8])
+            _set(frame, "SeriesTime", reference[8:] or "000000")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from LesionResponseLib.dicomio.errors import DicomInputError
 from LesionResponseLib.dicomio.frames import frame_headers
@@ -171,10 +172,13 @@ def salvage_series_uid(path: str | Path, limit: int = 65536) -> str | None:
 
 
 def _parse(path: Path, force: bool) -> tuple[pydicom.Dataset, bool]:
-    """Header of ``path`` and whether it stops before the end of the file (pixel data follows)."""
+    """Header of ``path`` and whether it stops before the end of the file (pixel data follows). A deflated
+    file is inflated whole by pydicom, so its position says nothing: a truncated one fails when its pixels are
+    read, naming it (volume.read_datasets)."""
     with open(path, "rb") as handle:
         ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=_TAGS, force=force)
-        more = handle.tell() < os.fstat(handle.fileno()).st_size
+        deflated = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) == DeflatedExplicitVRLittleEndian
+        more = deflated or handle.tell() < os.fstat(handle.fileno()).st_size
     return ds, more
 
 

@@ -64,10 +64,14 @@ def _complete_type2(ds: Any) -> Any:
 
 
 def _frames(labels: sitk.Image, sources: list[Any]) -> np.ndarray:
-    """Label values per source PET instance: (n_instances, rows, cols) taken from the label map."""
+    """Label values per source PET slice: (n_slices, rows, cols) taken from the label map (a multi-frame source
+    contributes one slice per frame, at its Plane Position)."""
+    from LesionResponseLib.dicomio.frames import frame_headers
+
     array = sitk.GetArrayFromImage(labels)
-    frames = np.zeros((len(sources), int(sources[0].Rows), int(sources[0].Columns)), dtype=array.dtype)
-    for i, ds in enumerate(sources):
+    planes = [frame for ds in sources for frame in frame_headers(ds)]
+    frames = np.zeros((len(planes), int(sources[0].Rows), int(sources[0].Columns)), dtype=array.dtype)
+    for i, ds in enumerate(planes):
         index = labels.TransformPhysicalPointToIndex([float(v) for v in ds.ImagePositionPatient])
         if not 0 <= index[2] < array.shape[0] or array.shape[1:] != frames.shape[1:]:
             raise ReportInputError(describe(
