@@ -150,6 +150,7 @@ def _concepts() -> dict[str, Any]:
         "category": code("RESPCAT", PRIVATE_SCHEME, "Lesion-ROI response category"),
         "procedure": code("44139-4", "LN", "PET whole body"),
         "tracer_override": code("TRACEROVR", PRIVATE_SCHEME, "Analysed although not somatostatin-receptor PET"),
+        "evaluations": code("C0034375", "UMLS", "Qualitative Evaluations"),
     }
 
 
@@ -182,9 +183,10 @@ def _tracking(data: ReportData, track: int) -> Any:
     return hd.sr.TrackingIdentifier(uid=track_uid(data.analysis.patient_id, track), identifier=f"track {track}")
 
 
-def _tracer_group(data: ReportData, timepoint: int, context: Any, c: dict[str, Any]) -> Any:
-    """The radiopharmaceutical of the time point from the PET headers (DCM 'Radiopharmaceutical' = its CID 4021 code,
-    or a local code holding the name the headers give), and whether it was analysed although not SSTR PET."""
+def _tracer_evaluations(data: ReportData, timepoint: int, c: dict[str, Any]) -> Any:
+    """TID 1500's report-level "Qualitative Evaluations" container: the radiopharmaceutical from the PET headers
+    (DCM 'Radiopharmaceutical' = its CID 4021 code, or a local code holding the name the headers give) and whether
+    it was analysed although not SSTR PET."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -193,25 +195,24 @@ def _tracer_group(data: ReportData, timepoint: int, context: Any, c: dict[str, A
     info = data.analysis.timepoints[timepoint]
     name = info.radiopharmaceutical or f"not named ({info.radionuclide or 'nuclide unknown'})"
     value = tracer_code(info.radiopharmaceutical) or ("TRACER", PRIVATE_SCHEME, name[:64])
-    evaluations = [hd.sr.QualitativeEvaluation(codes.DCM.Radiopharmaceutical, hd.sr.CodedConcept(*value))]
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    items = [hd.sr.CodeContentItem(codes.DCM.Radiopharmaceutical, hd.sr.CodedConcept(*value), contains)]
     if info.tracer_override:
-        evaluations.append(hd.sr.QualitativeEvaluation(c["tracer_override"], codes.SCT.Yes))
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=_derived_uid(data.analysis.patient_id, "radiopharmaceutical"),
-                                                     identifier="radiopharmaceutical"),
-        time_point_context=context, qualitative_evaluations=evaluations)
+        items.append(hd.sr.CodeContentItem(c["tracer_override"], codes.SCT.Yes, contains))
+    container = hd.sr.ContainerContentItem(c["evaluations"], relationship_type=contains)
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
 
 
 def _groups(data: ReportData, timepoint: int, seg: Any, c: dict[str, Any]) -> list[Any]:
-    """The tracer group, one volumetric group per accepted ROI, plus one group per track that disappeared at this
-    time point."""
+    """One volumetric group per accepted ROI, plus one group per track that disappeared at this time point."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     context = hd.sr.TimePointContext(time_point=f"TP{timepoint}", time_point_order=timepoint + 1,
                                      subject_time_point_identifier=str(timepoint))
     responses = {r.track_id: r for r in data.analysis.responses}
-    groups = [_tracer_group(data, timepoint, context, c)]
+    groups = []
     for number, roi in enumerate(data.accepted_rois(timepoint), start=1):
         track = data.roi_track.get(roi.roi_id, -1)
         delta = responses[track].delta_suv_total_pct.get(timepoint) if track in responses else None
@@ -241,6 +242,7 @@ def build_sr(data: ReportData, timepoint: int, sources: list[Any], seg: Any) -> 
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=c["procedure"], imaging_measurements=_groups(data, timepoint, seg, c))
+    report[0].ContentSequence.append(_tracer_evaluations(data, timepoint, c))
     return hd.sr.Comprehensive3DSR(
         evidence=[*sources, seg], content=report, series_instance_uid=_derived_uid(patient, str(timepoint), "sr-s"),
         series_number=SR_SERIES_NUMBER, sop_instance_uid=_derived_uid(patient, str(timepoint), "sr"),
