@@ -87,3 +87,36 @@ def _items(sequence):
     for item in sequence:
         yield item
         yield from _items(item.get("ContentSequence", []))
+
+
+def test_analyze_and_cohort_commands_take_the_override(make_phantom, tmp_path):
+    from typer.testing import CliRunner
+
+    from LesionResponseLib.cli import app
+
+    archive = baseline_fdg_zip(make_phantom(seed=2, timepoints=2, **SLAB), tmp_path)
+    result = CliRunner().invoke(app, ["analyze", str(archive), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Fluorodeoxyglucose" in result.output and "--allow-other-tracer" in result.output
+    for command in ("analyze", "cohort-analyze", "inspect"):
+        assert "--allow-other-tracer" in CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+
+
+def test_a_cohort_zip_is_unpacked_beside_the_output_and_its_patients_found(tmp_path):
+    import zipfile
+
+    from dicom_factory import write_series
+
+    from LesionResponseLib.workflow.cohort import discover, input_fingerprint
+
+    for name in ("ALPHA", "BRAVO"):
+        write_series(tmp_path / "export" / name, patient_id=name)
+    archive = tmp_path / "cohort.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in sorted((tmp_path / "export").rglob("*.dcm")):
+            handle.write(path, path.relative_to(tmp_path / "export"))
+    jobs = discover(archive, unpack_dir=tmp_path / "out" / "archives")
+    assert [j.patient_id for j in jobs] == ["ALPHA", "BRAVO"]
+    for job in jobs:
+        folder = Path(job.folder)
+        assert folder.is_relative_to(tmp_path / "out" / "archives") and folder.name == job.patient_id
+        assert len(list(folder.iterdir())) == 12 and input_fingerprint(folder)
