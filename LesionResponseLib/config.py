@@ -58,6 +58,12 @@ class InputConfig(_Section):
     weight_kg: float | None = setting(None, help="Body weight used instead of PatientWeight (0010,1030) for every "
                                       "time point, e.g. when it is missing.", unit="kg", minimum=1.0, maximum=500.0,
                                       flag="--weight-kg")
+    # The model, the categories and the physiological-uptake rules are made for somatostatin-receptor PET
+    # (dicomio.tracer); another tracer named in the headers is refused unless the user says so on purpose.
+    allow_other_tracer: bool = setting(False, help="Analyse a PET whose radiopharmaceutical is not a somatostatin-"
+                                       "receptor tracer (refused otherwise: the model, categories and physiological "
+                                       "rules are made for SSTR PET); recorded and flagged in the report.",
+                                       flag="--allow-other-tracer")
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,17 @@ class TimePointInfo(_Serialisable):
     suv_reference_time_source: str | None = None  # e.g. "SeriesDate/SeriesTime", "GE private scan datetime ..."
     suv_normalisation: str | None = None  # how the stored values became SUVbw, with the numbers used
     suv_assumptions: list[str] = field(default_factory=list)  # rules applied to imperfect headers (MBq dose, ...)
+    # The tracer from the headers (dicomio.tracer), e.g. "[68Ga]Ga-DOTATATE" and "Ga-68"; None when not stated
+    radiopharmaceutical: str | None = None
+    radionuclide: str | None = None
+    tracer_override: bool = False  # not SSTR PET, analysed on the user's request (--allow-other-tracer)
+    # Slice geometry (dicomio.geometry): largest distance (mm) of a slice from the regular grid it was resampled
+    # onto (0 when regular), the CT's gantry tilt (degrees), and what was resampled; None/empty in analysis.json
+    # files written before they existed
+    pet_slice_deviation_mm: float | None = None
+    ct_slice_deviation_mm: float | None = None
+    ct_tilt_deg: float | None = None
+    geometry_notes: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -95,7 +95,7 @@ class SuvResult:
     height_m: float | None = None
     sex: str | None = None
     sul_factor: float | None = None  # SUL per Bq/mL (Janmahasatian), None when sex or height unknown
-    slice_factors: dict[str, float] = field(default_factory=dict)  # file → extra factor (DecayCorrection NONE)
+    slice_factors: dict[str, float] = field(default_factory=dict)  # Instance.key → extra factor (DecayCorrection NONE)
     warnings: list[str] = field(default_factory=list)
     normalisation: str = ""  # how the stored values became SUVbw, with the formula's numbers
     assumptions: list[str] = field(default_factory=list)  # every rule applied to imperfect headers
@@ -344,7 +344,7 @@ def _apply_decay_convention(result: SuvResult, instances: list[Instance], notes:
                    "the SUV by e^(λ·uptake))", "Fix DecayCorrection or CorrectedImage (dcmodify) to what the "
                    "scanner did.")
     for inst in instances:
-        result.slice_factors[inst.path] = _frame_to_injection(inst, result)
+        result.slice_factors[inst.key] = _frame_to_injection(inst, result)
     result.voxel_to_suv = result.weight_kg * 1000.0 / result.injected_activity_bq
     result.method, result.stored_values = "BQML/NONE-corrected", STORED_VALUES["NONE"]
     result.normalisation = (f"SUVbw = Bq/mL × {result.weight_kg:g} kg × 1000 / {result.injected_activity_bq / 1e6:.6g}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.dicomio.tracer import OVERRIDE_FLAG, OVERRIDE_HELP
 from LesionResponseLib.terminal import cli_console
 
 _DEFAULTS = AnalysisParameters()
@@ -33,6 +34,7 @@ _PSF_FWHM_MM = typer.Option(_DEFAULTS.quantification.psf_fwhm_mm, help="Reconstr
                                   "scanner's; 5–7 on current PET/CT): used by the partial-volume-corrected SUVtotal.")
 _PRIOR_SEARCH = typer.Option(_DEFAULTS.prior_search.enabled, help="Look for each track's lesion where the registration "
                              "puts it at time points without a ROI (marked prior-guided).")
+_ALLOW_OTHER_TRACER = typer.Option(_DEFAULTS.input.allow_other_tracer, OVERRIDE_FLAG, help=OVERRIDE_HELP)
 _MEASURE = typer.Option(_DEFAULTS.response.measure, help="ROI quantity that drives the categories: suv_total_pvc "
                             "(partial-volume corrected, the default) or suv_total (SUVmean × volume, the paper's).")
 
@@ -137,6 +139,7 @@ def analyze_command(
                                     help="Also confirm lesions the model found below its minimum ROI volume when "
                                          "the search finds them at an adjacent time point (more lesions, and "
                                          "more physiological uptake to reject; docs/methods/prior-guided-search.md)."),
+    allow_other_tracer: bool = _ALLOW_OTHER_TRACER,
 ) -> None:
     """Analyse one patient: segment, quantify, register, track, categorise; write the output folder."""
     from LesionResponseLib.errors import LesionResponseError
@@ -147,7 +150,8 @@ def analyze_command(
                          min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml,
                          prior_search)
         params = params.updated({"input.weight_kg": weight_kg, "prior_search.candidates": candidates,
-                                 "segmentation.drop_intracranial": not keep_intracranial})
+                                 "segmentation.drop_intracranial": not keep_intracranial,
+                                 "input.allow_other_tracer": allow_other_tracer})
         analysis, report = _run(input_dir, out, params, patient, labels, console)
     except LesionResponseError as err:
         console.print(f"[red]error:[/red] {err}")
@@ -267,22 +271,25 @@ def cohort_analyze_command(
     psf_fwhm_mm: float = _PSF_FWHM_MM,
     measure: str = _MEASURE,
     prior_search: bool = _PRIOR_SEARCH,
+    allow_other_tracer: bool = _ALLOW_OTHER_TRACER,
 ) -> None:
     """Analyse a cohort on Dask (one task per patient; resumable), then its cohort figures and report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from LesionResponseLib.errors import LesionResponseError
     from LesionResponseLib.workflow.cohort import ClusterPlan, discover, run_cohort
+    from LesionResponseLib.workflow.pipeline import ARCHIVES
 
     console = cli_console()
     params = _params(segmentation, model, reference, decrease, increase, dilation_mm, max_distance_mm,
                      min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml,
                      prior_search)
+    params = params.updated({"input.allow_other_tracer": allow_other_tracer})
     plan = ClusterPlan(scheduler=scheduler, workers=workers, threads=threads, memory_limit=memory_limit,
                        dashboard_address=dashboard_address)
     try:
         with console.status("finding patients"):
-            jobs = discover(input_path, pacs, patient or None)
+            jobs = discover(input_path, pacs, patient or None, unpack_dir=out / ARCHIVES)
         console.print(f"{len(jobs)} patient(s) to analyse into {out}")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as bar:

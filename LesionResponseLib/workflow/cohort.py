@@ -79,8 +79,9 @@ class PatientJob:
 
 # ------------------------------------------------------------------------------------------------ discovery
 def discover(input_path: str | Path | None, pacs: str | None = None,
-             patients: list[str] | None = None) -> list[PatientJob]:
-    """The patients of a folder tree, a manifest CSV or (no input) a PACS; ``patients`` keeps only those IDs."""
+             patients: list[str] | None = None, *, unpack_dir: str | Path | None = None) -> list[PatientJob]:
+    """The patients of a folder tree (symbolic links followed, ZIP archives unpacked into ``unpack_dir``), a
+    manifest CSV or (no input) a PACS; ``patients`` keeps only those IDs."""
     if input_path is None:
         if not pacs:
             raise CohortError(describe("no input", fix="Give a folder, a manifest CSV, or --pacs ADDRESS."))
@@ -88,7 +89,7 @@ def discover(input_path: str | Path | None, pacs: str | None = None,
     elif Path(input_path).suffix.lower() == ".csv":
         jobs = read_manifest(input_path, pacs)
     else:
-        jobs = _folder_patients(Path(input_path))
+        jobs = _folder_patients(Path(input_path), unpack_dir)
     if patients:
         jobs = [j for j in jobs if j.patient_id in set(patients)]
     if not jobs:
@@ -129,19 +130,22 @@ def read_manifest(path: str | Path, pacs: str | None = None) -> list[PatientJob]
     return jobs
 
 
-def _folder_patients(root: Path) -> list[PatientJob]:
+def _folder_patients(root: Path, unpack_dir: str | Path | None = None) -> list[PatientJob]:
     """One job per PatientID in ``root``; its folder is the deepest folder holding all of that patient's
-    files and none of another patient's (else ``root``, with the PatientID to pick)."""
+    files and none of another patient's (else ``root``, or the folder its ZIP archive was unpacked into, with
+    the PatientID to pick). Paths keep the symbolic links they were found through."""
     from LesionResponseLib.dicomio import index_folder
 
-    index = index_folder(root)
+    index = index_folder(root, unpack_dir=unpack_dir)
+    tops = [Path(folder) for folder in index.archives.values()] + [root]
     files = {pid: [i.path for st in p.studies.values() for se in st.series.values() for i in se.instances]
              for pid, p in index.patients.items()}
     jobs = []
     for pid, paths in sorted(files.items()):
         folder = Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
+        top = next((t for t in tops if folder.is_relative_to(t)), root)
         others = [q for other, ps in files.items() if other != pid for q in ps]
-        while folder != root and any(Path(q).is_relative_to(folder) for q in others):
+        while folder != top and any(Path(q).is_relative_to(folder) for q in others):
             folder = folder.parent
         jobs.append(PatientJob(pid, folder=str(folder), patient=pid))
     return jobs
@@ -155,10 +159,13 @@ def patient_folder_name(patient_id: str) -> str:
 
 
 def input_fingerprint(folder: str | Path) -> str:
-    """Hash of (relative path, size, mtime) of every file under ``folder``: changes when any input does."""
+    """Hash of (relative path, size, mtime) of every file under ``folder`` (symbolic links followed, as the index
+    follows them): changes when any input does."""
+    from LesionResponseLib.dicomio.sources import walk_files
+
     root = Path(folder)
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(walk_files(root)):
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:20]

@@ -22,7 +22,8 @@ what follows):
   the grown label maps.
 - Quantification, tracks and response are cheap and always recomputed.
 
-Besides docs/DOMAIN.md §8 the folder gets ``suv/tp{k}.nii.gz`` (float32 SUV PET, rewritten only when the PET
+A ZIP archive given as (or inside) the input is unpacked into ``OUT/archives/<name>-<key>/`` (reused while
+the archive is unchanged; ``TimePointInfo.pet_files`` point there). Besides docs/DOMAIN.md §8 the folder gets ``suv/tp{k}.nii.gz`` (float32 SUV PET, rewritten only when the PET
 series or its SUV factor changed), read by the review, the reports and the Slicer module without going
 back to DICOM, and ``ct/tp{k}.nii.gz`` (the CT in HU, for CT/PET fusion in the review). When the folder holds a reader's review (``review/session.json``), the edits are
 re-applied to the new result and those that no longer apply are listed (``review/not_applicable.json``).
@@ -58,6 +59,8 @@ from LesionResponseLib.imaging import label_on_grid
 
 MATCH_SECTIONS = ("matching",)  # the config sections the matching reads (its cache key)
 LABEL_NAMES = ("tp{k}.nii.gz", "tp{k}_lesions.nii.gz")  # analysis labels/ folder, phantom truth/ folder
+ARCHIVES = "archives"  # ZIP archives of the input are unpacked here (OUT/archives/<name>-<key>/; not cache/:
+# clear_cache must not break the DICOM paths analysis.json records)
 
 
 class AnalysisError(LesionResponseError):
@@ -288,13 +291,15 @@ def _physiological_threshold(params: AnalysisParameters, physiological: dict) ->
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
-def _inventory(input_dir: Path, patient: str | None, weight_kg: float | None = None) -> list:
+def _inventory(input_dir: Path, patient: str | None, weight_kg: float | None = None, allow_other_tracer: bool = False,
+               unpack_dir: Path | None = None) -> list:
     from LesionResponseLib.dicomio import find_timepoints
 
     if not input_dir.exists():
         raise AnalysisError(describe("input folder does not exist", path=input_dir,
                                      fix="Give the folder that holds the patient's DICOM files."))
-    timepoints = find_timepoints(input_dir, patient=patient, weight_kg=weight_kg).timepoints
+    timepoints = find_timepoints(input_dir, patient=patient, weight_kg=weight_kg, allow_other_tracer=allow_other_tracer,
+                                 unpack_dir=unpack_dir).timepoints
     if not timepoints:
         raise AnalysisError(describe("no quantitative PET time point found", path=input_dir,
                                      fix="Check the folder with `lesion-response inspect INPUT`."))
@@ -326,7 +331,8 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
         params = params.updated({"segmentation.labels_dir": str(labels_path.resolve())})
     (out / "cache").mkdir(parents=True, exist_ok=True)
     announce("indexing DICOM")
-    infos = _inventory(Path(input_dir), patient, params.input.weight_kg)
+    infos = _inventory(Path(input_dir), patient, params.input.weight_kg, params.input.allow_other_tracer,
+                       out / ARCHIVES)
     loaded, labels, rois, evidence = [], {}, [], {}
     for info in infos:
         announce(f"loading time point {info.index}")

@@ -235,15 +235,17 @@ def test_corrupt_file_of_unknown_series_in_a_flat_folder_blames_no_series(tmp_pa
     assert inventory.timepoints == [] and inventory.ignored[0].reason.startswith("irregular geometry: ")
 
 
-def test_tilted_ct_is_not_paired_and_says_why(tmp_path):
+def test_tilted_ct_is_paired_and_its_tilt_recorded(tmp_path):
     frame, study = generate_uid(), generate_uid()
     write_series(tmp_path / "pet", for_uid=frame, study_uid=study)
     write_series(tmp_path / "ct", modality="CT", for_uid=frame, study_uid=study, values=np.zeros((12, 8, 8)),
                  tilt_mm_per_slice=0.7)  # atan(0.7 / 4) ≈ 9.9°
     inventory = find_timepoints(tmp_path)
-    assert inventory.timepoints[0].ct_files == []
-    [ignored] = inventory.ignored
-    assert ignored.modality == "CT" and "gantry tilt of 9.9°" in ignored.reason
+    info = inventory.timepoints[0]
+    assert len(info.ct_files) == 12 and inventory.ignored == []
+    assert info.ct_tilt_deg == pytest.approx(9.93, abs=0.01) and info.pet_slice_deviation_mm == 0
+    assert info.geometry_notes == ["CT: gantry tilt 9.9° (7.7 mm in-plane drift): resampled to the true slice "
+                                   "positions on an untilted regular grid"]
 
 
 def test_uncalibratable_second_pet_is_reported_not_fatal(tmp_path):
