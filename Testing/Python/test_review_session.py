@@ -19,6 +19,7 @@ import pytest
 import SimpleITK as sitk
 
 from LesionResponseLib.analysis.response import roi_measure
+from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.datamodel import Analysis, Link
 from LesionResponseLib.review import ReviewError, ReviewSession, reapply_review
@@ -483,6 +484,6 @@ def test_cli_edits_print_changes_and_errors_exit_2(out):
     history = runner.invoke(app, ["review", str(out), "history"])
     assert "link" in history.output and "pat" in history.output
     bad = runner.invoke(app, ["review", str(out), "unlink", "tp7-L0001"])
-    assert bad.exit_code == 2 and "no lesion-ROI" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == EXIT_INPUT and "no lesion-ROI" in bad.output and "Traceback" not in bad.output
     undone = runner.invoke(app, ["review", str(out), "undo"])
     assert undone.exit_code == 0 and "undone" in undone.output
