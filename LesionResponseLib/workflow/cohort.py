@@ -167,7 +167,7 @@ def input_fingerprint(folder: str | Path) -> str:
 def job_key(job: PatientJob, folder: str | Path, params: AnalysisParameters) -> str:
     """The key of one patient's analysis: inputs (and label maps), PatientID picked, parameters, model,
     software version."""
-    from LesionResponseLib.workflow.pipeline import model_digest
+    from LesionResponseLib.workflow.stages import model_digest
 
     labels = input_fingerprint(job.labels) if job.labels else None
     text = json.dumps([input_fingerprint(folder), labels, job.patient, params.to_dict(), model_digest(params),
@@ -333,7 +333,7 @@ def start_client(plan: ClusterPlan, n_patients: int):
     return Client(cluster), threads
 
 
-def run_cohort(jobs: list[PatientJob], out_dir: str | Path, params: AnalysisParameters, plan: ClusterPlan,
+def run_cohort(jobs: list[PatientJob], out_dir: str | Path, params: AnalysisParameters, plan: ClusterPlan, *,
                cache_dir: str | Path | None = None, on_start: Callable[[Any], None] | None = None,
                on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Analyse every job on Dask, then write the cohort figures and report (module docstring).
@@ -342,6 +342,11 @@ def run_cohort(jobs: list[PatientJob], out_dir: str | Path, params: AnalysisPara
     per finished patient (a progress bar). Returns the content of ``OUT/cohort-run.json``.
     """
     from distributed import as_completed
+
+    if params.segmentation.labels_dir:
+        raise CohortError(describe("segmentation.labels_dir names one patient's label maps, not a cohort's",
+                                   path=params.segmentation.labels_dir,
+                                   fix="Give each patient's label folder in the manifest's labels column."))
 
     out = Path(out_dir).resolve()
     (out / "patients").mkdir(parents=True, exist_ok=True)
