@@ -261,7 +261,7 @@ def find_timepoints(path_or_index: str | Path | DicomIndex, patient: str | None 
     used_cts: set[str] = set()
     found = []
     for study in chosen.studies.values():
-        result = _study_timepoint(study, index, inventory, all_cts, strict, weight_kg)
+        result = _study_timepoint(study, index, inventory, all_cts=all_cts, strict=strict, weight_kg=weight_kg)
         if result is not None:
             found.append(result)
             if result[3] is not None:
@@ -273,14 +273,15 @@ def find_timepoints(path_or_index: str | Path | DicomIndex, patient: str | None 
                    f"(series seen: {reasons})", "Add the attenuation- and decay-corrected PET series to the folder.")
     found.sort(key=lambda f: f[0].scan_datetime)
     for k, (cal, study, pet, ct) in enumerate(found):
-        inventory.timepoints.append(_info(k, chosen, study, pet, ct, cal))
+        inventory.timepoints.append(_info(k, chosen, study, pet=pet, ct=ct, cal=cal))
         for series in (pet, ct) if ct else (pet,):
             inventory.series[series.uid] = {"modality": series.modality, "description": series.description,
                                             "n_files": len(series.instances), "folder": series.folder}
     return inventory
 
 
-def _study_timepoint(study: Study, index: DicomIndex, inventory: Inventory, all_cts: list[Series], strict: bool,
+def _study_timepoint(study: Study, index: DicomIndex, inventory: Inventory, *, all_cts: list[Series],
+                     strict: bool,
                      weight_kg: float | None):
     candidates: list[tuple[Series, SuvResult]] = []
     failures: list[tuple[Series, SuvTagError]] = []
@@ -367,7 +368,8 @@ def _ignored(study: Study, series: Series, reason: str) -> IgnoredSeries:
                          reason, series.uid)
 
 
-def _info(k: int, patient: Patient, study: Study, pet: Series, ct: Series | None, cal: SuvResult) -> TimePointInfo:
+def _info(k: int, patient: Patient, study: Study, *, pet: Series, ct: Series | None,
+          cal: SuvResult) -> TimePointInfo:
     first: Instance = pet.first
     return TimePointInfo(
         index=k, patient_id=patient.patient_id,
