@@ -50,7 +50,7 @@ class RunReport:
     """What one pipeline run did: per stage item (``"segmentation tp0"``), ``"computed"`` or ``"reused"``."""
 
     stages: dict[str, str] = field(default_factory=dict)
-    review: dict[str, Any] | None = None  # reapply_review() result when the folder held a review session
+    review: Any = None  # review.reconcile.ReapplyReport when the folder held a review session
 
     def reused(self) -> list[str]:
         return [name for name, how in self.stages.items() if how == "reused"]
@@ -406,7 +406,9 @@ class PriorSearchStage:
 
     def load(self, payload: Any, entry: CacheEntry, inputs: PriorSearchInputs) -> PriorSearchFinds:
         records = [SearchRecord.from_dict(r) for r in payload]
-        return PriorSearchFinds(records, {k: sitk.ReadImage(str(entry.file(f"tp{k}.nii.gz")))
+        # on the input label map's grid exactly (NIfTI stores the geometry as float32: 2e-5 mm off in centroids)
+        return PriorSearchFinds(records, {k: label_on_grid(sitk.ReadImage(str(entry.file(f"tp{k}.nii.gz"))),
+                                                           inputs.labels[k])
                                           for k in sorted({r.timepoint for r in records if r.roi_id})})
 
 
