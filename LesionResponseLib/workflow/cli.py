@@ -4,6 +4,7 @@ and ``settings`` (every setting those take). Their setting options are generated
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ def analysis_summary(analysis, report=None) -> dict[str, Any]:
                "prior_search": search_counts(analysis.prior_searches),
                "parameter_sources": analysis.parameters.non_default_sources()}
     if report is not None:
-        summary.update(reused=report.reused(), review=report.review)
+        review = dataclasses.asdict(report.review) if report.review is not None else None
+        summary.update(reused=report.reused(), review=review)
     return summary
 
 
@@ -104,8 +106,8 @@ def analyze_command(
     reused = summary["reused"]
     console.print(f"reused from cache: {', '.join(reused) if reused else 'nothing'}")
     if report.review is not None:
-        skipped = report.review["not_applicable"]
-        console.print(f"reader's review: {report.review['applied']} edit(s) re-applied"
+        skipped = report.review.not_applicable
+        console.print(f"reader's review: {report.review.applied} edit(s) re-applied"
                       + (f", [yellow]{len(skipped)} no longer apply[/yellow] (listed in "
                          f"{out / 'review' / 'not_applicable.json'})" if skipped else ""))
     console.print(f"written to {out}")

@@ -121,7 +121,7 @@ def test_reader_edits_on_prior_guided_rois_survive_a_rerun(searched) -> None:
     with ReviewSession.open(out, "reader") as session:
         session.reject(victim, reason="physiological")
     again, report = run_pipeline(phantom / "dicom", out, PARAMS, labels_dir=work / "labels")
-    assert report.stages["prior-guided search"] == "reused" and report.review["applied"] == 1
+    assert report.stages["prior-guided search"] == "reused" and report.review.applied == 1
     assert {r.roi_id for r in load_analysis(out).rois if r.status == "rejected"} == {victim}
 
 
