@@ -9,6 +9,12 @@ by schema 1 is migrated on reading (:func:`migrate_flat`).
 A field is declared with :func:`setting`: its default, ``help`` (one sentence a user reads in ``--help``), the
 ``unit``, and where they apply ``choices``, ``minimum``/``maximum`` and the command-line ``flag`` (default
 ``--<section>-<name>``; a ``--x/--y`` pair for booleans). Why a default has its value is the comment above it.
+
+A run's parameters (:func:`resolve_parameters`) are, by precedence: the built-in defaults < the site config file
+(:func:`site_config_path`: ``$LESION_RESPONSE_CONFIG``, else the user config folder's
+``lesion-response/config.toml``) < a settings file given with ``--config`` (TOML, or an earlier analysis.json) <
+the command's options and ``--set section.name=value``. :attr:`AnalysisParameters.sources` keeps where each value
+came from; analysis.json records it for the values that are not the default (``parameter_sources``).
 """
 
 from __future__ import annotations
