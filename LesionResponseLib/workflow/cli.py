@@ -224,10 +224,9 @@ def cohort_analyze_command(
                               f"(scheduler {client.scheduler.address})")
 
         def finished(result) -> None:
-            colour = {"done": "green", "skipped": "cyan"}.get(result["status"], "red")
-            note = f": {result['error']}" if result["error"] else ""
-            bar.console.print(f"[{colour}]{result['status']}[/{colour}] {result['patient_id']}{note}",
-                              highlight=False)
+            colour = {"done": "green", "skipped": "cyan"}.get(result.status, "red")
+            note = f": {result.error}" if result.error else ""
+            bar.console.print(f"[{colour}]{result.status}[/{colour}] {result.patient_id}{note}", highlight=False)
             bar.advance(task)
 
         run = run_cohort(jobs, out, params, plan, cache_dir=cache, on_start=started, on_result=finished)
