@@ -20,6 +20,7 @@ came from; analysis.json records it for the values that are not the default (``p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import typing
@@ -338,15 +339,21 @@ def _section_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(AnalysisParameters) if f.name != "sources")
 
 
-def _section_settings(cls: type[_Section]) -> list[Setting]:
+@functools.cache
+def _section_settings(cls: type[_Section]) -> tuple[Setting, ...]:
     hints = typing.get_type_hints(cls)
-    return [Setting(section=cls.SECTION, name=f.name, type=hints[f.name], default=f.default, **f.metadata)
-            for f in dataclasses.fields(cls)]
+    return tuple(Setting(section=cls.SECTION, name=f.name, type=hints[f.name], default=f.default, **f.metadata)
+                 for f in dataclasses.fields(cls))
 
 
 def settings() -> list[Setting]:
     """Every setting of every section, in declaration order."""
-    return [spec for cls in SECTIONS for spec in _section_settings(cls)]
+    return list(_all_settings())
+
+
+@functools.cache
+def _all_settings() -> tuple[Setting, ...]:  # the sections are fixed once imported; the faces ask often
+    return tuple(spec for cls in SECTIONS for spec in _section_settings(cls))
 
 
 def find_setting(path: str) -> Setting:

@@ -9,17 +9,20 @@ Run: ``.venv/bin/python benchmarks/bench_cli.py [--runs 5] [--commands analyze,d
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 
 
 def cpu_seconds(arguments: list[str]) -> float:
-    """CPU seconds (user + system) of one child process running ``python -m LesionResponseLib ARGUMENTS``."""
+    """CPU seconds (user + system) of one child process running ``python -m LesionResponseLib.cli ARGUMENTS``
+    (``.cli``: older versions have no ``__main__``; run from a neutral folder, so that ``-m`` does not put the
+    current checkout first on the path)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, "-m", "LesionResponseLib", *arguments], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "LesionResponseLib.cli", *arguments], check=True, capture_output=True,
+                   cwd=tempfile.gettempdir())
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -27,7 +30,7 @@ def cpu_seconds(arguments: list[str]) -> float:
 def largest_imports(count: int = 8) -> list[tuple[int, str]]:
     """(cumulative microseconds, module) of the slowest imports of ``LesionResponseLib.cli``."""
     result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import LesionResponseLib.cli"],
-                            capture_output=True, text=True, check=True, env=os.environ)
+                            capture_output=True, text=True, check=True, cwd=tempfile.gettempdir())
     rows = []
     for line in result.stderr.splitlines():
         parts = line.split("|")
