@@ -103,17 +103,10 @@ def parameter_name(spec: Setting) -> str:
     return f"setting__{spec.section}__{spec.name}"
 
 
-def _help(spec: Setting) -> str:
-    """The setting's help, with its bounds and unit where it has them (typer shows choices and the default)."""
-    if spec.minimum is None and spec.maximum is None:
-        return spec.help + (f" Unit: {spec.unit}." if spec.unit else "")
-    return f"{spec.help} Allowed: {spec.describe_allowed()}."
-
-
 def _setting_parameter(spec: Setting) -> inspect.Parameter:
     kind = Literal[spec.choices] if spec.choices else spec.base_type  # typer offers a Literal's values
     annotation = Optional[kind] if spec.optional else kind  # noqa: UP045 - typer reads the annotation at runtime
-    option = typer.Option(spec.default, spec.cli_flag, help=_help(spec), rich_help_panel=f"Settings: {spec.section}")
+    option = typer.Option(spec.default, spec.cli_flag, help=spec.long_help, rich_help_panel=f"Settings: {spec.section}")
     return inspect.Parameter(parameter_name(spec), inspect.Parameter.KEYWORD_ONLY, default=option,
                              annotation=annotation)
 

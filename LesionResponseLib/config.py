@@ -314,6 +314,13 @@ class Setting:
         if bad:
             raise ConfigError(describe(f"{self.path} = {value!r} is not allowed", fix=f"Use {self.describe_allowed()}."))
 
+    @property
+    def long_help(self) -> str:
+        """The help and what is allowed (choices, bounds with the unit) where the type alone does not say it."""
+        if self.choices or self.minimum is not None or self.maximum is not None:
+            return f"{self.help} Allowed: {self.describe_allowed()}."
+        return self.help + (f" Unit: {self.unit}." if self.unit else "")
+
     def describe_allowed(self) -> str:
         if self.choices:
             return "one of " + ", ".join(self.choices)

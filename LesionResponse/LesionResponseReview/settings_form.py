@@ -34,7 +34,7 @@ class SettingField:
     def description(self) -> str:
         """Help, allowed values and unit, as a tooltip or caption."""
         spec = self.setting
-        return f"{spec.help} Allowed: {spec.describe_allowed()}. Default: {as_text(spec.default) or 'none'}."
+        return f"{spec.long_help} Default: {as_text(spec.default) or 'none'}."
 
 
 def as_text(value: Any) -> str:

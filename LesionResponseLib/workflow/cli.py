@@ -267,7 +267,7 @@ def settings_command(
     params = resolve_parameters(config_file=config_file)
     rows = [{"setting": spec.path, "option": spec.cli_flag, "value": params.value(spec.path),
              "default": spec.default, "source": params.sources.get(spec.path, "default"), "unit": spec.unit,
-             "allowed": spec.describe_allowed(), "help": spec.help} for spec in settings()]
+             "allowed": spec.describe_allowed(), "help": spec.long_help} for spec in settings()]
     site = site_config_path()
     if as_json:
         emit_json({"site_config": str(site) if site else None, "settings": rows})
@@ -276,8 +276,7 @@ def settings_command(
     table = Table("setting", "option", "value", "source", "help", title="Analysis settings",
                   title_justify="left")
     for row in rows:
-        table.add_row(row["setting"], row["option"], repr(row["value"]), row["source"],
-                      f"{row['help']} Allowed: {row['allowed']}.")
+        table.add_row(row["setting"], row["option"], repr(row["value"]), row["source"], row["help"])
     console.print(table)
     hint = f"none (create {default_site_config_path()}, or name a file in ${CONFIG_ENV})"
     console.print(f"site config file: {site or hint}", highlight=False)
