@@ -21,7 +21,7 @@ def build_settings(server: Server, set_value: Callable[[str, str], None]) -> Non
                  "command that re-runs the analysis with it; the review is re-applied.", classes="text-caption mb-2")
         v3.VAlert(f"{{{{ {name.error} }}}}", v_if=(name.error,), type="error", density="compact", classes="mb-2",
                   **tid("settings-error"))
-        with html.Div(v_for=f"row in {name.rows}", key="row.path", classes="d-flex align-center mb-1",
+        with html.Div(v_for=f"row in {name.rows}", key="row.path", classes="mb-3",
                       **tid("setting-row")):
             v3.VTextField(model_value=("row.value",), update_modelValue=(set_value, "[row.path, $event]"),
                           label=("row.path",), hint=("'default ' + (row.default || 'none') + ' · ' + row.source",),
