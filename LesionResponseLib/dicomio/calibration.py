@@ -272,12 +272,14 @@ def compute_suv_factor(pet_headers: Series | Sequence[Instance] | Sequence[pydic
     height, sex = _body(first, notes)
     _note_intercepts(instances, notes)
     if units in ("GML", "CM2ML"):
-        result = _normalised(instances, (units, suv_type), (start, start_source), (half_life, half_life_error),
-                             weight_kg, notes)
+        result = _normalised(instances, (units, suv_type), (start, start_source), half_life=(half_life,
+                                                                                             half_life_error),
+                             weight_kg=weight_kg, notes=notes)
     else:
         if half_life_error is not None:
             raise half_life_error
-        result = _from_dose(instances, start, start_source, half_life, weight_kg, notes)
+        result = _from_dose(instances, start, start_source, half_life=half_life, weight_kg=weight_kg,
+                            notes=notes)
         if units == "BQML":
             _apply_decay_convention(result, instances, notes)
         else:
@@ -305,7 +307,7 @@ def _radiopharm_item(first: Instance):
     return item
 
 
-def _from_dose(instances: list[Instance], start: dt.datetime, start_source: str, half_life: float,
+def _from_dose(instances: list[Instance], start: dt.datetime, start_source: str, *, half_life: float,
                weight_kg: float | None, notes: Notes) -> SuvResult:
     """SUVbw per Bq/mL at the reference time: W_g / (D · e^(−λ(t_ref − t_adm)))."""
     first = instances[0]
@@ -416,7 +418,7 @@ def _philips(result: SuvResult, instances: list[Instance], notes: Notes) -> None
 
 
 def _normalised(instances: list[Instance], unit_type: tuple[str, str], reference: tuple[dt.datetime, str],
-                half_life: tuple[float | None, SuvTagError | None], weight_kg: float | None,
+                *, half_life: tuple[float | None, SuvTagError | None], weight_kg: float | None,
                 notes: Notes) -> SuvResult:
     """Units GML / CM2ML: the stored SUV is turned back into SUVbw (module docstring table)."""
     first = instances[0]
@@ -424,7 +426,8 @@ def _normalised(instances: list[Instance], unit_type: tuple[str, str], reference
     try:
         if half_life[1] is not None:
             raise half_life[1]
-        result = _from_dose(instances, start, start_source, half_life[0], weight_kg, notes)
+        result = _from_dose(instances, start, start_source, half_life=half_life[0], weight_kg=weight_kg,
+                            notes=notes)
     except SuvTagError as err:
         notes.warnings.append(f"{units} series: voxels are normalised SUV already; suv_factor per Bq/mL unknown "
                               f"({err})")

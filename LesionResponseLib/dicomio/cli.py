@@ -2,49 +2,40 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from LesionResponseLib.dicomio.tracer import OVERRIDE_FLAG, OVERRIDE_HELP, tracer_label
+from LesionResponseLib.cli_base import json_option, patient_option, with_settings
+from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.dicomio.tracer import tracer_label
+from LesionResponseLib.terminal import cli_console, emit_json
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``lesion-response`` app."""
-    app.command("inspect")(inspect)
+    app.command("inspect")(with_settings(inspect, sections=("input",)))
 
 
 def inspect(
     input_dir: Path = typer.Argument(..., help="A DICOM folder (PACS export, CD, any layout) or one file."),
-    patient: str = typer.Option(None, "--patient", help="PatientID (or name) when the folder holds several "
-                                "patients."),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of tables."),
-    weight: float = typer.Option(None, "--weight-kg", "--weight", help="Body weight in kg to use instead of "
-                                 "PatientWeight (0010,1030), e.g. when it is missing."),
-    allow_other_tracer: bool = typer.Option(False, OVERRIDE_FLAG, help=OVERRIDE_HELP),
+    patient: str = patient_option(),
+    as_json: bool = json_option("the patients, time points and ignored series"),
+    params: AnalysisParameters = None,
 ) -> None:
     """Show patients, time points, chosen PET/CT series, SUV factor, method and provenance, and what was ignored."""
-    from rich.console import Console
     from rich.progress import Progress
 
     from LesionResponseLib.dicomio import find_timepoints, index_folder
-    from LesionResponseLib.errors import LesionResponseError
 
-    console = Console(stderr=as_json)
-    try:
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("reading DICOM headers", total=None)
-            index = index_folder(input_dir, progress=lambda d, t: bar.update(task, completed=d, total=t))
-        inventory = find_timepoints(index, patient=patient, strict=False, weight_kg=weight,
-                                    allow_other_tracer=allow_other_tracer)
-    except LesionResponseError as err:
-        from rich.markup import escape
-
-        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    console = cli_console(stderr=as_json)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("reading DICOM headers", total=None)
+        index = index_folder(input_dir, progress=lambda d, t: bar.update(task, completed=d, total=t))
+    inventory = find_timepoints(index, patient=patient, strict=False, weight_kg=params.input.weight_kg,
+                                allow_other_tracer=params.input.allow_other_tracer)
     if as_json:
-        typer.echo(json.dumps({"n_files": index.n_files, **inventory.to_dict()}, indent=1, default=str))
+        emit_json({"n_files": index.n_files, **inventory.to_dict()})
         return
     _print(inventory, index.n_files, console)
 

@@ -292,7 +292,8 @@ def find_timepoints(path_or_index: str | Path | DicomIndex, patient: str | None 
     used_cts: set[str] = set()
     found = []
     for study in chosen.studies.values():
-        result = _study_timepoint(study, index, inventory, all_cts, strict, weight_kg, allow_other_tracer)
+        result = _study_timepoint(study, index, inventory, all_cts=all_cts, strict=strict, weight_kg=weight_kg,
+                                  allow_other_tracer=allow_other_tracer)
         if result is not None:
             found.append(result)
             if result.ct is not None:
@@ -325,7 +326,7 @@ class _Choice:
     ct_geometry: SliceGeometry | None = None
 
 
-def _study_timepoint(study: Study, index: DicomIndex, inventory: Inventory, all_cts: list[Series], strict: bool,
+def _study_timepoint(study: Study, index: DicomIndex, inventory: Inventory, *, all_cts: list[Series], strict: bool,
                      weight_kg: float | None, allow_other_tracer: bool) -> _Choice | None:
     candidates: list[tuple[Series, SuvResult]] = []
     failures: list[tuple[Series, SuvTagError | TracerError]] = []

@@ -72,13 +72,12 @@ def _track_notes(data: ReportData, track_id: int) -> str:
              if rid in by_id and by_id[rid].source != "model"]
     intracranial = []
     for record in data.analysis.prior_searches:
-        limit = record.get("limit_suv")
-        if record.get("found") or not set(record.get("prior_rois", [])) & ids:
+        if record.found or not set(record.prior_rois) & ids:
             continue
-        if record.get("reason") == NOT_SEARCHED_INTRACRANIAL:
-            intracranial.append(f"TP{record['timepoint']}")
-        elif limit is not None and math.isfinite(limit):  # NaN: the search could not run (reason in analysis.json)
-            notes.append(f"TP{record['timepoint']} searched, not found (limit {record['limit_suv']:.1f} SUV)")
+        if record.reason == NOT_SEARCHED_INTRACRANIAL:
+            intracranial.append(f"TP{record.timepoint}")
+        elif math.isfinite(record.limit_suv):  # NaN: the search could not run (reason in analysis.json)
+            notes.append(f"TP{record.timepoint} searched, not found (limit {record.limit_suv:.1f} SUV)")
     if intracranial:
         notes.append(f"{', '.join(intracranial)} not searched: in the cranial cavity (pituitary uptake or a "
                      "meningioma?)")
@@ -117,7 +116,8 @@ def _mips(data: ReportData, suv_window: float) -> list[str]:
     images = []
     for k in range(n_tp):
         leaving = {r.track_id for r in data.analysis.responses if r.categories.get(k + 1) == "disappearing"}
-        png = plots.mip_figure(data, k, load_labels(data.out_dir, k), load_suv(data, k), leaving, suv_window)
+        png = plots.mip_figure(data, k, load_labels(data.out_dir, k), suv=load_suv(data, k),
+                               disappearing_next=leaving, suv_window=suv_window)
         images.append(_b64(png))
     return images
 

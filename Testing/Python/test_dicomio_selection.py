@@ -14,6 +14,7 @@ from dicom_factory import expected_suv_factor, write_series
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.dicomio import (
     GeometryError,
     PatientSelectionError,
@@ -191,7 +192,7 @@ def test_inspect_cli_tables_and_errors(tmp_path):
     write_series(tmp_path / "b", patient_id="BRAVO", weight=None)
     runner = CliRunner()
     result = runner.invoke(app, ["inspect", str(tmp_path)])
-    assert result.exit_code == 2 and "2 patients in one folder" in result.output
+    assert result.exit_code == EXIT_INPUT and "2 patients in one folder" in result.output
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["inspect", str(tmp_path), "--patient", "BRAVO"])
     assert result.exit_code == 0, result.output
@@ -199,7 +200,7 @@ def test_inspect_cli_tables_and_errors(tmp_path):
     result = runner.invoke(app, ["inspect", str(tmp_path), "--patient", "BRAVO", "--json"])
     [ignored] = json.loads(result.stdout)["ignored"]  # listed with the reason, not a crash
     assert ignored["reason"].startswith("SUV cannot be computed: ") and "PatientWeight (0010,1030)" in ignored["reason"]
-    result = runner.invoke(app, ["inspect", str(tmp_path), "--patient", "BRAVO", "--weight", "80", "--json"])
+    result = runner.invoke(app, ["inspect", str(tmp_path), "--patient", "BRAVO", "--weight-kg", "80", "--json"])
     data = json.loads(result.stdout)
     assert data["timepoints"][0]["suv_factor"] == pytest.approx(expected_suv_factor(80, 150e6, 3600), rel=1e-6)
     assert [p["patient_id"] for p in data["patients"]] == ["ALPHA", "BRAVO"] and data["n_files"] == 24
