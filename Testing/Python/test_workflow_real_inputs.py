@@ -93,10 +93,11 @@ def test_analyze_and_cohort_commands_take_the_override(make_phantom, tmp_path):
     from typer.testing import CliRunner
 
     from LesionResponseLib.cli import app
+    from LesionResponseLib.cli_base import EXIT_INPUT
 
     archive = baseline_fdg_zip(make_phantom(seed=2, timepoints=2, **SLAB), tmp_path)
     result = CliRunner().invoke(app, ["analyze", str(archive), "-o", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "Fluorodeoxyglucose" in result.output and "--allow-other-tracer" in result.output
+    assert result.exit_code == EXIT_INPUT and "Fluorodeoxyglucose" in result.output and "--allow-other-tracer" in result.output
     for command in ("analyze", "cohort-analyze", "inspect"):
         assert "--allow-other-tracer" in CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
 
