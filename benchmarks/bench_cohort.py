@@ -45,8 +45,8 @@ def _run(manifest: Path, out: Path, workers: int | None, params) -> tuple[float,
 
     start = time.perf_counter()
     run = run_cohort(discover(manifest), out, params, ClusterPlan(workers=workers, dashboard_address=":0"),
-                     on_result=lambda r: print(f"  {r['status']:8s} {r['patient_id']} {r['seconds']} s "
-                                               f"{r.get('worker_peak_rss_mb')} MB {r['error'] or ''}", flush=True))
+                     on_result=lambda r: print(f"  {r.status:8s} {r.patient_id} {r.seconds} s "
+                                               f"{r.worker_peak_rss_mb} MB {r.error or ''}", flush=True))
     return time.perf_counter() - start, run
 
 

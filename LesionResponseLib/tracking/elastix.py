@@ -224,7 +224,7 @@ def _program_version(elastix: str, env: tuple[tuple[str, str], ...]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- running
-def run_elastix(engine: ElastixEngine, fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image,
+def run_elastix(engine: ElastixEngine, fixed: sitk.Image, moving: sitk.Image, *, mask: sitk.Image,
                 maps: list[str], threads: int) -> sitk.Transform:
     """Register ``moving`` onto ``fixed`` (metric sampled in ``mask``) with ``maps`` on ``engine``.
 
@@ -234,10 +234,10 @@ def run_elastix(engine: ElastixEngine, fixed: sitk.Image, moving: sitk.Image, ma
     """
     if engine.name == "itk":
         return _run_itk(fixed, moving, mask, maps, threads)
-    return _run_programs(engine, fixed, moving, mask, maps, threads)
+    return _run_programs(engine, fixed, moving, mask=mask, maps=maps, threads=threads)
 
 
-def _run_programs(engine: ElastixEngine, fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image,
+def _run_programs(engine: ElastixEngine, fixed: sitk.Image, moving: sitk.Image, *, mask: sitk.Image,
                   maps: list[str], threads: int) -> sitk.Transform:
     elastix, transformix = (str(Path(engine.bin_dir) / f"{p}{_EXE}") for p in ("elastix", "transformix"))
     env = {**os.environ, **engine.env}
