@@ -32,12 +32,31 @@ def _phantom_dir(seed: int, timepoints: int, vendor: str, **options) -> Path:
     return out
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Modules holding a ``slow`` test run first, each module's tests kept together and in order: under
     ``pytest -n 2 --dist loadgroup`` (scripts/test.sh) the long tests start early on both workers and the short ones
     fill the end, instead of a long test running alone at the end. (xdist sends its ``xdist_group`` units first.)"""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)  # stable
+    _name_xdist_groups(config, items)
+
+
+def _name_xdist_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--dist loadgroup`` sends the tests whose node id ends in ``@<xdist_group>`` to one worker; pytest-xdist 3.8
+    appends that suffix to ``item._nodeid``, which pytest 9 no longer reads (its node id is ``item._id``), so every
+    ``xdist_group`` mark was ignored (measured: a module's tests on both workers, its module fixture built twice).
+    Append it where pytest 9 keeps the id; a no-op on pytest 8, where xdist's own suffix works."""
+    if not (hasattr(config, "workerinput") and config.getvalue("loadgroup")):
+        return
+    try:
+        from _pytest.nodeid import NodeId  # pytest >= 9
+    except ImportError:
+        return
+    for item in items:
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                        for mark in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
 
 
 @pytest.fixture(scope="session")
