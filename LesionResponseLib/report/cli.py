@@ -86,8 +86,53 @@ def cohort_report(
         typer.echo(f"{kind}: {path}")
 
 
+def evaluate(
+    out: Path = typer.Argument(..., help="Analysis output folder (holds analysis.json)."),
+    reference: list[Path] = typer.Option(..., "--reference", help="The reference: a phantom folder (its truth), or "
+                                         "a site's contours - RTSTRUCT or DICOM SEG files, NIfTI/NRRD label maps, or "
+                                         "folders of them; repeat the option for several."),
+    timepoint: int | None = typer.Option(None, "--timepoint", help="Time point of label maps (else from tp{k} in the "
+                                         "file name) and of DICOM contours that reference no loaded series."),
+    names: str | None = typer.Option(None, "--names", help="Only structures whose name matches this regular "
+                                     "expression (e.g. 'lesion|met')."),
+    pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="Also print the page to PDF (headless chromium)."),
+    dest: Path | None = typer.Option(None, "--dest", help="Folder of the results (default OUT/evaluation)."),
+) -> None:
+    """Measure the analysis against a reference: detection, contours and measures, categories; JSON + HTML/PDF."""
+    from rich.console import Console
+
+    from LesionResponseLib.errors import LesionResponseError
+    from LesionResponseLib.report.evaluation import write_evaluation
+
+    try:
+        with Console().status("reading the reference and comparing..."):
+            figures, paths = write_evaluation(out, reference, timepoint=timepoint, names=names, dest=dest,
+                                              formats=("html", "pdf") if pdf else ("html",))
+    except LesionResponseError as exc:
+        _fail(exc)
+    d = figures["detection"]
+    typer.echo(f"reference: {figures['reference']['kind']}, {figures['reference']['lesions']} lesions, time points "
+               f"{figures['reference']['covered_timepoints']}")
+    typer.echo(f"detection: sensitivity {_share(d['sensitivity'])} of {d['n_reference']}, false positives per scan "
+               f"{d['false_positives_per_scan']:.2f}, F1 {d['f1']:.3f}")
+    typer.echo(f"matched lesions: {figures['contours']['matched']}, median Dice "
+               f"{_share(figures['contours']['dice_median'], 2)}")
+    categories = figures["categories"]
+    typer.echo(f"categories agree: {_share(categories['agreement_all'])} of {categories['n_all']} lesion x follow-up "
+               "pairs" if categories["available"] else f"categories: not computed ({categories['reason']})")
+    for m in figures["reference"].get("skipped", []):
+        typer.echo(f"not used: {m['name'] or m['file']} ({m['reason']})")
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")
+
+
+def _share(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``lesion-response`` app."""
     app.command("report")(report)
     app.command("export")(export)
     app.command("cohort-report")(cohort_report)
+    app.command("evaluate")(evaluate)

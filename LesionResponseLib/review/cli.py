@@ -1,4 +1,5 @@
-"""``lesion-response review OUT link|unlink|merge|split|reject|reject-track|restore|add|edit|undo|redo|history``.
+"""``lesion-response review OUT link|unlink|merge|split|reject|reject-track|restore|add|edit|import-rois|undo|redo|
+history``.
 
 Each command opens the review session of OUT (taking its lock), applies one edit, saves atomically and
 prints what changed: tracks and their categories before -> after. Errors print without a traceback, exit 2.
@@ -137,6 +138,33 @@ def edit_command(ctx: typer.Context, user: str = typer.Option(None, "--user", he
                  mask: Path = typer.Argument(..., help="New mask of that ROI (non-zero = ROI).")) -> None:
     """Replace a ROI's mask and re-measure it."""
     _run(ctx, lambda s: s.edit_roi(roi, mask), user)
+
+
+@review_app.command("import-rois")
+def import_rois_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                        files: list[Path] = typer.Argument(..., help="Reference contours: RTSTRUCT or DICOM SEG files, "
+                                                                     "NIfTI/NRRD label maps, or folders of them."),
+                        timepoint: int = typer.Option(None, "--timepoint", help="Time point of label maps (else from "
+                                                      "tp{k} in the file name) and of DICOM contours that reference no "
+                                                      "loaded series."),
+                        names: str = typer.Option(None, "--names", help="Only structures whose name matches this "
+                                                  "regular expression.")) -> None:
+    """Import reference contours as reader ROIs, in one edit (one undo): each structure replaces the ROI it overlaps
+    most, or becomes a new ROI; structures of one name are linked across time points."""
+
+    def action(session) -> list[str]:
+        from LesionResponseLib.dicomio.contours import read_reference
+
+        found = read_reference(files, session.state.analysis.timepoints, session.suv, timepoint, names)
+        lines = [f"not imported: {s['name'] or s['file']} ({s['reason']})" for s in found.skipped]
+        if not found.structures:
+            return lines + ["nothing to import"]
+        record = session.import_rois([{"timepoint": s.timepoint, "mask": s.mask, "name": s.name}
+                                      for s in found.structures], source=", ".join(str(f) for f in files))
+        imported = [f"imported {s.name!r} at time point {s.timepoint}" for s in found.structures]
+        return imported + lines + describe_record(record)
+
+    _run(ctx, action, user)
 
 
 @review_app.command("undo")
