@@ -1,0 +1,293 @@
+"""A site's own scans: the shipped model against models fine-tuned on N reviewed patients of an unseen domain.
+
+The domain is ``phantom.domain.DOMAINS["site-b"]`` (docs/site-adaptation.md): 3 mm PET voxels at 4.5-5 mm FWHM
+with correlated (7 mm) noise, textured organs, higher liver, spleen, bowel and pancreas uptake, lobulated lesions
+and necrotic lesions with rim uptake. The shipped model never saw any of it.
+
+Stages (each cached under ``--work``; a later run reuses what exists):
+
+1. ``generate``: phantom patients of the domain - training seeds (5000-5099, fine-tuned on) and evaluation seeds
+   (4500-4599, held out: never reviewed, never trained on, never looked at before their run), ``--timepoints``
+   scans each, a ``--axial-extent-mm`` slab over the upper abdomen (liver, spleen, kidneys, adrenals, pancreas,
+   bowel: where the domain's organ uptake and most lesions are; a slab costs a third of a whole body).
+2. ``analyse-train``: ``analyze`` of the training patients with the shipped model (default settings).
+3. ``review``: each training analysis reviewed *as a reader would*, through the review session, with the
+   reader's tools (``LesionResponseReview.masks``): a ROI on no true lesion is rejected; a true lesion visible
+   to a reader (expected peak CNR >= 5, Rose's criterion, ``segmentation.metrics.expected_peak_cnr``) that no ROI
+   covers is added by a click on it (``masks.grow``: 40 % of the hot spot's SUVmax), kept only when the grown
+   ROI lies on that lesion; a ROI whose contour misses its lesion (Dice < 0.5) is re-thresholded
+   (``masks.rethreshold``) when that fits the lesion better. No true mask is copied.
+4. ``train``: ``train --from-analyses`` (``segmentation.finetune.fine_tune``) on the first N reviewed training
+   patients for each N of ``--sizes`` (its default 25 % patient hold-out inside the N), ``--steps`` steps,
+   ``--threads`` torch threads; wall and CPU seconds recorded.
+5. ``analyse-eval``: ``analyze`` of the evaluation patients with the shipped model and each fine-tuned model
+   (``--model``; registrations reused from the shipped model's run: they do not depend on the model).
+6. ``figures``: per model, over the evaluation patients: lesion F1 (detection of true lesions and precision of
+   ROIs, ``analysis.truth.detection_figures``) and category agreement over all true lesion x follow-up pairs
+   (``analysis.truth.lesion_pair_agreement``) and over matched tracks (``truth_agreement``), pooled and per
+   patient; training seconds. JSON to ``--work/figures.json``.
+
+Run with ``nice -n 5`` on a shared machine. Example (the figures in docs/site-adaptation.md)::
+
+    nice -n 5 python benchmarks/bench_site_adaptation.py --work /tmp/bench-site --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "LesionResponse"))
+
+READER = "simulated-reader"
+ROSE_CNR = 5.0  # a reader sees a lesion whose expected peak contrast-to-noise ratio reaches Rose's criterion
+REDRAW_DICE = 0.5  # a contour with less overlap than this with its lesion is visibly wrong to a reader
+
+
+def _seeds(text: str) -> list[int]:
+    low, _, high = text.partition("-")
+    return list(range(int(low), int(high or low) + 1))
+
+
+def generate(work: Path, seeds: list[int], timepoints: int, extent: float, domain: str) -> dict[int, Path]:
+    """The domain's phantom patients (generated once)."""
+    from LesionResponseLib.phantom import generate_patient
+    from LesionResponseLib.phantom.domain import domain_named
+
+    folders = {}
+    for seed in seeds:
+        folder = work / "phantoms" / f"{domain}_s{seed}_t{timepoints}_z{extent:g}"
+        if not (folder / "truth.json").is_file():
+            start = time.process_time()
+            generate_patient(folder, seed=seed, timepoints=timepoints, axial_extent_mm=extent, extras=False,
+                             domain=domain_named(domain))
+            print(f"phantom {seed}: {time.process_time() - start:.1f} CPU s", flush=True)
+        folders[seed] = folder
+    return folders
+
+
+def analyse(phantom: Path, out: Path, model: Path | None, registrations_from: Path | None = None) -> Path:
+    """``analyze`` with default settings and ``model`` (None: the shipped one); done once."""
+    from LesionResponseLib.config import AnalysisParameters
+    from LesionResponseLib.workflow import run_pipeline
+
+    if (out / "analysis.json").is_file():
+        return out
+    if registrations_from is not None:  # the registrations do not depend on the model
+        (out / "cache").mkdir(parents=True, exist_ok=True)
+        for path in (registrations_from / "cache").glob("reg-*"):
+            shutil.copy2(path, out / "cache" / path.name)
+    start = time.process_time()
+    params = AnalysisParameters().updated({"segmentation.model_path": str(model) if model else None})
+    run_pipeline(phantom / "dicom", out, params)
+    print(f"analysed {out.name}: {time.process_time() - start:.1f} CPU s (this process)", flush=True)
+    return out
+
+
+def review_as_reader(out: Path, phantom: Path) -> dict[str, int]:
+    """Review ``out`` as a reader would (module docstring, stage 3); the edit counts."""
+    from LesionResponseReview.masks import MaskError, grow, rethreshold
+
+    from LesionResponseLib.analysis.truth import roi_truth_labels, tiny_labels
+    from LesionResponseLib.phantom import load_truth
+    from LesionResponseLib.review import ReviewSession
+    from LesionResponseLib.segmentation.metrics import expected_peak_cnr
+
+    if (out / "review" / "session.json").is_file():
+        return json.loads((out / "review" / "reader.json").read_text())
+    truth = load_truth(phantom)
+    lesion_of = {(int(tp), int(v)): le for le in truth["lesions"] for tp, e in le["timepoints"].items()
+                 for v in e["labels"]}
+    counts: Counter = Counter()
+    with ReviewSession.open(out, READER, autosave=False) as session:
+        for k in range(int(truth["n_timepoints"])):
+            true = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom / "truth" / f"tp{k}_lesions.nii.gz")))
+            pet = session.suv(k)
+            suv = sitk.GetArrayViewFromImage(pet)
+            accepted = {r.label: r for r in session.state.analysis.rois if r.timepoint == k and r.status == "accepted"}
+            labels = np.where(np.isin(session.state.label_array(k), list(accepted)), session.state.label_array(k), 0)
+            owner = roi_truth_labels(labels, true, tiny_labels(truth, k))
+            for label, roi in accepted.items():
+                if label not in owner:
+                    session.reject(roi.roi_id, "not a lesion")
+                    counts["rejected"] += 1
+                    continue
+                lesion = true == owner[label]
+                before = _dice(labels == label, lesion)
+                if before < REDRAW_DICE:
+                    try:
+                        redrawn = rethreshold(pet, session.state.labels[k], label)
+                    except MaskError:
+                        continue
+                    if _dice(sitk.GetArrayViewFromImage(redrawn.mask) > 0, lesion) > before:
+                        session.edit_roi(roi.roi_id, redrawn.mask)
+                        counts["redrawn"] += 1
+            psf = float(truth["timepoints"][k]["psf_fwhm_mm"])
+            for value in sorted(set(np.unique(true[true > 0]).tolist()) - set(owner.values())):
+                entry = lesion_of[(k, value)]["timepoints"][str(k)]
+                cnr = expected_peak_cnr(suv, true, [value], entry["suv_max"], entry["volume_ml"],
+                                        min(pet.GetSpacing()), psf)
+                if cnr < ROSE_CNR:
+                    counts["invisible"] += 1
+                    continue
+                centre = np.argwhere(true == value).mean(0)
+                point = pet.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in centre[::-1]))
+                try:
+                    grown = grow(pet, session.state.labels[k], point)
+                except MaskError:
+                    counts["not added"] += 1
+                    continue
+                inside = true[sitk.GetArrayViewFromImage(grown.mask) > 0]
+                if inside.size and np.bincount(inside).argmax() == value:
+                    session.add_roi(k, grown.mask)
+                    counts["added"] += 1
+                else:
+                    counts["not added"] += 1
+        session.save()
+    (out / "review" / "reader.json").write_text(json.dumps(counts))
+    return dict(counts)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * int((a & b).sum()) / total if total else 1.0
+
+
+def train(work: Path, reviewed: list[Path], size: int, steps: int, threads: int) -> Path:
+    """The model fine-tuned on the first ``size`` reviewed patients (trained once)."""
+    from LesionResponseLib.segmentation.finetune import fine_tune
+
+    out = work / "models" / f"site_n{size}.pt"
+    if out.is_file() and not out.with_name(out.name + ".checkpoint.pt").exists():
+        return out
+    start = time.process_time()
+    resume = out.with_name(out.name + ".checkpoint.pt").exists()
+    fine_tune(out, reviewed[:size], steps=steps, num_threads=threads, resume=resume,
+              on_stage=lambda stage: print(f"N={size}: {stage}", flush=True))
+    print(f"N={size}: fine-tuned in {time.process_time() - start:.1f} CPU s (whole command)", flush=True)
+    return out
+
+
+def figures(analyses: dict[int, Path], phantoms: dict[int, Path]) -> dict:
+    """Lesion F1 and category agreement over the evaluation patients, pooled and per patient."""
+    from LesionResponseLib.analysis import load_analysis
+    from LesionResponseLib.analysis.truth import detection_figures, lesion_pair_agreement, truth_agreement
+
+    per, totals = {}, Counter()
+    for seed, out in analyses.items():
+        analysis = load_analysis(out)
+        detection = detection_figures(analysis, out, phantoms[seed])
+        pairs = lesion_pair_agreement(analysis, out, phantoms[seed])
+        tracks = truth_agreement(analysis, out, phantoms[seed])
+        per[seed] = {"f1": detection["f1"], "sensitivity": detection["sensitivity"],
+                     "precision": detection["precision"], "category_agreement_all": pairs["agreement_all"],
+                     "n_pairs": pairs["n_all"], "category_agreement_tracks": tracks["category_agreement"],
+                     "false_positives_per_scan": pairs["false_positives"]["per_scan"]}
+        totals["lesions"] += detection["n_reference"]
+        totals["detected"] += detection["n_detected"]
+        totals["rois"] += detection["n_rois"]
+        totals["true_rois"] += detection["n_true_positive_rois"]
+        totals["pairs"] += pairs["n_all"]
+        totals["pairs_agree"] += round((pairs["agreement_all"] or 0) * pairs["n_all"])
+        totals["scans"] += len(analysis.timepoints)
+        totals["false_rois"] += detection["n_rois"] - detection["n_true_positive_rois"]
+    sensitivity = totals["detected"] / totals["lesions"] if totals["lesions"] else 0.0
+    precision = totals["true_rois"] / totals["rois"] if totals["rois"] else 0.0
+    return {"patients": per, "pooled": {
+        "sensitivity": sensitivity, "precision": precision,
+        "f1": 2 * sensitivity * precision / (sensitivity + precision) if sensitivity + precision else 0.0,
+        "category_agreement_all": totals["pairs_agree"] / totals["pairs"] if totals["pairs"] else None,
+        "n_pairs": totals["pairs"], "false_positives_per_scan": totals["false_rois"] / max(1, totals["scans"]),
+        "lesions": totals["lesions"], "scans": totals["scans"]}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench-site"))
+    parser.add_argument("--domain", default="site-b")
+    parser.add_argument("--train-seeds", default="5000-5007", help="fine-tuning patients (5000-5099)")
+    parser.add_argument("--eval-seeds", default="4500-4505", help="held-out evaluation patients (4500-4599)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8], help="N reviewed patients per model")
+    parser.add_argument("--timepoints", type=int, default=3)
+    parser.add_argument("--axial-extent-mm", type=float, default=260.0)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
+    parser.add_argument("--stages", nargs="+", default=["all"],
+                        choices=["all", "generate", "analyse-train", "review", "train", "analyse-eval", "figures"])
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    stages = set(args.stages)
+
+    def wanted(name: str) -> bool:
+        return "all" in stages or name in stages
+
+    work = args.work
+    train_seeds, eval_seeds = _seeds(args.train_seeds), _seeds(args.eval_seeds)
+    phantoms = generate(work, train_seeds + eval_seeds, args.timepoints, args.axial_extent_mm, args.domain)
+    shipped = {seed: work / "analyses" / f"shipped_s{seed}" for seed in train_seeds + eval_seeds}
+    if wanted("analyse-train"):
+        for seed in train_seeds:
+            analyse(phantoms[seed], shipped[seed], None)
+    reviewed = [shipped[seed] for seed in train_seeds]
+    if wanted("review"):
+        for seed in train_seeds:
+            print(f"review of {seed}: {review_as_reader(shipped[seed], phantoms[seed])}", flush=True)
+    models = {0: None}
+    if wanted("train"):
+        for size in args.sizes:
+            models[size] = train(work, reviewed, size, args.steps, args.threads)
+    else:
+        models.update({size: work / "models" / f"site_n{size}.pt" for size in args.sizes
+                       if (work / "models" / f"site_n{size}.pt").is_file()})
+    runs: dict[int, dict[int, Path]] = {}
+    if wanted("analyse-eval"):
+        for size, model in models.items():
+            runs[size] = {}
+            for seed in eval_seeds:
+                if size == 0:
+                    runs[size][seed] = analyse(phantoms[seed], shipped[seed], None)
+                else:
+                    runs[size][seed] = analyse(phantoms[seed], work / "analyses" / f"n{size}_s{seed}", model,
+                                               registrations_from=shipped[seed])
+    if wanted("figures"):
+        from LesionResponseLib.segmentation import load_model
+
+        result = {}
+        for size, model in models.items():
+            outs = {seed: (shipped[seed] if size == 0 else work / "analyses" / f"n{size}_s{seed}") for seed in eval_seeds}
+            if not all((o / "analysis.json").is_file() for o in outs.values()):
+                continue
+            result[str(size)] = figures(outs, phantoms)
+            if model is not None:
+                record = load_model(model).config.trained_on
+                result[str(size)]["training"] = {k: record.get(k) for k in (
+                    "training_seconds", "training_cpu_seconds", "steps", "n_scans", "training_rois",
+                    "heldout_before", "heldout_after")}
+                result[str(size)]["threshold"] = load_model(model).config.threshold
+        (work / "figures.json").write_text(json.dumps(result, indent=1))
+        print("model | lesion F1 (sensitivity, precision) | FP ROIs/scan | category agreement, all pairs | "
+              "training wall / CPU s")
+        for size, f in result.items():
+            p, t = f["pooled"], f.get("training", {})
+            name = "shipped v9" if size == "0" else f"fine-tuned, N={size}"
+            print(f"{name} | {p['f1']:.3f} ({p['sensitivity']:.3f}, {p['precision']:.3f}) | "
+                  f"{p['false_positives_per_scan']:.2f} | {p['category_agreement_all']:.3f} of {p['n_pairs']} | "
+                  f"{t.get('training_seconds', '-')} / {t.get('training_cpu_seconds', '-')}")
+            print("  per patient F1: " + ", ".join(f"{s} {v['f1']:.3f}" for s, v in f["patients"].items())
+                  + "; categories: " + ", ".join(f"{s} {v['category_agreement_all']:.3f}"
+                                                 for s, v in f["patients"].items()))
+
+
+if __name__ == "__main__":
+    main()
