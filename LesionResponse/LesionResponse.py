@@ -139,6 +139,7 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editInSegmentEditorButton.connect("clicked(bool)", self.onOpenSegmentEditor)
         self.ui.applySegmentButton.connect("clicked(bool)", self.onApplySegment)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self._addReferenceImport()
 
         for key, step in (("N", 1), ("P", -1)):
             shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
@@ -318,6 +319,33 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not apply the edited segment.", waitCursor=True):
             editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
             self.logic.applyEditedSegment(editor.segmentationNode(), editor.currentSegmentID())
+
+    # ------------------------------------------------------------------------------------ reference contours
+    def _addReferenceImport(self) -> None:
+        """A section for a site's reference contours (RTSTRUCT, DICOM SEG, label maps) as reader ROIs."""
+        import ctk
+
+        section = ctk.ctkCollapsibleButton()
+        section.text = "Reference contours"
+        section.collapsed = True
+        layout = qt.QFormLayout(section)
+        self.referencePathLineEdit = ctk.ctkPathLineEdit()
+        self.referencePathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Dirs
+        self.referencePathLineEdit.toolTip = "RTSTRUCT or DICOM SEG file, NIfTI/NRRD label map, or a folder of them"
+        layout.addRow("File or folder:", self.referencePathLineEdit)
+        button = qt.QPushButton("Import as reader ROIs")
+        button.toolTip = ("Each structure replaces the ROI it overlaps most or becomes a new ROI; structures of one "
+                          "name are linked across time points. One edit: Undo takes it back.")
+        button.connect("clicked(bool)", self.onImportReference)
+        layout.addRow(button)
+        self.layout.addWidget(section)
+
+    def onImportReference(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not import the reference contours.", waitCursor=True):
+            record = self.logic.importReference([self.referencePathLineEdit.currentPath])
+            skipped = record.get("reference_skipped", [])
+            self.ui.statusLabel.text = (f"Imported {len(record['edit']['rois'])} reference structures"
+                                        + (f", {len(skipped)} not imported (see the audit)" if skipped else ""))
 
     # ------------------------------------------------------------------------------------ export
     def onExport(self) -> None:
@@ -500,6 +528,12 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
 
         arguments = mrml.review_arguments(operation, a, b)
         return mrml.apply_review_edit(self.nodes, self.reviewSession(), operation, **arguments)
+
+    def importReference(self, paths: list[str]) -> Any:
+        """Import a site's reference contours as reader ROIs (one review edit; ``ReviewSession.import_reference``)."""
+        from LesionResponseReview import mrml
+
+        return mrml.apply_review_edit(self.nodes, self.reviewSession(), "import_reference", paths=paths)
 
     def closeSession(self) -> None:
         """Release the review session (and its lock on the analysis folder)."""

@@ -14,8 +14,9 @@ Stages (each cached under ``--work``; a later run reuses what exists):
 3. ``review``: each training analysis reviewed *as a reader would*, through the review session, with the
    reader's tools (``LesionResponseReview.masks``): a ROI on no true lesion is rejected; a true lesion visible
    to a reader (expected peak CNR >= 5, Rose's criterion, ``segmentation.metrics.expected_peak_cnr``) that no ROI
-   covers is added by a click on it (``masks.grow``: 40 % of the hot spot's SUVmax), kept only when the grown
-   ROI lies on that lesion; a ROI whose contour misses its lesion (Dice < 0.5) is re-thresholded
+   covers is added by a click on it (``masks.grow`` at 40 % of the hot spot's SUVmax, raised to 50, 60, 70 % as a
+   reader raises the app's threshold while the ROI leaks into the organ around it), kept only when most of the
+   grown ROI lies on that lesion; a ROI whose contour misses its lesion (Dice < 0.5) is re-thresholded
    (``masks.rethreshold``) when that fits the lesion better. No true mask is copied.
 4. ``train``: ``train --from-analyses`` (``segmentation.finetune.fine_tune``) on the first N reviewed training
    patients for each N of ``--sizes`` (its default 25 % patient hold-out inside the N), ``--steps`` steps,
@@ -51,6 +52,7 @@ sys.path.insert(0, str(REPO / "LesionResponse"))
 READER = "simulated-reader"
 ROSE_CNR = 5.0  # a reader sees a lesion whose expected peak contrast-to-noise ratio reaches Rose's criterion
 REDRAW_DICE = 0.5  # a contour with less overlap than this with its lesion is visibly wrong to a reader
+GROW_FRACTIONS = (0.4, 0.5, 0.6, 0.7)  # of the hot spot's SUVmax: the app's default, then raised while it leaks
 
 
 def _seeds(text: str) -> list[int]:
@@ -95,7 +97,7 @@ def analyse(phantom: Path, out: Path, model: Path | None, registrations_from: Pa
 
 def review_as_reader(out: Path, phantom: Path) -> dict[str, int]:
     """Review ``out`` as a reader would (module docstring, stage 3); the edit counts."""
-    from LesionResponseReview.masks import MaskError, grow, rethreshold
+    from LesionResponseReview.masks import MaskError, rethreshold
 
     from LesionResponseLib.analysis.truth import roi_truth_labels, tiny_labels
     from LesionResponseLib.phantom import load_truth
@@ -141,20 +143,31 @@ def review_as_reader(out: Path, phantom: Path) -> dict[str, int]:
                     continue
                 centre = np.argwhere(true == value).mean(0)
                 point = pet.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in centre[::-1]))
-                try:
-                    grown = grow(pet, session.state.labels[k], point)
-                except MaskError:
+                grown = _grow_on(pet, session.state.labels[k], point, true, value)
+                if grown is None:
                     counts["not added"] += 1
-                    continue
-                inside = true[sitk.GetArrayViewFromImage(grown.mask) > 0]
-                if inside.size and np.bincount(inside).argmax() == value:
-                    session.add_roi(k, grown.mask)
-                    counts["added"] += 1
                 else:
-                    counts["not added"] += 1
+                    session.add_roi(k, grown)
+                    counts["added"] += 1
         session.save()
     (out / "review" / "reader.json").write_text(json.dumps(counts))
     return dict(counts)
+
+
+def _grow_on(pet: sitk.Image, labels: sitk.Image, point, true: np.ndarray, value: int) -> sitk.Image | None:
+    """The ROI grown from a click at ``point`` at the first threshold of :data:`GROW_FRACTIONS` whose ROI lies
+    mostly on true lesion ``value`` (what the reader sees on the screen), or None."""
+    from LesionResponseReview.masks import MaskError, grow
+
+    for fraction in GROW_FRACTIONS:
+        try:
+            grown = grow(pet, labels, point, fraction=fraction)
+        except MaskError:
+            return None
+        inside = true[sitk.GetArrayViewFromImage(grown.mask) > 0]
+        if inside.size and np.bincount(inside).argmax() == value:
+            return grown.mask
+    return None
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

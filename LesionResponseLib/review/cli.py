@@ -153,16 +153,10 @@ def import_rois_command(ctx: typer.Context, user: str = typer.Option(None, "--us
     most, or becomes a new ROI; structures of one name are linked across time points."""
 
     def action(session) -> list[str]:
-        from LesionResponseLib.dicomio.contours import read_reference
-
-        found = read_reference(files, session.state.analysis.timepoints, session.suv, timepoint, names)
-        lines = [f"not imported: {s['name'] or s['file']} ({s['reason']})" for s in found.skipped]
-        if not found.structures:
-            return lines + ["nothing to import"]
-        record = session.import_rois([{"timepoint": s.timepoint, "mask": s.mask, "name": s.name}
-                                      for s in found.structures], source=", ".join(str(f) for f in files))
-        imported = [f"imported {s.name!r} at time point {s.timepoint}" for s in found.structures]
-        return imported + lines + describe_record(record)
+        record = session.import_reference(files, timepoint, names)
+        imported = [f"imported {r['name']!r} at time point {r['timepoint']}" for r in record["edit"]["rois"]]
+        skipped = [f"not imported: {s['name'] or s['file']} ({s['reason']})" for s in record["reference_skipped"]]
+        return imported + skipped + describe_record(record)
 
     _run(ctx, action, user)
 

@@ -333,6 +333,22 @@ class ReviewSession:
         (``edits.ImportRois``: replacing the ROIs they overlap, linked by name across time points)."""
         return self.apply(ImportRois([dict(s) for s in structures], source))
 
+    def import_reference(self, paths: list[str | Path], timepoint: int | None = None,
+                         names: str | None = None) -> dict[str, Any]:
+        """Read a site's reference contours (RTSTRUCT, SEG, label maps: ``dicomio.contours.read_reference``, onto
+        each time point's PET grid) and :meth:`import_rois` them; the edit record, with ``reference_skipped``: the
+        structures left out and why."""
+        from LesionResponseLib.dicomio.contours import read_reference
+
+        found = read_reference(paths, self.state.analysis.timepoints, self.suv, timepoint, names)
+        if not found.structures:
+            raise ReviewError(describe("no reference structure to import", path=", ".join(str(p) for p in paths),
+                                       fix="Check the files: " + ("; ".join(f"{s['name'] or s['file']}: {s['reason']}"
+                                                                              for s in found.skipped) or "empty")))
+        record = self.import_rois([{"timepoint": s.timepoint, "mask": s.mask, "name": s.name}
+                                   for s in found.structures], source=", ".join(str(p) for p in paths))
+        return {**record, "reference_skipped": found.skipped}
+
     def undo(self) -> dict[str, Any]:
         """Revert the last edit (replay of the others from the base); returns its record."""
         if not self.applied:

@@ -113,7 +113,7 @@ class ReviewApp(TrameApp):
                     with v3.VWindowItem(value="tracks", transition=False, reverse_transition=False):
                         build_track_table(self.server, n - 1)
                     with v3.VWindowItem(value="correct", transition=False, reverse_transition=False):
-                        build_corrections(self.server, self.corrections.edit, n)
+                        build_corrections(self.server, self.corrections.edit, n, self.corrections.import_reference)
                     with v3.VWindowItem(value="audit", transition=False, reverse_transition=False):
                         build_audit(self.server)
                     with v3.VWindowItem(value="mip", transition=False, reverse_transition=False):

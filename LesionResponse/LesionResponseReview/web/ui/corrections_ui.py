@@ -19,8 +19,10 @@ def _button(label: str, operation: str, edit: Callable[[str], None], disabled: s
             disabled=(disabled or "false",), **tid(f"op-{operation}"), **kwargs)
 
 
-def build_corrections(server: Server, edit: Callable[[str], None], n_timepoints: int) -> None:
-    """The corrections panel; ``edit(operation)`` runs one correction with the panel's fields."""
+def build_corrections(server: Server, edit: Callable[[str], None], n_timepoints: int,
+                      import_reference: Callable[[], None] | None = None) -> None:
+    """The corrections panel; ``edit(operation)`` runs one correction with the panel's fields;
+    ``import_reference()`` imports the reference contours named in the panel."""
     name = typed_state(server, corrections.CorrectionsState, corrections.NAMESPACE).name
     selected = typed_state(server, tracks.TracksState, tracks.NAMESPACE).name.selected_track
     busy = name.busy
@@ -77,9 +79,24 @@ def build_corrections(server: Server, edit: Callable[[str], None], n_timepoints:
             _button("Re-threshold A", "edit_roi", edit, busy)
         html.Div("Add: switch the views to 'add ROI' and click the hot spot.", classes="text-caption")
 
+        if import_reference is not None:
+            build_reference_import(name, busy, import_reference)
+
         v3.VDivider(classes="my-2")
         with html.Div(classes="d-flex align-center"):
             _button("Undo", "undo", edit, f"{busy} || !{name.can_undo}", prepend_icon="mdi-undo")
             _button("Redo", "redo", edit, f"{busy} || !{name.can_redo}", prepend_icon="mdi-redo")
         html.Div(f"{{{{ {name.can_undo} ? 'undo: ' + {name.undo_label} : '' }}}}", classes="text-caption")
         html.Div(f"{{{{ {name.can_redo} ? 'redo: ' + {name.redo_label} : '' }}}}", classes="text-caption")
+
+
+def build_reference_import(name, busy: str, import_reference: Callable[[], None]) -> None:
+    """A site's reference contours (RTSTRUCT, DICOM SEG, label maps, or a folder of them, on the server) as reader
+    ROIs: one edit, undone as one."""
+    v3.VDivider(classes="my-2")
+    html.Div("Reference contours (RTSTRUCT, SEG, label maps)", classes="text-subtitle-2")
+    with html.Div(classes="d-flex align-center"):
+        v3.VTextField(v_model=(name.reference_path,), label="file or folder on the server", density="compact",
+                      hide_details=True, classes="mr-2", **tid("reference-path"))
+        v3.VBtn("Import", size="small", variant="tonal", classes="mb-1", click=import_reference,
+                disabled=(busy,), **tid("op-import-reference"))
