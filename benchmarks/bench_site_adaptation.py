@@ -207,6 +207,10 @@ def figures(analyses: dict[int, Path], phantoms: dict[int, Path]) -> dict:
                      "false_positives_per_scan": pairs["false_positives"]["per_scan"]}
         totals["lesions"] += detection["n_reference"]
         totals["detected"] += detection["n_detected"]
+        totals["lesions_large"] += detection["n_reference_large"]
+        totals["detected_large"] += detection["n_detected_large"]
+        totals["pairs_large"] += pairs["n_large"]
+        totals["pairs_large_agree"] += round((pairs["agreement_large"] or 0) * pairs["n_large"])
         totals["rois"] += detection["n_rois"]
         totals["true_rois"] += detection["n_true_positive_rois"]
         totals["pairs"] += pairs["n_all"]
@@ -219,6 +223,9 @@ def figures(analyses: dict[int, Path], phantoms: dict[int, Path]) -> dict:
         "sensitivity": sensitivity, "precision": precision,
         "f1": 2 * sensitivity * precision / (sensitivity + precision) if sensitivity + precision else 0.0,
         "category_agreement_all": totals["pairs_agree"] / totals["pairs"] if totals["pairs"] else None,
+        "category_agreement_large": totals["pairs_large_agree"] / totals["pairs_large"] if totals["pairs_large"]
+        else None, "n_pairs_large": totals["pairs_large"],
+        "sensitivity_large": totals["detected_large"] / totals["lesions_large"] if totals["lesions_large"] else None,
         "n_pairs": totals["pairs"], "false_positives_per_scan": totals["false_rois"] / max(1, totals["scans"]),
         "lesions": totals["lesions"], "scans": totals["scans"]}}
 
@@ -289,13 +296,14 @@ def main() -> None:
                     "heldout_before", "heldout_after")}
                 result[str(size)]["threshold"] = load_model(model).config.threshold
         (work / "figures.json").write_text(json.dumps(result, indent=1))
-        print("model | lesion F1 (sensitivity, precision) | FP ROIs/scan | category agreement, all pairs | "
-              "training wall / CPU s")
+        print("model | lesion F1 (sensitivity, >= 0.5 mL, precision) | FP ROIs/scan | categories agree: all pairs, "
+              ">= 0.5 mL | training wall / CPU s")
         for size, f in result.items():
             p, t = f["pooled"], f.get("training", {})
             name = "shipped v9" if size == "0" else f"fine-tuned, N={size}"
-            print(f"{name} | {p['f1']:.3f} ({p['sensitivity']:.3f}, {p['precision']:.3f}) | "
-                  f"{p['false_positives_per_scan']:.2f} | {p['category_agreement_all']:.3f} of {p['n_pairs']} | "
+            print(f"{name} | {p['f1']:.3f} ({p['sensitivity']:.3f}, {p['sensitivity_large']:.3f}, "
+                  f"{p['precision']:.3f}) | {p['false_positives_per_scan']:.2f} | {p['category_agreement_all']:.3f} "
+                  f"of {p['n_pairs']}, {p['category_agreement_large']:.3f} of {p['n_pairs_large']} | "
                   f"{t.get('training_seconds', '-')} / {t.get('training_cpu_seconds', '-')}")
             print("  per patient F1: " + ", ".join(f"{s} {v['f1']:.3f}" for s, v in f["patients"].items())
                   + "; categories: " + ", ".join(f"{s} {v['category_agreement_all']:.3f}"

@@ -165,8 +165,8 @@ def _bland_altman_png(measures: dict[str, dict[str, Any]]) -> bytes:
 
     plt = _pyplot()
     names = {"volume_ml": "volume [mL]", "suv_max": "SUVmax", "suv_mean": "SUVmean", "suv_total": "SUVtotal [SUV·mL]"}
-    fig, axes = plt.subplots(1, len(measures), figsize=(3.4 * len(measures), 3.2))
-    for ax, (measure, f) in zip(np.atleast_1d(axes), measures.items(), strict=True):
+    fig, axes = plt.subplots(2, 2, figsize=(8.0, 6.4))  # the four measures of AGREEMENT_MEASURES
+    for ax, (measure, f) in zip(np.ravel(axes), measures.items(), strict=True):
         ax.scatter(f["means"], f["differences"], s=12, color="#3a6ea5", alpha=0.8)
         if f["n"]:
             for value, style in ((f["bias"], "-"), (f["lower"], "--"), (f["upper"], "--")):
@@ -174,7 +174,8 @@ def _bland_altman_png(measures: dict[str, dict[str, Any]]) -> bytes:
             ax.set_title(f"{names[measure]}\nbias {f['bias']:+.1f} %, LoA {f['lower']:+.1f} to {f['upper']:+.1f} %",
                          fontsize=9)
         ax.axhline(0, color="#888", linewidth=0.6)
-        ax.set_xscale("log")
+        if measure in ("volume_ml", "suv_total"):  # spread over decades; SUVmax and SUVmean are not
+            ax.set_xscale("log")
         ax.set_xlabel(f"mean of analysis and reference ({names[measure]})", fontsize=8)
         ax.set_ylabel("difference, % of mean", fontsize=8)
     fig.tight_layout()

@@ -373,10 +373,10 @@ class EditRoi(Edit):
 @dataclass
 class ImportRois(Edit):
     """Reference contours as reader ROIs, all in one edit (one undo step): ``rois`` lists ``{"timepoint", "mask",
-    "name"}`` (``mask``: file relative to ``review/``, on the PET grid). A structure that overlaps accepted ROIs of
-    its time point replaces the one it overlaps most (that ROI keeps its id, track and links, takes the structure's
-    voxels except those of other ROIs, and becomes a ``reader`` ROI); one that overlaps none becomes a new reader ROI
-    on the free voxels. Structures of one name at different time points are linked (the reference's naming says they
+    "name"}`` (``mask``: file relative to ``review/``, on the PET grid). A structure that overlaps ROIs of its time
+    point replaces the one it overlaps most (that ROI keeps its id, track and links, takes the structure's voxels
+    except those of other ROIs, becomes a ``reader`` ROI and, if it was rejected, is accepted again: the reference is
+    the reader's word); one that overlaps none becomes a new reader ROI on the free voxels. Structures of one name at different time points are linked (the reference's naming says they
     are one lesion). ``source`` names the files, for the audit trail."""
 
     TYPE: ClassVar[str] = "import_rois"
@@ -412,20 +412,20 @@ class ImportRois(Edit):
         """Paint one structure (the class docstring's rules); its ROI id."""
         inside = sitk.GetArrayFromImage(load_mask(sitk.ReadImage(str(path)), state.labels[tp])) > 0
         array = state.label_array(tp)
-        accepted = [r.label for r in state.analysis.rois
-                    if r.timepoint == tp and r.status == "accepted" and r.roi_id not in claimed]
-        hit = array[inside & np.isin(array, accepted)]
+        candidates = [r.label for r in state.analysis.rois if r.timepoint == tp and r.roi_id not in claimed]
+        hit = array[inside & np.isin(array, candidates)]
         target = int(np.bincount(hit).argmax()) if hit.size else 0
         free = inside & ((array == 0) | (array == target)) if target else inside & (array == 0)
         if not free.any():
-            raise _refuse(f"reference structure {name!r} at time point {tp} lies wholly on other lesion-ROIs",
-                          "Restore or edit those ROIs, or leave this structure out (--names)")
+            raise _refuse(f"reference structure {name!r} at time point {tp} lies wholly on structures imported "
+                          "before it", "Leave the duplicate out (--names)")
         mask = sitk.GetImageFromArray(free.astype(np.uint8))
         mask.CopyInformation(state.labels[tp])
         if not target:
             used = [r.label for r in state.analysis.rois if r.timepoint == tp] + [int(array.max())]
             target = max(used) + 1
         _paint(state, tp, mask, target, ctx)
+        state.roi(roi_id_for(tp, target)).status = "accepted"
         return roi_id_for(tp, target)
 
 

@@ -160,7 +160,8 @@ def _fine_tune(console, out: Path, analyses: list[Path], *, steps: int | None, l
                              checkpoint_every=checkpoint_every, resume=resume, num_threads=threads,
                              require_review=not include_unreviewed, max_minutes=max_minutes,
                              patch_size=(patch,) * 3 if patch != 64 else None,
-                             on_stage=lambda stage: bar.update(task, description=stage), on_step=on_step)
+                             on_stage=lambda stage: (bar.console.log(stage), bar.update(task, description=stage[:60])),
+                             on_step=on_step)
     except LesionResponseError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error

@@ -76,9 +76,12 @@ class ReviewedScan:
     roi_counts: dict[str, int]
 
 
-def find_analyses(paths: Iterable[str | Path]) -> list[Path]:
+def find_analyses(paths: Iterable[str | Path], require_review: bool = False,
+                  skipped: list[str] | None = None) -> list[Path]:
     """The analysis folders (with ``analysis.json``) among ``paths``: each path is one, or a folder of them (a
-    cohort's ``patients/`` folder: its sub-folders that hold one)."""
+    cohort's ``patients/`` folder: its sub-folders that hold one). With ``require_review`` the unreviewed ones found
+    inside a folder are left out and named in ``skipped`` (one given by name stays: :func:`reviewed_scans` refuses
+    it)."""
     found: list[Path] = []
     for path in (Path(p) for p in paths):
         if (path / "analysis.json").is_file():
@@ -89,7 +92,12 @@ def find_analyses(paths: Iterable[str | Path]) -> list[Path]:
             raise SegmentationError(describe("no analysis.json here nor in its sub-folders", path=path,
                                              fix="Give analysis folders (the OUT of `lesion-response analyze`) or a "
                                                  "folder of them."))
-        found += children
+        for child in children:
+            if require_review and review_edit_count(child) == 0:
+                if skipped is not None:
+                    skipped.append(str(child))
+            else:
+                found.append(child)
     return found
 
 
@@ -250,7 +258,10 @@ def fine_tune(out_path: str | Path, analyses: Sequence[str | Path], *, init_from
     torch.set_num_threads(num_threads)
     reference = load_model(start_model)
     config = replace(reference.config, patch_size=patch_size or reference.config.patch_size, trained_on={})
-    folders = find_analyses(analyses)
+    unreviewed: list[str] = []
+    folders = find_analyses(analyses, require_review, unreviewed)
+    if unreviewed:
+        announce(f"left out {len(unreviewed)} unreviewed analyses: {', '.join(unreviewed)}")
     train_dirs, val_dirs = split_patients(folders, validation_share)
     announce(f"reading {len(folders)} reviewed analyses")
     scans = {d: reviewed_scans(d, uses_ct(config), require_review) for d in folders}
