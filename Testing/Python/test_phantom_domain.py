@@ -63,3 +63,23 @@ def test_site_b_has_its_grid_resolution_and_lesions():
     assert patient.truth["lesions"] and set(DOMAINS) == {"site-b"}
     with pytest.raises(PhantomError, match="domain"):
         domain_named("site-z")
+
+
+def test_phantom_command_writes_a_domain_patient(tmp_path):
+    import json
+
+    import pydicom
+    from typer.testing import CliRunner
+
+    from LesionResponseLib.cli import app
+
+    bad = CliRunner().invoke(app, ["phantom", "--out", str(tmp_path / "x"), "--domain", "site-z"])
+    assert bad.exit_code == 2 and "site-b" in bad.output
+    result = CliRunner().invoke(app, ["phantom", "--out", str(tmp_path / "p"), "--seed", str(SEED), "--timepoints", "2",
+                                      "--domain", "site-b", "--axial-extent-mm", "40", "--no-extras"])
+    assert result.exit_code == 0, result.output
+    truth = json.loads((tmp_path / "p" / "truth.json").read_text())
+    assert truth["options"]["domain"]["pet_spacing_mm"] == [3.0, 3.0, 3.0]
+    pet = next(p for p in (tmp_path / "p" / "dicom").rglob("*") if p.is_file()
+               and pydicom.dcmread(p, stop_before_pixels=True).Modality == "PT")
+    assert [float(v) for v in pydicom.dcmread(pet, stop_before_pixels=True).PixelSpacing] == [3.0, 3.0]
