@@ -259,12 +259,13 @@ def fine_tune(out_path: str | Path, analyses: Sequence[str | Path], *, init_from
     reference = load_model(start_model)
     config = replace(reference.config, patch_size=patch_size or reference.config.patch_size, trained_on={})
     unreviewed: list[str] = []
-    folders = find_analyses(analyses, require_review, unreviewed)
+    folders = [f.resolve() for f in find_analyses(analyses, require_review, unreviewed)]
     if unreviewed:
         announce(f"left out {len(unreviewed)} unreviewed analyses: {', '.join(unreviewed)}")
     train_dirs, val_dirs = split_patients(folders, validation_share)
     announce(f"reading {len(folders)} reviewed analyses")
-    scans = {d: reviewed_scans(d, uses_ct(config), require_review) for d in folders}
+    # held-out scans keep their CT: the held-out figures run the whole segmentation, cranial-cavity filter included
+    scans = {d: reviewed_scans(d, uses_ct(config) or d in val_dirs, require_review) for d in folders}
     train_scans = [s for d in train_dirs for s in scans[d]]
     val_scans = [s for d in val_dirs for s in scans[d]]
     announce(f"preparing {len(train_scans) + len(val_scans)} scans")
