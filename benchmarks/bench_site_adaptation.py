@@ -230,6 +230,41 @@ def figures(analyses: dict[int, Path], phantoms: dict[int, Path]) -> dict:
         "lesions": totals["lesions"], "scans": totals["scans"]}}
 
 
+def domain_figure(path: Path, domain: str, seed: int = 5101) -> None:
+    """``docs/images/site-b-domain.png``: one axial slice of development patient ``seed``, default and ``domain``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from LesionResponseLib.phantom import simulate_patient
+    from LesionResponseLib.phantom.domain import domain_named
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6))
+    height = None
+    for ax, options in zip(axes, (None, domain_named(domain)), strict=True):
+        scan = simulate_patient(seed, timepoints=1, with_ct=False, axial_extent_mm=300, domain=options).timepoints[0]
+        pet, labels = sitk.GetArrayFromImage(scan.pet_suv), sitk.GetArrayFromImage(scan.lesion_labels)
+        if height is None:  # the slice with most lesion voxels, then the same height on the other grid
+            height = scan.pet_suv.TransformIndexToPhysicalPoint((0, 0, int(np.argmax((labels > 0).sum((1, 2))))))[2]
+        z = int(round(scan.pet_suv.TransformPhysicalPointToContinuousIndex((0.0, 0.0, height))[2]))
+        (x0, y0, _), (sx, sy, _) = scan.pet_suv.GetOrigin(), scan.pet_suv.GetSpacing()
+        extent = [x0, x0 + sx * pet.shape[2], y0 + sy * pet.shape[1], y0]
+        ax.imshow(pet[z], cmap="gray_r", vmin=0, vmax=20, extent=extent)
+        ax.contour(np.linspace(extent[0], extent[1], pet.shape[2]), np.linspace(extent[3], extent[2], pet.shape[1]),
+                   labels[z] > 0, [0.5], colors="#d0206a", linewidths=0.8)
+        ax.set_xlim(-190, 190)
+        ax.set_ylim(150, -150)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title("default phantom (4 mm, white noise)" if options is None else
+                     f"{domain} (3 mm, correlated noise, textured organs,\nlobulated and rim lesions)", fontsize=9)
+    fig.suptitle(f"Development patient {seed}, baseline, the same axial position (SUV 0-20, true lesions outlined)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-site"))
@@ -242,7 +277,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     parser.add_argument("--stages", nargs="+", default=["all"],
-                        choices=["all", "generate", "analyse-train", "review", "train", "analyse-eval", "figures"])
+                        choices=["all", "generate", "analyse-train", "review", "train", "analyse-eval", "figures",
+                                 "domain-figure"])
     args = parser.parse_args()
     import torch
 
@@ -253,6 +289,9 @@ def main() -> None:
         return "all" in stages or name in stages
 
     work = args.work
+    if stages == {"domain-figure"}:
+        domain_figure(REPO / "docs" / "images" / f"{args.domain}-domain.png", args.domain)
+        return
     train_seeds, eval_seeds = _seeds(args.train_seeds), _seeds(args.eval_seeds)
     phantoms = generate(work, train_seeds + eval_seeds, args.timepoints, args.axial_extent_mm, args.domain)
     shipped = {seed: work / "analyses" / f"shipped_s{seed}" for seed in train_seeds + eval_seeds}
