@@ -369,7 +369,9 @@ def model_card(name: str, config: ModelConfig) -> str:
         "| --- | --- | --- |",
         *(f"| {label} | {before.get(key)} | {after.get(key)} |" for label, key in rows),
         "",
-        "A held-out patient was never trained on; the threshold was chosen on them, so these figures are slightly "
-        "optimistic for new patients: measure the model on patients it never saw with `lesion-response evaluate`.",
+        "A held-out patient was never trained on, but the threshold was chosen on them, so this model's figures are "
+        "slightly optimistic for new patients; the reviewed lesions start from the starting model's own ROIs, so its "
+        "sensitivity and Dice here are flattering. Measure both on patients neither saw, against their reference, "
+        "with `lesion-response evaluate` (docs/site-adaptation.md).",
     ]
     return "\n".join(lines) + "\n"
