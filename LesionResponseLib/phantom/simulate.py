@@ -172,8 +172,8 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
         site = _ScanDomain(domain, scan_rng(seed, k)) if domain is not None else None
         if site is not None and domain.psf_fwhm_mm:
             acq.psf_fwhm_mm = float(site.rng.uniform(*domain.psf_fwhm_mm))
-        scans.append(_render(k, lesions, body, acq, motion, organ_scale, cut, noise_rng, with_ct,
-                             noise_scale, with_nac, site))
+        scans.append(_render(k, lesions, body, acq=acq, motion=motion, organ_scale=organ_scale, cut=cut,
+                             rng=noise_rng, with_ct=with_ct, noise_scale=noise_scale, with_nac=with_nac, site=site))
         if progress:
             progress(k + 1, timepoints)
     patient_id = f"LRPH{seed:04d}"
@@ -344,7 +344,7 @@ class _ScanDomain:
         return self.options.default_grid and not self.options.noise_correlation_mm
 
 
-def _render(k, lesions, body, acq: Acquisition, motion: Motion, organ_scale, cut, rng, with_ct, noise_scale,
+def _render(k, lesions, body, *, acq: Acquisition, motion: Motion, organ_scale, cut, rng, with_ct, noise_scale,
             with_nac, site: _ScanDomain | None = None) -> SimulatedTimepoint:
     ct_grid, pet_grid = _grids(motion, body, cut)
     x, y, z = ct_grid.axes()

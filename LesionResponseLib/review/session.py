@@ -139,7 +139,7 @@ def roll_forward(review_dir: Path, out: Path) -> bool:
 class ReviewSession:
     """Reader edits over one analysis folder. Open with :meth:`open`; use as a context manager to unlock."""
 
-    def __init__(self, out_dir: Path, user: str, engine: Engine, lock: SessionLock,
+    def __init__(self, out_dir: Path, user: str, *, engine: Engine, lock: SessionLock,
                  suv: Callable[[int], sitk.Image] | None = None, autosave: bool = True) -> None:
         self.out = out_dir
         self.dir = out_dir / "review"
@@ -176,7 +176,8 @@ class ReviewSession:
             repaired = roll_forward(out / "review", out)
             if not (out / "review" / "base" / "analysis.json").exists():
                 snapshot_base(out, out / "review" / "base")
-            session = cls(out, user or default_user(), engine or Engine.default(), lock, suv, autosave)
+            session = cls(out, user or default_user(), engine=engine or Engine.default(), lock=lock, suv=suv,
+                          autosave=autosave)
             if load_edits:
                 session._load()
             if repaired:
@@ -333,11 +334,11 @@ class ReviewSession:
         (``edits.ImportRois``: replacing the ROIs they overlap, linked by name across time points)."""
         return self.apply(ImportRois([dict(s) for s in structures], source))
 
-    def import_reference(self, paths: list[str | Path], timepoint: int | None = None,
-                         names: str | None = None) -> dict[str, Any]:
-        """Read a site's reference contours (RTSTRUCT, SEG, label maps: ``dicomio.contours.read_reference``, onto
-        each time point's PET grid) and :meth:`import_rois` them; the edit record, with ``reference_skipped``: the
-        structures left out and why."""
+    def reference_edit(self, paths: list[str | Path], timepoint: int | None = None,
+                       names: str | None = None) -> tuple[ImportRois, list[dict[str, Any]]]:
+        """The :class:`edits.ImportRois` of a site's reference contours (RTSTRUCT, SEG, label maps:
+        ``dicomio.contours.read_reference``, onto each time point's PET grid), and the structures left out and why.
+        The faces apply it as any typed edit."""
         from LesionResponseLib.dicomio.contours import read_reference
 
         found = read_reference(paths, self.state.analysis.timepoints, self.suv, timepoint, names)
@@ -345,9 +346,16 @@ class ReviewSession:
             raise ReviewError(describe("no reference structure to import", path=", ".join(str(p) for p in paths),
                                        fix="Check the files: " + ("; ".join(f"{s['name'] or s['file']}: {s['reason']}"
                                                                               for s in found.skipped) or "empty")))
-        record = self.import_rois([{"timepoint": s.timepoint, "mask": s.mask, "name": s.name}
-                                   for s in found.structures], source=", ".join(str(p) for p in paths))
-        return {**record, "reference_skipped": found.skipped}
+        edit = ImportRois([{"timepoint": s.timepoint, "mask": s.mask, "name": s.name} for s in found.structures],
+                          ", ".join(str(p) for p in paths))
+        return edit, found.skipped
+
+    def import_reference(self, paths: list[str | Path], timepoint: int | None = None,
+                         names: str | None = None) -> dict[str, Any]:
+        """Import a site's reference contours (:meth:`reference_edit`) in one edit; its record, with
+        ``reference_skipped``: the structures left out and why."""
+        edit, skipped = self.reference_edit(paths, timepoint, names)
+        return {**self.apply(edit), "reference_skipped": skipped}
 
     def undo(self) -> dict[str, Any]:
         """Revert the last edit (replay of the others from the base); returns its record."""

@@ -277,8 +277,8 @@ def fine_tune(out_path: str | Path, analyses: Sequence[str | Path], *, init_from
     transform = _transforms(config, samples_per_scan, ratios=REVIEWED_RATIOS)
     rng = np.random.default_rng(0)
     trainer = Trainer(network, optimiser, schedule,
-                      _step_function(network, optimiser, schedule, _loss_function(organ_loss_weight), transform,
-                                     pool, 1, rng), rng, transform)
+                      _step_function(network, optimiser, schedule, loss_fn=_loss_function(organ_loss_weight),
+                                     transform=transform, pool=pool, batch_scans=1, rng=rng), rng, transform)
     config = replace(config, trained_on=_training_record(start_model, train_scans, val_scans, learning_rate,
                                                          organ_loss_weight, samples_per_scan))
     identity = {"analyses": sorted(str(d) for d in folders), "init_from": str(start_model.resolve()),

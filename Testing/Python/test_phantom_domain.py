@@ -72,9 +72,10 @@ def test_phantom_command_writes_a_domain_patient(tmp_path):
     from typer.testing import CliRunner
 
     from LesionResponseLib.cli import app
+    from LesionResponseLib.cli_base import EXIT_INPUT
 
     bad = CliRunner().invoke(app, ["phantom", "--out", str(tmp_path / "x"), "--domain", "site-z"])
-    assert bad.exit_code == 2 and "site-b" in bad.output
+    assert bad.exit_code == EXIT_INPUT and "site-b" in bad.output
     result = CliRunner().invoke(app, ["phantom", "--out", str(tmp_path / "p"), "--seed", str(SEED), "--timepoints", "2",
                                       "--domain", "site-b", "--axial-extent-mm", "40", "--no-extras"])
     assert result.exit_code == 0, result.output

@@ -231,7 +231,7 @@ def test_evaluate_on_a_phantom_gives_its_truth_figures(truth_analysis, tmp_path)
     for k in (0, 1):
         shutil.copy(phantom / "truth" / f"tp{k}_lesions.nii.gz", labels / f"tp{k}_lesions.nii.gz")
     again = CliRunner().invoke(app, ["evaluate", str(out), "--reference", str(labels), "--no-pdf",
-                                     "--dest", str(tmp_path / "contours")])
+                                     "-o", str(tmp_path / "contours")])
     assert again.exit_code == 0, again.output
     site = json.loads((tmp_path / "contours" / "evaluation.json").read_text())
     assert site["reference"]["kind"] == "reference contours"

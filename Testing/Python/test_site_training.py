@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from typer.testing import CliRunner
 
 from LesionResponseLib.cli import app
+from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.review import ReviewSession
 from LesionResponseLib.segmentation import load_model
@@ -116,7 +117,7 @@ def test_a_killed_fine_tuning_resumes_and_writes_a_model_with_its_card(reviewed,
     assert process.returncode == -signal.SIGKILL and 3 <= len(logged) < STEPS, process.stderr.read().decode()[-2000:]
     assert checkpoint.is_file()
     refused = CliRunner().invoke(app, command[3:])  # without --resume the unfinished run is not overwritten
-    assert refused.exit_code == 2 and "--resume" in refused.output
+    assert refused.exit_code == EXIT_INPUT and "--resume" in refused.output
     result = CliRunner().invoke(app, [*command[3:], "--resume"])
     assert result.exit_code == 0, result.output
     assert _log_steps(out.with_suffix(".log.csv")) == list(range(1, STEPS + 1))  # each step once, none lost
