@@ -23,10 +23,10 @@ Stages (each cached under ``--work``; a later run reuses what exists):
    ``--threads`` torch threads; wall and CPU seconds recorded.
 5. ``analyse-eval``: ``analyze`` of the evaluation patients with the shipped model and each fine-tuned model
    (``--model``; registrations reused from the shipped model's run: they do not depend on the model).
-6. ``figures``: per model, over the evaluation patients: lesion F1 (detection of true lesions and precision of
-   ROIs, ``analysis.truth.detection_figures``) and category agreement over all true lesion x follow-up pairs
-   (``analysis.truth.lesion_pair_agreement``) and over matched tracks (``truth_agreement``), pooled and per
-   patient; training seconds. JSON to ``--work/figures.json``.
+6. ``figures``: per model, over the evaluation patients, what ``lesion-response evaluate OUT --reference PHANTOM``
+   computes (``report.evaluation.evaluation_figures``): lesion F1, sensitivity, false-positive ROIs per scan,
+   median Dice and SUVtotal agreement of matched lesions, category agreement over all true lesion x follow-up
+   pairs, pooled and per patient; training wall and CPU seconds. JSON to ``--work/figures.json``.
 
 Run with ``nice -n 5`` on a shared machine. Example (the figures in docs/site-adaptation.md)::
 
@@ -191,43 +191,49 @@ def train(work: Path, reviewed: list[Path], size: int, steps: int, threads: int)
 
 
 def figures(analyses: dict[int, Path], phantoms: dict[int, Path]) -> dict:
-    """Lesion F1 and category agreement over the evaluation patients, pooled and per patient."""
+    """Per patient and pooled over the evaluation patients, what ``lesion-response evaluate OUT --reference
+    PHANTOM`` computes (``report.evaluation.evaluation_figures``, the phantom's truth as the reference): lesion
+    detection (sensitivity, precision, F1, false-positive ROIs per scan), Dice of matched lesions, SUVtotal agreement
+    (Bland-Altman of the percentage difference) and category agreement over all true lesion x follow-up pairs."""
     from LesionResponseLib.analysis import load_analysis
-    from LesionResponseLib.analysis.truth import detection_figures, lesion_pair_agreement, truth_agreement
+    from LesionResponseLib.analysis.truth import Reference, bland_altman
+    from LesionResponseLib.report.evaluation import evaluation_figures
 
-    per, totals = {}, Counter()
+    per, totals, matched = {}, Counter(), []
     for seed, out in analyses.items():
-        analysis = load_analysis(out)
-        detection = detection_figures(analysis, out, phantoms[seed])
-        pairs = lesion_pair_agreement(analysis, out, phantoms[seed])
-        tracks = truth_agreement(analysis, out, phantoms[seed])
-        per[seed] = {"f1": detection["f1"], "sensitivity": detection["sensitivity"],
-                     "precision": detection["precision"], "category_agreement_all": pairs["agreement_all"],
-                     "n_pairs": pairs["n_all"], "category_agreement_tracks": tracks["category_agreement"],
-                     "false_positives_per_scan": pairs["false_positives"]["per_scan"]}
-        totals["lesions"] += detection["n_reference"]
-        totals["detected"] += detection["n_detected"]
-        totals["lesions_large"] += detection["n_reference_large"]
-        totals["detected_large"] += detection["n_detected_large"]
-        totals["pairs_large"] += pairs["n_large"]
-        totals["pairs_large_agree"] += round((pairs["agreement_large"] or 0) * pairs["n_large"])
-        totals["rois"] += detection["n_rois"]
-        totals["true_rois"] += detection["n_true_positive_rois"]
-        totals["pairs"] += pairs["n_all"]
-        totals["pairs_agree"] += round((pairs["agreement_all"] or 0) * pairs["n_all"])
-        totals["scans"] += len(analysis.timepoints)
-        totals["false_rois"] += detection["n_rois"] - detection["n_true_positive_rois"]
-    sensitivity = totals["detected"] / totals["lesions"] if totals["lesions"] else 0.0
-    precision = totals["true_rois"] / totals["rois"] if totals["rois"] else 0.0
+        f = evaluation_figures(load_analysis(out), out, Reference.from_phantom(phantoms[seed]))
+        d, c = f["detection"], f["categories"]
+        per[seed] = {"f1": d["f1"], "sensitivity": d["sensitivity"], "precision": d["precision"],
+                     "false_positives_per_scan": d["false_positives_per_scan"],
+                     "dice_median": f["contours"]["dice_median"], "suv_total_bias": f["measures"]["suv_total"]["bias"],
+                     "category_agreement_all": c["agreement_all"], "n_pairs": c["n_all"],
+                     "category_agreement_tracks": c["track_agreement"]}
+        matched += f["matched"]
+        for key in ("n_reference", "n_detected", "n_reference_large", "n_detected_large", "n_rois",
+                    "n_true_positive_rois"):
+            totals[key] += d[key]
+        totals["scans"] += len(d["timepoints"])
+        totals["pairs"] += c["n_all"]
+        totals["pairs_agree"] += round((c["agreement_all"] or 0) * c["n_all"])
+        totals["pairs_large"] += c["n_large"]
+        totals["pairs_large_agree"] += round((c["agreement_large"] or 0) * c["n_large"])
+    sensitivity = totals["n_detected"] / totals["n_reference"] if totals["n_reference"] else 0.0
+    precision = totals["n_true_positive_rois"] / totals["n_rois"] if totals["n_rois"] else 0.0
+    suv_total = bland_altman(matched, "suv_total")
+    dice = [m["dice"] for m in matched]
     return {"patients": per, "pooled": {
         "sensitivity": sensitivity, "precision": precision,
         "f1": 2 * sensitivity * precision / (sensitivity + precision) if sensitivity + precision else 0.0,
+        "sensitivity_large": totals["n_detected_large"] / totals["n_reference_large"]
+        if totals["n_reference_large"] else None,
+        "false_positives_per_scan": (totals["n_rois"] - totals["n_true_positive_rois"]) / max(1, totals["scans"]),
+        "dice_median": float(np.median(dice)) if dice else None, "matched": len(dice),
+        "suv_total_agreement": {k: v for k, v in suv_total.items() if k not in ("means", "differences")},
         "category_agreement_all": totals["pairs_agree"] / totals["pairs"] if totals["pairs"] else None,
+        "n_pairs": totals["pairs"],
         "category_agreement_large": totals["pairs_large_agree"] / totals["pairs_large"] if totals["pairs_large"]
         else None, "n_pairs_large": totals["pairs_large"],
-        "sensitivity_large": totals["detected_large"] / totals["lesions_large"] if totals["lesions_large"] else None,
-        "n_pairs": totals["pairs"], "false_positives_per_scan": totals["false_rois"] / max(1, totals["scans"]),
-        "lesions": totals["lesions"], "scans": totals["scans"]}}
+        "lesions": totals["n_reference"], "scans": totals["scans"]}}
 
 
 def domain_figure(path: Path, domain: str, seed: int = 5101) -> None:
@@ -335,19 +341,19 @@ def main() -> None:
                     "heldout_before", "heldout_after")}
                 result[str(size)]["threshold"] = load_model(model).config.threshold
         (work / "figures.json").write_text(json.dumps(result, indent=1))
-        print("model | lesion F1 (sensitivity, >= 0.5 mL, precision) | FP ROIs/scan | categories agree: all pairs, "
-              ">= 0.5 mL | training wall / CPU s")
+        print("model | lesion F1 (sensitivity, >= 0.5 mL, precision) | FP ROIs/scan | median Dice | SUVtotal bias "
+              "(95 % LoA) | categories agree: all pairs, >= 0.5 mL | training wall / CPU s")
         for size, f in result.items():
-            p, t = f["pooled"], f.get("training", {})
+            p, t, a = f["pooled"], f.get("training", {}), f["pooled"]["suv_total_agreement"]
             name = "shipped v9" if size == "0" else f"fine-tuned, N={size}"
             print(f"{name} | {p['f1']:.3f} ({p['sensitivity']:.3f}, {p['sensitivity_large']:.3f}, "
-                  f"{p['precision']:.3f}) | {p['false_positives_per_scan']:.2f} | {p['category_agreement_all']:.3f} "
-                  f"of {p['n_pairs']}, {p['category_agreement_large']:.3f} of {p['n_pairs_large']} | "
-                  f"{t.get('training_seconds', '-')} / {t.get('training_cpu_seconds', '-')}")
+                  f"{p['precision']:.3f}) | {p['false_positives_per_scan']:.2f} | {p['dice_median']:.2f} of "
+                  f"{p['matched']} | {a['bias']:+.1f} % ({a['lower']:+.1f} to {a['upper']:+.1f} %) | "
+                  f"{p['category_agreement_all']:.3f} of {p['n_pairs']}, {p['category_agreement_large']:.3f} of "
+                  f"{p['n_pairs_large']} | {t.get('training_seconds', '-')} / {t.get('training_cpu_seconds', '-')}")
             print("  per patient F1: " + ", ".join(f"{s} {v['f1']:.3f}" for s, v in f["patients"].items())
                   + "; categories: " + ", ".join(f"{s} {v['category_agreement_all']:.3f}"
                                                  for s, v in f["patients"].items()))
-
 
 if __name__ == "__main__":
     main()
