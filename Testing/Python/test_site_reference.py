@@ -56,13 +56,21 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
 
 
-def test_rtstruct_sphere_and_box_round_trip_onto_the_pet_grid():
+def _through_rtstruct(tmp_path: Path, contours: list[np.ndarray], grid: sitk.Image) -> np.ndarray:
+    """``contours`` written as an RTSTRUCT file and read back onto ``grid`` (the reader's whole path)."""
+    path = write_rtstruct(tmp_path / f"rt{len(list(tmp_path.iterdir()))}.dcm", {"lesion": contours},
+                          frame_uid="1.2.3.1", series_uid="1.2.3.2", study_uid="1.2.3.3")
+    found = read_reference([path], [], lambda k: grid, timepoint=0)
+    assert [s.name for s in found.structures] == ["lesion"]
+    return sitk.GetArrayFromImage(found.structures[0].mask) > 0
+
+
+def test_rtstruct_sphere_and_box_round_trip_onto_the_pet_grid(tmp_path):
     grid = _grid()
     centre = np.asarray(grid.TransformIndexToPhysicalPoint((10, 10, 10)), float)  # on a PET voxel centre
     planes = np.arange(-40.0, 40.0, 2.0) + 1.0  # contours drawn on 2 mm CT slices
-    mask = rasterise_planar_contours(sphere_contours(centre, ONE_ML_RADIUS_MM, planes), grid)
     truth = _true_sphere(grid, centre, ONE_ML_RADIUS_MM)
-    assert _dice(sitk.GetArrayFromImage(mask) > 0, truth) >= 0.95
+    assert _dice(_through_rtstruct(tmp_path, sphere_contours(centre, ONE_ML_RADIUS_MM, planes), grid), truth) >= 0.95
     # anywhere on the grid a planar-contour sphere stays close: voxels covered ~1/2 may flip either way
     rng = np.random.default_rng(3)
     dices = []
@@ -76,8 +84,7 @@ def test_rtstruct_sphere_and_box_round_trip_onto_the_pet_grid():
     box[6:9, 4:12, 5:10] = True
     low = np.asarray(grid.TransformIndexToPhysicalPoint((5, 4, 6))) - 2.0
     high = np.asarray(grid.TransformIndexToPhysicalPoint((9, 11, 8))) + 2.0
-    drawn = rasterise_planar_contours(box_contours(low, high, planes), grid)
-    assert np.array_equal(sitk.GetArrayFromImage(drawn) > 0, box)
+    assert np.array_equal(_through_rtstruct(tmp_path, box_contours(low, high, planes), grid), box)
     # a hole drawn as an inner contour (even-odd rule) is not part of the structure
     ring = rasterise_planar_contours(box_contours(low, high, planes) + box_contours(low + 4, high - 4, planes), grid)
     inner = sitk.GetArrayFromImage(ring) > 0
