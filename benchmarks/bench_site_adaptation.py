@@ -136,8 +136,9 @@ def review_as_reader(out: Path, phantom: Path) -> dict[str, int]:
             psf = float(truth["timepoints"][k]["psf_fwhm_mm"])
             for value in sorted(set(np.unique(true[true > 0]).tolist()) - set(owner.values())):
                 entry = lesion_of[(k, value)]["timepoints"][str(k)]
-                cnr = expected_peak_cnr(suv, true, [value], entry["suv_max"], entry["volume_ml"],
-                                        min(pet.GetSpacing()), psf)
+                cnr = expected_peak_cnr(suv, true, [value], true_suv_max=entry["suv_max"],
+                                        volume_ml=entry["volume_ml"], spacing_mm=min(pet.GetSpacing()),
+                                        recon_fwhm_mm=psf)
                 if cnr < ROSE_CNR:
                     counts["invisible"] += 1
                     continue

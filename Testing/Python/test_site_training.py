@@ -25,7 +25,7 @@ from LesionResponseLib.segmentation import load_model
 from LesionResponseLib.segmentation.finetune import find_analyses, reviewed_scans, split_patients
 from LesionResponseLib.segmentation.model import SegmentationError
 
-STEPS = 60  # patch 16: a few hundredths of a second each, long enough to be killed in the middle
+STEPS = 24  # patch 16: a few hundredths of a second each (and a checkpoint), long enough to be killed in the middle
 
 
 @pytest.fixture(scope="module")
