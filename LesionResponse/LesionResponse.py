@@ -178,6 +178,7 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editInSegmentEditorButton.connect("clicked(bool)", self.onOpenSegmentEditor)
         self.ui.applySegmentButton.connect("clicked(bool)", self.onApplySegment)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self._addReferenceImport()
 
         for key, step in (("N", 1), ("P", -1)):
             shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
@@ -389,6 +390,33 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
             self.logic.applyEditedSegment(editor.segmentationNode(), editor.currentSegmentID())
 
+    # ------------------------------------------------------------------------------------ reference contours
+    def _addReferenceImport(self) -> None:
+        """A section for a site's reference contours (RTSTRUCT, DICOM SEG, label maps) as reader ROIs."""
+        import ctk
+
+        section = ctk.ctkCollapsibleButton()
+        section.text = "Reference contours"
+        section.collapsed = True
+        layout = qt.QFormLayout(section)
+        self.referencePathLineEdit = ctk.ctkPathLineEdit()
+        self.referencePathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Dirs
+        self.referencePathLineEdit.toolTip = "RTSTRUCT or DICOM SEG file, NIfTI/NRRD label map, or a folder of them"
+        layout.addRow("File or folder:", self.referencePathLineEdit)
+        button = qt.QPushButton("Import as reader ROIs")
+        button.toolTip = ("Each structure replaces the ROI it overlaps most or becomes a new ROI; structures of one "
+                          "name are linked across time points. One edit: Undo takes it back.")
+        button.connect("clicked(bool)", self.onImportReference)
+        layout.addRow(button)
+        self.layout.addWidget(section)
+
+    def onImportReference(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not import the reference contours.", waitCursor=True):
+            record = self.logic.importReference([self.referencePathLineEdit.currentPath])
+            skipped = record.get("reference_skipped", [])
+            self.ui.statusLabel.text = (f"Imported {len(record['edit']['rois'])} reference structures"
+                                        + (f", {len(skipped)} not imported (see the audit)" if skipped else ""))
+
     # ------------------------------------------------------------------------------------ export
     def onExport(self) -> None:
         with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
@@ -585,6 +613,13 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         from LesionResponseReview import mrml
 
         return mrml.redo_review_edit(self.nodes, self.reviewSession())
+
+    def importReference(self, paths: list[str]) -> Any:
+        """Import a site's reference contours as reader ROIs (one typed review edit, ``ReviewSession.reference_edit``)."""
+        from LesionResponseReview import mrml
+
+        edit, skipped = self.reviewSession().reference_edit(paths)
+        return {**mrml.apply_review_edit(self.nodes, self.reviewSession(), edit), "reference_skipped": skipped}
 
     def closeSession(self) -> None:
         """Release the review session (and its lock on the analysis folder)."""

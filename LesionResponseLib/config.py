@@ -82,8 +82,9 @@ class SegmentationConfig(_Section):
     SECTION: ClassVar[str] = "segmentation"
     method: str = setting("model", help="'model' (the shipped MONAI model or --model), 'threshold', 'truth' "
                           "(phantom masks from --labels) or a model file.", flag="--segmentation")
-    model_path: str | None = setting(None, help="Model file for the 'model' method (default: the shipped one).",
-                                     flag="--model")
+    model_path: str | None = setting(None, help="Model file for the 'model' method (default: the shipped one); a "
+                                     "site's own model from `train --from-analyses`, set in the site config file to "
+                                     "make it the site default.", flag="--model")
     labels_dir: str | None = setting(None, help="Folder of label maps tp{k}.nii.gz (or tp{k}_lesions.nii.gz) used "
                                      "instead of segmenting.", flag="--labels")
     # 0.1 mL: two 4 mm PET voxels; smaller components are noise more often than lesions (MODEL_CARD).

@@ -1,15 +1,18 @@
-"""Agreement of an analysis with phantom ground truth (``truth.json`` + ``truth/tp{k}_lesions.nii.gz``).
+"""Agreement of an analysis with a reference: phantom ground truth (``truth.json`` + ``truth/tp{k}_lesions.nii.gz``)
+or a site's reference contours (:mod:`LesionResponseLib.analysis.reference`), both a :class:`Reference`.
 
-Correspondence: each output ROI goes to the truth lesion label it overlaps most (both label maps on the
+Correspondence: each output ROI goes to the reference lesion label it overlaps most (both label maps on the
 same PET grid; a ROI beside a lesion smaller than 0.5 mL without overlapping it goes to that lesion,
-:func:`roi_truth_labels`); an output track goes to the truth track most of its ROIs went to (majority). Truth tracks
-are the ``tracks`` entries of ``truth.json`` (splits and merges share one track id).
+:func:`roi_truth_labels`); an output track goes to the reference track most of its ROIs went to (majority).
+Reference tracks are the ``tracks`` entries of the truth dict (splits and merges share one track id).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,47 @@ from LesionResponseLib.datamodel import Analysis
 #: A ROI that overlaps no true lesion still finds the true lesion it touches when that lesion is smaller than
 #: this (mL; docs/DOMAIN.md's 0.5 mL small-lesion line, 8 PET voxels of 4 mm), see :func:`roi_truth_labels`.
 TINY_LESION_ML = 0.5
+
+
+@dataclass
+class Reference:
+    """What an analysis is compared with: ``truth`` in the schema of a phantom's ``truth.json``
+    (docs/ARCHITECTURE.md: ``n_timepoints``, ``lesions`` with per time point ``present``, ``labels``, ``volume_ml``,
+    ``suv_max``, ``suv_total``; ``tracks`` with ``suv_total`` per time point and ``categories`` per follow-up;
+    ``heterogeneous``) and the lesion label map of each time point on that time point's PET grid
+    (``label_array(k)``, z-y-x). ``kind``: "phantom truth" or "reference contours"; ``source``: where it was read."""
+
+    truth: dict[str, Any]
+    label_array: Callable[[int], np.ndarray]
+    kind: str = "phantom truth"
+    source: str = ""
+
+    @classmethod
+    def from_phantom(cls, folder: str | Path) -> Reference:
+        """The ground truth of a phantom folder."""
+        folder = Path(folder)
+        truth = json.loads((folder / "truth.json").read_text())
+
+        def labels(k: int) -> np.ndarray:
+            return sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"truth/tp{k}_lesions.nii.gz")))
+
+        return cls(truth, labels, "phantom truth", str(folder))
+
+
+def as_reference(reference: Reference | str | Path) -> Reference:
+    """``reference`` itself, or the :class:`Reference` of a phantom folder."""
+    return reference if isinstance(reference, Reference) else Reference.from_phantom(reference)
+
+
+def covered_timepoints(truth: dict) -> list[int]:
+    """The time points the reference covers (all for phantom truth; those with reference files for contours)."""
+    return [int(k) for k in truth.get("covered_timepoints", range(int(truth["n_timepoints"])))]
+
+
+def covered_follow_ups(truth: dict) -> list[int]:
+    """Follow-ups whose category the reference can tell: covered, with the baseline covered."""
+    covered = covered_timepoints(truth)
+    return [k for k in covered if k >= 1 and 0 in covered]
 
 
 def roi_truth_labels(pred: np.ndarray, true: np.ndarray, tiny_labels: set[int] | frozenset = frozenset(),
@@ -48,27 +92,27 @@ def roi_truth_labels(pred: np.ndarray, true: np.ndarray, tiny_labels: set[int] |
     return owner
 
 
-def _tiny_labels(truth: dict, k: int) -> set[int]:
+def tiny_labels(truth: dict, k: int) -> set[int]:
     """True lesion labels at time point ``k`` of lesions smaller than :data:`TINY_LESION_ML`."""
     return {int(label) for le in truth["lesions"] for label in le["timepoints"][str(k)]["labels"]
             if 0 < float(le["timepoints"][str(k)]["volume_ml"] or 0.0) < TINY_LESION_ML}
 
 
-def _label_arrays(analysis_dir: str | Path, phantom_dir: str | Path, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _label_arrays(analysis_dir: str | Path, reference: Reference, k: int) -> tuple[np.ndarray, np.ndarray]:
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(analysis_dir) / "labels" / f"tp{k}.nii.gz")))
-    true = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(phantom_dir) / f"truth/tp{k}_lesions.nii.gz")))
-    return pred, true
+    return pred, reference.label_array(k)
 
 
-def roi_to_truth_track(analysis_dir: str | Path, phantom_dir: str | Path, truth: dict) -> dict[str, int]:
+def roi_to_truth_track(analysis_dir: str | Path, reference: Reference | str | Path, truth: dict) -> dict[str, int]:
     """Output ROI id → truth track id, by largest voxel overlap with the truth lesion labels (a ROI touching a
     tiny lesion without overlapping it: :func:`roi_truth_labels`)."""
+    reference = as_reference(reference)
     label_track = {(int(tp), int(label)): le["track_id"] for le in truth["lesions"]
                    for tp, entry in le["timepoints"].items() for label in entry["labels"]}
     result: dict[str, int] = {}
     for k in range(int(truth["n_timepoints"])):
-        pred, true = _label_arrays(analysis_dir, phantom_dir, k)
-        for p, t in roi_truth_labels(pred, true, _tiny_labels(truth, k)).items():
+        pred, true = _label_arrays(analysis_dir, reference, k)
+        for p, t in roi_truth_labels(pred, true, tiny_labels(truth, k)).items():
             if (k, t) in label_track:
                 result[f"tp{k}-L{p:04d}"] = label_track[(k, t)]
     return result
@@ -83,7 +127,7 @@ def _track_volumes(truth: dict) -> dict[int, dict[int, float]]:
     return volumes
 
 
-def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path,
+def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: Reference | str | Path,
                     min_volume_ml: float = 2.0) -> dict[str, Any]:
     """Category, heterogeneity and SUVtotal agreement with the phantom truth.
 
@@ -91,11 +135,12 @@ def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: s
     ``heterogeneity_agreement`` (follow-ups with equal flag / all), ``suv_total_errors_pct`` (signed %
     error of the track SUVtotal for truth tracks whose true volume at that time point is ≥ ``min_volume_ml``)
     and ``suv_total_pvc_errors_pct`` (the same for the partial-volume-corrected SUVtotal), the unmatched
-    track counts and the mismatches.
+    track counts and the mismatches. ``phantom_dir``: a phantom folder or any :class:`Reference`.
     """
-    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
+    reference = as_reference(phantom_dir)
+    truth = reference.truth
     n = int(truth["n_timepoints"])
-    owner = roi_to_truth_track(analysis_dir, phantom_dir, truth)
+    owner = roi_to_truth_track(analysis_dir, reference, truth)
     responses = {r.track_id: r for r in analysis.responses}
     volumes = _track_volumes(truth)
     agree = total = 0
@@ -111,7 +156,7 @@ def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: s
         true_id = votes.most_common(1)[0][0]
         matched_truth.add(true_id)
         entry = truth["tracks"][str(true_id)]
-        for k in range(1, n):
+        for k in covered_follow_ups(truth):
             total += 1
             agree += response.categories[k] == entry["categories"][str(k)]
             if response.categories[k] != entry["categories"][str(k)]:
@@ -122,7 +167,8 @@ def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: s
             for k in range(n):
                 if volumes[true_id].get(k, 0.0) >= min_volume_ml and entry["suv_total"][k] > 0:
                     errors[measure].append(100.0 * ((measured[k] or 0.0) / entry["suv_total"][k] - 1.0))
-    hetero = [bool(analysis.heterogeneous.get(k)) == bool(truth["heterogeneous"][str(k)]) for k in range(1, n)]
+    hetero = [bool(analysis.heterogeneous.get(k)) == bool(truth["heterogeneous"][str(k)])
+              for k in covered_follow_ups(truth)]
     return {
         "category_agreement": agree / total if total else None, "category_pairs": total,
         "heterogeneity_agreement": float(np.mean(hetero)) if hetero else None,
@@ -154,7 +200,7 @@ def _truth_track_volume(truth: dict) -> dict[int, list[float]]:
     return volumes
 
 
-def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path,
+def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: Reference | str | Path,
                           min_volume_ml: float = 0.5) -> dict[str, Any]:
     """Categories over **all** true lesion × follow-up pairs, detection by history, and false positives.
 
@@ -167,10 +213,13 @@ def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_
       at their first appearance (baseline included).
     - False positives: accepted output ROIs overlapping no truth lesion, per scan, by ``LesionROI.source``;
       their ids in ``false_positive_rois``.
+
+    ``phantom_dir``: a phantom folder or any :class:`Reference`.
     """
-    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
+    reference = as_reference(phantom_dir)
+    truth = reference.truth
     n = int(truth["n_timepoints"])
-    owner = roi_to_truth_track(analysis_dir, phantom_dir, truth)
+    owner = roi_to_truth_track(analysis_dir, reference, truth)
     accepted = {r.roi_id: r for r in analysis.rois if r.status == "accepted"}
     owner = {rid: t for rid, t in owner.items() if rid in accepted}
     responses = {r.track_id: r for r in analysis.responses}
@@ -179,7 +228,7 @@ def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_
     pairs: list[dict[str, Any]] = []
     for tid, entry in truth["tracks"].items():
         response = responses.get(out_of.get(int(tid), -1))
-        for k in range(1, n):
+        for k in covered_follow_ups(truth):
             true_cat = entry["categories"][str(k)]
             if true_cat == "absent":
                 continue
@@ -188,7 +237,7 @@ def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_
             pairs.append({"truth_track": int(tid), "follow_up": k, "truth": true_cat, "measured": measured,
                           "large": large})
     false_positive_rois = sorted(rid for rid in accepted if rid not in owner)
-    return {"pairs": pairs, **_pair_figures(pairs), **_detections(truth, analysis_dir, phantom_dir, accepted,
+    return {"pairs": pairs, **_pair_figures(pairs), **_detections(truth, analysis_dir, reference, accepted,
                                                                    min_volume_ml),
             "false_positives": _false_positives(accepted, false_positive_rois, n),
             "false_positive_rois": false_positive_rois}
@@ -205,15 +254,23 @@ def _pair_figures(pairs: list[dict[str, Any]]) -> dict[str, Any]:
             "confusions": Counter((r["truth"], r["measured"]) for r in pairs if r["truth"] != r["measured"])}
 
 
-def _detections(truth: dict, analysis_dir: str | Path, phantom_dir: str | Path, accepted: dict,
+def _found_labels(truth: dict, pred: np.ndarray, true: np.ndarray, accepted_labels: list[int], k: int,
+                  ) -> tuple[set[int], dict[int, int]]:
+    """At time point ``k``: the truth labels an accepted ROI overlaps (or, tiny, touches), and each accepted ROI's
+    truth label (:func:`roi_truth_labels`)."""
+    keep = np.isin(pred, accepted_labels)
+    owner = roi_truth_labels(np.where(keep, pred, 0), true, tiny_labels(truth, k))
+    return {int(t) for t in np.unique(true[keep & (true > 0)])} | set(owner.values()), owner
+
+
+def _detections(truth: dict, analysis_dir: str | Path, reference: Reference, accepted: dict,
                 min_volume_ml: float) -> dict[str, Any]:
     n = int(truth["n_timepoints"])
     found: set[tuple[int, int]] = set()  # (time point, truth label) overlapped by an accepted ROI (or touched: tiny)
     for k in range(n):
-        pred, true = _label_arrays(analysis_dir, phantom_dir, k)
-        keep = np.isin(pred, [r.label for r in accepted.values() if r.timepoint == k])
-        found |= {(k, int(t)) for t in np.unique(true[keep & (true > 0)])}
-        found |= {(k, t) for t in roi_truth_labels(np.where(keep, pred, 0), true, _tiny_labels(truth, k)).values()}
+        pred, true = _label_arrays(analysis_dir, reference, k)
+        labels, _ = _found_labels(truth, pred, true, [r.label for r in accepted.values() if r.timepoint == k], k)
+        found |= {(k, t) for t in labels}
     rows = {"follow_up": [], "first": []}
     for le in truth["lesions"]:
         seen = False
@@ -231,6 +288,95 @@ def _detections(truth: dict, analysis_dir: str | Path, phantom_dir: str | Path, 
         out[f"detection_{kind}_large"] = sum(large) / len(large) if large else None
         out[f"n_{kind}"], out[f"n_{kind}_large"] = len(values), len(large)
     return out
+
+
+def detection_figures(analysis: Analysis, analysis_dir: str | Path, reference: Reference | str | Path,
+                      min_volume_ml: float = TINY_LESION_ML) -> dict[str, Any]:
+    """Lesion-level detection against ``reference``, per time point (``timepoints``) and pooled, and the matched
+    lesions (``matched``) whose contours and measures can be compared.
+
+    Matching rule (that of :func:`lesion_pair_agreement`'s detection): a reference lesion at a time point (all its
+    labels there) is **detected** when an accepted ROI overlaps it (or, smaller than :data:`TINY_LESION_ML`,
+    touches it); an accepted ROI is a **true positive** when it goes to a reference lesion (the label it overlaps
+    most, :func:`roi_truth_labels`), else a false positive. Sensitivity = detected / reference lesions, precision =
+    true-positive ROIs / accepted ROIs, F1 their harmonic mean; ``_large``: lesions of at least ``min_volume_ml``.
+    A matched lesion is a reference lesion with ROIs going to it: its Dice with their union, and (volume, SUVmax,
+    SUVmean, SUVtotal) measured (their union: summed volume and SUVtotal, highest SUVmax) and reference.
+    """
+    reference = as_reference(reference)
+    truth = reference.truth
+    rois = {(r.timepoint, r.label): r for r in analysis.rois if r.status == "accepted"}
+    rows, matched = [], []
+    for k in covered_timepoints(truth):
+        pred, true = _label_arrays(analysis_dir, reference, k)
+        found, owner = _found_labels(truth, pred, true, [label for tp, label in rois if tp == k], k)
+        lesions = [le for le in truth["lesions"] if le["timepoints"][str(k)]["present"]]
+        hit = {le["lesion_id"]: any(int(v) in found for v in le["timepoints"][str(k)]["labels"]) for le in lesions}
+        large = [le for le in lesions if float(le["timepoints"][str(k)]["volume_ml"]) >= min_volume_ml]
+        row = {"timepoint": k, "n_reference": len(lesions), "n_detected": sum(hit.values()),
+               "n_reference_large": len(large), "n_detected_large": sum(hit[le["lesion_id"]] for le in large),
+               "n_rois": sum(tp == k for tp, _ in rois), "n_true_positive_rois": len(owner)}
+        rows.append(_with_rates(row))
+        for le in lesions:
+            mine = [label for label, t in owner.items() if t in le["timepoints"][str(k)]["labels"]]
+            if mine:
+                matched.append(_matched_lesion(le, k, mine, pred, true, rois))
+    pooled = {key: sum(r[key] for r in rows) for key in rows[0] if key.startswith("n_")} if rows else {}
+    return {**_with_rates(pooled), "timepoints": rows, "matched": matched, "n_scans": len(rows),
+            "false_positives_per_scan": (pooled.get("n_rois", 0) - pooled.get("n_true_positive_rois", 0))
+            / max(1, len(rows))}
+
+
+def _with_rates(counts: dict[str, Any]) -> dict[str, Any]:
+    """``counts`` with sensitivity (all and large lesions), precision and F1."""
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    sensitivity, precision = ratio(counts.get("n_detected", 0), counts.get("n_reference", 0)), \
+        ratio(counts.get("n_true_positive_rois", 0), counts.get("n_rois", 0))
+    f1 = 2 * sensitivity * precision / (sensitivity + precision) if sensitivity and precision else 0.0
+    return {**counts, "sensitivity": sensitivity, "precision": precision, "f1": f1,
+            "sensitivity_large": ratio(counts.get("n_detected_large", 0), counts.get("n_reference_large", 0))}
+
+
+def _matched_lesion(lesion: dict, k: int, labels: list[int], pred: np.ndarray, true: np.ndarray,
+                    rois: dict) -> dict[str, Any]:
+    entry = lesion["timepoints"][str(k)]
+    mine, theirs = np.isin(pred, labels), np.isin(true, entry["labels"])
+    parts = [rois[(k, label)] for label in labels]
+    volume = sum(r.volume_ml for r in parts)
+    total = sum(r.suv_total for r in parts)
+    reference_volume = float(entry["volume_ml"])
+    return {"timepoint": k, "lesion_id": lesion["lesion_id"], "track_id": lesion["track_id"],
+            "roi_ids": [r.roi_id for r in parts],
+            "dice": 2.0 * float((mine & theirs).sum()) / float(mine.sum() + theirs.sum()),
+            "measured": {"volume_ml": volume, "suv_max": max(r.suv_max for r in parts),
+                         "suv_mean": total / volume if volume else 0.0, "suv_total": total},
+            "reference": {"volume_ml": reference_volume, "suv_max": float(entry["suv_max"]),
+                          "suv_mean": float(entry.get("suv_mean") or (float(entry["suv_total"]) / reference_volume
+                                                                      if reference_volume else 0.0)),
+                          "suv_total": float(entry["suv_total"])}}
+
+
+#: Measures compared between matched ROIs and reference lesions (:func:`bland_altman`).
+AGREEMENT_MEASURES = ("volume_ml", "suv_max", "suv_mean", "suv_total")
+
+
+def bland_altman(matched: list[dict[str, Any]], measure: str) -> dict[str, Any]:
+    """Agreement of ``measure`` over matched lesions (:func:`detection_figures`), as a Bland-Altman analysis of the
+    percentage difference 100 x (measured - reference) / mean of the two (Bland JM, Altman DG, Lancet
+    1986;i:307-310; the percentage form because the SUV measures' spread grows with their size): ``bias`` (mean
+    difference, %), ``sd``, the 95 % limits of agreement ``bias +- 1.96 sd``, with the means and differences."""
+    pairs = [(m["measured"][measure], m["reference"][measure]) for m in matched
+             if m["measured"][measure] + m["reference"][measure] > 0]
+    means = [(a + b) / 2 for a, b in pairs]
+    differences = [100.0 * (a - b) / mean for (a, b), mean in zip(pairs, means, strict=True)]
+    if not differences:
+        return {"measure": measure, "n": 0, "bias": None, "sd": None, "lower": None, "upper": None,
+                "means": [], "differences": []}
+    bias, sd = float(np.mean(differences)), float(np.std(differences, ddof=1)) if len(differences) > 1 else 0.0
+    return {"measure": measure, "n": len(differences), "bias": bias, "sd": sd, "lower": bias - 1.96 * sd,
+            "upper": bias + 1.96 * sd, "means": means, "differences": differences}
 
 
 def _false_positives(accepted: dict, roi_ids: list[str], n_scans: int) -> dict[str, float]:

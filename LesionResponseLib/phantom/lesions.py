@@ -65,7 +65,9 @@ class Blob:
     radii: tuple[float, float, float]
     suv: float  # mean SUV of the blob
     label: int  # value in the truth label map
-    profile: str = "uniform"  # uniform | peaked | necrotic
+    profile: str = "uniform"  # uniform | peaked | necrotic | rim
+    # lobulated surface: bumps (unit direction x, y, z, amplitude as a share of the radius); () = ellipsoid
+    lobes: tuple[tuple[float, float, float, float], ...] = ()
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Lesion:
     split_from: int | None = None  # first time point at which the lesion is split in two
     merge_partner: int | None = None  # lesion id of the partner it merges with
     merge_from: int | None = None  # first time point at which it is merged
+    lobes: tuple[tuple[float, float, float, float], ...] = ()  # lobulated surface (``Blob.lobes``; phantom.domain)
 
     def blobs(self, timepoint: int) -> list[Blob]:
         """The blobs of this lesion at a time point (empty when absent)."""
@@ -97,7 +100,7 @@ class Lesion:
             return self._split_blobs(radii, suv)
         if self.merge_from is not None and timepoint >= self.merge_from:
             radii = tuple(r * 1.25 for r in radii)  # merging lesions grow into each other
-        return [Blob(self.center, radii, suv, self.lesion_id, self.profile)]
+        return [Blob(self.center, radii, suv, self.lesion_id, self.profile, self.lobes)]
 
     def _split_blobs(self, radii, suv) -> list[Blob]:
         half = tuple(r * 0.5 ** (1 / 3) for r in radii)  # two halves of equal total volume
@@ -306,4 +309,35 @@ def profile_factor(profile: str, rho: np.ndarray) -> np.ndarray:
         return 1.5 - 0.85 * rho**2
     if profile == "necrotic":  # cold necrotic core (15 % uptake) inside a viable rim
         return np.where(rho < 0.5, 0.15, 1.12)
+    if profile == "rim":  # large necrotic core (inner 60 % of the radius, 10 %) inside a thin enhancing rim
+        return np.where(rho < RIM_CORE, RIM_CORE_UPTAKE, RIM_UPTAKE)
     return np.ones_like(rho)
+
+
+RIM_CORE = 0.6  # core radius / lesion radius of the ``rim`` profile (phantom.domain)
+RIM_CORE_UPTAKE = 0.1
+RIM_UPTAKE = (1.0 - RIM_CORE_UPTAKE * RIM_CORE**3) / (1.0 - RIM_CORE**3)  # mean over the volume = 1
+
+
+#: Largest surface radius of a lobulated lesion, as a multiple of its ellipsoid's: below the 1.6 x radius each
+#: lesion keeps clear of the others when placed (``_crowded``), so lobes never touch a neighbour.
+LOBE_CAP = 1.5
+
+
+def lobe_scale(blob: Blob, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndarray | float:
+    """The surface radius, as a multiple of the ellipsoid's, in the direction of the offsets (``dx, dy, dz``: from
+    the centre, in radii): 1 + the sum of the lobes' bumps ``amplitude x max(0, cos angle)^4``, at most
+    :data:`LOBE_CAP`."""
+    if not blob.lobes:
+        return 1.0
+    norm = np.sqrt(dx * dx + dy * dy + dz * dz) + 1e-9
+    scale = np.ones(np.broadcast_shapes(dx.shape, dy.shape, dz.shape), np.float32)
+    for ux, uy, uz, amplitude in blob.lobes:
+        cosine = (dx * ux + dy * uy + dz * uz) / norm
+        scale += amplitude * np.maximum(cosine, 0.0) ** 4
+    return np.minimum(scale, LOBE_CAP)
+
+
+def max_lobe_scale(blob: Blob) -> float:
+    """The largest :func:`lobe_scale` of ``blob`` (an upper bound: every bump at its peak)."""
+    return min(1.0 + sum(lobe[3] for lobe in blob.lobes), LOBE_CAP)

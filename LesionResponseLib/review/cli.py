@@ -1,4 +1,5 @@
-"""``lesion-response review ANALYSIS link|unlink|merge|split|reject|reject-track|restore|add|edit|undo|redo|history``.
+"""``lesion-response review ANALYSIS link|unlink|merge|split|reject|reject-track|restore|add|edit|import-rois|undo|
+redo|history``.
 
 Each command opens the review session of ANALYSIS (taking its lock), applies one edit (a typed
 :mod:`LesionResponseLib.review.edits` object), saves atomically and prints what changed: tracks and their
@@ -71,8 +72,10 @@ def _categories(entry: dict[str, Any] | None) -> str:
 
 def describe_record(record: dict[str, Any]) -> list[str]:
     """Human-readable lines of an edit record: the edit, then each changed track before -> after."""
-    params = {k: v for k, v in record["edit"].items() if k != "type"}
+    params = {k: v for k, v in record["edit"].items() if k not in ("type", "rois")}
     lines = [f"{record['type']} {params} by {record['user']} at {record['time']} (edit {record['id']})"]
+    lines += [f"  imported {r['name']!r} at time point {r['timepoint']}" for r in record["edit"].get("rois", [])]
+    lines += [f"  not imported: {s['name'] or s['file']} ({s['reason']})" for s in record.get("reference_skipped", [])]
     for track_id in record.get("tracks_before", {}):
         before, after = record["tracks_before"][track_id], record["tracks_after"][track_id]
         lines.append(f"  track {track_id}: {_categories(before)} -> {_categories(after)}")
@@ -156,6 +159,21 @@ def edit_command(ctx: typer.Context, user: str = typer.Option(None, "--user", he
                  mask: Path = typer.Argument(..., help="New mask of that ROI (non-zero = ROI).")) -> None:
     """Replace a ROI's mask and re-measure it."""
     _run(ctx, lambda s: s.edit_roi(roi, mask), user)
+
+
+@review_app.command("import-rois")
+def import_rois_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                        files: list[Path] = typer.Argument(..., help="Reference contours: RTSTRUCT or DICOM SEG files, "
+                                                                     "NIfTI/NRRD label maps, or folders of them."),
+                        timepoint: int = typer.Option(None, "--timepoint", help="Time point of label maps (else from "
+                                                      "tp{k} in the file name) and of DICOM contours that reference no "
+                                                      "loaded series."),
+                        names: str = typer.Option(None, "--names", help="Only structures whose name matches this "
+                                                  "regular expression.")) -> None:
+    """Import reference contours as reader ROIs, in one edit (one undo): each structure replaces the ROI it overlaps
+    most, or becomes a new ROI; structures of one name are linked across time points."""
+
+    _run(ctx, lambda s: s.import_reference(files, timepoint, names), user)
 
 
 @review_app.command("undo")

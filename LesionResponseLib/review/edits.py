@@ -370,8 +370,67 @@ class EditRoi(Edit):
         _paint(state, roi.timepoint, sitk.ReadImage(str(_mask_path(ctx, self.mask))), roi.label, ctx)
 
 
+@dataclass
+class ImportRois(Edit):
+    """Reference contours as reader ROIs, all in one edit (one undo step): ``rois`` lists ``{"timepoint", "mask",
+    "name"}`` (``mask``: file relative to ``review/``, on the PET grid). A structure that overlaps ROIs of its time
+    point replaces the one it overlaps most (that ROI keeps its id, track and links, takes the structure's voxels
+    except those of other ROIs, becomes a ``reader`` ROI and, if it was rejected, is accepted again: the reference is
+    the reader's word); one that overlaps none becomes a new reader ROI on the free voxels. Structures of one name at different time points are linked (the reference's naming says they
+    are one lesion). ``source`` names the files, for the audit trail."""
+
+    TYPE: ClassVar[str] = "import_rois"
+    rois: list[dict[str, Any]]
+    source: str = ""
+
+    def validate(self, state: ReviewState) -> None:
+        if not self.rois:
+            raise _refuse("no reference structure to import", "Give RTSTRUCT/SEG files or label maps with structures")
+        for item in self.rois:
+            state.label_array(int(item["timepoint"]))
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        by_name: dict[str, dict[int, list[str]]] = {}
+        claimed: set[str] = set()  # ROIs an earlier structure of this import became: never replaced again
+        for i, item in enumerate(self.rois):
+            tp = int(item["timepoint"])
+            roi_id = self._place(state, ctx, tp, _mask_path(ctx, item["mask"]), str(item.get("name", "")), claimed)
+            state.roi(roi_id).source = "reader"
+            state.created[f"{edit_id}.{i}"] = roi_id
+            claimed.add(roi_id)
+            name = " ".join(str(item.get("name", "")).lower().split())
+            if name:
+                by_name.setdefault(name, {}).setdefault(tp, []).append(roi_id)
+        for per_timepoint in by_name.values():
+            times = sorted(per_timepoint)
+            for before, after in zip(times, times[1:], strict=False):
+                state.analysis.links += [Link(a, b, kind="reader", source="reader")
+                                         for a in per_timepoint[before] for b in per_timepoint[after]]
+
+    @staticmethod
+    def _place(state: ReviewState, ctx: ApplyContext, tp: int, path: Path, name: str, claimed: set[str]) -> str:
+        """Paint one structure (the class docstring's rules); its ROI id."""
+        inside = sitk.GetArrayFromImage(load_mask(sitk.ReadImage(str(path)), state.labels[tp])) > 0
+        array = state.label_array(tp)
+        candidates = [r.label for r in state.analysis.rois if r.timepoint == tp and r.roi_id not in claimed]
+        hit = array[inside & np.isin(array, candidates)]
+        target = int(np.bincount(hit).argmax()) if hit.size else 0
+        free = inside & ((array == 0) | (array == target)) if target else inside & (array == 0)
+        if not free.any():
+            raise _refuse(f"reference structure {name!r} at time point {tp} lies wholly on structures imported "
+                          "before it", "Leave the duplicate out (--names)")
+        mask = sitk.GetImageFromArray(free.astype(np.uint8))
+        mask.CopyInformation(state.labels[tp])
+        if not target:
+            used = [r.label for r in state.analysis.rois if r.timepoint == tp] + [int(array.max())]
+            target = max(used) + 1
+        _paint(state, tp, mask, target, ctx)
+        state.roi(roi_id_for(tp, target)).status = "accepted"
+        return roi_id_for(tp, target)
+
+
 EDIT_TYPES: dict[str, type[Edit]] = {cls.TYPE: cls for cls in (
-    LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RejectRois, RestoreRoi, AddRoi, EditRoi)}
+    LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RejectRois, RestoreRoi, AddRoi, EditRoi, ImportRois)}
 
 
 def edit_from_dict(data: dict[str, Any]) -> Edit:

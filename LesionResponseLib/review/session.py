@@ -38,6 +38,7 @@ from LesionResponseLib.review.edits import (
     ApplyContext,
     Edit,
     EditRoi,
+    ImportRois,
     LinkRois,
     MergeTracks,
     RejectRoi,
@@ -250,6 +251,8 @@ class ReviewSession:
         except BaseException:
             if isinstance(edit, AddRoi | EditRoi):
                 (self.dir / edit.mask).unlink(missing_ok=True)
+            for item in edit.rois if isinstance(edit, ImportRois) else ():
+                (self.dir / item["mask"]).unlink(missing_ok=True)
             raise
         record = {"id": edit_id, "user": self.user, "time": _now(), "type": edit.TYPE, "edit": edit.to_dict(),
                   "anchors": anchors, "fingerprints": fingerprints,
@@ -263,6 +266,8 @@ class ReviewSession:
 
     def _stage_mask(self, edit: Edit, edit_id: str) -> Edit:
         """Copy an add/edit mask onto the PET grid into ``review/masks/`` (the edit then names that copy)."""
+        if isinstance(edit, ImportRois):
+            return self._stage_import(edit, edit_id)
         if not isinstance(edit, AddRoi | EditRoi):
             return edit
         tp = edit.timepoint if isinstance(edit, AddRoi) else self.state.roi(edit.roi_id).timepoint
@@ -272,6 +277,19 @@ class ReviewSession:
         (self.dir / "masks").mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(mask, str(self.dir / rel), True)
         edit.mask = rel
+        return edit
+
+    def _stage_import(self, edit: ImportRois, edit_id: str) -> ImportRois:
+        """Copy each imported structure's mask onto its time point's PET grid into ``review/masks/``."""
+        (self.dir / "masks").mkdir(parents=True, exist_ok=True)
+        staged = []
+        for i, item in enumerate(edit.rois):
+            tp = int(item["timepoint"])
+            self.state.label_array(tp)
+            rel = f"masks/{edit_id}-{i}.nii.gz"
+            sitk.WriteImage(load_mask(item["mask"], self.state.labels[tp]), str(self.dir / rel), True)
+            staged.append({"timepoint": tp, "mask": rel, "name": str(item.get("name", ""))})
+        edit.rois = staged
         return edit
 
     # ----- the edits -----------------------------------------------------------------------------
@@ -310,6 +328,34 @@ class ReviewSession:
     def edit_roi(self, roi_id: str, mask: sitk.Image | str | Path) -> dict[str, Any]:
         """Replace a ROI's voxels with ``mask`` and re-measure it."""
         return self.apply(EditRoi(roi_id, mask))  # type: ignore[arg-type]
+
+    def import_rois(self, structures: list[dict[str, Any]], source: str = "") -> dict[str, Any]:
+        """Import reference structures (``{"timepoint", "mask": image or file, "name"}``) as reader ROIs in one edit
+        (``edits.ImportRois``: replacing the ROIs they overlap, linked by name across time points)."""
+        return self.apply(ImportRois([dict(s) for s in structures], source))
+
+    def reference_edit(self, paths: list[str | Path], timepoint: int | None = None,
+                       names: str | None = None) -> tuple[ImportRois, list[dict[str, Any]]]:
+        """The :class:`edits.ImportRois` of a site's reference contours (RTSTRUCT, SEG, label maps:
+        ``dicomio.contours.read_reference``, onto each time point's PET grid), and the structures left out and why.
+        The faces apply it as any typed edit."""
+        from LesionResponseLib.dicomio.contours import read_reference
+
+        found = read_reference(paths, self.state.analysis.timepoints, self.suv, timepoint, names)
+        if not found.structures:
+            raise ReviewError(describe("no reference structure to import", path=", ".join(str(p) for p in paths),
+                                       fix="Check the files: " + ("; ".join(f"{s['name'] or s['file']}: {s['reason']}"
+                                                                              for s in found.skipped) or "empty")))
+        edit = ImportRois([{"timepoint": s.timepoint, "mask": s.mask, "name": s.name} for s in found.structures],
+                          ", ".join(str(p) for p in paths))
+        return edit, found.skipped
+
+    def import_reference(self, paths: list[str | Path], timepoint: int | None = None,
+                         names: str | None = None) -> dict[str, Any]:
+        """Import a site's reference contours (:meth:`reference_edit`) in one edit; its record, with
+        ``reference_skipped``: the structures left out and why."""
+        edit, skipped = self.reference_edit(paths, timepoint, names)
+        return {**self.apply(edit), "reference_skipped": skipped}
 
     def undo(self) -> dict[str, Any]:
         """Revert the last edit (replay of the others from the base); returns its record."""

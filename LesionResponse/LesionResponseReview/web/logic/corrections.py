@@ -31,6 +31,7 @@ class CorrectionsState:
     threshold_mode: str = "percent"  # "percent" (of the hot spot's SUVmax) | "suv" (absolute)
     threshold_percent: float = 100 * masks.DEFAULT_FRACTION
     threshold_suv: float = 4.0
+    reference_path: str = ""  # reference contours on the server (RTSTRUCT, SEG, label maps, or a folder of them)
     roi_info: str = ""  # what is known about ROI A
     message: str = ""  # what the last correction did
     error: str = ""  # why the last correction was refused
@@ -159,6 +160,25 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
                                   f"threshold SUV {grown.threshold_suv:.2f})")
         return record
 
+    def import_reference(self) -> Any:
+        """Import the reference contours at the path in the panel as reader ROIs (one edit, one undo)."""
+        path = self.data.reference_path.strip()
+        if not path:
+            self.data.error = "Give the path of the reference contours (a file or folder on the server)."
+            return None
+        skipped: list[dict[str, Any]] = []
+
+        def build() -> edits.Edit:
+            edit, left_out = self.context.session.reference_edit([path])
+            skipped.extend(left_out)
+            return edit
+
+        record = self.apply(build)
+        if record is not None:
+            self.data.message += f" ({len(record['edit']['rois'])} structures" + (
+                f"; not imported: {', '.join(s['name'] or s['file'] for s in skipped)})" if skipped else ")")
+        return record
+
     def pick(self, tp: int, ras: tuple[float, float, float], into_b: bool) -> str | None:
         """The ROI under a click goes into ROI A (or B with shift); returns its id."""
         roi_id = mrml.roi_at_point(self.context.nodes, tp, ras)
@@ -198,5 +218,5 @@ def _selected(nodes: Any) -> int:
 def _edit_label(record: dict) -> str:
     """Short text of an edit record: ``reject roi_id=tp1-L0006``."""
     params = " ".join(f"{k}={v}" for k, v in record.get("edit", {}).items()
-                      if k not in ("type", "mask") and v not in ("", None, False))
+                      if k not in ("type", "mask", "rois") and v not in ("", None, False))
     return f"{record.get('type', '?')} {params}".strip()
