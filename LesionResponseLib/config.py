@@ -129,6 +129,13 @@ class MatchingConfig(_Section):
     containment_min: float = setting(0.25, help="Share of a left-over ROI's dilated volume that must lie inside an "
                                      "assigned partner for it to join as a split/merge branch.", minimum=0.0,
                                      maximum=1.0)
+    # 2.5 mm: the registration error at lesion centres published for the method (2.3-2.6 mm, docs/DOMAIN.md §2) and
+    # measured for elastix on the phantoms (2.3 mm mean, benchmarks/bench_tracking.py). Sets how far apart two ROIs
+    # may lie and still be one lesion that no split or merge may take (tracking.matching, "own partners").
+    registration_error_mm: float = setting(2.5, help="Mean registration error at lesion centres: ROIs of two scans "
+                                           "that are each other's nearest within a few times this (plus their "
+                                           "change of radius) are one lesion, never another lesion's split or merge "
+                                           "branch.", unit="mm", minimum=0.0)
 
 
 @dataclass(frozen=True)
