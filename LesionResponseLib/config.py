@@ -183,6 +183,11 @@ class ResponseConfig(_Section):
                                             maximum=0.0, flag="--decrease")
     increase_threshold_pct: float = setting(30.0, help="Change above which a lesion is 'increasing'.", unit="%",
                                             minimum=0.0, flag="--increase")
+    # 90 %: the calibration target (a 90 % interval covers 85-95 % of true changes); a call whose interval
+    # holds a threshold is marked indeterminate beside its category.
+    interval_level: float = setting(0.9, help="Confidence level of each ΔSUVtotal interval; a category whose interval "
+                                    "holds a threshold is marked indeterminate.", minimum=0.5, maximum=0.999,
+                                    flag="--interval-level")
 
 
 SECTIONS: tuple[type[_Section], ...] = (InputConfig, SegmentationConfig, QuantificationConfig, RegistrationConfig,

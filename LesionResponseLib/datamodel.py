@@ -101,6 +101,11 @@ class LesionROI(_Serialisable):
     suv_total_pvc: float | None = None  # partial-volume-corrected SUVtotal, SUV*mL (analysis.quantify)
     status: RoiStatus = "accepted"
     source: RoiSource = "model"
+    # How well it is measured (analysis.quantify.roi_uncertainties; None in analysis.json files written before):
+    suv_total_sd: float | None = None  # SD of suv_total, SUV*mL (image noise and contour)
+    suv_total_pvc_sd: float | None = None  # SD of suv_total_pvc, SUV*mL
+    background_suv: float | None = None  # hottest uptake around it: 95th percentile of its background shell, SUV
+    at_fov_edge: bool = False  # within one PSF FWHM of the edge of the field of view
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LesionROI:
@@ -177,17 +182,27 @@ class TrackResponse(_Serialisable):
     categories: dict[int, str]  # follow-up index (>=1) -> TrackCategory
     delta_suv_total_pct: dict[int, float | None]  # follow-up -> % change vs reference (None if undefined)
     pattern: str  # TrackPattern
+    # Uncertainty (analysis.response; empty in analysis.json files written before it existed):
+    suv_total_sd: dict[int, float] = field(default_factory=dict)  # time point -> SD of suv_total (0 when absent)
+    delta_interval_pct: dict[int, list[float] | None] = field(default_factory=dict)  # follow-up -> [low, high] %
+    category_confidence: dict[int, float | None] = field(default_factory=dict)  # P(true change in the category)
+    indeterminate: dict[int, bool] = field(default_factory=dict)  # the interval holds a category threshold
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrackResponse:
+        def keyed(name: str, convert: Any) -> dict[int, Any]:
+            return {int(k): (None if v is None else convert(v)) for k, v in data.get(name, {}).items()}
+
         return cls(
             track_id=int(data["track_id"]),
             suv_total={int(k): float(v) for k, v in data["suv_total"].items()},
             categories={int(k): v for k, v in data["categories"].items()},
-            delta_suv_total_pct={
-                int(k): (None if v is None else float(v)) for k, v in data["delta_suv_total_pct"].items()
-            },
+            delta_suv_total_pct=keyed("delta_suv_total_pct", float),
             pattern=data["pattern"],
+            suv_total_sd=keyed("suv_total_sd", float),
+            delta_interval_pct=keyed("delta_interval_pct", lambda v: [float(x) for x in v]),
+            category_confidence=keyed("category_confidence", float),
+            indeterminate=keyed("indeterminate", bool),
         )
 
 

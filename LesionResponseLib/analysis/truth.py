@@ -74,6 +74,69 @@ def roi_to_truth_track(analysis_dir: str | Path, phantom_dir: str | Path, truth:
     return result
 
 
+#: What can be wrong with an output track, against the phantom truth (:func:`track_errors`).
+TRACK_ERRORS = ("false positive", "false link", "missed link", "category")
+
+
+def track_errors(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path) -> dict[int, list[str]]:
+    """Per assessed output track: what is wrong with it against the phantom truth (empty when nothing is).
+
+    Each accepted ROI goes to the truth track it overlaps most (:func:`roi_to_truth_track`); a track is wrong by
+    ``false positive`` (a ROI on no true lesion), ``false link`` (ROIs of two or more true lesions joined),
+    ``missed link`` (its true lesion also has ROIs in another output track) or ``category`` (a follow-up's
+    category differs from the true lesion's; for a track of false positives only, any category but ``absent``).
+    The true lesion of a track is the one most of its ROIs go to, as in :func:`truth_agreement`. A category is not
+    an error where no reader could see the lesion (the ideal observer's d' at a known location below
+    :data:`KNOWN_LOCATION_D`, ``truth.json`` ``ideal_snr``) and it reads as such a lesion reads: ``disappearing``
+    where the lesion is invisible at the follow-up, ``new`` where at the reference, ``absent`` at both.
+    """
+    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
+    accepted = {r.roi_id for r in analysis.rois if r.status == "accepted"}
+    owner = {rid: t for rid, t in roi_to_truth_track(analysis_dir, phantom_dir, truth).items() if rid in accepted}
+    responses = {r.track_id: r for r in analysis.responses}
+    snr = track_snrs(truth) if all("ideal_snr" in e for le in truth["lesions"] for e in le["timepoints"].values()) \
+        else {}
+    holders: dict[int, set[int]] = {}
+    for track in analysis.tracks:
+        for rid in (r for ids in track.rois.values() for r in ids if r in owner):
+            holders.setdefault(owner[rid], set()).add(track.track_id)
+    errors: dict[int, list[str]] = {}
+    for track in analysis.tracks:
+        response = responses.get(track.track_id)
+        if response is None:
+            continue
+        ids = [r for rois in track.rois.values() for r in rois if r in accepted]
+        votes = Counter(owner[r] for r in ids if r in owner)
+        found = []
+        if len(votes) < len(ids) and any(r not in owner for r in ids):
+            found.append("false positive")
+        if len(votes) > 1:
+            found.append("false link")
+        if votes and len(holders[votes.most_common(1)[0][0]]) > 1:
+            found.append("missed link")
+        true_id = votes.most_common(1)[0][0] if votes else None
+        true_categories = truth["tracks"][str(true_id)]["categories"] if votes else {}
+        if any(response.categories[k] != true_categories.get(str(k), "absent")
+               and response.categories[k] != _invisible_reading(snr, true_id, k, analysis.parameters.response.reference)
+               for k in response.categories):
+            found.append("category")
+        errors[track.track_id] = found
+    return errors
+
+
+def _invisible_reading(snr: dict[tuple[int, int], float], true_id: int | None, k: int, reference: str) -> str | None:
+    """What a reader sees at follow-up ``k`` of true lesion ``true_id`` where it is below the known-location
+    detection limit at the reference (baseline, or the previous scan) or at ``k``; None where it is visible at both
+    (or the truth has no ideal-observer d')."""
+    if true_id is None or not snr:
+        return None
+    ref = 0 if reference == "baseline" else k - 1  # nadir: the baseline's visibility is the closest stand-in
+    seen_ref, seen_k = snr.get((true_id, ref), 0.0) >= KNOWN_LOCATION_D, snr.get((true_id, k), 0.0) >= KNOWN_LOCATION_D
+    if seen_ref and seen_k:
+        return None
+    return "disappearing" if seen_ref else "new" if seen_k else "absent"
+
+
 def _track_volumes(truth: dict) -> dict[int, dict[int, float]]:
     volumes: dict[int, dict[int, float]] = {}
     for le in truth["lesions"]:

@@ -321,12 +321,15 @@ def _paint(state: ReviewState, timepoint: int, mask: sitk.Image, label: int, ctx
 
 
 def _refresh_neighbour_pvc(state: ReviewState, timepoint: int, measured: list, edited: int) -> None:
-    """Update the corrected SUVtotal of the other ROIs of ``timepoint``: they share spill-over regions with
-    the edited ROI (``analysis.quantify.pvc_suv_totals``); their masks and other measures are unchanged."""
-    fresh = {r.label: r.suv_total_pvc for r in measured if r.label != edited}
+    """Update the corrected SUVtotal of the other ROIs of ``timepoint`` and what depends on their surroundings (its
+    SD, the background around them): they share spill-over regions with the edited ROI
+    (``analysis.quantify.pvc_suv_totals``); their masks and other measures are unchanged."""
+    fresh = {r.label: r for r in measured if r.label != edited}
     for roi in state.analysis.rois:
         if roi.timepoint == timepoint and roi.label in fresh:
-            roi.suv_total_pvc = fresh[roi.label]
+            new = fresh[roi.label]
+            roi.suv_total_pvc, roi.suv_total_pvc_sd = new.suv_total_pvc, new.suv_total_pvc_sd
+            roi.suv_total_sd, roi.background_suv = new.suv_total_sd, new.background_suv
 
 
 def _mask_path(ctx: ApplyContext, mask: str) -> Path:
