@@ -229,6 +229,8 @@ class Analysis:
     # One record per prior-guided search (segmentation.prior_guided.SearchRecord.to_dict): where a track's
     # lesion was looked for at a time point without a model ROI, found or not, with the detection limit (SUV).
     prior_searches: list[dict[str, Any]] = field(default_factory=list)
+    # Tracks a reader marked reviewed (review.edits.MarkReviewed; the review queue, analysis.queue, shows the rest).
+    reviewed_tracks: list[int] = field(default_factory=list)
 
     def roi(self, roi_id: str) -> LesionROI:
         """The ROI with id ``roi_id`` (KeyError naming it when absent)."""
@@ -263,6 +265,7 @@ class Analysis:
             "responses": [r.to_dict() for r in self.responses],
             "audit": _jsonable(self.audit),
             "prior_searches": _jsonable(self.prior_searches),
+            "reviewed_tracks": sorted(int(t) for t in self.reviewed_tracks),
         }
 
     @classmethod
@@ -287,4 +290,5 @@ class Analysis:
             schema_version=version or SCHEMA_VERSION,
             audit=list(data.get("audit", [])),
             prior_searches=list(data.get("prior_searches", [])),
+            reviewed_tracks=[int(t) for t in data.get("reviewed_tracks", [])],
         )

@@ -34,7 +34,8 @@ from scipy import ndimage
 from LesionResponseLib.analysis.uncertainty import (
     LOCAL_MEAN_VOXELS,
     NoiseModel,
-    contour_sd_voxels,
+    edge_correlation,
+    edge_shift_voxels,
     noise_of,
     weighted_sum_variance,
 )
@@ -52,6 +53,8 @@ DEFAULT_PSF_FWHM_MM = 6.0
 # a robust median, near enough to be the lesion's own surroundings).
 PVC_INNER_FWHM = 1.5
 PVC_OUTER_FWHM = 2.5
+#: ``quantification.contour_sd_mm``'s default (config.py says where it comes from), for callers without parameters.
+DEFAULT_CONTOUR_SD_MM = 1.0
 #: The hottest uptake around a ROI (``LesionROI.background_suv``): this percentile of the shell voxels its correction
 #: takes the background from. A hot organ along one side fills 5-10 % of them (the 90th missed a spleen 12 mm off).
 BACKGROUND_PERCENTILE = 95
@@ -219,50 +222,74 @@ class RoiUncertainty:
 
 def roi_uncertainties(lab: np.ndarray, suv: np.ndarray, spacing_xyz: tuple[float, float, float],
                       ids: np.ndarray, noise: NoiseModel, psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM,
+                      contour_sd_mm: float = DEFAULT_CONTOUR_SD_MM, geometry: PvcGeometry | None = None,
                       ) -> dict[int, RoiUncertainty]:
     """:class:`RoiUncertainty` per label of ``ids`` in ``lab`` (z, y, x) on ``suv`` with the scan's ``noise``
-    (:func:`analysis.uncertainty.estimate_noise`); the derivation is in the module docstring of
-    :mod:`LesionResponseLib.analysis.uncertainty`."""
+    (:func:`analysis.uncertainty.estimate_noise`) and a boundary placed within ``contour_sd_mm`` (SD) of the
+    lesion's surface; the derivation is in the module docstring of :mod:`LesionResponseLib.analysis.uncertainty`.
+    ``geometry``: their :func:`pvc_geometry`, when the caller has it."""
     ids = np.asarray(ids, dtype=np.int64)
     if ids.size == 0:
         return {}
-    geometry = pvc_geometry(lab, spacing_xyz, ids, psf_fwhm_mm)
+    geometry = geometry or pvc_geometry(lab, spacing_xyz, ids, psf_fwhm_mm)
     values = suv[geometry.box].astype(np.float64)
-    voxel_mm = float(np.prod(spacing_xyz)) ** (1.0 / 3.0)
+    spacing_zyx = np.asarray(spacing_xyz, dtype=float)[::-1]
+    voxel_mm = float(np.prod(spacing_zyx)) ** (1.0 / 3.0)
     sd = noise.sd(ndimage.gaussian_filter(values, LOCAL_MEAN_VOXELS))
     gradient = ndimage.gaussian_gradient_magnitude(values, LOCAL_MEAN_VOXELS) / voxel_mm  # SUV per mm
     corrected = _pvc_values(geometry, values, ids)
-    # the measures with every ROI grown by one voxel layer: their change per layer of contour (growing, not
-    # shrinking: one layer off a 10-voxel ROI leaves 1-2 voxels, far outside where a derivative holds)
-    grown_rois = _grown_by_one(geometry.labels)
-    moved = pvc_geometry(grown_rois, spacing_xyz, ids, psf_fwhm_mm)
-    own = np.bincount(geometry.labels.ravel().astype(np.int64), weights=values.ravel(), minlength=int(ids.max()) + 1)
-    own_grown = np.bincount(grown_rois.ravel().astype(np.int64), weights=values.ravel(), minlength=own.size)
-    pvc_grown = _pvc_values(moved, values[tuple(slice(b.start, b.stop) for b in moved.box)], ids)
-    spacing_zyx = np.asarray(spacing_xyz, dtype=float)[::-1]
-    edge = np.ceil(psf_fwhm_mm / spacing_zyx).astype(int)  # voxels within one FWHM of the image's edge
+    displaced = _nearest_shell_values(values, geometry.nearest_shell)
+    edge_shift = edge_shift_voxels(sd, gradient, voxel_mm)
+    along_edge = edge_correlation(psf_fwhm_mm, spacing_xyz)
+    fov_margin = np.ceil(psf_fwhm_mm / spacing_zyx).astype(int)  # voxels within one FWHM of the image's edge
     grown_boxes = ndimage.find_objects(geometry.grown, max_label=int(ids.max()))
     roi_boxes = ndimage.find_objects(geometry.labels, max_label=int(ids.max()))
     out = {}
     for k in (int(k) for k in ids):
         box, weights, background = _pvc_weights(geometry, grown_boxes[k - 1], k, values)
         roi = geometry.labels[box] == k
-        boundary = roi & ~ndimage.binary_erosion(roi)
-        kappa = contour_sd_voxels(sd[box][boundary], gradient[box][boundary], voxel_mm)
+        # per background voxel next to the ROI: the ROI's boundary area it holds, in voxels per mm of shift
+        faces = _boundary_faces(roi, geometry.labels[box] == 0, spacing_zyx)
+        edge = faces > 0
+        added_total = values[box][edge]  # what a shift of the boundary over it adds to SUVtotal (its SUV) ...
+        added_pvc = added_total if corrected[k][1] else displaced[box][edge]  # ... and to the corrected (displaced)
+        contour = {}
+        for name, added in (("total", added_total), ("pvc", added_pvc)):
+            coherent = contour_sd_mm * float(np.sum(faces[edge] * added))
+            local = np.zeros(roi.shape)
+            local[edge] = edge_shift[box][edge] * added
+            contour[name] = float(np.hypot(coherent, np.sqrt(weighted_sum_variance(local, np.ones(roi.shape),
+                                                                                  along_edge))))
         var_total = weighted_sum_variance(roi.astype(float), sd[box], noise.correlation)
         var_pvc = weighted_sum_variance(roi.astype(float) if corrected[k][1] else weights, sd[box],
                                         noise.correlation)
         low = [b.start + a.start for b, a in zip(roi_boxes[k - 1], geometry.box, strict=True)]
         high = [b.stop + a.start for b, a in zip(roi_boxes[k - 1], geometry.box, strict=True)]
-        inside = all(lo >= e and hi <= n - e for lo, hi, e, n in zip(low, high, edge, lab.shape, strict=True))
+        inside = all(lo >= e and hi <= n - e for lo, hi, e, n in zip(low, high, fov_margin, lab.shape, strict=True))
         out[k] = RoiUncertainty(
             suv_total_noise=float(np.sqrt(var_total)) * geometry.voxel_ml,
-            suv_total_contour=kappa * abs(own_grown[k] - own[k]) * geometry.voxel_ml,
+            suv_total_contour=contour["total"] * geometry.voxel_ml,
             suv_total_pvc_noise=float(np.sqrt(var_pvc)) * geometry.voxel_ml,
-            suv_total_pvc_contour=kappa * abs(pvc_grown[k][0] - corrected[k][0]),
+            suv_total_pvc_contour=contour["pvc"] * geometry.voxel_ml,
             background_suv=float(np.percentile(background, BACKGROUND_PERCENTILE)) if background.size else 0.0,
             at_fov_edge=not inside)
     return out
+
+
+def _boundary_faces(roi: np.ndarray, free: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
+    """Per voxel of ``free`` (background): the faces it shares with ``roi``, each as the share of a voxel a 1 mm
+    shift of that face sweeps (1 / spacing along the face's normal, mm⁻¹); 0 elsewhere."""
+    faces = np.zeros(roi.shape)
+    for axis, step in enumerate(spacing_zyx):
+        for forward in (True, False):
+            neighbour = np.zeros_like(roi)
+            source = [slice(None)] * 3
+            target = [slice(None)] * 3
+            source[axis] = slice(0, -1) if forward else slice(1, None)
+            target[axis] = slice(1, None) if forward else slice(0, -1)
+            neighbour[tuple(target)] = roi[tuple(source)]
+            faces += (neighbour & free) / step
+    return faces
 
 
 def _pvc_weights(geometry: PvcGeometry, grown_box: tuple[slice, ...], k: int, values: np.ndarray,
@@ -291,7 +318,7 @@ def _grown_by_one(labels: np.ndarray) -> np.ndarray:
 
 def measure_rois(labels: sitk.Image, pet_suv: sitk.Image, timepoint: int,
                  psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM, only: list[int] | None = None,
-                 noise: NoiseModel | None = None) -> list[LesionROI]:
+                 noise: NoiseModel | None = None, contour_sd_mm: float = DEFAULT_CONTOUR_SD_MM) -> list[LesionROI]:
     """Measure every non-zero label of ``labels`` (PET grid) on ``pet_suv`` (SUV), one :class:`LesionROI` each.
 
     - ``volume_ml`` = voxel count × voxel volume (mL); ``suv_total`` = Σ SUV × voxel volume (SUV·mL).
@@ -301,7 +328,8 @@ def measure_rois(labels: sitk.Image, pet_suv: sitk.Image, timepoint: int,
     - ``suv_total_pvc`` = partial-volume-corrected SUVtotal for a PET of resolution ``psf_fwhm_mm``
       (see :func:`pvc_suv_totals`).
     - ``suv_total_sd``, ``suv_total_pvc_sd``, ``background_suv``, ``at_fov_edge``: :func:`roi_uncertainties` with
-      the scan's ``noise`` (measured on ``pet_suv`` when not given: :func:`analysis.uncertainty.noise_of`).
+      the scan's ``noise`` (measured on ``pet_suv`` when not given: :func:`analysis.uncertainty.noise_of`) and
+      the boundary's ``contour_sd_mm`` (``AnalysisParameters.quantification.contour_sd_mm``).
 
     ``only``: measure just these labels (the others still shape their neighbours' corrected SUVtotal).
     """
@@ -327,8 +355,9 @@ def measure_rois(labels: sitk.Image, pet_suv: sitk.Image, timepoint: int,
     peaks = ndimage.maximum(sphere_means(suv, voxels, spacing), flat_lab, index=ids)
     direction = np.asarray(labels.GetDirection()).reshape(3, 3)
     points = np.asarray(labels.GetOrigin()) + (centroid_idx[ids] * np.asarray(spacing)) @ direction.T
-    corrected = pvc_suv_totals(full, suv, spacing, psf_fwhm_mm, only=ids)
-    sure = roi_uncertainties(full, suv, spacing, ids, noise or noise_of(suv), psf_fwhm_mm)
+    geometry = pvc_geometry(full, spacing, ids, psf_fwhm_mm)
+    corrected = {k: value for k, (value, _own) in _pvc_values(geometry, suv[geometry.box], ids).items()}
+    sure = roi_uncertainties(full, suv, spacing, ids, noise or noise_of(suv), psf_fwhm_mm, contour_sd_mm, geometry)
     return [
         LesionROI(roi_id=roi_id_for(timepoint, int(k)), timepoint=timepoint, label=int(k),
                   centroid_mm=tuple(float(c) for c in points[i]), volume_ml=float(count[k] * voxel_ml),

@@ -9,6 +9,7 @@ are the ``tracks`` entries of ``truth.json`` (splits and merges share one track 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,64 @@ def track_errors(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str 
             found.append("category")
         errors[track.track_id] = found
     return errors
+
+
+def interval_calibration(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path) -> dict[str, Any]:
+    """How well the ΔSUVtotal intervals (``TrackResponse.delta_interval_pct``) hold the truth.
+
+    Over every matched track (its true lesion: the one most of its ROIs go to) × follow-up where both the analysis
+    and the truth have a change (present at the reference and at the follow-up): the true change of the same
+    measure's truth (the phantom's SUVtotal, what ``suv_total_pvc`` estimates; docs/confidence-and-review-queue.md),
+    whether the interval covers it, and whether the call (the paper's category from the measured change) is wrong,
+    split by *indeterminate* and confident calls. The reference follows ``parameters.response.reference``.
+    """
+    from LesionResponseLib.analysis.response import categorise, reference_timepoint
+
+    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
+    owner = roi_to_truth_track(analysis_dir, phantom_dir, truth)
+    params = analysis.parameters
+    rows = []
+    for track in analysis.tracks:
+        response = next((r for r in analysis.responses if r.track_id == track.track_id), None)
+        votes = Counter(owner.get(r) for ids in track.rois.values() for r in ids if r in owner)
+        if response is None or not votes:
+            continue
+        true_totals = truth["tracks"][str(votes.most_common(1)[0][0])]["suv_total"]
+        totals = {tp: (v if v > 0 else None) for tp, v in enumerate(true_totals)}
+        for k, interval in response.delta_interval_pct.items():
+            ref_tp = reference_timepoint(totals, k, params.response.reference)
+            if interval is None or ref_tp is None or totals.get(k) is None:
+                continue
+            true_category, true_delta = categorise(totals[ref_tp], totals[k], params)
+            rows.append({"track_id": track.track_id, "follow_up": k, "true_delta": true_delta,
+                         "delta": response.delta_suv_total_pct[k], "low": interval[0], "high": interval[1],
+                         "covered": interval[0] <= true_delta <= interval[1],
+                         "indeterminate": bool(response.indeterminate.get(k)),
+                         "wrong": response.categories[k] != true_category})
+    undecided = [r for r in rows if r["indeterminate"]]
+    decided = [r for r in rows if not r["indeterminate"]]
+
+    def share(subset: list[dict], key: str) -> float | None:
+        return sum(r[key] for r in subset) / len(subset) if subset else None
+
+    return {"pairs": rows, "n": len(rows), "coverage": share(rows, "covered"), "level": params.response.interval_level,
+            "n_indeterminate": len(undecided), "wrong_indeterminate": share(undecided, "wrong"),
+            "n_confident": len(decided), "wrong_confident": share(decided, "wrong")}
+
+
+def queue_capture(scores: dict[int, float], wrong: set[int], fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5),
+                  ) -> dict[str, Any]:
+    """The review queue's curve: for the top fraction ``f`` of tracks by ``scores`` (highest first, ties by id), the
+    share of the ``wrong`` tracks it holds (``captured``) and the most any order could hold (``ceiling``: all of
+    them, or as many as fit)."""
+    order = sorted(scores, key=lambda t: (-scores[t], t))
+    n, w = len(order), len(wrong & set(order))
+    curve = []
+    for f in fractions:
+        top = order[:math.ceil(f * n - 1e-9)]
+        curve.append({"fraction": f, "tracks": len(top), "captured": len(wrong & set(top)) / w if w else None,
+                      "ceiling": min(1.0, len(top) / w) if w else None})
+    return {"tracks": n, "wrong": w, "curve": curve}
 
 
 def _invisible_reading(snr: dict[tuple[int, int], float], true_id: int | None, k: int, reference: str) -> str | None:

@@ -13,12 +13,14 @@ sources of error are propagated (docs/confidence-and-review-queue.md derives the
    over lags of up to ``CORRELATION_HALF_WIDTH`` voxels (the smoothing's own share removed). A measure
    ``v Σ_k w_k x_k`` then has the variance ``v² Σ_{k,l} w_k w_l σ_k σ_l ρ(k − l)``: white-noise propagation
    (``ρ`` = 1 at 0 only) would underestimate it by the correlated volume ``Σ ρ`` (5-6 voxels on 4 mm grids).
-2. **Contour.** Where the boundary of a ROI falls is uncertain by its position on the voxel grid (a lesion's
-   edge lies anywhere within a voxel: a uniform ±½ voxel, SD 1/√12 voxel) and by noise moving the edge
-   (``σ(μ)/|∇x|`` at the boundary, the displacement of an iso-contour under noise). The measure's change per
-   voxel layer is measured on the image (ROI grown and shrunk by one voxel, everything else as measured), so a
-   ROI whose corrected value depends on where its background shell falls (next to a hot organ, in marrow) gets
-   a large contour term.
+2. **Contour.** Where the ROI's boundary lies relative to the lesion's true surface is uncertain in two ways.
+   (a) The whole boundary sits off by a shift of SD ``quantification.contour_sd_mm`` (1 mm: measured for the
+   shipped model, config.py), which moves the measure by the shift × Σ over the boundary faces of what a face's
+   sweep adds: the SUV beyond it for SUVtotal; for the corrected SUVtotal the background it displaces (its
+   nearest shell voxel's SUV), because count conservation makes the lesion's own edge counts cancel, leaving the
+   ``Σ_R b`` term (a ROI too big by ΔV adds ΔV × background). (b) Noise moves the edge locally (``σ(μ)/|∇x|``,
+   the displacement of an iso-contour under noise), correlated along the boundary over the PSF's width
+   (:func:`edge_correlation`).
 
 The two add in quadrature. Calibration against phantom truth is in docs/confidence-and-review-queue.md.
 """
@@ -62,8 +64,6 @@ MIN_BIN_VOXELS = 200
 PAIR_SAMPLES = 400_000
 #: Narrowest and widest noise correlation (Gaussian SD of the equivalent smoothing, voxels) fitted.
 CORRELATION_SD_RANGE = (0.2, 3.0)
-#: Position of an edge on the voxel grid: uniform within one voxel, so its SD is 1/√12 voxel.
-GRID_EDGE_SD_VOXELS = 1.0 / np.sqrt(12.0)
 
 
 @dataclass(frozen=True)
@@ -231,11 +231,17 @@ def weighted_sum_variance(weights: np.ndarray, sd: np.ndarray, correlation: np.n
     return float(max(np.sum(padded * spread), 0.0))
 
 
-def contour_sd_voxels(noise_sd: np.ndarray, gradient: np.ndarray, voxel_mm: float) -> float:
-    """SD (voxels) of where a ROI's boundary falls: the grid's ±½ voxel and the noise's edge shift ``σ/|∇x|`` (RMS
-    over the boundary voxels; ``gradient`` in SUV/mm)."""
-    shift_mm = noise_sd / np.maximum(gradient, 1e-6)
-    noise_part = float(np.sqrt(np.mean(np.minimum(shift_mm / voxel_mm, 1.0) ** 2))) if shift_mm.size else 0.0
-    return float(np.hypot(GRID_EDGE_SD_VOXELS, noise_part))
+def edge_shift_voxels(noise_sd: np.ndarray, gradient: np.ndarray, voxel_mm: float) -> np.ndarray:
+    """How far (voxels, at most one) noise moves a lesion's edge at each voxel: ``σ/|∇x|``, the displacement of an
+    iso-contour under noise (``gradient`` in SUV/mm)."""
+    return np.minimum(noise_sd / np.maximum(gradient, 1e-6) / voxel_mm, 1.0)
 
 
+def edge_correlation(psf_fwhm_mm: float, spacing_xyz: tuple[float, float, float]) -> np.ndarray:
+    """Correlation of the edge errors of two voxels of a ROI's boundary by their distance (z, y, x lag grid, 1 at
+    the centre): a Gaussian of the PSF's FWHM. Where a blurred edge falls is decided over the PSF's width, so
+    boundary voxels closer than that share it (a small lesion's whole boundary moves as one), farther ones not."""
+    sigma = psf_fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / np.asarray(spacing_xyz, dtype=float)[::-1]
+    half = np.ceil(3.0 * sigma).astype(int)
+    axes = [np.exp(-0.5 * (np.arange(-h, h + 1) / s) ** 2) for h, s in zip(half, sigma, strict=True)]
+    return axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]

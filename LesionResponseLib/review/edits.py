@@ -306,7 +306,8 @@ def _paint(state: ReviewState, timepoint: int, mask: sitk.Image, label: int, ctx
     image.CopyInformation(current)
     state.labels[timepoint] = image
     measured = ctx.engine.measure_rois(image, ctx.suv(timepoint), timepoint,
-                                       psf_fwhm_mm=state.analysis.parameters.quantification.psf_fwhm_mm)
+                                       psf_fwhm_mm=state.analysis.parameters.quantification.psf_fwhm_mm,
+                                       contour_sd_mm=state.analysis.parameters.quantification.contour_sd_mm)
     new = next(r for r in measured if r.label == label)
     _refresh_neighbour_pvc(state, timepoint, measured, label)
     roi_id = roi_id_for(timepoint, label)
@@ -373,8 +374,27 @@ class EditRoi(Edit):
         _paint(state, roi.timepoint, sitk.ReadImage(str(_mask_path(ctx, self.mask))), roi.label, ctx)
 
 
+@dataclass
+class MarkReviewed(Edit):
+    """The reader looked at track ``track_id`` (its ROIs, links and categories): it leaves the review queue's list
+    of what is left (``analysis.queue``); undo takes the mark back. The mark follows the track's id, which the
+    recomputation keeps stable; a track merged into another keeps the other's mark."""
+
+    TYPE: ClassVar[str] = "reviewed"
+    TRACK_PARAMS: ClassVar[tuple[str, ...]] = ("track_id",)
+    track_id: int
+
+    def validate(self, state: ReviewState) -> None:
+        _track(state, self.track_id)
+        if int(self.track_id) in state.analysis.reviewed_tracks:
+            raise _refuse(f"track {self.track_id} is already marked reviewed", "Nothing to do (undo takes a mark back)")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        state.analysis.reviewed_tracks = sorted({*state.analysis.reviewed_tracks, int(self.track_id)})
+
+
 EDIT_TYPES: dict[str, type[Edit]] = {cls.TYPE: cls for cls in (
-    LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RejectRois, RestoreRoi, AddRoi, EditRoi)}
+    LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RejectRois, RestoreRoi, AddRoi, EditRoi, MarkReviewed)}
 
 
 def edit_from_dict(data: dict[str, Any]) -> Edit:

@@ -334,7 +334,8 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
         announce(f"segmenting time point {info.index}")
         labels[info.index], evidence[info.index] = segmentation_stage(loaded[-1], params, out / "cache",
                                                                       labels_path, report)
-        rois += measure_rois(labels[info.index], loaded[-1].pet_suv, info.index, psf_fwhm_mm=params.quantification.psf_fwhm_mm)
+        rois += measure_rois(labels[info.index], loaded[-1].pet_suv, info.index, psf_fwhm_mm=params.quantification.psf_fwhm_mm,
+                             contour_sd_mm=params.quantification.contour_sd_mm)
     transforms, registrations, reg_keys = {}, [], []
     for moving in loaded[1:]:
         announce(f"registering time point {moving.info.index} onto baseline")

@@ -306,7 +306,8 @@ def _remeasured(rois: list[LesionROI], labels: dict[int, sitk.Image], pets: dict
     found = {r["roi_id"] for r in records if r["roi_id"]}
     kept = [r for r in rois if r.timepoint not in grown]
     for k in sorted(grown):
-        for roi in measure_rois(labels[k], pets[k], k, psf_fwhm_mm=params.quantification.psf_fwhm_mm):
+        for roi in measure_rois(labels[k], pets[k], k, psf_fwhm_mm=params.quantification.psf_fwhm_mm,
+                                contour_sd_mm=params.quantification.contour_sd_mm):
             if roi.roi_id in found:
                 roi.source = "prior-guided"
             kept.append(roi)
