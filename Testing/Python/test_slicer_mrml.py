@@ -569,3 +569,35 @@ def test_module_logic_load_step_edit_export(module_logic, tmp_path):
     assert {p.suffix for p in paths} >= {".html", ".dcm"}
     logic.closeSession()
     ReviewSession.open(out, user="other").close()  # the lock was released
+
+
+def test_track_table_opens_in_queue_order_and_steps_to_the_next_unreviewed_track(fresh_nodes):
+    """Both faces read the queue from here: the table's rows follow it, marking a track reviewed (a review edit)
+    moves it to the end and takes it off what is left, the next unreviewed track follows the queue."""
+    from LesionResponseReview import mrml as lrm
+
+    from LesionResponseLib.review import ReviewSession
+
+    _, nodes = fresh_nodes
+    order = lrm.queue_order(nodes.analysis)
+    table = nodes.table.GetTable()
+    assert _track_ids(nodes) == order and len(order) > 3
+    assert [table.GetColumnByName("queue_rank").GetValue(i) for i in range(len(order))] == list(range(1, len(order) + 1))
+    assert lrm.next_unreviewed(nodes.analysis, None) == order[0]
+    assert lrm.next_unreviewed(nodes.analysis, order[0]) == order[1]
+    session = ReviewSession.open(nodes.out_dir, user="test", autosave=False)
+    try:
+        lrm.apply_review_edit(nodes, session, "mark_reviewed", **lrm.review_arguments("mark_reviewed", str(order[0])))
+        assert _track_ids(nodes) == order[1:] + order[:1]
+        reviewed = nodes.table.GetTable().GetColumnByName("reviewed")
+        assert reviewed.GetValue(len(order) - 1) == "yes" and reviewed.GetValue(0) == ""
+        assert lrm.next_unreviewed(nodes.analysis, order[0]) == order[1]  # from the reviewed one: the next left
+        assert lrm.queue_summary(nodes.analysis) == f"{len(order) - 1} of {len(order)} tracks left to review"
+        for track_id in order[1:]:
+            lrm.apply_review_edit(nodes, session, "mark_reviewed", track_id=track_id)
+        assert lrm.next_unreviewed(nodes.analysis, order[0]) is None
+        assert lrm.queue_summary(nodes.analysis) == f"all {len(order)} tracks reviewed"
+        lrm.apply_review_edit(nodes, session, "undo")
+        assert lrm.next_unreviewed(nodes.analysis, None) == order[-1]
+    finally:
+        session.close()
