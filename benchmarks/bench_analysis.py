@@ -22,7 +22,10 @@ detection limit (expected CNR < 5, ``segmentation.metrics.expected_peak_cnr``) m
 detector could call right at all, from each lesion's ideal-observer d' in truth.json, and the agreement over
 those pairs only), detection of lesions at follow-ups (present earlier) vs first detections, false-positive ROIs per scan
 by source and where they lie (the phantom organ under each), link precision / recall / F1 of the output ROIs (``tracking.evaluate.score_segmented``) and the
-registration error at true lesion centres (mean, 95th percentile, max). Seeds: 4200-4219 and 4300-4303 are
+registration error at true lesion centres (mean, 95th percentile, max), and (issue 32) how often the ΔSUVtotal
+intervals cover the true change, how often indeterminate vs confident calls are wrong, and the review queue's
+curve: the share of the wrong tracks in its top 10 %, 20 %, ... (``confidence_figures``; ``--split-neighbours``
+adds splitting lesions beside stable neighbours, ``phantom_options.py``). Seeds: 4200-4219 and 4300-4303 are
 development seeds (looked at while building the prior-guided search), 4304-4399 evaluation seeds (never looked
 at before their benchmark run; never tune on them; 4304-4326 used, the next evaluation starts at 4327); see
 Resources/Models/MODEL_CARD.md.
@@ -242,7 +245,28 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
         "truth_tracks_found": agreement["truth_tracks_found"], "truth_tracks": agreement["truth_tracks"],
         "suv_total": error_figures("suv_total_errors_pct"), "suv_total_pvc": error_figures("suv_total_pvc_errors_pct"),
         "timepoints": len(analysis.timepoints), "longitudinal": _longitudinal_figures(analysis, other, out, phantom),
+        "confidence": confidence_figures(analysis, out, phantom),
     }))
+
+
+#: Shares of the review queue (from the top) at which the benchmark prints how many of the wrong tracks it holds.
+QUEUE_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def confidence_figures(analysis, out: Path, phantom: Path) -> dict:
+    """Issue-32 figures: the ΔSUVtotal intervals against the true changes (coverage, wrong calls among
+    indeterminate and confident ones) and the review queue's curve over the tracks the automation got wrong
+    (``analysis.truth.track_errors``: false positive / false link / missed link / category)."""
+    from LesionResponseLib.analysis.queue import review_queue
+    from LesionResponseLib.analysis.truth import interval_calibration, queue_capture, track_errors
+
+    calibration = interval_calibration(analysis, out, phantom)
+    errors = track_errors(analysis, out, phantom)
+    scores = {item.track_id: item.score for item in review_queue(analysis)}
+    wrong = {t for t, found in errors.items() if found}
+    kinds = Counter(kind for found in errors.values() for kind in found)
+    return {"calibration": {k: v for k, v in calibration.items() if k != "pairs"},
+            "queue": queue_capture(scores, wrong, QUEUE_FRACTIONS), "errors": dict(kinds)}
 
 
 def _phantom(work: Path, seed: int, timepoints: int, options: dict) -> Path:
@@ -336,6 +360,7 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
             print(f"{name} vs truth, tracks >= 2 mL (n={f['n']}): median |error| {f['median_abs_pct']:.1f} %, "
                   f"within 10 %: {100 * f['within_10pct']:.0f} %")
     _print_longitudinal(figures["longitudinal"])
+    _print_confidence(figures["confidence"])
     print(f"outputs in {out}")
     return figures
 
@@ -385,6 +410,17 @@ def _print_longitudinal(f: dict) -> None:
               f"95th percentile {reg['p95']:.2f} mm, max {reg['max']:.2f} mm")
     print("category confusions (truth->measured): " + (", ".join(f"{k} {v}" for k, v in f["confusions"].items())
                                                        or "none"))
+
+
+def _print_confidence(f: dict) -> None:
+    c, q = f["calibration"], f["queue"]
+    print(f"DeltaSUVtotal intervals ({100 * c['level']:.0f} %): cover {_fmt(c['coverage'])} of {c['n']} true changes "
+          f"(target 0.85-0.95); wrong calls: indeterminate {_fmt(c['wrong_indeterminate'])} of {c['n_indeterminate']}, "
+          f"confident {_fmt(c['wrong_confident'])} of {c['n_confident']} (target: indeterminate >= 3x confident)")
+    curve = ", ".join(f"{100 * p['fraction']:.0f} % {_fmt(p['captured'])} (ceiling {_fmt(p['ceiling'])})"
+                      for p in q["curve"])
+    print(f"review queue: {q['wrong']} of {q['tracks']} tracks wrong ({', '.join(f'{k} {v}' for k, v in f['errors'].items())}); "
+          f"share of them in the top of the queue: {curve} (target: top 20 % >= 0.70)")
 
 
 def _overrides(items: list[str]) -> dict:

@@ -130,6 +130,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--seeds", required=True, help="development seeds, e.g. 4400-4403 or 4400,4402")
     parser.add_argument("--penalty", type=float, default=1.0)
+    parser.add_argument("--pair", action="append", default=[], metavar="OUT=PHANTOM",
+                        help="another development analysis folder and its phantom folder (repeatable)")
     args = parser.parse_args()
     if "-" in args.seeds:
         low, high = (int(v) for v in args.seeds.split("-"))
@@ -137,7 +139,8 @@ def main() -> None:
     else:
         seeds = [int(v) for v in args.seeds.split(",")]
     features, wrong, calibrations = [], [], []
-    for out, phantom in _pairs(args.work, seeds):
+    extra = [tuple(Path(x) for x in pair.split("=", 1)) for pair in args.pair]
+    for out, phantom in _pairs(args.work, seeds) + extra:
         f, w, c = samples(out, phantom)
         features += f
         wrong += w
@@ -146,8 +149,8 @@ def main() -> None:
               f"wrong calls: indeterminate {c['wrong_indeterminate']} of {c['n_indeterminate']}, confident "
               f"{c['wrong_confident']} of {c['n_confident']}")
     model = fit_model(features, wrong, args.penalty)
-    model["fitted_on"] = (f"development seeds {args.seeds} ({len(features)} tracks, {sum(wrong)} wrong), "
-                          f"penalty {args.penalty}")
+    names = ", ".join([args.seeds] + [Path(pair.split("=", 1)[1]).name for pair in args.pair])
+    model["fitted_on"] = f"development patients {names} ({len(features)} tracks, {sum(wrong)} wrong), penalty {args.penalty}"
     print("MODEL =", json.dumps(model, indent=1))
     for name, candidate in (("fitted (on its own data)", model), ("in queue.py now", MODEL)):
         scores = {i: score_track(f, candidate) for i, f in enumerate(features)}

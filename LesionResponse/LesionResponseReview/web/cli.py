@@ -26,7 +26,8 @@ def parse_pacs(text: str | None) -> tuple[str, int, str] | None:
 
 
 def review_app_command(
-    out: Path = typer.Argument(..., help="Analysis output folder (the OUT of `lesion-response analyze`)."),
+    out: Path = typer.Argument(..., help="Analysis output folder (the OUT of `lesion-response analyze`), or a "
+                               "cohort's (`cohort-analyze`): then a worklist of its patients opens."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on. Anything but loopback requires a token."),
     port: int = typer.Option(0, help="Port (0 = a free one)."),
     user: str = typer.Option(None, "--user", help="Reader name recorded in the audit trail (default: OS user)."),
@@ -35,9 +36,14 @@ def review_app_command(
     open_browser: bool = typer.Option(False, "--open", help="Open the app in the default browser."),
     pacs: str = typer.Option(None, "--pacs", help="HOST:PORT[:AET] to send the DICOM SEG/SR to on export."),
     encoder: str = typer.Option("png", help="View image encoding: png (lossless) or jpeg (less bandwidth)."),
+    idle_exit: int = typer.Option(0, "--idle-exit", min=0, help="Stop this many seconds after the last browser "
+                                  "page closed (0: run until stopped); a cohort worklist starts each patient's "
+                                  "review with it, so a reader's lock is released when they leave."),
 ) -> None:
-    """Review an analysis in the browser: one linked view per time point, the track table, every correction
-    (saved as made, with the audit trail), export. Prints the URL; Ctrl+C stops it."""
+    """Review an analysis in the browser: one linked view per time point, the track table in review-queue order,
+    every correction (saved as made, with the audit trail), export. On a cohort output folder: a worklist of its
+    patients (reviewed or not, queue items left, who reviewed, when, who has it open) that opens the one chosen.
+    Prints the URL; Ctrl+C stops it."""
     import os
     import signal
 
@@ -54,6 +60,11 @@ def review_app_command(
     from LesionResponseReview.web.security import protect, resolve_token
 
     required = resolve_token(host, token)
+    from LesionResponseLib.workflow.cohort import is_cohort_folder
+
+    if is_cohort_folder(out):
+        _serve_worklist(out, host, port, user or default_user(), required, open_browser, console)
+        return
     try:
         with console.status(f"loading {out}"):
             from LesionResponseReview import mrml
@@ -83,6 +94,42 @@ def review_app_command(
     server.controller.on_server_ready.add(announce)
 
     def stop(*_args) -> None:  # SIGTERM stops like Ctrl+C (the lock is released; edits are saved anyway)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.start(host=host, port=port, open_browser=open_browser, show_connection_info=False,
+                     disable_logging=True, **({"timeout": idle_exit} if idle_exit else {}))
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        app.close()
+
+
+def _serve_worklist(out: Path, host: str, port: int, user: str, token: str | None, open_browser: bool,
+                    console) -> None:
+    """Serve the cohort worklist of ``out`` (its patients' reviews run as apps of their own)."""
+    import signal
+
+    from trame.app import get_server
+
+    from LesionResponseReview.web.security import protect
+    from LesionResponseReview.web.worklist_app import WorklistApp
+
+    server = get_server(None, client_type="vue3")
+    if token:
+        protect(server, token)
+    app = WorklistApp(out, user, host, token, server=server)
+
+    def announce(**_kwargs) -> None:
+        shown = "localhost" if host in ("127.0.0.1", "localhost") else host
+        url = f"http://{shown}:{server.port}/" + (f"?token={token}" if token else "")
+        console.print(f"[bold green]LesionResponse worklist running[/] for the cohort {out} as {user}")
+        console.print(f"  open {url} (add user=NAME to the address to open patients as NAME)", highlight=False)
+
+    server.controller.on_server_ready.add(announce)
+
+    def stop(*_args) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
