@@ -18,7 +18,6 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from LesionResponseLib import __version__
-from LesionResponseLib.analysis.queue import review_queue
 from LesionResponseLib.analysis.response import roi_categories, track_ids_by_roi
 from LesionResponseLib.datamodel import Analysis
 from LesionResponseLib.errors import LesionResponseError, describe
@@ -33,9 +32,6 @@ TRACK_COLUMNS = ["track_id", "first_timepoint", "last_timepoint", "pattern"]
 #: change lies in the category called, and whether the interval holds a threshold (analysis.response).
 TRACK_UNCERTAINTY_COLUMNS = ("delta_low_pct_t{k}", "delta_high_pct_t{k}", "category_confidence_t{k}",
                              "indeterminate_t{k}")
-#: Last: the review queue (analysis.queue): how likely the automation is wrong about the track, whether a reader
-#: marked it reviewed, and why it is in the queue ("; "-separated).
-TRACK_QUEUE_COLUMNS = ["review_score", "reviewed", "review_reasons"]
 FILE_MODE = 0o644  # mkstemp creates 0600 files; outputs are meant to be read by other users and tools
 
 
@@ -45,10 +41,10 @@ class OutputFolderError(LesionResponseError):
 
 def track_columns(n_timepoints: int) -> list[str]:
     """``tracks.csv`` columns: the fixed ones, then ``category_t{k}``, ``delta_suv_total_pct_t{k}`` per k ≥ 1, then
-    the uncertainty columns per k (:data:`TRACK_UNCERTAINTY_COLUMNS`), then the review queue's."""
+    the uncertainty columns per k (:data:`TRACK_UNCERTAINTY_COLUMNS`)."""
     per_followup = [c for k in range(1, n_timepoints) for c in (f"category_t{k}", f"delta_suv_total_pct_t{k}")]
     uncertainty = [c.format(k=k) for k in range(1, n_timepoints) for c in TRACK_UNCERTAINTY_COLUMNS]
-    return TRACK_COLUMNS + per_followup + uncertainty + TRACK_QUEUE_COLUMNS
+    return TRACK_COLUMNS + per_followup + uncertainty
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -142,7 +138,6 @@ def track_rows(analysis: Analysis) -> list[dict]:
     """Rows of ``tracks.csv`` (one per assessed track, by track id)."""
     n = len(analysis.timepoints)
     tracks = {t.track_id: t for t in analysis.tracks}
-    queue = {item.track_id: item for item in review_queue(analysis)}
     rows = []
     for response in sorted(analysis.responses, key=lambda r: r.track_id):
         present = [tp for tp, v in response.suv_total.items() if v > 0] or [tracks[response.track_id].first_timepoint]
@@ -156,9 +151,6 @@ def track_rows(analysis: Analysis) -> list[dict]:
             row[f"delta_high_pct_t{k}"] = _num(interval[1], 2) if interval else ""
             row[f"category_confidence_t{k}"] = _num(response.category_confidence.get(k), 3)
             row[f"indeterminate_t{k}"] = "yes" if response.indeterminate.get(k) else ""
-        item = queue[response.track_id]
-        row.update({"review_score": _num(item.score, 3), "reviewed": "yes" if item.reviewed else "",
-                    "review_reasons": "; ".join(item.reasons)})
         rows.append(row)
     return rows
 

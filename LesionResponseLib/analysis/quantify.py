@@ -165,11 +165,13 @@ def pvc_suv_totals(lab: np.ndarray, suv: np.ndarray, spacing_xyz: tuple[float, f
     if wanted.size == 0:
         return {}
     geometry = pvc_geometry(lab, spacing_xyz, wanted, psf_fwhm_mm, inner_fwhm, outer_fwhm)
-    return {k: value for k, (value, _own) in _pvc_values(geometry, suv[geometry.box], wanted).items()}
+    return {k: value for k, (value, *_own) in _pvc_values(geometry, suv[geometry.box], wanted).items()}
 
 
-def _pvc_values(geometry: PvcGeometry, values: np.ndarray, wanted: np.ndarray) -> dict[int, tuple[float, bool]]:
-    """Per wanted label: (corrected SUVtotal, SUV·mL; whether the ROI's own SUVmean × volume bound it)."""
+def _pvc_values(geometry: PvcGeometry, values: np.ndarray, wanted: np.ndarray,
+                ) -> dict[int, tuple[float, bool, float]]:
+    """Per wanted label: (corrected SUVtotal, SUV·mL; whether the ROI's own SUVmean × volume bound it; the ROI's own
+    SUVtotal, SUV·mL)."""
     values = values.astype(np.float64)
     sub, grown = geometry.labels, geometry.grown
     background = _nearest_shell_values(values, geometry.nearest_shell)
@@ -180,7 +182,8 @@ def _pvc_values(geometry: PvcGeometry, values: np.ndarray, wanted: np.ndarray) -
     # Spill-out only adds counts around the ROI: a negative rim excess is noise or background error, so the
     # corrected value is never below the ROI's own SUVmean x volume (and a present ROI never reads 0).
     return {int(k): (max(0.0, float(own[k]), float(excess[k] + displaced[k])) * geometry.voxel_ml,
-                     float(own[k]) >= float(excess[k] + displaced[k])) for k in wanted}
+                     float(own[k]) >= float(excess[k] + displaced[k]), float(own[k]) * geometry.voxel_ml)
+            for k in wanted}
 
 
 def _nearest_shell_values(values: np.ndarray, nearest_shell: np.ndarray) -> np.ndarray:
@@ -253,13 +256,17 @@ def roi_uncertainties(lab: np.ndarray, suv: np.ndarray, spacing_xyz: tuple[float
         edge = faces > 0
         added_total = values[box][edge]  # what a shift of the boundary over it adds to SUVtotal (its SUV) ...
         added_pvc = added_total if corrected[k][1] else displaced[box][edge]  # ... and to the corrected (displaced)
+        # the measures on the other contour a reader could draw: the background-corrected 50 % iso-contour
+        other = _threshold_contour_measures(geometry.labels, values, k, float(np.median(background))
+                                            if background.size else 0.0, spacing_xyz, psf_fwhm_mm)
         contour = {}
-        for name, added in (("total", added_total), ("pvc", added_pvc)):
-            coherent = contour_sd_mm * float(np.sum(faces[edge] * added))
+        for name, added, measured in (("total", added_total, corrected[k][2]), ("pvc", added_pvc, corrected[k][0])):
+            coherent = contour_sd_mm * float(np.sum(faces[edge] * added))  # in SUV x voxels, as the others here
+            disagreement = abs(other[name] - measured) / 2.0 / geometry.voxel_ml if other else 0.0
             local = np.zeros(roi.shape)
             local[edge] = edge_shift[box][edge] * added
-            contour[name] = float(np.hypot(coherent, np.sqrt(weighted_sum_variance(local, np.ones(roi.shape),
-                                                                                  along_edge))))
+            contour[name] = float(np.hypot(max(coherent, disagreement),
+                                           np.sqrt(weighted_sum_variance(local, np.ones(roi.shape), along_edge))))
         var_total = weighted_sum_variance(roi.astype(float), sd[box], noise.correlation)
         var_pvc = weighted_sum_variance(roi.astype(float) if corrected[k][1] else weights, sd[box],
                                         noise.correlation)
@@ -274,6 +281,35 @@ def roi_uncertainties(lab: np.ndarray, suv: np.ndarray, spacing_xyz: tuple[float
             background_suv=float(np.percentile(background, BACKGROUND_PERCENTILE)) if background.size else 0.0,
             at_fov_edge=not inside)
     return out
+
+
+def _threshold_contour_measures(labels: np.ndarray, values: np.ndarray, k: int, background: float,
+                                spacing_xyz: tuple[float, float, float], psf_fwhm_mm: float) -> dict[str, float] | None:
+    """SUVtotal and corrected SUVtotal (SUV·mL) of label ``k`` re-contoured at the background-corrected
+    ``prior_guided.CONTOUR_FRACTION`` (50 %) of its maximum: the connected region around the ROI's hottest voxel, on
+    no other ROI, within the correction's reach of the ROI; None without contrast. Where the two contours agree
+    the measure does not depend on which one a reader draws; where they do not (a low-contrast lesion the model
+    contoured only in part, a ROI much larger than its hot spot), the difference is a contour uncertainty."""
+    from LesionResponseLib.segmentation.prior_guided import CONTOUR_FRACTION
+
+    spacing_zyx = np.asarray(spacing_xyz, dtype=float)[::-1]
+    reach = PVC_OUTER_FWHM * psf_fwhm_mm
+    box = _crop_around(labels == k, 2 * np.ceil(reach / spacing_zyx).astype(int) + 1)
+    sub, local = labels[box], values[box]
+    roi = sub == k
+    peak = np.unravel_index(np.argmax(np.where(roi, local, -np.inf)), local.shape)
+    contrast = local[peak] - background
+    if contrast <= 0:
+        return None
+    near = ndimage.distance_transform_edt(~roi, sampling=spacing_zyx) <= reach
+    inside, _ = ndimage.label(near & ((sub == 0) | roi) & (local >= background + CONTOUR_FRACTION * contrast))
+    region = inside == inside[peak]
+    relabelled = np.where(roi, 0, sub)
+    relabelled[region] = k
+    geometry = pvc_geometry(relabelled, spacing_xyz, np.array([k]), psf_fwhm_mm)
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    return {"total": float(local[region].sum()) * voxel_ml,
+            "pvc": _pvc_values(geometry, local[geometry.box], np.array([k]))[k][0]}
 
 
 def _boundary_faces(roi: np.ndarray, free: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
@@ -356,7 +392,7 @@ def measure_rois(labels: sitk.Image, pet_suv: sitk.Image, timepoint: int,
     direction = np.asarray(labels.GetDirection()).reshape(3, 3)
     points = np.asarray(labels.GetOrigin()) + (centroid_idx[ids] * np.asarray(spacing)) @ direction.T
     geometry = pvc_geometry(full, spacing, ids, psf_fwhm_mm)
-    corrected = {k: value for k, (value, _own) in _pvc_values(geometry, suv[geometry.box], ids).items()}
+    corrected = {k: value for k, (value, *_own) in _pvc_values(geometry, suv[geometry.box], ids).items()}
     sure = roi_uncertainties(full, suv, spacing, ids, noise or noise_of(suv), psf_fwhm_mm, contour_sd_mm, geometry)
     return [
         LesionROI(roi_id=roi_id_for(timepoint, int(k)), timepoint=timepoint, label=int(k),

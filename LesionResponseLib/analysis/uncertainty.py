@@ -6,13 +6,13 @@ Both measures are linear in the PET voxels once the ROI is fixed: ``SUVtotal = v
 sources of error are propagated (docs/confidence-and-review-queue.md derives them):
 
 1. **Image noise.** A reconstructed PET's noise is spatially correlated and grows with the uptake. Both are
-   measured on the scan (:func:`estimate_noise`): the residual of the image minus a Gaussian-smoothed copy
-   (``NOISE_SMOOTHING_VOXELS``: wider than the noise correlation, narrower than organs) gives, in bins of local
-   mean SUV, the noise variance (a median per bin, so organ and lesion edges do not count), fitted as
-   ``σ²(μ) = a + b·μ`` (Poisson counts plus a randoms-and-scatter floor), and the noise autocorrelation ``ρ(Δ)``
-   over lags of up to ``CORRELATION_HALF_WIDTH`` voxels (the smoothing's own share removed). A measure
-   ``v Σ_k w_k x_k`` then has the variance ``v² Σ_{k,l} w_k w_l σ_k σ_l ρ(k − l)``: white-noise propagation
-   (``ρ`` = 1 at 0 only) would underestimate it by the correlated volume ``Σ ρ`` (5-6 voxels on 4 mm grids).
+   measured on the scan (:func:`estimate_noise`) by the variogram of flat tissue, ``γ(L) = ½ E[(x_i − x_{i+L})²]
+   = σ²(1 − ρ(L))`` for voxel pairs 1-3 voxels apart along each axis, in bins of local mean SUV: its shape over
+   the lags gives a Gaussian correlation per axis, its size the variance, fitted as ``σ²(μ) = a + b·μ`` (counting
+   noise plus a randoms-and-scatter floor) through the bins most pairs agree with. A measure ``v Σ_k w_k x_k``
+   then has the variance ``v² Σ_{k,l} w_k w_l σ_k σ_l ρ(k − l)`` (:func:`weighted_sum_variance`): white-noise
+   propagation (``ρ`` = 1 at 0 only) would underestimate it by the correlated volume ``Σ ρ`` (4-6 voxels on the
+   phantom's 4 mm grids).
 2. **Contour.** Where the ROI's boundary lies relative to the lesion's true surface is uncertain in two ways.
    (a) The whole boundary sits off by a shift of SD ``quantification.contour_sd_mm`` (1 mm: measured for the
    shipped model, config.py), which moves the measure by the shift × Σ over the boundary faces of what a face's
@@ -20,7 +20,10 @@ sources of error are propagated (docs/confidence-and-review-queue.md derives the
    nearest shell voxel's SUV), because count conservation makes the lesion's own edge counts cancel, leaving the
    ``Σ_R b`` term (a ROI too big by ΔV adds ΔV × background). (b) Noise moves the edge locally (``σ(μ)/|∇x|``,
    the displacement of an iso-contour under noise), correlated along the boundary over the PSF's width
-   (:func:`edge_correlation`).
+   (:func:`edge_correlation`). (c) Where the model's ROI and the contour a reader would draw by the classical rule
+   (the background-corrected 50 % iso-contour, ``quantify._threshold_contour_measures``) give different values,
+   the measure depends on the contour by at least half that difference (a low-contrast lesion contoured only in
+   part, a ROI much larger than its hot spot): the coherent term is the larger of (a) and (c).
 
 The two add in quadrature. Calibration against phantom truth is in docs/confidence-and-review-queue.md.
 """
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.stats import chi2
 
 #: Lags (voxels, along each axis) of the variogram ``γ(L) = ½ E[(x_i − x_{i+L})²] = σ²(1 − ρ(L))``: the
 #: difference of two voxels L apart cancels the anatomy (flat over a few voxels inside organs) and keeps the
@@ -47,7 +51,7 @@ BIN_AGREEMENT = 1.3
 #: For Gaussian noise the squared difference of two voxels is σ_d² χ²₁: a low quantile of it per bin (not the mean),
 #: rescaled by χ²₁'s, so the pairs across edges (up to half a bin's pairs inside a liver full of lesions) barely count.
 PAIR_QUANTILE = 0.25
-CHI2_1_QUANTILE = 0.101531
+CHI2_1_QUANTILE = float(chi2.ppf(PAIR_QUANTILE, 1))  # 0.1015
 #: Only pairs in flat tissue count: where the smoothed image's gradient over the variogram's reach (3 voxels)
 #: changes the uptake by at most this share (organ interiors; lesions and organ edges change it by 50-500 %).
 #: The gradient is taken at ``LOCAL_MEAN_VOXELS``, where the noise's own gradient is ~2 % of a liver's uptake.

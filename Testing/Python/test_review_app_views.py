@@ -90,9 +90,56 @@ def test_a_roi_of_the_prior_guided_search_is_flagged_in_the_table_and_its_view(a
         assert ("prior-guided" in caption) == (tp in timepoints), (tp, caption)
 
 
+def _table_order(page) -> list[int]:
+    rows = page.locator("[data-testid^=track-row-]")
+    return [int(rows.nth(i).get_attribute("data-testid").rsplit("-", 1)[1]) for i in range(rows.count())]
+
+
+def test_the_table_opens_in_review_queue_order_with_the_top_track_selected(app):
+    """Rows in the order of analysis.queue over the folder's analysis (likeliest errors first), the first one
+    selected, what is left of the queue and why the selected track is in it shown."""
+    from LesionResponseLib.analysis import load_analysis
+    from LesionResponseLib.analysis.queue import review_queue
+
+    out, _, page = app
+    queue = review_queue(load_analysis(out))
+    assert _table_order(page) == [item.track_id for item in queue]
+    assert page.locator("[data-testid=queue-summary]").inner_text() == f"{len(queue)} of {len(queue)} tracks left to review"
+    first = queue[0]
+    assert "bg-indigo" in (page.locator(f"[data-testid=track-row-{first.track_id}]").get_attribute("class") or "")
+    shown = page.locator("[data-testid=queue-reasons]").inner_text()
+    assert shown.startswith(f"Why T{first.track_id:03d} is in the queue") and first.reasons[0] in shown
+
+
+def test_u_steps_to_the_next_unreviewed_track_and_centres_every_view_on_it(app):
+    """U from the queue's first track selects the second; every view shows it in its caption and, where the track
+    has one ROI, that ROI outlined in its category colour at the view's centre (pixels)."""
+    out, _, page = app
+    order = _table_order(page)
+    _click_row(page, order[0])
+    before = support.view_sources(page)
+    page.keyboard.press("u")
+    support.wait_views_settled(page, before)
+    target = order[1]
+    assert "bg-indigo" in page.locator(f"[data-testid=track-row-{target}]").get_attribute("class")
+    rois = {int(r["timepoint"]): r for r in support.read_rows(out / "rois.csv")
+            if r["track_id"] == str(target) and r["status"] == "accepted"}
+    single = {tp for tp in rois if sum(r["track_id"] == str(target) and int(r["timepoint"]) == tp
+                                       for r in support.read_rows(out / "rois.csv")) == 1}
+    checked = 0
+    for tp in range(support.view_count(page)):
+        assert f"T{target:03d}" in page.locator(f"[data-testid=caption-{tp}]").inner_text()
+        if tp in single:
+            distance, size = support.colour_blob_near_centre(support.view_pixels(page, tp),
+                                                             CATEGORY_COLORS[rois[tp]["category"]])
+            assert size >= 4 and distance <= 12.0, (tp, distance, size)
+            checked += 1
+    assert checked >= 1
+
+
 def test_next_previous_keys_follow_the_table(app):
     out, _, page = app
-    items = [int(r["track_id"]) for r in support.read_rows(out / "tracks.csv")]
+    items = _table_order(page)
     _click_row(page, items[0])
     before = support.view_sources(page)
     page.keyboard.press("n")

@@ -63,7 +63,7 @@ def review_app_command(
     from LesionResponseLib.workflow.cohort import is_cohort_folder
 
     if is_cohort_folder(out):
-        _serve_worklist(out, host, port, user or default_user(), required, open_browser, console)
+        _serve_worklist(out, host, port, user or default_user(), required, open_browser, console, idle_exit)
         return
     try:
         with console.status(f"loading {out}"):
@@ -107,8 +107,9 @@ def review_app_command(
 
 
 def _serve_worklist(out: Path, host: str, port: int, user: str, token: str | None, open_browser: bool,
-                    console) -> None:
-    """Serve the cohort worklist of ``out`` (its patients' reviews run as apps of their own)."""
+                    console, idle_exit: int) -> None:
+    """Serve the cohort worklist of ``out`` (its patients' reviews run as apps of their own, each stopping
+    ``idle_exit`` s after its page closed; 0: the worklist's default)."""
     import signal
 
     from trame.app import get_server
@@ -119,7 +120,7 @@ def _serve_worklist(out: Path, host: str, port: int, user: str, token: str | Non
     server = get_server(None, client_type="vue3")
     if token:
         protect(server, token)
-    app = WorklistApp(out, user, host, token, server=server)
+    app = WorklistApp(out, user, host, token, server=server, idle_exit=idle_exit or None)
 
     def announce(**_kwargs) -> None:
         shown = "localhost" if host in ("127.0.0.1", "localhost") else host

@@ -10,18 +10,21 @@ from typing import Any
 from trame.app import TrameApp
 from trame.ui.vuetify3 import SinglePageLayout
 
-from LesionResponseReview.web.logic.worklist import WorklistLogic
+from LesionResponseReview.web.logic.worklist import IDLE_EXIT_S, WorklistLogic
 from LesionResponseReview.web.ui.worklist_ui import build_worklist
 
 
 class WorklistApp(TrameApp):
     """The patients of one cohort folder and their reviews."""
 
-    def __init__(self, cohort_dir: str | Path, user: str, host: str, token: str | None, server: Any = None) -> None:
+    def __init__(self, cohort_dir: str | Path, user: str, host: str, token: str | None, server: Any = None,
+                 idle_exit: int | None = None) -> None:
+        """``idle_exit``: seconds after which a patient's app stops once its page closed (default ``IDLE_EXIT_S``)."""
         super().__init__(server)
         self.cohort_dir = Path(cohort_dir)
         self._logs = tempfile.TemporaryDirectory(prefix="lr-worklist-")
-        self.worklist = WorklistLogic(self.server, self.cohort_dir, host, token, user, Path(self._logs.name))
+        self.worklist = WorklistLogic(self.server, self.cohort_dir, host, token, user, Path(self._logs.name),
+                                      idle_exit or IDLE_EXIT_S)
         self.server.trigger("open_patient")(self.worklist.open)
         self.server.controller.on_server_ready.add_task(lambda **_: self.worklist.keep_current())
         with SinglePageLayout(self.server) as layout:

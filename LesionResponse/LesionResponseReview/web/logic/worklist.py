@@ -56,10 +56,10 @@ def worklist_rows(cohort_dir: Path) -> list[dict]:
     return rows
 
 
-def child_command(folder: Path, port: int, user: str, host: str, token: str | None) -> list[str]:
-    """The ``lesion-response review-app`` of one patient folder, stopping when idle."""
+def child_command(folder: Path, port: int, user: str, host: str, token: str | None, idle_exit: int) -> list[str]:
+    """The ``lesion-response review-app`` of one patient folder, stopping ``idle_exit`` s after its page closed."""
     command = [sys.executable, "-m", "LesionResponseLib.cli", "review-app", str(folder), "--host", host, "--port",
-               str(port), "--user", user, "--idle-exit", str(IDLE_EXIT_S)]
+               str(port), "--user", user, "--idle-exit", str(idle_exit)]
     return command + (["--token", token] if token else [])
 
 
@@ -83,12 +83,12 @@ class WorklistLogic:
     """Keeps the list current and opens patients (one child review app each)."""
 
     def __init__(self, server: Server, cohort_dir: Path, host: str, token: str | None, user: str,
-                 log_dir: Path) -> None:
+                 log_dir: Path, idle_exit: int = IDLE_EXIT_S) -> None:
         from LesionResponseReview.web.logic.base import typed_state
 
         self.server = server
         self.cohort_dir = cohort_dir
-        self.host, self.token, self.user = host, token, user
+        self.host, self.token, self.user, self.idle_exit = host, token, user, idle_exit
         self.log_dir = log_dir
         self.children: dict[str, _Child] = {}
         self._typed = typed_state(server, WorklistState, NAMESPACE)
@@ -133,7 +133,8 @@ class WorklistLogic:
         port = free_port()
         log = self.log_dir / f"{patient}-{port}.log"
         with open(log, "ab") as handle:
-            process = subprocess.Popen(child_command(folder, port, user, self.host, self.token), stdout=handle,
+            process = subprocess.Popen(child_command(folder, port, user, self.host, self.token, self.idle_exit),
+                                       stdout=handle,
                                        stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.children[patient] = _Child(process, port, user, log)
         started = time.monotonic()
