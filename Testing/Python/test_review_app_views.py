@@ -38,6 +38,17 @@ def _click_row(page, track_id: int) -> None:
     support.wait_views_settled(page, before)
 
 
+def _press(page, key: str) -> None:
+    """Press a shortcut key and wait until the views have redrawn."""
+    before = support.view_sources(page)
+    page.keyboard.press(key)
+    support.wait_views_settled(page, before)
+
+
+def _selected(page, track_id: int) -> bool:
+    return "bg-indigo" in (page.locator(f"[data-testid=track-row-{track_id}]").get_attribute("class") or "")
+
+
 def test_one_view_per_timepoint_labelled_with_study_date(app):
     out, _, page = app
     rows = support.read_rows(out / "timepoints.csv")
@@ -57,7 +68,7 @@ def test_row_click_centres_every_view_on_the_track_in_its_category_colour(app):
     out, _, page = app
     track_id, rois = support.single_roi_tracks(out)[0]
     _click_row(page, track_id)
-    assert "bg-indigo" in (page.locator(f"[data-testid=track-row-{track_id}]").get_attribute("class") or "")
+    assert _selected(page, track_id)
     checked = 0
     for tp in range(support.view_count(page)):
         caption = page.locator(f"[data-testid=caption-{tp}]").inner_text()
@@ -106,7 +117,7 @@ def test_the_table_opens_in_review_queue_order_with_the_top_track_selected(app):
     assert _table_order(page) == [item.track_id for item in queue]
     assert page.locator("[data-testid=queue-summary]").inner_text() == f"{len(queue)} of {len(queue)} tracks left to review"
     first = queue[0]
-    assert "bg-indigo" in (page.locator(f"[data-testid=track-row-{first.track_id}]").get_attribute("class") or "")
+    assert _selected(page, first.track_id)
     shown = page.locator("[data-testid=queue-reasons]").inner_text()
     assert shown.startswith(f"Why T{first.track_id:03d} is in the queue") and first.reasons[0] in shown
 
@@ -117,11 +128,9 @@ def test_u_steps_to_the_next_unreviewed_track_and_centres_every_view_on_it(app):
     out, _, page = app
     order = _table_order(page)
     _click_row(page, order[0])
-    before = support.view_sources(page)
-    page.keyboard.press("u")
-    support.wait_views_settled(page, before)
+    _press(page, "u")
     target = order[1]
-    assert "bg-indigo" in page.locator(f"[data-testid=track-row-{target}]").get_attribute("class")
+    assert _selected(page, target)
     rois = {int(r["timepoint"]): r for r in support.read_rows(out / "rois.csv")
             if r["track_id"] == str(target) and r["status"] == "accepted"}
     single = {tp for tp in rois if sum(r["track_id"] == str(target) and int(r["timepoint"]) == tp
@@ -141,14 +150,10 @@ def test_next_previous_keys_follow_the_table(app):
     out, _, page = app
     items = _table_order(page)
     _click_row(page, items[0])
-    before = support.view_sources(page)
-    page.keyboard.press("n")
-    support.wait_views_settled(page, before)
-    assert "bg-indigo" in page.locator(f"[data-testid=track-row-{items[1]}]").get_attribute("class")
+    _press(page, "n")
+    assert _selected(page, items[1])
     assert f"T{items[1]:03d}" in page.locator("[data-testid=caption-0]").inner_text()
-    before = support.view_sources(page)
-    page.keyboard.press("p")
-    support.wait_views_settled(page, before)
+    _press(page, "p")
     assert f"T{items[0]:03d}" in page.locator("[data-testid=caption-0]").inner_text()
 
 

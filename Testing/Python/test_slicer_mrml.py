@@ -552,12 +552,14 @@ def module_logic(pipeline_nodes, tmp_path, monkeypatch):
 
 
 def test_module_logic_load_step_edit_export(module_logic, tmp_path):
-    """The desktop Logic end to end on the pipeline output: load, N/P stepping, reject + undo, export."""
+    """The desktop Logic end to end on the pipeline output: load, N/P stepping (in the review queue's order),
+    reject + undo, export."""
+    from LesionResponseLib.analysis.queue import review_queue
     from LesionResponseLib.review import ReviewSession
 
     logic, out = module_logic
     nodes = logic.loadResults(out)
-    ids = sorted(t.track_id for t in nodes.analysis.tracks)
+    ids = [item.track_id for item in review_queue(nodes.analysis)]
     assert [logic.stepTrack(1) for _ in range(3)] == ids[:3] and logic.stepTrack(-1) == ids[1]
     assert logic.stepTrack(-1) == ids[0] and logic.stepTrack(-1) == ids[-1]  # wraps around
     roi = next(r for r in nodes.analysis.rois if r.timepoint == 1)
