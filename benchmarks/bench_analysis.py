@@ -28,7 +28,9 @@ curve: the share of the wrong tracks in its top 10 %, 20 %, ... (``confidence_fi
 adds splitting lesions beside stable neighbours, ``phantom_options.py``). Seeds: 4200-4219 and 4300-4303 are
 development seeds (looked at while building the prior-guided search), 4304-4399 evaluation seeds (never looked
 at before their benchmark run; never tune on them; 4304-4326 used, the next evaluation starts at 4327); see
-Resources/Models/MODEL_CARD.md.
+Resources/Models/MODEL_CARD.md. Issue 32 (uncertainty, review queue, links beside a split): 4400-4409 are
+development seeds (the contour shift and the queue's weights were set on 4400-4403 and the demo's seed 1),
+4410-4449 evaluation seeds (4410-4415 used), docs/confidence-and-review-queue.md.
 """
 
 from __future__ import annotations

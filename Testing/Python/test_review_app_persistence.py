@@ -66,7 +66,7 @@ def test_reload_and_killed_server_keep_every_edit(tmp_path):
             assert "reviewed" in page.locator("[data-testid=audit-entry]").first.inner_text()
             ui(page, out, "undo")  # the restarted server holds the same session: undo works across the kill
             page.locator("[data-testid=tab-tracks]").click()
-            assert page.locator("[data-testid=queue-summary]").inner_text() == left  # the mark undone
+            page.wait_for_function(f"document.querySelector('[data-testid=queue-summary]').innerText === {left!r}")
             ui(page, out, "undo")
             page.locator("[data-testid=tab-tracks]").click()
             page.wait_for_function(f"document.querySelector('[data-testid=cat-t{tp}-{track_id}]').innerText"

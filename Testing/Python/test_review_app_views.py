@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
 from LesionResponseReview.mrml import CATEGORY_COLORS  # noqa: E402
 
+OPENED: dict = {}  # what the page showed when it opened, before any test selected a track
+
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
@@ -27,6 +29,8 @@ def app(tmp_path_factory):
     with support.Server(out, out.parent / "server.log") as server, playwright_api.sync_playwright() as playwright:
         browser = support.launch_chromium(playwright)
         page = support.open_app(browser, server.url)
+        OPENED.update(order=_table_order(page), selected=[t for t in _table_order(page) if _selected(page, t)],
+                      reasons=page.locator("[data-testid=queue-reasons]").inner_text())
         yield out, server, page
         browser.close()
     shutil.rmtree(out, ignore_errors=True)  # a ~130 MB analysis; the server log stays for a failed run
@@ -114,11 +118,11 @@ def test_the_table_opens_in_review_queue_order_with_the_top_track_selected(app):
 
     out, _, page = app
     queue = review_queue(load_analysis(out))
-    assert _table_order(page) == [item.track_id for item in queue]
+    assert OPENED["order"] == [item.track_id for item in queue]
     assert page.locator("[data-testid=queue-summary]").inner_text() == f"{len(queue)} of {len(queue)} tracks left to review"
     first = queue[0]
-    assert _selected(page, first.track_id)
-    shown = page.locator("[data-testid=queue-reasons]").inner_text()
+    assert OPENED["selected"] == [first.track_id]
+    shown = OPENED["reasons"]
     assert shown.startswith(f"Why T{first.track_id:03d} is in the queue") and first.reasons[0] in shown
 
 
@@ -126,7 +130,7 @@ def test_u_steps_to_the_next_unreviewed_track_and_centres_every_view_on_it(app):
     """U from the queue's first track selects the second; every view shows it in its caption and, where the track
     has one ROI, that ROI outlined in its category colour at the view's centre (pixels)."""
     out, _, page = app
-    order = _table_order(page)
+    order = OPENED["order"]  # the queue's (the table may be sorted otherwise by now)
     _click_row(page, order[0])
     _press(page, "u")
     target = order[1]

@@ -17,11 +17,13 @@ HEADERS = [{"title": "Patient", "key": "patient"}, {"title": "Review", "key": "s
            {"title": "Open by", "key": "locked_by"}, {"title": "", "key": "open", "sortable": False}]
 
 # The opening reader's browser alone moves to the patient's app: the trigger's answer goes back to its caller only.
-OPEN_JS = ("(() => { const query = window.location.search; const user = new URLSearchParams(query).get('user') "
-           "|| ''; trigger('open_patient', [item.patient, user]).then((answer) => { if (answer && answer.port) { "
-           "window.location.href = window.location.protocol + '//' + window.location.hostname + ':' + answer.port "
-           "+ '/' + query; } else { document.querySelector('[data-testid=worklist-error]').textContent = "
-           "answer ? answer.error : 'no answer from the server'; } }); })()")
+# An arrow function (Vue calls it on click; an immediately invoked one would run at every render), and browser
+# globals through ``window`` (a template sees only what the trame client exposes).
+OPEN_JS = ("() => { const location = window.location; const user = new window.URLSearchParams(location.search)"
+           ".get('user') || ''; trigger('open_patient', [item.patient, user]).then((answer) => { if (answer && "
+           "answer.port) { location.href = location.protocol + '//' + location.hostname + ':' + answer.port + '/' + "
+           "location.search; } else { window.document.querySelector('[data-testid=worklist-error]').textContent = "
+           "answer ? answer.error : 'no answer from the server'; } }); }")
 
 
 def build_worklist(server: Server) -> None:
