@@ -14,7 +14,8 @@ or ``--small-lesions --low-contrast`` (small, faint lesions); ``--no-prior-searc
 prior-guided search, ``--candidates`` to confirm model candidates too, ``--compare`` for without-then-with on
 the same segmentation and registrations, ``--work DIR`` to keep (and reuse) the generated phantoms,
 ``--skip-measure`` to skip part 1, ``--reuse-cache`` to start from an earlier output's stage cache in ``--work``,
-``--param NAME=VALUE`` to set any other ``AnalysisParameters`` field (the output folder's name says which).
+``--param NAME=VALUE`` to set any other ``AnalysisParameters`` field (the output folder's name says which),
+``--pool --work DIR`` to print the interval and review-queue figures pooled over the patients analysed in ``DIR``.
 Besides the figures above it prints, per patient, the category agreement over *all* true lesion × follow-up
 pairs (and those of lesions >= 0.5 mL), the recall of *decreasing*, the same where a lesion below Rose's
 detection limit (expected CNR < 5, ``segmentation.metrics.expected_peak_cnr``) may also be called disappearing
@@ -255,10 +256,11 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
 QUEUE_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def confidence_figures(analysis, out: Path, phantom: Path) -> dict:
+def confidence_figures(analysis, out: Path, phantom: Path, pairs: bool = False) -> dict:
     """Issue-32 figures: the ΔSUVtotal intervals against the true changes (coverage, wrong calls among
     indeterminate and confident ones) and the review queue's curve over the tracks the automation got wrong
-    (``analysis.truth.track_errors``: false positive / false link / missed link / category)."""
+    (``analysis.truth.track_errors``: false positive / false link / missed link / category); ``pairs``: with the
+    calibration's matched pairs."""
     from LesionResponseLib.analysis.queue import review_queue
     from LesionResponseLib.analysis.truth import interval_calibration, queue_capture, track_errors
 
@@ -267,8 +269,37 @@ def confidence_figures(analysis, out: Path, phantom: Path) -> dict:
     scores = {item.track_id: item.score for item in review_queue(analysis)}
     wrong = {t for t, found in errors.items() if found}
     kinds = Counter(kind for found in errors.values() for kind in found)
-    return {"calibration": {k: v for k, v in calibration.items() if k != "pairs"},
+    return {"calibration": {k: v for k, v in calibration.items() if pairs or k != "pairs"},
             "queue": queue_capture(scores, wrong, QUEUE_FRACTIONS), "errors": dict(kinds)}
+
+
+def pooled_confidence(work: Path) -> dict:
+    """The issue-32 figures over every patient analysed under ``work`` (its ``analysis_s*`` folders, each with the
+    phantom it names): the intervals of all matched pairs together, and per share ``f`` of each patient's queue
+    the wrong tracks in its top ``f`` over all wrong tracks (a reader reviewing the top ``f`` of every patient)."""
+    import re
+
+    from LesionResponseLib.analysis import load_analysis
+    from LesionResponseLib.analysis.truth import calibration_summary
+
+    pairs, patients, kinds, level = [], [], Counter(), None
+    for out in sorted(work.glob("analysis_s*")):
+        name = re.search(r"_(v\d+_s\d+_t\d+.*)$", out.name)
+        if name is None or not (out / "analysis.json").is_file():
+            continue
+        figures = confidence_figures(load_analysis(out), out, work / "phantoms" / name.group(1), pairs=True)
+        pairs += figures["calibration"]["pairs"]
+        level = figures["calibration"]["level"]
+        patients.append((out.name, figures["queue"]))
+        kinds.update(figures["errors"])
+    wrong = sum(q["wrong"] for _, q in patients)
+    curve = [{"fraction": f, "captured": sum((q["curve"][i]["captured"] or 0) * q["wrong"] for _, q in patients) / wrong,
+              "ceiling": sum((q["curve"][i]["ceiling"] or 0) * q["wrong"] for _, q in patients) / wrong}
+             for i, f in enumerate(QUEUE_FRACTIONS)] if wrong else []
+    return {"patients": [n for n, _ in patients],
+            "calibration": {k: v for k, v in calibration_summary(pairs, level).items() if k != "pairs"},
+            "queue": {"tracks": sum(q["tracks"] for _, q in patients), "wrong": wrong, "curve": curve},
+            "errors": dict(kinds)}
 
 
 def _phantom(work: Path, seed: int, timepoints: int, options: dict) -> Path:
@@ -470,6 +501,8 @@ def main() -> None:
     parser.add_argument("--skip-measure", action="store_true", help="skip the measure_rois micro-benchmark")
     parser.add_argument("--reuse-cache", action="store_true", help="start from the stage cache of this patient's "
                         "earlier output in --work (only changed stages re-run; the time is then not a full analysis)")
+    parser.add_argument("--pool", action="store_true", help="analyse nothing: print the interval and review-queue "
+                        "figures pooled over every patient analysed under --work")
     parser.add_argument("--child", nargs=2, metavar=("PHANTOM", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = _overrides(args.param)
@@ -477,6 +510,13 @@ def main() -> None:
         run_demo(Path(args.child[0]), Path(args.child[1]), args.registration, args.truth_masks,
                  prior_search=not args.no_prior_search, candidates=args.candidates, model=args.model,
                  overrides=overrides)
+        return
+    if args.pool:
+        if args.work is None:
+            raise SystemExit("--pool needs --work (the folder of earlier runs)")
+        pooled = pooled_confidence(args.work)
+        print(f"pooled over {len(pooled['patients'])} patients: {', '.join(pooled['patients'])}")
+        _print_confidence(pooled)
         return
     if not args.skip_measure:
         bench_measure()

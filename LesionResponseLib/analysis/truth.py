@@ -157,13 +157,18 @@ def interval_calibration(analysis: Analysis, analysis_dir: str | Path, phantom_d
                          "covered": interval[0] <= true_delta <= interval[1],
                          "indeterminate": bool(response.indeterminate.get(k)),
                          "wrong": response.categories[k] != true_category})
-    undecided = [r for r in rows if r["indeterminate"]]
-    decided = [r for r in rows if not r["indeterminate"]]
+    return calibration_summary(rows, params.response.interval_level)
+
+
+def calibration_summary(pairs: list[dict], level: float) -> dict[str, Any]:
+    """Coverage and wrong calls over ``pairs`` (rows of :func:`interval_calibration`, of one patient or pooled)."""
+    undecided = [r for r in pairs if r["indeterminate"]]
+    decided = [r for r in pairs if not r["indeterminate"]]
 
     def share(subset: list[dict], key: str) -> float | None:
         return sum(r[key] for r in subset) / len(subset) if subset else None
 
-    return {"pairs": rows, "n": len(rows), "coverage": share(rows, "covered"), "level": params.response.interval_level,
+    return {"pairs": pairs, "n": len(pairs), "coverage": share(pairs, "covered"), "level": level,
             "n_indeterminate": len(undecided), "wrong_indeterminate": share(undecided, "wrong"),
             "n_confident": len(decided), "wrong_confident": share(decided, "wrong")}
 
