@@ -131,7 +131,7 @@ class PvcGeometry:
 
 
 def pvc_geometry(lab: np.ndarray, spacing_xyz: tuple[float, float, float], wanted: np.ndarray,
-                 psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM, inner_fwhm: float = PVC_INNER_FWHM,
+                 *, psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM, inner_fwhm: float = PVC_INNER_FWHM,
                  outer_fwhm: float = PVC_OUTER_FWHM) -> PvcGeometry:
     """The :class:`PvcGeometry` of the labels ``wanted`` of ``lab`` (z, y, x), cropped around them: the other labels
     nearby still take their share of the grown regions, so the result equals the whole-image one."""
@@ -154,7 +154,7 @@ def pvc_geometry(lab: np.ndarray, spacing_xyz: tuple[float, float, float], wante
 
 
 def pvc_suv_totals(lab: np.ndarray, suv: np.ndarray, spacing_xyz: tuple[float, float, float],
-                   psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM, only: np.ndarray | None = None,
+                   *, psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM, only: np.ndarray | None = None,
                    inner_fwhm: float = PVC_INNER_FWHM, outer_fwhm: float = PVC_OUTER_FWHM) -> dict[int, float]:
     """Partial-volume-corrected SUVtotal (SUV·mL, ≥ 0) per label of ``lab`` (z, y, x), see the module notes.
 
@@ -164,7 +164,8 @@ def pvc_suv_totals(lab: np.ndarray, suv: np.ndarray, spacing_xyz: tuple[float, f
     wanted = np.unique(lab[lab > 0]) if only is None else np.asarray(only, dtype=np.int64)
     if wanted.size == 0:
         return {}
-    geometry = pvc_geometry(lab, spacing_xyz, wanted, psf_fwhm_mm, inner_fwhm, outer_fwhm)
+    geometry = pvc_geometry(lab, spacing_xyz, wanted, psf_fwhm_mm=psf_fwhm_mm, inner_fwhm=inner_fwhm,
+                            outer_fwhm=outer_fwhm)
     return {k: value for k, (value, *_own) in _pvc_values(geometry, suv[geometry.box], wanted).items()}
 
 
@@ -224,7 +225,7 @@ class RoiUncertainty:
 
 
 def roi_uncertainties(lab: np.ndarray, suv: np.ndarray, spacing_xyz: tuple[float, float, float],
-                      ids: np.ndarray, noise: NoiseModel, psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM,
+                      ids: np.ndarray, noise: NoiseModel, *, psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM,
                       contour_sd_mm: float = DEFAULT_CONTOUR_SD_MM, geometry: PvcGeometry | None = None,
                       ) -> dict[int, RoiUncertainty]:
     """:class:`RoiUncertainty` per label of ``ids`` in ``lab`` (z, y, x) on ``suv`` with the scan's ``noise``
@@ -234,7 +235,7 @@ def roi_uncertainties(lab: np.ndarray, suv: np.ndarray, spacing_xyz: tuple[float
     ids = np.asarray(ids, dtype=np.int64)
     if ids.size == 0:
         return {}
-    geometry = geometry or pvc_geometry(lab, spacing_xyz, ids, psf_fwhm_mm)
+    geometry = geometry or pvc_geometry(lab, spacing_xyz, ids, psf_fwhm_mm=psf_fwhm_mm)
     values = suv[geometry.box].astype(np.float64)
     spacing_zyx = np.asarray(spacing_xyz, dtype=float)[::-1]
     voxel_mm = float(np.prod(spacing_zyx)) ** (1.0 / 3.0)
@@ -306,7 +307,7 @@ def _threshold_contour_measures(labels: np.ndarray, values: np.ndarray, k: int, 
     region = inside == inside[peak]
     relabelled = np.where(roi, 0, sub)
     relabelled[region] = k
-    geometry = pvc_geometry(relabelled, spacing_xyz, np.array([k]), psf_fwhm_mm)
+    geometry = pvc_geometry(relabelled, spacing_xyz, np.array([k]), psf_fwhm_mm=psf_fwhm_mm)
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     return {"total": float(local[region].sum()) * voxel_ml,
             "pvc": _pvc_values(geometry, local[geometry.box], np.array([k]))[k][0]}
@@ -353,7 +354,7 @@ def _grown_by_one(labels: np.ndarray) -> np.ndarray:
 
 
 def measure_rois(labels: sitk.Image, pet_suv: sitk.Image, timepoint: int,
-                 psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM, only: list[int] | None = None,
+                 *, psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM, only: list[int] | None = None,
                  noise: NoiseModel | None = None, contour_sd_mm: float = DEFAULT_CONTOUR_SD_MM) -> list[LesionROI]:
     """Measure every non-zero label of ``labels`` (PET grid) on ``pet_suv`` (SUV), one :class:`LesionROI` each.
 
@@ -391,9 +392,10 @@ def measure_rois(labels: sitk.Image, pet_suv: sitk.Image, timepoint: int,
     peaks = ndimage.maximum(sphere_means(suv, voxels, spacing), flat_lab, index=ids)
     direction = np.asarray(labels.GetDirection()).reshape(3, 3)
     points = np.asarray(labels.GetOrigin()) + (centroid_idx[ids] * np.asarray(spacing)) @ direction.T
-    geometry = pvc_geometry(full, spacing, ids, psf_fwhm_mm)
+    geometry = pvc_geometry(full, spacing, ids, psf_fwhm_mm=psf_fwhm_mm)
     corrected = {k: value for k, (value, *_own) in _pvc_values(geometry, suv[geometry.box], ids).items()}
-    sure = roi_uncertainties(full, suv, spacing, ids, noise or noise_of(suv), psf_fwhm_mm, contour_sd_mm, geometry)
+    sure = roi_uncertainties(full, suv, spacing, ids, noise or noise_of(suv), psf_fwhm_mm=psf_fwhm_mm,
+                             contour_sd_mm=contour_sd_mm, geometry=geometry)
     return [
         LesionROI(roi_id=roi_id_for(timepoint, int(k)), timepoint=timepoint, label=int(k),
                   centroid_mm=tuple(float(c) for c in points[i]), volume_ml=float(count[k] * voxel_ml),

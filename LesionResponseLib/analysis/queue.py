@@ -156,17 +156,17 @@ def _near_limit(analysis: Analysis, roi_ids: set[str]) -> tuple[float, str]:
     the way from the background to the limit that the filtered peak reached (1 = at the limit), and where."""
     best, where = 0.0, []
     for record in analysis.prior_searches:
-        if record.get("found") or not set(record.get("prior_rois", [])) & roi_ids:
+        if record.found or not set(record.prior_rois) & roi_ids:
             continue
-        limit, peak, background = (record.get(k) for k in ("limit_suv", "peak_filtered_suv", "background_suv"))
+        limit, peak, background = record.limit_suv, record.peak_filtered_suv, record.background_suv
         if None in (limit, peak, background) or not all(map(math.isfinite, (limit, peak, background))) \
                 or limit <= background:
             continue
         share = max(0.0, min((peak - background) / (limit - background), 1.0))
         if share > best + 1e-9:
-            best, where = share, [record["timepoint"]]
+            best, where = share, [record.timepoint]
         elif abs(share - best) <= 1e-9 and share > 0:
-            where.append(record["timepoint"])
+            where.append(record.timepoint)
     return best, (f"{_tp_list(where)}, {100 * best:.0f} % of the way" if where else "")
 
 

@@ -259,7 +259,8 @@ def match_rois(
             # each time point mapped onto the frame adds its own registration error (independent: in quadrature)
             error_mm = params.matching.registration_error_mm * (1.0 if t_ki is None else np.sqrt(2.0))
             geometry = _Geometry({a: radius[(i, a)] for a in a_ok}, {b: radius[(j, b)] for b in b_ok}, error_mm)
-            for link in _match_pair(la, lb, i, j, a_ok, b_ok, params, containment_min, geometry):
+            for link in _match_pair(la, lb, i, j=j, a_ok=a_ok, b_ok=b_ok, params=params,
+                                    containment_min=containment_min, geometry=geometry):
                 links.append(link)
                 state.union(link.roi_a, link.roi_b)
                 linked_b.add(label_of[link.roi_b])
@@ -338,7 +339,7 @@ def _pair_table(la: _FrameLabels, lb: _FrameLabels, a_ok: set[int], b_ok: set[in
     return table[keep]
 
 
-def _match_pair(la: _FrameLabels, lb: _FrameLabels, i: int, j: int, a_ok: set[int], b_ok: set[int],
+def _match_pair(la: _FrameLabels, lb: _FrameLabels, i: int, *, j: int, a_ok: set[int], b_ok: set[int],
                 params: AnalysisParameters, containment_min: float, geometry: _Geometry) -> list[Link]:
     """Links of one time point pair: gate, cluster, assign, attach splits and merges."""
     if not a_ok or not b_ok:

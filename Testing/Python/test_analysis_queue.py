@@ -16,7 +16,7 @@ from LesionResponseLib.analysis.queue import (
 from LesionResponseLib.analysis.response import assess_response
 from LesionResponseLib.analysis.truth import queue_capture
 from LesionResponseLib.config import AnalysisParameters
-from LesionResponseLib.datamodel import Analysis, LesionROI, Link, TimePointInfo, Track
+from LesionResponseLib.datamodel import Analysis, LesionROI, Link, SearchRecord, TimePointInfo, Track
 
 EQUAL = {"intercept": 0.0, "weights": dict.fromkeys(FEATURES, 1.0), "means": dict.fromkeys(FEATURES, 0.0),
          "sds": dict.fromkeys(FEATURES, 1.0)}
@@ -68,6 +68,12 @@ def test_features_name_the_weak_spots_of_each_track() -> None:
     assert weak["hot_surroundings"] == pytest.approx(8.0 / 45.0)  # background SUV 8 around SUVmean 9 / 0.2 mL
     assert weak["small"] == pytest.approx(0.699, abs=1e-3)  # -log10(0.2 mL)
     assert edge["fov_edge"] == 1 and edge["new"] == 1 and edge["single"] == 1
+    assert weak["near_limit"] == 0.0
+    # a search from T0 at T1 that found nothing: its filtered peak 3/4 of the way from the background to the limit
+    analysis.prior_searches.append(SearchRecord("forward", 1, 0, ["tp0-L0002"], None, limit_suv=5.0,
+                                                peak_filtered_suv=4.0, background_suv=1.0))
+    near, near_details = track_features(analysis, analysis.tracks[1])
+    assert near["near_limit"] == pytest.approx(0.75) and near_details["near_limit"] == "T1, 75 % of the way"
 
 
 def test_the_queue_puts_the_weak_track_first_with_its_reasons_and_reviewed_tracks_last() -> None:

@@ -63,14 +63,14 @@ def test_correlated_noise_propagates_to_the_spread_of_both_measures() -> None:
     for _ in range(60):
         noise, slope = _noise(rng, mu, 0.75)
         suv = mu + noise
-        draws.append((float(suv[lesion].sum()) * VOXEL_ML, pvc_suv_totals(labels, suv, SPACING, 6.0)[1]))
+        draws.append((float(suv[lesion].sum()) * VOXEL_ML, pvc_suv_totals(labels, suv, SPACING, psf_fwhm_mm=6.0)[1]))
     spread = np.std(np.array(draws), axis=0, ddof=1)
     model = NoiseModel(slope * 0.5, slope, (0.75,) * 3)
-    predicted = roi_uncertainties(labels, mu, SPACING, np.array([1]), model, 6.0)[1]
+    predicted = roi_uncertainties(labels, mu, SPACING, np.array([1]), model, psf_fwhm_mm=6.0)[1]
     assert predicted.suv_total_noise == pytest.approx(spread[0], rel=0.3)
     assert predicted.suv_total_pvc_noise == pytest.approx(spread[1], rel=0.3)
     white = roi_uncertainties(labels, mu, SPACING, np.array([1]), NoiseModel(slope * 0.5, slope, (0.01,) * 3),
-                              6.0)[1]
+                              psf_fwhm_mm=6.0)[1]
     assert white.suv_total_noise < 0.6 * spread[0]
 
 
@@ -93,6 +93,6 @@ def test_a_roi_at_the_end_of_the_field_of_view_and_one_beside_hot_uptake_are_fla
     labels[14:17, 24:27, 24:27] = 2
     labels[14:17, 5:8, 5:8] = 3
     suv[labels > 0] = 10.0
-    out = roi_uncertainties(labels, suv, SPACING, np.array([1, 2, 3]), NoiseModel(0.01, 0.01, (0.5,) * 3), 6.0)
+    out = roi_uncertainties(labels, suv, SPACING, np.array([1, 2, 3]), NoiseModel(0.01, 0.01, (0.5,) * 3), psf_fwhm_mm=6.0)
     assert out[1].at_fov_edge and not out[2].at_fov_edge and not out[3].at_fov_edge
     assert out[2].background_suv == pytest.approx(15.0) and out[3].background_suv == pytest.approx(1.0)
