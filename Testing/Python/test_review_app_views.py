@@ -145,6 +145,7 @@ def test_u_steps_to_the_next_unreviewed_track_and_centres_every_view_on_it(app):
             assert size >= 4 and distance <= 12.0, (tp, distance, size)
             checked += 1
     assert checked >= 1
+    support.save_screenshot(page, "queue")
 
 
 def test_next_previous_keys_follow_the_table(app):
