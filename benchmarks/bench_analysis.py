@@ -31,7 +31,7 @@ development seeds (looked at while building the prior-guided search), 4304-4399 
 at before their benchmark run; never tune on them; 4304-4326 used, the next evaluation starts at 4327); see
 Resources/Models/MODEL_CARD.md. Issue 32 (uncertainty, review queue, links beside a split): 4400-4409 are
 development seeds (the contour shift and the queue's weights were set on 4400-4403 and the demo's seed 1),
-4410-4449 evaluation seeds (4410-4415 used), docs/confidence-and-review-queue.md.
+4410-4449 evaluation seeds (4410-4416 used), docs/confidence-and-review-queue.md.
 """
 
 from __future__ import annotations
