@@ -111,6 +111,13 @@ class QuantificationConfig(_Section):
     psf_fwhm_mm: float = setting(6.0, help="Reconstructed PET resolution (FWHM), used by the partial-volume-"
                                  "corrected SUVtotal and the prior-guided search.", unit="mm", minimum=0.5,
                                  maximum=30.0, flag="--psf-fwhm-mm")
+    # 1 mm: the shipped model's ROIs on development phantoms (seeds 1, 4400: 154 ROI x scans) have a log volume
+    # error vs truth of SD 0.61 / 0.53 / 0.29 / 0.14 for lesions of < 0.5 / 0.5-2 / 2-10 / > 10 mL: 3 x shift / radius
+    # with a shift of 0.8-1.1 mm at every size (a boundary placed coherently ~1/4 voxel off). A different model or
+    # reader contours: measure it the same way (docs/confidence-and-review-queue.md).
+    contour_sd_mm: float = setting(1.0, help="SD of where a ROI's boundary lies around the lesion's true surface "
+                                   "(one shift of the whole boundary), for the SUVtotal uncertainty.", unit="mm",
+                                   minimum=0.0, maximum=10.0)
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,13 @@ class MatchingConfig(_Section):
     containment_min: float = setting(0.25, help="Share of a left-over ROI's dilated volume that must lie inside an "
                                      "assigned partner for it to join as a split/merge branch.", minimum=0.0,
                                      maximum=1.0)
+    # 2.5 mm: the registration error at lesion centres published for the method (2.3-2.6 mm, docs/DOMAIN.md §2) and
+    # measured for elastix on the phantoms (2.3 mm mean, benchmarks/bench_tracking.py). Sets how far apart two ROIs
+    # may lie and still be one lesion that no split or merge may take (tracking.matching, "own partners").
+    registration_error_mm: float = setting(2.5, help="Mean registration error at lesion centres: ROIs of two scans "
+                                           "that are each other's nearest within a few times this (plus their "
+                                           "change of radius) are one lesion, never another lesion's split or merge "
+                                           "branch.", unit="mm", minimum=0.0)
 
 
 @dataclass(frozen=True)
@@ -192,6 +206,11 @@ class ResponseConfig(_Section):
                                             maximum=0.0, flag="--decrease")
     increase_threshold_pct: float = setting(30.0, help="Change above which a lesion is 'increasing'.", unit="%",
                                             minimum=0.0, flag="--increase")
+    # 90 %: the calibration target (a 90 % interval covers 85-95 % of true changes); a call whose interval
+    # holds a threshold is marked indeterminate beside its category.
+    interval_level: float = setting(0.9, help="Confidence level of each ΔSUVtotal interval; a category whose interval "
+                                    "holds a threshold is marked indeterminate.", minimum=0.5, maximum=0.999,
+                                    flag="--interval-level")
 
 
 SECTIONS: tuple[type[_Section], ...] = (InputConfig, SegmentationConfig, QuantificationConfig, RegistrationConfig,

@@ -113,6 +113,11 @@ class LesionROI(_Serialisable):
     suv_total_pvc: float | None = None  # partial-volume-corrected SUVtotal, SUV*mL (analysis.quantify)
     status: RoiStatus = "accepted"
     source: RoiSource = "model"
+    # How well it is measured (analysis.quantify.roi_uncertainties; None in analysis.json files written before):
+    suv_total_sd: float | None = None  # SD of suv_total, SUV*mL (image noise and contour)
+    suv_total_pvc_sd: float | None = None  # SD of suv_total_pvc, SUV*mL
+    background_suv: float | None = None  # hottest uptake around it: 95th percentile of its background shell, SUV
+    at_fov_edge: bool = False  # within one PSF FWHM of the edge of the field of view
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LesionROI:
@@ -189,17 +194,27 @@ class TrackResponse(_Serialisable):
     categories: dict[int, str]  # follow-up index (>=1) -> TrackCategory
     delta_suv_total_pct: dict[int, float | None]  # follow-up -> % change vs reference (None if undefined)
     pattern: str  # TrackPattern
+    # Uncertainty (analysis.response; empty in analysis.json files written before it existed):
+    suv_total_sd: dict[int, float] = field(default_factory=dict)  # time point -> SD of suv_total (0 when absent)
+    delta_interval_pct: dict[int, list[float] | None] = field(default_factory=dict)  # follow-up -> [low, high] %
+    category_confidence: dict[int, float | None] = field(default_factory=dict)  # P(true change in the category)
+    indeterminate: dict[int, bool] = field(default_factory=dict)  # the interval holds a category threshold
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrackResponse:
+        def keyed(name: str, convert: Any) -> dict[int, Any]:
+            return {int(k): (None if v is None else convert(v)) for k, v in data.get(name, {}).items()}
+
         return cls(
             track_id=int(data["track_id"]),
             suv_total={int(k): float(v) for k, v in data["suv_total"].items()},
             categories={int(k): v for k, v in data["categories"].items()},
-            delta_suv_total_pct={
-                int(k): (None if v is None else float(v)) for k, v in data["delta_suv_total_pct"].items()
-            },
+            delta_suv_total_pct=keyed("delta_suv_total_pct", float),
             pattern=data["pattern"],
+            suv_total_sd=keyed("suv_total_sd", float),
+            delta_interval_pct=keyed("delta_interval_pct", lambda v: [float(x) for x in v]),
+            category_confidence=keyed("category_confidence", float),
+            indeterminate=keyed("indeterminate", bool),
         )
 
 
@@ -263,6 +278,8 @@ class Analysis:
     schema_version: int = SCHEMA_VERSION
     audit: list[dict[str, Any]] = field(default_factory=list)
     prior_searches: list[SearchRecord] = field(default_factory=list)  # one per prior-guided search
+    # Tracks a reader marked reviewed (review.edits.MarkReviewed; the review queue, analysis.queue, shows the rest).
+    reviewed_tracks: list[int] = field(default_factory=list)
 
     def roi(self, roi_id: str) -> LesionROI:
         """The ROI with id ``roi_id`` (KeyError naming it when absent)."""
@@ -298,6 +315,7 @@ class Analysis:
             "audit": _jsonable(self.audit),
             "prior_searches": [r.to_dict() for r in self.prior_searches],
             "parameter_sources": self.parameters.non_default_sources(),
+            "reviewed_tracks": sorted(int(t) for t in self.reviewed_tracks),
         }
 
     @classmethod
@@ -323,4 +341,5 @@ class Analysis:
             schema_version=version or SCHEMA_VERSION,
             audit=list(data.get("audit", [])),
             prior_searches=[SearchRecord.from_dict(r) for r in data.get("prior_searches", [])],
+            reviewed_tracks=[int(t) for t in data.get("reviewed_tracks", [])],
         )

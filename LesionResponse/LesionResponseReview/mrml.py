@@ -373,19 +373,56 @@ def checked_timepoints(analysis: Analysis, track: Any, rois_by_id: dict[str, Les
     return " ".join(f"T{tp}" for tp, src in sorted(sources.items()) if src != "model")
 
 
+def queue_order(analysis: Analysis) -> list[int]:
+    """Track ids in review-queue order (``analysis.queue``: unreviewed first, likeliest errors first)."""
+    from LesionResponseLib.analysis.queue import review_queue
+
+    return [item.track_id for item in review_queue(analysis)]
+
+
+def next_unreviewed(analysis: Analysis, current: int | None) -> int | None:
+    """The first unreviewed track after ``current`` in queue order (wrapping; from the top when ``current`` is
+    not in the queue), or None when every track is reviewed."""
+    from LesionResponseLib.analysis.queue import review_queue
+
+    left = [item.track_id for item in review_queue(analysis) if not item.reviewed]
+    if not left:
+        return None
+    order = queue_order(analysis)
+    if current not in order:
+        return left[0]
+    start = order.index(current)
+    return next(t for t in order[start + 1:] + order[:start + 1] if t in left)
+
+
+def queue_summary(analysis: Analysis) -> str:
+    """What is left of the review queue: ``3 of 12 tracks left to review`` (or that none is)."""
+    from LesionResponseLib.analysis.queue import review_queue
+
+    items = review_queue(analysis)
+    left = sum(not item.reviewed for item in items)
+    return f"{left} of {len(items)} tracks left to review" if left else f"all {len(items)} tracks reviewed"
+
+
 def track_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
-    """Columns and rows of the track table (the ``tracks.csv`` columns plus ``n_rois``, the ROI ids and
-    ``not_model``: time points whose ROI the prior-guided search or the reader added), from the analysis in
-    memory, so that it is current after every edit."""
+    """Columns and rows of the track table in review-queue order (the ``tracks.csv`` columns plus ``n_rois``, the ROI
+    ids, ``not_model``: time points whose ROI the prior-guided search or the reader added, the queue's rank, score,
+    reviewed flag and reasons, and the follow-ups whose category is indeterminate), from the analysis in memory, so
+    that it is current after every edit."""
+    from LesionResponseLib.analysis.queue import review_queue
+
     followups = range(1, len(analysis.timepoints))
     columns = ["track_id", "first_timepoint", "last_timepoint", "pattern"]
     columns += [c for k in followups for c in (f"category_t{k}", f"delta_suv_total_pct_t{k}")]
-    columns += ["n_rois", "rois", "not_model"]
+    columns += ["n_rois", "rois", "not_model", "queue_rank", "review_score", "reviewed", "review_reasons",
+                "indeterminate"]
     responses = {r.track_id: r for r in analysis.responses}
     rois_by_id = {r.roi_id: r for r in analysis.rois}  # once per table, not per track (refreshed on every edit)
     by_model = analysis.model_evidence_rois()
+    queue = {item.track_id: (rank, item) for rank, item in enumerate(review_queue(analysis), start=1)}
+    unqueued = (len(queue) + 1, None)  # a track without response (all its ROIs rejected) comes last
     rows = []
-    for track in sorted(analysis.tracks, key=lambda t: t.track_id):
+    for track in sorted(analysis.tracks, key=lambda t: (queue.get(t.track_id, unqueued)[0], t.track_id)):
         response = responses.get(track.track_id)
         ids = [rid for tp in sorted(track.rois) for rid in track.rois[tp]]
         row: dict[str, Any] = {"track_id": track.track_id, "first_timepoint": track.first_timepoint,
@@ -396,6 +433,12 @@ def track_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
             delta = response.delta_suv_total_pct.get(k) if response else None
             row[f"category_t{k}"] = response.categories.get(k, "") if response else ""
             row[f"delta_suv_total_pct_t{k}"] = "" if delta is None else f"{delta:.1f}"
+        rank, item = queue.get(track.track_id, unqueued)
+        row.update({"queue_rank": rank, "review_score": f"{item.score:.2f}" if item else "",
+                    "reviewed": "yes" if item and item.reviewed else "",
+                    "review_reasons": "; ".join(item.reasons) if item else "",
+                    "indeterminate": " ".join(f"T{k}" for k, flag in sorted(response.indeterminate.items()) if flag)
+                    if response else ""})
         rows.append(row)
     return columns, rows
 
@@ -409,7 +452,7 @@ def refresh_table(nodes: LoadedNodes) -> Any:
         nodes.table = nodes.scene.AddNewNodeByClass("vtkMRMLTableNode", "LesionResponse tracks")
     table = nodes.table.GetTable()
     table.Initialize()
-    integers = {"track_id", "first_timepoint", "last_timepoint", "n_rois"}
+    integers = {"track_id", "first_timepoint", "last_timepoint", "n_rois", "queue_rank"}
     for name in columns:
         array = vtk.vtkIntArray() if name in integers else vtk.vtkStringArray()
         array.SetName(name)

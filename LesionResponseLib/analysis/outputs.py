@@ -25,8 +25,13 @@ from LesionResponseLib.errors import LesionResponseError, describe
 TIMEPOINT_COLUMNS = ["timepoint", "study_date", "study_instance_uid", "pet_series_instance_uid",
                      "ct_series_instance_uid", "suv_factor", "n_rois"]
 ROI_COLUMNS = ["roi_id", "timepoint", "label", "track_id", "x_mm", "y_mm", "z_mm", "volume_ml", "suv_max",
-               "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc", "source"]
+               "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc", "source",
+               "suv_total_sd", "suv_total_pvc_sd"]
 TRACK_COLUMNS = ["track_id", "first_timepoint", "last_timepoint", "pattern"]
+#: Per follow-up k, after the docs/DOMAIN.md §8 columns: the ΔSUVtotal interval (%), the probability that the true
+#: change lies in the category called, and whether the interval holds a threshold (analysis.response).
+TRACK_UNCERTAINTY_COLUMNS = ("delta_low_pct_t{k}", "delta_high_pct_t{k}", "category_confidence_t{k}",
+                             "indeterminate_t{k}")
 FILE_MODE = 0o644  # mkstemp creates 0600 files; outputs are meant to be read by other users and tools
 
 
@@ -35,9 +40,11 @@ class OutputFolderError(LesionResponseError):
 
 
 def track_columns(n_timepoints: int) -> list[str]:
-    """``tracks.csv`` columns: the fixed ones, then ``category_t{k}``, ``delta_suv_total_pct_t{k}`` per k ≥ 1."""
+    """``tracks.csv`` columns: the fixed ones, then ``category_t{k}``, ``delta_suv_total_pct_t{k}`` per k ≥ 1, then
+    the uncertainty columns per k (:data:`TRACK_UNCERTAINTY_COLUMNS`)."""
     per_followup = [c for k in range(1, n_timepoints) for c in (f"category_t{k}", f"delta_suv_total_pct_t{k}")]
-    return TRACK_COLUMNS + per_followup
+    uncertainty = [c.format(k=k) for k in range(1, n_timepoints) for c in TRACK_UNCERTAINTY_COLUMNS]
+    return TRACK_COLUMNS + per_followup + uncertainty
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -122,7 +129,8 @@ def roi_rows(analysis: Analysis) -> list[dict]:
                      "z_mm": _num(z, 2), "volume_ml": _num(roi.volume_ml), "suv_max": _num(roi.suv_max),
                      "suv_mean": _num(roi.suv_mean), "suv_peak": _num(roi.suv_peak),
                      "suv_total": _num(roi.suv_total), "category": categories.get(roi.roi_id, ""),
-                     "status": roi.status, "suv_total_pvc": _num(roi.suv_total_pvc), "source": roi.source})
+                     "status": roi.status, "suv_total_pvc": _num(roi.suv_total_pvc), "source": roi.source,
+                     "suv_total_sd": _num(roi.suv_total_sd), "suv_total_pvc_sd": _num(roi.suv_total_pvc_sd)})
     return rows
 
 
@@ -138,6 +146,11 @@ def track_rows(analysis: Analysis) -> list[dict]:
         for k in range(1, n):
             row[f"category_t{k}"] = response.categories.get(k, "")
             row[f"delta_suv_total_pct_t{k}"] = _num(response.delta_suv_total_pct.get(k), 2)
+            interval = response.delta_interval_pct.get(k)
+            row[f"delta_low_pct_t{k}"] = _num(interval[0], 2) if interval else ""
+            row[f"delta_high_pct_t{k}"] = _num(interval[1], 2) if interval else ""
+            row[f"category_confidence_t{k}"] = _num(response.category_confidence.get(k), 3)
+            row[f"indeterminate_t{k}"] = "yes" if response.indeterminate.get(k) else ""
         rows.append(row)
     return rows
 

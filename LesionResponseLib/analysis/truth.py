@@ -10,6 +10,7 @@ Reference tracks are the ``tracks`` entries of the truth dict (splits and merges
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,6 +117,132 @@ def roi_to_truth_track(analysis_dir: str | Path, reference: Reference | str | Pa
             if (k, t) in label_track:
                 result[f"tp{k}-L{p:04d}"] = label_track[(k, t)]
     return result
+
+
+#: What can be wrong with an output track, against the phantom truth (:func:`track_errors`).
+TRACK_ERRORS = ("false positive", "false link", "missed link", "category")
+
+
+def track_errors(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path) -> dict[int, list[str]]:
+    """Per assessed output track: what is wrong with it against the phantom truth (empty when nothing is).
+
+    Each accepted ROI goes to the truth track it overlaps most (:func:`roi_to_truth_track`); a track is wrong by
+    ``false positive`` (a ROI on no true lesion), ``false link`` (ROIs of two or more true lesions joined),
+    ``missed link`` (its true lesion also has ROIs in another output track) or ``category`` (a follow-up's
+    category differs from the true lesion's; for a track of false positives only, any category but ``absent``).
+    The true lesion of a track is the one most of its ROIs go to, as in :func:`truth_agreement`. A category is not
+    an error where no reader could see the lesion (the ideal observer's d' at a known location below
+    :data:`KNOWN_LOCATION_D`, ``truth.json`` ``ideal_snr``) and it reads as such a lesion reads: ``disappearing``
+    where the lesion is invisible at the follow-up, ``new`` where at the reference, ``absent`` at both.
+    """
+    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
+    accepted = {r.roi_id for r in analysis.rois if r.status == "accepted"}
+    owner = {rid: t for rid, t in roi_to_truth_track(analysis_dir, phantom_dir, truth).items() if rid in accepted}
+    responses = {r.track_id: r for r in analysis.responses}
+    snr = track_snrs(truth) if all("ideal_snr" in e for le in truth["lesions"] for e in le["timepoints"].values()) \
+        else {}
+    holders: dict[int, set[int]] = {}
+    for track in analysis.tracks:
+        for rid in (r for ids in track.rois.values() for r in ids if r in owner):
+            holders.setdefault(owner[rid], set()).add(track.track_id)
+    errors: dict[int, list[str]] = {}
+    for track in analysis.tracks:
+        response = responses.get(track.track_id)
+        if response is None:
+            continue
+        ids = [r for rois in track.rois.values() for r in rois if r in accepted]
+        votes = Counter(owner[r] for r in ids if r in owner)
+        found = []
+        if len(votes) < len(ids) and any(r not in owner for r in ids):
+            found.append("false positive")
+        if len(votes) > 1:
+            found.append("false link")
+        if votes and len(holders[votes.most_common(1)[0][0]]) > 1:
+            found.append("missed link")
+        true_id = votes.most_common(1)[0][0] if votes else None
+        true_categories = truth["tracks"][str(true_id)]["categories"] if votes else {}
+        if any(response.categories[k] != true_categories.get(str(k), "absent")
+               and response.categories[k] != _invisible_reading(snr, true_id, k, analysis.parameters.response.reference)
+               for k in response.categories):
+            found.append("category")
+        errors[track.track_id] = found
+    return errors
+
+
+def interval_calibration(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path) -> dict[str, Any]:
+    """How well the ΔSUVtotal intervals (``TrackResponse.delta_interval_pct``) hold the truth.
+
+    Over every matched track (its true lesion: the one most of its ROIs go to) × follow-up where both the analysis
+    and the truth have a change (present at the reference and at the follow-up): the true change of the same
+    measure's truth (the phantom's SUVtotal, what ``suv_total_pvc`` estimates; docs/confidence-and-review-queue.md),
+    whether the interval covers it, and whether the call (the paper's category from the measured change) is wrong,
+    split by *indeterminate* and confident calls. The reference follows ``parameters.response.reference``.
+    """
+    from LesionResponseLib.analysis.response import categorise, reference_timepoint
+
+    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
+    owner = roi_to_truth_track(analysis_dir, phantom_dir, truth)
+    params = analysis.parameters
+    rows = []
+    for track in analysis.tracks:
+        response = next((r for r in analysis.responses if r.track_id == track.track_id), None)
+        votes = Counter(owner.get(r) for ids in track.rois.values() for r in ids if r in owner)
+        if response is None or not votes:
+            continue
+        true_totals = truth["tracks"][str(votes.most_common(1)[0][0])]["suv_total"]
+        totals = {tp: (v if v > 0 else None) for tp, v in enumerate(true_totals)}
+        for k, interval in response.delta_interval_pct.items():
+            ref_tp = reference_timepoint(totals, k, params.response.reference)
+            if interval is None or ref_tp is None or totals.get(k) is None:
+                continue
+            true_category, true_delta = categorise(totals[ref_tp], totals[k], params)
+            rows.append({"track_id": track.track_id, "follow_up": k, "true_delta": true_delta,
+                         "delta": response.delta_suv_total_pct[k], "low": interval[0], "high": interval[1],
+                         "covered": interval[0] <= true_delta <= interval[1],
+                         "indeterminate": bool(response.indeterminate.get(k)),
+                         "wrong": response.categories[k] != true_category})
+    return calibration_summary(rows, params.response.interval_level)
+
+
+def calibration_summary(pairs: list[dict], level: float) -> dict[str, Any]:
+    """Coverage and wrong calls over ``pairs`` (rows of :func:`interval_calibration`, of one patient or pooled)."""
+    undecided = [r for r in pairs if r["indeterminate"]]
+    decided = [r for r in pairs if not r["indeterminate"]]
+
+    def share(subset: list[dict], key: str) -> float | None:
+        return sum(r[key] for r in subset) / len(subset) if subset else None
+
+    return {"pairs": pairs, "n": len(pairs), "coverage": share(pairs, "covered"), "level": level,
+            "n_indeterminate": len(undecided), "wrong_indeterminate": share(undecided, "wrong"),
+            "n_confident": len(decided), "wrong_confident": share(decided, "wrong")}
+
+
+def queue_capture(scores: dict[int, float], wrong: set[int], fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5),
+                  ) -> dict[str, Any]:
+    """The review queue's curve: for the top fraction ``f`` of tracks by ``scores`` (highest first, ties by id), the
+    share of the ``wrong`` tracks it holds (``captured``) and the most any order could hold (``ceiling``: all of
+    them, or as many as fit)."""
+    order = sorted(scores, key=lambda t: (-scores[t], t))
+    n, w = len(order), len(wrong & set(order))
+    curve = []
+    for f in fractions:
+        top = order[:math.ceil(f * n - 1e-9)]
+        curve.append({"fraction": f, "tracks": len(top), "captured": len(wrong & set(top)) / w if w else None,
+                      "ceiling": min(1.0, len(top) / w) if w else None})
+    return {"tracks": n, "wrong": w, "curve": curve}
+
+
+def _invisible_reading(snr: dict[tuple[int, int], float], true_id: int | None, k: int, reference: str) -> str | None:
+    """What a reader sees at follow-up ``k`` of true lesion ``true_id`` where it is below the known-location
+    detection limit at the reference (baseline, or the previous scan) or at ``k``; None where it is visible at both
+    (or the truth has no ideal-observer d')."""
+    if true_id is None or not snr:
+        return None
+    ref = 0 if reference == "baseline" else k - 1  # nadir: the baseline's visibility is the closest stand-in
+    seen_ref, seen_k = snr.get((true_id, ref), 0.0) >= KNOWN_LOCATION_D, snr.get((true_id, k), 0.0) >= KNOWN_LOCATION_D
+    if seen_ref and seen_k:
+        return None
+    return "disappearing" if seen_ref else "new" if seen_k else "absent"
 
 
 def _track_volumes(truth: dict) -> dict[int, dict[int, float]]:

@@ -36,6 +36,12 @@ SMALL_VOLUME_ML = (0.1, 4.0)  # "small lesions": baseline volume drawn log-unifo
 LOW_CONTRAST_SUV = (6.0, 18.0)  # "low contrast": lesion SUVmean range, 1.2-4x the liver's (~5) instead of 8-45
 HOT_ORGANS = ("spleen", "kidney", "adrenal")  # docs/DOMAIN.md §5: the organs hotter than most lesions' surroundings
 NEAR_ORGAN_GAP_MM = (2.0, 6.0)  # "near organs": gap between the lesion and the organ surface, under one PSF FWHM
+#: "split neighbours": diameter range (mm) of the stable lesion placed beside each extra splitting lesion (small to
+#: mid-sized liver metastases, SITE_DIAMETER_MM's liver range without its largest, which would not fit beside a split)
+SPLIT_NEIGHBOUR_DIAMETER_MM = (8.0, 20.0)
+#: Smallest surface gap (mm) between that neighbour and the splitting lesion or its pieces at any scan: one PSF FWHM
+#: (5.5-6.5 mm), so the two stay separate lesion-ROIs (a segmentation that merges them is not the matching's error).
+SPLIT_NEIGHBOUR_MIN_GAP_MM = 6.0
 
 
 @dataclass(frozen=True)
@@ -45,16 +51,23 @@ class LesionOptions:
     ``small_lesions``: baseline volumes 0.1-4 mL (log-uniform) instead of the site's diameter range.
     ``low_contrast``: lesion SUVmean 6-18 instead of 8-45 (lesion-to-liver ratio ~1.2-4).
     ``near_organs``: the fraction (0-1) of lesions placed 2-6 mm from the surface of a spleen, kidney or adrenal.
+    ``split_neighbours``: centre distances (mm); for each, one more liver lesion that splits at the first follow-up
+    and a stable lesion (present at every scan) whose centre lies that far from the splitting lesion's centre, in a
+    random direction at least :data:`SPLIT_NEIGHBOUR_MIN_GAP_MM` from the lesion and its pieces (the matching must
+    keep the neighbour out of the split's track).
     Split and merge lesions keep their sizes (they must be large enough to split).
     """
 
     small_lesions: bool = False
     low_contrast: bool = False
     near_organs: float = 0.0
+    split_neighbours: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.near_organs <= 1.0:
             raise bad_option("near_organs", self.near_organs, "a fraction between 0 and 1")
+        if any(not 10.0 <= d <= 80.0 for d in self.split_neighbours):
+            raise bad_option("split_neighbours", self.split_neighbours, "centre distances of 10-80 mm")
 
 
 @dataclass
@@ -88,6 +101,11 @@ class Lesion:
     merge_partner: int | None = None  # lesion id of the partner it merges with
     merge_from: int | None = None  # first time point at which it is merged
     lobes: tuple[tuple[float, float, float, float], ...] = ()  # lobulated surface (``Blob.lobes``; phantom.domain)
+    neighbour_of: int | None = None  # lesion id of the splitting lesion it was placed beside (split_neighbours)
+
+    def split_offset(self, radii: tuple[float, float, float]) -> float:
+        """Distance (mm, along x) of each split piece's centre from the lesion's centre, for ``radii``."""
+        return radii[0] * 0.5 ** (1 / 3) + SPLIT_GAP_MM / 2
 
     def blobs(self, timepoint: int) -> list[Blob]:
         """The blobs of this lesion at a time point (empty when absent)."""
@@ -104,7 +122,7 @@ class Lesion:
 
     def _split_blobs(self, radii, suv) -> list[Blob]:
         half = tuple(r * 0.5 ** (1 / 3) for r in radii)  # two halves of equal total volume
-        offset = half[0] + SPLIT_GAP_MM / 2
+        offset = self.split_offset(radii)
         cx, cy, cz = self.center
         return [Blob((cx - offset, cy, cz), half, suv, self.lesion_id, "uniform"),
                 Blob((cx + offset, cy, cz), half, suv, 1000 + self.lesion_id, "uniform")]
@@ -169,6 +187,11 @@ def make_lesions(seed: int, n_timepoints: int, body: BodyParameters, n_lesions: 
     site_p = np.array([0.4, 0.25, 0.15, 0.08, 0.12])
     placed: list[Lesion] = []
     next_id = 1
+    for distance in options.split_neighbours:  # first, while the liver has room (none by default: seeds unchanged)
+        pair = _split_beside_neighbour(distance, next_id, placed=placed, rng=rng, n_timepoints=n_timepoints,
+                                       body=body, options=options)
+        placed.extend(pair)
+        next_id += len(pair)
     for kind in kinds:
         if kind == "merge" and placed and placed[-1].kind == "merge" and placed[-1].merge_partner is None:
             lesion = _merge_partner(placed[-1], next_id, rng, n_timepoints, options)
@@ -278,6 +301,45 @@ def _place_near_organ(kind: str, lesion_id: int, placed: list[Lesion], *, rng: n
         return _new_lesion(lesion_id, site, kind, c=c, radii=radii, rng=rng, n_timepoints=n_timepoints,
                            options=options)
     return None
+
+
+def _split_beside_neighbour(distance: float, lesion_id: int, *, placed: list[Lesion], rng: np.random.Generator,
+                            n_timepoints: int, body: BodyParameters, options: LesionOptions) -> list[Lesion]:
+    """A liver lesion splitting at the first follow-up and a stable neighbour ``distance`` mm (centres) from it."""
+    region = LESION_SITES["liver"][0]
+    scale = np.array([body.xy_scale, body.xy_scale, body.z_scale])
+    for _ in range(100):
+        split = _place("liver", "split", lesion_id, placed=placed, rng=rng, n_timepoints=n_timepoints, body=body,
+                       options=options)
+        if split is None:  # no room found in 200 draws: the liver is crowded, draw again
+            continue
+        for _ in range(50):  # directions around this lesion before another place is tried
+            diameter = float(np.exp(rng.uniform(*np.log(SPLIT_NEIGHBOUR_DIAMETER_MM))))
+            radii = tuple(diameter / 2 * rng.uniform(0.85, 1.15) for _ in range(3))
+            direction = rng.normal(size=3)
+            centre = np.asarray(split.center) + distance * direction / np.linalg.norm(direction)
+            neighbour = _new_lesion(lesion_id + 1, "liver", "stable", c=centre, radii=radii, rng=rng,
+                                    n_timepoints=n_timepoints, options=options)
+            neighbour.neighbour_of = lesion_id
+            if region.inside(*(centre / scale)) and _apart(split, neighbour) and \
+                    not _crowded(centre, radii, "stable", placed):
+                return [split, neighbour]
+    raise bad_option("split_neighbours", distance, "a distance that fits in the liver beside the other lesions "
+                     "(fewer lesions or fewer split neighbours)")
+
+
+def _apart(split: Lesion, neighbour: Lesion) -> bool:
+    """Whether the neighbour keeps :data:`SPLIT_NEIGHBOUR_MIN_GAP_MM` from the splitting lesion at the baseline and
+    from its pieces at every later scan (largest radii of each, at the largest size they reach)."""
+    grow = max(split.relative) ** (0.6 / 3)  # the radius scale of blobs() at the largest relative SUVtotal
+    reach = max(neighbour.radii) * max(neighbour.relative) ** (0.6 / 3) + SPLIT_NEIGHBOUR_MIN_GAP_MM
+    parent = np.asarray(split.center)
+    radii = tuple(r * grow for r in split.radii)
+    offset = split.split_offset(radii)
+    pieces = [parent + [side * offset, 0.0, 0.0] for side in (-1, 1)]
+    centre = np.asarray(neighbour.center)
+    return (np.linalg.norm(centre - parent) >= max(radii) + reach
+            and all(np.linalg.norm(centre - p) >= max(radii) * 0.5 ** (1 / 3) + reach for p in pieces))
 
 
 def _merge_partner(first: Lesion, lesion_id: int, rng: np.random.Generator, n_timepoints: int,

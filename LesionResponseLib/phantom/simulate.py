@@ -116,7 +116,7 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
                      motion_scale: float = 1.0, noise_scale: float = 1.0, with_nac: bool = False,
                      axial_extent_mm: float | None = None, progress=None, small_lesions: bool = False,
                      low_contrast: bool = False, near_organs: float = 0.0,
-                     domain: DomainOptions | None = None) -> SimulatedPatient:
+                     domain: DomainOptions | None = None, split_neighbours: tuple[float, ...] = ()) -> SimulatedPatient:
     """Simulate a whole-body [68Ga]DOTATATE PET/CT patient over ``timepoints`` scans (2–7), in memory.
 
     Args:
@@ -130,8 +130,8 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
         axial_extent_mm: scan only this length (mm) centred on the upper abdomen (liver, spleen, kidneys)
             instead of vertex to thighs: a fast, small patient for tests.
         progress: optional callable ``progress(done, total)``.
-        small_lesions, low_contrast, near_organs: harder patients (``phantom.lesions.LesionOptions``; off by
-            default, and off they leave every seed's patient unchanged).
+        small_lesions, low_contrast, near_organs, split_neighbours: harder patients
+            (``phantom.lesions.LesionOptions``; off by default, and off they leave every seed's patient unchanged).
         domain: another site's scanner, reconstruction, organs and lesions (``phantom.domain.DomainOptions``;
             None leaves every seed's patient unchanged). On another PET grid or with correlated noise the lesions'
             ``ideal_snr`` is None: the white-noise ideal observer of ``phantom.detectability`` does not apply.
@@ -144,7 +144,8 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
     bmi = float(rng.uniform(19.5, 31.0))
     base_weight = bmi * height**2
     body0 = BodyParameters(height_m=height, weight_kg=base_weight)
-    options = LesionOptions(small_lesions=small_lesions, low_contrast=low_contrast, near_organs=near_organs)
+    options = LesionOptions(small_lesions=small_lesions, low_contrast=low_contrast, near_organs=near_organs,
+                            split_neighbours=tuple(float(d) for d in split_neighbours))
     lesions = make_lesions(seed, timepoints, body0, n_lesions, options)
     if domain is not None:
         apply_to_lesions(lesions, domain, lesion_rng(seed))
@@ -626,6 +627,8 @@ def build_truth(patient: SimulatedPatient) -> dict:
             totals[scan.index] += tps[str(scan.index)]["suv_total"]
         lesions_out.append({"lesion_id": le.lesion_id, "track_id": le.track_id, "site": le.site, "kind": le.kind,
                             "profile": le.profile, "timepoints": tps})
+        if le.neighbour_of is not None:  # only with the split_neighbours option: default truth files are unchanged
+            lesions_out[-1]["neighbour_of"] = le.neighbour_of
     track_categories = {tid: {str(k): _category(tot[0], tot[k]) for k in range(1, n)}
                         for tid, tot in track_totals.items()}
     for entry in lesions_out:

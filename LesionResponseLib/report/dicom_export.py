@@ -148,13 +148,28 @@ def _concepts() -> dict[str, Any]:
         "delta_pvc": code("DSUVTOTPVC", PRIVATE_SCHEME, "Change of partial-volume-corrected SUVtotal from reference"),
         "total_pvc": code("PVCTOTAL", PRIVATE_SCHEME, "Partial-volume-corrected total"),
         "category": code("RESPCAT", PRIVATE_SCHEME, "Lesion-ROI response category"),
+        "confidence": code("RESPCONF", PRIVATE_SCHEME, "Response category confidence"),
+        "probability": code("CATPROB", PRIVATE_SCHEME, "Probability that the true change lies in the category"),
         "procedure": code("44139-4", "LN", "PET whole body"),
         "tracer_override": code("TRACEROVR", PRIVATE_SCHEME, "Analysed although not somatostatin-receptor PET"),
         "evaluations": code("C0034375", "UMLS", "Qualitative Evaluations"),
     }
 
 
-def _measurements(roi: LesionROI, delta_pct: float | None, c: dict[str, Any], measure: str) -> list[Any]:
+def _uncertainty(low: float | None, high: float | None) -> Any:
+    """TID 310 measurement properties holding how far below and above the value the uncertainty reaches."""
+    import highdicom as hd
+
+    if low is None or high is None:
+        return None
+    return hd.sr.MeasurementProperties(lower_measurement_uncertainty=max(low, 0.0),
+                                       upper_measurement_uncertainty=max(high, 0.0))
+
+
+def _measurements(roi: LesionROI, delta_pct: float | None, c: dict[str, Any], measure: str,
+                  interval: list[float] | None = None, probability: float | None = None) -> list[Any]:
+    """The ROI's measurements; SUVtotal and its corrected value carry ± one SD (``LesionROI.suv_total_sd``), the
+    change its interval (``interval``, at ``response.interval_level``) as lower/upper measurement uncertainty."""
     import highdicom as hd
 
     m = hd.sr.Measurement
@@ -162,12 +177,26 @@ def _measurements(roi: LesionROI, delta_pct: float | None, c: dict[str, Any], me
              m(c["suv"], roi.suv_mean, c["suv_unit"], derivation=c["mean"]),
              m(c["suv"], roi.suv_peak, c["suv_unit"], derivation=c["peak"]),
              m(c["volume"], roi.volume_ml, c["ml"]),
-             m(c["suv"], roi.suv_total, c["suv_ml_unit"], derivation=c["total"])]
+             m(c["suv"], roi.suv_total, c["suv_ml_unit"], derivation=c["total"],
+               properties=_uncertainty(roi.suv_total_sd, roi.suv_total_sd))]
     if roi.suv_total_pvc is not None:
-        items.append(m(c["suv"], roi.suv_total_pvc, c["suv_ml_unit"], derivation=c["total_pvc"]))
+        items.append(m(c["suv"], roi.suv_total_pvc, c["suv_ml_unit"], derivation=c["total_pvc"],
+                       properties=_uncertainty(roi.suv_total_pvc_sd, roi.suv_total_pvc_sd)))
     if delta_pct is not None:
-        items.append(m(c["delta_pvc" if measure == "suv_total_pvc" else "delta"], delta_pct, c["percent"]))
+        spread = (delta_pct - interval[0], interval[1] - delta_pct) if interval else (None, None)
+        items.append(m(c["delta_pvc" if measure == "suv_total_pvc" else "delta"], delta_pct, c["percent"],
+                       properties=_uncertainty(*spread)))
+    if probability is not None:
+        items.append(m(c["probability"], 100.0 * probability, c["percent"]))
     return items
+
+
+def _confidence(indeterminate: bool, c: dict[str, Any]) -> Any:
+    """The category's confidence: ``indeterminate`` when its change's interval holds a threshold."""
+    import highdicom as hd
+
+    value = "INDETERMINATE" if indeterminate else "CONFIDENT"
+    return hd.sr.QualitativeEvaluation(c["confidence"], hd.sr.CodedConcept(value, PRIVATE_SCHEME, value.lower()))
 
 
 def _category(name: str, c: dict[str, Any]) -> Any:
@@ -215,13 +244,20 @@ def _groups(data: ReportData, timepoint: int, seg: Any, c: dict[str, Any]) -> li
     groups = []
     for number, roi in enumerate(data.accepted_rois(timepoint), start=1):
         track = data.roi_track.get(roi.roi_id, -1)
-        delta = responses[track].delta_suv_total_pct.get(timepoint) if track in responses else None
+        response = responses.get(track)
+        delta = response.delta_suv_total_pct.get(timepoint) if response else None
+        interval = response.delta_interval_pct.get(timepoint) if response else None
+        probability = response.category_confidence.get(timepoint) if response else None
         category = data.roi_category.get(roi.roi_id, "")  # empty: ROI outside any assessed track
+        evaluations = [_category(category, c)] if category else []
+        if category and interval is not None:
+            evaluations.append(_confidence(bool(response.indeterminate.get(timepoint)), c))
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=_tracking(data, track), finding_type=codes.SCT.Lesion,
             referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number), time_point_context=context,
-            measurements=_measurements(roi, delta, c, data.analysis.parameters.response.measure),
-            qualitative_evaluations=[_category(category, c)] if category else None))
+            measurements=_measurements(roi, delta, c, data.analysis.parameters.response.measure, interval,
+                                       probability),
+            qualitative_evaluations=evaluations or None))
     for response in sorted(data.analysis.responses, key=lambda r: r.track_id):
         if response.categories.get(timepoint) == "disappearing":
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(

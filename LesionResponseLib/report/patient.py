@@ -84,15 +84,36 @@ def _track_notes(data: ReportData, track_id: int) -> str:
     return "; ".join(notes)
 
 
+def _change(response: Any, k: int) -> tuple[str, str]:
+    """The change at follow-up ``k`` and its interval: ``("−42", "(−55…−27)")`` (no interval: "")."""
+    delta, interval = response.delta_suv_total_pct.get(k), response.delta_interval_pct.get(k)
+    return _fmt(delta, 0), f"({interval[0]:+.0f}…{interval[1]:+.0f})" if interval and delta is not None else ""
+
+
 def _track_rows(data: ReportData) -> list[dict[str, Any]]:
     n_tp = len(data.analysis.timepoints)
     rows = []
     for r in sorted(data.analysis.responses, key=lambda r: r.track_id):
-        cats = [(r.categories.get(k, "absent"), _fmt(r.delta_suv_total_pct.get(k), 0)) for k in range(1, n_tp)]
+        cats = [(r.categories.get(k, "absent"), *_change(r, k), bool(r.indeterminate.get(k))) for k in range(1, n_tp)]
         rows.append({"track_id": r.track_id, "pattern": r.pattern, "cats": cats,
                      "suv": [_fmt(r.suv_total.get(k, 0.0)) for k in range(n_tp)],
                      "notes": _track_notes(data, r.track_id)})
     return rows
+
+
+def _review_queue(data: ReportData) -> dict[str, Any]:
+    """What the reader has not reviewed (in queue order: the likeliest errors first, with the reasons) and who
+    marked the others reviewed, when (the ``reviewed`` edits of the audit trail)."""
+    from LesionResponseLib.analysis.queue import review_queue
+
+    items = review_queue(data.analysis)
+    marks = {int(e["edit"]["track_id"]): f"{e.get('user', '')} {str(e.get('time', ''))[:16]}".strip()
+             for e in data.analysis.audit if e.get("type") == "reviewed" and "edit" in e}
+    left = [{"track_id": i.track_id, "score": f"{100 * i.score:.0f} %", "reasons": "; ".join(i.reasons) or "–"}
+            for i in items if not i.reviewed]
+    done = [f"T{i.track_id:03d}" + (f" ({marks[i.track_id]})" if i.track_id in marks else "")
+            for i in items if i.reviewed]
+    return {"left": left, "reviewed": done, "total": len(items)}
 
 
 def _audit_rows(data: ReportData) -> list[dict[str, str]]:
@@ -151,7 +172,8 @@ def render_patient_html(data: ReportData, suv_window: float = 10.0) -> str:
         tracer=tracer_title(data),
         other_tracer=[f"TP{t.index} {t.radiopharmaceutical or t.radionuclide or '?'}"
                       for t in data.analysis.timepoints if t.tracer_override],
-        measure=plots.measure_name(data),
+        measure=plots.measure_name(data), queue=_review_queue(data),
+        interval_level=f"{100 * data.analysis.parameters.response.interval_level:.0f}",
         track_rows=_track_rows(data), audit=_audit_rows(data))
 
 

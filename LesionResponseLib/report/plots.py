@@ -44,7 +44,8 @@ def _legend(ax: Any, names: tuple[str, ...] | list[str], **kwargs: Any) -> None:
 
 
 def spaghetti_plot(data: ReportData, floor_suv_ml: float = 0.1) -> bytes:
-    """SUVtotal per track over time points (log scale), coloured by the track's last category.
+    """SUVtotal per track over time points (log scale), coloured by the track's last category, with ± one SD
+    (``TrackResponse.suv_total_sd``) as error bars where the analysis has it.
 
     ``floor_suv_ml`` (SUV·mL) is where absent ROIs (SUVtotal 0) are drawn on the log axis.
     """
@@ -56,12 +57,18 @@ def spaghetti_plot(data: ReportData, floor_suv_ml: float = 0.1) -> bytes:
         values = [max(response.suv_total.get(k, 0.0), floor_suv_ml) for k in tps]
         colour = CATEGORY_COLOURS.get(_last_category(response.categories), "#777777")
         ax.plot(tps, values, "-o", color=colour, lw=1.2, ms=3.5, alpha=0.85)
+        sds = [response.suv_total_sd.get(k, 0.0) if response.suv_total.get(k, 0.0) > 0 else 0.0 for k in tps]
+        if any(sds):  # the lower bar stops above the floor (log axis)
+            lower = [min(sd, max(v - floor_suv_ml, 0.0)) for v, sd in zip(values, sds, strict=True)]
+            ax.errorbar(tps, values, yerr=[lower, sds], fmt="none", ecolor=colour, elinewidth=0.9, capsize=2.5,
+                        alpha=0.85)
     ax.set_yscale("log")
     ax.axhline(floor_suv_ml, color="#bbbbbb", lw=0.8, ls=":")
     ax.set_xticks(range(n_tp), [_tp_label(data, k) for k in range(n_tp)])
     ax.set_xlabel("time point (study date)")
     ax.set_ylabel(f"{measure_name(data)} per track [SUV·mL] (log)")
-    ax.set_title(f"{measure_name(data)} per track ({len(data.analysis.responses)} tracks); dotted line = absent")
+    ax.set_title(f"{measure_name(data)} per track ({len(data.analysis.responses)} tracks; bars ± 1 SD); "
+                 "dotted line = absent")
     _legend(ax, FOLLOW_UP_CATEGORIES, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="last category")
     return _png(fig)
 
@@ -79,16 +86,30 @@ def _tp_label(data: ReportData, k: int) -> str:
 
 def waterfall_plot(data: ReportData, follow_up: int | None = None, cap_pct: float = 300.0,
                    decrease_pct: float = -30.0, increase_pct: float = 30.0) -> bytes:
-    """ΔSUVtotal % per track at ``follow_up`` (default: the last), sorted; bars capped at ``cap_pct`` %."""
+    """ΔSUVtotal % per track at ``follow_up`` (default: the last), sorted; bars capped at ``cap_pct`` %. Each measured
+    change carries its interval (``TrackResponse.delta_interval_pct``) as an error bar; an *indeterminate* call
+    (the interval holds a threshold) has a hatched bar."""
     plt = _pyplot()
     k = follow_up if follow_up is not None else len(data.analysis.timepoints) - 1
-    rows = [(r.delta_suv_total_pct.get(k), r.categories.get(k, "absent")) for r in data.analysis.responses]
-    rows = [(v if v is not None else (-100.0 if c in ("decreasing", "disappearing") else 100.0), c)
-            for v, c in rows if c != "absent"]
+    rows = [(r.delta_suv_total_pct.get(k), r.categories.get(k, "absent"), r.delta_interval_pct.get(k),
+             bool(r.indeterminate.get(k))) for r in data.analysis.responses]
+    rows = [(v if v is not None else (-100.0 if c in ("decreasing", "disappearing") else 100.0), c, ci, flag)
+            for v, c, ci, flag in rows if c != "absent"]
     rows.sort(key=lambda row: -row[0])
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    values = [min(v, cap_pct) for v, _ in rows]
-    ax.bar(range(len(rows)), values, color=[CATEGORY_COLOURS[c] for _, c in rows], width=0.85)
+    values = [min(v, cap_pct) for v, *_ in rows]
+    bars = ax.bar(range(len(rows)), values, color=[CATEGORY_COLOURS[c] for _, c, *_ in rows], width=0.85)
+    for bar, (_, _, _, flag) in zip(bars, rows, strict=True):
+        if flag:
+            bar.set_hatch("////")
+            bar.set_edgecolor("#333333")
+    measured = [(x, v, ci) for x, (v, _, ci, _) in enumerate(rows) if ci is not None]
+    if measured:
+        xs = [x for x, _, _ in measured]
+        ys = [min(v, cap_pct) for _, v, _ in measured]
+        low = [max(min(v, cap_pct) - max(ci[0], -100.0), 0.0) for _, v, ci in measured]
+        high = [max(min(ci[1], cap_pct) - min(v, cap_pct), 0.0) for _, v, ci in measured]
+        ax.errorbar(xs, ys, yerr=[low, high], fmt="none", ecolor="#222222", elinewidth=0.9, capsize=2.0)
     for value in (decrease_pct, increase_pct):
         ax.axhline(value, color="#555555", ls="--", lw=0.9)
     ax.axhline(0, color="black", lw=0.8)
@@ -96,7 +117,9 @@ def waterfall_plot(data: ReportData, follow_up: int | None = None, cap_pct: floa
     ax.set_xlabel(f"tracks at TP{k}, sorted (n = {len(rows)}); Δ undefined (no reference ROI) drawn at "
                   f"+100 %, disappearing at −100 %")
     ax.set_ylabel(f"Δ{measure_name(data)} [%] (capped at {cap_pct:.0f})")
-    ax.set_title(f"Waterfall of ΔSUVtotal at TP{k} vs reference; dashed = ±30 %")
+    level = 100 * data.analysis.parameters.response.interval_level
+    ax.set_title(f"Waterfall of ΔSUVtotal at TP{k} vs reference; dashed = ±30 %; bars {level:.0f} % intervals, "
+                 "hatched = indeterminate", fontsize=10)
     _legend(ax, FOLLOW_UP_CATEGORIES, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(fig)
 

@@ -306,7 +306,8 @@ def _paint(state: ReviewState, timepoint: int, mask: sitk.Image, label: int, ctx
     image.CopyInformation(current)
     state.labels[timepoint] = image
     measured = ctx.engine.measure_rois(image, ctx.suv(timepoint), timepoint,
-                                       psf_fwhm_mm=state.analysis.parameters.quantification.psf_fwhm_mm)
+                                       psf_fwhm_mm=state.analysis.parameters.quantification.psf_fwhm_mm,
+                                       contour_sd_mm=state.analysis.parameters.quantification.contour_sd_mm)
     new = next(r for r in measured if r.label == label)
     _refresh_neighbour_pvc(state, timepoint, measured, label)
     roi_id = roi_id_for(timepoint, label)
@@ -321,12 +322,15 @@ def _paint(state: ReviewState, timepoint: int, mask: sitk.Image, label: int, ctx
 
 
 def _refresh_neighbour_pvc(state: ReviewState, timepoint: int, measured: list, edited: int) -> None:
-    """Update the corrected SUVtotal of the other ROIs of ``timepoint``: they share spill-over regions with
-    the edited ROI (``analysis.quantify.pvc_suv_totals``); their masks and other measures are unchanged."""
-    fresh = {r.label: r.suv_total_pvc for r in measured if r.label != edited}
+    """Update the corrected SUVtotal of the other ROIs of ``timepoint`` and what depends on their surroundings (its
+    SD, the background around them): they share spill-over regions with the edited ROI
+    (``analysis.quantify.pvc_suv_totals``); their masks and other measures are unchanged."""
+    fresh = {r.label: r for r in measured if r.label != edited}
     for roi in state.analysis.rois:
         if roi.timepoint == timepoint and roi.label in fresh:
-            roi.suv_total_pvc = fresh[roi.label]
+            new = fresh[roi.label]
+            roi.suv_total_pvc, roi.suv_total_pvc_sd = new.suv_total_pvc, new.suv_total_pvc_sd
+            roi.suv_total_sd, roi.background_suv = new.suv_total_sd, new.background_suv
 
 
 def _mask_path(ctx: ApplyContext, mask: str) -> Path:
@@ -429,8 +433,30 @@ class ImportRois(Edit):
         return roi_id_for(tp, target)
 
 
+
+@dataclass
+class MarkReviewed(Edit):
+    """The reader looked at track ``track_id`` (its ROIs, links and categories): it leaves the review queue's list
+    of what is left (``analysis.queue``); undo takes the mark back. The mark follows the track's id, which the
+    recomputation keeps stable; a track merged into another keeps the other's mark."""
+
+    TYPE: ClassVar[str] = "reviewed"
+    TRACK_PARAMS: ClassVar[tuple[str, ...]] = ("track_id",)
+    track_id: int
+
+    def validate(self, state: ReviewState) -> None:
+        _track(state, self.track_id)
+        if int(self.track_id) in state.analysis.reviewed_tracks:
+            raise _refuse(f"track {self.track_id} is already marked reviewed", "Nothing to do (undo takes a mark back)")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        state.analysis.reviewed_tracks = sorted({*state.analysis.reviewed_tracks, int(self.track_id)})
+
+
+
 EDIT_TYPES: dict[str, type[Edit]] = {cls.TYPE: cls for cls in (
-    LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RejectRois, RestoreRoi, AddRoi, EditRoi, ImportRois)}
+    LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RejectRois, RestoreRoi, AddRoi, EditRoi, ImportRois,
+    MarkReviewed)}
 
 
 def edit_from_dict(data: dict[str, Any]) -> Edit:

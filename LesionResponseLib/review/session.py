@@ -40,6 +40,7 @@ from LesionResponseLib.review.edits import (
     EditRoi,
     ImportRois,
     LinkRois,
+    MarkReviewed,
     MergeTracks,
     RejectRoi,
     RejectRois,
@@ -320,6 +321,10 @@ class ReviewSession:
     def restore(self, roi_id: str) -> dict[str, Any]:
         """Accept a rejected ROI again."""
         return self.apply(RestoreRoi(roi_id))
+
+    def mark_reviewed(self, track_id: int) -> dict[str, Any]:
+        """Mark a track reviewed: it leaves what is left of the review queue (undo takes the mark back)."""
+        return self.apply(MarkReviewed(int(track_id)))
 
     def add_roi(self, timepoint: int, mask: sitk.Image | str | Path) -> dict[str, Any]:
         """Add a reader-drawn ROI (mask on any grid; resampled to the PET grid). Link it explicitly."""

@@ -103,6 +103,7 @@ def recompute(state: ReviewState, engine: Engine) -> ReviewState:
                                                       analysis.parameters)
     analysis.tracks, analysis.responses = list(tracks), list(responses)
     analysis.heterogeneous = {int(k): bool(v) for k, v in heterogeneous.items()}
+    analysis.reviewed_tracks = [t for t in analysis.reviewed_tracks if t in {x.track_id for x in tracks}]
     state.max_track_id = max([max_id] + [t.track_id for t in tracks])
     return state
 

@@ -88,12 +88,19 @@ def _groups(sr: pydicom.Dataset) -> list[dict]:
                 elif name == "Subject Time Point Identifier":
                     info["tp"] = item.TextValue
                 elif item.ValueType == "NUM" and item.RelationshipType == "CONTAINS":
-                    mods = [m.ConceptCodeSequence[0].CodeMeaning for m in item.get("ContentSequence", [])]
+                    children = item.get("ContentSequence", [])
+                    mods = [m.ConceptCodeSequence[0].CodeMeaning for m in children if m.ValueType == "CODE"]
                     value = float(item.MeasuredValueSequence[0].NumericValue)
                     unit = item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue
-                    info["values"][(name, mods[0] if mods else "", unit)] = value
+                    key = (name, mods[0] if mods else "", unit)
+                    info["values"][key] = value
+                    info.setdefault("uncertainty", {})[key] = {  # TID 310 lower / upper measurement uncertainty
+                        m.ConceptNameCodeSequence[0].CodeMeaning: float(m.MeasuredValueSequence[0].NumericValue)
+                        for m in children if m.ValueType == "NUM"}
                 elif name == "Lesion-ROI response category":
                     info["category"] = item.ConceptCodeSequence[0].CodeMeaning
+                elif name == "Response category confidence":
+                    info["confidence"] = item.ConceptCodeSequence[0].CodeMeaning
             groups.append(info)
     return groups
 
@@ -125,6 +132,40 @@ def test_sr_measurements_equal_the_csv(export):
         gone = [g for g in groups if not g["values"]]
         expected_gone = tracks.track_id[tracks[f"category_t{k}"] == "disappearing"] if k else []
         assert sorted(uid_to_track[g["uid"]] for g in gone) == sorted(expected_gone)
+
+
+def test_sr_carries_the_uncertainty_of_each_measure_and_call(export):
+    """SUVtotal ± its SD, the change's interval as lower/upper measurement uncertainty (TID 310), the probability of
+    the category and whether the call is indeterminate (analysis.json is the source)."""
+    from LesionResponseLib.analysis import load_analysis
+
+    out, paths = export
+    analysis = load_analysis(out)
+    responses = {r.track_id: r for r in analysis.responses}
+    owner = {rid: t.track_id for t in analysis.tracks for ids in t.rois.values() for rid in ids}
+    uid_to_track = {track_uid("RPT001", t): t for t in responses}
+    seen = set()
+    for k in range(1, 3):
+        for g in (g for g in _groups(pydicom.dcmread(paths[2 * k + 1])) if g["values"]):
+            track = uid_to_track[g["uid"]]
+            roi = next(r for r in analysis.rois if r.timepoint == k and owner[r.roi_id] == track)
+            response = responses[track]
+            spread = g["uncertainty"][("SUVbw", "Total", "{SUVbw}g/ml.ml")]
+            assert spread["+, range of upper measurement uncertainty"] == pytest.approx(roi.suv_total_sd, rel=1e-6)
+            assert spread["-, range of lower measurement uncertainty"] == pytest.approx(roi.suv_total_sd, rel=1e-6)
+            interval = response.delta_interval_pct.get(k)
+            if interval is None:
+                assert "confidence" not in g  # a new lesion: no change, no interval
+                continue
+            delta = response.delta_suv_total_pct[k]
+            spread = g["uncertainty"][("Change of SUVtotal from reference", "", "%")]
+            assert spread["-, range of lower measurement uncertainty"] == pytest.approx(delta - interval[0], rel=1e-6)
+            assert spread["+, range of upper measurement uncertainty"] == pytest.approx(interval[1] - delta, rel=1e-6)
+            assert g["values"][("Probability that the true change lies in the category", "", "%")] == \
+                pytest.approx(100 * response.category_confidence[k], rel=1e-6)
+            assert g["confidence"] == ("indeterminate" if response.indeterminate[k] else "confident")
+            seen.add(g["confidence"])
+    assert seen == {"indeterminate", "confident"}  # the factory's track 2 is noisy (25 %), track 1 not (5 %)
 
 
 def test_tracking_uid_is_shared_across_timepoints(export):

@@ -54,12 +54,18 @@ def _image(array: np.ndarray) -> sitk.Image:
     return image
 
 
-def _measure(roi_id: str, tp: int, label: int, mask: np.ndarray, suv: np.ndarray, image: sitk.Image) -> LesionROI:
+#: Relative SD of each track's SUVtotal: track 2's measure is noisy enough that its stable calls are indeterminate.
+RELATIVE_SD = {1: 0.05, 2: 0.25, 3: 0.05, 4: 0.05}
+
+
+def _measure(roi_id: str, tp: int, label: int, mask: np.ndarray, suv: np.ndarray, image: sitk.Image,
+             track_id: int) -> LesionROI:
     values = suv[mask]
     centre = image.TransformContinuousIndexToPhysicalPoint([float(c) for c in np.argwhere(mask).mean(0)[::-1]])
     volume = mask.sum() * VOXEL_ML
+    total = float(values.mean() * volume)
     return LesionROI(roi_id, tp, label, tuple(centre), float(volume), float(values.max()), float(values.mean()),
-                     float(values.max() * 0.95), float(values.mean() * volume), int(mask.sum()))
+                     float(values.max() * 0.95), total, int(mask.sum()), suv_total_sd=RELATIVE_SD[track_id] * total)
 
 
 def build_output(root: Path, patient_id: str = "RPT001") -> Path:
@@ -78,8 +84,8 @@ def build_output(root: Path, patient_id: str = "RPT001") -> Path:
             tracks[track_id].rois[tp] = [roi_id_for(tp, label)]
         image = _image(labels)
         sitk.WriteImage(image, str(out / "labels" / f"tp{tp}.nii.gz"))
-        for label in range(1, len(present) + 1):
-            rois.append(_measure(roi_id_for(tp, label), tp, label, labels == label, suv, image))
+        for label, (track_id, _spec) in enumerate(present, start=1):
+            rois.append(_measure(roi_id_for(tp, label), tp, label, labels == label, suv, image, track_id))
         scan = dt.datetime(2025, 1 + 3 * tp, 2, 11, 0, 0)
         files = write_series(root / "dicom" / f"tp{tp}", patient_id=patient_id, values=(suv / factor)[::-1],
                              scan=scan, injection=scan - dt.timedelta(seconds=UPTAKE), dose_bq=DOSE, weight=WEIGHT,
@@ -107,11 +113,24 @@ def _timepoint(tp: int, patient_id: str, scan: dt.datetime, factor: float, files
 
 
 def _response(track_id: int, rois: list[LesionROI], track: Track) -> TrackResponse:
+    from LesionResponseLib.analysis.response import category_confidence, delta_interval
+
     by_id = {r.roi_id: r for r in rois}
     total = {tp: sum(by_id[i].suv_total for i in track.rois.get(tp, [])) for tp in range(3)}
+    sd = {tp: RELATIVE_SD[track_id] * v for tp, v in total.items()}
     delta = {k: (100 * (total[k] - total[0]) / total[0] if total[0] and total[k] else None) for k in (1, 2)}
     pattern = {1: "monotonic", 2: "monotonic", 3: "monotonic", 4: "new"}[track_id]
-    return TrackResponse(track_id, total, CATEGORIES[track_id], delta, pattern)
+    response = TrackResponse(track_id, total, CATEGORIES[track_id], delta, pattern, suv_total_sd=sd)
+    params = AnalysisParameters()
+    for k in (1, 2):
+        measured = delta[k] is not None
+        args = (total[0], sd[0], total[k], sd[k])
+        interval = list(delta_interval(*args, params.response.interval_level)) if measured else None
+        response.delta_interval_pct[k] = interval
+        response.category_confidence[k] = category_confidence(*args, CATEGORIES[track_id][k], params) if measured \
+            else None
+        response.indeterminate[k] = bool(interval and any(interval[0] < t < interval[1] for t in (-30.0, 30.0)))
+    return response
 
 
 def _write_csvs(out: Path, analysis: Analysis) -> None:

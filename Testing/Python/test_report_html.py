@@ -190,3 +190,35 @@ def test_track_table_shows_prior_guided_rois_and_detection_limits(out, tmp_path)
     assert "TP1, TP2 not searched: in the cranial cavity (pituitary uptake or a meningioma?)" in \
         tracks[str(head["track_id"])][-1]
     assert any(r and r[0] == "TP" and r[-1] == "of which prior-guided" for r in rows)
+
+
+def test_track_table_marks_indeterminate_calls_and_the_queue_lists_what_was_not_reviewed(out, tmp_path):
+    """The factory's track 2 is measured ± 25 %: its stable calls carry an interval holding ±30 % ('?'); track 1 is
+    marked reviewed by a reader, so the queue section names who and lists the three others."""
+    import json
+    import shutil
+
+    from LesionResponseLib.analysis.queue import review_queue
+    from LesionResponseLib.report.data import load_report_data
+    from LesionResponseLib.report.patient import render_patient_html
+
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    data = json.loads((copy / "analysis.json").read_text())
+    data["reviewed_tracks"] = [1]
+    data["audit"].append({"id": "e1", "user": "dr-who", "time": "2026-01-02T10:11:12", "type": "reviewed",
+                          "edit": {"type": "reviewed", "track_id": 1}})
+    (copy / "analysis.json").write_text(json.dumps(data))
+    report = load_report_data(copy)
+    html = render_patient_html(report)
+    rows = _table_rows(html[html.index('id="tracks"'):html.index('id="review-queue"')])
+    header = next(r for r in rows if r and r[0] == "track")
+    tracks = {r[0]: dict(zip(header, r, strict=True)) for r in rows if len(r) == len(header) and r[0] != "track"}
+    assert tracks["2"]["TP1"] == "stable ?" and tracks["1"]["TP1"] == "decreasing"
+    response = next(r for r in report.analysis.responses if r.track_id == 2)
+    low, high = response.delta_interval_pct[1]
+    assert tracks["2"]["Δ TP1 [%]"] == f"{response.delta_suv_total_pct[1]:.0f}({low:+.0f}…{high:+.0f})"  # 2 lines
+    queue = html[html.index('id="review-queue"'):html.index('id="reader-edits"')]
+    assert "1 of 4 tracks marked reviewed by a reader: T001 (dr-who 2026-01-02T10:11)" in queue
+    listed = [r[0] for r in _table_rows(queue) if r and r[0] != "track"]
+    assert listed == [str(i.track_id) for i in review_queue(report.analysis) if not i.reviewed] and "1" not in listed

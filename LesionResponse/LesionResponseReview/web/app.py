@@ -12,6 +12,7 @@ from trame.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 
+from LesionResponseLib.review import edits
 from LesionResponseReview import mrml
 from LesionResponseReview.web.context import ReviewContext
 from LesionResponseReview.web.logic.audit import AuditLogic
@@ -62,6 +63,8 @@ class ReviewApp(TrameApp):
         self.views.click_listeners.append(self._on_view_click)
         self.server.trigger("select_track")(self.tracks.select)
         self.server.trigger("step_track")(self.tracks.step)
+        self.server.trigger("next_unreviewed")(self.tracks.next_unreviewed)
+        self.server.trigger("mark_reviewed")(self._mark_reviewed)
         self.server.trigger("mip_click")(self.overview.clicked)
         self._load(images)
         self._build_ui()
@@ -84,6 +87,12 @@ class ReviewApp(TrameApp):
     def close(self) -> None:
         """Release the review session's lock (every edit is already saved)."""
         self.corrections.close_session()
+
+    def _mark_reviewed(self) -> None:
+        """Mark the selected track reviewed: a review edit like the others (saved, audited, undoable)."""
+        selected = self.context.nodes.selected_track
+        if selected is not None:
+            self.corrections.apply(lambda: edits.MarkReviewed(selected))
 
     def _on_view_click(self, tp: int, ras: tuple[float, float, float], mode: str, shift: bool) -> None:
         with self.state:

@@ -184,6 +184,7 @@ class ViewsLogic(FeatureLogic[ViewsState]):
             delta = response.delta_suv_total_pct.get(k) if response and k else None
             text = f"T{track_id:03d} {category or ('absent' if not present else '')}"
             text += f" {delta:+.1f} %" if delta is not None else ""
+            text += " (indeterminate)" if response and k and response.indeterminate.get(k) else ""
             text += "" if present else " (registered)"
             text += f" · ROI {sources[k]}" if sources.get(k, "model") != "model" else ""  # found by the search: check it
             notes.append(text)
