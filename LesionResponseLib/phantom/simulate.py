@@ -9,8 +9,9 @@ PSF (FWHM 5.5–6.5 mm), averaged 2×2 onto the 4 mm PET grid (PET voxel (i, j, 
 concentration × frame duration × decay), then lightly post-filtered as scanners do.
 
 Truth (kept before blur and noise): the noise-free SUV on the PET grid, lesion label maps (PET voxels more
-than half covered by lesion), organ label maps, and per lesion its true volume and SUVtotal (integral of
-the true SUV, mL·SUV) and SUVmax.
+than half covered by lesion), organ label maps, each tissue's uptake at that scan (``organ_suv``: the SUV painted before blur and noise,
+per-scan variability included), and per lesion its true volume and SUVtotal (integral of the true SUV,
+mL·SUV) and SUVmax.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class SimulatedTimepoint:
     ct: sitk.Image | None  # int16 HU, CT grid
     nac_pet: sitk.Image | None = None  # float32 Bq/mL-like, not attenuation corrected (to be ignored)
     lesion_truth: dict[int, dict] = field(default_factory=dict)  # lesion_id → truth at this time point
+    organ_suv: dict[str, float] = field(default_factory=dict)  # tissue name → SUV painted at this scan (true uptake)
 
 
 @dataclass
@@ -362,6 +364,7 @@ def _render(k, lesions, body, acq: Acquisition, motion: Motion, organ_scale, cut
         pet_grid.image(labels_pet.astype(np.uint16)), pet_grid.image(organs_pet), ct_img,
         pet_grid.image(nac) if nac is not None else None)
     scan.lesion_truth = _finish_truth(truth, scan, snrs)
+    scan.organ_suv = {t.name: float(value) for t, value in zip(TISSUES, suv_lut, strict=True)}
     return scan
 
 
@@ -523,4 +526,5 @@ def _timepoint_truth(scan: SimulatedTimepoint) -> dict:
             "injected_activity_bq": a.injected_activity_bq, "uptake_time_s": a.uptake_time_s,
             "psf_fwhm_mm": round(a.psf_fwhm_mm, 3), "arms_up": scan.body.arms_up,
             "bladder_radius_mm": round(scan.body.bladder_radius_mm, 1),
+            "organ_suv": {name: round(value, 4) for name, value in scan.organ_suv.items()},
             "patient_to_world": scan.motion.to_dict()}
