@@ -24,6 +24,12 @@ RoiStatus = Literal["accepted", "rejected"]
 RoiSource = Literal["model", "prior-guided", "reader"]
 ROI_SOURCES: tuple[str, ...] = ("model", "prior-guided", "reader")
 RoiCategory = Literal["baseline", "new", "increasing", "stable", "decreasing"]
+#: Where a lesion-ROI lies (``analysis.sites`` gives it from the CT and the position; a reader corrects it).
+LESION_SITES: tuple[str, ...] = ("liver", "bone", "lymph node", "pancreas", "lung", "peritoneum/other")
+#: Who set a ROI's site or placed a reference region: the ``automatic`` rule or a ``reader``.
+SETTERS: tuple[str, ...] = ("automatic", "reader")
+#: Organs that hold a reference region of normal uptake (``analysis.reference``).
+REFERENCE_ORGANS: tuple[str, ...] = ("liver", "spleen")
 TrackCategory = Literal["new", "increasing", "stable", "decreasing", "disappearing", "absent"]
 TrackPattern = Literal[
     "baseline-only", "monotonic", "non-monotonic", "new-then-resolved", "disappeared-then-returned", "new"
@@ -101,6 +107,8 @@ class LesionROI(_Serialisable):
     suv_total_pvc: float | None = None  # partial-volume-corrected SUVtotal, SUV*mL (analysis.quantify)
     status: RoiStatus = "accepted"
     source: RoiSource = "model"
+    site: str = ""  # one of LESION_SITES ("" when not determined: no CT)
+    site_source: str = "automatic"  # one of SETTERS
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LesionROI:
@@ -114,6 +122,31 @@ class LesionROI(_Serialisable):
 def roi_id_for(timepoint: int, label: int) -> str:
     """The canonical ROI id of ``label`` in time point ``timepoint``."""
     return f"tp{timepoint}-L{label:04d}"
+
+
+@dataclass
+class ReferenceRegion(_Serialisable):
+    """A sphere of normal organ uptake at one time point, the reference of the lesion-to-organ ratios
+    (``analysis.reference``). ``placed`` False: none could be placed, ``warnings`` say why."""
+
+    timepoint: int
+    organ: str  # one of REFERENCE_ORGANS
+    placed: bool
+    diameter_mm: float
+    centre_mm: tuple[float, float, float] | None = None  # LPS, mm, that time point's own scan
+    suv_mean: float | None = None
+    suv_sd: float | None = None
+    volume_ml: float | None = None  # the voxels whose centres lie in the sphere
+    organ_share: float | None = None  # share of those voxels inside the organ found on PET/CT
+    source: str = "automatic"  # one of SETTERS
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReferenceRegion:
+        region = super().from_dict(data)
+        if region.centre_mm is not None:
+            region.centre_mm = tuple(float(c) for c in region.centre_mm)  # type: ignore[assignment]
+        return region
 
 
 @dataclass
@@ -214,6 +247,8 @@ class Analysis:
     # One record per prior-guided search (segmentation.prior_guided.SearchRecord.to_dict): where a track's
     # lesion was looked for at a time point without a model ROI, found or not, with the detection limit (SUV).
     prior_searches: list[dict[str, Any]] = field(default_factory=list)
+    # One per time point and organ of REFERENCE_ORGANS (analysis.reference), placed or not.
+    reference_regions: list[ReferenceRegion] = field(default_factory=list)
 
     def roi(self, roi_id: str) -> LesionROI:
         """The ROI with id ``roi_id`` (KeyError naming it when absent)."""
@@ -221,6 +256,10 @@ class Analysis:
             if roi.roi_id == roi_id:
                 return roi
         raise KeyError(f"no lesion-ROI {roi_id!r} in this analysis")
+
+    def reference(self, timepoint: int, organ: str) -> ReferenceRegion | None:
+        """The reference region of ``organ`` at ``timepoint`` (None when the analysis has none)."""
+        return next((r for r in self.reference_regions if r.timepoint == timepoint and r.organ == organ), None)
 
     def model_evidence_rois(self) -> set[str]:
         """Ids of the ROIs the prior-guided search accepted on the segmentation model's probability (its
@@ -248,6 +287,7 @@ class Analysis:
             "responses": [r.to_dict() for r in self.responses],
             "audit": _jsonable(self.audit),
             "prior_searches": _jsonable(self.prior_searches),
+            "reference_regions": [r.to_dict() for r in self.reference_regions],
         }
 
     @classmethod
@@ -272,4 +312,5 @@ class Analysis:
             schema_version=version or SCHEMA_VERSION,
             audit=list(data.get("audit", [])),
             prior_searches=list(data.get("prior_searches", [])),
+            reference_regions=[ReferenceRegion.from_dict(r) for r in data.get("reference_regions", [])],
         )

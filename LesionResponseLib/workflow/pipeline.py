@@ -20,7 +20,12 @@ what follows):
   model file hash (when its probabilities are the model evidence) → ``cache/prior-<key>.json`` (+ the grown
   label maps); when it found ROIs, the time points that gained them are re-measured and matching runs again on
   the grown label maps.
-- Quantification, tracks and response are cheap and always recomputed.
+- ``organs`` per time point (``segmentation.organs``: liver, spleen, kidneys, skeleton, lungs, body), key = PET
+  series UID + SUV factor + CT series UID + the rule's version + the model's physiological map it read (its cache
+  name) → ``cache/organs-<key>.nii.gz`` (+ ``.json``: why an organ was not found); copied to
+  ``OUT/anatomy/tp{k}.nii.gz``, where the review checks a moved reference region.
+- Quantification, tracks, response, reference regions (``analysis.reference``) and lesion sites
+  (``analysis.sites``) are cheap and always recomputed.
 
 Besides docs/DOMAIN.md §8 the folder gets ``suv/tp{k}.nii.gz`` (float32 SUV PET, rewritten only when the PET
 series or its SUV factor changed), read by the review, the reports and the Slicer module without going
@@ -287,6 +292,52 @@ def _physiological_threshold(params: AnalysisParameters, physiological: dict) ->
     return load_model(params.segmentation.model_path).config.physiological_threshold
 
 
+def organs_stage(tp: Any, evidence: ModelEvidence | None, params: AnalysisParameters, out: Path,
+                 report: RunReport) -> Any:
+    """The organs of one loaded time point (``segmentation.organs``; cached), also written to
+    ``OUT/anatomy/tp{k}.nii.gz``."""
+    from LesionResponseLib.segmentation.organs import ORGANS_RULE_VERSION, Organs, find_organs
+
+    k = tp.info.index
+    physiological = evidence.physiological if evidence is not None and evidence.physiological.is_file() else None
+    key = _digest("organs", ORGANS_RULE_VERSION, tp.info.pet_series_instance_uid, round(tp.info.suv_factor, 12),
+                  tp.info.ct_series_instance_uid, physiological.name if physiological else None)
+    path, reasons = out / "cache" / f"organs-{key}.nii.gz", out / "cache" / f"organs-{key}.json"
+    if path.is_file() and reasons.is_file():
+        organs = Organs.from_image(sitk.ReadImage(str(path)))
+        organs.missing = json.loads(reasons.read_text())
+        report.stages[f"organs tp{k}"] = "reused"
+    else:
+        probability = sitk.GetArrayFromImage(sitk.ReadImage(str(physiological))) if physiological else None
+        organs = find_organs(tp.pet_suv, tp.ct, probability, _physiological_threshold(
+            params, {k: physiological} if physiological else {}))
+        atomic_write_image(organs.image(), path)
+        atomic_write_text(reasons, json.dumps(organs.missing))
+        report.stages[f"organs tp{k}"] = "computed"
+    atomic_write_image(organs.image(), out / "anatomy" / f"tp{k}.nii.gz")
+    return organs
+
+
+def reference_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[LesionROI],
+                    evidence: dict[int, ModelEvidence | None], params: AnalysisParameters, out: Path,
+                    report: RunReport) -> list:
+    """The liver and spleen reference regions of every time point (``analysis.reference``); sets each ROI's site
+    (``analysis.sites``; none on a time point without CT)."""
+    from LesionResponseLib.analysis.reference import place_reference_regions
+    from LesionResponseLib.analysis.sites import lesion_sites
+
+    regions = []
+    for tp in loaded:
+        k = tp.info.index
+        organs = organs_stage(tp, evidence.get(k), params, out, report)
+        regions += place_reference_regions(tp.pet_suv, labels[k], organs, k, params)
+        sites = lesion_sites(labels[k], organs) if tp.ct is not None else {}
+        for roi in rois:
+            if roi.timepoint == k:
+                roi.site, roi.site_source = sites.get(roi.label, ""), "automatic"
+    return regions
+
+
 # ------------------------------------------------------------------------------------------------ pipeline
 def _inventory(input_dir: Path, patient: str | None, weight_kg: float | None = None) -> list:
     from LesionResponseLib.dicomio import find_timepoints
@@ -355,9 +406,12 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
             links = matching_stage(labels, rois, transforms, reg_keys, params, out / "cache", report)
             tracks = build_tracks(rois, links, previous=previous)
     responses, heterogeneous = assess_response(tracks, rois, len(infos), params)
+    announce("reference regions and lesion sites")
+    references = reference_stage(loaded, labels, rois, evidence, params, out, report)
     analysis = Analysis(patient_id=infos[0].patient_id, timepoints=infos, rois=rois, registrations=registrations,
                         links=links, tracks=tracks, responses=responses, heterogeneous=heterogeneous,
-                        parameters=params, software_version=__version__, prior_searches=searches)
+                        parameters=params, software_version=__version__, prior_searches=searches,
+                        reference_regions=references)
     announce("writing outputs")
     write_outputs(analysis, out, labels)
     write_suv_images(loaded, out)
