@@ -61,20 +61,31 @@ def place_reference_regions(pet_suv: sitk.Image, labels: sitk.Image, organs: Org
         normal = organs.mask(organ) & ~lesions
         if organ == "liver":
             normal &= (axis_mm(pet_suv, 0) < organs.midline_x_mm())[None, None, :]  # the patient's right
-        depth = ndimage.distance_transform_edt(normal, sampling=pet_suv.GetSpacing()[::-1])
-        deepest = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        deepest, depth = _deepest_point(normal, pet_suv.GetSpacing()[::-1])
         needed = diameter / 2 + margin_mm(params)
-        if depth[deepest] < needed:
+        if depth < needed:
             where = "normal right-lobe liver" if organ == "liver" else "normal spleen"
             regions.append(ReferenceRegion(timepoint, organ, False, diameter, warnings=[
                 f"not placed: no {diameter:g} mm sphere fits in {where} with {margin_mm(params):.0f} mm to every "
-                f"lesion-ROI and edge (the deepest point is {depth[deepest]:.0f} mm inside, {needed:.0f} mm needed; "
+                f"lesion-ROI and edge (the deepest point is {depth:.0f} mm inside, {needed:.0f} mm needed; "
                 f"{'a liver full of lesions?' if organ == 'liver' else 'a small or diseased spleen?'}). Place it "
                 f"in the review if normal {organ} is left."]))
             continue
         centre = pet_suv.TransformIndexToPhysicalPoint([int(i) for i in deepest[::-1]])
         regions.append(measure_sphere(pet_suv, labels, organs, timepoint, organ, centre, diameter, params))
     return check_spleen_above_liver(regions)
+
+
+def _deepest_point(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[tuple[int, ...], float]:
+    """The (z, y, x) index of ``mask``'s voxel farthest from any voxel outside it, and that distance (mm);
+    computed on the mask's bounding box grown by one voxel (outside it is outside the mask)."""
+    found = np.nonzero(mask)
+    if found[0].size == 0:
+        return (0, 0, 0), 0.0
+    box = tuple(slice(max(0, int(f.min()) - 1), int(f.max()) + 2) for f in found)
+    depth = ndimage.distance_transform_edt(np.pad(mask[box], 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    local = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return tuple(int(i + b.start) for i, b in zip(local, box, strict=True)), float(depth[local])
 
 
 def sphere_mask(grid: sitk.Image, centre_mm: tuple[float, float, float], diameter: float) -> np.ndarray:

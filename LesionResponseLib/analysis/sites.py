@@ -58,10 +58,10 @@ PELVIC_SIDEWALL_MM = 30.0
 MIDLINE_STRIP_MM = 20.0
 
 
-def lesion_sites(labels: sitk.Image, organs: Organs) -> dict[int, str]:
-    """Site (module docstring) of every label of ``labels`` (PET grid, the organs' grid)."""
+def lesion_sites(labels: sitk.Image, organs: Organs, only: list[int] | None = None) -> dict[int, str]:
+    """Site (module docstring) of every label of ``labels`` (PET grid, the organs' grid), or of those in ``only``."""
     lab = sitk.GetArrayViewFromImage(labels)
-    found = [int(v) for v in np.unique(lab) if v > 0]
+    found = [int(v) for v in np.unique(lab) if v > 0 and (only is None or int(v) in only)]
     if not found:
         return {}
     frame = _Frame(organs)
@@ -86,7 +86,6 @@ class _Frame:
         self.diaphragm = self._top_of(liver) if liver.any() else self._bottom_of(self.lung)
         self.kidneys = self._kidneys(organs.mask("kidney"))
         self.spine_front, self.skin_front = self._anterior_references()
-        self._bone_distance: np.ndarray | None = None
 
     # ----- frame ---------------------------------------------------------------------------------------
     def _top_of(self, mask: np.ndarray) -> float | None:
@@ -134,10 +133,16 @@ class _Frame:
             spine = np.interp(np.arange(n), known, spine[known])
         return spine, skin
 
-    def bone_distance(self) -> np.ndarray:
-        if self._bone_distance is None:
-            self._bone_distance = ndimage.distance_transform_edt(~self.skeleton, sampling=self.spacing)
-        return self._bone_distance
+    def near_bone(self, lab: np.ndarray, label: int, box: tuple[slice, ...]) -> bool:
+        """Whether bone lies within :data:`PELVIC_SIDEWALL_MM` of the ROI (worked out on the ROI's box grown by
+        that distance)."""
+        pad = [int(np.ceil(PELVIC_SIDEWALL_MM / s)) + 1 for s in self.spacing]
+        crop = tuple(slice(max(0, b.start - p), b.stop + p) for b, p in zip(box, pad, strict=True))
+        bone = self.skeleton[crop]
+        if not bone.any():
+            return False
+        distance = ndimage.distance_transform_edt(lab[crop] != label, sampling=self.spacing)
+        return bool((distance[bone] < PELVIC_SIDEWALL_MM).any())
 
     # ----- rules ---------------------------------------------------------------------------------------
     def site(self, lab: np.ndarray, label: int, box: tuple[slice, ...]) -> str:
@@ -162,8 +167,7 @@ class _Frame:
         if self.diaphragm is not None and centre[2] > self.diaphragm:
             return "lymph node"
         in_organ = np.isin(self.organs.labels[crop][roi], [ORGAN_CODES["spleen"], ORGAN_CODES["kidney"]]).mean()
-        peritoneal = (depth is not None and depth > PERITONEAL_DEPTH
-                      and float(self.bone_distance()[crop][roi].min()) >= PELVIC_SIDEWALL_MM)
+        peritoneal = depth is not None and depth > PERITONEAL_DEPTH and not self.near_bone(lab, label, box)
         return "peritoneum/other" if peritoneal or in_organ >= MAJORITY else "lymph node"
 
     def _depth(self, y: float, k: int) -> float | None:

@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from LesionResponseLib.report.data import CATEGORY_COLOURS, FOLLOW_UP_CATEGORIES, ReportData, category_counts
+from LesionResponseLib.report.data import (
+    CATEGORY_COLOURS,
+    FOLLOW_UP_CATEGORIES,
+    SITE_COLOURS,
+    ReportData,
+    category_counts,
+)
 
 FIG_DPI = 110  # enough for a sharp A4 print, small enough to embed several figures in one HTML file
 
@@ -184,4 +190,39 @@ def mip_figure(data: ReportData, timepoint: int, labels: sitk.Image, suv: sitk.I
     if names:
         _legend(ax, list(dict.fromkeys(names)), loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2,
                 fontsize=8)
+    return _png(fig)
+
+
+def burden_plot(data: ReportData) -> bytes:
+    """SSTR-expressing tumour volume and total lesion uptake (PV-corrected SUVtotal) per time point, stacked by
+    site, with the overall change from baseline over each bar (``analysis.burden``)."""
+    from LesionResponseLib.analysis.burden import burden_rows
+
+    plt = _pyplot()
+    rows = burden_rows(data.analysis)
+    n_tp = len(data.analysis.timepoints)
+    sites = [s for s in dict.fromkeys(r["site"] for r in rows) if s != "all"]
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6))
+    for ax, (column, label) in zip(axes, (("volume_ml", "SSTR tumour volume [mL]"),
+                                          ("suv_total_pvc", "total lesion uptake [SUV·mL]\n(PV-corrected SUVtotal)")),
+                                   strict=True):
+        bottom = np.zeros(n_tp)
+        for site in sites:
+            heights = np.array([next((r[column] for r in rows if r["timepoint"] == k and r["site"] == site), 0.0)
+                                for k in range(n_tp)])
+            ax.bar(range(n_tp), heights, bottom=bottom, color=SITE_COLOURS.get(site, "#777777"), label=site,
+                   width=0.7)
+            bottom += heights
+        for k in range(n_tp):
+            change = next(r[f"{column}_change_pct"] for r in rows if r["timepoint"] == k and r["site"] == "all")
+            if k and change is not None:
+                ax.text(k, bottom[k], f"{change:+.0f} %", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(n_tp), [_tp_label(data, k) for k in range(n_tp)], fontsize=8)
+        ax.set_ylabel(label)
+        ax.set_ylim(0, max(bottom.max(), 1e-6) * 1.15)
+    axes[0].set_title("Tumour volume by site (change vs TP0)")
+    axes[1].set_title("Total uptake by site (change vs TP0)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="site")
+    fig.tight_layout()
     return _png(fig)
