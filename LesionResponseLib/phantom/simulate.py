@@ -115,7 +115,7 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
         seed: makes everything deterministic (anatomy, lesions, trajectories, motion, noise).
         timepoints: number of scans, 2–7 (1 is allowed for training data).
         with_ct: also render the CT (HU, 2 mm grid); False is faster (training on PET only).
-        n_lesions: number of lesions (default: 12–40 drawn from the seed).
+        n_lesions: number of lesions (default: 12–40 drawn from the seed; 0: a patient without lesions).
         motion_scale: scales repositioning and non-rigid displacement (0 = no motion).
         noise_scale: scales the PET noise standard deviation (0 = noise-free).
         with_nac: also make a non-attenuation-corrected PET (for DICOM decoys).

@@ -209,4 +209,5 @@ def _truth_tracks(truth: dict, rois: list[LesionROI], n_tp: int) -> tuple[list[T
         delta = {k: (100 * (total[k] - total[0]) / total[0] if total[0] and total[k] else None) for k in range(1, n_tp)}
         cats = {k: categories[track_id].get(k, "absent") for k in range(1, n_tp)}
         responses.append(TrackResponse(track_id, total, cats, delta, "monotonic"))
-    return [t for t in tracks.values() if any(t.rois.values())], responses
+    kept = [t for t in tracks.values() if any(t.rois.values())]
+    return kept, [r for r in responses if r.track_id in {t.track_id for t in kept}]
