@@ -769,7 +769,7 @@ def roi_at_point(nodes: LoadedNodes, tp: int, ras: Sequence[float]) -> str | Non
 
 # ------------------------------------------------------------------------------------------- review
 REVIEW_OPERATIONS = ("link", "unlink", "merge", "split", "reject", "reject_track", "restore", "add_roi", "edit_roi",
-                     "undo", "redo")
+                     "undo", "redo", "move_reference", "set_site")
 
 
 def apply_review_edit(nodes: LoadedNodes, session: Any, operation: str, **arguments: Any) -> Any:

@@ -20,7 +20,7 @@ from LesionResponseReview.web.logic.export import ExportLogic
 from LesionResponseReview.web.logic.overview import OverviewLogic
 from LesionResponseReview.web.logic.timepoints import TimepointsLogic
 from LesionResponseReview.web.logic.tracks import TracksLogic
-from LesionResponseReview.web.logic.views import ViewsLogic
+from LesionResponseReview.web.logic.views import REFERENCE_MODE, ViewsLogic
 from LesionResponseReview.web.ui.audit_ui import build_audit
 from LesionResponseReview.web.ui.corrections_ui import build_corrections
 from LesionResponseReview.web.ui.overview_ui import build_overview
@@ -86,6 +86,10 @@ class ReviewApp(TrameApp):
             if mode == "add":
                 self.corrections.add_at(tp, ras)
                 self.views.data.click_mode = "navigate"  # one ROI per click in add mode
+                return
+            if mode.startswith(REFERENCE_MODE):
+                self.corrections.place_reference(tp, ras, mode.removeprefix(REFERENCE_MODE))
+                self.views.data.click_mode = "navigate"  # one move per click
                 return
             roi_id = self.corrections.pick(tp, ras, into_b=shift)
             track = mrml.track_of(self.context.nodes.analysis).get(roi_id) if roi_id else None

@@ -1,5 +1,6 @@
 """Reader corrections: every operation of the review session (link, unlink, merge, split, reject a ROI or a
-whole track, restore, add ROI by growing a clicked hot spot, edit ROI by re-thresholding it, undo, redo).
+whole track, restore, add ROI by growing a clicked hot spot, edit ROI by re-thresholding it, set a ROI's site,
+move a reference region to a clicked point, undo, redo).
 Each goes through ``mrml.apply_review_edit``, so the session saves it at once (a killed server loses nothing)
 and the views, table, colours and heterogeneity follow."""
 
@@ -28,6 +29,7 @@ class CorrectionsState:
     threshold_mode: str = "percent"  # "percent" (of the hot spot's SUVmax) | "suv" (absolute)
     threshold_percent: float = 100 * masks.DEFAULT_FRACTION
     threshold_suv: float = 4.0
+    site: str = "liver"  # the site "Set site of A" gives ROI A (datamodel.LESION_SITES)
     roi_info: str = ""  # what is known about ROI A
     message: str = ""  # what the last correction did
     error: str = ""  # why the last correction was refused
@@ -105,6 +107,9 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
                 arguments = mrml.review_arguments(operation, str(_selected(nodes)), str(data.split_timepoint))
             elif operation == "edit_roi":
                 arguments = self._rethreshold_arguments()
+            elif operation == "set_site":
+                arguments = {"roi_id": self._roi(data.roi_a, "Click the ROI whose site to set (ROI A)."),
+                             "site": data.site}
             else:
                 arguments = mrml.review_arguments(operation)
         except (LesionResponseError, _Refused) as error:
@@ -141,6 +146,15 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
                                   f"threshold SUV {grown.threshold_suv:.2f})")
         return record
 
+    def place_reference(self, tp: int, ras: tuple[float, float, float], organ: str) -> Any:
+        """Move the ``organ`` reference region of time point ``tp`` to the clicked point (re-measured, checked)."""
+        record = self.run("move_reference", timepoint=tp, organ=organ,
+                          centre_mm=[float(c) for c in mrml.ras_to_lps(ras)])
+        region = self.context.session.state.analysis.reference(tp, organ) if record is not None else None
+        if region is not None and region.placed:
+            self.data.message += f" (SUVmean {region.suv_mean:.2f}" + "".join(f"; {w}" for w in region.warnings) + ")"
+        return record
+
     def pick(self, tp: int, ras: tuple[float, float, float], into_b: bool) -> str | None:
         """The ROI under a click goes into ROI A (or B with shift); returns its id."""
         roi_id = mrml.roi_at_point(self.context.nodes, tp, ras)
@@ -164,11 +178,25 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
         name = mrml.roi_display(nodes, roi_id)[0]
         corrected = "" if roi.suv_total_pvc is None else f" (PV-corrected {roi.suv_total_pvc:.1f})"
         self.data.roi_info = (f"{name}: {roi.volume_ml:.2f} mL, SUVmax {roi.suv_max:.1f}, SUVmean {roi.suv_mean:.1f}, "
-                              f"SUVtotal {roi.suv_total:.1f}{corrected}, {roi.status}")
+                              f"SUVtotal {roi.suv_total:.1f}{corrected}, {roi.status}; {_site_and_ratios(nodes, roi)}")
 
 
 class _Refused(LesionResponseError):
     """A correction asked for without what it needs (shown to the reader)."""
+
+
+def _site_and_ratios(nodes: Any, roi: Any) -> str:
+    """``site liver (automatic), SUVmax/liver 5.2, /spleen 1.1, Krenning-like 4`` of a ROI."""
+    from LesionResponseLib.analysis.burden import lesion_ratios
+
+    ratios = lesion_ratios(nodes.analysis).get(roi.roi_id, {})
+    parts = [f"site {roi.site or 'undetermined'} ({roi.site_source})"]
+    for key, label in (("suv_max_to_liver", "SUVmax/liver"), ("suv_max_to_spleen", "SUVmax/spleen")):
+        if ratios.get(key) is not None:
+            parts.append(f"{label} {ratios[key]:.1f}")
+    if ratios.get("krenning_grade"):
+        parts.append(f"Krenning-like {ratios['krenning_grade']}")
+    return ", ".join(parts)
 
 
 def _selected(nodes: Any) -> int:

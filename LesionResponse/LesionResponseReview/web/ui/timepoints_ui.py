@@ -14,7 +14,10 @@ from LesionResponseReview.web.ui.common import tid
 
 FIELDS = (("manufacturer", "scanner"), ("suv_method", "SUV method"), ("suv_reference_time_source", "reference time"),
           ("suv_normalisation", "normalisation"), ("suv_assumptions", "assumptions"), ("uptake_min", "uptake (min)"),
-          ("n_rois", "accepted ROIs"), ("heterogeneous", "heterogeneous"), ("warnings", "warnings"))
+          ("n_rois", "accepted ROIs"), ("heterogeneous", "heterogeneous"), ("warnings", "warnings"),
+          ("tumour_volume", "SSTR tumour volume"), ("total_uptake", "total lesion uptake"),
+          ("lesions_by_site", "lesion-ROIs by site"), ("liver_reference", "liver reference"),
+          ("spleen_reference", "spleen reference"))
 
 
 def build_timepoints(server: Server) -> None:
