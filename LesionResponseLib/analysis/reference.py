@@ -23,6 +23,8 @@ within the margin), and the spleen's uptake above the liver's (the spleen is the
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -89,11 +91,23 @@ def _deepest_point(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[tuple[
 
 
 def sphere_mask(grid: sitk.Image, centre_mm: tuple[float, float, float], diameter: float) -> np.ndarray:
-    """Bool (z, y, x) mask of the voxels of ``grid`` whose centres lie within the sphere (LPS centre, mm)."""
-    x, y, z = (axis_mm(grid, axis) for axis in range(3))
-    r2 = (diameter / 2.0) ** 2
-    return (((z - centre_mm[2]) ** 2)[:, None, None] + ((y - centre_mm[1]) ** 2)[None, :, None]
-            + ((x - centre_mm[0]) ** 2)[None, None, :]) <= r2
+    """Bool (z, y, x) mask of the voxels of ``grid`` whose centres lie within the sphere (LPS centre, mm);
+    worked out on the sphere's bounding box in index space."""
+    size = np.asarray(grid.GetSize())
+    mask = np.zeros(size[::-1], bool)
+    r = diameter / 2.0
+    corners = np.array([grid.TransformPhysicalPointToContinuousIndex(tuple(np.asarray(centre_mm) + offset))
+                        for offset in itertools.product((-r, r), repeat=3)])
+    low = np.maximum(np.floor(corners.min(axis=0)).astype(int), 0)
+    high = np.minimum(np.ceil(corners.max(axis=0)).astype(int) + 1, size)
+    if np.any(high <= low):
+        return mask
+    index = np.stack(np.meshgrid(*(np.arange(a, b) for a, b in zip(low, high, strict=True)), indexing="ij"), -1)
+    direction = np.asarray(grid.GetDirection()).reshape(3, 3)
+    points = np.asarray(grid.GetOrigin()) + (index * np.asarray(grid.GetSpacing())) @ direction.T
+    inside = np.sum((points - np.asarray(centre_mm)) ** 2, axis=-1) <= r * r
+    mask[low[2]:high[2], low[1]:high[1], low[0]:high[0]] = inside.transpose(2, 1, 0)
+    return mask
 
 
 def measure_sphere(pet_suv: sitk.Image, labels: sitk.Image, organs: Organs | None, timepoint: int, organ: str,

@@ -318,7 +318,7 @@ def _paint(state: ReviewState, timepoint: int, mask: sitk.Image, label: int, ctx
     kept = next((r for r in state.analysis.rois if r.roi_id == roi_id), None)
     new.roi_id, new.timepoint = roi_id, timepoint
     organs = ctx.organs(timepoint)
-    if organs is not None and state.analysis.timepoints[timepoint].ct_series_instance_uid:  # sites need the CT
+    if organs is not None and organs.found and state.analysis.timepoints[timepoint].ct_series_instance_uid:
         new.site = ctx.engine.lesion_sites(image, organs, only=[label]).get(label, "")
     if kept is None:
         new.source = "reader"

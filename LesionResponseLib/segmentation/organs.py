@@ -95,6 +95,11 @@ class Organs:
     grid: sitk.Image  # the PET grid (geometry only)
     missing: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def found(self) -> bool:
+        """Whether anything was found (not so for a PET whose axes are not the patient's)."""
+        return bool(self.labels.any())
+
     def mask(self, organ: str) -> np.ndarray:
         """Bool (z, y, x) mask of ``organ`` (a name of :data:`ORGAN_CODES`; ``body`` is the whole body)."""
         if organ == "body":
@@ -126,6 +131,9 @@ def find_organs(pet_suv: sitk.Image, ct: sitk.Image | None, physiological: np.nd
     PET alone: no soft-tissue test), and the skeleton, lungs and body are empty.
     """
     suv = sitk.GetArrayFromImage(pet_suv).astype(np.float32)
+    if not axis_aligned(pet_suv):  # left/right and the slices' levels need the patient axes
+        reason = f"the PET's axes are not the patient's (direction {pet_suv.GetDirection()}): organs not looked for"
+        return Organs(np.zeros(suv.shape, np.uint8), pet_suv, dict.fromkeys(("liver", "spleen", "kidney"), reason))
     spacing = tuple(float(s) for s in pet_suv.GetSpacing()[::-1])
     hu = hu_on_grid(ct, pet_suv) if ct is not None else None
     missing: dict[str, str] = {}
@@ -163,11 +171,16 @@ def find_organs(pet_suv: sitk.Image, ct: sitk.Image | None, physiological: np.nd
 
 
 # ------------------------------------------------------------------------------------------------ geometry
+def axis_aligned(image: sitk.Image) -> bool:
+    """Whether the image's axes are the patient's x, y, z (each possibly reversed): PET and CT are axial."""
+    return bool(np.allclose(np.abs(np.asarray(image.GetDirection()).reshape(3, 3)), np.eye(3), atol=1e-3))
+
+
 def axis_mm(image: sitk.Image, axis: int) -> np.ndarray:
     """Physical coordinate (mm, LPS) along image ``axis`` (0 = x, 1 = y, 2 = z) of each index on that axis;
-    the grid must be axis-aligned (PET and CT are axial)."""
+    the grid must be axis-aligned (:func:`axis_aligned`)."""
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    if not np.allclose(np.abs(direction), np.eye(3), atol=1e-3):
+    if not axis_aligned(image):
         raise ValueError(f"image axes are not aligned with the patient axes (direction {image.GetDirection()})")
     size = image.GetSize()[axis]
     return image.GetOrigin()[axis] + direction[axis, axis] * image.GetSpacing()[axis] * np.arange(size)

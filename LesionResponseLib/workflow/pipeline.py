@@ -331,7 +331,7 @@ def reference_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[Lesi
         k = tp.info.index
         organs = organs_stage(tp, evidence.get(k), params, out, report)
         regions += place_reference_regions(tp.pet_suv, labels[k], organs, k, params)
-        sites = lesion_sites(labels[k], organs) if tp.ct is not None else {}
+        sites = lesion_sites(labels[k], organs) if tp.ct is not None and organs.found else {}
         for roi in rois:
             if roi.timepoint == k:
                 roi.site, roi.site_source = sites.get(roi.label, ""), "automatic"
