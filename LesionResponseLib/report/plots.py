@@ -17,6 +17,7 @@ from LesionResponseLib.report.data import (
 )
 
 FIG_DPI = 110  # enough for a sharp A4 print, small enough to embed several figures in one HTML file
+REFERENCE_COLOUR = "#d000d0"  # magenta: no category colour, visible on the inverted grey MIP
 
 
 def _pyplot() -> Any:
@@ -43,10 +44,11 @@ def _last_category(categories: dict[int, str]) -> str:
     return present[-1] if present else "baseline"
 
 
-def _legend(ax: Any, names: tuple[str, ...] | list[str], **kwargs: Any) -> None:
+def _legend(ax: Any, names: tuple[str, ...] | list[str], extra: list[Any] | None = None, **kwargs: Any) -> None:
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color=CATEGORY_COLOURS[n], label=n) for n in names], frameon=False, **kwargs)
+    ax.legend(handles=[Patch(color=CATEGORY_COLOURS[n], label=n) for n in names] + list(extra or []),
+              frameon=False, **kwargs)
 
 
 def spaghetti_plot(data: ReportData, floor_suv_ml: float = 0.1) -> bytes:
@@ -179,6 +181,7 @@ def mip_figure(data: ReportData, timepoint: int, labels: sitk.Image, suv: sitk.I
                        origin="upper")
         used.append(cat)
     ax.imshow(overlay, extent=extent, interpolation="nearest")
+    references = _draw_reference_regions(ax, data, timepoint, labels, extent)
     ax.set_title(f"TP{timepoint} {data.analysis.timepoints[timepoint].study_date}", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -187,10 +190,30 @@ def mip_figure(data: ReportData, timepoint: int, labels: sitk.Image, suv: sitk.I
     names = [c for c in ("baseline", *FOLLOW_UP_CATEGORIES) if c in used]
     if disappearing_next:
         names.append("disappearing")
-    if names:
+    if names or references:
         _legend(ax, list(dict.fromkeys(names)), loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2,
-                fontsize=8)
+                fontsize=8, extra=references)
     return _png(fig)
+
+
+def _draw_reference_regions(ax: Any, data: ReportData, timepoint: int, labels: sitk.Image,
+                            extent: list[float]) -> list[Any]:
+    """Outline the placed reference spheres of ``timepoint`` (dashed, :data:`REFERENCE_COLOUR`) on a coronal MIP
+    axis; returns their legend handles."""
+    from matplotlib.lines import Line2D
+
+    from LesionResponseLib.analysis.reference import sphere_mask
+
+    handles = []
+    for region in data.analysis.reference_regions:
+        if region.timepoint != timepoint or not region.placed:
+            continue
+        mask, _ = _coronal(sphere_mask(labels, region.centre_mm, region.diameter_mm), labels, "any")
+        if mask.any():
+            ax.contour(mask.astype(float), levels=[0.5], colors=[REFERENCE_COLOUR], linewidths=1.2,
+                       linestyles="--", extent=extent, origin="upper")
+            handles.append(Line2D([], [], color=REFERENCE_COLOUR, ls="--", label=f"{region.organ} reference"))
+    return handles
 
 
 def burden_plot(data: ReportData) -> bytes:

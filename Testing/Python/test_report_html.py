@@ -119,6 +119,7 @@ def test_mip_colours_rois_by_category(out):
     assert _has_colour(mips[1], CATEGORY_COLOURS["new"]) and not _has_colour(mips[0], CATEGORY_COLOURS["new"])
     assert _has_colour(mips[0], CATEGORY_COLOURS["baseline"]) and not _has_colour(mips[1], CATEGORY_COLOURS["baseline"])
     assert _has_colour(mips[2], CATEGORY_COLOURS["increasing"])
+    assert all(_has_colour(m, plots.REFERENCE_COLOUR) for m in mips)  # the reference spheres are outlined
 
 
 def test_missing_analysis_names_the_folder(tmp_path):
