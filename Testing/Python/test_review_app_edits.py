@@ -250,6 +250,9 @@ def test_ui_site_and_reference_region_match_the_cli(folders):
     _tab(page, "info")
     page.wait_for_function("[...document.querySelectorAll('[data-testid=timepoint-info]')][0].innerText"
                            ".includes('mm sphere, reader)')", timeout=30_000)
+    sources = support.view_sources(page)
+    page.locator("[data-testid=show-spleen-reference]").first.click()  # every view goes to the spleen's sphere
+    support.wait_views_settled(page, sources)
     for _ in range(2):
         ui(page, a, "undo")
         cli(b, "undo")

@@ -59,6 +59,7 @@ class ReviewApp(TrameApp):
         self.server.trigger("select_track")(self.tracks.select)
         self.server.trigger("step_track")(self.tracks.step)
         self.server.trigger("mip_click")(self.overview.clicked)
+        self.server.trigger("show_reference")(self.timepoints.show_reference)
         self._load(images)
         self._build_ui()
 

@@ -36,7 +36,7 @@ def timepoint_rows(analysis: Any) -> list[dict]:
     for tp in analysis.timepoints:
         n_rois = sum(1 for r in analysis.rois if r.timepoint == tp.index and r.status == "accepted")
         rows.append({
-            "label": mrml.view_label(analysis, tp.index), "manufacturer": tp.manufacturer or "",
+            "index": tp.index, "label": mrml.view_label(analysis, tp.index), "manufacturer": tp.manufacturer or "",
             "suv_method": tp.suv_method,
             "suv_reference_time_source": _listed(getattr(tp, "suv_reference_time_source", "")),
             "suv_normalisation": _listed(getattr(tp, "suv_normalisation", "")),
@@ -86,6 +86,15 @@ class TimepointsLogic(FeatureLogic[TimepointsState]):
     def __init__(self, server: Server, context: ReviewContext) -> None:
         super().__init__(server, context, TimepointsState, NAMESPACE)
         context.listeners.append(self._on_change)
+
+    def show_reference(self, timepoint: int, organ: str) -> None:
+        """Centre time point ``timepoint``'s view on its ``organ`` reference sphere (the others follow through the
+        registrations)."""
+        nodes = self.context.nodes
+        region = nodes.analysis.reference(int(timepoint), organ)
+        if region is not None and region.placed:
+            ras = mrml.lps_to_ras(region.centre_mm)
+            self.context.quietly(lambda: mrml.follow_crosshair(nodes, ras, int(timepoint)))
 
     def _on_change(self, what: str) -> None:
         if what in ("loaded", "edited"):
