@@ -105,6 +105,23 @@ def print_summary(analysis, console) -> None:
                       f"{counts['found']} found"
                       + (f", {counts['candidates']} model candidate(s) confirmed" if counts["candidates"] else "")
                       + " (rois.csv source = prior-guided)")
+    print_burden(analysis, console)
+
+
+def print_burden(analysis, console) -> None:
+    """Tumour burden per time point (burden.csv) and every reference region not placed or flagged."""
+    from LesionResponseLib.analysis.burden import burden_rows
+
+    overall = [r for r in burden_rows(analysis) if r["site"] == "all"]
+    console.print("tumour burden (burden.csv): " + "; ".join(
+        f"TP{r['timepoint']} {r['volume_ml']:.1f} mL, {r['suv_total_pvc']:.0f} SUV·mL PV-corrected"
+        + (f" ({r['volume_ml_change_pct']:+.0f} % / {r['suv_total_pvc_change_pct']:+.0f} %)"
+           if r["timepoint"] and r["volume_ml_change_pct"] is not None and r["suv_total_pvc_change_pct"] is not None
+           else "") for r in overall))
+    for region in analysis.reference_regions:
+        for warning in region.warnings:
+            console.print(f"[yellow]warning:[/yellow] TP{region.timepoint} {region.organ} reference region: {warning}",
+                          highlight=False)
 
 
 def analyze_command(
