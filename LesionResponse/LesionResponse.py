@@ -8,13 +8,14 @@ computation in ``LesionResponseLib`` (pure Python). The analysis runs in a separ
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
-import json
 import logging
 import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,23 +36,58 @@ for _path in (MODULE_DIR, MODULE_DIR.parent):  # installed: LesionResponseLib be
     if (_path / "LesionResponseLib").is_dir() and str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-# Python packages the library needs that Slicer does not ship: import name -> pip requirement
-PIP_REQUIREMENTS = {  # kept in line with pyproject.toml; numpy and SimpleITK ship with Slicer; itk-elastix
-    # is left out: inside Slicer, registration runs SlicerElastix's programs (LesionResponseLib.tracking.elastix)
-    "scipy": "scipy>=1.10",
-    "pydicom": "pydicom>=3.0",
-    "highdicom": "highdicom>=0.23",
-    "monai": "monai>=1.3",
-    "cc3d": "connected-components-3d>=3.12",
-    "pandas": "pandas>=2.0",
-    "matplotlib": "matplotlib>=3.7",
-    "typer": "typer>=0.12",
-    "rich": "rich>=13",
-    "tqdm": "tqdm>=4.66",
-    "nibabel": "nibabel>=5",
-    "pynetdicom": "pynetdicom>=2.0",
-    "jinja2": "jinja2>=3.1",
-    "dask": "dask>=2024.1",
+# Requirements of the library (pyproject.toml) that Slicer provides itself: numpy and SimpleITK ship with it, torch
+# comes from the PyTorch extension, and registration runs SlicerElastix's programs instead of itk-elastix
+# (LesionResponseLib.tracking.elastix).
+PROVIDED_BY_SLICER = ("numpy", "simpleitk", "torch", "itk-elastix")
+REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def pipRequirements() -> list[str]:
+    """The library's pip requirements (pyproject.toml's ``dependencies``: beside the library in the installed
+    extension, or at the top of the source tree; else the installed package's metadata) that Slicer lacks a
+    provider for."""
+    for folder in (MODULE_DIR, MODULE_DIR.parent):
+        if (folder / "pyproject.toml").is_file():
+            import tomllib
+
+            requirements = tomllib.loads((folder / "pyproject.toml").read_text())["project"]["dependencies"]
+            break
+    else:
+        requirements = [r for r in importlib.metadata.requires("lesion-response") or [] if "extra ==" not in r]
+    return [r for r in requirements if REQUIREMENT_NAME.match(r).group(1).lower() not in PROVIDED_BY_SLICER]
+
+
+def _edits() -> Any:
+    """The library's typed review edits (imported when a button is pressed: after the dependencies are installed)."""
+    from LesionResponseLib.review import edits
+
+    return edits
+
+
+def _roiId(text: str, field: str) -> str:
+    from LesionResponseReview import mrml
+
+    return mrml.roi_id_from_text(text, f"a ROI id in field {field}")
+
+
+def _number(text: str, what: str) -> int:
+    from LesionResponseReview import mrml
+
+    return mrml.number_from_text(text, what)
+
+
+# The panel's review buttons (``<name>Button`` in the .ui): each builds its typed edit from the fields A and B (ROI
+# ids; or a track id like T012 and a track id or time point) and the open review session.
+REVIEW_BUTTONS: dict[str, Callable[[str, str, Any], Any]] = {
+    "link": lambda a, b, session: _edits().LinkRois(_roiId(a, "A"), _roiId(b, "B")),
+    "unlink": lambda a, b, session: _edits().UnlinkRoi(_roiId(a, "A")),
+    "merge": lambda a, b, session: _edits().MergeTracks(_number(a, "a track id in A"), _number(b, "a track id in B")),
+    "split": lambda a, b, session: _edits().SplitTrack(_number(a, "a track id in A"), _number(b, "a time point in B")),
+    "reject": lambda a, b, session: _edits().RejectRoi(_roiId(a, "A")),
+    "rejectTrack": lambda a, b, session: _edits().RejectRois(
+        _edits().track_roi_ids(session.state, _number(a, "a track id in A"))),
+    "restore": lambda a, b, session: _edits().RestoreRoi(_roiId(a, "A")),
 }
 PROGRESS_PATTERN = re.compile(r"(\d{1,3})%")  # percentages printed by the analysis process
 
@@ -73,24 +109,28 @@ class LesionResponse(ScriptedLoadableModule):
         self.parent.acknowledgementText = "Built on 3D Slicer, SimpleITK, MONAI, pydicom and highdicom."
 
 
-@parameterNodeWrapper
-class LesionResponseParameterNode:
-    """Persistent module state (saved with the scene).
+def _parameterNodeClass() -> type:
+    """The module's parameter node (saved with the scene): the folders, the view state and every analysis setting
+    (one field each, ``LesionResponseReview.settings_form``: a setting added to the library appears here)."""
+    from LesionResponseReview import settings_form
 
-    inputFolder: DICOM folder of the patient (used when no database patient is chosen).
-    outputFolder: analysis output folder.
-    segmentationMethod: "model" (MONAI) or "threshold" (SUV threshold baseline).
-    reference: reference time point of SUVtotal changes.
-    colorBy: segment colours by response "category" or by "track".
-    currentTrack: track shown in the views (-1 = none).
-    """
+    annotations: dict[str, Any] = {
+        "inputFolder": Path,  # DICOM folder of the patient (used when no database patient is chosen)
+        "outputFolder": Path,  # analysis output folder
+        "colorBy": Annotated[str, Choice(["category", "track"])],  # segment colours by response or by track
+        "currentTrack": int,  # track shown in the views (-1 = none)
+    }
+    defaults: dict[str, Any] = {"colorBy": "category", "currentTrack": -1}
+    for field in settings_form.fields():
+        kinds = {"bool": bool, "choice": Annotated[str, Choice(list(field.setting.choices or ()))], "text": str}
+        annotations[field.name] = kinds[field.kind]
+        defaults[field.name] = field.default
+    return parameterNodeWrapper(type("LesionResponseParameterNode", (), {"__annotations__": annotations,
+                                                                         "__doc__": _parameterNodeClass.__doc__,
+                                                                         **defaults}))
 
-    inputFolder: Path
-    outputFolder: Path
-    segmentationMethod: Annotated[str, Choice(["model", "threshold"])] = "model"
-    reference: Annotated[str, Choice(["baseline", "previous", "nadir"])] = "baseline"
-    colorBy: Annotated[str, Choice(["category", "track"])] = "category"
-    currentTrack: int = -1
+
+LesionResponseParameterNode = _parameterNodeClass()
 
 
 class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -117,9 +157,8 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.progressCallback = self._onProgress
         self.logic.finishedCallback = self._onRunFinished
 
-        self.ui.segmentationMethodComboBox.addItems(["model", "threshold"])
-        self.ui.referenceComboBox.addItems(["baseline", "previous", "nadir"])
         self.ui.colorByComboBox.addItems(["category", "track"])
+        self._settingWidgets = self._buildSettings()
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.setValue(0)
 
@@ -132,10 +171,10 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.colorByComboBox.connect("currentTextChanged(QString)", self.onColorBy)
         self.ui.trackTableView.connect("selectionChanged()", self.onTrackSelected)
         self.ui.followCrosshairCheckBox.connect("toggled(bool)", self.onFollowCrosshair)
-        for name, operation in (("link", "link"), ("unlink", "unlink"), ("merge", "merge"), ("split", "split"),
-                                ("reject", "reject"), ("rejectTrack", "reject_track"), ("restore", "restore"),
-                                ("undo", "undo"), ("redo", "redo")):
-            getattr(self.ui, f"{name}Button").connect("clicked(bool)", lambda _=False, op=operation: self.onEdit(op))
+        for name in ("link", "unlink", "merge", "split", "reject", "rejectTrack", "restore"):
+            getattr(self.ui, f"{name}Button").connect("clicked(bool)", lambda _=False, n=name: self.onEdit(n))
+        self.ui.undoButton.connect("clicked(bool)", lambda: self.onHistory(self.logic.undo))
+        self.ui.redoButton.connect("clicked(bool)", lambda: self.onHistory(self.logic.redo))
         self.ui.editInSegmentEditorButton.connect("clicked(bool)", self.onOpenSegmentEditor)
         self.ui.applySegmentButton.connect("clicked(bool)", self.onApplySegment)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
@@ -150,6 +189,26 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
         self.onRefreshPatients()
 
+    def _buildSettings(self) -> dict[str, Any]:
+        """The "Settings" section of the Analysis panel: one widget per analysis setting (check box, choice or
+        text, with the setting's help as tooltip), bound to the parameter node field of the same name."""
+        import ctk
+        from LesionResponseReview import settings_form
+
+        section = ctk.ctkCollapsibleButton()
+        section.text = "Settings (every analysis setting; see lesion-response settings)"
+        section.collapsed = True
+        form = qt.QFormLayout(section)
+        widgets = {}
+        for field in settings_form.fields():
+            widget = qt.QCheckBox() if field.kind == "bool" else qt.QComboBox() if field.kind == "choice" \
+                else qt.QLineEdit()
+            widget.toolTip = f"{field.setting.path}: {field.description}"
+            form.addRow(f"{field.setting.section}: {field.label}", widget)
+            widgets[field.name] = widget
+        self.ui.runCollapsibleButton.layout().addWidget(section, 0, 0, 1, 2)
+        return widgets
+
     def cleanup(self) -> None:
         self.removeObservers()
         for shortcut in self._shortcuts:
@@ -163,9 +222,13 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
+        self._disconnectParameterNode()
+
+    def _disconnectParameterNode(self) -> None:
+        if self._parameterNode and self._parameterNodeGuiTag:
+            for tag in self._parameterNodeGuiTag:
+                self._parameterNode.disconnectGui(tag)
+        self._parameterNodeGuiTag = None
 
     def onSceneStartClose(self, caller: Any, event: Any) -> None:
         self.setParameterNode(None)
@@ -181,11 +244,11 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, inputParameterNode: LesionResponseParameterNode | None) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._parameterNodeGuiTag = (self._parameterNode.connectGui(self.ui),
+                                         self._parameterNode.connectParametersToGui(self._settingWidgets))
             self.ui.inputFolderPathLineEdit.currentPath = str(self._parameterNode.inputFolder or "")
             self.ui.outputFolderPathLineEdit.currentPath = str(self._parameterNode.outputFolder or "")
 
@@ -217,9 +280,10 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             patientUid = self.ui.dicomPatientComboBox.currentData
             inputFolder = (self.logic.exportDatabasePatient(patientUid) if patientUid
                            else Path(self.ui.inputFolderPathLineEdit.currentPath))
-            parameters = {"segmentation.method": self.ui.segmentationMethodComboBox.currentText,
-                          "response.reference": self.ui.referenceComboBox.currentText}
-            self.logic.startAnalysis(inputFolder, self._outputFolder(), parameters)
+            from LesionResponseReview import settings_form
+
+            values = {field.name: getattr(self._parameterNode, field.name) for field in settings_form.fields()}
+            self.logic.startAnalysis(inputFolder, self._outputFolder(), values)
             self._rememberFolders()
             self.ui.runButton.enabled, self.ui.cancelButton.enabled = False, True
             self.ui.progressBar.setRange(0, 0)  # busy until the process prints a percentage
@@ -302,10 +366,16 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._following = False
 
     # ------------------------------------------------------------------------------------ review
-    def onEdit(self, operation: str) -> None:
-        with slicer.util.tryWithErrorDisplay(f"Could not {operation}.", waitCursor=True):
-            a, b = self.ui.roiAEdit.text.strip(), self.ui.roiBEdit.text.strip()
-            self.logic.edit(operation, a, b)
+    def onEdit(self, button: str) -> None:
+        """A review button: its typed edit (``REVIEW_BUTTONS``) from the fields A and B."""
+        with slicer.util.tryWithErrorDisplay(f"Could not apply {button}.", waitCursor=True):
+            edit = REVIEW_BUTTONS[button](self.ui.roiAEdit.text, self.ui.roiBEdit.text,
+                                          self.logic.reviewSession())
+            self.logic.edit(edit)
+
+    def onHistory(self, step: Any) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not undo/redo.", waitCursor=True):
+            step()
 
     def onOpenSegmentEditor(self) -> None:
         with slicer.util.tryWithErrorDisplay("Could not open the Segment Editor."):
@@ -347,8 +417,14 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------------------------ dependencies
     @staticmethod
     def missingPackages() -> list[str]:
-        """pip requirements of the library that this Slicer lacks."""
-        return [req for name, req in PIP_REQUIREMENTS.items() if importlib.util.find_spec(name) is None]
+        """pip requirements of the library (:func:`pipRequirements`) that this Slicer lacks."""
+        missing = []
+        for requirement in pipRequirements():
+            try:
+                importlib.metadata.version(REQUIREMENT_NAME.match(requirement).group(1))
+            except importlib.metadata.PackageNotFoundError:
+                missing.append(requirement)
+        return missing
 
     def ensureDependencies(self, askConfirmation: bool = True) -> bool:
         """Install missing packages (pip) and PyTorch (PyTorch extension) after the user agrees."""
@@ -404,15 +480,15 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         candidate = Path(slicer.app.applicationDirPath()) / name
         return str(candidate) if candidate.exists() else sys.executable
 
-    def startAnalysis(self, inputFolder: Path, outputFolder: Path, parameters: dict[str, Any]) -> None:
-        """Run ``LesionResponseLib.workflow.analyze`` in a separate process (progress via its output)."""
-        from LesionResponseLib.config import AnalysisParameters
+    def startAnalysis(self, inputFolder: Path, outputFolder: Path, values: dict[str, Any]) -> None:
+        """Run ``lesion-response analyze`` (``python -m LesionResponseLib``) in a separate process with the settings
+        form's ``values`` (progress via its output; a bad value is refused here, naming the setting)."""
+        from LesionResponseReview import settings_form
 
         self.cancel()
-        params = AnalysisParameters().updated(parameters).to_dict()
-        code = ("import json, sys; from LesionResponseLib.workflow import analyze; "
-                "from LesionResponseLib.config import AnalysisParameters; "
-                "analyze(sys.argv[1], sys.argv[2], AnalysisParameters.from_dict(json.loads(sys.argv[3])))")
+        params = settings_form.parameters_from_fields(values, source="Slicer module")
+        arguments = ["-m", "LesionResponseLib", *settings_form.analyze_arguments(inputFolder, outputFolder,
+                                                                                 params)]
         process = qt.QProcess()
         environment = qt.QProcessEnvironment.systemEnvironment()
         environment.insert("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
@@ -425,7 +501,7 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         process.connect("readyReadStandardOutput()", self._onProcessOutput)
         process.connect("finished(int,QProcess::ExitStatus)", self._onProcessFinished)
         self.process = process
-        process.start(self.pythonExecutable(), ["-c", code, str(inputFolder), str(outputFolder), json.dumps(params)])
+        process.start(self.pythonExecutable(), arguments)
 
     def _onProcessOutput(self) -> None:
         text = bytes(self.process.readAllStandardOutput().data()).decode(errors="replace")
@@ -494,12 +570,21 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
             self.session = ReviewSession.open(self.nodes.out_dir, user=os.environ.get("USER", "reader"))
         return self.session
 
-    def edit(self, operation: str, a: str = "", b: str = "") -> Any:
-        """One review edit with the ids typed in the panel (see ``mrml.review_arguments``)."""
+    def edit(self, edit: Any) -> dict[str, Any]:
+        """Apply one typed review edit (``LesionResponseLib.review.edits``); its record."""
         from LesionResponseReview import mrml
 
-        arguments = mrml.review_arguments(operation, a, b)
-        return mrml.apply_review_edit(self.nodes, self.reviewSession(), operation, **arguments)
+        return mrml.apply_review_edit(self.nodes, self.reviewSession(), edit)
+
+    def undo(self) -> dict[str, Any]:
+        from LesionResponseReview import mrml
+
+        return mrml.undo_review_edit(self.nodes, self.reviewSession())
+
+    def redo(self) -> dict[str, Any]:
+        from LesionResponseReview import mrml
+
+        return mrml.redo_review_edit(self.nodes, self.reviewSession())
 
     def closeSession(self) -> None:
         """Release the review session (and its lock on the analysis folder)."""
@@ -523,11 +608,9 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         roiId = segment.GetTag(mrml.ROI_ID_TAG) if segment.HasTag(mrml.ROI_ID_TAG) else ""
         maskPath = self._exportSegmentMask(segmentationNode, segmentId, timepoint)
-        if roiId:
-            return mrml.apply_review_edit(self.nodes, self.reviewSession(), "edit_roi",
-                                                        roi_id=roiId, mask=maskPath)
-        return mrml.apply_review_edit(self.nodes, self.reviewSession(), "add_roi",
-                                                    timepoint=timepoint, mask=maskPath)
+        from LesionResponseLib.review.edits import AddRoi, EditRoi
+
+        return self.edit(EditRoi(roiId, str(maskPath)) if roiId else AddRoi(timepoint, str(maskPath)))
 
     def _exportSegmentMask(self, segmentationNode: Any, segmentId: str, timepoint: int) -> Path:
         """The segment as a binary label map on the time point's PET grid, written to a temporary NIfTI."""
@@ -609,11 +692,13 @@ class LesionResponseTest(ScriptedLoadableModuleTest):
             self.assertEqual(sorted(centres), list(range(truth["n_timepoints"])))
 
         self.delayDisplay("Rejecting a lesion-ROI, undo")
-        logic.edit("reject", roi.roi_id)
+        from LesionResponseLib.review.edits import RejectRoi
+
+        logic.edit(RejectRoi(roi.roi_id))
         self.assertEqual(logic.nodes.analysis.roi(roi.roi_id).status, "rejected")
         name = mrml.roi_display(logic.nodes, roi.roi_id)[0]
         self.assertTrue(name.endswith("rejected"), name)
-        logic.edit("undo")
+        logic.undo()
         self.assertEqual(logic.nodes.analysis.roi(roi.roi_id).status, "accepted")
 
         self.delayDisplay("Exporting the report and DICOM SEG/SR (and into the DICOM database when open)")

@@ -1,7 +1,8 @@
 """The ``lesion-response`` command line: a thin face over the library's stages.
 
 Each stage owns its commands in ``LesionResponseLib/<stage>/cli.py`` (a ``register(app)`` function);
-heavy imports happen inside the commands so that ``--help`` stays fast.
+heavy imports happen inside the commands so that ``--help`` stays fast. The conventions every command follows
+(arguments, ``-o/--out``, ``--json``, errors, exit codes) are :mod:`LesionResponseLib.cli_base`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,12 @@ import importlib
 import typer
 
 from LesionResponseLib import __version__
+from LesionResponseLib.cli_base import new_app
 
 STAGES = ("phantom", "dicomio", "segmentation", "tracking", "analysis", "review", "report")
-ORCHESTRATION = ("workflow",)  # commands that combine stages (analyze, demo, cohort-analyze)
+ORCHESTRATION = ("workflow",)  # commands that combine stages (analyze, demo, cohort-analyze, settings)
 
-app = typer.Typer(
-    help="Lesion-by-lesion response assessment of longitudinal [68Ga]Ga-DOTATATE PET/CT.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-)
+app = new_app(help="Lesion-by-lesion response assessment of longitudinal [68Ga]Ga-DOTATATE PET/CT.")
 
 
 def _version(value: bool) -> None:

@@ -9,15 +9,24 @@ by schema 1 is migrated on reading (:func:`migrate_flat`).
 A field is declared with :func:`setting`: its default, ``help`` (one sentence a user reads in ``--help``), the
 ``unit``, and where they apply ``choices``, ``minimum``/``maximum`` and the command-line ``flag`` (default
 ``--<section>-<name>``; a ``--x/--y`` pair for booleans). Why a default has its value is the comment above it.
+
+A run's parameters (:func:`resolve_parameters`) are, by precedence: the built-in defaults < the site config file
+(:func:`site_config_path`: ``$LESION_RESPONSE_CONFIG``, else the user config folder's
+``lesion-response/config.toml``) < a settings file given with ``--config`` (TOML, or an earlier analysis.json) <
+the command's options and ``--set section.name=value``. :attr:`AnalysisParameters.sources` keeps where each value
+came from; analysis.json records it for the values that are not the default (``parameter_sources``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from LesionResponseLib.errors import LesionResponseError, describe
@@ -58,6 +67,12 @@ class InputConfig(_Section):
     weight_kg: float | None = setting(None, help="Body weight used instead of PatientWeight (0010,1030) for every "
                                       "time point, e.g. when it is missing.", unit="kg", minimum=1.0, maximum=500.0,
                                       flag="--weight-kg")
+    # The model, the categories and the physiological-uptake rules are made for somatostatin-receptor PET
+    # (dicomio.tracer); another tracer named in the headers is refused unless the user says so on purpose.
+    allow_other_tracer: bool = setting(False, help="Analyse a PET whose radiopharmaceutical is not a somatostatin-"
+                                       "receptor tracer (refused otherwise: the model, categories and physiological "
+                                       "rules are made for SSTR PET); recorded and flagged in the report.",
+                                       flag="--allow-other-tracer")
 
 
 @dataclass(frozen=True)
@@ -209,6 +224,9 @@ class AnalysisParameters:
     prior_search: PriorSearchConfig = field(default_factory=PriorSearchConfig)
     response: ResponseConfig = field(default_factory=ResponseConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    # Where each value that differs from the built-in default came from (``{"matching.dilation_mm": "--config
+    # site.toml"}``): written to analysis.json beside the parameters, not part of them (no cache key reads it).
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Nested JSON form: ``{section: {name: value}}``."""
@@ -224,14 +242,22 @@ class AnalysisParameters:
         spec = find_setting(path)
         return getattr(getattr(self, spec.section), spec.name)
 
-    def updated(self, values: Mapping[str, Any]) -> AnalysisParameters:
-        """A copy with ``{"section.name": value}`` set (values validated; strings parsed for typed fields)."""
+    def updated(self, values: Mapping[str, Any], *, source: str | None = None) -> AnalysisParameters:
+        """A copy with ``{"section.name": value}`` set (values validated; strings parsed for typed fields);
+        ``source`` (e.g. ``"--config site.toml"``) is recorded for those settings in :attr:`sources`."""
         changes: dict[str, dict[str, Any]] = {}
         for path, value in values.items():
             spec = find_setting(path)
             changes.setdefault(spec.section, {})[spec.name] = spec.coerce(value)
         sections = {name: dataclasses.replace(getattr(self, name), **fields_) for name, fields_ in changes.items()}
-        return dataclasses.replace(self, **sections)
+        sources = {**self.sources, **dict.fromkeys(values, source)} if source else self.sources
+        return dataclasses.replace(self, **sections, sources=sources)
+
+    def non_default_sources(self) -> dict[str, str]:
+        """``section.name`` → where its value came from, for the values that differ from the built-in default
+        (a value set by no recorded source says ``"program"``: a library caller or the pipeline set it)."""
+        return {spec.path: self.sources.get(spec.path, "program") for spec in settings()
+                if self.value(spec.path) != spec.default}
 
     def digest_of(self, *sections: str) -> str:
         """Canonical JSON of ``sections`` (for stage cache keys: a stage keys on the sections it reads)."""
@@ -310,6 +336,13 @@ class Setting:
         if bad:
             raise ConfigError(describe(f"{self.path} = {value!r} is not allowed", fix=f"Use {self.describe_allowed()}."))
 
+    @property
+    def long_help(self) -> str:
+        """The help and what is allowed (choices, bounds with the unit) where the type alone does not say it."""
+        if self.choices or self.minimum is not None or self.maximum is not None:
+            return f"{self.help} Allowed: {self.describe_allowed()}."
+        return self.help + (f" Unit: {self.unit}." if self.unit else "")
+
     def describe_allowed(self) -> str:
         if self.choices:
             return "one of " + ", ".join(self.choices)
@@ -332,18 +365,24 @@ def _parse_bool(value: Any) -> bool:
 
 
 def _section_names() -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(AnalysisParameters))
+    return tuple(f.name for f in dataclasses.fields(AnalysisParameters) if f.name != "sources")
 
 
-def _section_settings(cls: type[_Section]) -> list[Setting]:
+@functools.cache
+def _section_settings(cls: type[_Section]) -> tuple[Setting, ...]:
     hints = typing.get_type_hints(cls)
-    return [Setting(section=cls.SECTION, name=f.name, type=hints[f.name], default=f.default, **f.metadata)
-            for f in dataclasses.fields(cls)]
+    return tuple(Setting(section=cls.SECTION, name=f.name, type=hints[f.name], default=f.default, **f.metadata)
+                 for f in dataclasses.fields(cls))
 
 
 def settings() -> list[Setting]:
     """Every setting of every section, in declaration order."""
-    return [spec for cls in SECTIONS for spec in _section_settings(cls)]
+    return list(_all_settings())
+
+
+@functools.cache
+def _all_settings() -> tuple[Setting, ...]:  # the sections are fixed once imported; the faces ask often
+    return tuple(spec for cls in SECTIONS for spec in _section_settings(cls))
 
 
 def find_setting(path: str) -> Setting:
@@ -417,3 +456,98 @@ def migrate_flat(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             raise ConfigError(describe(f"analysis.json parameters has an unknown name {name!r}",
                                        fix="Remove it, or re-run the analysis with this version."))
     return nested
+
+
+# ------------------------------------------------------------------------------------------------ files
+#: Names the site config file (TOML); unset: the user config folder's ``lesion-response/config.toml`` if it exists;
+#: set but empty: no site file.
+CONFIG_ENV = "LESION_RESPONSE_CONFIG"
+#: Folder name of the site config file in the platform's user config folder (platformdirs).
+CONFIG_APP = "lesion-response"
+
+
+def default_site_config_path() -> Path:
+    """``<user config folder>/lesion-response/config.toml``: ``~/.config`` (or ``$XDG_CONFIG_HOME``) on Linux,
+    ``~/Library/Application Support`` on macOS, ``%LOCALAPPDATA%`` on Windows (platformdirs)."""
+    from platformdirs import user_config_path
+
+    return user_config_path(CONFIG_APP, appauthor=False) / "config.toml"
+
+
+def site_config_path() -> Path | None:
+    """The site config file that sets defaults for this user/machine: ``$LESION_RESPONSE_CONFIG`` (it must exist),
+    else :func:`default_site_config_path` when it exists, else None."""
+    named = os.environ.get(CONFIG_ENV)
+    if named is not None:
+        if not named.strip():
+            return None
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(describe(f"the site config file named by ${CONFIG_ENV} does not exist", path=path,
+                                       fix=f"Create it, or unset {CONFIG_ENV}."))
+        return path
+    path = default_site_config_path()
+    return path if path.is_file() else None
+
+
+def read_settings_file(path: str | Path) -> dict[str, Any]:
+    """``{"section.name": value}`` of a TOML settings file (``[section]`` tables of ``name = value``) or of an
+    analysis.json's ``parameters`` (either schema: an earlier analysis's settings, to run again with them)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(describe(f"cannot read the settings file ({err.strerror})", path=path,
+                                   fix="Give a TOML file of [section] name = value, or an analysis.json.")) from None
+    try:
+        if path.suffix.lower() == ".json":
+            return flatten(AnalysisParameters.from_dict(json.loads(text).get("parameters", {})).to_dict())
+        return flatten(_toml_loads(text))
+    except ConfigError as err:
+        raise ConfigError(describe(str(err), path=path)) from None
+    except ValueError as err:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+        raise ConfigError(describe(f"not a valid settings file ({err})", path=path,
+                                   fix="Write [section] tables of name = value (TOML), e.g. [matching] "
+                                       "dilation_mm = 10.")) from None
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def resolve_parameters(*, config_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                       override_source: str = "command line", site: bool = True) -> AnalysisParameters:
+    """The parameters of a run, by precedence: built-in defaults < the site file (:func:`site_config_path`) <
+    ``config_file`` < ``overrides`` (``{"section.name": value}``); :attr:`AnalysisParameters.sources` says which
+    of them set each value."""
+    params = AnalysisParameters()
+    site_file = site_config_path() if site else None
+    if site_file is not None:
+        params = _updated_from_file(params, site_file, f"site config {site_file}")
+    if config_file is not None:
+        params = _updated_from_file(params, config_file, f"--config {config_file}")
+    if overrides:
+        params = params.updated(overrides, source=override_source)
+    return params
+
+
+def _updated_from_file(params: AnalysisParameters, path: str | Path, source: str) -> AnalysisParameters:
+    """``params`` with the settings file's values (an invalid value names the file too)."""
+    values = read_settings_file(path)
+    try:
+        return params.updated(values, source=source)
+    except ConfigError as err:
+        raise ConfigError(describe(str(err), path=path)) from None
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """``"section.name=value"`` → (``section.name``, ``value``); the setting must exist."""
+    path, sep, value = text.partition("=")
+    if not sep:
+        raise ConfigError(describe(f"{text!r} is not section.name=value",
+                                   fix="Write e.g. matching.dilation_mm=10."))
+    return find_setting(path.strip()).path, value.strip()

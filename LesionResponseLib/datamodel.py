@@ -10,6 +10,7 @@ Coordinates are DICOM patient coordinates (LPS, mm) unless a name says otherwise
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -88,6 +89,17 @@ class TimePointInfo(_Serialisable):
     suv_reference_time_source: str | None = None  # e.g. "SeriesDate/SeriesTime", "GE private scan datetime ..."
     suv_normalisation: str | None = None  # how the stored values became SUVbw, with the numbers used
     suv_assumptions: list[str] = field(default_factory=list)  # rules applied to imperfect headers (MBq dose, ...)
+    # The tracer from the headers (dicomio.tracer), e.g. "[68Ga]Ga-DOTATATE" and "Ga-68"; None when not stated
+    radiopharmaceutical: str | None = None
+    radionuclide: str | None = None
+    tracer_override: bool = False  # not SSTR PET, analysed on the user's request (--allow-other-tracer)
+    # Slice geometry (dicomio.geometry): largest distance (mm) of a slice from the regular grid it was resampled
+    # onto (0 when regular), the CT's gantry tilt (degrees), and what was resampled; None/empty in analysis.json
+    # files written before they existed
+    pet_slice_deviation_mm: float | None = None
+    ct_slice_deviation_mm: float | None = None
+    ct_tilt_deg: float | None = None
+    geometry_notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -225,6 +237,45 @@ class TrackResponse(_Serialisable):
 
 
 @dataclass
+class SearchRecord(_Serialisable):
+    """One prior-guided search (``workflow.prior_search``): where a track's lesion was looked for at a time point
+    without its ROI, found or not, with the figures of the detection rule (SUV; those of
+    ``segmentation.prior_guided.PriorSearchResult``, NaN where no search ran)."""
+
+    direction: str  # forward | backward | confirm (a model candidate) | candidate (the candidate's own ROI)
+    timepoint: int  # where it looked
+    prior_timepoint: int  # the time point of the ROI it started from
+    prior_rois: list[str]  # the ROI ids (or "candidate tp{k}-C{n}") it started from
+    roi_id: str | None  # the ROI it found and added, None when not found
+    found: bool = False
+    reason: str = ""
+    limit_suv: float = math.nan  # detection limit: filtered SUV the peak had to exceed
+    peak_filtered_suv: float = math.nan
+    background_suv: float = math.nan
+    noise_sd_suv: float = math.nan
+    z: float = math.nan  # threshold in noise sd
+    n_resels: float = math.nan
+    peak_suv: float = 0.0
+    model_probability: float | None = None  # highest model lesion probability in the region (None: not consulted)
+    evidence: str = ""  # what found it: "uptake", "model", or "" when not found
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchRecord:
+        record = super().from_dict(data)
+        record.prior_rois = list(record.prior_rois)
+        return record
+
+
+def search_counts(records: list[SearchRecord]) -> dict[str, int]:
+    """Counts of ``Analysis.prior_searches``: ``searches`` (a candidate's own record is no search), ``found``,
+    ``by_model`` (found by model evidence) and ``candidates`` (model candidates confirmed)."""
+    searches = [r for r in records if r.direction != "candidate"]
+    return {"searches": len(searches), "found": sum(1 for r in searches if r.roi_id),
+            "by_model": sum(1 for r in searches if r.roi_id and r.evidence == "model"),
+            "candidates": len(records) - len(searches)}
+
+
+@dataclass
 class Analysis:
     """Everything known about one patient's longitudinal assessment (serialised as ``analysis.json``).
 
@@ -244,9 +295,7 @@ class Analysis:
     software_version: str = ""
     schema_version: int = SCHEMA_VERSION
     audit: list[dict[str, Any]] = field(default_factory=list)
-    # One record per prior-guided search (segmentation.prior_guided.SearchRecord.to_dict): where a track's
-    # lesion was looked for at a time point without a model ROI, found or not, with the detection limit (SUV).
-    prior_searches: list[dict[str, Any]] = field(default_factory=list)
+    prior_searches: list[SearchRecord] = field(default_factory=list)  # one per prior-guided search
     # One per time point and organ of REFERENCE_ORGANS (analysis.reference), placed or not.
     reference_regions: list[ReferenceRegion] = field(default_factory=list)
 
@@ -264,7 +313,7 @@ class Analysis:
     def model_evidence_rois(self) -> set[str]:
         """Ids of the ROIs the prior-guided search accepted on the segmentation model's probability (its
         ``evidence`` = ``model``), not on the uptake test."""
-        return {r["roi_id"] for r in self.prior_searches if r.get("evidence") == "model" and r.get("roi_id")}
+        return {r.roi_id for r in self.prior_searches if r.evidence == "model" and r.roi_id}
 
     def track(self, track_id: int) -> Track:
         for track in self.tracks:
@@ -286,7 +335,8 @@ class Analysis:
             "tracks": [t.to_dict() for t in self.tracks],
             "responses": [r.to_dict() for r in self.responses],
             "audit": _jsonable(self.audit),
-            "prior_searches": _jsonable(self.prior_searches),
+            "prior_searches": [r.to_dict() for r in self.prior_searches],
+            "parameter_sources": self.parameters.non_default_sources(),
             "reference_regions": [r.to_dict() for r in self.reference_regions],
         }
 
@@ -307,10 +357,11 @@ class Analysis:
             tracks=[Track.from_dict(t) for t in data.get("tracks", [])],
             responses=[TrackResponse.from_dict(r) for r in data.get("responses", [])],
             heterogeneous={int(k): bool(v) for k, v in data.get("heterogeneous", {}).items()},
-            parameters=AnalysisParameters.from_dict(data.get("parameters", {})),
+            parameters=dataclasses.replace(AnalysisParameters.from_dict(data.get("parameters", {})),
+                                           sources=dict(data.get("parameter_sources", {}))),
             software_version=data.get("software_version", ""),
             schema_version=version or SCHEMA_VERSION,
             audit=list(data.get("audit", [])),
-            prior_searches=list(data.get("prior_searches", [])),
+            prior_searches=[SearchRecord.from_dict(r) for r in data.get("prior_searches", [])],
             reference_regions=[ReferenceRegion.from_dict(r) for r in data.get("reference_regions", [])],
         )

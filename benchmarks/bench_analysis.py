@@ -98,8 +98,9 @@ def _track_cnr(truth: dict, out: Path, phantom: Path) -> dict[tuple[int, int], f
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom / "truth" / f"tp{k}_lesions.nii.gz")))
         for lesion in truth["lesions"]:
             entry, key = lesion["timepoints"][str(k)], (int(lesion["track_id"]), k)
-            value = (expected_peak_cnr(suv, labels, [int(v) for v in entry["labels"]], entry["suv_max"],
-                                       entry["volume_ml"], min(pet.GetSpacing()), RECON_FWHM_MM)
+            value = (expected_peak_cnr(suv, labels, [int(v) for v in entry["labels"]],
+                                       true_suv_max=entry["suv_max"], volume_ml=entry["volume_ml"],
+                                       spacing_mm=min(pet.GetSpacing()), recon_fwhm_mm=RECON_FWHM_MM)
                      if entry["present"] else 0.0)
             cnr[key] = max(cnr.get(key, 0.0), value)
     return cnr
@@ -170,9 +171,9 @@ def _longitudinal_figures(analysis, other, out: Path, phantom: Path) -> dict:
     (``other``: the same analysis with the other measure's categories, :func:`_with_measure`)."""
     from LesionResponseLib.analysis.outputs import load_labels
     from LesionResponseLib.analysis.truth import lesion_pair_agreement
+    from LesionResponseLib.datamodel import search_counts
     from LesionResponseLib.tracking import load_transform
     from LesionResponseLib.tracking.evaluate import landmark_errors, score_segmented, truth_correspondence
-    from LesionResponseLib.workflow.prior_search import search_counts
 
     pairs = lesion_pair_agreement(analysis, out, phantom)
     other_pairs = lesion_pair_agreement(other, out, phantom)

@@ -8,7 +8,7 @@
    registration) on this machine's cores: wall time, and every cohort figure next to the one computed
    from the phantoms' ground truth (``truth_cohort_summary``).
 
-Run (exact commands quoted in the README):
+Run (exact commands quoted in docs/evaluation.md and docs/changelog.md):
 ``.venv/bin/python benchmarks/bench_cohort.py --part scaling [--patients 4] [--segmentation threshold]``
 ``.venv/bin/python benchmarks/bench_cohort.py --part full --phantoms DIR [--out DIR] [--truth-masks]
 [--segmentation threshold] [--registration sitk-rigid]`` (``DIR`` is made by
@@ -45,8 +45,8 @@ def _run(manifest: Path, out: Path, workers: int | None, params) -> tuple[float,
 
     start = time.perf_counter()
     run = run_cohort(discover(manifest), out, params, ClusterPlan(workers=workers, dashboard_address=":0"),
-                     on_result=lambda r: print(f"  {r['status']:8s} {r['patient_id']} {r['seconds']} s "
-                                               f"{r.get('worker_peak_rss_mb')} MB {r['error'] or ''}", flush=True))
+                     on_result=lambda r: print(f"  {r.status:8s} {r.patient_id} {r.seconds} s "
+                                               f"{r.worker_peak_rss_mb} MB {r.error or ''}", flush=True))
     return time.perf_counter() - start, run
 
 

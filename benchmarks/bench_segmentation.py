@@ -147,8 +147,9 @@ def _true_lesions(truth: dict, pet: sitk.Image, labels: sitk.Image) -> dict[int,
             if not (label_map == label).any():
                 continue
             volume = tp["volume_ml"] / len(tp["labels"])
-            cnr = expected_peak_cnr(suv, label_map, [int(label)], tp["suv_max"], volume, min(pet.GetSpacing()),
-                                    RECON_FWHM_MM)
+            cnr = expected_peak_cnr(suv, label_map, [int(label)], true_suv_max=tp["suv_max"], volume_ml=volume,
+                                    spacing_mm=min(pet.GetSpacing()),
+                                    recon_fwhm_mm=RECON_FWHM_MM)
             out[int(label)] = TrueLesion(lesion["site"], volume, cnr, psf)
     return out
 

@@ -33,5 +33,5 @@ PY="$VENV/bin/python"
 if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install -q "torch==2.13.0"
 fi
-"$PY" -m pip install -q -e ".[dev,slicer,web]"
+"$PY" -m pip install -q -e ".[dev,slicer,web,docs]"
 echo "[setup] ready: $VENV"

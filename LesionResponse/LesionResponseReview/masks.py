@@ -64,7 +64,8 @@ def hottest_near(suv: np.ndarray, spacing: Sequence[float], index_zyx: Sequence[
     return tuple(int(v) for v in offsets[int(values.argmax())])  # type: ignore[return-value]
 
 
-def grow(suv_image: sitk.Image, labels: sitk.Image, seed_lps: Sequence[float], fraction: float | None = DEFAULT_FRACTION,
+def grow(suv_image: sitk.Image, labels: sitk.Image, seed_lps: Sequence[float], *,
+         fraction: float | None = DEFAULT_FRACTION,
          threshold_suv: float | None = None, keep_label: int = 0) -> GrownMask:
     """The connected region of SUV >= threshold around the hottest voxel near ``seed_lps`` (LPS mm).
 
@@ -119,4 +120,4 @@ def rethreshold(suv_image: sitk.Image, labels: sitk.Image, label: int, fraction:
     suv = sitk.GetArrayViewFromImage(suv_image)
     peak = inside[int(np.argmax(suv[tuple(inside.T)]))]
     seed_lps = suv_image.TransformIndexToPhysicalPoint(tuple(int(c) for c in peak[::-1]))
-    return grow(suv_image, labels, seed_lps, fraction, threshold_suv, keep_label=label)
+    return grow(suv_image, labels, seed_lps, fraction=fraction, threshold_suv=threshold_suv, keep_label=label)

@@ -4,7 +4,8 @@ One function per operation either face calls: load an analysis into a scene (:fu
 show it one view per time point (:func:`attach_views`, :func:`setup_timepoint_layout` for desktop Slicer's
 layout node), jump to a track (:func:`select_track`, :func:`jump_to_track`), map a point between time points
 through the registrations (:func:`map_point_between_timepoints`, :class:`ViewLinker`), apply/undo a reader
-edit (:func:`apply_review_edit`) and refresh colours and table (:func:`refresh_after_edit`). Tested headless
+edit (:func:`apply_review_edit` with a typed :mod:`LesionResponseLib.review.edits` object,
+:func:`undo_review_edit`, :func:`redo_review_edit`) and refresh colours and table (:func:`refresh_after_edit`). Tested headless
 with ``slicer-core``; the only Slicer API used is MRML (``slicer.vtkMRML*``), so the same code runs in desktop
 Slicer, in trame-slicer and in the tests.
 
@@ -768,22 +769,27 @@ def roi_at_point(nodes: LoadedNodes, tp: int, ras: Sequence[float]) -> str | Non
 
 
 # ------------------------------------------------------------------------------------------- review
-REVIEW_OPERATIONS = ("link", "unlink", "merge", "split", "reject", "reject_track", "restore", "add_roi", "edit_roi",
-                     "undo", "redo", "move_reference", "set_site")
-
-
-def apply_review_edit(nodes: LoadedNodes, session: Any, operation: str, **arguments: Any) -> Any:
-    """Apply one reader edit through a :class:`LesionResponseLib.review.ReviewSession` (which saves it at
-    once), then bring the nodes in line: label maps that changed, colours, table.
-
-    ``operation`` is one of :data:`REVIEW_OPERATIONS`; ``arguments`` are passed to the session's method.
-    """
-    if operation not in REVIEW_OPERATIONS:
-        raise SlicerLoadError(describe(f"unknown review operation {operation!r}",
-                                       fix=f"Use one of {', '.join(REVIEW_OPERATIONS)}."))
-    result = getattr(session, operation)(**arguments)
+def apply_review_edit(nodes: LoadedNodes, session: Any, edit: Any) -> dict[str, Any]:
+    """Apply one reader edit (a :mod:`LesionResponseLib.review.edits` object) through a
+    :class:`LesionResponseLib.review.ReviewSession` (which saves it at once), then bring the nodes in line: label
+    maps that changed, colours, table. Returns the edit's record."""
+    record = session.apply(edit)
     sync_with_session(nodes, session)
-    return result
+    return record
+
+
+def undo_review_edit(nodes: LoadedNodes, session: Any) -> dict[str, Any]:
+    """Undo the session's last edit and show the result; returns the undone edit's record."""
+    record = session.undo()
+    sync_with_session(nodes, session)
+    return record
+
+
+def redo_review_edit(nodes: LoadedNodes, session: Any) -> dict[str, Any]:
+    """Redo the session's last undone edit and show the result; returns its record."""
+    record = session.redo()
+    sync_with_session(nodes, session)
+    return record
 
 
 def sync_with_session(nodes: LoadedNodes, session: Any) -> None:
@@ -807,39 +813,21 @@ def refresh_after_edit(nodes: LoadedNodes, reload_labels: bool = False, labels: 
     refresh_table(nodes)
 
 
-def review_arguments(operation: str, first: str = "", second: str = "") -> dict[str, Any]:
-    """Keyword arguments of a ``ReviewSession`` edit from the two ids typed in a panel.
+def roi_id_from_text(text: str, what: str = "a ROI id") -> str:
+    """A ROI id typed or clicked into a panel field (``what`` names the field in the error)."""
+    if not text.strip():
+        raise SlicerLoadError(describe(f"this edit needs {what}",
+                                       fix="Click a lesion-ROI in a view or type its id (e.g. tp1-L0003)."))
+    return text.strip()
 
-    link: ROI ids A and B; unlink, reject, restore: ROI id A; merge: track ids A and B; split: track id A and
-    the time point B from which the ROIs form a new track; reject_track: track id A; undo, redo: nothing.
-    """
-    def number(text: str, what: str) -> int:
-        try:
-            return int(text.strip().lstrip("Tt"))
-        except ValueError:
-            raise SlicerLoadError(describe(f"{operation} needs {what}, got {text!r}",
-                                           fix="Type a number (e.g. 12 or T012).")) from None
 
-    def roi(text: str, what: str) -> str:
-        if not text.strip():
-            raise SlicerLoadError(describe(f"{operation} needs {what}",
-                                           fix="Click a lesion-ROI in a view or type its id (e.g. tp1-L0003)."))
-        return text.strip()
-
-    if operation == "link":
-        return {"roi_a": roi(first, "a ROI id A"), "roi_b": roi(second, "a ROI id B")}
-    if operation in ("unlink", "reject", "restore"):
-        return {"roi_id": roi(first, "a ROI id A")}
-    if operation == "merge":
-        return {"track_a": number(first, "a track id A"), "track_b": number(second, "a track id B")}
-    if operation == "reject_track":
-        return {"track_id": number(first, "a track id A")}
-    if operation == "split":
-        return {"track_id": number(first, "a track id A"), "timepoint": number(second, "a time point B")}
-    if operation in ("undo", "redo"):
-        return {}
-    raise SlicerLoadError(describe(f"{operation} takes a mask, not typed ids",
-                                   fix="Draw or grow the ROI, then apply it."))
+def number_from_text(text: str, what: str = "a track id") -> int:
+    """A track id (``12``, ``T012``) or time point typed into a panel field."""
+    try:
+        return int(text.strip().lstrip("Tt"))
+    except ValueError:
+        raise SlicerLoadError(describe(f"this edit needs {what}, got {text!r}",
+                                       fix="Type a number (e.g. 12 or T012).")) from None
 
 
 def segmentation_for_editing(nodes: LoadedNodes, tp: int, segmentations_logic: Any) -> Any:
@@ -878,5 +866,6 @@ def export_results(out_dir: str | Path, folder: str | Path, formats: Sequence[st
     reports = write_patient_report(out_dir, report_dir=target, formats=tuple(formats))
     dicom = [Path(p) for p in export_dicom(out_dir, target / "dicom")]
     if pacs is not None:
-        send_to_pacs(dicom, *pacs)
+        host, port, called_aet = pacs
+        send_to_pacs(dicom, host, port, called_aet=called_aet)
     return [Path(p) for p in reports.values()] + dicom

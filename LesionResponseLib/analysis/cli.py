@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from LesionResponseLib.terminal import cli_console
+from LesionResponseLib.cli_base import json_option, out_option
+from LesionResponseLib.terminal import cli_console, emit_json
 
 
 def register(app: typer.Typer) -> None:
@@ -16,20 +17,18 @@ def register(app: typer.Typer) -> None:
 
 def cohort_command(
     analyses: list[Path] = typer.Argument(..., help="Analysis output folders (one per patient)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for cohort.json and cohort.csv."),
+    out: Path = out_option(..., "Folder for cohort.json and cohort.csv."),
+    as_json: bool = json_option("the cohort figures"),
 ) -> None:
     """Cohort figures of the paper (ROIs per image, tracks, heterogeneity, non-monotonic, new/resolved)."""
     from LesionResponseLib.analysis.cohort import write_cohort_figures
     from LesionResponseLib.analysis.outputs import load_analysis
-    from LesionResponseLib.errors import LesionResponseError
 
+    summary = write_cohort_figures([load_analysis(folder) for folder in analyses], out)
+    if as_json:
+        emit_json(summary)
+        return
     console = cli_console()
-    try:
-        loaded = [load_analysis(folder) for folder in analyses]
-    except LesionResponseError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
-    summary = write_cohort_figures(loaded, out)
     for key, value in summary.items():
         console.print(f"{key}: {value}")
     console.print(f"written to {out / 'cohort.json'} and {out / 'cohort.csv'}")

@@ -103,7 +103,7 @@ def _crop_around(mask: np.ndarray, margin: np.ndarray) -> tuple[slice, ...]:
 
 
 def pvc_suv_totals(lab: np.ndarray, suv: np.ndarray, spacing_xyz: tuple[float, float, float],
-                   psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM, only: np.ndarray | None = None,
+                   *, psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM, only: np.ndarray | None = None,
                    inner_fwhm: float = PVC_INNER_FWHM, outer_fwhm: float = PVC_OUTER_FWHM) -> dict[int, float]:
     """Partial-volume-corrected SUVtotal (SUV·mL, ≥ 0) per label of ``lab`` (z, y, x), see the module notes.
 
@@ -183,7 +183,7 @@ def measure_rois(labels: sitk.Image, pet_suv: sitk.Image, timepoint: int,
     peaks = ndimage.maximum(sphere_means(suv, voxels, spacing), flat_lab, index=ids)
     direction = np.asarray(labels.GetDirection()).reshape(3, 3)
     points = np.asarray(labels.GetOrigin()) + (centroid_idx[ids] * np.asarray(spacing)) @ direction.T
-    corrected = pvc_suv_totals(full, suv, spacing, psf_fwhm_mm, only=ids)
+    corrected = pvc_suv_totals(full, suv, spacing, psf_fwhm_mm=psf_fwhm_mm, only=ids)
     return [
         LesionROI(roi_id=roi_id_for(timepoint, int(k)), timepoint=timepoint, label=int(k),
                   centroid_mm=tuple(float(c) for c in points[i]), volume_ml=float(count[k] * voxel_ml),

@@ -18,9 +18,10 @@ from LesionResponseLib.dicomio.timepoints import (
     find_timepoints,
     load_timepoint,
 )
+from LesionResponseLib.dicomio.tracer import TracerError
 from LesionResponseLib.dicomio.volume import load_series
 
 __all__ = ["CorruptFileError", "DicomIndex", "DicomInputError", "GeometryError", "IgnoredSeries", "Inventory",
-           "LoadedTimePoint", "PatientSelectionError", "PatientSummary", "SuvResult", "SuvTagError",
+           "LoadedTimePoint", "PatientSelectionError", "PatientSummary", "SuvResult", "SuvTagError", "TracerError",
            "compute_suv_factor", "find_timepoints", "index_folder", "lean_body_mass_kg", "load_series",
            "load_timepoint", "suv_bw_factor"]

@@ -95,7 +95,7 @@ class SuvResult:
     height_m: float | None = None
     sex: str | None = None
     sul_factor: float | None = None  # SUL per Bq/mL (Janmahasatian), None when sex or height unknown
-    slice_factors: dict[str, float] = field(default_factory=dict)  # file → extra factor (DecayCorrection NONE)
+    slice_factors: dict[str, float] = field(default_factory=dict)  # Instance.key → extra factor (DecayCorrection NONE)
     warnings: list[str] = field(default_factory=list)
     normalisation: str = ""  # how the stored values became SUVbw, with the formula's numbers
     assumptions: list[str] = field(default_factory=list)  # every rule applied to imperfect headers
@@ -272,12 +272,14 @@ def compute_suv_factor(pet_headers: Series | Sequence[Instance] | Sequence[pydic
     height, sex = _body(first, notes)
     _note_intercepts(instances, notes)
     if units in ("GML", "CM2ML"):
-        result = _normalised(instances, (units, suv_type), (start, start_source), (half_life, half_life_error),
-                             weight_kg, notes)
+        result = _normalised(instances, (units, suv_type), (start, start_source), half_life=(half_life,
+                                                                                             half_life_error),
+                             weight_kg=weight_kg, notes=notes)
     else:
         if half_life_error is not None:
             raise half_life_error
-        result = _from_dose(instances, start, start_source, half_life, weight_kg, notes)
+        result = _from_dose(instances, start, start_source, half_life=half_life, weight_kg=weight_kg,
+                            notes=notes)
         if units == "BQML":
             _apply_decay_convention(result, instances, notes)
         else:
@@ -305,7 +307,7 @@ def _radiopharm_item(first: Instance):
     return item
 
 
-def _from_dose(instances: list[Instance], start: dt.datetime, start_source: str, half_life: float,
+def _from_dose(instances: list[Instance], start: dt.datetime, start_source: str, *, half_life: float,
                weight_kg: float | None, notes: Notes) -> SuvResult:
     """SUVbw per Bq/mL at the reference time: W_g / (D · e^(−λ(t_ref − t_adm)))."""
     first = instances[0]
@@ -344,7 +346,7 @@ def _apply_decay_convention(result: SuvResult, instances: list[Instance], notes:
                    "the SUV by e^(λ·uptake))", "Fix DecayCorrection or CorrectedImage (dcmodify) to what the "
                    "scanner did.")
     for inst in instances:
-        result.slice_factors[inst.path] = _frame_to_injection(inst, result)
+        result.slice_factors[inst.key] = _frame_to_injection(inst, result)
     result.voxel_to_suv = result.weight_kg * 1000.0 / result.injected_activity_bq
     result.method, result.stored_values = "BQML/NONE-corrected", STORED_VALUES["NONE"]
     result.normalisation = (f"SUVbw = Bq/mL × {result.weight_kg:g} kg × 1000 / {result.injected_activity_bq / 1e6:.6g}"
@@ -416,7 +418,7 @@ def _philips(result: SuvResult, instances: list[Instance], notes: Notes) -> None
 
 
 def _normalised(instances: list[Instance], unit_type: tuple[str, str], reference: tuple[dt.datetime, str],
-                half_life: tuple[float | None, SuvTagError | None], weight_kg: float | None,
+                *, half_life: tuple[float | None, SuvTagError | None], weight_kg: float | None,
                 notes: Notes) -> SuvResult:
     """Units GML / CM2ML: the stored SUV is turned back into SUVbw (module docstring table)."""
     first = instances[0]
@@ -424,7 +426,8 @@ def _normalised(instances: list[Instance], unit_type: tuple[str, str], reference
     try:
         if half_life[1] is not None:
             raise half_life[1]
-        result = _from_dose(instances, start, start_source, half_life[0], weight_kg, notes)
+        result = _from_dose(instances, start, start_source, half_life=half_life[0], weight_kg=weight_kg,
+                            notes=notes)
     except SuvTagError as err:
         notes.warnings.append(f"{units} series: voxels are normalised SUV already; suv_factor per Bq/mL unknown "
                               f"({err})")

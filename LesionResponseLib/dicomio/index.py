@@ -1,14 +1,17 @@
 """Index a folder tree of DICOM files from their headers: patients → studies → series → instances.
 
 Only header elements are parsed (``stop_before_pixels`` and a fixed list of tags), so thousands of files
-index in seconds. Files that are not DICOM or cannot be parsed are listed in :attr:`DicomIndex.unreadable`
-with the reason; they never stop the indexing.
+index in seconds. The files come from :func:`sources.list_files` (symbolic links followed, ZIP archives
+unpacked); files that are not DICOM or cannot be parsed are listed in :attr:`DicomIndex.unreadable` with the
+reason, and everything else not read (hidden files, DICOMDIR, link loops, second copies of an instance) in
+:attr:`DicomIndex.not_read`; they never stop the indexing. A multi-frame image (Enhanced or legacy-converted
+PET/CT) becomes one :class:`Instance` per frame (:mod:`frames`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +19,11 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from LesionResponseLib.dicomio.errors import DicomInputError
+from LesionResponseLib.dicomio.frames import frame_headers
+from LesionResponseLib.dicomio.sources import list_files
 from LesionResponseLib.errors import describe
 
 NOT_DICOM = "not a DICOM file"
@@ -31,6 +37,7 @@ HEADER_TAGS = _TAGS = [Tag(t) for t in (
     "DecayCorrection", "RescaleSlope", "RescaleIntercept", "Manufacturer", "InstanceNumber",
     "RadiopharmaceuticalInformationSequence", "SeriesType", "ActualFrameDuration", "GantryDetectorTilt",
     "SliceThickness", "PixelRepresentation", "BitsAllocated", "SUVType", "FrameReferenceTime",
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "AttenuationCorrected", "DecayCorrected",
 )]
 #: Private SUV tags (GE scan datetime (0009,xx0D), Philips scale factors (7053,xx00)/(7053,xx09)) in any of the
 #: first 16 private blocks: the creator decides which block holds them.
@@ -41,11 +48,17 @@ _TAGS += [Tag(0x7053, (block << 8) | element) for block in range(0x10, 0x20) for
 
 @dataclass
 class Instance:
-    """One DICOM file's header (only the elements the loader needs)."""
+    """One DICOM file's header (only the elements the loader needs), or one frame of a multi-frame file."""
 
     path: str
     header: pydicom.Dataset
     _values: dict = field(default_factory=dict, repr=False, compare=False)
+    frame: int | None = None  # frame index (0-based) in a multi-frame file, None for a single-frame file
+
+    @property
+    def key(self) -> str:
+        """The file, or ``file[frame]`` for a frame of a multi-frame file (names a slice in messages and maps)."""
+        return self.path if self.frame is None else f"{self.path}[{self.frame}]"
 
     def get(self, keyword: str, default=None):
         """The element's value (converted once and cached: the selection reads each tag several times)."""
@@ -76,8 +89,14 @@ class Series:
     def folder(self) -> str:
         return os.path.dirname(self.first.path)
 
+    @property
+    def files(self) -> list[str]:
+        """The series' files in slice order, each once (a multi-frame file holds many slices)."""
+        return list(dict.fromkeys(i.path for i in self.instances))
+
     def label(self) -> str:
-        return f"{self.modality} '{self.description}' ({len(self.instances)} files, {self.folder})"
+        frames = f", {len(self.instances)} frames" if len(self.files) < len(self.instances) else ""
+        return f"{self.modality} '{self.description}' ({len(self.files)} files{frames}, {self.folder})"
 
 
 @dataclass
@@ -116,6 +135,10 @@ class DicomIndex:
 
     #: folder → SeriesInstanceUIDs of the readable files in it
     folder_series: dict[str, set[str]] = field(default_factory=dict)
+    #: (path, reason) of what was not read: hidden files, DICOMDIR, link loops, second copies of an instance
+    not_read: list[tuple[str, str]] = field(default_factory=list)
+    archives: dict[str, str] = field(default_factory=dict)  # ZIP archive → the folder it was unpacked into
+    _sop_paths: dict[str, str] = field(default_factory=dict, repr=False)  # SOPInstanceUID → first file
 
     def corrupt_files_of(self, series: Series) -> list[tuple[str, str]]:
         """Unreadable files of ``series``: same SeriesInstanceUID, or (uid unknown) in a folder of this series only."""
@@ -126,18 +149,6 @@ class DicomIndex:
             if path not in known and self.folder_series.get(folder) == {series.uid}:
                 found.append((path, reason))
         return found
-
-
-def _iter_files(root: Path) -> Iterable[Path]:
-    if root.is_file():
-        yield root
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.startswith(".") or name.upper() == "DICOMDIR":
-                continue
-            yield Path(dirpath) / name
 
 
 _SERIES_UID_TAG = b"\x20\x00\x0e\x00"
@@ -161,15 +172,19 @@ def salvage_series_uid(path: str | Path, limit: int = 65536) -> str | None:
 
 
 def _parse(path: Path, force: bool) -> tuple[pydicom.Dataset, bool]:
-    """Header of ``path`` and whether it stops before the end of the file (pixel data follows)."""
+    """Header of ``path`` and whether it stops before the end of the file (pixel data follows). A deflated
+    file is inflated whole by pydicom, so its position says nothing: a truncated one fails when its pixels are
+    read, naming it (volume.read_datasets)."""
     with open(path, "rb") as handle:
         ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=_TAGS, force=force)
-        more = handle.tell() < os.fstat(handle.fileno()).st_size
+        deflated = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) == DeflatedExplicitVRLittleEndian
+        more = deflated or handle.tell() < os.fstat(handle.fileno()).st_size
     return ds, more
 
 
-def _read_header(path: Path) -> tuple[Instance | None, str | None]:
-    """The file's header as an :class:`Instance`, or (None, reason): NOT_DICOM or why it is unreadable."""
+def _read_header(path: Path) -> tuple[list[Instance], str | None]:
+    """The file's header as :class:`Instance`\\ s (one per frame), or ([], reason): NOT_DICOM or why it is
+    unreadable."""
     forced = False
     try:
         ds, more = _parse(path, force=False)
@@ -180,56 +195,78 @@ def _read_header(path: Path) -> tuple[Instance | None, str | None]:
             ds, more = _parse(path, force=True)
             forced = True
         except Exception:
-            return None, NOT_DICOM
+            return [], NOT_DICOM
     except Exception as exc:  # corrupt or truncated files must not stop the index
-        return None, f"unreadable DICOM ({type(exc).__name__}: {exc})"
+        return [], f"unreadable DICOM ({type(exc).__name__}: {exc})"
     if "SOPInstanceUID" not in ds or "SeriesInstanceUID" not in ds or "StudyInstanceUID" not in ds:
-        return None, NOT_DICOM if forced else "no SOPInstanceUID/SeriesInstanceUID/StudyInstanceUID (truncated?)"
-    if ("ImagePositionPatient" in ds or "Rows" in ds) and not more:
-        return None, "truncated: the header ends at the end of the file, no pixel data"
-    return Instance(str(path), ds), None
+        return [], NOT_DICOM if forced else "no SOPInstanceUID/SeriesInstanceUID/StudyInstanceUID (truncated?)"
+    if ("ImagePositionPatient" in ds or "Rows" in ds or "NumberOfFrames" in ds) and not more:
+        return [], "truncated: the header ends at the end of the file, no pixel data"
+    return instances_of(str(path), ds), None
+
+
+def instances_of(path: str, ds: pydicom.Dataset) -> list[Instance]:
+    """The :class:`Instance`\\ s of one file's header: itself, or one per frame of a multi-frame image."""
+    frames = frame_headers(ds)
+    if len(frames) == 1 and frames[0] is ds:
+        return [Instance(path, ds)]
+    return [Instance(path, frame, frame=k) for k, frame in enumerate(frames)]
 
 
 def index_folder(path: str | Path, progress: Callable[[int, int], None] | None = None,
-                 workers: int = 1) -> DicomIndex:
+                 workers: int = 1, *, unpack_dir: str | Path | None = None) -> DicomIndex:
     """Index every DICOM file under ``path`` (headers only) into patients → studies → series.
 
     Args:
-        path: a folder (searched recursively) or a single file.
+        path: a folder (searched recursively, symbolic links followed), a ZIP archive or a single file.
         progress: optional ``progress(done, total)`` callback.
         workers: reader threads. Header parsing holds the GIL, so threads only pay off when file I/O
             dominates (network shares, optical media); on local disk 1 thread indexed 6,043 files in
             5.4 s and 4 threads in 7.9 s (benchmarks/bench_dicomio.py).
+        unpack_dir: where ZIP archives are unpacked (:func:`sources.list_files`; default: a folder in the
+            system's temporary folder).
     Raises:
         DicomInputError: the path does not exist.
     """
     root = Path(path)
     if not root.exists():
         raise DicomInputError(describe("no such file or folder", path=root, fix="Check the path."))
-    files = list(_iter_files(root))
-    index = DicomIndex(str(root), n_files=len(files))
+    sources = list_files(root, unpack_dir=unpack_dir)
+    files = sources.files
+    index = DicomIndex(str(root), n_files=len(files), not_read=list(sources.not_read), archives=sources.archives)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, (file, (inst, reason)) in enumerate(zip(files, pool.map(_read_header, files), strict=True), 1):
+        for done, (file, (insts, reason)) in enumerate(zip(files, pool.map(_read_header, files), strict=True), 1):
             if progress and (done % 200 == 0 or done == len(files)):
                 progress(done, len(files))
             if reason == NOT_DICOM:
                 index.non_dicom.append(str(file))
                 continue
-            if inst is None:
+            if not insts:
                 index.unreadable.append((str(file), reason or "unreadable"))
                 uid = salvage_series_uid(file)
                 if uid:
                     index.corrupt_by_series.setdefault(uid, []).append((str(file), reason or "unreadable"))
                 continue
-            _add(index, inst)
+            _add(index, insts)
     for patient in index.patients.values():
         for study in patient.studies.values():
             for series in study.series.values():
-                series.instances.sort(key=lambda i: (int(i.get("InstanceNumber", 0) or 0), i.path))
+                series.instances.sort(key=lambda i: (int(i.get("InstanceNumber", 0) or 0), i.path, i.frame or 0))
     return index
 
 
-def _add(index: DicomIndex, inst: Instance) -> None:
+def _add(index: DicomIndex, insts: list[Instance]) -> None:
+    """Add one file's instances, unless the same SOPInstanceUID was read from another file (listed)."""
+    sop = str(insts[0].header.SOPInstanceUID)
+    first = index._sop_paths.setdefault(sop, insts[0].path)
+    if first != insts[0].path:
+        index.not_read.append((insts[0].path, f"a second copy of {first} (same SOPInstanceUID {sop}): read once"))
+        return
+    for inst in insts:
+        _add_instance(index, inst)
+
+
+def _add_instance(index: DicomIndex, inst: Instance) -> None:
     pid = str(inst.get("PatientID", "") or "")
     patient = index.patients.setdefault(pid, Patient(pid, str(inst.get("PatientName", "") or "")))
     study = patient.studies.setdefault(inst.header.StudyInstanceUID, Study(inst.header.StudyInstanceUID))

@@ -2,13 +2,17 @@
 
 Selection rules (each study of the chosen patient gives at most one time point):
 
-* **PET**: a PET Image Storage series that is an original reconstruction (not localizer, MIP, secondary),
+* **PET**: a PET Image Storage series (or Enhanced / Legacy Converted Enhanced PET, one slice per frame) of a
+  static whole-body scan (SeriesType not DYNAMIC or GATED) that is an original reconstruction (not localizer,
+  MIP, secondary),
   attenuation-corrected (CorrectedImage has ATTN) and decay-corrected (DECY) or of DecayCorrection NONE (then
   decay-corrected on load), with Units BQML, CNTS, GML or CM2ML and at
   least :data:`MIN_VOLUME_SLICES` slices. Among several: prefer ImageType ORIGINAL, then the most slices
   (widest coverage), then the earliest scan start (not a delayed or repeated scan), then the lowest
   SeriesNumber. The others are listed as ignored with the chosen one named.
-* **CT**: an axial CT Image Storage volume of the PET's FrameOfReferenceUID, from the same study if there is
+* **Tracer**: a somatostatin-receptor tracer (:mod:`tracer`); another is refused unless ``allow_other_tracer``.
+* **CT**: an axial CT Image Storage (or Enhanced / Legacy Converted Enhanced CT) volume of the PET's
+  FrameOfReferenceUID, from the same study if there is
   one, else from another study of the patient (warned); the one covering the PET's axial range best, then
   the most slices. No such CT: the time point is PET only (warned, ``ct_series_instance_uid=None``).
 
@@ -36,14 +40,25 @@ from LesionResponseLib.dicomio.errors import (
     fail,
     tag,
 )
-from LesionResponseLib.dicomio.index import DicomIndex, Instance, Patient, Series, Study, index_folder
-from LesionResponseLib.dicomio.volume import check_series_geometry, load_series, read_headers
+from LesionResponseLib.dicomio.frames import MULTIFRAME_CT, MULTIFRAME_PET
+from LesionResponseLib.dicomio.geometry import SliceGeometry
+from LesionResponseLib.dicomio.index import NOT_DICOM, DicomIndex, Patient, Series, Study, index_folder
+from LesionResponseLib.dicomio.tracer import TracerError, TracerFinding, check_tracer
+from LesionResponseLib.dicomio.volume import (
+    check_series_geometry,
+    load_series,
+    read_headers,
+    series_instances,
+)
 
 PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MIN_VOLUME_SLICES = 10  # fewer slices cannot be a whole-body or even a single-bed reconstruction (≥ 15 cm)
 AXIAL_TOLERANCE = 0.05  # |normal_z| ≥ 0.95 (≈ 18°) counts as an axial series
 DERIVED_TYPES = ("LOCALIZER", "SECONDARY", "MIP", "PROJECTION IMAGE", "REFORMATTED", "SCREEN SAVE")
+#: SeriesType (0054,1000) first values of scans that are not one static whole-body volume: their slices repeat
+#: positions (one per time frame or gate), which a response assessment cannot use.
+NOT_STATIC = ("DYNAMIC", "GATED")
 SUV_AGREEMENT = 1e-6  # relative tolerance when load_timepoint re-derives the SUV factor from the files
 
 
@@ -82,6 +97,9 @@ class Inventory:
     warnings: list[str] = field(default_factory=list)
     #: chosen series uid → {"modality", "description", "n_files", "folder"} (for display)
     series: dict[str, dict] = field(default_factory=dict)
+    #: (path, reason) of every file or folder not read: not DICOM, hidden, DICOMDIR, link loops, second copies
+    not_read: list[tuple[str, str]] = field(default_factory=list)
+    archives: dict[str, str] = field(default_factory=dict)  # ZIP archive → where it was unpacked
 
     def to_dict(self) -> dict:
         """JSON-compatible dict (the ``inspect --json`` output)."""
@@ -90,7 +108,8 @@ class Inventory:
                 "timepoints": [t.to_dict() for t in self.timepoints],
                 "ignored": [asdict(i) for i in self.ignored],
                 "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable],
-                "warnings": list(self.warnings), "series": self.series}
+                "not_read": [{"path": p, "reason": r} for p, r in self.not_read],
+                "archives": dict(self.archives), "warnings": list(self.warnings), "series": self.series}
 
 
 @dataclass
@@ -118,8 +137,12 @@ def pet_rejection(series: Series) -> str | None:
     if series.modality != "PT":
         return None if series.modality == "CT" else f"modality {series.modality or '?'} is neither PET nor CT"
     sop = str(series.first.get("SOPClassUID", ""))
-    if sop != PET_STORAGE:
-        return f"PET SOP class {sop} (enhanced/multi-frame or secondary capture) is not supported"
+    if sop != PET_STORAGE and sop not in MULTIFRAME_PET:
+        return f"PET SOP class {sop} (secondary capture or another non-image object) is not a PET image"
+    scan = _multi(series.first.get("SeriesType"))
+    if scan and scan[0] in NOT_STATIC:
+        return (f"{scan[0].lower()} PET ({tag('SeriesType')} {'/'.join(scan)}): its slices repeat positions per "
+                "frame or gate; a static whole-body reconstruction is needed")
     image_type = _multi(series.first.get("ImageType"))
     if any(t in image_type for t in DERIVED_TYPES):
         return f"derived PET ({'/'.join(image_type)}), not an original reconstruction"
@@ -143,8 +166,8 @@ def ct_rejection(series: Series) -> str | None:
     sop = str(series.first.get("SOPClassUID", ""))
     if "LOCALIZER" in _multi(series.first.get("ImageType")):
         return "localizer (topogram)"
-    if sop != CT_STORAGE:
-        return f"CT SOP class {sop} (enhanced/multi-frame or secondary capture) is not supported"
+    if sop != CT_STORAGE and sop not in MULTIFRAME_CT:
+        return f"CT SOP class {sop} (secondary capture or another non-image object) is not a CT image"
     iop = np.array(series.first.get("ImageOrientationPatient") or [1, 0, 0, 0, 1, 0], float)
     if abs(abs(np.cross(iop[:3], iop[3:])[2]) - 1) > AXIAL_TOLERANCE:
         return "not an axial series (coronal/sagittal reformat)"
@@ -227,7 +250,9 @@ def _check_patient_consistency(patient: Patient) -> None:
 def find_timepoints(path_or_index: str | Path | DicomIndex, patient: str | None = None, *, strict: bool = True,
                     weight_kg: float | None = None,
                     index: DicomIndex | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> Inventory:
+                    progress: Callable[[int, int], None] | None = None,
+                    allow_other_tracer: bool = False,
+                    unpack_dir: str | Path | None = None) -> Inventory:
     """The patient's time points (PET + CT per study, SUV calibrated), ordered by scan start.
 
     Args:
@@ -238,18 +263,24 @@ def find_timepoints(path_or_index: str | Path | DicomIndex, patient: str | None 
         weight_kg: body weight (kg) used instead of PatientWeight for every time point.
         index: a ready index (same as passing it as ``path_or_index``; kept for callers that pass both).
         progress: ``progress(done, total)`` while headers are read.
+        allow_other_tracer: analyse a PET whose tracer is not SSTR (:mod:`tracer`; recorded in
+            ``TimePointInfo.tracer_override`` and warned); refused otherwise.
+        unpack_dir: where ZIP archives in the input are unpacked (:func:`index_folder`).
     Raises:
         PatientSelectionError: no images, several patients without ``patient``, mixed patient data.
-        SuvTagError, CorruptFileError: (strict) the chosen PET cannot be calibrated or read.
+        SuvTagError, CorruptFileError, TracerError: (strict) the chosen PET cannot be calibrated or read, or shows
+            another tracer.
     """
     if isinstance(path_or_index, DicomIndex):
         index = path_or_index
-    index = index or index_folder(path_or_index, progress=progress)
+    index = index or index_folder(path_or_index, progress=progress, unpack_dir=unpack_dir)
     chosen = select_patient(index, patient)
     _check_patient_consistency(chosen)
     inventory = Inventory(index.root, chosen.patient_id, chosen.name, unreadable=list(index.unreadable),
                           patients=[PatientSummary(p.patient_id, p.name, len(p.studies), p.n_files)
-                                    for p in index.patients.values()])
+                                    for p in index.patients.values()],
+                          not_read=[*index.not_read, *((p, NOT_DICOM) for p in index.non_dicom)],
+                          archives=dict(index.archives))
     if index.unreadable:
         inventory.warnings.append(f"{len(index.unreadable)} unreadable DICOM file(s), e.g. {index.unreadable[0][0]} "
                                   f"({index.unreadable[0][1]}); see Inventory.unreadable")
@@ -261,29 +292,44 @@ def find_timepoints(path_or_index: str | Path | DicomIndex, patient: str | None 
     used_cts: set[str] = set()
     found = []
     for study in chosen.studies.values():
-        result = _study_timepoint(study, index, inventory, all_cts, strict, weight_kg)
+        result = _study_timepoint(study, index, inventory, all_cts=all_cts, strict=strict, weight_kg=weight_kg,
+                                  allow_other_tracer=allow_other_tracer)
         if result is not None:
             found.append(result)
-            if result[3] is not None:
-                used_cts.add(result[3].uid)
+            if result.ct is not None:
+                used_cts.add(result.ct.uid)
     _list_unused_cts(chosen, all_cts, used_cts, inventory)
     if not found and strict:
         reasons = "; ".join(f"{i.modality} '{i.description}': {i.reason}" for i in inventory.ignored) or "none"
         raise fail(DicomInputError, index.root, f"no quantitative PET time point for patient {chosen.patient_id} "
                    f"(series seen: {reasons})", "Add the attenuation- and decay-corrected PET series to the folder.")
-    found.sort(key=lambda f: f[0].scan_datetime)
-    for k, (cal, study, pet, ct) in enumerate(found):
-        inventory.timepoints.append(_info(k, chosen, study, pet, ct, cal))
-        for series in (pet, ct) if ct else (pet,):
+    found.sort(key=lambda f: f.cal.scan_datetime)
+    for k, choice in enumerate(found):
+        inventory.timepoints.append(_info(k, chosen, choice))
+        for series in (choice.pet, choice.ct) if choice.ct else (choice.pet,):
             inventory.series[series.uid] = {"modality": series.modality, "description": series.description,
-                                            "n_files": len(series.instances), "folder": series.folder}
+                                            "n_files": len(series.files), "n_slices": len(series.instances),
+                                            "folder": series.folder}
     return inventory
 
 
-def _study_timepoint(study: Study, index: DicomIndex, inventory: Inventory, all_cts: list[Series], strict: bool,
-                     weight_kg: float | None):
+@dataclass
+class _Choice:
+    """One study's chosen PET (calibrated, its tracer and slice geometry) and CT (and its geometry)."""
+
+    cal: SuvResult
+    study: Study
+    pet: Series
+    pet_geometry: SliceGeometry
+    tracer: TracerFinding
+    ct: Series | None = None
+    ct_geometry: SliceGeometry | None = None
+
+
+def _study_timepoint(study: Study, index: DicomIndex, inventory: Inventory, *, all_cts: list[Series], strict: bool,
+                     weight_kg: float | None, allow_other_tracer: bool) -> _Choice | None:
     candidates: list[tuple[Series, SuvResult]] = []
-    failures: list[tuple[Series, SuvTagError]] = []
+    failures: list[tuple[Series, SuvTagError | TracerError]] = []
     for series in study.series.values():
         if series.modality == "CT":
             reason = ct_rejection(series)
@@ -293,21 +339,23 @@ def _study_timepoint(study: Study, index: DicomIndex, inventory: Inventory, all_
         reason = pet_rejection(series) or _corrupt_reason(index, series, strict)
         if reason is None:
             try:
+                check_tracer(series.first, allow_other=allow_other_tracer)
                 candidates.append((series, compute_suv_factor(series, weight_kg=weight_kg)))
-            except SuvTagError as err:
+            except (SuvTagError, TracerError) as err:
                 failures.append((series, err))
             continue
         inventory.ignored.append(_ignored(study, series, reason))
     if failures and strict and not candidates:
-        raise failures[0][1]  # the study's only quantitative PET cannot be calibrated: never skip it silently
+        raise failures[0][1]  # the study's only quantitative PET cannot be used: never skip it silently
     for series, err in failures:
-        inventory.ignored.append(_ignored(study, series, f"SUV cannot be computed: {err}"))
+        what = "another tracer" if isinstance(err, TracerError) else "SUV cannot be computed"
+        inventory.ignored.append(_ignored(study, series, f"{what}: {err}"))
     if not candidates:
         return None
     candidates.sort(key=_pet_rank)
     pet, cal = candidates[0]
-    reason = _geometry_reason(pet, strict)
-    if reason:
+    pet_geometry, reason = _series_geometry(pet, strict)
+    if pet_geometry is None:
         inventory.ignored.append(_ignored(study, pet, reason))
         return None
     for other, _ in candidates[1:]:
@@ -319,14 +367,18 @@ def _study_timepoint(study: Study, index: DicomIndex, inventory: Inventory, all_
         ct = _choose_ct(pet, [s for s in all_cts if s.uid not in study.series])
         if ct is not None:
             cal.warnings.append(f"CT taken from another study of the same FrameOfReferenceUID ({ct.label()})")
+    choice = _Choice(cal, study, pet, pet_geometry, check_tracer(pet.first, allow_other=allow_other_tracer))
     if ct is not None:
-        reason = _corrupt_reason(index, ct, strict) or _geometry_reason(ct, strict=False)
+        reason = _corrupt_reason(index, ct, strict)
+        choice.ct_geometry, geometry_reason = (None, None) if reason else _series_geometry(ct, strict=False)
+        reason = reason or geometry_reason
         if reason:
             inventory.ignored.append(_ignored(study, ct, reason))
             ct = None
     if ct is None:
         cal.warnings.append(f"no usable CT shares the PET's {tag('FrameOfReferenceUID')}: PET only")
-    return cal, study, pet, ct
+    choice.ct = ct
+    return choice
 
 
 def _corrupt_reason(index: DicomIndex, series: Series, strict: bool) -> str | None:
@@ -341,15 +393,15 @@ def _corrupt_reason(index: DicomIndex, series: Series, strict: bool) -> str | No
     return problem
 
 
-def _geometry_reason(series: Series, strict: bool) -> str | None:
-    """Why the series' slices (from the headers) do not form a regular volume; raises when ``strict``."""
+def _series_geometry(series: Series, strict: bool) -> tuple[SliceGeometry | None, str]:
+    """The series' slice geometry from the headers, or (None, why its slices do not form a volume); raises
+    when ``strict``."""
     try:
-        check_series_geometry([i.header for i in series.instances], [i.path for i in series.instances])
+        return check_series_geometry([i.header for i in series.instances], [i.key for i in series.instances]), ""
     except GeometryError as err:
         if strict:
             raise
-        return f"irregular geometry: {err}"
-    return None
+        return None, f"irregular geometry: {err}"
 
 
 def _list_unused_cts(patient: Patient, all_cts: list[Series], used: set[str], inventory: Inventory) -> None:
@@ -363,12 +415,19 @@ def _list_unused_cts(patient: Patient, all_cts: list[Series], used: set[str], in
 
 
 def _ignored(study: Study, series: Series, reason: str) -> IgnoredSeries:
-    return IgnoredSeries(study.date, series.modality, series.description, series.folder, len(series.instances),
+    return IgnoredSeries(study.date, series.modality, series.description, series.folder, len(series.files),
                          reason, series.uid)
 
 
-def _info(k: int, patient: Patient, study: Study, pet: Series, ct: Series | None, cal: SuvResult) -> TimePointInfo:
-    first: Instance = pet.first
+def _info(k: int, patient: Patient, choice: _Choice) -> TimePointInfo:
+    cal, study, pet, ct, tracer = choice.cal, choice.study, choice.pet, choice.ct, choice.tracer
+    first = pet.first
+    warnings = list(cal.warnings) + ([tracer.warning] if tracer.warning else [])
+    if not tracer.sstr:
+        warnings.append(f"tracer {tracer.name} is not somatostatin-receptor PET: analysed on the user's request "
+                        "(--allow-other-tracer); the model, categories and physiological rules are made for SSTR PET")
+    notes = [f"{name}: {note}" for name, geometry in (("PET", choice.pet_geometry), ("CT", choice.ct_geometry))
+             if geometry is not None and (note := geometry.describe())]
     return TimePointInfo(
         index=k, patient_id=patient.patient_id,
         study_date=str(first.get("StudyDate", "") or cal.scan_datetime.strftime("%Y%m%d")),
@@ -380,9 +439,13 @@ def _info(k: int, patient: Patient, study: Study, pet: Series, ct: Series | None
         injection_datetime=cal.injection_datetime.isoformat() if cal.injection_datetime else None,
         uptake_time_s=cal.uptake_time_s, half_life_s=cal.half_life_s, sul_factor=cal.sul_factor,
         manufacturer=str(first.get("Manufacturer", "") or "") or None,
-        pet_files=[i.path for i in pet.instances], ct_files=[i.path for i in ct.instances] if ct else [],
-        warnings=list(cal.warnings), suv_reference_time_source=cal.scan_start_source,
-        suv_normalisation=cal.normalisation, suv_assumptions=list(cal.assumptions))
+        pet_files=pet.files, ct_files=ct.files if ct else [],
+        warnings=warnings, suv_reference_time_source=cal.scan_start_source,
+        suv_normalisation=cal.normalisation, suv_assumptions=list(cal.assumptions),
+        radiopharmaceutical=tracer.name, radionuclide=tracer.nuclide, tracer_override=not tracer.sstr,
+        pet_slice_deviation_mm=round(choice.pet_geometry.deviation_mm, 4),
+        ct_slice_deviation_mm=round(choice.ct_geometry.deviation_mm, 4) if choice.ct_geometry else None,
+        ct_tilt_deg=round(choice.ct_geometry.tilt_deg, 2) if choice.ct_geometry else None, geometry_notes=notes)
 
 
 # ---------------------------------------------------------------- loading
@@ -398,7 +461,7 @@ def load_timepoint(info: TimePointInfo, with_ct: bool = True) -> LoadedTimePoint
     if not info.pet_files:
         raise fail(DicomInputError, None, f"time point {info.index} lists no PET files", "Re-run find_timepoints.")
     headers = read_headers(info.pet_files)
-    instances = [Instance(p, ds) for p, ds in zip(info.pet_files, headers, strict=True)]
+    instances = series_instances(info.pet_files, headers)
     cal = compute_suv_factor(instances, weight_kg=info.weight_kg)
     if cal.suv_factor == cal.suv_factor and abs(cal.suv_factor / info.suv_factor - 1) > SUV_AGREEMENT:
         raise fail(SuvTagError, info.pet_files[0], f"SUV factor from the files ({cal.suv_factor:.6g}) differs from "

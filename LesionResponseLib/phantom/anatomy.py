@@ -85,7 +85,7 @@ class Shape:
         return mask
 
 
-def _shell(tissue_out: str, tissue_in: str, center, radii, thickness: float, pz: float = 2.0) -> list[Shape]:
+def _shell(tissue_out: str, tissue_in: str, center, *, radii, thickness: float, pz: float = 2.0) -> list[Shape]:
     inner = tuple(max(r - thickness, 1.0) for r in radii)
     return [Shape(tissue_out, center, tuple(radii), pz), Shape(tissue_in, center, inner, pz)]
 
@@ -137,7 +137,7 @@ def _reference_shapes(body: BodyParameters) -> list[Shape]:
         S("muscle", (88, 5, -935), (62, 66, 145), pz=6),
         S("muscle", (-88, 5, -935), (62, 66, 145), pz=6),
         # head
-        *_shell("bone", "brain", (0, 0, -100), (72, 90, 98), 7),
+        *_shell("bone", "brain", (0, 0, -100), radii=(72, 90, 98), thickness=7),
         S("pituitary", (0, 8, -122), (5, 5, 4)),
         S("thyroid", (9, -22, -262), (9, 8, 16)),
         S("thyroid", (-9, -22, -262), (9, 8, 16)),
@@ -167,10 +167,10 @@ def _reference_shapes(body: BodyParameters) -> list[Shape]:
         # skeleton: spine, pelvis, femurs, with marrow
         S("bone", (0, 78, -575), (17, 17, 330), pz=10),
         S("marrow", (0, 78, -575), (12, 12, 326), pz=10),
-        *_shell("bone", "marrow", (78, 42, -790), (42, 20, 58), 5),
-        *_shell("bone", "marrow", (-78, 42, -790), (42, 20, 58), 5),
-        *_shell("bone", "marrow", (88, 8, -950), (15, 15, 140), 5, pz=10),
-        *_shell("bone", "marrow", (-88, 8, -950), (15, 15, 140), 5, pz=10),
+        *_shell("bone", "marrow", (78, 42, -790), radii=(42, 20, 58), thickness=5),
+        *_shell("bone", "marrow", (-78, 42, -790), radii=(42, 20, 58), thickness=5),
+        *_shell("bone", "marrow", (88, 8, -950), radii=(15, 15, 140), thickness=5, pz=10),
+        *_shell("bone", "marrow", (-88, 8, -950), radii=(15, 15, 140), thickness=5, pz=10),
     ]
     shapes += _arm_shapes(body.arms_up)
     return shapes
@@ -196,7 +196,7 @@ def _arm_shapes(arms_up: bool) -> list[Shape]:
         else:
             c, r = (side * 212, 10, -585), (38, 40, 300)
         shapes += [Shape("fat", c, r, pz=8), Shape("muscle", c, (r[0] - 8, r[1] - 8, r[2]), pz=8)]
-        shapes += _shell("bone", "marrow", c, (11, 11, r[2] * 0.55), 4, pz=10)
+        shapes += _shell("bone", "marrow", c, radii=(11, 11, r[2] * 0.55), thickness=4, pz=10)
     return shapes
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from LesionResponseLib.terminal import cli_console
+from LesionResponseLib.cli_base import json_option, out_option, patient_option
+from LesionResponseLib.terminal import cli_console, emit_json
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def phantom(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the phantom patient into."),
+    *, out: Path = out_option(..., "Folder to write the phantom patient into."),
     seed: int = typer.Option(1, help="Random seed: the same seed gives the same patient."),
     timepoints: int = typer.Option(4, min=2, max=7, help="Number of scans (2–7)."),
     vendor: str = typer.Option("siemens", help="DICOM flavour: siemens, siemens-admin, philips, ge, gml."),
@@ -27,23 +28,22 @@ def phantom(
     low_contrast: bool = typer.Option(False, help="Harder patient: lesion SUVmean 6–18 (1.2–4× liver)."),
     near_organs: float = typer.Option(0.0, min=0.0, max=1.0,
                                       help="Harder patient: fraction of lesions 2–6 mm from spleen, kidney, adrenal."),
+    as_json: bool = json_option("the ground truth (truth.json)"),
 ) -> None:
     """Generate a synthetic longitudinal [68Ga]DOTATATE PET/CT patient as DICOM, with ground truth."""
     from rich.progress import Progress
 
-    from LesionResponseLib.errors import LesionResponseError
     from LesionResponseLib.phantom import generate_patient, load_truth
 
-    console = cli_console()
-    try:
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("simulating scans", total=timepoints)
-            generate_patient(out, seed=seed, timepoints=timepoints, vendor=vendor, extras=extras,
-                             n_lesions=lesions, progress=lambda done, total: bar.update(task, completed=done),
-                             small_lesions=small_lesions, low_contrast=low_contrast, near_organs=near_organs)
-    except LesionResponseError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+    console = cli_console(stderr=as_json)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("simulating scans", total=timepoints)
+        generate_patient(out, seed=seed, timepoints=timepoints, vendor=vendor, extras=extras,
+                         n_lesions=lesions, progress=lambda done, total: bar.update(task, completed=done),
+                         small_lesions=small_lesions, low_contrast=low_contrast, near_organs=near_organs)
+    if as_json:
+        emit_json(load_truth(out))
+        return
     describe_patient(load_truth(out), console)
     console.print(f"written to {out} (DICOM in {out / 'dicom'}, MIPs in {out / 'mip'})")
 
@@ -71,51 +71,49 @@ def describe_patient(truth: dict, console) -> None:
 
 def mip(
     input_dir: Path = typer.Argument(..., help="A DICOM folder (or a phantom folder) with PET time points."),
-    out: Path = typer.Option(None, "--out", "-o", help="Where to write PNGs (default: INPUT/mip)."),
-    patient: str = typer.Option(None, help="Patient ID when the folder holds several patients."),
+    out: Path = out_option(None, "Where to write PNGs (default: INPUT/mip)."),
+    patient: str = patient_option(),
     vmax: float = typer.Option(10.0, help="Upper end of the SUV display window."),
+    as_json: bool = json_option("the PNG paths"),
 ) -> None:
     """Write a coronal PET MIP (SUV) per time point, read from DICOM, and a montage ``all.png``."""
     from LesionResponseLib.dicomio import find_timepoints, load_timepoint
-    from LesionResponseLib.errors import LesionResponseError
     from LesionResponseLib.phantom.mip import save_mips
 
-    try:
-        inventory = find_timepoints(input_dir, patient=patient)
-        images, titles = [], []
-        for info in inventory.timepoints:
-            images.append(load_timepoint(info, with_ct=False).pet_suv)
-            titles.append(f"TP{info.index} {info.study_date}")
-    except LesionResponseError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    images, titles = [], []
+    for info in find_timepoints(input_dir, patient=patient).timepoints:
+        images.append(load_timepoint(info, with_ct=False).pet_suv)
+        titles.append(f"TP{info.index} {info.study_date}")
     paths = save_mips(images, out or Path(input_dir) / "mip", titles, window=(0.0, vmax))
-    typer.echo("\n".join(str(p) for p in paths))
+    if as_json:
+        emit_json([str(p) for p in paths])
+        return
+    cli_console().print("\n".join(str(p) for p in paths), highlight=False)
 
 
 def phantom_cohort(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the cohort (one phantom folder per patient)."),
+    *, out: Path = out_option(..., "Folder for the cohort (one phantom folder per patient)."),
     patients: int = typer.Option(18, min=1, help="Number of patients (18 = the paper's cohort, 67 scans)."),
     seed: int = typer.Option(1, help="Seed of the first patient; patient i gets seed + i."),
     axial_extent_mm: float = typer.Option(None, help="Scan only this length (mm) around the upper abdomen "
                                           "(small, fast patients for tests and quick runs)."),
     lesions: int = typer.Option(None, help="Lesions per patient (default: 12–40 drawn from each seed)."),
     extras: bool = typer.Option(True, help="Also write a localizer and a NAC PET per study (to be ignored)."),
+    as_json: bool = json_option("the manifest path"),
 ) -> None:
     """Generate a synthetic cohort like the paper's (2–7 scans per patient, mixed vendors) with ground truth."""
     from rich.progress import Progress
 
-    from LesionResponseLib.errors import LesionResponseError
     from LesionResponseLib.phantom.cohort import generate_cohort
 
-    console = cli_console()
-    try:
-        with Progress(console=console) as bar:
-            task = bar.add_task("generating patients", total=patients)
-            generate_cohort(out, patients=patients, seed=seed, axial_extent_mm=axial_extent_mm, n_lesions=lesions,
-                            extras=extras, progress=lambda done, total, _pid: bar.update(task, completed=done))
-    except LesionResponseError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+    console = cli_console(stderr=as_json)
+    with Progress(console=console) as bar:
+        task = bar.add_task("generating patients", total=patients)
+        generate_cohort(out, patients=patients, seed=seed, axial_extent_mm=axial_extent_mm,
+                        n_lesions=lesions, extras=extras,
+                        progress=lambda done, total, _pid: bar.update(task, completed=done))
+    if as_json:
+        emit_json({"out": out, "manifest": out / "manifest.csv"})
+        return
     console.print(f"written to {out} (manifest: {out / 'manifest.csv'}); analyse it with "
                   f"`lesion-response cohort-analyze {out / 'manifest.csv'} -o OUT`")

@@ -40,7 +40,8 @@ def cohort_plan(patients: int, seed: int = 1) -> list[dict[str, Any]]:
     return [{"seed": seed + i, "scans": int(scans[i]), "vendor": VENDORS[i % len(VENDORS)]} for i in range(patients)]
 
 
-def generate_cohort(out_dir: str | Path, patients: int = 18, seed: int = 1, axial_extent_mm: float | None = None,
+def generate_cohort(out_dir: str | Path, *, patients: int = 18, seed: int = 1,
+                    axial_extent_mm: float | None = None,
                     n_lesions: int | None = None, extras: bool = True,
                     progress: Callable[[int, int, str], None] | None = None) -> Path:
     """Write ``patients`` phantom patients and ``manifest.csv`` into ``out_dir`` (module docstring).

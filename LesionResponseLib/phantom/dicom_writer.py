@@ -192,7 +192,7 @@ def pet_values(scan: SimulatedTimepoint, vendor: str, suv: np.ndarray) -> tuple[
     return bqml_start, "BQML", "START"
 
 
-def write_pet(scan: SimulatedTimepoint, base: Dataset, folder: Path, series_uid: str, vendor: str, seed_key,
+def write_pet(scan: SimulatedTimepoint, base: Dataset, folder: Path, *, series_uid: str, vendor: str, seed_key,
               image: sitk.Image | None = None, nac: bool = False) -> list[Path]:
     """The PET series (or, with ``nac``, the non-attenuation-corrected decoy) in the vendor's flavour."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -283,11 +283,12 @@ def write_study(patient: SimulatedPatient, scan: SimulatedTimepoint, out_dir: Pa
         write_ct(scan, base, folder / "CT", ct_uid, key)
     else:
         written["ct_series_instance_uid"] = None
-    write_pet(scan, base, folder / "PET_AC", pet_uid, vendor, key)
+    write_pet(scan, base, folder / "PET_AC", series_uid=pet_uid, vendor=vendor, seed_key=key)
     if extras:
         if scan.ct is not None:
             write_localizer(scan, base, folder / "TOPOGRAM", key)
         if scan.nac_pet is not None:
-            write_pet(scan, base, folder / "PET_NAC", uid(key, "nac-series"), vendor, key, scan.nac_pet, nac=True)
+            write_pet(scan, base, folder / "PET_NAC", series_uid=uid(key, "nac-series"), vendor=vendor,
+                      seed_key=key, image=scan.nac_pet, nac=True)
     written["folder"] = str(folder)
     return written

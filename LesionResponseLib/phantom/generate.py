@@ -14,7 +14,7 @@ from LesionResponseLib.phantom.mip import save_mips
 from LesionResponseLib.phantom.simulate import simulate_patient
 
 
-def generate_patient(out_dir: str | Path, seed: int = 1, timepoints: int = 4, vendor: str = "siemens",
+def generate_patient(out_dir: str | Path, *, seed: int = 1, timepoints: int = 4, vendor: str = "siemens",
                      extras: bool = True, n_lesions: int | None = None, motion_scale: float = 1.0,
                      noise_scale: float = 1.0, axial_extent_mm: float | None = None, progress=None,
                      small_lesions: bool = False, low_contrast: bool = False, near_organs: float = 0.0) -> Path:

@@ -176,9 +176,11 @@ def make_lesions(seed: int, n_timepoints: int, body: BodyParameters, n_lesions: 
             site = "liver" if kind in ("split", "merge") else str(rng.choice(sites, p=site_p))
             lesion = None
             if options.near_organs and kind not in ("split", "merge") and rng.random() < options.near_organs:
-                lesion = _place_near_organ(kind, next_id, placed, rng, n_timepoints, body, options)
+                lesion = _place_near_organ(kind, next_id, placed, rng=rng, n_timepoints=n_timepoints,
+                                           body=body, options=options)
             if lesion is None:
-                lesion = _place(site, kind, next_id, placed, rng, n_timepoints, body, options)
+                lesion = _place(site, kind, next_id, placed=placed, rng=rng, n_timepoints=n_timepoints,
+                                body=body, options=options)
         if lesion is None:
             continue
         placed.append(lesion)
@@ -206,7 +208,7 @@ def _random_suv(rng: np.random.Generator, options: LesionOptions | None = None) 
     return suv, profile
 
 
-def _place(site: str, kind: str, lesion_id: int, placed: list[Lesion], rng: np.random.Generator,
+def _place(site: str, kind: str, lesion_id: int, *, placed: list[Lesion], rng: np.random.Generator,
            n_timepoints: int, body: BodyParameters, options: LesionOptions | None = None) -> Lesion | None:
     """Place a lesion inside a random region of its site (reference frame, scaled to the body habitus)."""
     scale = np.array([body.xy_scale, body.xy_scale, body.z_scale])
@@ -220,7 +222,8 @@ def _place(site: str, kind: str, lesion_id: int, placed: list[Lesion], rng: np.r
         radii = _random_size(site, kind, rng, options)
         if _crowded(c, radii, kind, placed):
             continue
-        lesion = _new_lesion(lesion_id, site, kind, c, radii, rng, n_timepoints, options)
+        lesion = _new_lesion(lesion_id, site, kind, c=c, radii=radii, rng=rng, n_timepoints=n_timepoints,
+                             options=options)
         if kind == "split":
             lesion.split_from = 1
             lesion.profile = "uniform"
@@ -235,7 +238,7 @@ def _crowded(c: np.ndarray, radii, kind: str, placed: list[Lesion]) -> bool:
     return any(np.linalg.norm(c - np.asarray(o.center)) < reach + max(o.radii) * 1.6 + 15 for o in placed)
 
 
-def _new_lesion(lesion_id: int, site: str, kind: str, c: np.ndarray, radii, rng: np.random.Generator,
+def _new_lesion(lesion_id: int, site: str, kind: str, *, c: np.ndarray, radii, rng: np.random.Generator,
                 n_timepoints: int, options: LesionOptions | None) -> Lesion:
     suv, profile = _random_suv(rng, options)
     if max(radii) < 12 and profile == "necrotic":
@@ -254,7 +257,7 @@ def _tissue_at(shapes: list[Shape], point: np.ndarray) -> str:
     return tissue
 
 
-def _place_near_organ(kind: str, lesion_id: int, placed: list[Lesion], rng: np.random.Generator,
+def _place_near_organ(kind: str, lesion_id: int, placed: list[Lesion], *, rng: np.random.Generator,
                       n_timepoints: int, body: BodyParameters, options: LesionOptions) -> Lesion | None:
     """A lesion 2-6 mm from the surface of a hot organ, in the soft tissue (or liver, pancreas) next to it."""
     shapes = body_shapes(body)
@@ -272,7 +275,8 @@ def _place_near_organ(kind: str, lesion_id: int, placed: list[Lesion], rng: np.r
         if tissue not in ("fat", "muscle", "liver", "pancreas") or _crowded(c, radii, kind, placed):
             continue
         site = {"liver": "liver", "pancreas": "pancreas"}.get(tissue, "lymph node")
-        return _new_lesion(lesion_id, site, kind, c, radii, rng, n_timepoints, options)
+        return _new_lesion(lesion_id, site, kind, c=c, radii=radii, rng=rng, n_timepoints=n_timepoints,
+                           options=options)
     return None
 
 

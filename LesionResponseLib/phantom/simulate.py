@@ -154,8 +154,9 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
         if axial_extent_mm:
             cut = (-float(axial_extent_mm), 0.0)  # negative top cut: a slab (see _grids)
         noise_rng = np.random.default_rng([seed, k, 99])
-        scans.append(_render(k, lesions, body, acq, motion, organ_scale, cut, noise_rng, with_ct,
-                             noise_scale, with_nac))
+        scans.append(_render(k, lesions, body, acq=acq, motion=motion, organ_scale=organ_scale, cut=cut,
+                             rng=noise_rng, with_ct=with_ct,
+                             noise_scale=noise_scale, with_nac=with_nac))
         if progress:
             progress(k + 1, timepoints)
     patient_id = f"LRPH{seed:04d}"
@@ -310,7 +311,7 @@ def _lesion_blobs(lesions: list[Lesion], k: int) -> list[tuple[int, Blob]]:
     return out
 
 
-def _render(k, lesions, body, acq: Acquisition, motion: Motion, organ_scale, cut, rng, with_ct, noise_scale,
+def _render(k, lesions, body, *, acq: Acquisition, motion: Motion, organ_scale, cut, rng, with_ct, noise_scale,
             with_nac) -> SimulatedTimepoint:
     ct_grid, pet_grid = _grids(motion, body, cut)
     x, y, z = ct_grid.axes()

@@ -72,10 +72,14 @@ def _complete_type2(ds: Any) -> Any:
 
 
 def _frames(labels: sitk.Image, sources: list[Any]) -> np.ndarray:
-    """Label values per source PET instance: (n_instances, rows, cols) taken from the label map."""
+    """Label values per source PET slice: (n_slices, rows, cols) taken from the label map (a multi-frame source
+    contributes one slice per frame, at its Plane Position)."""
+    from LesionResponseLib.dicomio.frames import frame_headers
+
     array = sitk.GetArrayFromImage(labels)
-    frames = np.zeros((len(sources), int(sources[0].Rows), int(sources[0].Columns)), dtype=array.dtype)
-    for i, ds in enumerate(sources):
+    planes = [frame for ds in sources for frame in frame_headers(ds)]
+    frames = np.zeros((len(planes), int(sources[0].Rows), int(sources[0].Columns)), dtype=array.dtype)
+    for i, ds in enumerate(planes):
         index = labels.TransformPhysicalPointToIndex([float(v) for v in ds.ImagePositionPatient])
         if not 0 <= index[2] < array.shape[0] or array.shape[1:] != frames.shape[1:]:
             raise ReportInputError(describe(
@@ -153,6 +157,8 @@ def _concepts() -> dict[str, Any]:
         "total_pvc": code("PVCTOTAL", PRIVATE_SCHEME, "Partial-volume-corrected total"),
         "category": code("RESPCAT", PRIVATE_SCHEME, "Lesion-ROI response category"),
         "procedure": code("44139-4", "LN", "PET whole body"),
+        "tracer_override": code("TRACEROVR", PRIVATE_SCHEME, "Analysed although not somatostatin-receptor PET"),
+        "evaluations": code("C0034375", "UMLS", "Qualitative Evaluations"),
     }
 
 
@@ -232,6 +238,27 @@ def _finding_sites(site: str) -> list[Any] | None:
 
     code = site_codes().get(site)
     return [hd.sr.FindingSite(anatomic_location=code)] if code is not None else None
+
+
+def _tracer_evaluations(data: ReportData, timepoint: int, c: dict[str, Any]) -> Any:
+    """TID 1500's report-level "Qualitative Evaluations" container: the radiopharmaceutical from the PET headers
+    (DCM 'Radiopharmaceutical' = its CID 4021 code, or a local code holding the name the headers give) and whether
+    it was analysed although not SSTR PET."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from LesionResponseLib.dicomio.tracer import tracer_code
+
+    info = data.analysis.timepoints[timepoint]
+    name = info.radiopharmaceutical or f"not named ({info.radionuclide or 'nuclide unknown'})"
+    value = tracer_code(info.radiopharmaceutical) or ("TRACER", PRIVATE_SCHEME, name[:64])
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    items = [hd.sr.CodeContentItem(codes.DCM.Radiopharmaceutical, hd.sr.CodedConcept(*value), contains)]
+    if info.tracer_override:
+        items.append(hd.sr.CodeContentItem(c["tracer_override"], codes.SCT.Yes, contains))
+    container = hd.sr.ContainerContentItem(c["evaluations"], relationship_type=contains)
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
 
 
 def _groups(data: ReportData, timepoint: int, seg: Any, c: dict[str, Any]) -> list[Any]:
@@ -327,6 +354,7 @@ def build_sr(data: ReportData, timepoint: int, sources: list[Any], seg: Any) -> 
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=c["procedure"], imaging_measurements=_groups(data, timepoint, seg, c))
+    report[0].ContentSequence.append(_tracer_evaluations(data, timepoint, c))
     return hd.sr.Comprehensive3DSR(
         evidence=[*sources, seg], content=report, series_instance_uid=_derived_uid(patient, str(timepoint), "sr-s"),
         series_number=SR_SERIES_NUMBER, sop_instance_uid=_derived_uid(patient, str(timepoint), "sr"),

@@ -12,7 +12,25 @@ class PacsError(LesionResponseError):
     """The PACS could not be reached or refused the association."""
 
 
-def send_to_pacs(paths: list[str | Path], host: str, port: int, called_aet: str = "ORTHANC",
+class PacsAddressError(PacsError, ValueError):
+    """A PACS address is not ``HOST:PORT[:AET]`` (a ValueError too: a command-line parser reports it as a usage
+    error)."""
+
+
+#: Called AE title when an address gives none (Orthanc's default).
+DEFAULT_CALLED_AET = "ORTHANC"
+
+
+def parse_pacs_target(text: str) -> tuple[str, int, str]:
+    """``HOST:PORT[:AET]`` -> (host, port, called AE title; default :data:`DEFAULT_CALLED_AET`)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1].isdigit():
+        raise PacsAddressError(describe(f"{text!r} is not HOST:PORT[:AET]",
+                                        fix="Give e.g. pacs.local:4242 or pacs.local:4242:ORTHANC."))
+    return parts[0], int(parts[1]), parts[2] if len(parts) == 3 and parts[2] else DEFAULT_CALLED_AET
+
+
+def send_to_pacs(paths: list[str | Path], host: str, port: int, *, called_aet: str = "ORTHANC",
                  calling_aet: str = "LESIONRESPONSE", timeout_s: float = 30.0) -> dict[str, Any]:
     """C-STORE every file in ``paths`` to ``host:port`` in one association.
 

@@ -43,6 +43,8 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def _timepoint_rows(data: ReportData) -> list[dict[str, Any]]:
+    from LesionResponseLib.dicomio.tracer import tracer_label
+
     rows = []
     for t in data.analysis.timepoints:
         rows.append({"index": t.index, "date": t.study_date, "weight": _fmt(t.weight_kg),
@@ -50,6 +52,7 @@ def _timepoint_rows(data: ReportData) -> list[dict[str, Any]]:
                      "uptake": _fmt(None if t.uptake_time_s is None else t.uptake_time_s / 60),
                      "method": t.suv_method, "factor": f"{t.suv_factor:.4g}", "manufacturer": t.manufacturer or "–",
                      "reference_time": t.suv_reference_time_source or "–", "normalisation": t.suv_normalisation or "–",
+                     "tracer": tracer_label(t), "geometry": "; ".join(t.geometry_notes) or "regular",
                      "n_rois": len(data.accepted_rois(t.index)),
                      "n_prior": sum(r.source == "prior-guided" for r in data.accepted_rois(t.index))})
     return rows
@@ -107,13 +110,12 @@ def _track_notes(data: ReportData, track_id: int) -> str:
              if rid in by_id and by_id[rid].source != "model"]
     intracranial = []
     for record in data.analysis.prior_searches:
-        limit = record.get("limit_suv")
-        if record.get("found") or not set(record.get("prior_rois", [])) & ids:
+        if record.found or not set(record.prior_rois) & ids:
             continue
-        if record.get("reason") == NOT_SEARCHED_INTRACRANIAL:
-            intracranial.append(f"TP{record['timepoint']}")
-        elif limit is not None and math.isfinite(limit):  # NaN: the search could not run (reason in analysis.json)
-            notes.append(f"TP{record['timepoint']} searched, not found (limit {record['limit_suv']:.1f} SUV)")
+        if record.reason == NOT_SEARCHED_INTRACRANIAL:
+            intracranial.append(f"TP{record.timepoint}")
+        elif math.isfinite(record.limit_suv):  # NaN: the search could not run (reason in analysis.json)
+            notes.append(f"TP{record.timepoint} searched, not found (limit {record.limit_suv:.1f} SUV)")
     if intracranial:
         notes.append(f"{', '.join(intracranial)} not searched: in the cranial cavity (pituitary uptake or a "
                      "meningioma?)")
@@ -152,20 +154,27 @@ def _mips(data: ReportData, suv_window: float) -> list[str]:
     images = []
     for k in range(n_tp):
         leaving = {r.track_id for r in data.analysis.responses if r.categories.get(k + 1) == "disappearing"}
-        png = plots.mip_figure(data, k, load_labels(data.out_dir, k), load_suv(data, k), leaving, suv_window)
+        png = plots.mip_figure(data, k, load_labels(data.out_dir, k), suv=load_suv(data, k),
+                               disappearing_next=leaving, suv_window=suv_window)
         images.append(_b64(png))
     return images
 
 
+def tracer_title(data: ReportData) -> str:
+    """The tracer(s) of the analysis from the headers, for the report's title (``TimePointInfo.radiopharmaceutical``)."""
+    names = list(dict.fromkeys(t.radiopharmaceutical for t in data.analysis.timepoints if t.radiopharmaceutical))
+    return " / ".join(names) if names else "radiopharmaceutical not named in the DICOM headers;"
+
+
 def render_patient_html(data: ReportData, suv_window: float = 10.0) -> str:
-    """The report as one self-contained HTML string."""
+    """The report as one self-contained HTML string. A baseline-only analysis (one time point) shows its ROIs,
+    measures and MIP and leaves out what needs a follow-up (categories, waterfall, trends, heterogeneity)."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     n_tp = len(data.analysis.timepoints)
     figures = {"spaghetti": _b64(plots.spaghetti_plot(data)), "counts": _b64(plots.category_bars(data)),
-               "waterfall": _b64(plots.waterfall_plot(data)) if n_tp > 1 else "",
-               "burden": _b64(plots.burden_plot(data))}
+               "waterfall": _b64(plots.waterfall_plot(data))} if n_tp > 1 else {}
     first = data.analysis.timepoints[0]
     return env.get_template("patient.html.j2").render(
         patient_id=data.analysis.patient_id, n_timepoints=n_tp, n_tracks=len(data.analysis.tracks),
@@ -177,9 +186,12 @@ def render_patient_html(data: ReportData, suv_window: float = 10.0) -> str:
         warnings=[f"TP{t.index}: {w}" for t in data.analysis.timepoints for w in t.warnings],
         assumptions=[f"TP{t.index}: {a}" for t in data.analysis.timepoints for a in t.suv_assumptions],
         figures=figures, mips=_mips(data, suv_window), suv_window=suv_window, follow_ups=range(1, n_tp),
+        tracer=tracer_title(data),
+        other_tracer=[f"TP{t.index} {t.radiopharmaceutical or t.radionuclide or '?'}"
+                      for t in data.analysis.timepoints if t.tracer_override],
         measure=plots.measure_name(data),
         track_rows=_track_rows(data), audit=_audit_rows(data), reference_rows=_reference_rows(data),
-        burden_rows=_burden_rows(data), grade_counts=_grade_counts(data))
+        burden_rows=_burden_rows(data), grade_counts=_grade_counts(data), burden_figure=_b64(plots.burden_plot(data)))
 
 
 def find_chromium() -> str | None:

@@ -149,7 +149,7 @@ def _coronal(volume: np.ndarray, image: sitk.Image, reduce: str = "max") -> tupl
     return projection, [0.0, width, height, 0.0]
 
 
-def mip_figure(data: ReportData, timepoint: int, labels: sitk.Image, suv: sitk.Image | None,
+def mip_figure(data: ReportData, timepoint: int, labels: sitk.Image, *, suv: sitk.Image | None,
                disappearing_next: set[int] | None = None, suv_window: float = 10.0) -> bytes:
     """Coronal PET MIP with each accepted lesion-ROI filled and outlined in its category colour.
 

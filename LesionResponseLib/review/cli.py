@@ -1,7 +1,8 @@
-"""``lesion-response review OUT link|unlink|merge|split|reject|reject-track|restore|add|edit|reference|site|undo|redo|history``.
+"""``lesion-response review ANALYSIS link|unlink|merge|split|reject|reject-track|restore|add|edit|reference|site|undo|redo|history``.
 
-Each command opens the review session of OUT (taking its lock), applies one edit, saves atomically and
-prints what changed: tracks and their categories before -> after. Errors print without a traceback, exit 2.
+Each command opens the review session of ANALYSIS (taking its lock), applies one edit (a typed
+:mod:`LesionResponseLib.review.edits` object), saves atomically and prints what changed: tracks and their
+categories before -> after (``--json``: the edit record).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any
 
 import typer
 
-from LesionResponseLib.errors import LesionResponseError
+from LesionResponseLib.cli_base import json_option, new_app
+from LesionResponseLib.review import edits
+from LesionResponseLib.terminal import cli_console, emit_json
 
-review_app = typer.Typer(help="Reader review: correct matches and ROIs, with undo/redo and an audit trail.",
-                         no_args_is_help=True)
+review_app = new_app(help="Reader review: correct matches and ROIs, with undo/redo and an audit trail.")
 
 
 def register(app: typer.Typer) -> None:
@@ -26,31 +28,38 @@ def register(app: typer.Typer) -> None:
 @review_app.callback()
 def review_main(
     ctx: typer.Context,
-    out: Path = typer.Argument(..., help="Analysis output folder (the OUT of `lesion-response analyze`)."),
+    analysis: Path = typer.Argument(..., help="Analysis output folder (the OUT of `lesion-response analyze`)."),
     user: str = typer.Option(None, "--user", help="Reader name recorded in the audit trail (default: OS user)."),
+    as_json: bool = json_option("the edit record (history: every record)"),
 ) -> None:
-    """Edit the analysis in OUT; every edit is recorded in OUT/review/ and the outputs are rewritten."""
-    ctx.obj = {"out": out, "user": user}
+    """Edit the analysis in ANALYSIS; every edit is recorded in ANALYSIS/review/ and the outputs are rewritten."""
+    ctx.obj = {"analysis": analysis, "user": user, "json": as_json}
 
 
 USER_HELP = "Reader name recorded in the audit trail (default: the group's --user, else the OS user)."
 
 
-def _run(ctx: typer.Context, action: Callable[[Any], Any], user: str | None = None) -> None:
-    from rich.console import Console
-
+def _run(ctx: typer.Context, action: Callable[[Any], Any], user: str | None = None, undone: str = "") -> None:
+    """Open the session, run ``action(session)`` (an edit record, or a list of them), print it (``undone``:
+    "undone"/"redone", the record's first line only)."""
     from LesionResponseLib.review.session import ReviewSession
 
-    console = Console()
-    try:
-        with console.status("recomputing tracks and categories"), \
-                ReviewSession.open(ctx.obj["out"], user or ctx.obj["user"]) as session:
-            result = action(session)
-    except LesionResponseError as error:
-        Console(stderr=True).print(f"error: {error}", highlight=False, markup=False, style="red")
-        raise typer.Exit(2) from None
-    for line in describe_record(result) if isinstance(result, dict) else result:
+    with cli_console(stderr=True).status("recomputing tracks and categories"), \
+            ReviewSession.open(ctx.obj["analysis"], user or ctx.obj["user"]) as session:
+        result = action(session)
+    if ctx.obj["json"]:
+        emit_json(result)
+        return
+    records = [result] if isinstance(result, dict) else result
+    lines = [line for record in records for line in describe_record(record)] or ["no edits"]
+    console = cli_console()
+    for line in [f"{undone}: {lines[0]}"] if undone else lines:
         console.print(line, highlight=False, markup=False)
+
+
+def _apply(ctx: typer.Context, user: str | None, edit: Callable[[Any], edits.Edit]) -> None:
+    """Apply the typed edit ``edit(session)`` (a function of the session for edits that read its state)."""
+    _run(ctx, lambda session: session.apply(edit(session)), user)
 
 
 def _categories(entry: dict[str, Any] | None) -> str:
@@ -91,59 +100,69 @@ def link_command(ctx: typer.Context, user: str = typer.Option(None, "--user", he
                  allow_split_merge: bool = typer.Option(False, help="Allow two ROIs of one time point in the "
                                                                     "resulting track.")) -> None:
     """Put two ROIs in one track."""
-    _run(ctx, lambda s: s.link(roi_a, roi_b, allow_split_merge), user)
+    _apply(ctx, user, lambda s: edits.LinkRois(roi_a, roi_b, allow_split_merge))
 
 
 @review_app.command("unlink")
-def unlink_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP), roi: str = typer.Argument(..., help="ROI id to take out of its track.")) -> None:
+def unlink_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                   roi: str = typer.Argument(..., help="ROI id to take out of its track.")) -> None:
     """Take a ROI out of its track (the automatic link will not come back on a re-run)."""
-    _run(ctx, lambda s: s.unlink(roi), user)
+    _apply(ctx, user, lambda s: edits.UnlinkRoi(roi))
 
 
 @review_app.command("merge")
-def merge_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP), track_a: int = typer.Argument(..., help="Track id."),
+def merge_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                  track_a: int = typer.Argument(..., help="Track id."),
                   track_b: int = typer.Argument(..., help="Other track id.")) -> None:
     """Merge two tracks into one."""
-    _run(ctx, lambda s: s.merge(track_a, track_b), user)
+    _apply(ctx, user, lambda s: edits.MergeTracks(track_a, track_b))
 
 
 @review_app.command("split")
-def split_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP), track: int = typer.Argument(..., help="Track id."),
+def split_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                  track: int = typer.Argument(..., help="Track id."),
                   timepoint: int = typer.Argument(..., help="First time point of the new track.")) -> None:
     """Split a track: its ROIs from TIMEPOINT on form a new track."""
-    _run(ctx, lambda s: s.split(track, timepoint), user)
+    _apply(ctx, user, lambda s: edits.SplitTrack(track, timepoint))
+
+
+REASON_HELP = "Why (physiological uptake, artefact...)."
 
 
 @review_app.command("reject")
-def reject_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP), roi: str = typer.Argument(..., help="ROI id."),
-                   reason: str = typer.Option("", "--reason", help="Why (physiological uptake, artefact...).")) -> None:
+def reject_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                   roi: str = typer.Argument(..., help="ROI id."),
+                   reason: str = typer.Option("", "--reason", help=REASON_HELP)) -> None:
     """Reject a ROI: not a lesion."""
-    _run(ctx, lambda s: s.reject(roi, reason), user)
+    _apply(ctx, user, lambda s: edits.RejectRoi(roi, reason))
 
 
 @review_app.command("reject-track")
 def reject_track_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
                          track: int = typer.Argument(..., help="Track id."),
-                         reason: str = typer.Option("", "--reason", help="Why (physiological uptake, artefact...).")) -> None:
+                         reason: str = typer.Option("", "--reason", help=REASON_HELP)) -> None:
     """Reject every ROI of a track in one edit (e.g. an adrenal found on every scan): not a lesion."""
-    _run(ctx, lambda s: s.reject_track(track, reason), user)
+    _apply(ctx, user, lambda s: edits.RejectRois(edits.track_roi_ids(s.state, track), reason))
 
 
 @review_app.command("restore")
-def restore_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP), roi: str = typer.Argument(..., help="Rejected ROI id.")) -> None:
+def restore_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                    roi: str = typer.Argument(..., help="Rejected ROI id.")) -> None:
     """Accept a rejected ROI again."""
-    _run(ctx, lambda s: s.restore(roi), user)
+    _apply(ctx, user, lambda s: edits.RestoreRoi(roi))
 
 
 @review_app.command("add")
-def add_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP), timepoint: int = typer.Argument(..., help="Time point index (0 = baseline)."),
+def add_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                timepoint: int = typer.Argument(..., help="Time point index (0 = baseline)."),
                 mask: Path = typer.Argument(..., help="Label mask (NIfTI/NRRD; non-zero = ROI).")) -> None:
     """Add a ROI drawn by the reader (not linked: link it explicitly)."""
     _run(ctx, lambda s: s.add_roi(timepoint, mask), user)
 
 
 @review_app.command("edit")
-def edit_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP), roi: str = typer.Argument(..., help="ROI id."),
+def edit_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                 roi: str = typer.Argument(..., help="ROI id."),
                  mask: Path = typer.Argument(..., help="New mask of that ROI (non-zero = ROI).")) -> None:
     """Replace a ROI's mask and re-measure it."""
     _run(ctx, lambda s: s.edit_roi(roi, mask), user)
@@ -166,7 +185,7 @@ def reference_command(ctx: typer.Context, user: str = typer.Option(None, "--user
         point = ()
     if len(point) != 3:
         raise typer.BadParameter(f"{centre!r} is not X,Y,Z in mm", param_hint="--centre")
-    _run(ctx, lambda s: s.move_reference(timepoint, organ, point, diameter), user)
+    _apply(ctx, user, lambda s: edits.MoveReferenceRegion(timepoint, organ, list(point), diameter))
 
 
 @review_app.command("site")
@@ -175,22 +194,22 @@ def site_command(ctx: typer.Context, user: str = typer.Option(None, "--user", he
                  site: str = typer.Argument(..., help="liver, bone, 'lymph node', pancreas, lung or "
                                                       "'peritoneum/other'.")) -> None:
     """Set a lesion-ROI's site (the burden by site follows)."""
-    _run(ctx, lambda s: s.set_site(roi, site), user)
+    _apply(ctx, user, lambda s: edits.SetRoiSite(roi, site))
 
 
 @review_app.command("undo")
 def undo_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP)) -> None:
     """Undo the last edit."""
-    _run(ctx, lambda s: [f"undone: {line}" for line in describe_record(s.undo())[:1]], user)
+    _run(ctx, lambda s: s.undo(), user, undone="undone")
 
 
 @review_app.command("redo")
 def redo_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP)) -> None:
     """Redo the last undone edit."""
-    _run(ctx, lambda s: [f"redone: {line}" for line in describe_record(s.redo())[:1]], user)
+    _run(ctx, lambda s: s.redo(), user, undone="redone")
 
 
 @review_app.command("history")
 def history_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP)) -> None:
     """List the applied edits, oldest first."""
-    _run(ctx, lambda s: [line for r in s.history() for line in describe_record(r)] or ["no edits"], user)
+    _run(ctx, lambda s: s.history(), user)

@@ -106,19 +106,28 @@ def _brief(record: dict[str, Any]) -> dict[str, Any]:
     return {k: record.get(k) for k in ("id", "user", "time", "type", "edit")}
 
 
+@dataclasses.dataclass
+class ReapplyReport:
+    """What :func:`reapply_review` did: how many edits it re-applied, and those that no longer apply (each the
+    edit's id, user, time, type, JSON form and the reason)."""
+
+    applied: int = 0
+    not_applicable: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
 def reapply_review(out_dir: str | Path, engine: Engine | None = None, user: str = "lesion-response analyze",
-                   min_dice: float = MIN_DICE) -> dict[str, Any]:
+                   min_dice: float = MIN_DICE) -> ReapplyReport:
     """After ``analyze`` rewrote ``out_dir``: make it the new base, re-apply the reader's edits, save.
 
-    Returns ``{"applied": n, "not_applicable": [...]}``; the list is also appended to
-    ``review/not_applicable.json``. Without ``review/session.json`` nothing happens (``applied`` = 0).
+    The edits that no longer apply are also appended to ``review/not_applicable.json``. Without
+    ``review/session.json`` nothing happens (nothing applied).
     """
     from LesionResponseLib.review.session import ReviewSession, snapshot_base
 
     out = Path(out_dir)
     session_file = out / "review" / "session.json"
     if not session_file.exists():
-        return {"applied": 0, "not_applicable": []}
+        return ReapplyReport()
     records = list(read_json(session_file).get("edits", []))
     snapshot_base(out, out / "review" / "base")
     with ReviewSession.open(out, user, engine=engine, autosave=False,
@@ -132,4 +141,4 @@ def reapply_review(out_dir: str | Path, engine: Engine | None = None, user: str 
         previous = read_json(path) if path.exists() else []
         atomic_write_bytes(path, json_bytes(previous + skipped))
         session.save()
-    return {"applied": len(applied), "not_applicable": skipped}
+    return ReapplyReport(len(applied), skipped)

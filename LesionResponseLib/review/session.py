@@ -140,7 +140,7 @@ def roll_forward(review_dir: Path, out: Path) -> bool:
 class ReviewSession:
     """Reader edits over one analysis folder. Open with :meth:`open`; use as a context manager to unlock."""
 
-    def __init__(self, out_dir: Path, user: str, engine: Engine, lock: SessionLock,
+    def __init__(self, out_dir: Path, user: str, *, engine: Engine, lock: SessionLock,
                  suv: Callable[[int], sitk.Image] | None = None, autosave: bool = True) -> None:
         self.out = out_dir
         self.dir = out_dir / "review"
@@ -178,7 +178,8 @@ class ReviewSession:
             repaired = roll_forward(out / "review", out)
             if not (out / "review" / "base" / "analysis.json").exists():
                 snapshot_base(out, out / "review" / "base")
-            session = cls(out, user or default_user(), engine or Engine.default(), lock, suv, autosave)
+            session = cls(out, user or default_user(), engine=engine or Engine.default(), lock=lock, suv=suv,
+                          autosave=autosave)
             if load_edits:
                 session._load()
             if repaired:

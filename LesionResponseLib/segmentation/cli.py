@@ -6,14 +6,17 @@ from pathlib import Path
 
 import typer
 
-from LesionResponseLib.errors import LesionResponseError
+from LesionResponseLib.cli_base import json_option, out_option, patient_option, with_settings
+from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.terminal import cli_console, emit_json
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``lesion-response`` app."""
     app.command("train")(train_command)
     app.command("calibrate")(calibrate_command)
-    app.command("segment")(segment_command)
+    app.command("segment")(with_settings(segment_command, sections=("segmentation",),
+                                         exclude=("segmentation.labels_dir",)))
 
 
 def _seed_range(text: str) -> range:
@@ -26,9 +29,8 @@ def _seed_range(text: str) -> range:
 
 
 def train_command(
-    out: Path = typer.Option(Path("lesion_segresnet_trained.pt"), "--out", "-o",
-                             help="Model file to write (state_dict + config, versioned .pt; a .json copy too). "
-                                  "The default never overwrites the shipped model."),
+    *, out: Path = out_option(Path("lesion_segresnet_trained.pt"), "Model file to write (state_dict + config, "
+                           "versioned .pt; a .json copy too). The default never overwrites the shipped model."),
     seeds: str = typer.Option("1000-1015", help="Phantom training seeds, FIRST-LAST (1000-1999 are reserved "
                                                 "for training; 1-99 tests, 100-199 benchmark)."),
     steps: int = typer.Option(1000, help="Optimiser steps (2 crops of PATCH^3 voxels each)."),
@@ -56,15 +58,15 @@ def train_command(
                                                     "as a 200 mL spleen) weighs alike in that output's loss."),
     threads: int = typer.Option(2, help="torch threads; use 1 on a machine shared with other jobs (2 threads "
                                         "on 2 busy cores ran 3.5x slower per step than 1)."),
+    as_json: bool = json_option("the model file written"),
 ) -> None:
     """Train the lesion segmentation model on phantom patients; log losses to a CSV file."""
-    from rich.console import Console
     from rich.progress import Progress
 
     from LesionResponseLib.segmentation.model import ModelConfig
     from LesionResponseLib.segmentation.training import train
 
-    console = Console()
+    console = cli_console(stderr=as_json)
     chosen = _seed_range(seeds)
     if patch < 16 or patch % 8:
         raise typer.BadParameter(f"--patch {patch}: SegResNet halves the crop 3 times; use a multiple of 8 >= 16")
@@ -78,25 +80,24 @@ def train_command(
         raise typer.BadParameter(f"--harder-share {harder_share}: a share in [0, 1]")
     if not 0.0 <= ct_dropout < 1.0:
         raise typer.BadParameter(f"--ct-dropout {ct_dropout}: a share in [0, 1)")
-    try:
-        with Progress(console=console) as bar:
-            scans = bar.add_task("simulating phantom scans", total=len(chosen))
-            task = bar.add_task("training", total=steps)
+    with Progress(console=console) as bar:
+        scans = bar.add_task("simulating phantom scans", total=len(chosen))
+        task = bar.add_task("training", total=steps)
 
-            def on_step(step: int, row: dict) -> None:
-                bar.update(task, completed=step, description=f"training, loss {row['loss']:.3f}")
-                if row["val_dice"] != "":
-                    console.log(f"step {step}: loss {row['loss']:.4f}, validation Dice {row['val_dice']}")
+        def on_step(step: int, row: dict) -> None:
+            bar.update(task, completed=step, description=f"training, loss {row['loss']:.3f}")
+            if row["val_dice"] != "":
+                console.log(f"step {step}: loss {row['loss']:.4f}, validation Dice {row['val_dice']}")
 
-            config = ModelConfig(patch_size=(patch,) * 3, channels=names[channels], outputs=output_names[outputs])
-            path = train(out, seeds=chosen, steps=steps, learning_rate=lr, config=config,
-                         init_from=init_from, max_minutes=max_minutes, eval_every=eval_every, log_path=log,
-                         axial_extent_mm=axial_extent_mm, organ_loss_weight=organ_loss_weight, ct_dropout=ct_dropout,
-                         num_threads=threads, harder_share=harder_share, balance_organs=balance_organs,
-                         on_step=on_step, on_scan=lambda _seed: bar.advance(scans))
-    except LesionResponseError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+        config = ModelConfig(patch_size=(patch,) * 3, channels=names[channels], outputs=output_names[outputs])
+        path = train(out, seeds=chosen, steps=steps, learning_rate=lr, config=config,
+                     init_from=init_from, max_minutes=max_minutes, eval_every=eval_every, log_path=log,
+                     axial_extent_mm=axial_extent_mm, organ_loss_weight=organ_loss_weight, ct_dropout=ct_dropout,
+                     num_threads=threads, harder_share=harder_share, balance_organs=balance_organs,
+                     on_step=on_step, on_scan=lambda _seed: bar.advance(scans))
+    if as_json:
+        emit_json({"model": path})
+        return
     console.print(f"model written to {path}")
 
 
@@ -107,66 +108,56 @@ def calibrate_command(
                                                  "validation patients (small faint lesions; 60 lesions near hot "
                                                  "organs), as follow-up scans are."),
     threads: int = typer.Option(2, help="torch threads."),
+    as_json: bool = json_option("the thresholds"),
 ) -> None:
     """Re-run a model file's threshold calibrations (as at the end of `train`): the lesion threshold and, for
     models with a physiological output, its threshold; the file and its .json copy are rewritten."""
     import torch
-    from rich.console import Console
 
     from LesionResponseLib.segmentation.model import load_model
     from LesionResponseLib.segmentation.training import calibrate_physiological_threshold, calibrate_threshold
 
-    console = Console()
     torch.set_num_threads(threads)
     seeds = list(_seed_range(val_seeds))
-    try:
-        lesion = calibrate_threshold(model, seeds, with_harder=with_harder)
-        console.print(f"lesion threshold {lesion}")
-        if "physiological" in load_model(model).config.outputs:
-            organ = calibrate_physiological_threshold(model, seeds)
-            console.print(f"physiological threshold {organ}")
-    except LesionResponseError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+    thresholds = {"lesion": calibrate_threshold(model, seeds, with_harder=with_harder)}
+    if "physiological" in load_model(model).config.outputs:
+        thresholds["physiological"] = calibrate_physiological_threshold(model, seeds)
+    if as_json:
+        emit_json(thresholds)
+        return
+    for name, value in thresholds.items():
+        cli_console().print(f"{name} threshold {value}")
 
 
 def segment_command(
     input_dir: Path = typer.Argument(..., help="DICOM folder of one patient (all time points)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder; writes OUT/tp{k}.nii.gz per time point."),
-    method: str = typer.Option("model", help="'model' (shipped SegResNet), 'threshold' (classical BASELINE: "
-                                             "liver-referenced SUV threshold), or a path: LesionResponse .pt, "
-                                             "TorchScript file, or MONAI bundle folder."),
-    min_volume_ml: float = typer.Option(0.1, help="Drop lesion-ROIs smaller than this (mL)."),
-    equivocal_max_volume_ml: float = typer.Option(0.0, help="Model ROIs smaller than this (mL) with SUVmax not "
-                                                  "above the liver SUVmean are dropped as equivocal (0: keep all)."),
-    keep_intracranial: bool = typer.Option(False, "--keep-intracranial/--drop-intracranial",
-                                           help="Keep model ROIs lying in the cranial cavity found on the CT "
-                                                "(dropped by default: pituitary uptake)."),
-    patient: str = typer.Option(None, help="Patient ID when the folder holds several patients."),
+    out: Path = out_option(..., "Output folder; writes OUT/tp{k}.nii.gz per time point."),
+    patient: str = patient_option(),
+    as_json: bool = json_option("the lesion-ROIs per time point and the written files"),
+    params: AnalysisParameters = None,
 ) -> None:
-    """Segment lesion-ROIs at every time point of INPUT and write their label maps."""
+    """Segment lesion-ROIs at every time point of INPUT and write their label maps (`--segmentation`: the
+    shipped model, `threshold`, or a LesionResponse .pt, TorchScript file or MONAI bundle folder)."""
     import SimpleITK as sitk
-    from rich.console import Console
     from rich.progress import track
 
+    from LesionResponseLib.dicomio import find_timepoints, load_timepoint
     from LesionResponseLib.segmentation.inference import segment
 
-    console = Console()
-    try:
-        from LesionResponseLib.dicomio import find_timepoints, load_timepoint
-    except ImportError as error:
-        console.print(f"[red]error:[/red] the DICOM reader is unavailable ({error}); reinstall LesionResponse.")
-        raise typer.Exit(2) from error
-    try:
-        timepoints = find_timepoints(input_dir, patient=patient).timepoints
-        out.mkdir(parents=True, exist_ok=True)
-        for info in track(timepoints, description="segmenting", console=console):
-            loaded = load_timepoint(info)
-            labels = segment(loaded.pet_suv, loaded.ct, method=method, min_volume_ml=min_volume_ml,
-                             equivocal_max_volume_ml=equivocal_max_volume_ml, drop_intracranial=not keep_intracranial)
-            sitk.WriteImage(labels, str(out / f"tp{info.index}.nii.gz"), useCompression=True)
-            n_rois = int(sitk.GetArrayViewFromImage(labels).max())
-            console.log(f"time point {info.index} ({info.study_date}): {n_rois} lesion-ROIs")
-    except LesionResponseError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+    console = cli_console(stderr=as_json)
+    config = params.segmentation
+    timepoints = find_timepoints(input_dir, patient=patient).timepoints
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for info in track(timepoints, description="segmenting", console=console):
+        loaded = load_timepoint(info)
+        labels = segment(loaded.pet_suv, loaded.ct, method=config.method, model_path=config.model_path,
+                         min_volume_ml=config.min_roi_volume_ml, equivocal_max_volume_ml=config.equivocal_max_volume_ml,
+                         drop_intracranial=config.drop_intracranial)
+        path = out / f"tp{info.index}.nii.gz"
+        sitk.WriteImage(labels, str(path), useCompression=True)
+        written.append({"timepoint": info.index, "study_date": info.study_date, "file": path,
+                        "rois": int(sitk.GetArrayViewFromImage(labels).max())})
+        console.log(f"time point {info.index} ({info.study_date}): {written[-1]['rois']} lesion-ROIs")
+    if as_json:
+        emit_json(written)

@@ -11,7 +11,8 @@ def voxel_volume_ml(image: sitk.Image) -> float:
     return float(np.prod(image.GetSpacing())) / 1000.0
 
 
-def label_rois(mask: sitk.Image, pet_suv: sitk.Image, min_volume_ml: float = 0.1, split_touching: bool = True,
+def label_rois(mask: sitk.Image, pet_suv: sitk.Image, *, min_volume_ml: float = 0.1,
+               split_touching: bool = True,
                split_dip: float = 0.3, smoothing_mm: float = 4.0) -> sitk.Image:
     """Label map (uint16, 1..N by descending SUVmax) of the lesion-ROIs in ``mask`` on the PET grid.
 

@@ -23,15 +23,18 @@ from LesionResponseLib.segmentation.threshold import liver_reference, threshold_
 _CACHE: dict[str, SegmentationModel] = {}
 
 
-def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model", model_path: str | None = None,
+def segment(pet_suv: sitk.Image, ct: sitk.Image | None = None, *, method: str = "model",
+            model_path: str | None = None,
             min_volume_ml: float = 0.1, progress: bool | Callable[[str], None] | None = None,
             split_touching: bool = True, organs: sitk.Image | None = None,
             equivocal_max_volume_ml: float = 0.0, drop_physiological: bool = True,
             drop_intracranial: bool = True) -> sitk.Image:
     """Lesion-ROI label map (uint16, PET grid, 0 background, 1..N by descending SUVmax); see
     :func:`segment_with_evidence`, which also returns the model's probability and dropped candidates."""
-    return segment_with_evidence(pet_suv, ct, method, model_path, min_volume_ml, progress, split_touching,
-                                 organs, equivocal_max_volume_ml, drop_physiological, drop_intracranial).labels
+    return segment_with_evidence(pet_suv, ct, method=method, model_path=model_path,
+                                 min_volume_ml=min_volume_ml, progress=progress, split_touching=split_touching,
+                                 organs=organs, equivocal_max_volume_ml=equivocal_max_volume_ml,
+                                 drop_physiological=drop_physiological, drop_intracranial=drop_intracranial).labels
 
 
 @dataclass
@@ -48,7 +51,7 @@ class SegmentationOutput:
     physiological: sitk.Image | None = None
 
 
-def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, method: str = "model",
+def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, *, method: str = "model",
                           model_path: str | None = None, min_volume_ml: float = 0.1,
                           progress: bool | Callable[[str], None] | None = None, split_touching: bool = True,
                           organs: sitk.Image | None = None, equivocal_max_volume_ml: float = 0.0,
@@ -72,7 +75,7 @@ def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, met
     (``drop_physiological``; see ``components.drop_physiological_rois``, at the model's
     ``physiological_threshold``). ``equivocal_max_volume_ml`` > 0 also drops the ROIs smaller than that (mL)
     with SUVmax not above the liver SUVmean (``components.drop_equivocal_rois``, the Krenning reference; off by
-    default: on faint small lesions it dropped many more true ROIs than false ones, README).
+    default: on faint small lesions it dropped many more true ROIs than false ones, docs/methods/segmentation.md).
     """
     _check_input(pet_suv)
     report = progress if callable(progress) else (lambda _stage: None)

@@ -105,7 +105,7 @@ def sphere_recovery(volume_ml: float, fwhm_mm: float) -> float:
     return erf(x / sqrt(2.0)) - sqrt(2.0 / pi) * x * exp(-x * x / 2.0)
 
 
-def expected_peak_cnr(suv: np.ndarray, label_map: np.ndarray, labels: list[int], true_suv_max: float,
+def expected_peak_cnr(suv: np.ndarray, label_map: np.ndarray, labels: list[int], *, true_suv_max: float,
                       volume_ml: float, spacing_mm: float, recon_fwhm_mm: float,
                       shell_mm: tuple[float, float] = (8.0, 16.0)) -> float:
     """Expected peak contrast-to-noise ratio of a true lesion (``labels`` of ``label_map``, z-y-x on the PET grid).

@@ -143,7 +143,7 @@ def _distance_band(region: np.ndarray, spacing: np.ndarray, inner_mm: float, out
 
 
 def search_known_location(pet_suv: sitk.Image, region: np.ndarray, psf_fwhm_mm: float,
-                          others: np.ndarray | None = None, false_alarm: float = FALSE_ALARM_PER_SEARCH,
+                          *, others: np.ndarray | None = None, false_alarm: float = FALSE_ALARM_PER_SEARCH,
                           contour_fraction: float = CONTOUR_FRACTION, min_volume_ml: float = 0.0,
                           probability: np.ndarray | None = None,
                           model_threshold: float = MODEL_EVIDENCE_PROBABILITY) -> PriorSearchResult:
@@ -185,7 +185,8 @@ def search_known_location(pet_suv: sitk.Image, region: np.ndarray, psf_fwhm_mm: 
     n_resels = volume_mm3 / smoothness**3
     z = rft_threshold(volume_mm3, smoothness, false_alarm)
     limit = background + z * max(noise, 1e-6)
-    peak_index, no_peak = _tested_peak(filtered, searched, spacing, fwhm, limit, PROMINENCE_SD * max(noise, 1e-6))
+    peak_index, no_peak = _tested_peak(filtered, searched, spacing, fwhm=fwhm, limit=limit,
+                                       min_prominence=PROMINENCE_SD * max(noise, 1e-6))
     peak = float(filtered[peak_index])
     figures = dict(limit_suv=limit, peak_filtered_suv=peak, background_suv=background, noise_sd_suv=noise, z=z,
                    n_resels=n_resels)
@@ -196,7 +197,8 @@ def search_known_location(pet_suv: sitk.Image, region: np.ndarray, psf_fwhm_mm: 
         if probability is None or model_threshold <= 0:
             return PriorSearchResult(False, reason, **figures)
         cropped = as_probability(np.asarray(probability)[box])
-        mask, p_max = _model_evidence(cropped, searched, region, blocked, spacing, fwhm, model_threshold)
+        mask, p_max = _model_evidence(cropped, searched, region, blocked=blocked, spacing=spacing, fwhm=fwhm,
+                                      threshold=model_threshold)
         if mask is None or mask.sum() < min_voxels:
             return PriorSearchResult(False, reason, **figures, model_probability=p_max)
         return PriorSearchResult(True, f"found by model evidence ({reason})", **figures,
@@ -207,7 +209,8 @@ def search_known_location(pet_suv: sitk.Image, region: np.ndarray, psf_fwhm_mm: 
         return not_by_uptake(no_peak)
     if peak <= limit:
         return not_by_uptake("below the detection limit")
-    mask, suv_max = _contour(suv, shell, searched, region, blocked, peak_index, spacing, fwhm, contour_fraction)
+    mask, suv_max = _contour(suv, shell, searched, region=region, blocked=blocked, peak_index=peak_index,
+                             spacing=spacing, fwhm=fwhm, fraction=contour_fraction)
     if mask is None:
         return not_by_uptake("contour leaks out of the search region")
     if mask.sum() < min_voxels:
@@ -222,7 +225,7 @@ def _uncropped(mask: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...])
     return full
 
 
-def _model_evidence(probability: np.ndarray, searched: np.ndarray, region: np.ndarray, blocked: np.ndarray,
+def _model_evidence(probability: np.ndarray, searched: np.ndarray, region: np.ndarray, *, blocked: np.ndarray,
                     spacing: np.ndarray, fwhm: float, threshold: float) -> tuple[np.ndarray | None, float]:
     """The model's component at ``threshold`` around its most probable voxel of the searched region (None when
     below ``threshold`` or when the component lies mostly outside the region grown by one FWHM), and that
@@ -306,7 +309,7 @@ def not_searched(reason: str) -> PriorSearchResult:
     return PriorSearchResult(False, reason, nan, nan, nan, nan, nan, 0.0)
 
 
-def _tested_peak(filtered: np.ndarray, searched: np.ndarray, spacing: np.ndarray, fwhm: float, limit: float,
+def _tested_peak(filtered: np.ndarray, searched: np.ndarray, spacing: np.ndarray, *, fwhm: float, limit: float,
                  min_prominence: float) -> tuple[tuple[int, ...], str]:
     """The peak the test is about, and why there is none to test ("" when there is).
 
@@ -356,7 +359,8 @@ def _touches_edge(mask: np.ndarray) -> bool:
     return any(np.take(mask, edge, axis).any() for axis in range(mask.ndim) for edge in (0, -1))
 
 
-def _contour(suv: np.ndarray, shell: np.ndarray, searched: np.ndarray, region: np.ndarray, blocked: np.ndarray,
+def _contour(suv: np.ndarray, shell: np.ndarray, searched: np.ndarray, *, region: np.ndarray,
+             blocked: np.ndarray,
              peak_index: tuple, spacing: np.ndarray, fwhm: float, fraction: float) -> tuple[np.ndarray | None, float]:
     """Background-corrected iso-contour around the peak (None when it leaks out of the region)."""
     near_peak = np.zeros(suv.shape, bool)

@@ -158,7 +158,7 @@ def _with_class_indices(sample: dict[str, np.ndarray], max_per_class: int) -> di
     return dict(ClassesToIndicesd("classes", num_classes=n_classes, max_samples_per_class=max_per_class)(sample))
 
 
-def training_pool(seeds: Sequence[int], config: ModelConfig, noise_range: tuple[float, float] = (0.6, 1.6),
+def training_pool(seeds: Sequence[int], config: ModelConfig, *, noise_range: tuple[float, float] = (0.6, 1.6),
                   axial_extent_mm: float | None = None, on_scan: Callable[[int], None] | None = None,
                   harder_share: float = 0.0) -> list[dict[str, np.ndarray]]:
     """Samples of ``seeds``, each with a noise scale drawn uniformly from ``noise_range`` (1 = clinical).
@@ -218,7 +218,7 @@ def _dice(prob: np.ndarray, truth: np.ndarray, threshold: float) -> float:
     return float(2 * (pred & (truth > 0)).sum() / denom) if denom else 1.0
 
 
-def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps: int = 1600,
+def train(out_path: str | Path, *, seeds: Sequence[int] = range(1000, 1024), steps: int = 1600,
           batch_scans: int = 1, samples_per_scan: int = 2, learning_rate: float = 1e-3,
           config: ModelConfig | None = None, val_seeds: Sequence[int] = (1990, 1991), eval_every: int = 100,
           max_minutes: float | None = None, log_path: str | Path | None = None, num_threads: int = 2,
@@ -256,14 +256,17 @@ def train(out_path: str | Path, seeds: Sequence[int] = range(1000, 1024), steps:
     out_path = Path(out_path)
     log_path = Path(log_path) if log_path else out_path.with_suffix(".log.csv")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    pool = training_pool(seeds, config, noise_range, axial_extent_mm, on_scan, harder_share)
-    val = _validation_crops(training_pool(val_seeds, config, (1.0, 1.0), axial_extent_mm), config)
+    pool = training_pool(seeds, config, noise_range=noise_range, axial_extent_mm=axial_extent_mm,
+                         on_scan=on_scan, harder_share=harder_share)
+    val = _validation_crops(training_pool(val_seeds, config, noise_range=(1.0, 1.0),
+                                          axial_extent_mm=axial_extent_mm), config)
     network = _initial_network(config, init_from)
     optimiser = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, steps))
     loss_fn = _loss_function(organ_loss_weight, balance_organs)
-    step_fn = _step_function(network, optimiser, schedule, loss_fn,
-                             _transforms(config, samples_per_scan, ct_dropout), pool, batch_scans)
+    step_fn = _step_function(network, optimiser, schedule, loss_fn=loss_fn,
+                             transform=_transforms(config, samples_per_scan,
+                                                   ct_dropout), pool=pool, batch_scans=batch_scans)
     config = replace(config, trained_on={
         "generator": "LesionResponseLib.phantom.simulate_patient", "seeds": [int(min(seeds)), int(max(seeds))],
         "n_scans": len(pool), "noise_range": list(noise_range), "init_from": str(init_from or ""),
@@ -384,7 +387,8 @@ def _added_outputs(key: str, value, wanted) -> bool:
     return key in OUTPUT_LAYER_KEYS and value.shape[1:] == wanted.shape[1:] and value.shape[0] < wanted.shape[0]
 
 
-def _step_function(network, optimiser, schedule, loss_fn, transform, pool, batch_scans: int) -> Callable[[], float]:
+def _step_function(network, optimiser, schedule, *, loss_fn, transform, pool,
+                   batch_scans: int) -> Callable[[], float]:
     """A closure running one optimiser step on fresh random crops; returns the loss."""
     import torch
 
@@ -417,7 +421,7 @@ HARDER_VALIDATION = ({"small_lesions": True, "low_contrast": True},
 
 
 def calibrate_threshold(model_path: str | Path, val_seeds: Sequence[int] = (1990, 1991),
-                        candidates: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+                        *, candidates: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
                         axial_extent_mm: float | None = None, fp_weight: float = 0.05,
                         with_harder: bool = False) -> float:
     """Set the model file's probability threshold from ``candidates`` on phantom ``val_seeds`` and return it.

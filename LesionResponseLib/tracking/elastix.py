@@ -14,13 +14,13 @@ Engines, in the order ``auto`` (and ``elastix``) tries them (:data:`ENGINES`):
 2. ``program``: ``elastix`` / ``transformix`` on PATH (e.g. the Debian package ``elastix``).
 3. ``itk``: the ``itk-elastix`` package (``itk.ElastixRegistrationMethod``), in-process. Its result is turned
    into plain ITK transforms (``ConvertToItkTransform``: Euler then B-spline, exact). A dependency of the
-   project, so ``pip install`` brings elastix on every platform it has wheels for (README).
+   project, so ``pip install`` brings elastix on every platform it has wheels for (docs/methods/registration.md).
 
 Every engine runs the same parameter maps (:func:`parameter_maps`) on the same images, mask, seed and
 thread count, so their results agree (measured in ``benchmarks/bench_registration.py``). ``program``
 comes before ``itk`` where both exist: a pair costs the same CPU on both within the noise (25.8 vs 27.0
 and 27.6 vs 25.6 s in two phantom runs), but the first itk-elastix registration of a process also loads
-ITK's Python wrapping (14-16 CPU-s and ~1 GB of memory, measured; README "Registration").
+ITK's Python wrapping (14-16 CPU-s and ~1 GB of memory, measured; docs/evaluation.md "Registration").
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def _program_version(elastix: str, env: tuple[tuple[str, str], ...]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- running
-def run_elastix(engine: ElastixEngine, fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image,
+def run_elastix(engine: ElastixEngine, fixed: sitk.Image, moving: sitk.Image, *, mask: sitk.Image,
                 maps: list[str], threads: int) -> sitk.Transform:
     """Register ``moving`` onto ``fixed`` (metric sampled in ``mask``) with ``maps`` on ``engine``.
 
@@ -234,10 +234,10 @@ def run_elastix(engine: ElastixEngine, fixed: sitk.Image, moving: sitk.Image, ma
     """
     if engine.name == "itk":
         return _run_itk(fixed, moving, mask, maps, threads)
-    return _run_programs(engine, fixed, moving, mask, maps, threads)
+    return _run_programs(engine, fixed, moving, mask=mask, maps=maps, threads=threads)
 
 
-def _run_programs(engine: ElastixEngine, fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image,
+def _run_programs(engine: ElastixEngine, fixed: sitk.Image, moving: sitk.Image, *, mask: sitk.Image,
                   maps: list[str], threads: int) -> sitk.Transform:
     elastix, transformix = (str(Path(engine.bin_dir) / f"{p}{_EXE}") for p in ("elastix", "transformix"))
     env = {**os.environ, **engine.env}

@@ -241,7 +241,8 @@ def match_rois(
             lb = frames.get(frame, j, t_kj)
             a_ok = {a for a in accepted[i] if not state.present_between(roi_id_for(i, a), i, j)}
             b_ok = set(accepted[j]) - linked_b
-            for link in _match_pair(la, lb, i, j, a_ok, b_ok, params, containment_min):
+            for link in _match_pair(la, lb, i, j=j, a_ok=a_ok, b_ok=b_ok, params=params,
+                                    containment_min=containment_min):
                 links.append(link)
                 state.union(link.roi_a, link.roi_b)
                 linked_b.add(label_of[link.roi_b])
@@ -293,7 +294,7 @@ def _pair_table(la: _FrameLabels, lb: _FrameLabels, a_ok: set[int], b_ok: set[in
     return table[keep]
 
 
-def _match_pair(la: _FrameLabels, lb: _FrameLabels, i: int, j: int, a_ok: set[int], b_ok: set[int],
+def _match_pair(la: _FrameLabels, lb: _FrameLabels, i: int, *, j: int, a_ok: set[int], b_ok: set[int],
                 params: AnalysisParameters, containment_min: float) -> list[Link]:
     """Links of one time point pair: gate, cluster, assign, attach splits and merges."""
     if not a_ok or not b_ok:

@@ -65,7 +65,7 @@ def voxel_points(mask: np.ndarray, grid: sitk.Image) -> np.ndarray:
     return (idx * np.asarray(grid.GetSpacing())) @ direction.T + np.asarray(grid.GetOrigin())
 
 
-def map_mask(mask: np.ndarray, source_grid: sitk.Image, transforms: Transforms, source: int, target: int,
+def map_mask(mask: np.ndarray, source_grid: sitk.Image, transforms: Transforms, *, source: int, target: int,
              target_grid: sitk.Image, margin_mm: float) -> np.ndarray:
     """A (z, y, x) mask of time point ``source`` as a search region on ``target_grid`` (grown by ``margin_mm``)."""
     points = map_points(voxel_points(mask, source_grid), transforms, source, target)

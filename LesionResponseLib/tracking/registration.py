@@ -282,8 +282,9 @@ def register_pair(
     quality = {"ncc_before": _ncc(f_fine, m_fine, f_body, sitk.Transform(3, sitk.sitkIdentity))}
     notes = [] if modality == "ct" else ["registered on PET (no CT): lesion changes may bias it"]
     try:
-        transform = _run_method(method, engine, f_img, m_img, f_fine, m_fine, f_body, modality, settings, quality,
-                                notes)
+        transform = _run_method(method, engine, f_img, m_img=m_img, f_fine=f_fine, m_fine=m_fine,
+                                f_body=f_body, modality=modality, settings=settings, quality=quality,
+                                notes=notes)
         crashed = False
     except RuntimeError as error:  # ITK optimiser/metric failure (e.g. no overlap at all): report, do not raise
         transform, crashed = sitk.Transform(3, sitk.sitkIdentity), True
@@ -331,7 +332,8 @@ def resolve_method(method: str) -> tuple[str, elastix_engines.ElastixEngine | No
     return method, None
 
 
-def _run_method(method: str, engine: elastix_engines.ElastixEngine | None, f_img: sitk.Image, m_img: sitk.Image,
+def _run_method(method: str, engine: elastix_engines.ElastixEngine | None, f_img: sitk.Image, *,
+                m_img: sitk.Image,
                 f_fine: sitk.Image, m_fine: sitk.Image, f_body: sitk.Image, modality: str,
                 settings: RegistrationSettings, quality: dict[str, float], notes: list[str]) -> sitk.Transform:
     if method == "identity":
@@ -339,7 +341,8 @@ def _run_method(method: str, engine: elastix_engines.ElastixEngine | None, f_img
     if engine is not None:
         maps = elastix_engines.parameter_maps(_background(modality), settings.mesh_mm)
         try:
-            return elastix_engines.run_elastix(engine, f_fine, m_fine, f_body, maps, settings.threads)
+            return elastix_engines.run_elastix(engine, f_fine, m_fine, mask=f_body, maps=maps,
+                                               threads=settings.threads)
         except elastix_engines.ElastixError as error:  # a program failed: the caller's RegistrationError
             raise RegistrationError(str(error)) from error
     bg = _background(modality)
@@ -348,10 +351,11 @@ def _run_method(method: str, engine: elastix_engines.ElastixEngine | None, f_img
     quality["ncc_rigid"] = _ncc(f_fine, m_fine, f_body, rigid)
     if method == "sitk-rigid":
         return rigid
-    return _deformable_or_rigid(f_fine, m_fine, f_body, rigid, settings, quality, notes)
+    return _deformable_or_rigid(f_fine, m_fine, f_body, rigid=rigid, settings=settings, quality=quality,
+                                notes=notes)
 
 
-def _deformable_or_rigid(f_fine: sitk.Image, m_fine: sitk.Image, f_body: sitk.Image, rigid: sitk.Transform,
+def _deformable_or_rigid(f_fine: sitk.Image, m_fine: sitk.Image, f_body: sitk.Image, *, rigid: sitk.Transform,
                          settings: RegistrationSettings, quality: dict[str, float],
                          notes: list[str]) -> sitk.Transform:
     """Rigid followed by the B-spline, unless the B-spline folds or does not improve the NCC."""

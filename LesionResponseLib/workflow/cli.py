@@ -1,226 +1,173 @@
-"""Command-line commands of the orchestration layer: ``analyze``, ``demo`` and ``cohort-analyze`` (they
-combine stages)."""
+"""Command-line commands of the orchestration layer: ``analyze``, ``demo``, ``cohort-analyze`` (they combine stages)
+and ``settings`` (every setting those take). Their setting options are generated from
+:func:`LesionResponseLib.config.settings` (:func:`LesionResponseLib.cli_base.with_settings`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from LesionResponseLib.cli_base import json_option, out_option, patient_option, with_settings
 from LesionResponseLib.config import AnalysisParameters
-from LesionResponseLib.terminal import cli_console
+from LesionResponseLib.terminal import cli_console, emit_json, print_error
 
-_DEFAULTS = AnalysisParameters()
-
-
-# options shared by analyze and cohort-analyze (one definition, same help and defaults)
-_SEGMENTATION = typer.Option("model", help="'model' (shipped MONAI model), 'threshold', or a model file.")
-_MODEL = typer.Option(None, help="Model file for --segmentation model (default: the shipped one).")
-_REFERENCE = typer.Option("baseline", help="ΔSUVtotal reference: baseline, previous or nadir.")
-_DECREASE = typer.Option(-30.0, help="ΔSUVtotal % below which a lesion is 'decreasing'.")
-_INCREASE = typer.Option(30.0, help="ΔSUVtotal % above which a lesion is 'increasing'.")
-_DILATION_MM = typer.Option(_DEFAULTS.matching.dilation_mm, help="Conformal dilation of ROIs before matching (mm).")
-_MAX_DISTANCE_MM = typer.Option(_DEFAULTS.matching.max_distance_mm, help="Largest centroid distance of matched ROIs (mm).")
-_MIN_OVERLAP = typer.Option(_DEFAULTS.matching.min_overlap, help="Smallest overlap coefficient of matched dilated ROIs (0–1).")
-_MIN_VOLUME_ML = typer.Option(_DEFAULTS.segmentation.min_roi_volume_ml, help="Smallest lesion-ROI kept by the segmentation (mL).")
-_EQUIVOCAL_MAX_VOLUME_ML = typer.Option(_DEFAULTS.segmentation.equivocal_max_volume_ml, help="Model ROIs smaller than "
-                                              "this (mL) with SUVmax not above the liver SUVmean are dropped "
-                                              "as equivocal (0: keep all).")
-_REGISTRATION = typer.Option(_DEFAULTS.registration.method, help="Registration: auto (elastix when an engine is "
-                             "available), elastix, elastix-slicer, elastix-program, elastix-itk, sitk-bspline, "
-                             "sitk-rigid or identity (see `register --help`).")
-_PSF_FWHM_MM = typer.Option(_DEFAULTS.quantification.psf_fwhm_mm, help="Reconstructed PET resolution, FWHM in mm (your "
-                                  "scanner's; 5–7 on current PET/CT): used by the partial-volume-corrected SUVtotal.")
-_PRIOR_SEARCH = typer.Option(_DEFAULTS.prior_search.enabled, help="Look for each track's lesion where the registration "
-                             "puts it at time points without a ROI (marked prior-guided).")
-_MEASURE = typer.Option(_DEFAULTS.response.measure, help="ROI quantity that drives the categories: suv_total_pvc "
-                            "(partial-volume corrected, the default) or suv_total (SUVmean × volume, the paper's).")
+CATEGORIES = ("new", "increasing", "stable", "decreasing", "disappearing")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``lesion-response`` app."""
-    app.command("analyze")(analyze_command)
-    app.command("demo")(demo_command)
-    app.command("cohort-analyze")(cohort_analyze_command)
+    app.command("analyze")(with_settings(analyze_command))
+    app.command("demo")(with_settings(demo_command))
+    app.command("cohort-analyze")(with_settings(cohort_analyze_command))
+    app.command("settings")(settings_command)
 
 
-def _params(segmentation: str, model: str | None, reference: str, decrease: float, increase: float,
-            dilation_mm: float, max_distance_mm: float, min_overlap: float, min_volume_ml: float,
-            registration: str, psf_fwhm_mm: float = _DEFAULTS.quantification.psf_fwhm_mm,
-            measure: str = _DEFAULTS.response.measure,
-            equivocal_max_volume_ml: float = _DEFAULTS.segmentation.equivocal_max_volume_ml,
-            prior_search: bool = _DEFAULTS.prior_search.enabled):
-    from LesionResponseLib.config import AnalysisParameters, ConfigError
-
-    try:
-        return AnalysisParameters().updated({
-            "segmentation.method": segmentation, "segmentation.model_path": model,
-            "segmentation.min_roi_volume_ml": min_volume_ml, "registration.method": registration,
-            "matching.dilation_mm": dilation_mm, "matching.max_distance_mm": max_distance_mm,
-            "matching.min_overlap": min_overlap, "response.reference": reference,
-            "response.decrease_threshold_pct": decrease, "response.increase_threshold_pct": increase,
-            "quantification.psf_fwhm_mm": psf_fwhm_mm, "response.measure": measure,
-            "segmentation.equivocal_max_volume_ml": equivocal_max_volume_ml, "prior_search.enabled": prior_search})
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from None
-
-
-def _run(input_dir: Path, out: Path, params, patient: str | None, labels: Path | None, console):
+def _run(input_dir: Path, out: Path, params: AnalysisParameters, patient: str | None, console) -> tuple[Any,
+                                                                                                        Any]:
     from LesionResponseLib.workflow.pipeline import run_pipeline
 
     with console.status("starting") as status:
-        return run_pipeline(input_dir, out, params, patient, labels, step=lambda name: status.update(name))
+        return run_pipeline(input_dir, out, params, patient=patient, step=lambda name: status.update(name))
 
 
-def print_summary(analysis, console) -> None:
-    """Time points, ROIs per time point, tracks, category counts per follow-up and heterogeneity."""
+def analysis_summary(analysis, report=None) -> dict[str, Any]:
+    """What ``analyze`` reports: per time point the ROIs, category counts and heterogeneity; track patterns;
+    doubtful registrations; prior-guided search counts; the tumour burden per time point (burden.csv's rows of
+    all sites) and the reference regions' warnings; and, from the run ``report``, the reused stages and the
+    re-applied review."""
     from collections import Counter
 
-    from rich.table import Table
+    from LesionResponseLib.analysis.burden import burden_rows
+    from LesionResponseLib.datamodel import search_counts
 
-    table = Table(title=f"Patient {analysis.patient_id}: {len(analysis.tracks)} lesion-ROI tracks")
-    for col in ("TP", "study date", "ROIs", "new", "increasing", "stable", "decreasing", "disappearing",
-                "heterogeneous"):
-        table.add_column(col)
+    timepoints = []
     for tp in analysis.timepoints:
         k = tp.index
-        n_rois = sum(r.timepoint == k and r.status == "accepted" for r in analysis.rois)
         counts = Counter(r.categories.get(k) for r in analysis.responses)
-        cells = [str(counts.get(c, 0)) if k else "" for c in ("new", "increasing", "stable", "decreasing",
-                                                               "disappearing")]
-        flag = ("yes" if analysis.heterogeneous.get(k) else "no") if k else ""
-        table.add_row(str(k), tp.study_date, str(n_rois), *cells, flag)
-    console.print(table)
-    for reg in analysis.registrations:
-        if not reg.ok:
-            console.print(f"[yellow]warning:[/yellow] registration tp{reg.fixed_timepoint}->tp{reg.moving_timepoint} "
-                          f"is doubtful ({reg.message}); check its matches in the review")
-    patterns = Counter(r.pattern for r in analysis.responses)
-    console.print("track patterns: " + ", ".join(f"{p} {n}" for p, n in sorted(patterns.items())))
-    from LesionResponseLib.workflow.prior_search import search_counts
+        timepoints.append({"index": k, "study_date": tp.study_date,
+                           "rois": sum(r.timepoint == k and r.status == "accepted" for r in analysis.rois),
+                           "categories": {c: counts.get(c, 0) for c in CATEGORIES} if k else None,
+                           "heterogeneous": analysis.heterogeneous.get(k) if k else None})
+    summary = {"patient_id": analysis.patient_id, "tracks": len(analysis.tracks), "timepoints": timepoints,
+               "patterns": dict(sorted(Counter(r.pattern for r in analysis.responses).items())),
+               "doubtful_registrations": [{"pair": f"tp{r.fixed_timepoint}->tp{r.moving_timepoint}",
+                                           "message": r.message} for r in analysis.registrations if not r.ok],
+               "prior_search": search_counts(analysis.prior_searches),
+               "parameter_sources": analysis.parameters.non_default_sources(),
+               "burden": [r for r in burden_rows(analysis) if r["site"] == "all"],
+               "reference_warnings": [f"TP{region.timepoint} {region.organ} reference region: {warning}"
+                                      for region in analysis.reference_regions for warning in region.warnings]}
+    if report is not None:
+        review = dataclasses.asdict(report.review) if report.review is not None else None
+        summary.update(reused=report.reused(), review=review)
+    return summary
 
-    counts = search_counts(analysis.prior_searches)
+
+def print_summary(summary: dict[str, Any], console) -> None:
+    """The :func:`analysis_summary` as a table and lines."""
+    from rich.table import Table
+
+    table = Table(title=f"Patient {summary['patient_id']}: {summary['tracks']} lesion-ROI tracks")
+    for col in ("TP", "study date", "ROIs", *CATEGORIES, "heterogeneous"):
+        table.add_column(col)
+    for tp in summary["timepoints"]:
+        cells = [str(tp["categories"][c]) for c in CATEGORIES] if tp["categories"] else [""] * len(CATEGORIES)
+        flag = "" if tp["heterogeneous"] is None else ("yes" if tp["heterogeneous"] else "no")
+        table.add_row(str(tp["index"]), tp["study_date"], str(tp["rois"]), *cells, flag)
+    console.print(table)
+    for reg in summary["doubtful_registrations"]:
+        console.print(f"[yellow]warning:[/yellow] registration {reg['pair']} is doubtful ({reg['message']}); "
+                      "check its matches in the review")
+    console.print("track patterns: " + ", ".join(f"{p} {n}" for p, n in summary["patterns"].items()))
+    counts = summary["prior_search"]
     if counts["searches"]:
         console.print(f"prior-guided search: {counts['searches']} missing lesion × time point(s) looked at, "
                       f"{counts['found']} found"
                       + (f", {counts['candidates']} model candidate(s) confirmed" if counts["candidates"] else "")
                       + " (rois.csv source = prior-guided)")
-    print_burden(analysis, console)
+    if summary["parameter_sources"]:
+        console.print("settings not at their default: " + ", ".join(
+            f"{path} ({source})" for path, source in summary["parameter_sources"].items()), highlight=False)
+    print_burden(summary, console)
 
 
-def print_burden(analysis, console) -> None:
+def print_burden(summary: dict[str, Any], console) -> None:
     """Tumour burden per time point (burden.csv) and every reference region not placed or flagged."""
-    from LesionResponseLib.analysis.burden import burden_rows
-
-    overall = [r for r in burden_rows(analysis) if r["site"] == "all"]
     console.print("tumour burden (burden.csv): " + "; ".join(
         f"TP{r['timepoint']} {r['volume_ml']:.1f} mL, {r['suv_total_pvc']:.0f} SUV·mL PV-corrected"
         + (f" ({r['volume_ml_change_pct']:+.0f} % / {r['suv_total_pvc_change_pct']:+.0f} %)"
            if r["timepoint"] and r["volume_ml_change_pct"] is not None and r["suv_total_pvc_change_pct"] is not None
-           else "") for r in overall))
-    for region in analysis.reference_regions:
-        for warning in region.warnings:
-            console.print(f"[yellow]warning:[/yellow] TP{region.timepoint} {region.organ} reference region: {warning}",
-                          highlight=False)
+           else "") for r in summary["burden"]))
+    for warning in summary["reference_warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
 def analyze_command(
     input_dir: Path = typer.Argument(..., help="Folder with the patient's DICOM files (any layout, all studies)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; the stage cache lives in OUT/cache)."),
-    patient: str = typer.Option(None, help="PatientID to analyse when the folder holds several patients."),
-    segmentation: str = _SEGMENTATION,
-    model: str = _MODEL,
-    labels: Path = typer.Option(None, help="Use label maps tp{k}.nii.gz (or tp{k}_lesions.nii.gz) from this "
-                                           "folder instead of segmenting."),
-    reference: str = _REFERENCE,
-    decrease: float = _DECREASE,
-    increase: float = _INCREASE,
-    dilation_mm: float = _DILATION_MM,
-    max_distance_mm: float = _MAX_DISTANCE_MM,
-    min_overlap: float = _MIN_OVERLAP,
-    min_volume_ml: float = _MIN_VOLUME_ML,
-    equivocal_max_volume_ml: float = _EQUIVOCAL_MAX_VOLUME_ML,
-    registration: str = _REGISTRATION,
-    psf_fwhm_mm: float = _PSF_FWHM_MM,
-    measure: str = _MEASURE,
-    weight_kg: float = typer.Option(None, "--weight-kg", help="Body weight in kg used instead of PatientWeight "
-                                    "(0010,1030) for every time point, e.g. when it is missing."),
-    prior_search: bool = _PRIOR_SEARCH,
-    keep_intracranial: bool = typer.Option(not _DEFAULTS.segmentation.drop_intracranial,
-                                           "--keep-intracranial/--drop-intracranial",
-                                           help="Keep model ROIs lying in the cranial cavity found on the CT "
-                                                "(dropped by default: the pituitary's physiological uptake)."),
-    candidates: bool = typer.Option(_DEFAULTS.prior_search.candidates, "--candidates/--no-candidates",
-                                    help="Also confirm lesions the model found below its minimum ROI volume when "
-                                         "the search finds them at an adjacent time point (more lesions, and "
-                                         "more physiological uptake to reject; README)."),
+    out: Path = out_option(..., "Output folder (created; the stage cache lives in OUT/cache)."),
+    patient: str = patient_option(),
+    as_json: bool = json_option("the summary"),
+    params: AnalysisParameters = None,
 ) -> None:
     """Analyse one patient: segment, quantify, register, track, categorise; write the output folder."""
-    from LesionResponseLib.errors import LesionResponseError
-
-    console = cli_console()
-    try:
-        params = _params(segmentation, model, reference, decrease, increase, dilation_mm, max_distance_mm,
-                         min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml,
-                         prior_search)
-        params = params.updated({"input.weight_kg": weight_kg, "prior_search.candidates": candidates,
-                                 "segmentation.drop_intracranial": not keep_intracranial})
-        analysis, report = _run(input_dir, out, params, patient, labels, console)
-    except LesionResponseError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
-    print_summary(analysis, console)
-    reused = report.reused()
+    console = cli_console(stderr=as_json)
+    analysis, report = _run(input_dir, out, params, patient, console)
+    summary = {**analysis_summary(analysis, report), "out": str(out)}
+    if as_json:
+        emit_json(summary)
+        return
+    print_summary(summary, console)
+    reused = summary["reused"]
     console.print(f"reused from cache: {', '.join(reused) if reused else 'nothing'}")
     if report.review is not None:
-        skipped = report.review["not_applicable"]
-        console.print(f"reader's review: {report.review['applied']} edit(s) re-applied"
+        skipped = report.review.not_applicable
+        console.print(f"reader's review: {report.review.applied} edit(s) re-applied"
                       + (f", [yellow]{len(skipped)} no longer apply[/yellow] (listed in "
                          f"{out / 'review' / 'not_applicable.json'})" if skipped else ""))
     console.print(f"written to {out}")
 
 
 def demo_command(
-    out: Path = typer.Option(Path("lesion-response-demo"), "--out", "-o", help="Folder for the phantom and the "
-                                                                                "analysis (OUT/phantom, OUT/analysis)."),
+    *, out: Path = out_option(Path("lesion-response-demo"),
+                              "Folder for the phantom and the analysis (OUT/phantom, "
+                           "OUT/analysis)."),
     seed: int = typer.Option(1, help="Phantom seed: the same seed gives the same patient."),
     timepoints: int = typer.Option(4, min=2, max=7, help="Number of scans (2–7)."),
-    segmentation: str = typer.Option("model", help="'model', 'threshold', 'truth' (phantom masks) or a model file."),
-    registration: str = typer.Option(_DEFAULTS.registration.method, help="Registration method (see `analyze --help`)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Also write the HTML/PDF report "
                                                                    "(OUT/analysis/report)."),
-    measure: str = typer.Option(_DEFAULTS.response.measure, help="ROI quantity that drives the categories: "
-                                "suv_total or suv_total_pvc (see `analyze --help`)."),
+    as_json: bool = json_option("the summary and the truth agreement"),
+    params: AnalysisParameters = None,
 ) -> None:
-    """Generate the phantom demo patient, analyse it, compare with its ground truth and write the report."""
+    """Generate the phantom demo patient, analyse it, compare with its ground truth and write the report
+    (``--segmentation truth``: analyse the phantom's true lesion masks)."""
     from LesionResponseLib.analysis.truth import truth_agreement
-    from LesionResponseLib.errors import LesionResponseError
     from LesionResponseLib.phantom import generate_patient
 
-    console = cli_console()
+    console = cli_console(stderr=as_json)
     phantom_dir, analysis_dir = out / "phantom", out / "analysis"
-    try:
-        if not (phantom_dir / "truth.json").is_file():
-            with console.status(f"generating phantom patient (seed {seed}, {timepoints} time points)"):
-                generate_patient(phantom_dir, seed=seed, timepoints=timepoints)
-        truth_labels = phantom_dir / "truth" if segmentation == "truth" else None
-        d = _DEFAULTS
-        params = _params("truth" if truth_labels else segmentation, None, d.response.reference, d.response.decrease_threshold_pct,
-                         d.response.increase_threshold_pct, d.matching.dilation_mm, d.matching.max_distance_mm, d.matching.min_overlap,
-                         d.segmentation.min_roi_volume_ml, registration, d.quantification.psf_fwhm_mm, measure)
-        analysis, _ = _run(phantom_dir / "dicom", analysis_dir, params, None, truth_labels, console)
-        agreement = truth_agreement(analysis, analysis_dir, phantom_dir)
-    except LesionResponseError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
-    print_summary(analysis, console)
+    if not (phantom_dir / "truth.json").is_file():
+        with console.status(f"generating phantom patient (seed {seed}, {timepoints} time points)"):
+            generate_patient(phantom_dir, seed=seed, timepoints=timepoints)
+    if params.segmentation.method == "truth" and not params.segmentation.labels_dir:
+        params = params.updated({"segmentation.labels_dir": str(phantom_dir / "truth")}, source="demo")
+    analysis, _ = _run(phantom_dir / "dicom", analysis_dir, params, None, console)
+    agreement = truth_agreement(analysis, analysis_dir, phantom_dir)
+    paths = _demo_report(analysis_dir, console) if report else {}
+    if as_json:
+        emit_json({**analysis_summary(analysis), "truth_agreement": agreement, "phantom": str(phantom_dir),
+                   "analysis": str(analysis_dir), "report": paths})
+        return
+    print_summary(analysis_summary(analysis), console)
     _print_agreement(agreement, console)
     console.print(f"phantom in {phantom_dir}, analysis in {analysis_dir}")
-    if report:
-        _demo_report(analysis_dir, console)
+    if paths:
+        console.print("report: " + ", ".join(str(p) for p in paths.values()))
 
 
-def _demo_report(analysis_dir: Path, console) -> None:
+def _demo_report(analysis_dir: Path, console) -> dict[str, Path]:
     """Write the patient report; a missing chromium only costs the PDF, never the analysis."""
     from LesionResponseLib.errors import LesionResponseError
     from LesionResponseLib.report import write_patient_report
@@ -229,11 +176,10 @@ def _demo_report(analysis_dir: Path, console) -> None:
     formats = ("html", "pdf") if find_chromium() else ("html",)
     try:
         with console.status("rendering the report"):
-            paths = write_patient_report(analysis_dir, None, formats)
+            return write_patient_report(analysis_dir, None, formats)
     except LesionResponseError as err:
-        console.print(f"[yellow]report not written:[/yellow] {err}")
-        return
-    console.print("report: " + ", ".join(str(p) for p in paths.values()))
+        print_error(f"report not written: {err}", warning=True)
+        return {}
 
 
 def _print_agreement(agreement: dict, console) -> None:
@@ -253,10 +199,10 @@ def _print_agreement(agreement: dict, console) -> None:
 
 def cohort_analyze_command(
     input_path: Path = typer.Argument(None, help="A folder tree (every patient in it), or a manifest CSV "
-                                                 "(patient_id,folder[,pacs][,labels]); omit with --pacs to take every PET "
-                                                 "patient on the PACS."),
-    out: Path = typer.Option(..., "--out", "-o", help="Cohort folder: OUT/patients/<id>/ per patient, cohort.json, "
-                                                      "cohort.csv, cohort-run.json, report/cohort.html."),
+                                                 "(patient_id,folder[,pacs][,labels]); omit with --pacs to take "
+                                                 "every PET patient on the PACS."),
+    *, out: Path = out_option(..., "Cohort folder: OUT/patients/<id>/ per patient, cohort.json, cohort.csv, "
+                           "cohort-run.json, report/cohort.html."),
     pacs: str = typer.Option(None, help="DICOM server to retrieve from: a DICOMweb root (http://host:8042/dicom-web) "
                                         "or DIMSE dicom://AET@host:port (C-FIND + C-GET)."),
     patient: list[str] = typer.Option(None, "--patient", help="Analyse only this PatientID (repeat the option)."),
@@ -270,62 +216,85 @@ def cohort_analyze_command(
     memory_limit: str = typer.Option("auto", help="Memory limit per LocalCluster worker (e.g. 6GB; auto: RAM / "
                                                   "workers); a worker above it is restarted by Dask."),
     dashboard_address: str = typer.Option(":8787", help="Where the LocalCluster serves the Dask dashboard."),
-    segmentation: str = _SEGMENTATION,
-    model: str = _MODEL,
-    reference: str = _REFERENCE,
-    decrease: float = _DECREASE,
-    increase: float = _INCREASE,
-    dilation_mm: float = _DILATION_MM,
-    max_distance_mm: float = _MAX_DISTANCE_MM,
-    min_overlap: float = _MIN_OVERLAP,
-    min_volume_ml: float = _MIN_VOLUME_ML,
-    equivocal_max_volume_ml: float = _EQUIVOCAL_MAX_VOLUME_ML,
-    registration: str = _REGISTRATION,
-    psf_fwhm_mm: float = _PSF_FWHM_MM,
-    measure: str = _MEASURE,
-    prior_search: bool = _PRIOR_SEARCH,
+    as_json: bool = json_option("the run (every patient's status, the cohort figures)"),
+    params: AnalysisParameters = None,
 ) -> None:
-    """Analyse a cohort on Dask (one task per patient; resumable), then its cohort figures and report."""
+    """Analyse a cohort on Dask (one task per patient; resumable), then its cohort figures and report. Exits 4
+    when a patient failed (the others are analysed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from LesionResponseLib.errors import LesionResponseError
+    from LesionResponseLib.cli_base import EXIT_PARTIAL
     from LesionResponseLib.workflow.cohort import ClusterPlan, discover, run_cohort
+    from LesionResponseLib.workflow.pipeline import ARCHIVES
 
-    console = cli_console()
-    params = _params(segmentation, model, reference, decrease, increase, dilation_mm, max_distance_mm,
-                     min_overlap, min_volume_ml, registration, psf_fwhm_mm, measure, equivocal_max_volume_ml,
-                     prior_search)
+    console = cli_console(stderr=as_json)
     plan = ClusterPlan(scheduler=scheduler, workers=workers, threads=threads, memory_limit=memory_limit,
                        dashboard_address=dashboard_address)
-    try:
-        with console.status("finding patients"):
-            jobs = discover(input_path, pacs, patient or None)
-        console.print(f"{len(jobs)} patient(s) to analyse into {out}")
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as bar:
-            task = bar.add_task("patients", total=len(jobs))
+    with console.status("finding patients"):
+        jobs = discover(input_path, pacs, patient or None, unpack_dir=out / ARCHIVES)
+    console.print(f"{len(jobs)} patient(s) to analyse into {out}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("patients", total=len(jobs))
 
-            def started(client) -> None:
-                bar.console.print(f"Dask dashboard: {client.dashboard_link or 'not available'} "
-                                  f"(scheduler {client.scheduler.address})")
+        def started(client) -> None:
+            bar.console.print(f"Dask dashboard: {client.dashboard_link or 'not available'} "
+                              f"(scheduler {client.scheduler.address})")
 
-            def finished(result) -> None:
-                colour = {"done": "green", "skipped": "cyan"}.get(result["status"], "red")
-                note = f": {result['error']}" if result["error"] else ""
-                bar.console.print(f"[{colour}]{result['status']}[/{colour}] {result['patient_id']}{note}",
-                                  highlight=False)
-                bar.advance(task)
+        def finished(result) -> None:
+            colour = {"done": "green", "skipped": "cyan"}.get(result.status, "red")
+            note = f": {result.error}" if result.error else ""
+            bar.console.print(f"[{colour}]{result.status}[/{colour}] {result.patient_id}{note}", highlight=False)
+            bar.advance(task)
 
-            run = run_cohort(jobs, out, params, plan, cache, on_start=started, on_result=finished)
-    except LesionResponseError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+        run = run_cohort(jobs, out, params, plan, cache_dir=cache, on_start=started, on_result=finished)
     counts = {s: sum(r["status"] == s for r in run["patients"]) for s in ("done", "skipped", "failed")}
-    console.print(f"{counts['done']} analysed, {counts['skipped']} unchanged (skipped), {counts['failed']} failed "
-                  f"in {run['seconds']:.0f} s; status per patient: {out / 'cohort-run.json'}")
-    if run["figures"]:
-        f = run["figures"]
-        console.print(f"cohort: {f['patients']} patients, {f['scans']} scans, {f['lesion_rois']} lesion-ROIs, "
-                      f"{f['tracks']} tracks; figures in {out / 'cohort.json'}, report {out / 'report' / 'cohort.html'}")
+    if as_json:
+        emit_json(run)
+    else:
+        console.print(f"{counts['done']} analysed, {counts['skipped']} unchanged (skipped), {counts['failed']} "
+                      f"failed in {run['seconds']:.0f} s; status per patient: {out / 'cohort-run.json'}")
+        if run["figures"]:
+            f = run["figures"]
+            console.print(f"cohort: {f['patients']} patients, {f['scans']} scans, {f['lesion_rois']} lesion-ROIs, "
+                          f"{f['tracks']} tracks; figures in {out / 'cohort.json'}, report "
+                          f"{out / 'report' / 'cohort.html'}")
     if counts["failed"]:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def settings_command(
+    config_file: Path = typer.Option(None, "--config", metavar="FILE",
+                                     help="Also apply this settings file (TOML "
+                                     "or analysis.json), as `analyze --config` does."),
+    as_json: bool = json_option("every setting"),
+) -> None:
+    """List every analysis setting: its option, the value a run would use (built-in default, then the site file,
+    then --config), where that value comes from, unit, allowed values and help. Set them with the options of
+    analyze, demo and cohort-analyze, --set SECTION.NAME=VALUE, --config FILE or the site file."""
+    from rich.table import Table
+
+    from LesionResponseLib.config import (
+        CONFIG_ENV,
+        default_site_config_path,
+        resolve_parameters,
+        settings,
+        site_config_path,
+    )
+
+    params = resolve_parameters(config_file=config_file)
+    rows = [{"setting": spec.path, "option": spec.cli_flag, "value": params.value(spec.path),
+             "default": spec.default, "source": params.sources.get(spec.path, "default"), "unit": spec.unit,
+             "allowed": spec.describe_allowed(), "help": spec.long_help} for spec in settings()]
+    site = site_config_path()
+    if as_json:
+        emit_json({"site_config": str(site) if site else None, "settings": rows})
+        return
+    console = cli_console()
+    table = Table("setting", "option", "value", "source", "help", title="Analysis settings",
+                  title_justify="left")
+    for row in rows:
+        table.add_row(row["setting"], row["option"], repr(row["value"]), row["source"], row["help"])
+    console.print(table)
+    hint = f"none (create {default_site_config_path()}, or name a file in ${CONFIG_ENV})"
+    console.print(f"site config file: {site or hint}", highlight=False)

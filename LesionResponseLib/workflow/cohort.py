@@ -77,10 +77,26 @@ class PatientJob:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class PatientResult:
+    """One patient's outcome in a cohort run (an entry of ``cohort-run.json``'s ``patients``)."""
+
+    patient_id: str
+    folder: str
+    status: str = "failed"  # done | skipped | failed
+    error: str | None = None
+    seconds: float | None = None
+    worker_peak_rss_mb: float | None = None  # the worker's peak memory after an analysis
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 # ------------------------------------------------------------------------------------------------ discovery
 def discover(input_path: str | Path | None, pacs: str | None = None,
-             patients: list[str] | None = None) -> list[PatientJob]:
-    """The patients of a folder tree, a manifest CSV or (no input) a PACS; ``patients`` keeps only those IDs."""
+             patients: list[str] | None = None, *, unpack_dir: str | Path | None = None) -> list[PatientJob]:
+    """The patients of a folder tree (symbolic links followed, ZIP archives unpacked into ``unpack_dir``), a
+    manifest CSV or (no input) a PACS; ``patients`` keeps only those IDs."""
     if input_path is None:
         if not pacs:
             raise CohortError(describe("no input", fix="Give a folder, a manifest CSV, or --pacs ADDRESS."))
@@ -88,7 +104,7 @@ def discover(input_path: str | Path | None, pacs: str | None = None,
     elif Path(input_path).suffix.lower() == ".csv":
         jobs = read_manifest(input_path, pacs)
     else:
-        jobs = _folder_patients(Path(input_path))
+        jobs = _folder_patients(Path(input_path), unpack_dir)
     if patients:
         jobs = [j for j in jobs if j.patient_id in set(patients)]
     if not jobs:
@@ -129,19 +145,22 @@ def read_manifest(path: str | Path, pacs: str | None = None) -> list[PatientJob]
     return jobs
 
 
-def _folder_patients(root: Path) -> list[PatientJob]:
+def _folder_patients(root: Path, unpack_dir: str | Path | None = None) -> list[PatientJob]:
     """One job per PatientID in ``root``; its folder is the deepest folder holding all of that patient's
-    files and none of another patient's (else ``root``, with the PatientID to pick)."""
+    files and none of another patient's (else ``root``, or the folder its ZIP archive was unpacked into, with
+    the PatientID to pick). Paths keep the symbolic links they were found through."""
     from LesionResponseLib.dicomio import index_folder
 
-    index = index_folder(root)
+    index = index_folder(root, unpack_dir=unpack_dir)
+    tops = [Path(folder) for folder in index.archives.values()] + [root]
     files = {pid: [i.path for st in p.studies.values() for se in st.series.values() for i in se.instances]
              for pid, p in index.patients.items()}
     jobs = []
     for pid, paths in sorted(files.items()):
         folder = Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
+        top = next((t for t in tops if folder.is_relative_to(t)), root)
         others = [q for other, ps in files.items() if other != pid for q in ps]
-        while folder != root and any(Path(q).is_relative_to(folder) for q in others):
+        while folder != top and any(Path(q).is_relative_to(folder) for q in others):
             folder = folder.parent
         jobs.append(PatientJob(pid, folder=str(folder), patient=pid))
     return jobs
@@ -155,10 +174,13 @@ def patient_folder_name(patient_id: str) -> str:
 
 
 def input_fingerprint(folder: str | Path) -> str:
-    """Hash of (relative path, size, mtime) of every file under ``folder``: changes when any input does."""
+    """Hash of (relative path, size, mtime) of every file under ``folder`` (symbolic links followed, as the index
+    follows them): changes when any input does."""
+    from LesionResponseLib.dicomio.sources import walk_files
+
     root = Path(folder)
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(walk_files(root)):
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:20]
@@ -167,7 +189,7 @@ def input_fingerprint(folder: str | Path) -> str:
 def job_key(job: PatientJob, folder: str | Path, params: AnalysisParameters) -> str:
     """The key of one patient's analysis: inputs (and label maps), PatientID picked, parameters, model,
     software version."""
-    from LesionResponseLib.workflow.pipeline import model_digest
+    from LesionResponseLib.workflow.stages import model_digest
 
     labels = input_fingerprint(job.labels) if job.labels else None
     text = json.dumps([input_fingerprint(folder), labels, job.patient, params.to_dict(), model_digest(params),
@@ -224,19 +246,15 @@ def _check_follow_up(analysis: Any, folder: Path) -> None:
 
 
 def analyse_patient(job: PatientJob, out_dir: str, params: AnalysisParameters, cache_dir: str | None = None,
-                    threads: int | None = None) -> dict[str, Any]:
-    """One Dask task: analyse ``job`` into ``OUT/patients/<patient>`` unless already done (module docstring).
-
-    Returns ``{"patient_id", "status": "done"|"skipped"|"failed", "folder", "seconds", "error"}`` (and the
-    worker's ``worker_peak_rss_mb`` after an analysis); never
-    raises for a bad patient (its error is recorded instead).
-    """
+                    threads: int | None = None) -> PatientResult:
+    """One Dask task: analyse ``job`` into ``OUT/patients/<patient>`` unless already done (module docstring);
+    never raises for a bad patient (its error is recorded instead)."""
     from filelock import FileLock
 
     start = time.perf_counter()
     folder = Path(out_dir) / "patients" / patient_folder_name(job.patient_id)
     folder.mkdir(parents=True, exist_ok=True)
-    result = {"patient_id": job.patient_id, "folder": str(folder), "status": "failed", "error": None}
+    result = PatientResult(job.patient_id, str(folder))
     limit_threads(threads or _threads_here())
     with FileLock(str(folder / ".cohort.lock")):
         try:
@@ -244,7 +262,7 @@ def analyse_patient(job: PatientJob, out_dir: str, params: AnalysisParameters, c
             key = job_key(job, source, params)
             if _finished_key(folder) == key:
                 _log(folder, "skipped", key=key)
-                return {**result, "status": "skipped", "seconds": round(time.perf_counter() - start, 2)}
+                return dataclasses.replace(result, status="skipped", seconds=round(time.perf_counter() - start, 2))
             (folder / DONE).unlink(missing_ok=True)
             orphans = remove_orphaned_temporaries(folder)  # a killed run's half-written files
             _log(folder, "started", key=key, **({"removed_temporaries": len(orphans)} if orphans else {}))
@@ -258,13 +276,13 @@ def analyse_patient(job: PatientJob, out_dir: str, params: AnalysisParameters, c
                       "traceback": traceback.format_exc(limit=-6)}
             atomic_write_text(folder / FAILED, json.dumps(record, indent=1))
             _log(folder, "failed", error=error[:500])
-            return {**result, "error": error, "seconds": round(time.perf_counter() - start, 2)}
+            return dataclasses.replace(result, error=error, seconds=round(time.perf_counter() - start, 2))
         (folder / FAILED).unlink(missing_ok=True)
         atomic_write_text(folder / DONE, json.dumps({"key": key, "job": job.to_dict(), "version": __version__,
                                                      "seconds": round(time.perf_counter() - start, 2)}, indent=1))
         _log(folder, "finished", key=key)
-    return {**result, "status": "done", "seconds": round(time.perf_counter() - start, 2),
-            "worker_peak_rss_mb": _peak_rss_mb()}
+    return dataclasses.replace(result, status="done", seconds=round(time.perf_counter() - start, 2),
+                               worker_peak_rss_mb=_peak_rss_mb())
 
 
 def _peak_rss_mb() -> float | None:
@@ -333,15 +351,20 @@ def start_client(plan: ClusterPlan, n_patients: int):
     return Client(cluster), threads
 
 
-def run_cohort(jobs: list[PatientJob], out_dir: str | Path, params: AnalysisParameters, plan: ClusterPlan,
+def run_cohort(jobs: list[PatientJob], out_dir: str | Path, params: AnalysisParameters, plan: ClusterPlan, *,
                cache_dir: str | Path | None = None, on_start: Callable[[Any], None] | None = None,
-               on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+               on_result: Callable[[PatientResult], None] | None = None) -> dict[str, Any]:
     """Analyse every job on Dask, then write the cohort figures and report (module docstring).
 
     ``on_start(client)`` is called once the cluster is up (print the dashboard), ``on_result(result)``
     per finished patient (a progress bar). Returns the content of ``OUT/cohort-run.json``.
     """
     from distributed import as_completed
+
+    if params.segmentation.labels_dir:
+        raise CohortError(describe("segmentation.labels_dir names one patient's label maps, not a cohort's",
+                                   path=params.segmentation.labels_dir,
+                                   fix="Give each patient's label folder in the manifest's labels column."))
 
     out = Path(out_dir).resolve()
     (out / "patients").mkdir(parents=True, exist_ok=True)
@@ -364,19 +387,20 @@ def run_cohort(jobs: list[PatientJob], out_dir: str | Path, params: AnalysisPara
                 on_result(result)
     finally:
         _close(client)
-    run = {"patients": sorted(results, key=lambda r: r["patient_id"]), "seconds": round(time.perf_counter() - started, 1),
+    run = {"patients": [r.to_dict() for r in sorted(results, key=lambda r: r.patient_id)],
+           "seconds": round(time.perf_counter() - started, 1),
            "parameters": params.to_dict(), "version": __version__}
     run["figures"] = write_cohort_outputs(out, [r["folder"] for r in run["patients"] if r["status"] != "failed"])
     atomic_write_text(out / "cohort-run.json", json.dumps(run, indent=1, default=str))
     return run
 
 
-def _worker_lost(job: PatientJob, out: Path, err: BaseException) -> dict[str, Any]:
+def _worker_lost(job: PatientJob, out: Path, err: BaseException) -> PatientResult:
     folder = out / "patients" / patient_folder_name(job.patient_id)
     error = f"{type(err).__name__}: {err} (the worker analysing this patient died)"
     atomic_write_text(folder / FAILED, json.dumps({"patient_id": job.patient_id, "job": job.to_dict(),
                                                    "error": error}, indent=1))
-    return {"patient_id": job.patient_id, "folder": str(folder), "status": "failed", "error": error, "seconds": None}
+    return PatientResult(job.patient_id, str(folder), error=error)
 
 
 def _close(client: Any) -> None:

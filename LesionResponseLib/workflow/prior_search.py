@@ -19,20 +19,20 @@ After the first matching, every track is looked for where it has no accepted ROI
   track. Uptake alone does not confirm: physiological uptake (an adrenal, the pituitary) is there on every scan,
   and what tells it from a lesion is the model's view of its surroundings, which must see the lesion again
   (an adrenal candidate of patient 4310, then unseen, was confirmed by uptake at probability 0.01 and followed to
-  every scan before this rule; README).
+  every scan before this rule; docs/changelog.md).
 
 A ROI (or candidate) lying mostly on physiological uptake by the segmentation model's ``physiological`` output
 (models that have one, ``params.prior_search.skip_physiological``; see
 :func:`LesionResponseLib.segmentation.prior_guided.physiological_share`) is not searched from, and a find lying
 mostly on it is not kept: an adrenal the model called a lesion on one scan was otherwise followed to every scan
-(unseen patient 4315: 11 of its 17 false-positive ROIs; README). What tells an adrenal from a node beside it is
-anatomy, which the model learns with the lesions; uptake, probability and shape at the find did not (README).
+(unseen patient 4315: 11 of its 17 false-positive ROIs; docs/changelog.md). What tells an adrenal from a node beside it is
+anatomy, which the model learns with the lesions; uptake, probability and shape at the find did not (docs/changelog.md).
 
 A ROI (or candidate) lying in the cranial cavity found on its time point's CT
 (:mod:`LesionResponseLib.segmentation.anatomy`, ``params.prior_search.skip_intracranial``) is not searched from:
 the pituitary's physiological uptake, which the model calls a lesion on the odd scan, would otherwise be found
 again on every scan (on the development patient 4300 the candidates turned one pituitary into a track on all 7
-scans before this rule; README). The record says so.
+scans before this rule; docs/changelog.md). The record says so.
 
 The prior ROI is mapped through the registration and grown by ``params.prior_search.margin_mm``
 (:func:`LesionResponseLib.tracking.priors.map_mask`); the detection rule is
@@ -47,26 +47,19 @@ ROIs. Results are cached on the label maps, the registrations, the PET series an
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from LesionResponseLib.analysis.outputs import atomic_write_image, atomic_write_text
 from LesionResponseLib.analysis.quantify import measure_rois
-from LesionResponseLib.config import AnalysisParameters, PriorSearchConfig
-from LesionResponseLib.datamodel import LesionROI, Track, roi_id_for
+from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.datamodel import LesionROI, SearchRecord, Track, roi_id_for
 from LesionResponseLib.segmentation.anatomy import INTRACRANIAL_SHARE, NOT_SEARCHED_INTRACRANIAL
 from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_PROBABILITY
+from LesionResponseLib.workflow.stages import PriorSearchFinds
 
-#: The settings the searches read (their cache key): the whole prior_search section, the PSF and the ROI minimum.
-SEARCH_SETTINGS = tuple(f"prior_search.{f.name}" for f in dataclasses.fields(PriorSearchConfig) if f.name != "enabled"
-                        ) + ("quantification.psf_fwhm_mm", "segmentation.min_roi_volume_ml")
 #: Reason of a candidate's confirmation search that found uptake the model does not see there.
 NOT_CONFIRMED_WITHOUT_MODEL = "uptake found, but not the model's evidence: candidate not confirmed"
 #: Reason recorded for a search not run from a ROI on physiological uptake, and for a find on it not kept.
@@ -83,7 +76,7 @@ class _Searcher:
     arrays: dict[int, np.ndarray]
     transforms: dict
     params: AnalysisParameters
-    records: list[dict[str, Any]]
+    records: list[SearchRecord]
     label_of: dict[str, int]  # ROI id -> its value in its time point's label array (found ROIs added)
     probabilities: dict[int, np.ndarray]  # the model's lesion probability per time point (0-1 or uint8), if any
     cranial_of: Callable[[int], np.ndarray | None] | None = None  # cranial cavity (PET grid) of a time point
@@ -111,9 +104,9 @@ class _Searcher:
     def search(self, prior_ids: list[str], prior_tp: int, tp: int, direction: str) -> str | None:
         """Look at ``tp`` for the lesion of ``prior_ids`` (time point ``prior_tp``); the new ROI id or None."""
         prior_mask = np.isin(self.arrays[prior_tp], [self.label_of[rid] for rid in prior_ids])
-        return self.search_mask(prior_mask, prior_tp, tp, direction, sorted(prior_ids))
+        return self.search_mask(prior_mask, prior_tp, tp, direction=direction, prior_names=sorted(prior_ids))
 
-    def search_mask(self, prior_mask: np.ndarray, prior_tp: int, tp: int, direction: str,
+    def search_mask(self, prior_mask: np.ndarray, prior_tp: int, tp: int, *, direction: str,
                     prior_names: list[str], need_model: bool = False) -> str | None:
         """Look at ``tp`` for the lesion at ``prior_mask`` of ``prior_tp``; the new ROI id or None.
         ``need_model``: a find counts only where the model's probability reaches its evidence threshold too
@@ -124,11 +117,12 @@ class _Searcher:
         for skipped, reason in ((self.intracranial, NOT_SEARCHED_INTRACRANIAL),
                                 (self.on_physiological, NOT_SEARCHED_PHYSIOLOGICAL)):
             if skipped(prior_mask, prior_tp):
-                self.records.append({"direction": direction, "timepoint": tp, "prior_timepoint": prior_tp,
-                                     "prior_rois": prior_names, "roi_id": None, **not_searched(reason).summary()})
+                self.records.append(SearchRecord(direction, tp, prior_tp, prior_names, None,
+                                                 **not_searched(reason).summary()))
                 return None
-        region = map_mask(prior_mask, self.pets[prior_tp], self.transforms, prior_tp, tp, self.pets[tp],
-                          self.params.prior_search.margin_mm)
+        region = map_mask(prior_mask, self.pets[prior_tp], self.transforms, source=prior_tp, target=tp,
+                          target_grid=self.pets[tp],
+                          margin_mm=self.params.prior_search.margin_mm)
         result = search_known_location(self.pets[tp], region, self.params.quantification.psf_fwhm_mm, others=self.arrays[tp],
                                        false_alarm=self.params.prior_search.false_alarm,
                                        min_volume_ml=self.params.segmentation.min_roi_volume_ml,
@@ -141,8 +135,7 @@ class _Searcher:
 
             result = dataclasses.replace(result, found=False, mask=None, evidence="", reason=NOT_KEPT_PHYSIOLOGICAL)
         roi_id = self.add(tp, result.mask) if result.found and result.mask is not None else None
-        self.records.append({"direction": direction, "timepoint": tp, "prior_timepoint": prior_tp,
-                             "prior_rois": prior_names, "roi_id": roi_id, **result.summary()})
+        self.records.append(SearchRecord(direction, tp, prior_tp, prior_names, roi_id, **result.summary()))
         return roi_id
 
     def _with_model_evidence(self, result, tp: int):
@@ -205,28 +198,28 @@ def _confirm_candidates(searcher: _Searcher, candidates: dict[int, np.ndarray], 
                 continue  # empty, or covered by a ROI found meanwhile
             name = f"candidate tp{j}-C{value:04d}"
             for k in (j - 1, j + 1):
-                found = searcher.search_mask(mask, j, k, "confirm", [name], need_model=True) if 0 <= k < n else None
+                found = searcher.search_mask(mask, j, k, direction="confirm", prior_names=[name],
+                                             need_model=True) if 0 <= k < n else None
                 if found is None:
                     continue
                 own = searcher.search([found], k, j, "candidate")
                 if own is None:
                     own = searcher.add(j, mask)
-                    searcher.records.append({"direction": "candidate", "timepoint": j, "prior_timepoint": k,
-                                             "prior_rois": [found], "roi_id": own, "found": True,
-                                             "reason": f"model candidate confirmed at time point {k} (its voxels)",
-                                             "evidence": "model"})
+                    searcher.records.append(SearchRecord(
+                        "candidate", j, k, [found], own, found=True, evidence="model",
+                        reason=f"model candidate confirmed at time point {k} (its voxels)"))
                 _extend(searcher, {j: [own], k: [found]}, n)
                 break
 
 
 def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, sitk.Image],
-                  pets: dict[int, sitk.Image], transforms: dict, params: AnalysisParameters,
+                  pets: dict[int, sitk.Image], transforms: dict, params: AnalysisParameters, *,
                   probabilities: dict[int, np.ndarray] | None = None,
                   candidates: dict[int, np.ndarray] | None = None,
                   cranial_of: Callable[[int], np.ndarray | None] | None = None,
                   physiological: dict[int, np.ndarray] | None = None,
                   physiological_threshold: float = PHYSIOLOGICAL_PROBABILITY,
-                  ) -> tuple[dict[int, np.ndarray], list[dict[str, Any]]]:
+                  ) -> tuple[dict[int, np.ndarray], list[SearchRecord]]:
     """Run every search of the module docstring: (augmented label arrays per time point, search records).
     ``probabilities``: the detection model's lesion probability (PET grid, 0-1 or uint8 0-255) per time point,
     the searches' model evidence; ``candidates``: its dropped components (uint16 labels) per time point, confirmed
@@ -248,66 +241,16 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
     return searcher.arrays, searcher.records
 
 
-def search_counts(records: list[dict[str, Any]]) -> dict[str, int]:
-    """Counts of ``Analysis.prior_searches``: ``searches`` (a candidate's own record is no search), ``found``,
-    ``by_model`` (found by model evidence) and ``candidates`` (model candidates confirmed)."""
-    searches = [r for r in records if r["direction"] != "candidate"]
-    return {"searches": len(searches), "found": sum(1 for r in searches if r["roi_id"]),
-            "by_model": sum(1 for r in searches if r["roi_id"] and r.get("evidence") == "model"),
-            "candidates": len(records) - len(searches)}
-
-
-def prior_guided_stage(key: str, tracks: list[Track], rois: list[LesionROI],
-                       labels: dict[int, sitk.Image], pets: dict[int, sitk.Image], transforms: dict,
-                       params: AnalysisParameters, cache: Path,
-                       probabilities: dict[int, Path] | None = None, candidates: dict[int, Path] | None = None,
-                       cranial_of: Callable[[int], np.ndarray | None] | None = None,
-                       physiological: dict[int, Path] | None = None,
-                       physiological_threshold: float = PHYSIOLOGICAL_PROBABILITY,
-                       ) -> tuple[dict[int, sitk.Image], list[LesionROI], list[dict[str, Any]], bool]:
-    """Searches, cached under ``key`` (the pipeline's digest of every input and of :data:`SEARCH_SETTINGS`):
-    (label maps, ROIs, search records, reused?) with the found ROIs added and measured. ``probabilities`` and
-    ``candidates``: the files of the model evidence per time point, read only when the searches run;
-    ``cranial_of``: see :func:`search_tracks`; ``physiological``: the files of the model's organ output, read at
-    ``physiological_threshold``."""
-    meta = cache / f"prior-{key}.json"
-    reused = meta.is_file()
-    if reused:
-        records = json.loads(meta.read_text())
-        grown = {int(k): sitk.GetArrayFromImage(sitk.ReadImage(str(cache / f"prior-{key}-tp{k}.nii.gz")))
-                 for k in {r["timepoint"] for r in records if r["roi_id"]}}
-    else:
-        arrays, records = search_tracks(tracks, rois, labels, pets, transforms, params, _read_arrays(probabilities),
-                                        _read_arrays(candidates), cranial_of, _read_arrays(physiological),
-                                        physiological_threshold)
-        grown = {k: arrays[k] for k in {r["timepoint"] for r in records if r["roi_id"]}}
-    new_labels = dict(labels)
-    for k, array in grown.items():
-        image = sitk.GetImageFromArray(array.astype(np.uint16))
-        image.CopyInformation(labels[k])
-        new_labels[k] = image
-        if not reused:
-            atomic_write_image(image, cache / f"prior-{key}-tp{k}.nii.gz")
-    if not reused:
-        atomic_write_text(meta, json.dumps(records))
-    return new_labels, _remeasured(rois, new_labels, pets, grown, records, params), records, reused
-
-
-def _read_arrays(paths: dict[int, Path] | None) -> dict[int, np.ndarray]:
-    """The (z, y, x) array of each time point's image file."""
-    return {k: sitk.GetArrayFromImage(sitk.ReadImage(str(path))) for k, path in (paths or {}).items()}
-
-
-def _remeasured(rois: list[LesionROI], labels: dict[int, sitk.Image], pets: dict[int, sitk.Image],
-                grown: dict[int, np.ndarray], records: list[dict[str, Any]],
-                params: AnalysisParameters) -> list[LesionROI]:
-    """ROIs of the time points that gained prior-guided ROIs measured again (neighbours shape the PV
-    correction); the others kept as they were."""
-    found = {r["roi_id"] for r in records if r["roi_id"]}
-    kept = [r for r in rois if r.timepoint not in grown]
-    for k in sorted(grown):
-        for roi in measure_rois(labels[k], pets[k], k, psf_fwhm_mm=params.quantification.psf_fwhm_mm):
+def add_finds(rois: list[LesionROI], labels: dict[int, sitk.Image], pets: dict[int, sitk.Image],
+              finds: PriorSearchFinds, *, psf_fwhm_mm: float) -> tuple[dict[int, sitk.Image], list[LesionROI]]:
+    """(label maps with the grown ones, ROIs) after the searches: the time points that gained prior-guided ROIs
+    measured again (neighbours shape the PV correction), the others kept as they were."""
+    labels = {**labels, **finds.grown}
+    found = {r.roi_id for r in finds.records if r.roi_id}
+    kept = [r for r in rois if r.timepoint not in finds.grown]
+    for k in sorted(finds.grown):
+        for roi in measure_rois(labels[k], pets[k], k, psf_fwhm_mm=psf_fwhm_mm):
             if roi.roi_id in found:
                 roi.source = "prior-guided"
             kept.append(roi)
-    return sorted(kept, key=lambda r: (r.timepoint, r.label))
+    return labels, sorted(kept, key=lambda r: (r.timepoint, r.label))

@@ -127,3 +127,75 @@ def _pet_tags(ds, units, decay, corrected, injection, dose_bq, half_life, inject
 def expected_suv_factor(weight_kg: float, dose_bq: float, uptake_s: float, half_life: float = HALF_LIFE) -> float:
     """SUVbw per Bq/mL: weight (g) / (dose × 2^(−uptake / T½))."""
     return weight_kg * 1000 / (dose_bq * 2 ** (-uptake_s / half_life))
+
+
+def phantom_series(phantom: Path, timepoint: int, folder: str = "PET_AC") -> list[Path]:
+    """The files of one series (``PET_AC`` or ``CT``) of a phantom time point, in file-name order."""
+    [study] = sorted((phantom / "dicom").glob(f"*_TP{timepoint}"))
+    return sorted((study / folder).iterdir())
+
+
+def copy_series(files: list[Path], dest: Path, edit=None, *, keep: slice = slice(None)) -> list[Path]:
+    """Copies of ``files[keep]`` in ``dest`` (same names), each passed through ``edit(k, ds)`` when given."""
+    import pydicom
+
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, path in enumerate(files[keep]):
+        ds = pydicom.dcmread(path)
+        if edit is not None:
+            edit(k, ds)
+        ds.save_as(dest / path.name, enforce_file_format=True)
+        written.append(dest / path.name)
+    return written
+
+
+def store_values(ds, values: np.ndarray) -> None:
+    """Store rescaled ``values`` in a PET dataset as int16 with its own RescaleSlope (as scanners do)."""
+    slope = float(np.abs(values).max()) / 32000 or 1.0
+    ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", "0"
+    ds.PixelData = np.round(values / float(ds.RescaleSlope)).astype("<i2").tobytes()
+
+
+#: RadiopharmaceuticalInformationSequence of an [18F]FDG scan, as vendors write it (CID 4021 code and text).
+FDG_ITEM = {"Radiopharmaceutical": "Fluorodeoxyglucose", "RadionuclideHalfLife": "6586.2",
+            "code": ("35321007", "SCT", "Fluorodeoxyglucose F^18^"), "nuclide": ("77004003", "SCT", "^18^Fluorine")}
+
+
+def as_fdg(k: int, ds) -> None:
+    """Relabel a phantom PET file as [18F]FDG (agent and nuclide codes, text and half-life)."""
+    item = ds.RadiopharmaceuticalInformationSequence[0]
+    item.Radiopharmaceutical, item.RadionuclideHalfLife = FDG_ITEM["Radiopharmaceutical"], FDG_ITEM["RadionuclideHalfLife"]
+    for keyword, code in (("RadiopharmaceuticalCodeSequence", FDG_ITEM["code"]),
+                          ("RadionuclideCodeSequence", FDG_ITEM["nuclide"])):
+        entry = getattr(item, keyword)[0]
+        entry.CodeValue, entry.CodingSchemeDesignator, entry.CodeMeaning = code
+
+
+def baseline_fdg_zip(phantom: Path, dest: Path) -> Path:
+    """A ZIP of phantom time point 0 (PET relabelled [18F]FDG, CT as is): one scan, another tracer, an archive."""
+    import zipfile
+
+    study = dest / "study"
+    copy_series(phantom_series(phantom, 0), study / "PET", as_fdg)
+    copy_series(phantom_series(phantom, 0, "CT"), study / "CT")
+    archive = dest / "baseline-fdg.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as handle:  # stored: archive, not compression, is tested
+        for path in sorted(study.rglob("*.dcm")):
+            handle.write(path, path.relative_to(study))
+    return archive
+
+
+def build_baseline_fdg_analysis(phantom: Path, folder: Path) -> None:
+    """``folder/baseline-fdg.zip`` and its analysis ``folder/out`` (truth labels, the tracer override) with the
+    report (HTML, PDF) and the DICOM export: what a reader gets for a first scan of another tracer."""
+    from LesionResponseLib.config import AnalysisParameters
+    from LesionResponseLib.report import export_dicom, write_patient_report
+    from LesionResponseLib.workflow import run_pipeline
+
+    archive = baseline_fdg_zip(phantom, folder)
+    params = AnalysisParameters().updated({"registration.method": "identity", "prior_search.enabled": False,
+                                           "input.allow_other_tracer": True})
+    run_pipeline(archive, folder / "out", params, labels_dir=phantom / "truth")
+    write_patient_report(folder / "out")
+    export_dicom(folder / "out", folder / "out" / "report" / "dicom")

@@ -238,7 +238,7 @@ class Server:
 
 
 def save_screenshot(page, name: str) -> None:
-    """Keep a screenshot for the README (``docs/images/review-app-NAME.png``) when
+    """Keep a screenshot for the docs (``docs/images/review-app-NAME.png``) when
     LESION_RESPONSE_WRITE_SCREENSHOTS=1."""
     if os.environ.get("LESION_RESPONSE_WRITE_SCREENSHOTS") == "1":
         folder = REPO / "docs" / "images"

@@ -70,3 +70,34 @@ def new_scene() -> HeadlessSlicer:
     headless = bootstrap()
     headless.scene.Clear(0)
     return headless
+
+
+def import_desktop_module(monkeypatch: Any) -> types.ModuleType:
+    """``LesionResponse.py`` (the desktop module) imported with stand-ins for the Qt-only parts slicer-core lacks:
+    ``qt`` (a mock), the ScriptedLoadableModule base classes, ``parameterNodeWrapper`` (the class itself;
+    ``Choice`` gives its values) and a layout manager on the headless scene."""
+    import importlib
+    import sys
+    from unittest import mock
+
+    import slicer
+
+    headless = new_scene()
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class Base:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
+                 "ScriptedLoadableModuleWidget"):
+        setattr(scripted, name, type(name, (Base,), {}))
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper, wrapper.Choice = (lambda cls: cls), (lambda values: values)
+    monkeypatch.setitem(sys.modules, "qt", mock.MagicMock())
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", wrapper)
+    layout_manager = types.SimpleNamespace(layoutLogic=lambda: headless.logics["layout"])
+    monkeypatch.setattr(slicer.app, "layoutManager", lambda: layout_manager, raising=False)
+    monkeypatch.delitem(sys.modules, "LesionResponse", raising=False)
+    return importlib.import_module("LesionResponse")

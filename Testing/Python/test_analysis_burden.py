@@ -129,8 +129,8 @@ def reviewed_output(make_phantom, tmp_path_factory):
                                                                  analysis.parameters)  # as the review recomputes
     loaded = _loaded(phantom)
     labels = {tp.info.index: sitk.ReadImage(str(out / "labels" / f"tp{tp.info.index}.nii.gz")) for tp in loaded}
-    analysis.reference_regions = reference_stage(loaded, labels, analysis.rois, {}, analysis.parameters, out,
-                                                 RunReport())
+    analysis.reference_regions = reference_stage(loaded, labels, analysis.rois, evidence={},
+                                                 params=analysis.parameters, out=out, report=RunReport())
     write_outputs(analysis, out)
     return phantom, out
 

@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from LesionResponseLib.analysis import cohort_summary, load_analysis, write_outputs
 from LesionResponseLib.analysis.outputs import OutputFolderError
 from LesionResponseLib.analysis.response import assess_response
+from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.datamodel import SCHEMA_VERSION, Analysis, LesionROI, TimePointInfo, Track
 
@@ -148,7 +149,7 @@ def test_cohort_cli_writes_json_and_csv(tmp_path) -> None:
     header, rows = _read(tmp_path / "c" / "cohort.csv")
     assert header[0] == "patient_id" and len(rows) == 2
     missing = CliRunner().invoke(app, ["cohort", str(tmp_path / "nowhere"), "-o", str(tmp_path / "c")])
-    assert missing.exit_code == 2 and "analysis.json" in missing.output
+    assert missing.exit_code == EXIT_INPUT and "analysis.json" in missing.output
 
 
 def test_analysis_json_without_roi_source_or_searches_still_loads(tmp_path) -> None:

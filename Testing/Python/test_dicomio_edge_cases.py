@@ -193,11 +193,11 @@ def test_missing_slice_file_is_a_gap_naming_the_neighbours(tmp_path):
         find_timepoints(tmp_path)
 
 
-def test_gantry_tilt_is_refused(tmp_path):
-    write_series(tmp_path / "ct", modality="CT", tilt_mm_per_slice=1.0, values=np.zeros((12, 8, 8)))
+def test_drift_beyond_any_gantry_tilt_is_refused(tmp_path):
+    write_series(tmp_path / "ct", modality="CT", tilt_mm_per_slice=4.0, values=np.zeros((12, 8, 8)))  # 45°
     from LesionResponseLib.dicomio import load_series
 
-    with pytest.raises(DicomInputError, match="gantry tilt"):
+    with pytest.raises(DicomInputError, match="drift 45° off the normal .* more than any gantry tilt"):
         load_series([str(p) for p in sorted((tmp_path / "ct").iterdir())])
 
 

@@ -14,6 +14,7 @@ from dicom_factory import expected_suv_factor, write_series
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.dicomio import (
     GeometryError,
     PatientSelectionError,
@@ -191,7 +192,7 @@ def test_inspect_cli_tables_and_errors(tmp_path):
     write_series(tmp_path / "b", patient_id="BRAVO", weight=None)
     runner = CliRunner()
     result = runner.invoke(app, ["inspect", str(tmp_path)])
-    assert result.exit_code == 2 and "2 patients in one folder" in result.output
+    assert result.exit_code == EXIT_INPUT and "2 patients in one folder" in result.output
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["inspect", str(tmp_path), "--patient", "BRAVO"])
     assert result.exit_code == 0, result.output
@@ -199,7 +200,7 @@ def test_inspect_cli_tables_and_errors(tmp_path):
     result = runner.invoke(app, ["inspect", str(tmp_path), "--patient", "BRAVO", "--json"])
     [ignored] = json.loads(result.stdout)["ignored"]  # listed with the reason, not a crash
     assert ignored["reason"].startswith("SUV cannot be computed: ") and "PatientWeight (0010,1030)" in ignored["reason"]
-    result = runner.invoke(app, ["inspect", str(tmp_path), "--patient", "BRAVO", "--weight", "80", "--json"])
+    result = runner.invoke(app, ["inspect", str(tmp_path), "--patient", "BRAVO", "--weight-kg", "80", "--json"])
     data = json.loads(result.stdout)
     assert data["timepoints"][0]["suv_factor"] == pytest.approx(expected_suv_factor(80, 150e6, 3600), rel=1e-6)
     assert [p["patient_id"] for p in data["patients"]] == ["ALPHA", "BRAVO"] and data["n_files"] == 24
@@ -235,15 +236,17 @@ def test_corrupt_file_of_unknown_series_in_a_flat_folder_blames_no_series(tmp_pa
     assert inventory.timepoints == [] and inventory.ignored[0].reason.startswith("irregular geometry: ")
 
 
-def test_tilted_ct_is_not_paired_and_says_why(tmp_path):
+def test_tilted_ct_is_paired_and_its_tilt_recorded(tmp_path):
     frame, study = generate_uid(), generate_uid()
     write_series(tmp_path / "pet", for_uid=frame, study_uid=study)
     write_series(tmp_path / "ct", modality="CT", for_uid=frame, study_uid=study, values=np.zeros((12, 8, 8)),
                  tilt_mm_per_slice=0.7)  # atan(0.7 / 4) ≈ 9.9°
     inventory = find_timepoints(tmp_path)
-    assert inventory.timepoints[0].ct_files == []
-    [ignored] = inventory.ignored
-    assert ignored.modality == "CT" and "gantry tilt of 9.9°" in ignored.reason
+    info = inventory.timepoints[0]
+    assert len(info.ct_files) == 12 and inventory.ignored == []
+    assert info.ct_tilt_deg == pytest.approx(9.93, abs=0.01) and info.pet_slice_deviation_mm == 0
+    assert info.geometry_notes == ["CT: gantry tilt 9.9° (7.7 mm in-plane drift): resampled to the true slice "
+                                   "positions on an untilted regular grid"]
 
 
 def test_uncalibratable_second_pet_is_reported_not_fatal(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 import SimpleITK as sitk
 from dicom_factory import HALF_LIFE, write_series
 
+from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.datamodel import TimePointInfo
 from LesionResponseLib.dicomio import DicomInputError, SuvTagError, find_timepoints, load_timepoint
 
@@ -319,7 +320,7 @@ def test_analyze_needs_and_takes_weight_kg_and_the_report_shows_provenance(tmp_p
     command = ["analyze", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--segmentation", "threshold",
                "--registration", "identity"]
     refused = CliRunner().invoke(app, command)
-    assert refused.exit_code == 2 and "--weight-kg" in refused.output
+    assert refused.exit_code == EXIT_INPUT and "--weight-kg" in refused.output
     result = CliRunner().invoke(app, [*command, "--weight-kg", "70"])
     assert result.exit_code == 0, result.output
     analysis = json.loads((tmp_path / "out" / "analysis.json").read_text())

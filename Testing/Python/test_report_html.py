@@ -13,6 +13,7 @@ from conftest import require_tool
 from test_report_factory import build_output
 from typer.testing import CliRunner
 
+from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.report import ReportInputError, write_cohort_report, write_patient_report
 
 SECTIONS = ("summary", "timepoints", "burden", "spaghetti", "waterfall", "category-counts", "mips", "tracks",
@@ -115,7 +116,7 @@ def test_mip_colours_rois_by_category(out):
     from LesionResponseLib.report.data import CATEGORY_COLOURS, load_labels, load_report_data, load_suv
 
     data = load_report_data(out)
-    mips = [plots.mip_figure(data, k, load_labels(out, k), load_suv(data, k)) for k in range(3)]
+    mips = [plots.mip_figure(data, k, load_labels(out, k), suv=load_suv(data, k)) for k in range(3)]
     assert _has_colour(mips[1], CATEGORY_COLOURS["new"]) and not _has_colour(mips[0], CATEGORY_COLOURS["new"])
     assert _has_colour(mips[0], CATEGORY_COLOURS["baseline"]) and not _has_colour(mips[1], CATEGORY_COLOURS["baseline"])
     assert _has_colour(mips[2], CATEGORY_COLOURS["increasing"])
@@ -130,11 +131,11 @@ def test_missing_analysis_names_the_folder(tmp_path):
 def test_cli_report_and_error_exit_code(out, tmp_path):
     from LesionResponseLib.cli import app
 
-    result = CliRunner().invoke(app, ["report", str(out), "--no-pdf", "--dest", str(tmp_path / "r")])
+    result = CliRunner().invoke(app, ["report", str(out), "--no-pdf", "-o", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "report.html").exists() and not (tmp_path / "r" / "report.pdf").exists()
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "nothing"), "--no-pdf"])
-    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert bad.exit_code == EXIT_INPUT and "Traceback" not in bad.output
 
 
 def test_cohort_report_counts(out, tmp_path):
@@ -181,21 +182,24 @@ def test_track_table_shows_prior_guided_rois_and_detection_limits(out, tmp_path)
     track = next(t for t in data["tracks"] if t["track_id"] == gone["track_id"])
     k = int(next(k for k, c in gone["categories"].items() if c == "disappearing"))
     prior = track["rois"][str(k - 1)][0]
-    data["prior_searches"] = [{"direction": "forward", "timepoint": k, "prior_rois": [prior], "roi_id": None,
+    data["prior_searches"] = [{"direction": "forward", "timepoint": k, "prior_timepoint": k - 1,
+                               "prior_rois": [prior], "roi_id": None,
                                "found": False, "reason": "below the detection limit", "limit_suv": 2.345}]
     shown, by_model = [t for t in data["tracks"]
                        if t["track_id"] != gone["track_id"] and t["rois"].get("0") and t["rois"].get("1")][:2]
     for roi in data["rois"]:
         if roi["roi_id"] in (shown["rois"]["1"][0], by_model["rois"]["1"][0]):
             roi["source"] = "prior-guided"
-    data["prior_searches"].append({"direction": "forward", "timepoint": 1, "prior_rois": [by_model["rois"]["0"][0]],
+    data["prior_searches"].append({"direction": "forward", "timepoint": 1, "prior_timepoint": 0,
+                                   "prior_rois": [by_model["rois"]["0"][0]],
                                    "roi_id": by_model["rois"]["1"][0], "found": True, "evidence": "model",
                                    "reason": "found by model evidence (below the detection limit)"})
     head = next(t for t in data["tracks"]
                 if t["track_id"] not in (gone["track_id"], shown["track_id"], by_model["track_id"]))
     head_roi = next(ids[0] for ids in head["rois"].values() if ids)
     for tp in (1, 2):
-        data["prior_searches"].append({"direction": "forward", "timepoint": tp, "prior_rois": [head_roi],
+        data["prior_searches"].append({"direction": "forward", "timepoint": tp, "prior_timepoint": 0,
+                                       "prior_rois": [head_roi],
                                        "roi_id": None, "found": False, "reason": NOT_SEARCHED_INTRACRANIAL,
                                        "limit_suv": float("nan")})
     (copy / "analysis.json").write_text(json.dumps(data))

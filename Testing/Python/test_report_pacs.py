@@ -42,8 +42,8 @@ def test_cli_export_and_send(orthanc, tmp_path):
 
     base, port = orthanc
     out = build_output(tmp_path)
-    result = CliRunner().invoke(app, ["export", str(out), "--dest", str(tmp_path / "x"),
-                                      "--send", f"127.0.0.1:{port}", "--aet", "ORTHANC"])
+    result = CliRunner().invoke(app, ["export", str(out), "-o", str(tmp_path / "x"),
+                                      "--send", f"127.0.0.1:{port}:ORTHANC"])
     assert result.exit_code == 0, result.output
     assert "6 stored, 0 failed" in result.output
     assert len(json.loads(urllib.request.urlopen(f"{base}/instances", timeout=10).read())) == 6

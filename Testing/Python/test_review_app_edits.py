@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 if shutil.which("chromium") is None:
     pytest.skip("chromium not installed (bash scripts/setup.sh installs it)", allow_module_level=True)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
 
 USER = "reader"

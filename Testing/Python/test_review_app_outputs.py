@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
-import SimpleITK as sitk
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
+import SimpleITK as sitk
 
 
 def test_ct_files_equal_the_dicom_ct_and_are_rewritten_only_when_changed(tmp_path):

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import shutil
 import socket
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +14,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 if shutil.which("chromium") is None:
     pytest.skip("chromium not installed (bash scripts/setup.sh installs it)", allow_module_level=True)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
 from test_review_app_edits import _lines, select_track, ui  # noqa: E402
 

@@ -4,8 +4,6 @@ navigation. Every assertion is on what the browser shows (screenshot pixels, vis
 from __future__ import annotations
 
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 if shutil.which("chromium") is None:
     pytest.skip("chromium not installed (bash scripts/setup.sh installs it)", allow_module_level=True)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
 from LesionResponseReview.mrml import CATEGORY_COLORS  # noqa: E402
 
@@ -191,3 +188,29 @@ def test_a_click_on_the_coronal_mip_navigates_to_the_hot_spot(app):
     assert size >= 8 and distance <= 12.0, (distance, size)
     support.save_screenshot(page, "mip")
     page.locator("[data-testid=tab-tracks]").click()
+
+
+def test_the_settings_tab_shows_every_setting_and_the_rerun_command(app, tmp_path):
+    """One row per setting of LesionResponseLib.config with its value and default; an edited value gives the
+    command that re-runs the analysis with it, a refused one says why."""
+    from LesionResponseLib.config import settings
+
+    _, _, page = app
+    page.locator("[data-testid=tab-settings]").click()
+    rows = page.locator("[data-testid=setting-row]")
+    rows.first.wait_for()
+    assert rows.count() == len(settings())
+    dilation = rows.nth([s.path for s in settings()].index("matching.dilation_mm")).locator("input")
+    assert dilation.input_value() == "8.0"
+    dilation.fill("10")
+    dilation.press("Tab")
+    command = page.locator("[data-testid=settings-command]")
+    page.wait_for_function("document.querySelector('[data-testid=settings-command]').innerText"
+                           ".includes('matching.dilation_mm=10')")
+    assert command.inner_text().startswith("lesion-response analyze DICOM_FOLDER -o ")
+    page.screenshot(path=str(tmp_path / "settings.png"))
+    dilation.fill("-1")
+    dilation.press("Tab")
+    page.wait_for_function("document.querySelector('[data-testid=settings-error]') !== null")
+    assert "matching.dilation_mm = -1.0 is not allowed" in page.locator("[data-testid=settings-error]").inner_text()
+    support.save_screenshot(page, "settings")

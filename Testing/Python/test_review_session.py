@@ -19,6 +19,7 @@ import pytest
 import SimpleITK as sitk
 
 from LesionResponseLib.analysis.response import roi_measure
+from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.datamodel import Analysis, Link
 from LesionResponseLib.review import ReviewError, ReviewSession, reapply_review
@@ -269,7 +270,7 @@ def test_rejected_track_stays_rejected_after_a_rerun(out, phantom):
         members = sorted(_members(victim))
         session.reject_track(victim.track_id, reason="adrenal")
     _build(phantom, out, relabel={1: 100, 2: 200})
-    assert reapply_review(out)["applied"] == 1
+    assert reapply_review(out).applied == 1
     moved = {f"tp{tp}-L{int(r[-4:]) + {0: 0, 1: 100, 2: 200}[tp]:04d}"
              for r in members for tp in [int(r[2:r.index("-")])]}
     with ReviewSession.open(out, "gus") as session:
@@ -461,9 +462,9 @@ def test_edits_survive_a_rerun_and_lost_ones_are_listed(out, phantom, truth):
         session.reject("tp2-L0022", reason="bowel")
     _build(phantom, out, relabel={1: 100, 2: 200}, drop=(2, 22))  # re-run: new numbering, lesion 22 missed
     report = reapply_review(out)
-    assert report["applied"] == 2
-    assert [x["type"] for x in report["not_applicable"]] == ["reject"]
-    assert "tp2-L0022" in report["not_applicable"][0]["reason"]
+    assert report.applied == 2
+    assert [x["type"] for x in report.not_applicable] == ["reject"]
+    assert "tp2-L0022" in report.not_applicable[0]["reason"]
     assert json.loads((out / "review" / "not_applicable.json").read_text())[0]["id"]
     with ReviewSession.open(out, "olga") as session:
         _, response = _track(session, "tp0-L0007")
@@ -485,6 +486,6 @@ def test_cli_edits_print_changes_and_errors_exit_2(out):
     history = runner.invoke(app, ["review", str(out), "history"])
     assert "link" in history.output and "pat" in history.output
     bad = runner.invoke(app, ["review", str(out), "unlink", "tp7-L0001"])
-    assert bad.exit_code == 2 and "no lesion-ROI" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == EXIT_INPUT and "no lesion-ROI" in bad.output and "Traceback" not in bad.output
     undone = runner.invoke(app, ["review", str(out), "undo"])
     assert undone.exit_code == 0 and "undone" in undone.output

@@ -8,6 +8,7 @@ import SimpleITK as sitk
 from typer.testing import CliRunner
 
 from LesionResponseLib.cli import app
+from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.segmentation.metrics import evaluate
 
 SLAB = {"axial_extent_mm": 160}  # shares the cached slab phantom of test_phantom / test_dicomio_phantom
@@ -18,7 +19,7 @@ def segmented(make_phantom, tmp_path_factory):
     """(phantom folder, output folder) after ``lesion-response segment`` with the shipped model."""
     folder = make_phantom(seed=2, timepoints=2, vendor="philips", **SLAB)  # CNTS storage: SUV via private tags
     out = tmp_path_factory.mktemp("segment")
-    result = CliRunner().invoke(app, ["segment", str(folder / "dicom"), "-o", str(out), "--method", "model"])
+    result = CliRunner().invoke(app, ["segment", str(folder / "dicom"), "-o", str(out), "--segmentation", "model"])
     assert result.exit_code == 0, result.output
     return folder, out
 
@@ -54,9 +55,9 @@ def test_segment_command_meets_detection_targets(segmented):
 def test_segment_command_reports_bad_input_without_traceback(make_phantom, tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(app, ["segment", str(tmp_path / "empty"), "-o", str(tmp_path / "out")])
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_INPUT
     assert "error:" in result.output and "Traceback" not in result.output
     folder = make_phantom(seed=2, timepoints=2, vendor="philips", **SLAB)
     result = CliRunner().invoke(app, ["segment", str(folder / "dicom"), "-o", str(tmp_path / "out"),
-                                      "--method", str(tmp_path / "missing.pt")])
-    assert result.exit_code == 2 and "model file or folder not found" in " ".join(result.output.split())
+                                      "--segmentation", str(tmp_path / "missing.pt")])
+    assert result.exit_code == EXIT_INPUT and "model file or folder not found" in " ".join(result.output.split())

@@ -199,6 +199,6 @@ def test_prior_masks_are_mapped_through_the_baseline_both_ways() -> None:
     np.testing.assert_allclose(map_points(there, transforms, 2, 1), points, atol=0.02)
     mask = np.zeros((20, 20, 20), bool)
     mask[10, 10, 5] = True  # x = 20 mm at time point 0 -> x = 28 mm (index 7) at time point 1
-    mapped = map_mask(mask, grid, transforms, 0, 1, grid, margin_mm=0.0)
+    mapped = map_mask(mask, grid, transforms, source=0, target=1, target_grid=grid, margin_mm=0.0)
     assert np.argwhere(mapped).tolist() == [[10, 10, 7]]
-    assert map_mask(mask, grid, transforms, 0, 1, grid, margin_mm=8.0).sum() > 30
+    assert map_mask(mask, grid, transforms, source=0, target=1, target_grid=grid, margin_mm=8.0).sum() > 30

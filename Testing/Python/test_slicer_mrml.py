@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,6 @@ import pytest
 
 pytest.importorskip("slicer", reason="slicer-core not installed (pip install slicer-core vtk)")
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parents[1] / "LesionResponse"))
 
 import slicer_bootstrap  # noqa: E402
 
@@ -342,7 +338,11 @@ def test_table_names_the_timepoints_whose_roi_the_model_did_not_find(fresh_nodes
     assert flagged[track.track_id] == f"T{later[0]} T{later[1]}"
     assert all(value == "" for tid, value in flagged.items() if tid != track.track_id)
     assert lrm.roi_sources(nodes.analysis, track)[later[0]] == "prior-guided"
-    nodes.analysis.prior_searches.append({"roi_id": track.rois[later[0]][0], "found": True, "evidence": "model"})
+    from LesionResponseLib.datamodel import SearchRecord
+
+    nodes.analysis.prior_searches.append(SearchRecord("forward", later[0], 0, [], track.rois[later[0]][0],
+                                                      found=True,
+                                                      evidence="model"))
     assert lrm.roi_sources(nodes.analysis, track)[later[0]] == "prior-guided (model evidence)"
     assert lrm.checked_timepoints(nodes.analysis, track) == f"T{later[0]} T{later[1]}"
 
@@ -377,18 +377,19 @@ def test_review_session_round_trip(fresh_nodes):
     from LesionResponseReview import mrml as lrm
 
     from LesionResponseLib.review import ReviewSession
+    from LesionResponseLib.review.edits import AddRoi, MergeTracks, RejectRoi
 
     _, nodes = fresh_nodes
     n_tracks = len(_track_ids(nodes))
     session = ReviewSession.open(nodes.out_dir, user="test")
     try:
-        lrm.apply_review_edit(nodes, session, "reject", roi_id="tp1-L0006")
+        lrm.apply_review_edit(nodes, session, RejectRoi("tp1-L0006"))
         assert _segment(nodes, "tp1-L0006").GetName() == "T006 tp1 rejected"
         assert np.allclose(_segment(nodes, "tp1-L0006").GetColor(), lrm.CATEGORY_COLORS["rejected"])
-        lrm.apply_review_edit(nodes, session, "undo")
+        lrm.undo_review_edit(nodes, session)
         assert _segment(nodes, "tp1-L0006").GetName() == "T006 tp1 increasing"  # truth category
 
-        lrm.apply_review_edit(nodes, session, "merge", track_a=7, track_b=8)
+        lrm.apply_review_edit(nodes, session, MergeTracks(7, 8))
         assert len(_track_ids(nodes)) == n_tracks - 1
         survivor = next(t.track_id for t in nodes.analysis.tracks if "tp2-L0008" in sum(t.rois.values(), []))
         assert _segment(nodes, "tp2-L0007").GetName().startswith(f"T{survivor:03d} ")
@@ -403,13 +404,13 @@ def test_review_session_round_trip(fresh_nodes):
         mask.CopyInformation(labels)
         assert sitk.GetArrayViewFromImage(mask).sum() > 10
         before = len(_labels(nodes, 1))
-        record = lrm.apply_review_edit(nodes, session, "add_roi", timepoint=1, mask=mask)
+        record = lrm.apply_review_edit(nodes, session, AddRoi(1, mask))
         assert len(_labels(nodes, 1)) == before + 1
         created = nodes.analysis.roi(record["created_roi"])
         assert created.label in _labels(nodes, 1) and _segment(nodes, created.roi_id).GetName().startswith("T")
-        lrm.apply_review_edit(nodes, session, "undo")
+        lrm.undo_review_edit(nodes, session)
         assert len(_labels(nodes, 1)) == before
-        lrm.apply_review_edit(nodes, session, "redo")
+        lrm.redo_review_edit(nodes, session)
         assert len(_labels(nodes, 1)) == before + 1
     finally:
         session.close()
@@ -490,17 +491,22 @@ def test_pipeline_registration_maps_points_like_simpleitk(pipeline_nodes):
     assert len(gains) >= 5 and np.median(gains) > 10.0, gains  # phantom motion between scans is ~30 mm
 
 
-def test_review_arguments_parse_the_panel_ids():
+def test_panel_fields_parse_to_typed_edit_arguments(monkeypatch):
+    """The ids typed in a face's panel become the typed edits' arguments; the desktop buttons build those edits."""
     from LesionResponseReview import mrml as lrm
 
-    assert lrm.review_arguments("merge", "T007", " 8") == {"track_a": 7, "track_b": 8}
-    assert lrm.review_arguments("split", "12", "2") == {"track_id": 12, "timepoint": 2}
-    assert lrm.review_arguments("link", "tp0-L0001", "tp1-L0003") == {"roi_a": "tp0-L0001", "roi_b": "tp1-L0003"}
-    assert lrm.review_arguments("reject", "tp1-L0006 ") == {"roi_id": "tp1-L0006"}
-    assert lrm.review_arguments("reject_track", "T012") == {"track_id": 12}
-    assert lrm.review_arguments("undo") == {}
-    with pytest.raises(lrm.SlicerLoadError, match="merge needs a track id B, got 'x'.*Type a number"):
-        lrm.review_arguments("merge", "7", "x")
+    from LesionResponseLib.review.edits import MergeTracks, RejectRoi, SplitTrack
+
+    assert lrm.number_from_text("T007") == 7 and lrm.number_from_text(" 8") == 8
+    assert lrm.roi_id_from_text("tp1-L0006 ") == "tp1-L0006"
+    with pytest.raises(lrm.SlicerLoadError, match="needs a track id, got 'x'.*Type a number"):
+        lrm.number_from_text("x")
+    with pytest.raises(lrm.SlicerLoadError, match="needs a ROI id.*Click a lesion-ROI"):
+        lrm.roi_id_from_text("  ")
+    buttons = slicer_bootstrap.import_desktop_module(monkeypatch).REVIEW_BUTTONS
+    assert buttons["merge"]("T007", " 8", None) == MergeTracks(7, 8)
+    assert buttons["split"]("12", "2", None) == SplitTrack(12, 2)
+    assert buttons["reject"]("tp1-L0006 ", "", None) == RejectRoi("tp1-L0006")
 
 
 def test_export_writes_report_and_dicom_seg_sr(pipeline_nodes, tmp_path):
@@ -518,32 +524,9 @@ def test_export_writes_report_and_dicom_seg_sr(pipeline_nodes, tmp_path):
 @pytest.fixture()
 def module_logic(pipeline_nodes, tmp_path, monkeypatch):
     """``LesionResponse.py``'s Logic, imported with stand-ins for the Qt-only parts slicer-core lacks."""
-    import importlib
     import shutil
-    import types
-    from unittest import mock
 
-    import slicer
-
-    headless = slicer_bootstrap.new_scene()
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class Base:
-        def __init__(self, *args, **kwargs) -> None:
-            pass
-
-    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
-                 "ScriptedLoadableModuleWidget"):
-        setattr(scripted, name, type(name, (Base,), {}))
-    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper, wrapper.Choice = (lambda cls: cls), (lambda values: values)
-    monkeypatch.setitem(sys.modules, "qt", mock.MagicMock())
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
-    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", wrapper)
-    layout_manager = types.SimpleNamespace(layoutLogic=lambda: headless.logics["layout"])
-    monkeypatch.setattr(slicer.app, "layoutManager", lambda: layout_manager, raising=False)
-    monkeypatch.delitem(sys.modules, "LesionResponse", raising=False)
-    module = importlib.import_module("LesionResponse")
+    module = slicer_bootstrap.import_desktop_module(monkeypatch)
     out = tmp_path / "analysis"
     shutil.copytree(pipeline_nodes[1].out_dir, out)
     logic = module.LesionResponseLogic()
@@ -554,6 +537,7 @@ def module_logic(pipeline_nodes, tmp_path, monkeypatch):
 def test_module_logic_load_step_edit_export(module_logic, tmp_path):
     """The desktop Logic end to end on the pipeline output: load, N/P stepping, reject + undo, export."""
     from LesionResponseLib.review import ReviewSession
+    from LesionResponseLib.review.edits import RejectRoi
 
     logic, out = module_logic
     nodes = logic.loadResults(out)
@@ -561,9 +545,9 @@ def test_module_logic_load_step_edit_export(module_logic, tmp_path):
     assert [logic.stepTrack(1) for _ in range(3)] == ids[:3] and logic.stepTrack(-1) == ids[1]
     assert logic.stepTrack(-1) == ids[0] and logic.stepTrack(-1) == ids[-1]  # wraps around
     roi = next(r for r in nodes.analysis.rois if r.timepoint == 1)
-    logic.edit("reject", roi.roi_id)
+    logic.edit(RejectRoi(roi.roi_id))
     assert logic.nodes.analysis.roi(roi.roi_id).status == "rejected"
-    logic.edit("undo")
+    logic.undo()
     assert logic.nodes.analysis.roi(roi.roi_id).status == "accepted"
     paths = logic.export(tmp_path / "export", addToDatabase=False)
     assert {p.suffix for p in paths} >= {".html", ".dcm"}

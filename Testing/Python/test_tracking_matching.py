@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.datamodel import Link
 from LesionResponseLib.tracking import TrackingError, build_tracks, match_rois
@@ -176,7 +177,7 @@ def test_track_command_writes_links_and_tracks(tmp_path) -> None:
 
     runner = CliRunner()
     missing = runner.invoke(app, ["track", str(tmp_path)])
-    assert missing.exit_code == 2 and "label maps" in missing.output
+    assert missing.exit_code == EXIT_INPUT and "label maps" in missing.output
     (tmp_path / "labels").mkdir()
     sitk.WriteImage(label_map({1: ((0, 0, 0), 8.0), 2: ((40, 0, 0), 6.0)}), str(tmp_path / "labels" / "tp0.nii.gz"))
     sitk.WriteImage(label_map({3: ((15, 0, 0), 8.0)}), str(tmp_path / "labels" / "tp1.nii.gz"))

@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 from LesionResponseLib.analysis import load_analysis
 from LesionResponseLib.analysis.truth import truth_agreement
 from LesionResponseLib.cli import app
-from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.cli_base import EXIT_INPUT
+from LesionResponseLib.config import FLAT_EXTRA_NAMES, FLAT_NAMES, AnalysisParameters
+from LesionResponseLib.datamodel import Analysis
 from LesionResponseLib.workflow import run_pipeline
 
 SLAB = {"axial_extent_mm": 160}  # the small phantom shared with the dicomio/phantom tests
@@ -105,7 +107,7 @@ def _copy_studies(src, dst, studies: int | None = None, keep=("CT", "PET_AC")):
 def test_empty_folder_is_a_clear_cli_error(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(app, ["analyze", str(tmp_path / "empty"), "-o", str(tmp_path / "out")])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == EXIT_INPUT, result.output
     assert "error" in result.output and "Traceback" not in result.output
 
 
@@ -141,7 +143,24 @@ def test_missing_label_file_names_the_fix(make_phantom, tmp_path) -> None:
     phantom = make_phantom(seed=2, timepoints=2, **SLAB)
     result = CliRunner().invoke(app, ["analyze", str(phantom / "dicom"), "-o", str(tmp_path / "out"),
                                       "--labels", str(tmp_path), "--registration", "identity"])
-    assert result.exit_code == 2 and "tp0.nii.gz" in result.output, result.output
+    assert result.exit_code == EXIT_INPUT and "tp0.nii.gz" in result.output, result.output
+
+
+def as_schema1(data: dict) -> dict:
+    """analysis.json as schema 1 wrote it: the parameters flat (containment_min and labels_dir in ``extra``)."""
+    def value(path: str):
+        section, name = path.split(".")
+        return data["parameters"][section][name]
+
+    flat = {name: value(path) for name, path in FLAT_NAMES.items()}
+    flat["extra"] = {key: value(path) for key, path in FLAT_EXTRA_NAMES.items()}
+    return {**{k: v for k, v in data.items() if k != "parameter_sources"}, "schema_version": 1,
+            "parameters": flat}
+
+
+def _comparable(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k not in ("software_version", "parameter_sources",
+                                                       "schema_version")}
 
 
 def test_analyze_cli_prints_summary_and_reuses_cache(make_phantom, tmp_path) -> None:
@@ -151,6 +170,16 @@ def test_analyze_cli_prints_summary_and_reuses_cache(make_phantom, tmp_path) -> 
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "reused from cache: nothing" in first.output and "heterogeneous" in first.output
+    # the analysis.json of schema 1 (flat parameters) loads with its settings, and re-runs with them (--config) to
+    # the same analysis: every stage's key is unchanged, so every stage is reused
+    written = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "analysis.json").write_text(json.dumps(as_schema1(written)))
+    assert Analysis.from_dict(as_schema1(written)).parameters == load_analysis(tmp_path / "out").parameters
+    again = CliRunner().invoke(app, [*args[:4], "--config", str(tmp_path / "old" / "analysis.json")])
+    assert again.exit_code == 0, again.output
+    assert "segmentation tp0, segmentation tp1, registration tp0->tp1, matching" in again.output
+    assert _comparable(json.loads((tmp_path / "out" / "analysis.json").read_text())) == _comparable(written)
     second = CliRunner().invoke(app, [*args, "--increase", "50"])
     assert second.exit_code == 0, second.output
     assert "segmentation tp0" in second.output and "matching" in second.output  # response params only

@@ -89,8 +89,8 @@ def test_new_lesion_visible_in_retrospect_is_linked_back(searched) -> None:
     assert earlier is not None and earlier.source == "prior-guided"
     assert _track_of(analysis, earlier.roi_id) == _track_of(analysis, "tp1-L0008")
     assert _response(analysis, "tp1-L0008").categories[1] == "stable"  # truth: stable, not new
-    record = next(r for r in analysis.prior_searches if r["roi_id"] == earlier.roi_id)
-    assert record["direction"] == "backward" and record["prior_rois"] == ["tp1-L0008"]
+    record = next(r for r in analysis.prior_searches if r.roi_id == earlier.roi_id)
+    assert record.direction == "backward" and record.prior_rois == ["tp1-L0008"]
 
 
 @pytest.mark.slow
@@ -99,9 +99,9 @@ def test_disappeared_lesions_get_no_roi_and_their_detection_limit(searched) -> N
     for label in (16, 21):
         response = _response(analysis, f"tp0-L{label:04d}")
         assert response.categories[1] == "disappearing"
-        record = next(r for r in analysis.prior_searches if r["prior_rois"] == [f"tp0-L{label:04d}"])
-        assert not record["found"] and record["roi_id"] is None
-        assert record["limit_suv"] > record["background_suv"] > 0
+        record = next(r for r in analysis.prior_searches if r.prior_rois == [f"tp0-L{label:04d}"])
+        assert not record.found and record.roi_id is None
+        assert record.limit_suv > record.background_suv > 0
     # no invented ROIs: every prior-guided ROI lies on a true lesion
     for roi in (r for r in analysis.rois if r.source == "prior-guided"):
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom / "truth" / f"tp{roi.timepoint}_lesions.nii.gz")))
@@ -121,7 +121,7 @@ def test_reader_edits_on_prior_guided_rois_survive_a_rerun(searched) -> None:
     with ReviewSession.open(out, "reader") as session:
         session.reject(victim, reason="physiological")
     again, report = run_pipeline(phantom / "dicom", out, PARAMS, labels_dir=work / "labels")
-    assert report.stages["prior-guided search"] == "reused" and report.review["applied"] == 1
+    assert report.stages["prior-guided search"] == "reused" and report.review.applied == 1
     assert {r.roi_id for r in load_analysis(out).rois if r.status == "rejected"} == {victim}
 
 
@@ -162,18 +162,18 @@ def test_model_probabilities_are_cached_and_are_the_searches_model_evidence(make
         assert sitk.GetArrayViewFromImage(probability).max() > 127  # the model's lesions (p > 0.5) are in it
     assert analysis.prior_searches, "the small phantom has lesions the model does not see at every time point"
     for record in analysis.prior_searches:
-        assert record["evidence"] in ("uptake", "model", "")
-        assert (record["evidence"] == "") == (not record["found"])
-        if record["direction"] == "candidate":
+        assert record.evidence in ("uptake", "model", "")
+        assert (record.evidence == "") == (not record.found)
+        if record.direction == "candidate":
             continue
-        if not record["found"] and record["limit_suv"] == record["limit_suv"]:  # uptake test ran (not NaN)
-            assert 0.0 <= record["model_probability"] < 0.2  # consulted, under the threshold
+        if not record.found and record.limit_suv == record.limit_suv:  # uptake test ran (not NaN)
+            assert 0.0 <= record.model_probability < 0.2  # consulted, under the threshold
         else:
-            assert record["model_probability"] is None or record["evidence"] == "model"
+            assert record.model_probability is None or record.evidence == "model"
     again, rerun = run_pipeline(phantom / "dicom", out,
                                 AnalysisParameters().updated({"registration.method": "auto", "prior_search.model_probability": 0.0}))
     assert rerun.stages["segmentation tp0"] == "reused" and rerun.stages["prior-guided search"] == "computed"
-    assert all(r["model_probability"] is None and r["evidence"] != "model" for r in again.prior_searches)
+    assert all(r.model_probability is None and r.evidence != "model" for r in again.prior_searches)
 
 
 def _two_scans(seed: int):
@@ -203,8 +203,8 @@ def test_model_candidates_become_rois_only_when_confirmed_at_an_adjacent_time_po
     candidates[centre] = 1  # one voxel: under the 0.1 mL minimum ROI volume
     candidates[centre[0], centre[1], 4] = 2  # plain background 56 mm away
     arrays, records = search_tracks([], [], labels, pets, identity, PARAMS, candidates={0: candidates})
-    assert [r["direction"] for r in records] == ["confirm", "candidate", "confirm"]
-    assert records[0]["found"] and records[1]["roi_id"] == "tp0-L0001" and not records[2]["found"]
+    assert [r.direction for r in records] == ["confirm", "candidate", "confirm"]
+    assert records[0].found and records[1].roi_id == "tp0-L0001" and not records[2].found
     assert arrays[0][centre] == 1 and arrays[0][centre[0], centre[1], 4] == 0
     for k in (0, 1):  # both ROIs are contoured on the lesion by the search (not the one candidate voxel)
         assert (arrays[k][spheres[k]] > 0).mean() >= 0.5 and (arrays[k] > 0).sum() <= 4 * spheres[k].sum()
@@ -235,17 +235,17 @@ def test_no_search_from_a_roi_in_the_cranial_cavity() -> None:
     cavity = ndimage.binary_dilation(spheres[0], iterations=3)
 
     arrays, records = search_tracks([track], [roi], labels, pets, identity, PARAMS, cranial_of=lambda k: cavity)
-    assert [(r["direction"], r["found"], r["roi_id"], r["reason"]) for r in records] == \
+    assert [(r.direction, r.found, r.roi_id, r.reason) for r in records] == \
         [("forward", False, None, NOT_SEARCHED_INTRACRANIAL)]
     assert not arrays[1].any()
     arrays, records = search_tracks([track], [roi], labels, pets, identity, PARAMS,
                                     cranial_of=lambda k: np.zeros_like(cavity))
-    assert records[0]["found"] and (arrays[1][spheres[1]] > 0).mean() >= 0.5
+    assert records[0].found and (arrays[1][spheres[1]] > 0).mean() >= 0.5
     candidates = np.zeros(spheres[0].shape, np.uint16)
     candidates[centre] = 1
     arrays, records = search_tracks([], [], empty, pets, identity, PARAMS, candidates={0: candidates},
                                     cranial_of=lambda k: cavity)
-    assert [r["reason"] for r in records] == [NOT_SEARCHED_INTRACRANIAL] and not arrays[1].any()
+    assert [r.reason for r in records] == [NOT_SEARCHED_INTRACRANIAL] and not arrays[1].any()
 
 
 def test_physiological_uptake_by_the_model_is_neither_searched_from_nor_kept() -> None:
@@ -267,26 +267,26 @@ def test_physiological_uptake_by_the_model_is_neither_searched_from_nor_kept() -
         return search_tracks([track], [roi], labels, pets, identity, PARAMS, physiological=physiological)
 
     arrays, records = run({0: organ, 1: organ})
-    assert [(r["found"], r["roi_id"], r["reason"]) for r in records] == [(False, None, NOT_SEARCHED_PHYSIOLOGICAL)]
+    assert [(r.found, r.roi_id, r.reason) for r in records] == [(False, None, NOT_SEARCHED_PHYSIOLOGICAL)]
     assert not arrays[1].any()
     arrays, records = run({0: nothing, 1: organ})
-    assert [(r["found"], r["roi_id"], r["reason"]) for r in records] == [(False, None, NOT_KEPT_PHYSIOLOGICAL)]
-    assert records[0]["peak_filtered_suv"] > records[0]["limit_suv"]  # the uptake was there: the organ rule said no
+    assert [(r.found, r.roi_id, r.reason) for r in records] == [(False, None, NOT_KEPT_PHYSIOLOGICAL)]
+    assert records[0].peak_filtered_suv > records[0].limit_suv  # the uptake was there: the organ rule said no
     assert not arrays[1].any()
     arrays, records = run({0: nothing, 1: nothing})
-    assert records[0]["found"] and (arrays[1][spheres[1]] > 0).mean() >= 0.5
+    assert records[0].found and (arrays[1][spheres[1]] > 0).mean() >= 0.5
     touching = np.zeros_like(organ)  # an organ beside the lesion: its edge covers some of the ROI's voxels
     voxels = np.argwhere(spheres[0])
     touching[tuple(voxels[: max(1, len(voxels) // 3)].T)] = 230
     from LesionResponseLib.segmentation.prior_guided import physiological_share
     assert 0 < physiological_share(spheres[0], touching) < 0.5
     arrays, records = run({0: touching, 1: nothing})
-    assert records[0]["found"] and (arrays[1][spheres[1]] > 0).mean() >= 0.5
+    assert records[0].found and (arrays[1][spheres[1]] > 0).mean() >= 0.5
     faint = (organ > 0).astype(np.uint8) * 115  # p = 0.45: an organ at the model's own calibrated 0.4, not at 0.5
-    assert run({0: faint, 1: faint})[1][0]["found"]
+    assert run({0: faint, 1: faint})[1][0].found
     _arrays, records = search_tracks([track], [roi], labels, pets, identity, PARAMS, physiological={0: faint, 1: faint},
                                      physiological_threshold=0.4)
-    assert [(r["found"], r["reason"]) for r in records] == [(False, NOT_SEARCHED_PHYSIOLOGICAL)]
+    assert [(r.found, r.reason) for r in records] == [(False, NOT_SEARCHED_PHYSIOLOGICAL)]
 
 
 def test_a_candidate_is_confirmed_only_where_the_model_sees_the_lesion_again() -> None:
@@ -302,13 +302,13 @@ def test_a_candidate_is_confirmed_only_where_the_model_sees_the_lesion_again() -
     unseen = {0: _probability(spheres[0], 0.6), 1: np.full(spheres[1].shape, 0.01, np.float32)}
     arrays, records = search_tracks([], [], empty, pets, identity, PARAMS, probabilities=unseen,
                                     candidates={0: candidates})
-    assert len(records) == 1 and not records[0]["found"] and records[0]["roi_id"] is None
-    assert records[0]["reason"].startswith(NOT_CONFIRMED_WITHOUT_MODEL) and records[0]["model_probability"] < 0.02
+    assert len(records) == 1 and not records[0].found and records[0].roi_id is None
+    assert records[0].reason.startswith(NOT_CONFIRMED_WITHOUT_MODEL) and records[0].model_probability < 0.02
     assert not arrays[0].any() and not arrays[1].any()
     seen = {0: unseen[0], 1: _probability(spheres[1], 0.3)}  # under the model's 0.5 threshold, over 0.2
     arrays, records = search_tracks([], [], empty, pets, identity, PARAMS, probabilities=seen,
                                     candidates={0: candidates})
-    assert records[0]["found"] and records[0]["evidence"] == "uptake" and records[0]["model_probability"] >= 0.2
+    assert records[0].found and records[0].evidence == "uptake" and records[0].model_probability >= 0.2
     assert (arrays[1][spheres[1]] > 0).mean() >= 0.5 and (arrays[0][spheres[0]] > 0).any()
 
 

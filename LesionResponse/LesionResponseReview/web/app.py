@@ -18,12 +18,14 @@ from LesionResponseReview.web.logic.audit import AuditLogic
 from LesionResponseReview.web.logic.corrections import CorrectionsLogic
 from LesionResponseReview.web.logic.export import ExportLogic
 from LesionResponseReview.web.logic.overview import OverviewLogic
+from LesionResponseReview.web.logic.settings import SettingsLogic
 from LesionResponseReview.web.logic.timepoints import TimepointsLogic
 from LesionResponseReview.web.logic.tracks import TracksLogic
 from LesionResponseReview.web.logic.views import REFERENCE_MODE, ViewsLogic
 from LesionResponseReview.web.ui.audit_ui import build_audit
 from LesionResponseReview.web.ui.corrections_ui import build_corrections
 from LesionResponseReview.web.ui.overview_ui import build_overview
+from LesionResponseReview.web.ui.settings_ui import build_settings
 from LesionResponseReview.web.ui.timepoints_ui import build_export, build_timepoints
 from LesionResponseReview.web.ui.tracks_ui import build_track_table
 from LesionResponseReview.web.ui.views_ui import build_toolbar, view_caption
@@ -38,7 +40,8 @@ DRAWER_WIDTH = 600  # px: the track table with up to 6 follow-up columns
 class ReviewApp(TrameApp):
     """One analysis folder under review in the browser."""
 
-    def __init__(self, out_dir: str | Path, user: str, server: Any = None, pacs: tuple[str, int, str] | None = None,
+    def __init__(self, out_dir: str | Path, user: str, *, server: Any = None, pacs: tuple[str, int,
+                                                                                          str] | None = None,
                  encoder: str = DEFAULT_ENCODER, log: Callable[[str], None] = print, images: Any = None) -> None:
         """``images``: the folder's PET/CT already read, or a ``Future`` of them (``mrml.prefetch_images``)."""
         super().__init__(server)
@@ -55,6 +58,7 @@ class ReviewApp(TrameApp):
         self.timepoints = TimepointsLogic(self.server, self.context)
         self.export = ExportLogic(self.server, self.context)
         self.overview = OverviewLogic(self.server, self.context)
+        self.settings = SettingsLogic(self.server, self.context)
         self.views.click_listeners.append(self._on_view_click)
         self.server.trigger("select_track")(self.tracks.select)
         self.server.trigger("step_track")(self.tracks.step)
@@ -112,13 +116,13 @@ class ReviewApp(TrameApp):
                 drawer.width = DRAWER_WIDTH
                 with v3.VTabs(v_model=("drawer_tab", "tracks"), density="compact", grow=True):
                     for key, label in (("tracks", "Tracks"), ("correct", "Correct"), ("audit", "Audit"),
-                                       ("mip", "MIP"), ("info", "Time points")):
+                                       ("mip", "MIP"), ("info", "Time points"), ("settings", "Settings")):
                         v3.VTab(label, value=key, raw_attrs=[f'data-testid="tab-{key}"'])
                 with v3.VWindow(v_model=("drawer_tab",)):
                     with v3.VWindowItem(value="tracks", transition=False, reverse_transition=False):
                         build_track_table(self.server, n - 1)
                     with v3.VWindowItem(value="correct", transition=False, reverse_transition=False):
-                        build_corrections(self.server, self.corrections.edit, n)
+                        build_corrections(self.server, self.corrections, n)
                     with v3.VWindowItem(value="audit", transition=False, reverse_transition=False):
                         build_audit(self.server)
                     with v3.VWindowItem(value="mip", transition=False, reverse_transition=False):
@@ -127,6 +131,8 @@ class ReviewApp(TrameApp):
                         build_timepoints(self.server)
                         v3.VDivider()
                         build_export(self.server, self.export.export)
+                    with v3.VWindowItem(value="settings", transition=False, reverse_transition=False):
+                        build_settings(self.server, self.settings.set_value)
             with layout.content:
                 # flex items may shrink below their image's size (else views grow with their last frame)
                 client.Style(".layout-grid-container, .layout-grid-container div { min-width: 0; min-height: 0; }")

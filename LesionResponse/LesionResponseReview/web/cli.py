@@ -1,6 +1,7 @@
-"""``lesion-response review-app OUT``: serve one analysis folder for review in the browser.
+"""``lesion-response review-app ANALYSIS``: serve one analysis folder for review in the browser.
 
-This module imports only typer; trame, trame-slicer and VTK load when the command runs (``--help`` stays fast).
+This module imports only typer and the library's command conventions; trame, trame-slicer and VTK load when the
+command runs (``--help`` stays fast).
 """
 
 from __future__ import annotations
@@ -9,31 +10,28 @@ from pathlib import Path
 
 import typer
 
+from LesionResponseLib.report.pacs import parse_pacs_target
+from LesionResponseLib.terminal import cli_console
+
+ENCODERS = ("png", "jpeg")
+
 
 def register(app: typer.Typer) -> None:
     """Add ``review-app`` to the ``lesion-response`` app."""
     app.command("review-app")(review_app_command)
 
 
-def parse_pacs(text: str | None) -> tuple[str, int, str] | None:
-    """``HOST:PORT[:AET]`` -> (host, port, called AE title; default ORTHANC)."""
-    if not text:
-        return None
-    parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[1].isdigit():
-        raise typer.BadParameter(f"{text!r}: give HOST:PORT or HOST:PORT:AET (e.g. pacs.local:4242:ORTHANC)")
-    return parts[0], int(parts[1]), parts[2] if len(parts) == 3 else "ORTHANC"
-
-
 def review_app_command(
-    out: Path = typer.Argument(..., help="Analysis output folder (the OUT of `lesion-response analyze`)."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on. Anything but loopback requires a token."),
+    analysis: Path = typer.Argument(..., help="Analysis output folder (the OUT of `lesion-response analyze`)."),
+    *, host: str = typer.Option("127.0.0.1",
+                                help="Address to listen on. Anything but loopback requires a token."),
     port: int = typer.Option(0, help="Port (0 = a free one)."),
     user: str = typer.Option(None, "--user", help="Reader name recorded in the audit trail (default: OS user)."),
     token: str = typer.Option(None, "--token", help="Access token (default: a random one on non-loopback "
                                                     "addresses, none on loopback)."),
     open_browser: bool = typer.Option(False, "--open", help="Open the app in the default browser."),
-    pacs: str = typer.Option(None, "--pacs", help="HOST:PORT[:AET] to send the DICOM SEG/SR to on export."),
+    pacs: str = typer.Option(None, "--pacs", metavar="HOST:PORT[:AET]", parser=parse_pacs_target,
+                             help="PACS to send the DICOM SEG/SR to on export (called AE title default ORTHANC)."),
     encoder: str = typer.Option("png", help="View image encoding: png (lossless) or jpeg (less bandwidth)."),
 ) -> None:
     """Review an analysis in the browser: one linked view per time point, the track table, every correction
@@ -41,42 +39,35 @@ def review_app_command(
     import os
     import signal
 
-    from rich.console import Console
-
-    from LesionResponseLib.errors import LesionResponseError
     from LesionResponseLib.review.session import default_user
 
-    console = Console()
+    console = cli_console()
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # no display needed (Mesa EGL)
-    pacs_target = parse_pacs(pacs)
-    if encoder not in ("png", "jpeg", "turbo-jpeg"):
-        raise typer.BadParameter(f"unknown encoder {encoder!r}: png or jpeg")
+    if encoder not in ENCODERS:
+        raise typer.BadParameter(f"unknown encoder {encoder!r}: {' or '.join(ENCODERS)}",
+                                 param_hint="--encoder")
     from LesionResponseReview.web.security import protect, resolve_token
 
     required = resolve_token(host, token)
-    try:
-        with console.status(f"loading {out}"):
-            from LesionResponseReview import mrml
+    with console.status(f"loading {analysis}"):
+        from LesionResponseReview import mrml
 
-            images = mrml.prefetch_images(out)  # read while the Slicer libraries load below
-            from trame.app import get_server
+        images = mrml.prefetch_images(analysis)  # read while the Slicer libraries load below
+        from trame.app import get_server
 
-            from LesionResponseReview.web.app import ReviewApp
+        from LesionResponseReview.web.app import ReviewApp
 
-            server = get_server(None, client_type="vue3")
-            if required:
-                protect(server, required)
-            app = ReviewApp(out, user or default_user(), server=server, pacs=pacs_target,
-                            encoder="turbo-jpeg" if encoder == "jpeg" else encoder,
-                            log=lambda line: console.print(line, highlight=False, markup=False), images=images)
-    except LesionResponseError as error:
-        Console(stderr=True).print(f"error: {error}", highlight=False, markup=False, style="red")
-        raise typer.Exit(2) from None
+        server = get_server(None, client_type="vue3")
+        if required:
+            protect(server, required)
+        app = ReviewApp(analysis, user or default_user(), server=server, pacs=pacs,
+                        encoder="turbo-jpeg" if encoder == "jpeg" else encoder,
+                        log=lambda line: console.print(line, highlight=False, markup=False), images=images)
 
     def announce(**_kwargs) -> None:
         shown = "localhost" if host in ("127.0.0.1", "localhost") else host
         url = f"http://{shown}:{server.port}/" + (f"?token={required}" if required else "")
-        console.print(f"[bold green]LesionResponse review running[/] for {out} as {app.context.user}")
+        console.print(f"[bold green]LesionResponse review running[/] for {analysis} as {app.context.user}")
         console.print(f"  open {url}", highlight=False)
         console.print("  every edit is saved as it is made; Ctrl+C stops the server")
 

@@ -1,17 +1,19 @@
-"""Reader corrections: every operation of the review session (link, unlink, merge, split, reject a ROI or a
-whole track, restore, add ROI by growing a clicked hot spot, edit ROI by re-thresholding it, set a ROI's site,
-move a reference region to a clicked point, undo, redo).
-Each goes through ``mrml.apply_review_edit``, so the session saves it at once (a killed server loses nothing)
-and the views, table, colours and heterogeneity follow."""
+"""Reader corrections: every edit of the review session (link, unlink, merge, split, reject a ROI or a whole
+track, restore, add ROI by growing a clicked hot spot, edit ROI by re-thresholding it, set a ROI's site, move a
+reference region to a clicked point), undo and redo. Each button builds a typed edit
+(``LesionResponseLib.review.edits``) from the panel's fields and passes it to ``mrml.apply_review_edit``, so the
+session saves it at once (a killed server loses nothing) and the views, table, colours and heterogeneity follow."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from trame_server import Server
 
 from LesionResponseLib.errors import LesionResponseError
+from LesionResponseLib.review import edits
 from LesionResponseReview import masks, mrml
 from LesionResponseReview.web.context import ReviewContext
 from LesionResponseReview.web.logic.base import FeatureLogic
@@ -70,66 +72,82 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
             self._describe_roi()
 
     # ----- edits ------------------------------------------------------------------------------------------
-    def run(self, operation: str, **arguments: Any) -> Any:
-        """Apply one edit; on refusal the reason is shown and nothing changes."""
+    def _run(self, action: Callable[[], dict[str, Any]], what: str = "") -> dict[str, Any] | None:
+        """Run one correction (``action``: build the edit and apply it, or undo/redo); on refusal the reason is
+        shown and nothing changes. Returns the edit's record."""
         self.data.error, self.data.busy = "", True
         try:
-            record = mrml.apply_review_edit(self.context.nodes, self.context.session, operation, **arguments)
+            record = action()
         except LesionResponseError as error:
             self.data.error = str(error)
             return None
         finally:
             self.data.busy = False
-        self.data.message = f"{operation}: {_edit_label(record)}" if isinstance(record, dict) else operation
+        self.data.message = f"{what}{_edit_label(record)}"
         self.context.log(f"{self.context.user}: {self.data.message}")
         self.context.changed("edited")
         return record
 
-    @staticmethod
-    def _roi(field_value: str, what: str) -> str:
-        if not field_value.strip():
-            raise _Refused(what)
-        return field_value.strip()
+    def apply(self, build: Callable[[], edits.Edit]) -> dict[str, Any] | None:
+        """Apply the typed edit ``build()`` (built from the panel's fields; a missing field is refused)."""
+        return self._run(lambda: mrml.apply_review_edit(self.context.nodes, self.context.session, build()))
 
-    def edit(self, operation: str) -> Any:
-        """The button ``operation`` with the panel's fields (see :func:`mrml.review_arguments`)."""
-        data, nodes = self.data, self.context.nodes
-        try:
-            if operation in ("reject", "restore", "unlink"):
-                arguments = mrml.review_arguments(operation, data.roi_a)
-            elif operation == "link":
-                arguments = mrml.review_arguments(operation, data.roi_a, data.roi_b)
-            elif operation == "merge":
-                arguments = mrml.review_arguments(operation, str(_selected(nodes)), data.merge_track)
-            elif operation == "reject_track":
-                arguments = mrml.review_arguments(operation, str(_selected(nodes)))
-            elif operation == "split":
-                arguments = mrml.review_arguments(operation, str(_selected(nodes)), str(data.split_timepoint))
-            elif operation == "edit_roi":
-                arguments = self._rethreshold_arguments()
-            elif operation == "set_site":
-                arguments = {"roi_id": self._roi(data.roi_a, "Click the ROI whose site to set (ROI A)."),
-                             "site": data.site}
-            else:
-                arguments = mrml.review_arguments(operation)
-        except (LesionResponseError, _Refused) as error:
-            self.data.error = str(error)
-            return None
-        if operation in ("reject", "reject_track") and data.reason.strip():
-            arguments["reason"] = data.reason.strip()
-        return self.run(operation, **arguments)
+    def _roi_a(self) -> str:
+        return mrml.roi_id_from_text(self.data.roi_a, "ROI A (click a lesion-ROI in a view)")
+
+    def _reason(self) -> str:
+        return self.data.reason.strip()
+
+    def reject(self) -> dict[str, Any] | None:
+        return self.apply(lambda: edits.RejectRoi(self._roi_a(), self._reason()))
+
+    def restore(self) -> dict[str, Any] | None:
+        return self.apply(lambda: edits.RestoreRoi(self._roi_a()))
+
+    def unlink(self) -> dict[str, Any] | None:
+        return self.apply(lambda: edits.UnlinkRoi(self._roi_a()))
+
+    def link(self) -> dict[str, Any] | None:
+        return self.apply(lambda: edits.LinkRois(self._roi_a(), mrml.roi_id_from_text(self.data.roi_b, "ROI B "
+                                                                                 "(shift-click a lesion-ROI)")))
+
+    def merge(self) -> dict[str, Any] | None:
+        return self.apply(lambda: edits.MergeTracks(_selected(self.context.nodes),
+                                              mrml.number_from_text(self.data.merge_track, "the other track")))
+
+    def split(self) -> dict[str, Any] | None:
+        return self.apply(lambda: edits.SplitTrack(_selected(self.context.nodes), int(self.data.split_timepoint)))
+
+    def reject_track(self) -> dict[str, Any] | None:
+        return self.apply(lambda: edits.RejectRois(edits.track_roi_ids(self.context.session.state,
+                                                           _selected(self.context.nodes)), self._reason()))
+
+    def set_site(self) -> dict[str, Any] | None:
+        """Give ROI A the panel's site (the reader's correction of the automatic rule)."""
+        return self.apply(lambda: edits.SetRoiSite(self._roi_a(), self.data.site))
+
+    def undo(self) -> dict[str, Any] | None:
+        return self._run(lambda: mrml.undo_review_edit(self.context.nodes, self.context.session), "undone: ")
+
+    def redo(self) -> dict[str, Any] | None:
+        return self._run(lambda: mrml.redo_review_edit(self.context.nodes, self.context.session), "redone: ")
 
     def _threshold(self) -> dict[str, float | None]:
         if self.data.threshold_mode == "suv":
             return {"fraction": None, "threshold_suv": float(self.data.threshold_suv)}
         return {"fraction": float(self.data.threshold_percent) / 100.0, "threshold_suv": None}
 
-    def _rethreshold_arguments(self) -> dict[str, Any]:
-        session = self.context.session
-        roi = session.state.roi(self._roi(self.data.roi_a, "Click the ROI to re-threshold (ROI A)."))
-        grown = masks.rethreshold(session.suv(roi.timepoint), session.state.labels[roi.timepoint], roi.label,
-                                  **self._threshold())
-        return {"roi_id": roi.roi_id, "mask": grown.mask}
+    def rethreshold(self) -> dict[str, Any] | None:
+        """Re-threshold ROI A (at the panel's threshold): an :class:`EditRoi` with the new mask."""
+        def build() -> edits.Edit:
+            session = self.context.session
+            roi = session.state.roi(self._roi_a())
+            grown = masks.rethreshold(session.suv(roi.timepoint), session.state.labels[roi.timepoint],
+                                      roi.label,
+                                      **self._threshold())
+            return edits.EditRoi(roi.roi_id, grown.mask)
+
+        return self.apply(build)
 
     def add_at(self, tp: int, ras: tuple[float, float, float]) -> Any:
         """Grow a ROI from the hot spot at ``ras`` in time point ``tp`` and add it (not linked: link it next)."""
@@ -139,7 +157,7 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
         except LesionResponseError as error:
             self.data.error = str(error)
             return None
-        record = self.run("add_roi", timepoint=tp, mask=grown.mask)
+        record = self.apply(lambda: edits.AddRoi(tp, grown.mask))
         if record is not None and record.get("created_roi"):
             self.data.roi_a = record["created_roi"]
             self.data.message += (f" ({grown.n_voxels} voxels, SUVmax {grown.suv_max:.1f}, "
@@ -148,8 +166,7 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
 
     def place_reference(self, tp: int, ras: tuple[float, float, float], organ: str) -> Any:
         """Move the ``organ`` reference region of time point ``tp`` to the clicked point (re-measured, checked)."""
-        record = self.run("move_reference", timepoint=tp, organ=organ,
-                          centre_mm=[float(c) for c in mrml.ras_to_lps(ras)])
+        record = self.apply(lambda: edits.MoveReferenceRegion(tp, organ, [float(c) for c in mrml.ras_to_lps(ras)]))
         region = self.context.session.state.analysis.reference(tp, organ) if record is not None else None
         if region is not None and region.placed:
             self.data.message += f" (SUVmean {region.suv_mean:.2f}" + "".join(f"; {w}" for w in region.warnings) + ")"

@@ -32,11 +32,14 @@ def _listed(value: Any) -> str:
 
 def timepoint_rows(analysis: Any) -> list[dict]:
     """Per time point the fields a reader checks before trusting SUVs (absent fields shown empty)."""
+    from LesionResponseLib.dicomio.tracer import tracer_label
+
     rows = []
     for tp in analysis.timepoints:
         n_rois = sum(1 for r in analysis.rois if r.timepoint == tp.index and r.status == "accepted")
         rows.append({
             "index": tp.index, "label": mrml.view_label(analysis, tp.index), "manufacturer": tp.manufacturer or "",
+            "tracer": tracer_label(tp), "geometry": _listed(getattr(tp, "geometry_notes", [])),
             "suv_method": tp.suv_method,
             "suv_reference_time_source": _listed(getattr(tp, "suv_reference_time_source", "")),
             "suv_normalisation": _listed(getattr(tp, "suv_normalisation", "")),

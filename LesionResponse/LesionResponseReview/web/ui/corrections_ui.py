@@ -16,13 +16,13 @@ from LesionResponseReview.web.logic.base import typed_state
 from LesionResponseReview.web.ui.common import tid
 
 
-def _button(label: str, operation: str, edit: Callable[[str], None], disabled: str = "", **kwargs) -> None:
-    v3.VBtn(label, size="small", variant="tonal", classes="mr-1 mb-1", click=lambda: edit(operation),
-            disabled=(disabled or "false",), **tid(f"op-{operation}"), **kwargs)
+def _button(label: str, testid: str, action: Callable[[], object], disabled: str = "", **kwargs) -> None:
+    v3.VBtn(label, size="small", variant="tonal", classes="mr-1 mb-1", click=action,
+            disabled=(disabled or "false",), **tid(f"op-{testid}"), **kwargs)
 
 
-def build_corrections(server: Server, edit: Callable[[str], None], n_timepoints: int) -> None:
-    """The corrections panel; ``edit(operation)`` runs one correction with the panel's fields."""
+def build_corrections(server: Server, logic: corrections.CorrectionsLogic, n_timepoints: int) -> None:
+    """The corrections panel; each button runs one correction of ``logic`` with the panel's fields."""
     name = typed_state(server, corrections.CorrectionsState, corrections.NAMESPACE).name
     selected = typed_state(server, tracks.TracksState, tracks.NAMESPACE).name.selected_track
     busy = name.busy
@@ -42,10 +42,10 @@ def build_corrections(server: Server, edit: Callable[[str], None], n_timepoints:
         v3.VTextField(v_model=(name.reason,), label="reason (reject)", density="compact", hide_details=True,
                       classes="mb-1", **tid("reason"))
         with html.Div(classes="d-flex flex-wrap"):
-            _button("Reject A", "reject", edit, busy)
-            _button("Restore A", "restore", edit, busy)
-            _button("Unlink A", "unlink", edit, busy)
-            _button("Link A–B", "link", edit, busy)
+            _button("Reject A", "reject", logic.reject, busy)
+            _button("Restore A", "restore", logic.restore, busy)
+            _button("Unlink A", "unlink", logic.unlink, busy)
+            _button("Link A–B", "link", logic.link, busy)
 
         v3.VDivider(classes="my-2")
         html.Div(f"Selected track: {{{{ {selected} >= 0 ? 'T' + String({selected}).padStart(3, '0') : 'none' }}}}",
@@ -53,13 +53,13 @@ def build_corrections(server: Server, edit: Callable[[str], None], n_timepoints:
         with html.Div(classes="d-flex align-center"):
             v3.VTextField(v_model=(name.merge_track,), label="other track", density="compact", hide_details=True,
                           classes="mr-2", style="max-width: 130px;", **tid("merge-track"))
-            _button("Merge", "merge", edit, f"{busy} || {selected} < 0")
+            _button("Merge", "merge", logic.merge, f"{busy} || {selected} < 0")
         with html.Div(classes="d-flex align-center mt-1"):
             v3.VSelect(v_model=(name.split_timepoint,), items=(list(range(1, n_timepoints)),),
                        label="from time point", density="compact", hide_details=True, classes="mr-2",
                        style="max-width: 130px;", **tid("split-timepoint"))
-            _button("Split", "split", edit, f"{busy} || {selected} < 0")
-        _button("Reject track", "reject_track", edit, f"{busy} || {selected} < 0",
+            _button("Split", "split", logic.split, f"{busy} || {selected} < 0")
+        _button("Reject track", "reject_track", logic.reject_track, f"{busy} || {selected} < 0",
                 title="Reject every ROI of the selected track (e.g. physiological uptake found on every scan); "
                       "the reason field above is kept with it")
 
@@ -76,7 +76,7 @@ def build_corrections(server: Server, edit: Callable[[str], None], n_timepoints:
             v3.VTextField(v_model_number=(name.threshold_suv,), v_if=(f"{name.threshold_mode} === 'suv'",),
                           type="number", label="threshold (SUV)", density="compact", hide_details=True,
                           classes="mr-2", style="max-width: 170px;", **tid("threshold-suv"))
-            _button("Re-threshold A", "edit_roi", edit, busy)
+            _button("Re-threshold A", "edit_roi", logic.rethreshold, busy)
         html.Div("Add: switch the views to 'add ROI' and click the hot spot.", classes="text-caption")
 
         v3.VDivider(classes="my-2")
@@ -84,13 +84,13 @@ def build_corrections(server: Server, edit: Callable[[str], None], n_timepoints:
         with html.Div(classes="d-flex align-center"):
             v3.VSelect(v_model=(name.site,), items=(list(LESION_SITES),), label="site", density="compact",
                        hide_details=True, classes="mr-2", style="max-width: 200px;", **tid("site"))
-            _button("Set site of A", "set_site", edit, busy)
+            _button("Set site of A", "set_site", logic.set_site, busy)
         html.Div("Move the liver or spleen reference sphere: switch the views to 'liver ref' or 'spleen ref' and "
                  "click its new centre in that time point's view.", classes="text-caption")
 
         v3.VDivider(classes="my-2")
         with html.Div(classes="d-flex align-center"):
-            _button("Undo", "undo", edit, f"{busy} || !{name.can_undo}", prepend_icon="mdi-undo")
-            _button("Redo", "redo", edit, f"{busy} || !{name.can_redo}", prepend_icon="mdi-redo")
+            _button("Undo", "undo", logic.undo, f"{busy} || !{name.can_undo}", prepend_icon="mdi-undo")
+            _button("Redo", "redo", logic.redo, f"{busy} || !{name.can_redo}", prepend_icon="mdi-redo")
         html.Div(f"{{{{ {name.can_undo} ? 'undo: ' + {name.undo_label} : '' }}}}", classes="text-caption")
         html.Div(f"{{{{ {name.can_redo} ? 'redo: ' + {name.redo_label} : '' }}}}", classes="text-caption")

@@ -13,7 +13,7 @@ from LesionResponseReview.web.logic import export, timepoints
 from LesionResponseReview.web.logic.base import typed_state
 from LesionResponseReview.web.ui.common import tid
 
-FIELDS = (("manufacturer", "scanner"), ("suv_method", "SUV method"), ("suv_reference_time_source", "reference time"),
+FIELDS = (("tracer", "tracer"), ("manufacturer", "scanner"), ("geometry", "slice geometry"), ("suv_method", "SUV method"), ("suv_reference_time_source", "reference time"),
           ("suv_normalisation", "normalisation"), ("suv_assumptions", "assumptions"), ("uptake_min", "uptake (min)"),
           ("n_rois", "accepted ROIs"), ("heterogeneous", "heterogeneous"), ("warnings", "warnings"),
           ("tumour_volume", "SSTR tumour volume"), ("total_uptake", "total lesion uptake"),
