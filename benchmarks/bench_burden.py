@@ -17,7 +17,8 @@ Seeds (issue 33's range 4460-4499): 4460-4469 development (looked at while writi
 held out (evaluated only, never tuned on).
 
 Run: ``.venv/bin/python benchmarks/bench_burden.py --seeds 4480-4485 --timepoints 3 --work DIR`` (phantom options:
-``--near-organs 0.3``, ``--small-lesions``, ...; ``--truth-masks``).
+``--near-organs 0.3``, ``--small-lesions``, ...; ``--truth-masks``; ``--reuse``: evaluate the analyses already in
+DIR, the organs, reference regions and sites recomputed by this checkout).
 """
 
 from __future__ import annotations
@@ -47,8 +48,12 @@ def analyse(phantom: Path, out: Path, truth_masks: bool) -> None:
     print(f"  analysis of {phantom.name}: {time.perf_counter() - start:.0f} s wall")
 
 
-def stage_cpu_seconds(phantom: Path, out: Path) -> list[float]:
-    """CPU seconds of organs + reference regions + sites per time point (images re-read, not timed)."""
+def remeasure(phantom: Path, out: Path):
+    """The analysis in ``out`` with its organs, reference regions and lesion sites computed again by this checkout
+    (from its label maps, the DICOM and the cached physiological map), and the CPU seconds of that per time point
+    (organs + reference regions + sites; images read before the clock starts). With ``--reuse`` this is what
+    evaluates an analysis made by an earlier checkout whose segmentation is still valid; after a fresh analysis it
+    must equal analysis.json (printed)."""
     import SimpleITK as sitk
 
     from LesionResponseLib.analysis import load_analysis
@@ -59,18 +64,26 @@ def stage_cpu_seconds(phantom: Path, out: Path) -> list[float]:
     from LesionResponseLib.segmentation.organs import find_organs
 
     analysis = load_analysis(out)
+    saved = ([r.to_dict() for r in analysis.reference_regions], [(r.roi_id, r.site) for r in analysis.rois])
     threshold = load_model(analysis.parameters.segmentation.model_path).config.physiological_threshold
-    seconds = []
+    seconds, regions = [], []
     for info in find_timepoints(phantom / "dicom").timepoints:
         tp = load_timepoint(info)
         labels = sitk.ReadImage(str(out / "labels" / f"tp{info.index}.nii.gz"))
         physiological = _physiological_map(out, tp.pet_suv)
         start = time.process_time()
         organs = find_organs(tp.pet_suv, tp.ct, physiological, threshold)
-        place_reference_regions(tp.pet_suv, labels, organs, info.index, analysis.parameters)
-        lesion_sites(labels, organs)
+        regions += place_reference_regions(tp.pet_suv, labels, organs, info.index, analysis.parameters)
+        sites = lesion_sites(labels, organs) if tp.ct is not None and organs.found else {}
         seconds.append(time.process_time() - start)
-    return seconds
+        for roi in analysis.rois:
+            if roi.timepoint == info.index and roi.site_source != "reader":
+                roi.site = sites.get(roi.label, "")
+    analysis.reference_regions = regions
+    same = saved == ([r.to_dict() for r in regions], [(r.roi_id, r.site) for r in analysis.rois])
+    print(f"  reference regions and sites recomputed by this checkout {'equal' if same else 'DIFFER from'} "
+          "analysis.json")
+    return analysis, seconds
 
 
 def _physiological_map(out: Path, pet):
@@ -85,11 +98,9 @@ def _physiological_map(out: Path, pet):
     return None
 
 
-def evaluate(phantom: Path, out: Path) -> dict:
-    from LesionResponseLib.analysis import load_analysis
+def evaluate(analysis, phantom: Path, out: Path) -> dict:
     from LesionResponseLib.analysis.truth import burden_agreement, reference_agreement, site_agreement
 
-    analysis = load_analysis(out)
     return {"references": reference_agreement(analysis, phantom), "burden": burden_agreement(analysis, phantom),
             "sites": site_agreement(analysis, out, phantom)}
 
@@ -150,6 +161,9 @@ def main() -> None:
     parser.add_argument("--truth-masks", action="store_true", help="the phantom's true lesion masks as ROIs")
     parser.add_argument("--work", type=Path, required=True, help="folder for (reused) phantoms and outputs")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--reuse", action="store_true", help="evaluate an existing analysis in the work folder "
+                        "(its segmentation, registration and tracks) instead of analysing again; the organs, "
+                        "reference regions and sites are always recomputed by this checkout")
     parser.add_argument("--prepare", action="store_true", help="only generate and analyse (no figures: for held-out "
                         "patients before the rules are final)")
     add_phantom_options(parser)
@@ -159,11 +173,13 @@ def main() -> None:
     for seed in _seeds(args.seeds):
         phantom = _phantom(args.work, seed, args.timepoints, options)
         out = args.work / f"burden_s{seed}_{'truth' if args.truth_masks else 'model'}_{phantom.name}"
-        analyse(phantom, out, args.truth_masks)
+        if not (args.reuse and (out / "analysis.json").is_file()):
+            analyse(phantom, out, args.truth_masks)
         if args.prepare:
             continue
-        all_figures[seed] = evaluate(phantom, out)
-        report(seed, all_figures[seed], stage_cpu_seconds(phantom, out))
+        analysis, cpu = remeasure(phantom, out)
+        all_figures[seed] = evaluate(analysis, phantom, out)
+        report(seed, all_figures[seed], cpu)
     if all_figures:
         summary(all_figures)
     if args.json:

@@ -2,16 +2,23 @@
 found on PET/CT (``segmentation.organs``) and the ROI's position, by the first rule that holds:
 
 1. **bone**: at least half of the ROI lies in the skeleton (bone ≥ 200 HU with its marrow cavities).
-2. **pancreas**: the ROI's centre lies in the pancreatic bed. The pancreas is not segmented (no pancreas model
+2. **liver** when the ROI is enclosed by liver: at least :data:`LIVER_ENCLOSED_SHARE` of its surroundings (the
+   shell :data:`SHELL_MM` around it) is liver. At an organ's surface at most about half of a lesion's surroundings
+   lie in that organ (the half-space behind a flat surface), so a share well above it means inside. Checked
+   before the pancreas, whose bed borders the liver (a lesion in the liver's posterior-inferior part lies there).
+   Not by the share of the ROI in the liver: the liver found by uptake can take in the pancreas next to it, which
+   has a like uptake on SSTR PET.
+3. **pancreas**: the ROI's centre lies in the pancreatic bed. The pancreas is not segmented (no pancreas model
    is shipped); it lies in front of the aorta, the inferior vena cava and the left renal vein, at the level of
    the upper halves of the kidneys (L1-L2), from the duodenum to the splenic hilum (Gray's Anatomy). So: between
    the kidneys' mid-height and :data:`PANCREAS_LEVEL` above it (in half kidney lengths), in the posterior
    :data:`PANCREAS_DEPTH` of the distance from the vertebral body's front to the anterior skin, and between the
-   right kidney's centre and the left kidney's outer edge. Checked before the liver: the pancreatic head touches
-   the liver. A node in front of the aorta at that level (peripancreatic, portocaval) is called pancreas too.
-3. **liver**: at least half of the ROI lies in the liver (its holes, which lesions make, filled), or at least
-   :data:`LIVER_SURROUNDING_SHARE` of its surroundings (the shell :data:`SHELL_MM` around it) is liver: a lesion
-   bulging out of the liver's surface is still mostly wrapped in it, a neighbouring node or organ is not.
+   right kidney's centre and the left kidney's outer edge. Checked before a lesion at the liver's surface: the
+   pancreatic head touches the liver. A node in front of the aorta at that level (peripancreatic, portocaval) is
+   called pancreas too.
+   Then **liver** when at least half of the ROI lies in the liver (its holes, which lesions make, filled), or at
+   least :data:`LIVER_SURROUNDING_SHARE` of its surroundings is liver: a lesion bulging out of the liver's
+   surface is still partly wrapped in it, a neighbouring node or organ is not.
 4. **lung**: at least half of its surroundings is aerated lung (≤ -500 HU; lung parenchyma is -950 to -600).
 5. **lymph node** when the ROI's centre lies above the liver's top (the diaphragm: mediastinum, hila, neck,
    axillae), or without a liver found, above the lungs' lowest point.
@@ -43,6 +50,8 @@ SHELL_MM = (4.0, 12.0)
 #: Share of the surroundings in the liver that makes a surface lesion a liver lesion; 0 for nodes beside it on the
 #: phantom's development patients, 0.37-1.0 for liver lesions (a bulging surface lesion).
 LIVER_SURROUNDING_SHARE = 0.3
+#: Share of the surroundings in the liver that makes a ROI enclosed by the liver (above the ~0.5 a surface gives).
+LIVER_ENCLOSED_SHARE = 0.8
 #: Pancreatic bed, levels: from the kidneys' mid-height up to this many half kidney lengths above it (the upper
 #: poles are at 1.0; the pancreas lies below them with its tail rising toward the splenic hilum).
 PANCREAS_LEVEL = (0.4, 1.1)
@@ -155,12 +164,14 @@ class _Frame:
         centre = (float(self.x[xi].mean()), float(self.y[yi].mean()), float(self.z[zi].mean()))
         k = int(round(zi.mean()))
         depth = self._depth(centre[1], k)
-        if self._in_pancreatic_bed(centre, depth):
-            return "pancreas"
         outside = ndimage.distance_transform_edt(~roi, sampling=self.spacing)
         shell = (outside > SHELL_MM[0]) & (outside <= SHELL_MM[1])
-        if (self.liver_filled[crop][roi].mean() >= MAJORITY
-                or self.liver[crop][shell].mean() >= LIVER_SURROUNDING_SHARE):
+        liver_around = self.liver[crop][shell].mean()
+        if liver_around >= LIVER_ENCLOSED_SHARE:
+            return "liver"
+        if self._in_pancreatic_bed(centre, depth):
+            return "pancreas"
+        if self.liver_filled[crop][roi].mean() >= MAJORITY or liver_around >= LIVER_SURROUNDING_SHARE:
             return "liver"
         if self.lung[crop][shell].mean() >= MAJORITY:
             return "lung"
