@@ -195,7 +195,7 @@ class ResponseConfig(_Section):
 
 @dataclass(frozen=True)
 class ReferenceConfig(_Section):
-    """Reference regions of normal liver and spleen uptake per time point (analysis.reference): the lesion-to-
+    """Reference regions of normal liver and spleen uptake per time point (analysis.reference_regions): the lesion-to-
     liver and -spleen ratios and the Krenning-like grade."""
 
     SECTION: ClassVar[str] = "reference"

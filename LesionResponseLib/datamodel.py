@@ -29,7 +29,7 @@ RoiCategory = Literal["baseline", "new", "increasing", "stable", "decreasing"]
 LESION_SITES: tuple[str, ...] = ("liver", "bone", "lymph node", "pancreas", "lung", "peritoneum/other")
 #: Who set a ROI's site or placed a reference region: the ``automatic`` rule or a ``reader``.
 SETTERS: tuple[str, ...] = ("automatic", "reader")
-#: Organs that hold a reference region of normal uptake (``analysis.reference``).
+#: Organs that hold a reference region of normal uptake (``analysis.reference_regions``).
 REFERENCE_ORGANS: tuple[str, ...] = ("liver", "spleen")
 TrackCategory = Literal["new", "increasing", "stable", "decreasing", "disappearing", "absent"]
 TrackPattern = Literal[
@@ -139,7 +139,7 @@ def roi_id_for(timepoint: int, label: int) -> str:
 @dataclass
 class ReferenceRegion(_Serialisable):
     """A sphere of normal organ uptake at one time point, the reference of the lesion-to-organ ratios
-    (``analysis.reference``). ``placed`` False: none could be placed, ``warnings`` say why."""
+    (``analysis.reference_regions``). ``placed`` False: none could be placed, ``warnings`` say why."""
 
     timepoint: int
     organ: str  # one of REFERENCE_ORGANS
@@ -296,7 +296,7 @@ class Analysis:
     schema_version: int = SCHEMA_VERSION
     audit: list[dict[str, Any]] = field(default_factory=list)
     prior_searches: list[SearchRecord] = field(default_factory=list)  # one per prior-guided search
-    # One per time point and organ of REFERENCE_ORGANS (analysis.reference), placed or not.
+    # One per time point and organ of REFERENCE_ORGANS (analysis.reference_regions), placed or not.
     reference_regions: list[ReferenceRegion] = field(default_factory=list)
 
     def roi(self, roi_id: str) -> LesionROI:

@@ -57,7 +57,7 @@ def remeasure(phantom: Path, out: Path):
     import SimpleITK as sitk
 
     from LesionResponseLib.analysis import load_analysis
-    from LesionResponseLib.analysis.reference import place_reference_regions
+    from LesionResponseLib.analysis.reference_regions import place_reference_regions
     from LesionResponseLib.analysis.sites import lesion_sites
     from LesionResponseLib.dicomio import find_timepoints, load_timepoint
     from LesionResponseLib.segmentation.model import load_model

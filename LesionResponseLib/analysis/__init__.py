@@ -10,7 +10,7 @@ from LesionResponseLib.analysis.cohort import (
 )
 from LesionResponseLib.analysis.outputs import OutputFolderError, load_analysis, load_labels, write_outputs
 from LesionResponseLib.analysis.quantify import QuantificationError, measure_rois
-from LesionResponseLib.analysis.reference import measure_sphere as measure_reference
+from LesionResponseLib.analysis.reference_regions import measure_sphere as measure_reference
 from LesionResponseLib.analysis.response import assess_response, roi_categories
 from LesionResponseLib.analysis.sites import lesion_sites
 

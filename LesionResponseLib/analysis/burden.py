@@ -3,7 +3,7 @@ spleen with a Krenning-like grade, and the patient's SSTR-expressing tumour burd
 site, with its change from baseline.
 
 **Ratios.** ``suv_max_to_liver`` = the ROI's SUVmax / the liver reference region's SUVmean of the same time point,
-``suv_max_to_spleen`` likewise (``analysis.reference``); empty when that region is not placed.
+``suv_max_to_spleen`` likewise (``analysis.reference_regions``); empty when that region is not placed.
 
 **Krenning-like grade** (``krenning_grade``). The Krenning scale grades somatostatin-receptor uptake against normal
 liver and spleen (Kwekkeboom DJ, Krenning EP, Semin Nucl Med 2002;32:84-91: 1 much lower than liver, 2 about the

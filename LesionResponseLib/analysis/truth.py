@@ -320,7 +320,7 @@ def reference_agreement(analysis: Analysis, phantom_dir: str | Path) -> list[dic
     """Per reference region of the analysis: whether it was placed, the share of its sphere inside the organ by
     the phantom's organ map (``truth/tp{k}_organs.nii.gz``) and its SUVmean's error (%) against the organ's true
     uptake at that scan (``truth.json`` ``timepoints[].organ_suv``: blur- and noise-free)."""
-    from LesionResponseLib.analysis.reference import sphere_mask
+    from LesionResponseLib.analysis.reference_regions import sphere_mask
     from LesionResponseLib.phantom.anatomy import ORGAN_LABELS
 
     truth = _phantom_truth(phantom_dir)

@@ -202,7 +202,7 @@ def _draw_reference_regions(ax: Any, data: ReportData, timepoint: int, labels: s
     axis; returns their legend handles."""
     from matplotlib.lines import Line2D
 
-    from LesionResponseLib.analysis.reference import sphere_mask
+    from LesionResponseLib.analysis.reference_regions import sphere_mask
 
     handles = []
     for region in data.analysis.reference_regions:

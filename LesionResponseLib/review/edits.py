@@ -19,7 +19,7 @@ Rules (refused with :class:`ReviewError` otherwise):
   automatic rule (``analysis.sites``; a site the reader set on an edited ROI stays) and re-check the time point's
   reference regions against the changed ROIs.
 - :class:`MoveReferenceRegion` puts a reference region's sphere where the reader says (re-measured and checked by
-  ``analysis.reference``); the ratios and grades follow. :class:`SetRoiSite` sets a ROI's site.
+  ``analysis.reference_regions``); the ratios and grades follow. :class:`SetRoiSite` sets a ROI's site.
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ def _recheck_references(state: ReviewState, timepoint: int, ctx: ApplyContext) -
 def _put_reference(state: ReviewState, ctx: ApplyContext, organ: str, timepoint: int, centre_mm: Any,
                    diameter: float, source: str) -> None:
     """Replace the reference region of ``organ`` at ``timepoint`` by a sphere measured at ``centre_mm``."""
-    from LesionResponseLib.analysis.reference import check_spleen_above_liver
+    from LesionResponseLib.analysis.reference_regions import check_spleen_above_liver
 
     analysis = state.analysis
     region = ctx.engine.measure_reference(ctx.suv(timepoint), state.labels[timepoint], ctx.organs(timepoint),
@@ -423,7 +423,7 @@ class MoveReferenceRegion(Edit):
             raise _refuse(f"diameter {self.diameter_mm} mm is not a reference sphere's", "Give 5-100 mm")
 
     def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
-        from LesionResponseLib.analysis.reference import diameter_mm
+        from LesionResponseLib.analysis.reference_regions import diameter_mm
 
         tp = int(self.timepoint)
         current = state.analysis.reference(tp, self.organ)

@@ -1,5 +1,5 @@
 """Organs from what the analysis already has - the CT (HU), the PET (SUV) and the segmentation model's
-physiological output - for the reference regions and the lesion sites (``analysis.reference``, ``analysis.sites``).
+physiological output - for the reference regions and the lesion sites (``analysis.reference_regions``, ``analysis.sites``).
 
 No organ model is downloaded (TotalSegmentator and the like fetch their weights at run time); each organ comes
 from a stated rule meant to hold on real PET/CT - a low-dose non-contrast or a contrast-enhanced CT, a liver of any

@@ -63,11 +63,11 @@ ARCHIVES = "archives"  # ZIP archives of the input are unpacked here (OUT/archiv
 def reference_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[LesionROI], *,
                     evidence: dict[int, ModelEvidence], params: AnalysisParameters, out: Path,
                     report: RunReport) -> list:
-    """The liver and spleen reference regions of every time point (``analysis.reference``) in its organs (the
+    """The liver and spleen reference regions of every time point (``analysis.reference_regions``) in its organs (the
     cached :data:`~LesionResponseLib.workflow.stages.ORGANS` stage, also written to ``OUT/anatomy/tp{k}.nii.gz``,
     where the review checks a moved reference region); sets each ROI's site (``analysis.sites``; none on a time
     point without CT)."""
-    from LesionResponseLib.analysis.reference import place_reference_regions
+    from LesionResponseLib.analysis.reference_regions import place_reference_regions
     from LesionResponseLib.analysis.sites import lesion_sites
 
     regions = []

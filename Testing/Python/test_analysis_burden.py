@@ -1,4 +1,4 @@
-"""Reference regions, lesion sites, Krenning-like grade and tumour burden (analysis.reference, .sites, .burden)
+"""Reference regions, lesion sites, Krenning-like grade and tumour burden (analysis.reference_regions, .sites, .burden)
 against the phantom's truth, and the reader's edits of them (review).
 
 Phantoms (issue 33's test seeds, generated once into the test cache): a lesion-free upper-abdomen slab (seed 4495,
@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from LesionResponseLib.analysis.burden import burden_rows, krenning_grade, lesion_ratios
-from LesionResponseLib.analysis.reference import place_reference_regions, sphere_mask
+from LesionResponseLib.analysis.reference_regions import place_reference_regions, sphere_mask
 from LesionResponseLib.analysis.truth import reference_agreement
 from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.datamodel import Analysis, Link

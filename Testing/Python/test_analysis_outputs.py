@@ -57,7 +57,7 @@ def test_csv_columns_and_values_follow_the_contract(tmp_path) -> None:
     assert header == ["timepoint", "study_date", "study_instance_uid", "pet_series_instance_uid",
                       "ct_series_instance_uid", "suv_factor", "n_rois", "liver_ref_suv_mean", "liver_ref_suv_sd",
                       "liver_ref_volume_ml", "spleen_ref_suv_mean", "spleen_ref_suv_sd",
-                      "spleen_ref_volume_ml"]  # extras last (analysis.reference: none placed here)
+                      "spleen_ref_volume_ml"]  # extras last (analysis.reference_regions: none placed here)
     assert all(r["liver_ref_suv_mean"] == "" for r in tps)
     assert [r["n_rois"] for r in tps] == ["1", "2", "2"]  # the rejected ROI is not counted
     assert tps[2]["ct_series_instance_uid"] == "" and float(tps[0]["suv_factor"]) == 1.25e-4
