@@ -213,8 +213,23 @@ class ResponseConfig(_Section):
                                     flag="--interval-level")
 
 
+@dataclass(frozen=True)
+class ReferenceConfig(_Section):
+    """Reference regions of normal liver and spleen uptake per time point (analysis.reference_regions): the lesion-to-
+    liver and -spleen ratios and the Krenning-like grade."""
+
+    SECTION: ClassVar[str] = "reference"
+    # PERCIST 1.0 (Wahl et al., J Nucl Med 2009;50:122S-150S): a 3 cm diameter sphere in normal right-lobe liver.
+    liver_diameter_mm: float = setting(30.0, help="Diameter of the liver reference sphere, placed in normal "
+                                       "right-lobe liver.", unit="mm", minimum=10.0, maximum=60.0)
+    # The spleen is ~4 cm thick: a 2 cm sphere with its margin (1.5 PSF FWHM to every edge) fits where 3 cm often
+    # does not; its mean over ~65 voxels of 4 mm still has a noise error of ~2 %.
+    spleen_diameter_mm: float = setting(20.0, help="Diameter of the spleen reference sphere, placed in normal "
+                                        "spleen.", unit="mm", minimum=10.0, maximum=60.0)
+
+
 SECTIONS: tuple[type[_Section], ...] = (InputConfig, SegmentationConfig, QuantificationConfig, RegistrationConfig,
-                                        MatchingConfig, PriorSearchConfig, ResponseConfig)
+                                        MatchingConfig, PriorSearchConfig, ResponseConfig, ReferenceConfig)
 
 
 @dataclass(frozen=True)
@@ -228,6 +243,7 @@ class AnalysisParameters:
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     prior_search: PriorSearchConfig = field(default_factory=PriorSearchConfig)
     response: ResponseConfig = field(default_factory=ResponseConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     # Where each value that differs from the built-in default came from (``{"matching.dilation_mm": "--config
     # site.toml"}``): written to analysis.json beside the parameters, not part of them (no cache key reads it).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -25,6 +25,12 @@ RoiStatus = Literal["accepted", "rejected"]
 RoiSource = Literal["model", "prior-guided", "reader"]
 ROI_SOURCES: tuple[str, ...] = ("model", "prior-guided", "reader")
 RoiCategory = Literal["baseline", "new", "increasing", "stable", "decreasing"]
+#: Where a lesion-ROI lies (``analysis.sites`` gives it from the CT and the position; a reader corrects it).
+LESION_SITES: tuple[str, ...] = ("liver", "bone", "lymph node", "pancreas", "lung", "peritoneum/other")
+#: Who set a ROI's site or placed a reference region: the ``automatic`` rule or a ``reader``.
+SETTERS: tuple[str, ...] = ("automatic", "reader")
+#: Organs that hold a reference region of normal uptake (``analysis.reference_regions``).
+REFERENCE_ORGANS: tuple[str, ...] = ("liver", "spleen")
 TrackCategory = Literal["new", "increasing", "stable", "decreasing", "disappearing", "absent"]
 TrackPattern = Literal[
     "baseline-only", "monotonic", "non-monotonic", "new-then-resolved", "disappeared-then-returned", "new"
@@ -118,6 +124,8 @@ class LesionROI(_Serialisable):
     suv_total_pvc_sd: float | None = None  # SD of suv_total_pvc, SUV*mL
     background_suv: float | None = None  # hottest uptake around it: 95th percentile of its background shell, SUV
     at_fov_edge: bool = False  # within one PSF FWHM of the edge of the field of view
+    site: str = ""  # one of LESION_SITES ("" when not determined: no CT)
+    site_source: str = "automatic"  # one of SETTERS
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LesionROI:
@@ -131,6 +139,31 @@ class LesionROI(_Serialisable):
 def roi_id_for(timepoint: int, label: int) -> str:
     """The canonical ROI id of ``label`` in time point ``timepoint``."""
     return f"tp{timepoint}-L{label:04d}"
+
+
+@dataclass
+class ReferenceRegion(_Serialisable):
+    """A sphere of normal organ uptake at one time point, the reference of the lesion-to-organ ratios
+    (``analysis.reference_regions``). ``placed`` False: none could be placed, ``warnings`` say why."""
+
+    timepoint: int
+    organ: str  # one of REFERENCE_ORGANS
+    placed: bool
+    diameter_mm: float
+    centre_mm: tuple[float, float, float] | None = None  # LPS, mm, that time point's own scan
+    suv_mean: float | None = None
+    suv_sd: float | None = None
+    volume_ml: float | None = None  # the voxels whose centres lie in the sphere
+    organ_share: float | None = None  # share of those voxels inside the organ found on PET/CT
+    source: str = "automatic"  # one of SETTERS
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReferenceRegion:
+        region = super().from_dict(data)
+        if region.centre_mm is not None:
+            region.centre_mm = tuple(float(c) for c in region.centre_mm)  # type: ignore[assignment]
+        return region
 
 
 @dataclass
@@ -280,6 +313,8 @@ class Analysis:
     prior_searches: list[SearchRecord] = field(default_factory=list)  # one per prior-guided search
     # Tracks a reader marked reviewed (review.edits.MarkReviewed; the review queue, analysis.queue, shows the rest).
     reviewed_tracks: list[int] = field(default_factory=list)
+    # One per time point and organ of REFERENCE_ORGANS (analysis.reference_regions), placed or not.
+    reference_regions: list[ReferenceRegion] = field(default_factory=list)
 
     def roi(self, roi_id: str) -> LesionROI:
         """The ROI with id ``roi_id`` (KeyError naming it when absent)."""
@@ -287,6 +322,10 @@ class Analysis:
             if roi.roi_id == roi_id:
                 return roi
         raise KeyError(f"no lesion-ROI {roi_id!r} in this analysis")
+
+    def reference(self, timepoint: int, organ: str) -> ReferenceRegion | None:
+        """The reference region of ``organ`` at ``timepoint`` (None when the analysis has none)."""
+        return next((r for r in self.reference_regions if r.timepoint == timepoint and r.organ == organ), None)
 
     def model_evidence_rois(self) -> set[str]:
         """Ids of the ROIs the prior-guided search accepted on the segmentation model's probability (its
@@ -316,6 +355,7 @@ class Analysis:
             "prior_searches": [r.to_dict() for r in self.prior_searches],
             "parameter_sources": self.parameters.non_default_sources(),
             "reviewed_tracks": sorted(int(t) for t in self.reviewed_tracks),
+            "reference_regions": [r.to_dict() for r in self.reference_regions],
         }
 
     @classmethod
@@ -342,4 +382,5 @@ class Analysis:
             audit=list(data.get("audit", [])),
             prior_searches=[SearchRecord.from_dict(r) for r in data.get("prior_searches", [])],
             reviewed_tracks=[int(t) for t in data.get("reviewed_tracks", [])],
+            reference_regions=[ReferenceRegion.from_dict(r) for r in data.get("reference_regions", [])],
         )

@@ -50,6 +50,7 @@ CATEGORY_COLORS["rejected"] = _rgb("#8c8c8c")  # grey: not a lesion (colour tabl
 LAYOUT_ID = 15001  # custom layout id (Slicer reserves ids < 100 for its own layouts)
 MAX_TIMEPOINTS_SHOWN = 7  # views side by side that stay readable on one screen
 PET_OPACITY = 0.5  # foreground (PET) opacity over the CT background: both stay visible
+REFERENCE_COLOUR = (1.0, 0.0, 1.0)  # the reference spheres' outline: magenta, as on the report's MIPs
 # SUV display range of the fused PET (docs/DOMAIN.md §5): liver SUVmean ~5 sits in the lower quarter, NET lesions
 # (SUVmax 15-80) in the upper half and above, so they stand out of the liver; the reader adjusts it.
 PET_SUV_WINDOW = (0.0, 20.0)
@@ -84,6 +85,7 @@ class LoadedNodes:
     selected_track: int | None = None
     roi_categories: dict[str, str] = field(default_factory=dict)
     last_track: dict[str, int] = field(default_factory=dict)  # roi_id -> latest track id it belonged to
+    reference_models: dict[tuple[int, str], Any] = field(default_factory=dict)  # (tp, organ) -> sphere model node
 
 
 def lps_to_ras(point: Sequence[float]) -> tuple[float, float, float]:
@@ -571,7 +573,37 @@ def attach_views(nodes: LoadedNodes, slice_nodes: dict[int, Any]) -> dict[int, A
         composite.SetLabelVolumeID(nodes.labels[tp].GetID() if tp in nodes.labels else None)
         composite.SetLabelOpacity(1.0)
         slice_node.SetUseLabelOutline(True)
+    show_reference_regions(nodes)
     return nodes.slice_nodes
+
+
+def show_reference_regions(nodes: LoadedNodes) -> None:
+    """Outline each placed reference sphere (liver, spleen) in its own time point's view: a sphere model whose cut
+    with the slice is drawn in :data:`REFERENCE_COLOUR`. Redrawn from ``nodes.analysis`` (after every edit)."""
+    import vtk
+
+    for model in nodes.reference_models.values():
+        nodes.scene.RemoveNode(model)
+    nodes.reference_models = {}
+    for region in nodes.analysis.reference_regions:
+        slice_node = nodes.slice_nodes.get(region.timepoint)
+        if not region.placed or slice_node is None:
+            continue
+        sphere = vtk.vtkSphereSource()
+        sphere.SetCenter(*lps_to_ras(region.centre_mm))
+        sphere.SetRadius(region.diameter_mm / 2.0)
+        sphere.SetThetaResolution(48)
+        sphere.SetPhiResolution(24)
+        sphere.Update()
+        model = nodes.scene.AddNewNodeByClass("vtkMRMLModelNode", f"{region.organ} reference tp{region.timepoint}")
+        model.SetAndObservePolyData(sphere.GetOutput())
+        model.CreateDefaultDisplayNodes()
+        display = model.GetDisplayNode()
+        display.SetColor(*REFERENCE_COLOUR)
+        display.SetVisibility2D(True)
+        display.SetSliceIntersectionThickness(2)
+        display.AddViewNodeID(slice_node.GetID())  # only in that time point's view
+        nodes.reference_models[(region.timepoint, region.organ)] = model
 
 
 def setup_timepoint_layout(nodes: LoadedNodes, layout_node: Any) -> dict[int, Any]:
@@ -854,6 +886,7 @@ def refresh_after_edit(nodes: LoadedNodes, reload_labels: bool = False, labels: 
     nodes.roi_categories = roi_categories(nodes.analysis)
     refresh_colors(nodes)
     refresh_table(nodes)
+    show_reference_regions(nodes)  # a moved sphere is redrawn
 
 
 def roi_id_from_text(text: str, what: str = "a ROI id") -> str:

@@ -577,3 +577,91 @@ def detectability_ceiling(truth: dict, pairs: list[dict[str, Any]], blind_d: flo
         out[f"n_{name}"], out[f"n_achievable_{name}"] = len(subset), len(achievable)
         out[f"agreement_achievable_{name}"] = share(achievable, "ok")
     return out
+
+
+# ------------------------------------------------------------------ reference regions, burden and sites
+#: The phantom's lesion sites in the analysis' names (``datamodel.LESION_SITES``): its mesenteric lesions lie in
+#: the peritoneal cavity.
+PHANTOM_SITE_NAMES: dict[str, str] = {"mesentery": "peritoneum/other"}
+
+
+def _phantom_truth(phantom_dir: str | Path) -> dict:
+    return json.loads((Path(phantom_dir) / "truth.json").read_text())
+
+
+def reference_agreement(analysis: Analysis, phantom_dir: str | Path) -> list[dict[str, Any]]:
+    """Per reference region of the analysis: whether it was placed, the share of its sphere inside the organ by
+    the phantom's organ map (``truth/tp{k}_organs.nii.gz``) and its SUVmean's error (%) against the organ's true
+    uptake at that scan (``truth.json`` ``timepoints[].organ_suv``: blur- and noise-free)."""
+    from LesionResponseLib.analysis.reference_regions import sphere_mask
+    from LesionResponseLib.phantom.anatomy import ORGAN_LABELS
+
+    truth = _phantom_truth(phantom_dir)
+    rows = []
+    for region in analysis.reference_regions:
+        row: dict[str, Any] = {"timepoint": region.timepoint, "organ": region.organ, "placed": region.placed,
+                               "warnings": list(region.warnings)}
+        if region.placed:
+            organs = sitk.ReadImage(str(Path(phantom_dir) / "truth" / f"tp{region.timepoint}_organs.nii.gz"))
+            inside = sphere_mask(organs, region.centre_mm, region.diameter_mm)
+            true_suv = truth["timepoints"][region.timepoint].get("organ_suv", {}).get(region.organ)
+            if true_suv is None:
+                raise ValueError(f"{phantom_dir}/truth.json has no organ_suv: regenerate the phantom with this "
+                                 "version (LesionResponseLib.phantom.generate_patient)")
+            row.update(truth_organ_share=float((sitk.GetArrayViewFromImage(organs)[inside]
+                                                == ORGAN_LABELS[region.organ]).mean()),
+                       suv_mean=region.suv_mean, true_suv=float(true_suv),
+                       error_pct=100.0 * (region.suv_mean / float(true_suv) - 1.0))
+        rows.append(row)
+    return rows
+
+
+def burden_agreement(analysis: Analysis, phantom_dir: str | Path) -> list[dict[str, Any]]:
+    """Per time point: the analysis' tumour volume and total uptake (accepted ROIs: Σ volume, Σ SUVtotal, Σ
+    PV-corrected SUVtotal) against the truth's (Σ true volume and Σ true SUVtotal of the lesions present), with
+    the signed errors (%)."""
+    truth = _phantom_truth(phantom_dir)
+    rows = []
+    for k in range(int(truth["n_timepoints"])):
+        present = [le["timepoints"][str(k)] for le in truth["lesions"] if le["timepoints"][str(k)]["present"]]
+        true_volume = sum(float(e["volume_ml"]) for e in present)
+        true_total = sum(float(e["suv_total"]) for e in present)
+        rois = [r for r in analysis.rois if r.timepoint == k and r.status == "accepted"]
+        measured = {"volume_ml": sum(r.volume_ml for r in rois), "suv_total": sum(r.suv_total for r in rois),
+                    "suv_total_pvc": sum(r.suv_total_pvc or 0.0 for r in rois)}
+
+        def error(value: float, reference: float) -> float | None:
+            return 100.0 * (value / reference - 1.0) if reference > 0 else None
+
+        rows.append({"timepoint": k, "n_true": len(present), "n_rois": len(rois), "true_volume_ml": true_volume,
+                     "true_suv_total": true_total, **measured,
+                     "volume_error_pct": error(measured["volume_ml"], true_volume),
+                     "suv_total_error_pct": error(measured["suv_total"], true_total),
+                     "suv_total_pvc_error_pct": error(measured["suv_total_pvc"], true_total)})
+    return rows
+
+
+def site_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path,
+                   min_volume_ml: float = TINY_LESION_ML) -> dict[str, Any]:
+    """Sites of the accepted ROIs of at least ``min_volume_ml`` that overlap a true lesion (:func:`roi_truth_labels`)
+    against that lesion's site (:data:`PHANTOM_SITE_NAMES`): ``right`` of ``n`` and the ``errors`` (ROI id, volume,
+    true and measured site)."""
+    truth = _phantom_truth(phantom_dir)
+    rois = {(r.timepoint, r.label): r for r in analysis.rois if r.status == "accepted" and r.volume_ml >= min_volume_ml}
+    right, errors = 0, []
+    for k in range(int(truth["n_timepoints"])):
+        site_of_label = {int(label): le["site"] for le in truth["lesions"]
+                         for label in le["timepoints"][str(k)]["labels"]}
+        pred, true = _label_arrays(analysis_dir, phantom_dir, k)
+        for label, true_label in roi_truth_labels(pred, true, _tiny_labels(truth, k)).items():
+            roi = rois.get((k, int(label)))
+            if roi is None or true_label not in site_of_label:
+                continue
+            expected = PHANTOM_SITE_NAMES.get(site_of_label[true_label], site_of_label[true_label])
+            if roi.site == expected:
+                right += 1
+            else:
+                errors.append({"roi_id": roi.roi_id, "volume_ml": roi.volume_ml, "truth": expected,
+                               "measured": roi.site})
+    n = right + len(errors)
+    return {"n": n, "right": right, "share": right / n if n else None, "errors": errors}

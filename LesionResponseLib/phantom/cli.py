@@ -22,7 +22,7 @@ def phantom(
     seed: int = typer.Option(1, help="Random seed: the same seed gives the same patient."),
     timepoints: int = typer.Option(4, min=2, max=7, help="Number of scans (2–7)."),
     vendor: str = typer.Option("siemens", help="DICOM flavour: siemens, siemens-admin, philips, ge, gml."),
-    lesions: int = typer.Option(None, help="Number of lesions (default: 12–40 drawn from the seed)."),
+    lesions: int = typer.Option(None, help="Number of lesions (default: 12–40 drawn from the seed; 0: none)."),
     extras: bool = typer.Option(True, help="Also write a localizer and a NAC PET per study (to be ignored)."),
     small_lesions: bool = typer.Option(False, help="Harder patient: baseline lesion volumes 0.1–4 mL."),
     low_contrast: bool = typer.Option(False, help="Harder patient: lesion SUVmean 6–18 (1.2–4× liver)."),

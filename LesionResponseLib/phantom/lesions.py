@@ -176,12 +176,15 @@ def make_lesions(seed: int, n_timepoints: int, body: BodyParameters, n_lesions: 
 
     Lesions are placed in the reference frame without overlap (gap ≥ 15 mm), except merge partners,
     which start :data:`MERGE_GAP_MM` apart. ``options``: harder patients (:class:`LesionOptions`).
+    ``n_lesions`` 0: a patient without lesions (a negative scan, a complete response).
     """
     options = options or LesionOptions()
     rng = np.random.default_rng(seed * 7919 + 17)
     n = int(n_lesions if n_lesions is not None else rng.integers(12, 41))
-    if not 1 <= n <= 200:
-        raise bad_option("n_lesions", n, "between 1 and 200 (10–60 is clinical)")
+    if not 0 <= n <= 200:
+        raise bad_option("n_lesions", n, "between 0 and 200 (10–60 is clinical)")
+    if n == 0:
+        return []
     kinds = _kinds(n, n_timepoints, rng)[:max(n, 1)]
     sites = list(LESION_SITES)
     site_p = np.array([0.4, 0.25, 0.15, 0.08, 0.12])

@@ -9,8 +9,9 @@ PSF (FWHM 5.5–6.5 mm), averaged 2×2 onto the 4 mm PET grid (PET voxel (i, j, 
 concentration × frame duration × decay), then lightly post-filtered as scanners do.
 
 Truth (kept before blur and noise): the noise-free SUV on the PET grid, lesion label maps (PET voxels more
-than half covered by lesion), organ label maps, and per lesion its true volume and SUVtotal (integral of
-the true SUV, mL·SUV) and SUVmax.
+than half covered by lesion), organ label maps, each tissue's uptake at that scan (``organ_suv``: the SUV painted before blur and noise,
+per-scan variability included), and per lesion its true volume and SUVtotal (integral of the true SUV,
+mL·SUV) and SUVmax.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class SimulatedTimepoint:
     ct: sitk.Image | None  # int16 HU, CT grid
     nac_pet: sitk.Image | None = None  # float32 Bq/mL-like, not attenuation corrected (to be ignored)
     lesion_truth: dict[int, dict] = field(default_factory=dict)  # lesion_id → truth at this time point
+    organ_suv: dict[str, float] = field(default_factory=dict)  # tissue name → SUV painted at this scan (true uptake)
 
 
 @dataclass
@@ -123,7 +125,7 @@ def simulate_patient(seed: int, timepoints: int = 4, *, with_ct: bool = True, n_
         seed: makes everything deterministic (anatomy, lesions, trajectories, motion, noise).
         timepoints: number of scans, 2–7 (1 is allowed for training data).
         with_ct: also render the CT (HU, 2 mm grid); False is faster (training on PET only).
-        n_lesions: number of lesions (default: 12–40 drawn from the seed).
+        n_lesions: number of lesions (default: 12–40 drawn from the seed; 0: a patient without lesions).
         motion_scale: scales repositioning and non-rigid displacement (0 = no motion).
         noise_scale: scales the PET noise standard deviation (0 = noise-free).
         with_nac: also make a non-attenuation-corrected PET (for DICOM decoys).
@@ -408,6 +410,7 @@ def _render(k, lesions, body, *, acq: Acquisition, motion: Motion, organ_scale, 
         pet_grid.image(labels_pet.astype(np.uint16)), pet_grid.image(organs_pet), ct_img,
         pet_grid.image(nac) if nac is not None else None)
     scan.lesion_truth = _finish_truth(truth, scan, snrs)
+    scan.organ_suv = {t.name: float(value) for t, value in zip(TISSUES, suv_lut, strict=True)}
     return scan
 
 
@@ -652,4 +655,5 @@ def _timepoint_truth(scan: SimulatedTimepoint) -> dict:
             "injected_activity_bq": a.injected_activity_bq, "uptake_time_s": a.uptake_time_s,
             "psf_fwhm_mm": round(a.psf_fwhm_mm, 3), "arms_up": scan.body.arms_up,
             "bladder_radius_mm": round(scan.body.bladder_radius_mm, 1),
+            "organ_suv": {name: round(value, 4) for name, value in scan.organ_suv.items()},
             "patient_to_world": scan.motion.to_dict()}

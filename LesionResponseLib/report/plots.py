@@ -8,9 +8,16 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from LesionResponseLib.report.data import CATEGORY_COLOURS, FOLLOW_UP_CATEGORIES, ReportData, category_counts
+from LesionResponseLib.report.data import (
+    CATEGORY_COLOURS,
+    FOLLOW_UP_CATEGORIES,
+    SITE_COLOURS,
+    ReportData,
+    category_counts,
+)
 
 FIG_DPI = 110  # enough for a sharp A4 print, small enough to embed several figures in one HTML file
+REFERENCE_COLOUR = "#d000d0"  # magenta: no category colour, visible on the inverted grey MIP
 
 
 def _pyplot() -> Any:
@@ -37,10 +44,11 @@ def _last_category(categories: dict[int, str]) -> str:
     return present[-1] if present else "baseline"
 
 
-def _legend(ax: Any, names: tuple[str, ...] | list[str], **kwargs: Any) -> None:
+def _legend(ax: Any, names: tuple[str, ...] | list[str], extra: list[Any] | None = None, **kwargs: Any) -> None:
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color=CATEGORY_COLOURS[n], label=n) for n in names], frameon=False, **kwargs)
+    ax.legend(handles=[Patch(color=CATEGORY_COLOURS[n], label=n) for n in names] + list(extra or []),
+              frameon=False, **kwargs)
 
 
 def spaghetti_plot(data: ReportData, floor_suv_ml: float = 0.1) -> bytes:
@@ -196,6 +204,7 @@ def mip_figure(data: ReportData, timepoint: int, labels: sitk.Image, *, suv: sit
                        origin="upper")
         used.append(cat)
     ax.imshow(overlay, extent=extent, interpolation="nearest")
+    references = _draw_reference_regions(ax, data, timepoint, labels, extent)
     ax.set_title(f"TP{timepoint} {data.analysis.timepoints[timepoint].study_date}", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -204,7 +213,62 @@ def mip_figure(data: ReportData, timepoint: int, labels: sitk.Image, *, suv: sit
     names = [c for c in ("baseline", *FOLLOW_UP_CATEGORIES) if c in used]
     if disappearing_next:
         names.append("disappearing")
-    if names:
+    if names or references:
         _legend(ax, list(dict.fromkeys(names)), loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2,
-                fontsize=8)
+                fontsize=8, extra=references)
+    return _png(fig)
+
+
+def _draw_reference_regions(ax: Any, data: ReportData, timepoint: int, labels: sitk.Image,
+                            extent: list[float]) -> list[Any]:
+    """Outline the placed reference spheres of ``timepoint`` (dashed, :data:`REFERENCE_COLOUR`) on a coronal MIP
+    axis; returns their legend handles."""
+    from matplotlib.lines import Line2D
+
+    from LesionResponseLib.analysis.reference_regions import sphere_mask
+
+    handles = []
+    for region in data.analysis.reference_regions:
+        if region.timepoint != timepoint or not region.placed:
+            continue
+        mask, _ = _coronal(sphere_mask(labels, region.centre_mm, region.diameter_mm), labels, "any")
+        if mask.any():
+            ax.contour(mask.astype(float), levels=[0.5], colors=[REFERENCE_COLOUR], linewidths=1.2,
+                       linestyles="--", extent=extent, origin="upper")
+            handles.append(Line2D([], [], color=REFERENCE_COLOUR, ls="--", label=f"{region.organ} reference"))
+    return handles
+
+
+def burden_plot(data: ReportData) -> bytes:
+    """SSTR-expressing tumour volume and total lesion uptake (PV-corrected SUVtotal) per time point, stacked by
+    site, with the overall change from baseline over each bar (``analysis.burden``)."""
+    from LesionResponseLib.analysis.burden import burden_rows
+
+    plt = _pyplot()
+    rows = burden_rows(data.analysis)
+    n_tp = len(data.analysis.timepoints)
+    sites = [s for s in dict.fromkeys(r["site"] for r in rows) if s != "all"]
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6))
+    for ax, (column, label) in zip(axes, (("volume_ml", "SSTR tumour volume [mL]"),
+                                          ("suv_total_pvc", "total lesion uptake [SUV·mL]\n(PV-corrected SUVtotal)")),
+                                   strict=True):
+        bottom = np.zeros(n_tp)
+        for site in sites:
+            heights = np.array([next((r[column] for r in rows if r["timepoint"] == k and r["site"] == site), 0.0)
+                                for k in range(n_tp)])
+            ax.bar(range(n_tp), heights, bottom=bottom, color=SITE_COLOURS.get(site, "#777777"), label=site,
+                   width=0.7)
+            bottom += heights
+        for k in range(n_tp):
+            change = next(r[f"{column}_change_pct"] for r in rows if r["timepoint"] == k and r["site"] == "all")
+            if k and change is not None:
+                ax.text(k, bottom[k], f"{change:+.0f} %", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(n_tp), [_tp_label(data, k) for k in range(n_tp)], fontsize=8)
+        ax.set_ylabel(label)
+        ax.set_ylim(0, max(bottom.max(), 1e-6) * 1.15)
+    axes[0].set_title("Tumour volume by site (change vs TP0)")
+    axes[1].set_title("Total uptake by site (change vs TP0)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="site")
+    fig.tight_layout()
     return _png(fig)

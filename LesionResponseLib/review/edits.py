@@ -15,7 +15,11 @@ Rules (refused with :class:`ReviewError` otherwise):
   separates lesions with unlink or split, ``tracking.tracks._bridges``).
 - :class:`AddRoi` paints a new label (max label + 1) on background voxels only and is *not* linked
   automatically: the reader links it explicitly. :class:`EditRoi` replaces the ROI's voxels. Masks may not
-  overlap another ROI. Both re-measure with ``analysis.measure_rois`` on the SUV PET.
+  overlap another ROI. Both re-measure with ``analysis.measure_rois`` on the SUV PET, give the ROI its site by the
+  automatic rule (``analysis.sites``; a site the reader set on an edited ROI stays) and re-check the time point's
+  reference regions against the changed ROIs.
+- :class:`MoveReferenceRegion` puts a reference region's sphere where the reader says (re-measured and checked by
+  ``analysis.reference_regions``); the ratios and grades follow. :class:`SetRoiSite` sets a ROI's site.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import SimpleITK as sitk
 
-from LesionResponseLib.datamodel import Link, Track, roi_id_for
+from LesionResponseLib.datamodel import LESION_SITES, REFERENCE_ORGANS, Link, Track, roi_id_for
 from LesionResponseLib.errors import describe
 from LesionResponseLib.review.state import Engine, ReviewState, load_mask, recompute
 from LesionResponseLib.review.store import ReviewError
@@ -42,6 +46,7 @@ class ApplyContext:
     engine: Engine
     review_dir: Path
     suv: Callable[[int], sitk.Image]  # time point -> SUV PET image (float32, SUV)
+    organs: Callable[[int], Any] = lambda _tp: None  # time point -> segmentation.organs.Organs, None if unknown
 
 
 def _refuse(problem: str, fix: str) -> ReviewError:
@@ -313,12 +318,39 @@ def _paint(state: ReviewState, timepoint: int, mask: sitk.Image, label: int, ctx
     roi_id = roi_id_for(timepoint, label)
     kept = next((r for r in state.analysis.rois if r.roi_id == roi_id), None)
     new.roi_id, new.timepoint = roi_id, timepoint
+    organs = ctx.organs(timepoint)
+    if organs is not None and organs.found and state.analysis.timepoints[timepoint].ct_series_instance_uid:
+        new.site = ctx.engine.lesion_sites(image, organs, only=[label]).get(label, "")
     if kept is None:
         new.source = "reader"
         state.analysis.rois.append(new)
     else:
         new.status, new.source = kept.status, kept.source
+        if kept.site_source == "reader":
+            new.site, new.site_source = kept.site, kept.site_source
         state.analysis.rois[state.analysis.rois.index(kept)] = new
+    _recheck_references(state, timepoint, ctx)
+
+
+def _recheck_references(state: ReviewState, timepoint: int, ctx: ApplyContext) -> None:
+    """Measure the placed reference regions of ``timepoint`` again where they are (their checks see the ROIs now)."""
+    for region in [r for r in state.analysis.reference_regions if r.timepoint == timepoint and r.placed]:
+        _put_reference(state, ctx, region.organ, timepoint, region.centre_mm, region.diameter_mm, region.source)
+
+
+def _put_reference(state: ReviewState, ctx: ApplyContext, organ: str, timepoint: int, centre_mm: Any,
+                   diameter: float, source: str) -> None:
+    """Replace the reference region of ``organ`` at ``timepoint`` by a sphere measured at ``centre_mm``."""
+    from LesionResponseLib.analysis.reference_regions import check_spleen_above_liver
+
+    analysis = state.analysis
+    region = ctx.engine.measure_reference(ctx.suv(timepoint), state.labels[timepoint], ctx.organs(timepoint),
+                                          timepoint, organ, tuple(float(c) for c in centre_mm), float(diameter),
+                                          analysis.parameters, source=source)
+    analysis.reference_regions = [r for r in analysis.reference_regions
+                                  if (r.timepoint, r.organ) != (timepoint, organ)] + [region]
+    analysis.reference_regions.sort(key=lambda r: (r.timepoint, REFERENCE_ORGANS.index(r.organ)))
+    check_spleen_above_liver(analysis.reference_regions)
 
 
 def _refresh_neighbour_pvc(state: ReviewState, timepoint: int, measured: list, edited: int) -> None:
@@ -453,10 +485,60 @@ class MarkReviewed(Edit):
         state.analysis.reviewed_tracks = sorted({*state.analysis.reviewed_tracks, int(self.track_id)})
 
 
+@dataclass
+class MoveReferenceRegion(Edit):
+    """Put the ``organ`` reference region of ``timepoint`` at ``centre_mm`` (LPS, mm, that time point's scan), a
+    sphere of ``diameter_mm`` (default: the region's, else the configured one); re-measured and checked."""
+
+    TYPE: ClassVar[str] = "move_reference"
+    timepoint: int
+    organ: str
+    centre_mm: list[float]
+    diameter_mm: float | None = None
+
+    def validate(self, state: ReviewState) -> None:
+        if self.organ not in REFERENCE_ORGANS:
+            raise _refuse(f"no reference region in {self.organ!r}", f"Use one of {', '.join(REFERENCE_ORGANS)}")
+        state.label_array(int(self.timepoint))
+        if len(self.centre_mm) != 3:
+            raise _refuse(f"centre {self.centre_mm} is not a point (x, y, z mm)", "Give three coordinates (LPS, mm)")
+        if self.diameter_mm is not None and not 5.0 <= float(self.diameter_mm) <= 100.0:
+            raise _refuse(f"diameter {self.diameter_mm} mm is not a reference sphere's", "Give 5-100 mm")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        from LesionResponseLib.analysis.reference_regions import diameter_mm
+
+        tp = int(self.timepoint)
+        current = state.analysis.reference(tp, self.organ)
+        diameter = self.diameter_mm or (current.diameter_mm if current is not None
+                                        else diameter_mm(state.analysis.parameters, self.organ))
+        _put_reference(state, ctx, self.organ, tp, self.centre_mm, diameter, "reader")
+
+
+@dataclass
+class SetRoiSite(Edit):
+    """Set the site of ``roi_id`` (one of ``datamodel.LESION_SITES``): the reader's correction of the rule."""
+
+    TYPE: ClassVar[str] = "set_site"
+    ROI_PARAMS: ClassVar[tuple[str, ...]] = ("roi_id",)
+    roi_id: str
+    site: str
+
+    def validate(self, state: ReviewState) -> None:
+        roi = state.roi(self.roi_id)
+        if self.site not in LESION_SITES:
+            raise _refuse(f"unknown site {self.site!r}", f"Use one of {', '.join(LESION_SITES)}")
+        if roi.site == self.site and roi.site_source == "reader":
+            raise _refuse(f"lesion-ROI {self.roi_id} already has site {self.site}", "Nothing to do")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        roi = state.roi(self.roi_id)
+        roi.site, roi.site_source = self.site, "reader"
+
 
 EDIT_TYPES: dict[str, type[Edit]] = {cls.TYPE: cls for cls in (
     LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RejectRois, RestoreRoi, AddRoi, EditRoi, ImportRois,
-    MarkReviewed)}
+    MarkReviewed, MoveReferenceRegion, SetRoiSite)}
 
 
 def edit_from_dict(data: dict[str, Any]) -> Edit:

@@ -42,9 +42,11 @@ from LesionResponseLib.review.edits import (
     LinkRois,
     MarkReviewed,
     MergeTracks,
+    MoveReferenceRegion,
     RejectRoi,
     RejectRois,
     RestoreRoi,
+    SetRoiSite,
     SplitTrack,
     UnlinkRoi,
     edit_from_dict,
@@ -151,6 +153,7 @@ class ReviewSession:
         self.applied: list[dict[str, Any]] = []
         self.redo_stack: list[dict[str, Any]] = []
         self._suv_cache: dict[int, sitk.Image] = {}
+        self._organs_cache: dict[int, Any] = {}
         self._suv = suv
         self.base = load_state(self.dir / "base")
         self.state = self.base.copy()
@@ -209,8 +212,20 @@ class ReviewSession:
 
     # ----- applying ------------------------------------------------------------------------------
     def context(self) -> ApplyContext:
-        """What edits need to apply: the engine, the review folder, the SUV PET provider."""
-        return ApplyContext(self.engine, self.dir, self.suv)
+        """What edits need to apply: the engine, the review folder, the SUV PET and organ providers."""
+        return ApplyContext(self.engine, self.dir, self.suv, self.organs)
+
+    def organs(self, timepoint: int) -> Any:
+        """The organs of ``timepoint`` found by the analysis (``OUT/anatomy/tp{k}.nii.gz``), None without it."""
+        if timepoint not in self._organs_cache:
+            path = self.out / "anatomy" / f"tp{timepoint}.nii.gz"
+            organs = None
+            if path.is_file():
+                from LesionResponseLib.segmentation.organs import Organs
+
+                organs = Organs.from_image(sitk.ReadImage(str(path)))
+            self._organs_cache[timepoint] = organs
+        return self._organs_cache[timepoint]
 
     def suv(self, timepoint: int) -> sitk.Image:
         """SUV PET of ``timepoint`` (``suv`` callback, ``OUT/suv/tp{k}.nii.gz`` or the DICOM files)."""
@@ -361,6 +376,16 @@ class ReviewSession:
         ``reference_skipped``: the structures left out and why."""
         edit, skipped = self.reference_edit(paths, timepoint, names)
         return {**self.apply(edit), "reference_skipped": skipped}
+
+    def move_reference(self, timepoint: int, organ: str, centre_mm: tuple[float, float, float] | list[float],
+                       diameter_mm: float | None = None) -> dict[str, Any]:
+        """Put the ``organ`` (liver, spleen) reference region of ``timepoint`` at ``centre_mm`` (LPS, mm)."""
+        return self.apply(MoveReferenceRegion(int(timepoint), organ, [float(c) for c in centre_mm],
+                                              None if diameter_mm is None else float(diameter_mm)))
+
+    def set_site(self, roi_id: str, site: str) -> dict[str, Any]:
+        """Set a lesion-ROI's site (liver, bone, lymph node, pancreas, lung, peritoneum/other)."""
+        return self.apply(SetRoiSite(roi_id, site))
 
     def undo(self) -> dict[str, Any]:
         """Revert the last edit (replay of the others from the base); returns its record."""

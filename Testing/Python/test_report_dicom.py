@@ -73,18 +73,26 @@ def test_seg_reads_back_to_the_label_masks(export):
             assert description.tracking_uid == track_uid("RPT001", row.track_id)
 
 
-def _groups(sr: pydicom.Dataset) -> list[dict]:
-    """Per measurement group: tracking UID, time point id, {(concept, derivation): value}, category."""
+def _groups(sr: pydicom.Dataset, lesions_only: bool = True) -> list[dict]:
+    """Per measurement group: tracking UID (and identifier), time point id, {(concept, derivation, unit): value},
+    category, finding and finding sites. ``lesions_only``: the lesion groups (finding "Lesion"), not the
+    patient-level burden and reference-region groups."""
     groups = []
     for container in sr.ContentSequence:
         if container.ConceptNameCodeSequence[0].CodeMeaning != "Imaging Measurements":
             continue
         for group in container.ContentSequence:
-            info: dict = {"values": {}}
+            info: dict = {"values": {}, "sites": []}
             for item in group.ContentSequence:
                 name = item.ConceptNameCodeSequence[0].CodeMeaning
                 if name == "Tracking Unique Identifier":
                     info["uid"] = item.UID
+                elif name == "Tracking Identifier":
+                    info["identifier"] = item.TextValue
+                elif name == "Finding":
+                    info["finding"] = item.ConceptCodeSequence[0].CodeMeaning
+                    info["sites"] = [m.ConceptCodeSequence[0].CodeValue for m in item.get("ContentSequence", [])
+                                     if m.ConceptNameCodeSequence[0].CodeMeaning == "Finding Site"]
                 elif name == "Subject Time Point Identifier":
                     info["tp"] = item.TextValue
                 elif item.ValueType == "NUM" and item.RelationshipType == "CONTAINS":
@@ -101,7 +109,12 @@ def _groups(sr: pydicom.Dataset) -> list[dict]:
                     info["category"] = item.ConceptCodeSequence[0].CodeMeaning
                 elif name == "Response category confidence":
                     info["confidence"] = item.ConceptCodeSequence[0].CodeMeaning
-            groups.append(info)
+                elif name == "Finding Site":
+                    info["sites"].append(item.ConceptCodeSequence[0].CodeValue)
+                elif name == "Krenning-like grade":
+                    info["grade"] = item.ConceptCodeSequence[0].CodeMeaning
+            if not lesions_only or info.get("finding") == "Lesion":
+                groups.append(info)
     return groups
 
 
@@ -166,6 +179,63 @@ def test_sr_carries_the_uncertainty_of_each_measure_and_call(export):
             assert g["confidence"] == ("indeterminate" if response.indeterminate[k] else "confident")
             seen.add(g["confidence"])
     assert seen == {"indeterminate", "confident"}  # the factory's track 2 is noisy (25 %), track 1 not (5 %)
+
+
+def test_sr_has_sites_ratios_and_grades_of_each_lesion(export):
+    """Each lesion's Finding Site is its site's SNOMED CT code; its ratios and Krenning-like grade are those of the
+    factory's reference regions (test_report_factory.REFERENCES)."""
+    from test_report_factory import REFERENCES, SITES
+
+    from LesionResponseLib.report.dicom_export import site_codes
+
+    out, paths = export
+    rois = pd.read_csv(out / "rois.csv")
+    tracks = pd.read_csv(out / "tracks.csv")
+    uid_to_track = {track_uid("RPT001", t): t for t in tracks.track_id}
+    for k in range(3):
+        for g in _groups(pydicom.dcmread(paths[2 * k + 1])):
+            if not g["values"]:
+                continue  # a disappeared track's group
+            track = uid_to_track[g["uid"]]
+            assert g["sites"] == [site_codes()[SITES[track]].value]
+            row = rois[(rois.timepoint == k) & (rois.track_id == track)].iloc[0]
+            ratio = g["values"][("SUVmax to liver reference SUVmean ratio", "", "1")]
+            assert ratio == pytest.approx(row.suv_max / REFERENCES[(k, "liver")], rel=1e-6)
+            spleen = REFERENCES.get((k, "spleen"))
+            assert (("SUVmax to spleen reference SUVmean ratio", "", "1") in g["values"]) == (spleen is not None)
+            expected = "4" if spleen and row.suv_max > spleen else ("3" if spleen else ">=3")
+            assert g["grade"] == f"Krenning-like grade {expected}"
+
+
+def test_sr_has_the_tumour_burden_and_reference_regions(export):
+    """Patient-level groups: whole body and per site, equal to analysis.burden; one group per placed reference."""
+    from test_report_factory import REFERENCES
+
+    from LesionResponseLib.analysis import load_analysis
+    from LesionResponseLib.analysis.burden import burden_rows
+    from LesionResponseLib.report.dicom_export import site_codes
+
+    out, paths = export
+    rows = burden_rows(load_analysis(out))
+    for k in range(3):
+        groups = _groups(pydicom.dcmread(paths[2 * k + 1]), lesions_only=False)
+        burden = {g["identifier"].split(": ")[1]: g for g in groups if g.get("finding") == "Neoplasm"}
+        expected = {("whole body" if r["site"] == "all" else r["site"]): r for r in rows if r["timepoint"] == k}
+        assert set(burden) == set(expected)
+        for name, g in burden.items():
+            r, v = expected[name], g["values"]
+            assert g["sites"] == ["38266002" if name == "whole body" else site_codes()[name].value]
+            assert v[("Number of lesions (observable entity)", "", "{lesions}")] == r["n_rois"]
+            assert v[("Volume", "", "ml")] == pytest.approx(r["volume_ml"], rel=1e-9)
+            assert v[("SUVbw", "Total", "{SUVbw}g/ml.ml")] == pytest.approx(r["suv_total"], rel=1e-9)
+            change = v.get(("Change of tumour volume from baseline", "", "%"))
+            assert change == (None if not k or r["volume_ml_change_pct"] is None
+                              else pytest.approx(r["volume_ml_change_pct"]))  # none where the baseline is 0
+        references = {g["sites"][0]: g["values"] for g in groups if g.get("finding") == "Reference region of normal uptake"}
+        placed = {organ: mean for (tp, organ), mean in REFERENCES.items() if tp == k}
+        assert set(references) == {site_codes()[organ].value for organ in placed}
+        for organ, mean in placed.items():
+            assert references[site_codes()[organ].value][("SUVbw", "Mean", "{SUVbw}g/ml")] == pytest.approx(mean)
 
 
 def test_tracking_uid_is_shared_across_timepoints(export):

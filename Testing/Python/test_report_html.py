@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.report import ReportInputError, write_cohort_report, write_patient_report
 
-SECTIONS = ("summary", "timepoints", "spaghetti", "waterfall", "category-counts", "mips", "tracks",
+SECTIONS = ("summary", "timepoints", "burden", "spaghetti", "waterfall", "category-counts", "mips", "tracks",
             "reader-edits", "methods", "disclaimer")
 
 
@@ -36,7 +36,7 @@ def test_html_has_every_section_and_is_self_contained(paths):
     for section in SECTIONS:
         assert f'id="{section}"' in html, section
     assert not re.search(r'(src|href)="(https?:|file:|/)', html)  # nothing outside the file
-    assert html.count("data:image/png;base64,") == 3 + 3  # three plots + one MIP per time point
+    assert html.count("data:image/png;base64,") == 4 + 3  # four plots + one MIP per time point
 
 
 def _table_rows(html: str) -> list[list[str]]:
@@ -75,10 +75,32 @@ def test_pdf_has_every_section_heading(paths):
     pdftotext = require_tool("pdftotext")
     assert paths["pdf"].read_bytes()[:5] == b"%PDF-"
     text = subprocess.run([pdftotext, str(paths["pdf"]), "-"], capture_output=True, text=True, check=True).stdout
-    for heading in ("Summary", "Patient and time points", "SUVtotal per track over time", "Waterfall",
+    for heading in ("Summary", "Patient and time points", "Tumour burden and reference regions",
+                    "SUVtotal per track over time", "Waterfall",
                     "Category counts per follow-up", "Coronal PET MIPs", "Track table", "Reader edits",
                     "Methods, parameters and software", "For research use only"):
         assert heading in text, heading
+
+
+def test_burden_section_states_the_factory_truth(paths):
+    """Lesion counts, volumes and Krenning-like grades of the hand-built lesions (test_report_factory)."""
+    from test_report_factory import LESIONS, SITES, VOXEL_ML, _ball
+
+    html = paths["html"].read_text()
+    rows = _table_rows(html[html.index('id="burden"'):html.index("Krenning-like grade: the")])
+    burden = {(r[0], r[1]): r[2:] for r in rows if len(r) == 6 and r[0].isdigit()}
+    for tp in range(3):
+        present = {t: spec[tp] for t, spec in LESIONS.items() if tp in spec}
+        volume = sum(_ball(c, radius).sum() for c, radius, _ in present.values()) * VOXEL_ML
+        assert burden[(str(tp), "all")][0].split(" ")[0] == str(len(present))
+        assert burden[(str(tp), "all")][1].split(" ")[0] == f"{volume:.1f}"
+        for track in present:
+            assert burden[(str(tp), SITES[track])][0].split(" ")[0] == "1"
+    grades = {r[0]: r[1:] for r in rows if len(r) == 6 and r[0].isdigit() and r[1].isdigit()}
+    # TP0: liver 4, spleen 16 -> SUVmax 20 grade 4, 10 and 15 grade 3; TP1: liver 5, spleen 10 -> 12 and 10.5
+    # grade 4, 9 grade 3; TP2: no spleen reference -> every lesion above the liver is "≥3"
+    assert grades == {"0": ["0", "2", "1", "0", "0"], "1": ["0", "1", "2", "0", "0"], "2": ["0", "0", "0", "3", "0"]}
+    assert "not placed" in html and "no spleen found" in html
 
 
 def _has_colour(png: bytes, hex_colour: str, tolerance: float = 0.03) -> bool:
@@ -98,6 +120,7 @@ def test_mip_colours_rois_by_category(out):
     assert _has_colour(mips[1], CATEGORY_COLOURS["new"]) and not _has_colour(mips[0], CATEGORY_COLOURS["new"])
     assert _has_colour(mips[0], CATEGORY_COLOURS["baseline"]) and not _has_colour(mips[1], CATEGORY_COLOURS["baseline"])
     assert _has_colour(mips[2], CATEGORY_COLOURS["increasing"])
+    assert all(_has_colour(m, plots.REFERENCE_COLOUR) for m in mips)  # the reference spheres are outlined
 
 
 def test_missing_analysis_names_the_folder(tmp_path):

@@ -588,3 +588,41 @@ def test_track_table_opens_in_queue_order_and_steps_to_the_next_unreviewed_track
         assert lrm.next_unreviewed(nodes.analysis, None) == order[-1]
     finally:
         session.close()
+
+
+def test_reference_spheres_are_outlined_in_their_own_view_and_follow_a_move(loaded):
+    """A placed reference region is a sphere model cut by its time point's view only (magenta, as on the report's
+    MIPs); a region not placed has none; redrawn after a move (refresh_after_edit calls show_reference_regions; the
+    shared scene's label maps are left as other tests made them, so the spheres are redrawn directly), the one
+    sphere is at the new centre."""
+    from LesionResponseReview import mrml as lrm
+
+    from LesionResponseLib.datamodel import ReferenceRegion
+
+    _, nodes, _ = loaded
+    saved = list(nodes.analysis.reference_regions)
+
+    def bounds_centre_and_size(model) -> tuple[np.ndarray, np.ndarray]:
+        b = np.array(model.GetPolyData().GetBounds()).reshape(3, 2)
+        return b.mean(axis=1), b[:, 1] - b[:, 0]
+
+    drawn = []
+    try:
+        for centre in ((-80.0, -10.0, -560.0), (-60.0, 5.0, -540.0)):
+            nodes.analysis.reference_regions = [
+                ReferenceRegion(0, "liver", True, 30.0, centre, 6.0, 1.0, 14.0, 1.0),
+                ReferenceRegion(0, "spleen", False, 20.0, warnings=["no spleen found"])]
+            lrm.show_reference_regions(nodes)
+            assert list(nodes.reference_models) == [(0, "liver")]
+            model = nodes.reference_models[(0, "liver")]
+            drawn.append(model)
+            middle, size = bounds_centre_and_size(model)
+            assert np.allclose(middle, lrm.lps_to_ras(centre), atol=0.5) and np.allclose(size, 30.0, atol=0.5)
+            display = model.GetDisplayNode()
+            assert display.GetVisibility2D() and display.GetColor() == lrm.REFERENCE_COLOUR
+            assert [display.GetNthViewNodeID(i) for i in range(display.GetNumberOfViewNodeIDs())] == \
+                [nodes.slice_nodes[0].GetID()]
+        assert not nodes.scene.IsNodePresent(drawn[0]) and nodes.scene.IsNodePresent(drawn[1])  # moved, not added
+    finally:
+        nodes.analysis.reference_regions = saved
+        lrm.show_reference_regions(nodes)

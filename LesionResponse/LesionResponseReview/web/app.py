@@ -22,7 +22,7 @@ from LesionResponseReview.web.logic.overview import OverviewLogic
 from LesionResponseReview.web.logic.settings import SettingsLogic
 from LesionResponseReview.web.logic.timepoints import TimepointsLogic
 from LesionResponseReview.web.logic.tracks import TracksLogic
-from LesionResponseReview.web.logic.views import ViewsLogic
+from LesionResponseReview.web.logic.views import REFERENCE_MODE, ViewsLogic
 from LesionResponseReview.web.ui.audit_ui import build_audit
 from LesionResponseReview.web.ui.corrections_ui import build_corrections
 from LesionResponseReview.web.ui.overview_ui import build_overview
@@ -66,6 +66,7 @@ class ReviewApp(TrameApp):
         self.server.trigger("next_unreviewed")(self.tracks.next_unreviewed)
         self.server.trigger("mark_reviewed")(self._mark_reviewed)
         self.server.trigger("mip_click")(self.overview.clicked)
+        self.server.trigger("show_reference")(self.timepoints.show_reference)
         self._load(images)
         self._build_ui()
 
@@ -99,6 +100,10 @@ class ReviewApp(TrameApp):
             if mode == "add":
                 self.corrections.add_at(tp, ras)
                 self.views.data.click_mode = "navigate"  # one ROI per click in add mode
+                return
+            if mode.startswith(REFERENCE_MODE):
+                self.corrections.place_reference(tp, ras, mode.removeprefix(REFERENCE_MODE))
+                self.views.data.click_mode = "navigate"  # one move per click
                 return
             roi_id = self.corrections.pick(tp, ras, into_b=shift)
             track = mrml.track_of(self.context.nodes.analysis).get(roi_id) if roi_id else None

@@ -1,5 +1,6 @@
 """UI of the corrections: ROI A / B (click / shift-click a ROI in a view, or type), the ROI edits, the track
-edits on the selected track, adding a ROI by a click on a hot spot, re-thresholding, undo / redo."""
+edits on the selected track, adding a ROI by a click on a hot spot, re-thresholding, the site of ROI A, moving a
+reference region by a click, undo / redo."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 from trame_server import Server
 
+from LesionResponseLib.datamodel import LESION_SITES
 from LesionResponseReview.web.logic import corrections, tracks
 from LesionResponseReview.web.logic.base import typed_state
 from LesionResponseReview.web.ui.common import tid
@@ -78,6 +80,15 @@ def build_corrections(server: Server, logic: corrections.CorrectionsLogic, n_tim
         html.Div("Add: switch the views to 'add ROI' and click the hot spot.", classes="text-caption")
 
         build_reference_import(name, busy, logic.import_reference)
+
+        v3.VDivider(classes="my-2")
+        html.Div("Site and reference regions", classes="text-subtitle-2")
+        with html.Div(classes="d-flex align-center"):
+            v3.VSelect(v_model=(name.site,), items=(list(LESION_SITES),), label="site", density="compact",
+                       hide_details=True, classes="mr-2", style="max-width: 200px;", **tid("site"))
+            _button("Set site of A", "set_site", logic.set_site, busy)
+        html.Div("Move the liver or spleen reference sphere: switch the views to 'liver ref' or 'spleen ref' and "
+                 "click its new centre in that time point's view.", classes="text-caption")
 
         v3.VDivider(classes="my-2")
         with html.Div(classes="d-flex align-center"):
