@@ -653,7 +653,7 @@ def site_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: st
         site_of_label = {int(label): le["site"] for le in truth["lesions"]
                          for label in le["timepoints"][str(k)]["labels"]}
         pred, true = _label_arrays(analysis_dir, phantom_dir, k)
-        for label, true_label in roi_truth_labels(pred, true, _tiny_labels(truth, k)).items():
+        for label, true_label in roi_truth_labels(pred, true, tiny_labels(truth, k)).items():
             roi = rois.get((k, int(label)))
             if roi is None or true_label not in site_of_label:
                 continue
