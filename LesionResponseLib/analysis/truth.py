@@ -646,13 +646,14 @@ def site_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: st
     """Sites of the accepted ROIs of at least ``min_volume_ml`` that overlap a true lesion (:func:`roi_truth_labels`)
     against that lesion's site (:data:`PHANTOM_SITE_NAMES`): ``right`` of ``n`` and the ``errors`` (ROI id, volume,
     true and measured site)."""
-    truth = _phantom_truth(phantom_dir)
+    reference = Reference.from_phantom(phantom_dir)
+    truth = reference.truth
     rois = {(r.timepoint, r.label): r for r in analysis.rois if r.status == "accepted" and r.volume_ml >= min_volume_ml}
     right, errors = 0, []
     for k in range(int(truth["n_timepoints"])):
         site_of_label = {int(label): le["site"] for le in truth["lesions"]
                          for label in le["timepoints"][str(k)]["labels"]}
-        pred, true = _label_arrays(analysis_dir, phantom_dir, k)
+        pred, true = _label_arrays(analysis_dir, reference, k)
         for label, true_label in roi_truth_labels(pred, true, tiny_labels(truth, k)).items():
             roi = rois.get((k, int(label)))
             if roi is None or true_label not in site_of_label:
