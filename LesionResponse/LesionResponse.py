@@ -104,7 +104,8 @@ class LesionResponse(ScriptedLoadableModule):
         self.parent.helpText = (
             "Lesion-by-lesion response assessment of longitudinal [68Ga]Ga-DOTATATE PET/CT: segment lesion-ROIs, "
             "quantify SUV, register time points, track lesions, categorise response (SUVtotal change), review "
-            "and export reports and DICOM SEG/SR. Keys: N / P = next / previous track."
+            "and export reports and DICOM SEG/SR. Keys: N / P = next / previous track, U = next unreviewed track of "
+            "the review queue, R = mark the selected track reviewed."
         )
         self.parent.acknowledgementText = "Built on 3D Slicer, SimpleITK, MONAI, pydicom and highdicom."
 
@@ -168,6 +169,8 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadButton.connect("clicked(bool)", self.onLoad)
         self.ui.nextTrackButton.connect("clicked(bool)", lambda: self.onStepTrack(1))
         self.ui.previousTrackButton.connect("clicked(bool)", lambda: self.onStepTrack(-1))
+        self.ui.nextUnreviewedButton.connect("clicked(bool)", self.onNextUnreviewed)
+        self.ui.markReviewedButton.connect("clicked(bool)", self.onMarkReviewed)
         self.ui.colorByComboBox.connect("currentTextChanged(QString)", self.onColorBy)
         self.ui.trackTableView.connect("selectionChanged()", self.onTrackSelected)
         self.ui.followCrosshairCheckBox.connect("toggled(bool)", self.onFollowCrosshair)
@@ -178,10 +181,15 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editInSegmentEditorButton.connect("clicked(bool)", self.onOpenSegmentEditor)
         self.ui.applySegmentButton.connect("clicked(bool)", self.onApplySegment)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self._addReferenceImport()
 
         for key, step in (("N", 1), ("P", -1)):
             shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
             shortcut.connect("activated()", lambda s=step: self.onStepTrack(s))
+            self._shortcuts.append(shortcut)
+        for key, action in (("U", self.onNextUnreviewed), ("R", self.onMarkReviewed)):
+            shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
+            shortcut.connect("activated()", action)
             self._shortcuts.append(shortcut)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -318,6 +326,7 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.trackTableView.setMRMLTableNode(nodes.table)
             self.ui.statusLabel.text = (f"{len(nodes.analysis.timepoints)} time points, "
                                         f"{len(nodes.analysis.tracks)} tracks loaded.")
+            self.onNextUnreviewed()  # the table lists the review queue: start at its top
 
     # ------------------------------------------------------------------------------------ tracks
     def onTrackSelected(self) -> None:
@@ -328,6 +337,7 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not show the track."):
             self.logic.jumpToTrack(trackId)
             self.ui.roiAEdit.text = str(trackId)
+            self._showQueue()
 
     def onStepTrack(self, step: int) -> None:
         if self.logic.nodes is None:
@@ -339,6 +349,36 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ids = [table.GetColumnByName("track_id").GetValue(i) for i in range(table.GetNumberOfRows())]
             if trackId in ids:
                 self.ui.trackTableView.selectRow(ids.index(trackId))
+
+    def onNextUnreviewed(self) -> None:
+        """Centre every view on the next unreviewed track of the review queue and select its row."""
+        if self.logic.nodes is None:
+            return
+        with slicer.util.tryWithErrorDisplay("Could not step to the next unreviewed track."):
+            trackId = self.logic.nextUnreviewed()
+            if trackId is not None:
+                self._selectRow(trackId)
+            self._showQueue()
+
+    def onMarkReviewed(self) -> None:
+        """Mark the selected track reviewed (a review edit: saved, audited, undoable)."""
+        if self.logic.nodes is None or self.logic.currentTrack is None:
+            return
+        with slicer.util.tryWithErrorDisplay("Could not mark the track reviewed.", waitCursor=True):
+            self.logic.edit(_edits().MarkReviewed(self.logic.currentTrack))
+            self._selectRow(self.logic.currentTrack)
+            self._showQueue()
+
+    def _selectRow(self, trackId: int) -> None:
+        table = self.logic.nodes.table.GetTable()
+        ids = [table.GetColumnByName("track_id").GetValue(i) for i in range(table.GetNumberOfRows())]
+        if trackId in ids:
+            self.ui.trackTableView.selectRow(ids.index(trackId))
+
+    def _showQueue(self) -> None:
+        """What is left of the review queue, and why the selected track is in it."""
+        self.ui.queueSummaryLabel.text = self.logic.queueSummary()
+        self.ui.queueReasonsLabel.text = self.logic.queueReasons()
 
     def onColorBy(self, text: str) -> None:
         if self.logic.nodes is not None:
@@ -388,6 +428,33 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not apply the edited segment.", waitCursor=True):
             editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
             self.logic.applyEditedSegment(editor.segmentationNode(), editor.currentSegmentID())
+
+    # ------------------------------------------------------------------------------------ reference contours
+    def _addReferenceImport(self) -> None:
+        """A section for a site's reference contours (RTSTRUCT, DICOM SEG, label maps) as reader ROIs."""
+        import ctk
+
+        section = ctk.ctkCollapsibleButton()
+        section.text = "Reference contours"
+        section.collapsed = True
+        layout = qt.QFormLayout(section)
+        self.referencePathLineEdit = ctk.ctkPathLineEdit()
+        self.referencePathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Dirs
+        self.referencePathLineEdit.toolTip = "RTSTRUCT or DICOM SEG file, NIfTI/NRRD label map, or a folder of them"
+        layout.addRow("File or folder:", self.referencePathLineEdit)
+        button = qt.QPushButton("Import as reader ROIs")
+        button.toolTip = ("Each structure replaces the ROI it overlaps most or becomes a new ROI; structures of one "
+                          "name are linked across time points. One edit: Undo takes it back.")
+        button.connect("clicked(bool)", self.onImportReference)
+        layout.addRow(button)
+        self.layout.addWidget(section)
+
+    def onImportReference(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not import the reference contours.", waitCursor=True):
+            record = self.logic.importReference([self.referencePathLineEdit.currentPath])
+            skipped = record.get("reference_skipped", [])
+            self.ui.statusLabel.text = (f"Imported {len(record['edit']['rois'])} reference structures"
+                                        + (f", {len(skipped)} not imported (see the audit)" if skipped else ""))
 
     # ------------------------------------------------------------------------------------ export
     def onExport(self) -> None:
@@ -543,11 +610,39 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         return mrml.select_track(self.nodes, trackId)
 
     def stepTrack(self, step: int) -> int:
+        """Select the track ``step`` rows after the current one in the table (the review queue's order)."""
         from LesionResponseReview import mrml
 
-        trackId = mrml.step_track(self.nodes, self.currentTrack, step)
+        trackId = mrml.step_track(self.nodes, self.currentTrack, step, mrml.queue_order(self.nodes.analysis))
         self.jumpToTrack(trackId)
         return trackId
+
+    def nextUnreviewed(self) -> int | None:
+        """Centre every view on the next unreviewed track of the review queue (None: every track is reviewed)."""
+        from LesionResponseReview import mrml
+
+        trackId = mrml.next_unreviewed(self.nodes.analysis, self.currentTrack)
+        if trackId is not None:
+            self.jumpToTrack(trackId)
+        return trackId
+
+    def queueSummary(self) -> str:
+        from LesionResponseReview import mrml
+
+        return mrml.queue_summary(self.nodes.analysis) if self.nodes is not None else ""
+
+    def queueReasons(self) -> str:
+        """Why the selected track is in the review queue (its reasons, or that nothing stands out)."""
+        from LesionResponseReview import mrml
+
+        if self.nodes is None or self.currentTrack is None:
+            return ""
+        _columns, rows = mrml.track_rows(self.nodes.analysis)
+        row = next((r for r in rows if r["track_id"] == self.currentTrack), None)
+        if row is None:
+            return ""
+        return f"T{self.currentTrack:03d}: " + (row["review_reasons"] or "nothing stands out") + \
+            (" (reviewed)" if row["reviewed"] else "")
 
     def setColorBy(self, colorBy: str) -> None:
         from LesionResponseReview import mrml
@@ -585,6 +680,13 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         from LesionResponseReview import mrml
 
         return mrml.redo_review_edit(self.nodes, self.reviewSession())
+
+    def importReference(self, paths: list[str]) -> Any:
+        """Import a site's reference contours as reader ROIs (one typed review edit, ``ReviewSession.reference_edit``)."""
+        from LesionResponseReview import mrml
+
+        edit, skipped = self.reviewSession().reference_edit(paths)
+        return {**mrml.apply_review_edit(self.nodes, self.reviewSession(), edit), "reference_skipped": skipped}
 
     def closeSession(self) -> None:
         """Release the review session (and its lock on the analysis folder)."""
@@ -690,6 +792,15 @@ class LesionResponseTest(ScriptedLoadableModuleTest):
         for trackId in mrml.track_ids(nodes):
             centres = logic.jumpToTrack(trackId)
             self.assertEqual(sorted(centres), list(range(truth["n_timepoints"])))
+
+        self.delayDisplay("The review queue: next unreviewed track, mark it reviewed, undo")
+        first = logic.nextUnreviewed()
+        self.assertEqual(first, mrml.queue_order(nodes.analysis)[0])
+        logic.edit(_edits().MarkReviewed(first))
+        self.assertIn(first, logic.nodes.analysis.reviewed_tracks)
+        self.assertNotEqual(logic.nextUnreviewed(), first)
+        logic.undo()
+        self.assertNotIn(first, logic.nodes.analysis.reviewed_tracks)
 
         self.delayDisplay("Rejecting a lesion-ROI, undo")
         from LesionResponseLib.review.edits import RejectRoi

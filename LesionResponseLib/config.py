@@ -82,8 +82,9 @@ class SegmentationConfig(_Section):
     SECTION: ClassVar[str] = "segmentation"
     method: str = setting("model", help="'model' (the shipped MONAI model or --model), 'threshold', 'truth' "
                           "(phantom masks from --labels) or a model file.", flag="--segmentation")
-    model_path: str | None = setting(None, help="Model file for the 'model' method (default: the shipped one).",
-                                     flag="--model")
+    model_path: str | None = setting(None, help="Model file for the 'model' method (default: the shipped one); a "
+                                     "site's own model from `train --from-analyses`, set in the site config file to "
+                                     "make it the site default.", flag="--model")
     labels_dir: str | None = setting(None, help="Folder of label maps tp{k}.nii.gz (or tp{k}_lesions.nii.gz) used "
                                      "instead of segmenting.", flag="--labels")
     # 0.1 mL: two 4 mm PET voxels; smaller components are noise more often than lesions (MODEL_CARD).
@@ -110,6 +111,13 @@ class QuantificationConfig(_Section):
     psf_fwhm_mm: float = setting(6.0, help="Reconstructed PET resolution (FWHM), used by the partial-volume-"
                                  "corrected SUVtotal and the prior-guided search.", unit="mm", minimum=0.5,
                                  maximum=30.0, flag="--psf-fwhm-mm")
+    # 1 mm: the shipped model's ROIs on development phantoms (seeds 1, 4400: 154 ROI x scans) have a log volume
+    # error vs truth of SD 0.61 / 0.53 / 0.29 / 0.14 for lesions of < 0.5 / 0.5-2 / 2-10 / > 10 mL: 3 x shift / radius
+    # with a shift of 0.8-1.1 mm at every size (a boundary placed coherently ~1/4 voxel off). A different model or
+    # reader contours: measure it the same way (docs/confidence-and-review-queue.md).
+    contour_sd_mm: float = setting(1.0, help="SD of where a ROI's boundary lies around the lesion's true surface "
+                                   "(one shift of the whole boundary), for the SUVtotal uncertainty.", unit="mm",
+                                   minimum=0.0, maximum=10.0)
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,13 @@ class MatchingConfig(_Section):
     containment_min: float = setting(0.25, help="Share of a left-over ROI's dilated volume that must lie inside an "
                                      "assigned partner for it to join as a split/merge branch.", minimum=0.0,
                                      maximum=1.0)
+    # 2.5 mm: the registration error at lesion centres published for the method (2.3-2.6 mm, docs/DOMAIN.md §2) and
+    # measured for elastix on the phantoms (2.3 mm mean, benchmarks/bench_tracking.py). Sets how far apart two ROIs
+    # may lie and still be one lesion that no split or merge may take (tracking.matching, "own partners").
+    registration_error_mm: float = setting(2.5, help="Mean registration error at lesion centres: ROIs of two scans "
+                                           "that are each other's nearest within a few times this (plus their "
+                                           "change of radius) are one lesion, never another lesion's split or merge "
+                                           "branch.", unit="mm", minimum=0.0)
 
 
 @dataclass(frozen=True)
@@ -191,10 +206,30 @@ class ResponseConfig(_Section):
                                             maximum=0.0, flag="--decrease")
     increase_threshold_pct: float = setting(30.0, help="Change above which a lesion is 'increasing'.", unit="%",
                                             minimum=0.0, flag="--increase")
+    # 90 %: the issue's calibration target (a 90 % interval covers 85-95 % of true changes); a call whose interval
+    # holds a threshold is marked indeterminate beside its category.
+    interval_level: float = setting(0.9, help="Confidence level of each ΔSUVtotal interval; a category whose interval "
+                                    "holds a threshold is marked indeterminate.", minimum=0.5, maximum=0.999,
+                                    flag="--interval-level")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig(_Section):
+    """Reference regions of normal liver and spleen uptake per time point (analysis.reference_regions): the lesion-to-
+    liver and -spleen ratios and the Krenning-like grade."""
+
+    SECTION: ClassVar[str] = "reference"
+    # PERCIST 1.0 (Wahl et al., J Nucl Med 2009;50:122S-150S): a 3 cm diameter sphere in normal right-lobe liver.
+    liver_diameter_mm: float = setting(30.0, help="Diameter of the liver reference sphere, placed in normal "
+                                       "right-lobe liver.", unit="mm", minimum=10.0, maximum=60.0)
+    # The spleen is ~4 cm thick: a 2 cm sphere with its margin (1.5 PSF FWHM to every edge) fits where 3 cm often
+    # does not; its mean over ~65 voxels of 4 mm still has a noise error of ~2 %.
+    spleen_diameter_mm: float = setting(20.0, help="Diameter of the spleen reference sphere, placed in normal "
+                                        "spleen.", unit="mm", minimum=10.0, maximum=60.0)
 
 
 SECTIONS: tuple[type[_Section], ...] = (InputConfig, SegmentationConfig, QuantificationConfig, RegistrationConfig,
-                                        MatchingConfig, PriorSearchConfig, ResponseConfig)
+                                        MatchingConfig, PriorSearchConfig, ResponseConfig, ReferenceConfig)
 
 
 @dataclass(frozen=True)
@@ -208,6 +243,7 @@ class AnalysisParameters:
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     prior_search: PriorSearchConfig = field(default_factory=PriorSearchConfig)
     response: ResponseConfig = field(default_factory=ResponseConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     # Where each value that differs from the built-in default came from (``{"matching.dilation_mm": "--config
     # site.toml"}``): written to analysis.json beside the parameters, not part of them (no cache key reads it).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

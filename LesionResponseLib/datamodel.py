@@ -25,6 +25,12 @@ RoiStatus = Literal["accepted", "rejected"]
 RoiSource = Literal["model", "prior-guided", "reader"]
 ROI_SOURCES: tuple[str, ...] = ("model", "prior-guided", "reader")
 RoiCategory = Literal["baseline", "new", "increasing", "stable", "decreasing"]
+#: Where a lesion-ROI lies (``analysis.sites`` gives it from the CT and the position; a reader corrects it).
+LESION_SITES: tuple[str, ...] = ("liver", "bone", "lymph node", "pancreas", "lung", "peritoneum/other")
+#: Who set a ROI's site or placed a reference region: the ``automatic`` rule or a ``reader``.
+SETTERS: tuple[str, ...] = ("automatic", "reader")
+#: Organs that hold a reference region of normal uptake (``analysis.reference_regions``).
+REFERENCE_ORGANS: tuple[str, ...] = ("liver", "spleen")
 TrackCategory = Literal["new", "increasing", "stable", "decreasing", "disappearing", "absent"]
 TrackPattern = Literal[
     "baseline-only", "monotonic", "non-monotonic", "new-then-resolved", "disappeared-then-returned", "new"
@@ -113,6 +119,13 @@ class LesionROI(_Serialisable):
     suv_total_pvc: float | None = None  # partial-volume-corrected SUVtotal, SUV*mL (analysis.quantify)
     status: RoiStatus = "accepted"
     source: RoiSource = "model"
+    # How well it is measured (analysis.quantify.roi_uncertainties; None in analysis.json files written before):
+    suv_total_sd: float | None = None  # SD of suv_total, SUV*mL (image noise and contour)
+    suv_total_pvc_sd: float | None = None  # SD of suv_total_pvc, SUV*mL
+    background_suv: float | None = None  # hottest uptake around it: 95th percentile of its background shell, SUV
+    at_fov_edge: bool = False  # within one PSF FWHM of the edge of the field of view
+    site: str = ""  # one of LESION_SITES ("" when not determined: no CT)
+    site_source: str = "automatic"  # one of SETTERS
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LesionROI:
@@ -126,6 +139,31 @@ class LesionROI(_Serialisable):
 def roi_id_for(timepoint: int, label: int) -> str:
     """The canonical ROI id of ``label`` in time point ``timepoint``."""
     return f"tp{timepoint}-L{label:04d}"
+
+
+@dataclass
+class ReferenceRegion(_Serialisable):
+    """A sphere of normal organ uptake at one time point, the reference of the lesion-to-organ ratios
+    (``analysis.reference_regions``). ``placed`` False: none could be placed, ``warnings`` say why."""
+
+    timepoint: int
+    organ: str  # one of REFERENCE_ORGANS
+    placed: bool
+    diameter_mm: float
+    centre_mm: tuple[float, float, float] | None = None  # LPS, mm, that time point's own scan
+    suv_mean: float | None = None
+    suv_sd: float | None = None
+    volume_ml: float | None = None  # the voxels whose centres lie in the sphere
+    organ_share: float | None = None  # share of those voxels inside the organ found on PET/CT
+    source: str = "automatic"  # one of SETTERS
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReferenceRegion:
+        region = super().from_dict(data)
+        if region.centre_mm is not None:
+            region.centre_mm = tuple(float(c) for c in region.centre_mm)  # type: ignore[assignment]
+        return region
 
 
 @dataclass
@@ -189,17 +227,27 @@ class TrackResponse(_Serialisable):
     categories: dict[int, str]  # follow-up index (>=1) -> TrackCategory
     delta_suv_total_pct: dict[int, float | None]  # follow-up -> % change vs reference (None if undefined)
     pattern: str  # TrackPattern
+    # Uncertainty (analysis.response; empty in analysis.json files written before it existed):
+    suv_total_sd: dict[int, float] = field(default_factory=dict)  # time point -> SD of suv_total (0 when absent)
+    delta_interval_pct: dict[int, list[float] | None] = field(default_factory=dict)  # follow-up -> [low, high] %
+    category_confidence: dict[int, float | None] = field(default_factory=dict)  # P(true change in the category)
+    indeterminate: dict[int, bool] = field(default_factory=dict)  # the interval holds a category threshold
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrackResponse:
+        def keyed(name: str, convert: Any) -> dict[int, Any]:
+            return {int(k): (None if v is None else convert(v)) for k, v in data.get(name, {}).items()}
+
         return cls(
             track_id=int(data["track_id"]),
             suv_total={int(k): float(v) for k, v in data["suv_total"].items()},
             categories={int(k): v for k, v in data["categories"].items()},
-            delta_suv_total_pct={
-                int(k): (None if v is None else float(v)) for k, v in data["delta_suv_total_pct"].items()
-            },
+            delta_suv_total_pct=keyed("delta_suv_total_pct", float),
             pattern=data["pattern"],
+            suv_total_sd=keyed("suv_total_sd", float),
+            delta_interval_pct=keyed("delta_interval_pct", lambda v: [float(x) for x in v]),
+            category_confidence=keyed("category_confidence", float),
+            indeterminate=keyed("indeterminate", bool),
         )
 
 
@@ -263,6 +311,10 @@ class Analysis:
     schema_version: int = SCHEMA_VERSION
     audit: list[dict[str, Any]] = field(default_factory=list)
     prior_searches: list[SearchRecord] = field(default_factory=list)  # one per prior-guided search
+    # Tracks a reader marked reviewed (review.edits.MarkReviewed; the review queue, analysis.queue, shows the rest).
+    reviewed_tracks: list[int] = field(default_factory=list)
+    # One per time point and organ of REFERENCE_ORGANS (analysis.reference_regions), placed or not.
+    reference_regions: list[ReferenceRegion] = field(default_factory=list)
 
     def roi(self, roi_id: str) -> LesionROI:
         """The ROI with id ``roi_id`` (KeyError naming it when absent)."""
@@ -270,6 +322,10 @@ class Analysis:
             if roi.roi_id == roi_id:
                 return roi
         raise KeyError(f"no lesion-ROI {roi_id!r} in this analysis")
+
+    def reference(self, timepoint: int, organ: str) -> ReferenceRegion | None:
+        """The reference region of ``organ`` at ``timepoint`` (None when the analysis has none)."""
+        return next((r for r in self.reference_regions if r.timepoint == timepoint and r.organ == organ), None)
 
     def model_evidence_rois(self) -> set[str]:
         """Ids of the ROIs the prior-guided search accepted on the segmentation model's probability (its
@@ -298,6 +354,8 @@ class Analysis:
             "audit": _jsonable(self.audit),
             "prior_searches": [r.to_dict() for r in self.prior_searches],
             "parameter_sources": self.parameters.non_default_sources(),
+            "reviewed_tracks": sorted(int(t) for t in self.reviewed_tracks),
+            "reference_regions": [r.to_dict() for r in self.reference_regions],
         }
 
     @classmethod
@@ -323,4 +381,6 @@ class Analysis:
             schema_version=version or SCHEMA_VERSION,
             audit=list(data.get("audit", [])),
             prior_searches=[SearchRecord.from_dict(r) for r in data.get("prior_searches", [])],
+            reviewed_tracks=[int(t) for t in data.get("reviewed_tracks", [])],
+            reference_regions=[ReferenceRegion.from_dict(r) for r in data.get("reference_regions", [])],
         )

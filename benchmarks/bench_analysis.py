@@ -14,7 +14,8 @@ or ``--small-lesions --low-contrast`` (small, faint lesions); ``--no-prior-searc
 prior-guided search, ``--candidates`` to confirm model candidates too, ``--compare`` for without-then-with on
 the same segmentation and registrations, ``--work DIR`` to keep (and reuse) the generated phantoms,
 ``--skip-measure`` to skip part 1, ``--reuse-cache`` to start from an earlier output's stage cache in ``--work``,
-``--param NAME=VALUE`` to set any other ``AnalysisParameters`` field (the output folder's name says which).
+``--param NAME=VALUE`` to set any other ``AnalysisParameters`` field (the output folder's name says which),
+``--pool --work DIR`` to print the interval and review-queue figures pooled over the patients analysed in ``DIR``.
 Besides the figures above it prints, per patient, the category agreement over *all* true lesion × follow-up
 pairs (and those of lesions >= 0.5 mL), the recall of *decreasing*, the same where a lesion below Rose's
 detection limit (expected CNR < 5, ``segmentation.metrics.expected_peak_cnr``) may also be called disappearing
@@ -22,10 +23,15 @@ detection limit (expected CNR < 5, ``segmentation.metrics.expected_peak_cnr``) m
 detector could call right at all, from each lesion's ideal-observer d' in truth.json, and the agreement over
 those pairs only), detection of lesions at follow-ups (present earlier) vs first detections, false-positive ROIs per scan
 by source and where they lie (the phantom organ under each), link precision / recall / F1 of the output ROIs (``tracking.evaluate.score_segmented``) and the
-registration error at true lesion centres (mean, 95th percentile, max). Seeds: 4200-4219 and 4300-4303 are
+registration error at true lesion centres (mean, 95th percentile, max), and (issue 32) how often the ΔSUVtotal
+intervals cover the true change, how often indeterminate vs confident calls are wrong, and the review queue's
+curve: the share of the wrong tracks in its top 10 %, 20 %, ... (``confidence_figures``; ``--split-neighbours``
+adds splitting lesions beside stable neighbours, ``phantom_options.py``). Seeds: 4200-4219 and 4300-4303 are
 development seeds (looked at while building the prior-guided search), 4304-4399 evaluation seeds (never looked
 at before their benchmark run; never tune on them; 4304-4326 used, the next evaluation starts at 4327); see
-Resources/Models/MODEL_CARD.md.
+Resources/Models/MODEL_CARD.md. Issue 32 (uncertainty, review queue, links beside a split): 4400-4409 are
+development seeds (the contour shift and the queue's weights were set on 4400-4403 and the demo's seed 1),
+4410-4449 evaluation seeds (4410-4416 used), docs/confidence-and-review-queue.md.
 """
 
 from __future__ import annotations
@@ -243,7 +249,58 @@ def run_demo(phantom: Path, out: Path, registration: str, truth_masks: bool, pri
         "truth_tracks_found": agreement["truth_tracks_found"], "truth_tracks": agreement["truth_tracks"],
         "suv_total": error_figures("suv_total_errors_pct"), "suv_total_pvc": error_figures("suv_total_pvc_errors_pct"),
         "timepoints": len(analysis.timepoints), "longitudinal": _longitudinal_figures(analysis, other, out, phantom),
+        "confidence": confidence_figures(analysis, out, phantom),
     }))
+
+
+#: Shares of the review queue (from the top) at which the benchmark prints how many of the wrong tracks it holds.
+QUEUE_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def confidence_figures(analysis, out: Path, phantom: Path, pairs: bool = False) -> dict:
+    """Issue-32 figures: the ΔSUVtotal intervals against the true changes (coverage, wrong calls among
+    indeterminate and confident ones) and the review queue's curve over the tracks the automation got wrong
+    (``analysis.truth.track_errors``: false positive / false link / missed link / category); ``pairs``: with the
+    calibration's matched pairs."""
+    from LesionResponseLib.analysis.queue import review_queue
+    from LesionResponseLib.analysis.truth import interval_calibration, queue_capture, track_errors
+
+    calibration = interval_calibration(analysis, out, phantom)
+    errors = track_errors(analysis, out, phantom)
+    scores = {item.track_id: item.score for item in review_queue(analysis)}
+    wrong = {t for t, found in errors.items() if found}
+    kinds = Counter(kind for found in errors.values() for kind in found)
+    return {"calibration": {k: v for k, v in calibration.items() if pairs or k != "pairs"},
+            "queue": queue_capture(scores, wrong, QUEUE_FRACTIONS), "errors": dict(kinds)}
+
+
+def pooled_confidence(work: Path) -> dict:
+    """The issue-32 figures over every patient analysed under ``work`` (its ``analysis_s*`` folders, each with the
+    phantom it names): the intervals of all matched pairs together, and per share ``f`` of each patient's queue
+    the wrong tracks in its top ``f`` over all wrong tracks (a reader reviewing the top ``f`` of every patient)."""
+    import re
+
+    from LesionResponseLib.analysis import load_analysis
+    from LesionResponseLib.analysis.truth import calibration_summary
+
+    pairs, patients, kinds, level = [], [], Counter(), None
+    for out in sorted(work.glob("analysis_s*")):
+        name = re.search(r"_(v\d+_s\d+_t\d+.*)$", out.name)
+        if name is None or not (out / "analysis.json").is_file():
+            continue
+        figures = confidence_figures(load_analysis(out), out, work / "phantoms" / name.group(1), pairs=True)
+        pairs += figures["calibration"]["pairs"]
+        level = figures["calibration"]["level"]
+        patients.append((out.name, figures["queue"]))
+        kinds.update(figures["errors"])
+    wrong = sum(q["wrong"] for _, q in patients)
+    curve = [{"fraction": f, "captured": sum((q["curve"][i]["captured"] or 0) * q["wrong"] for _, q in patients) / wrong,
+              "ceiling": sum((q["curve"][i]["ceiling"] or 0) * q["wrong"] for _, q in patients) / wrong}
+             for i, f in enumerate(QUEUE_FRACTIONS)] if wrong else []
+    return {"patients": [n for n, _ in patients],
+            "calibration": {k: v for k, v in calibration_summary(pairs, level).items() if k != "pairs"},
+            "queue": {"tracks": sum(q["tracks"] for _, q in patients), "wrong": wrong, "curve": curve},
+            "errors": dict(kinds)}
 
 
 def _phantom(work: Path, seed: int, timepoints: int, options: dict) -> Path:
@@ -337,6 +394,7 @@ def bench_demo(seed: int, timepoints: int, registration: str, truth_masks: bool,
             print(f"{name} vs truth, tracks >= 2 mL (n={f['n']}): median |error| {f['median_abs_pct']:.1f} %, "
                   f"within 10 %: {100 * f['within_10pct']:.0f} %")
     _print_longitudinal(figures["longitudinal"])
+    _print_confidence(figures["confidence"])
     print(f"outputs in {out}")
     return figures
 
@@ -388,6 +446,17 @@ def _print_longitudinal(f: dict) -> None:
                                                        or "none"))
 
 
+def _print_confidence(f: dict) -> None:
+    c, q = f["calibration"], f["queue"]
+    print(f"DeltaSUVtotal intervals ({100 * c['level']:.0f} %): cover {_fmt(c['coverage'])} of {c['n']} true changes "
+          f"(target 0.85-0.95); wrong calls: indeterminate {_fmt(c['wrong_indeterminate'])} of {c['n_indeterminate']}, "
+          f"confident {_fmt(c['wrong_confident'])} of {c['n_confident']} (target: indeterminate >= 3x confident)")
+    curve = ", ".join(f"{100 * p['fraction']:.0f} % {_fmt(p['captured'])} (ceiling {_fmt(p['ceiling'])})"
+                      for p in q["curve"])
+    print(f"review queue: {q['wrong']} of {q['tracks']} tracks wrong ({', '.join(f'{k} {v}' for k, v in f['errors'].items())}); "
+          f"share of them in the top of the queue: {curve} (target: top 20 % >= 0.70)")
+
+
 def _overrides(items: list[str]) -> dict:
     """``section.name=VALUE`` strings as settings (LesionResponseLib.config), each value parsed as its type."""
     from LesionResponseLib.config import ConfigError, find_setting
@@ -433,6 +502,8 @@ def main() -> None:
     parser.add_argument("--skip-measure", action="store_true", help="skip the measure_rois micro-benchmark")
     parser.add_argument("--reuse-cache", action="store_true", help="start from the stage cache of this patient's "
                         "earlier output in --work (only changed stages re-run; the time is then not a full analysis)")
+    parser.add_argument("--pool", action="store_true", help="analyse nothing: print the interval and review-queue "
+                        "figures pooled over every patient analysed under --work")
     parser.add_argument("--child", nargs=2, metavar=("PHANTOM", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = _overrides(args.param)
@@ -440,6 +511,13 @@ def main() -> None:
         run_demo(Path(args.child[0]), Path(args.child[1]), args.registration, args.truth_masks,
                  prior_search=not args.no_prior_search, candidates=args.candidates, model=args.model,
                  overrides=overrides)
+        return
+    if args.pool:
+        if args.work is None:
+            raise SystemExit("--pool needs --work (the folder of earlier runs)")
+        pooled = pooled_confidence(args.work)
+        print(f"pooled over {len(pooled['patients'])} patients: {', '.join(pooled['patients'])}")
+        _print_confidence(pooled)
         return
     if not args.skip_measure:
         bench_measure()

@@ -50,6 +50,7 @@ CATEGORY_COLORS["rejected"] = _rgb("#8c8c8c")  # grey: not a lesion (colour tabl
 LAYOUT_ID = 15001  # custom layout id (Slicer reserves ids < 100 for its own layouts)
 MAX_TIMEPOINTS_SHOWN = 7  # views side by side that stay readable on one screen
 PET_OPACITY = 0.5  # foreground (PET) opacity over the CT background: both stay visible
+REFERENCE_COLOUR = (1.0, 0.0, 1.0)  # the reference spheres' outline: magenta, as on the report's MIPs
 # SUV display range of the fused PET (docs/DOMAIN.md §5): liver SUVmean ~5 sits in the lower quarter, NET lesions
 # (SUVmax 15-80) in the upper half and above, so they stand out of the liver; the reader adjusts it.
 PET_SUV_WINDOW = (0.0, 20.0)
@@ -84,6 +85,7 @@ class LoadedNodes:
     selected_track: int | None = None
     roi_categories: dict[str, str] = field(default_factory=dict)
     last_track: dict[str, int] = field(default_factory=dict)  # roi_id -> latest track id it belonged to
+    reference_models: dict[tuple[int, str], Any] = field(default_factory=dict)  # (tp, organ) -> sphere model node
 
 
 def lps_to_ras(point: Sequence[float]) -> tuple[float, float, float]:
@@ -373,19 +375,56 @@ def checked_timepoints(analysis: Analysis, track: Any, rois_by_id: dict[str, Les
     return " ".join(f"T{tp}" for tp, src in sorted(sources.items()) if src != "model")
 
 
+def queue_order(analysis: Analysis) -> list[int]:
+    """Track ids in review-queue order (``analysis.queue``: unreviewed first, likeliest errors first)."""
+    from LesionResponseLib.analysis.queue import review_queue
+
+    return [item.track_id for item in review_queue(analysis)]
+
+
+def next_unreviewed(analysis: Analysis, current: int | None) -> int | None:
+    """The first unreviewed track after ``current`` in queue order (wrapping; from the top when ``current`` is
+    not in the queue), or None when every track is reviewed."""
+    from LesionResponseLib.analysis.queue import review_queue
+
+    left = [item.track_id for item in review_queue(analysis) if not item.reviewed]
+    if not left:
+        return None
+    order = queue_order(analysis)
+    if current not in order:
+        return left[0]
+    start = order.index(current)
+    return next(t for t in order[start + 1:] + order[:start + 1] if t in left)
+
+
+def queue_summary(analysis: Analysis) -> str:
+    """What is left of the review queue: ``3 of 12 tracks left to review`` (or that none is)."""
+    from LesionResponseLib.analysis.queue import review_queue
+
+    items = review_queue(analysis)
+    left = sum(not item.reviewed for item in items)
+    return f"{left} of {len(items)} tracks left to review" if left else f"all {len(items)} tracks reviewed"
+
+
 def track_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
-    """Columns and rows of the track table (the ``tracks.csv`` columns plus ``n_rois``, the ROI ids and
-    ``not_model``: time points whose ROI the prior-guided search or the reader added), from the analysis in
-    memory, so that it is current after every edit."""
+    """Columns and rows of the track table in review-queue order (the ``tracks.csv`` columns plus ``n_rois``, the ROI
+    ids, ``not_model``: time points whose ROI the prior-guided search or the reader added, the queue's rank, score,
+    reviewed flag and reasons, and the follow-ups whose category is indeterminate), from the analysis in memory, so
+    that it is current after every edit."""
+    from LesionResponseLib.analysis.queue import review_queue
+
     followups = range(1, len(analysis.timepoints))
     columns = ["track_id", "first_timepoint", "last_timepoint", "pattern"]
     columns += [c for k in followups for c in (f"category_t{k}", f"delta_suv_total_pct_t{k}")]
-    columns += ["n_rois", "rois", "not_model"]
+    columns += ["n_rois", "rois", "not_model", "queue_rank", "review_score", "reviewed", "review_reasons",
+                "indeterminate"]
     responses = {r.track_id: r for r in analysis.responses}
     rois_by_id = {r.roi_id: r for r in analysis.rois}  # once per table, not per track (refreshed on every edit)
     by_model = analysis.model_evidence_rois()
+    queue = {item.track_id: (rank, item) for rank, item in enumerate(review_queue(analysis), start=1)}
+    unqueued = (len(queue) + 1, None)  # a track without response (all its ROIs rejected) comes last
     rows = []
-    for track in sorted(analysis.tracks, key=lambda t: t.track_id):
+    for track in sorted(analysis.tracks, key=lambda t: (queue.get(t.track_id, unqueued)[0], t.track_id)):
         response = responses.get(track.track_id)
         ids = [rid for tp in sorted(track.rois) for rid in track.rois[tp]]
         row: dict[str, Any] = {"track_id": track.track_id, "first_timepoint": track.first_timepoint,
@@ -396,6 +435,12 @@ def track_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
             delta = response.delta_suv_total_pct.get(k) if response else None
             row[f"category_t{k}"] = response.categories.get(k, "") if response else ""
             row[f"delta_suv_total_pct_t{k}"] = "" if delta is None else f"{delta:.1f}"
+        rank, item = queue.get(track.track_id, unqueued)
+        row.update({"queue_rank": rank, "review_score": f"{item.score:.2f}" if item else "",
+                    "reviewed": "yes" if item and item.reviewed else "",
+                    "review_reasons": "; ".join(item.reasons) if item else "",
+                    "indeterminate": " ".join(f"T{k}" for k, flag in sorted(response.indeterminate.items()) if flag)
+                    if response else ""})
         rows.append(row)
     return columns, rows
 
@@ -409,7 +454,7 @@ def refresh_table(nodes: LoadedNodes) -> Any:
         nodes.table = nodes.scene.AddNewNodeByClass("vtkMRMLTableNode", "LesionResponse tracks")
     table = nodes.table.GetTable()
     table.Initialize()
-    integers = {"track_id", "first_timepoint", "last_timepoint", "n_rois"}
+    integers = {"track_id", "first_timepoint", "last_timepoint", "n_rois", "queue_rank"}
     for name in columns:
         array = vtk.vtkIntArray() if name in integers else vtk.vtkStringArray()
         array.SetName(name)
@@ -528,7 +573,37 @@ def attach_views(nodes: LoadedNodes, slice_nodes: dict[int, Any]) -> dict[int, A
         composite.SetLabelVolumeID(nodes.labels[tp].GetID() if tp in nodes.labels else None)
         composite.SetLabelOpacity(1.0)
         slice_node.SetUseLabelOutline(True)
+    show_reference_regions(nodes)
     return nodes.slice_nodes
+
+
+def show_reference_regions(nodes: LoadedNodes) -> None:
+    """Outline each placed reference sphere (liver, spleen) in its own time point's view: a sphere model whose cut
+    with the slice is drawn in :data:`REFERENCE_COLOUR`. Redrawn from ``nodes.analysis`` (after every edit)."""
+    import vtk
+
+    for model in nodes.reference_models.values():
+        nodes.scene.RemoveNode(model)
+    nodes.reference_models = {}
+    for region in nodes.analysis.reference_regions:
+        slice_node = nodes.slice_nodes.get(region.timepoint)
+        if not region.placed or slice_node is None:
+            continue
+        sphere = vtk.vtkSphereSource()
+        sphere.SetCenter(*lps_to_ras(region.centre_mm))
+        sphere.SetRadius(region.diameter_mm / 2.0)
+        sphere.SetThetaResolution(48)
+        sphere.SetPhiResolution(24)
+        sphere.Update()
+        model = nodes.scene.AddNewNodeByClass("vtkMRMLModelNode", f"{region.organ} reference tp{region.timepoint}")
+        model.SetAndObservePolyData(sphere.GetOutput())
+        model.CreateDefaultDisplayNodes()
+        display = model.GetDisplayNode()
+        display.SetColor(*REFERENCE_COLOUR)
+        display.SetVisibility2D(True)
+        display.SetSliceIntersectionThickness(2)
+        display.AddViewNodeID(slice_node.GetID())  # only in that time point's view
+        nodes.reference_models[(region.timepoint, region.organ)] = model
 
 
 def setup_timepoint_layout(nodes: LoadedNodes, layout_node: Any) -> dict[int, Any]:
@@ -811,6 +886,7 @@ def refresh_after_edit(nodes: LoadedNodes, reload_labels: bool = False, labels: 
     nodes.roi_categories = roi_categories(nodes.analysis)
     refresh_colors(nodes)
     refresh_table(nodes)
+    show_reference_regions(nodes)  # a moved sphere is redrawn
 
 
 def roi_id_from_text(text: str, what: str = "a ROI id") -> str:

@@ -10,7 +10,10 @@ from LesionResponseLib.analysis.cohort import (
 )
 from LesionResponseLib.analysis.outputs import OutputFolderError, load_analysis, load_labels, write_outputs
 from LesionResponseLib.analysis.quantify import QuantificationError, measure_rois
+from LesionResponseLib.analysis.reference_regions import measure_sphere as measure_reference
 from LesionResponseLib.analysis.response import assess_response, roi_categories
+from LesionResponseLib.analysis.sites import lesion_sites
 
 __all__ = ["OutputFolderError", "QuantificationError", "assess_response", "cohort_summary", "cohort_table", "truth_cohort_summary", "truth_cohort_table",
-           "load_analysis", "load_labels", "measure_rois", "roi_categories", "write_outputs"]
+           "lesion_sites", "load_analysis", "load_labels", "measure_reference", "measure_rois", "roi_categories",
+           "write_outputs"]

@@ -12,8 +12,13 @@ Definitions (accepted ROIs only; categories as in :mod:`LesionResponseLib.analys
 - disappearing at the first follow-up → returned: tracks ``disappearing`` at follow-up 1 (patients with
   > 1 follow-up) and, of those, the ones present again at the final time point.
 
+- tumour burden (``analysis.burden``): per patient the SSTR-expressing tumour volume, the total lesion uptake (Σ
+  SUVtotal, Σ PV-corrected SUVtotal) and the lesion count at the baseline and the last time point and their change
+  (%), and the change of the tumour volume by site; over the cohort the median and range of each change.
+
 The same figures from a phantom's ground truth (``truth_cohort_summary``: true lesions as ROIs, truth
-tracks, truth categories) let a synthetic cohort's analysis be checked against truth figure by figure.
+tracks, truth categories, true volumes and SUVtotal, the phantom's sites) let a synthetic cohort's analysis be
+checked against truth figure by figure.
 """
 
 from __future__ import annotations
@@ -51,6 +56,61 @@ def rois_per_image(analysis: Analysis) -> list[int]:
     return [sum(r.timepoint == t.index and r.status == "accepted" for r in analysis.rois) for t in analysis.timepoints]
 
 
+#: The burden sums compared between the baseline and the last time point (``analysis.burden.SUMS`` and the count).
+BURDEN_MEASURES = ("volume_ml", "suv_total", "suv_total_pvc", "n_rois")
+
+
+def _burden_columns(by_tp: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Cohort-table burden columns from per time point ``{site or "all": {measure: value}}``: each measure at the
+    baseline and the last time point with its change (%), and the tumour volume's change by site."""
+    first, last = by_tp[0], by_tp[-1]
+    empty = dict.fromkeys(BURDEN_MEASURES, 0.0)
+
+    def change(site: str, measure: str) -> float | None:
+        before = first.get(site, empty)[measure]
+        after = last.get(site, empty)[measure]
+        return None if before is None or after is None or before <= 0 else round(100.0 * (after - before) / before, 1)
+
+    columns: dict[str, Any] = {}
+    for measure in BURDEN_MEASURES:
+        columns[f"burden_{measure}_t0"] = first.get("all", empty)[measure]
+        columns[f"burden_{measure}_last"] = last.get("all", empty)[measure]
+        columns[f"burden_{measure}_change_pct"] = change("all", measure)
+    for site in sorted((set(first) | set(last)) - {"all"}):
+        columns[f"burden_volume_ml_change_pct_{site}"] = change(site, "volume_ml")
+    return columns
+
+
+def _analysis_burden(analysis: Analysis) -> list[dict[str, dict[str, float]]]:
+    from LesionResponseLib.analysis.burden import burden_rows
+
+    by_tp: list[dict[str, dict[str, float]]] = [{} for _ in analysis.timepoints]
+    for row in burden_rows(analysis):
+        by_tp[row["timepoint"]][row["site"]] = {m: row[m] for m in BURDEN_MEASURES}
+    return by_tp
+
+
+def _truth_burden(truth: dict[str, Any]) -> list[dict[str, dict[str, float]]]:
+    """Per time point the true burden overall and by site (true volumes and SUVtotal; no PV-corrected value)."""
+    from LesionResponseLib.analysis.truth import PHANTOM_SITE_NAMES
+
+    by_tp: list[dict[str, dict[str, float]]] = []
+    for k in range(int(truth["n_timepoints"])):
+        sums: dict[str, dict[str, float]] = {}
+        for lesion in truth["lesions"]:
+            entry = lesion["timepoints"][str(k)]
+            if not entry["present"]:
+                continue
+            for site in ("all", PHANTOM_SITE_NAMES.get(lesion["site"], lesion["site"])):
+                totals = sums.setdefault(site, {"volume_ml": 0.0, "suv_total": 0.0, "suv_total_pvc": None,
+                                                "n_rois": 0})
+                totals["volume_ml"] += float(entry["volume_ml"])
+                totals["suv_total"] += float(entry["suv_total"])
+                totals["n_rois"] += len(entry["labels"])
+        by_tp.append(sums)
+    return by_tp
+
+
 def _row(patient_id: str, per_image: list[int], responses: list[TrackResponse],
          heterogeneous: dict[int, bool]) -> dict[str, Any]:
     """One patient's figures from its ROI counts per image, track responses and heterogeneity flags."""
@@ -80,7 +140,8 @@ def _row(patient_id: str, per_image: list[int], responses: list[TrackResponse],
 
 def patient_figures(analysis: Analysis) -> dict[str, Any]:
     """One patient's row of the cohort table."""
-    return _row(analysis.patient_id, rois_per_image(analysis), analysis.responses, analysis.heterogeneous)
+    return {**_row(analysis.patient_id, rois_per_image(analysis), analysis.responses, analysis.heterogeneous),
+            **_burden_columns(_analysis_burden(analysis))}
 
 
 def cohort_table(analyses: list[Analysis]):
@@ -140,7 +201,15 @@ def summarise(rows: list[dict[str, Any]], per_image_by_patient: list[list[int]])
         "disappeared_at_first_follow_up": gone,
         "disappeared_returned_at_last": returned,
         "disappeared_returned_at_last_pct": _pct(returned, gone),
+        "burden_change_pct": _burden_spread(rows),
     }
+
+
+def _burden_spread(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
+    """Median and range over patients of each burden change (baseline to last time point), overall and by site."""
+    names = sorted({k for r in rows for k in r if k.startswith("burden_") and "_change_pct" in k})
+    return {name.removeprefix("burden_"): _spread([r[name] for r in rows if r.get(name) is not None])
+            for name in names}
 
 
 # ------------------------------------------------------------------------------------------ phantom truth
@@ -176,8 +245,9 @@ def truth_rois_per_image(truth: dict[str, Any]) -> list[int]:
 def truth_patient_figures(truth: dict[str, Any]) -> dict[str, Any]:
     """The cohort-table row of a phantom patient computed from its ground truth (same keys as
     :func:`patient_figures`), so an analysed cohort can be compared with its truth figure by figure."""
-    return _row(str(truth["patient_id"]), truth_rois_per_image(truth), truth_responses(truth),
-                {int(k): bool(v) for k, v in truth["heterogeneous"].items()})
+    return {**_row(str(truth["patient_id"]), truth_rois_per_image(truth), truth_responses(truth),
+                   {int(k): bool(v) for k, v in truth["heterogeneous"].items()}),
+            **_burden_columns(_truth_burden(truth))}
 
 
 def truth_cohort_summary(phantom_dirs: list[str | Path]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The analysis output folder (docs/DOMAIN.md §8): ``analysis.json``, ``timepoints.csv``, ``rois.csv``,
-``tracks.csv``, ``labels/tp{k}.nii.gz``; and ``ct/tp{k}.nii.gz`` (:func:`write_ct_images`). Every file is written atomically (temporary file + ``os.replace``).
+``tracks.csv``, ``labels/tp{k}.nii.gz``, ``burden.csv`` (``analysis.burden``); and ``ct/tp{k}.nii.gz``
+(:func:`write_ct_images`). Every file is written atomically (temporary file + ``os.replace``).
 
 ``analysis.json`` holds everything; the CSV files are views of it for other tools (column names and order
-are a contract). Tracks whose ROIs are all rejected have no response and no ``tracks.csv`` row.
+are a contract). Derived figures are written into ``analysis.json`` too (its ``burden`` block and each ROI's
+ratios to the reference regions, :func:`analysis_json`) and ignored when it is read back: they are recomputed. Tracks whose ROIs are all rejected have no response and no ``tracks.csv`` row.
 """
 
 from __future__ import annotations
@@ -18,15 +20,26 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from LesionResponseLib import __version__
+from LesionResponseLib.analysis.burden import BURDEN_COLUMNS, burden_rows, burden_summary, lesion_ratios
 from LesionResponseLib.analysis.response import roi_categories, track_ids_by_roi
-from LesionResponseLib.datamodel import Analysis
+from LesionResponseLib.datamodel import REFERENCE_ORGANS, Analysis
 from LesionResponseLib.errors import LesionResponseError, describe
 
+#: Per reference organ, the ``timepoints.csv`` columns of its reference region and the attribute each holds.
+REFERENCE_COLUMNS: dict[str, str] = {"suv_mean": "suv_mean", "suv_sd": "suv_sd", "volume_ml": "volume_ml"}
 TIMEPOINT_COLUMNS = ["timepoint", "study_date", "study_instance_uid", "pet_series_instance_uid",
-                     "ct_series_instance_uid", "suv_factor", "n_rois"]
+                     "ct_series_instance_uid", "suv_factor", "n_rois",
+                     *(f"{organ}_ref_{name}" for organ in REFERENCE_ORGANS for name in REFERENCE_COLUMNS)]
+#: ``rois.csv`` ratio columns (analysis.burden.lesion_ratios).
+RATIO_COLUMNS = ["suv_max_to_liver", "suv_max_to_spleen", "krenning_grade"]
 ROI_COLUMNS = ["roi_id", "timepoint", "label", "track_id", "x_mm", "y_mm", "z_mm", "volume_ml", "suv_max",
-               "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc", "source"]
+               "suv_mean", "suv_peak", "suv_total", "category", "status", "suv_total_pvc", "source",
+               "suv_total_sd", "suv_total_pvc_sd", "site", "site_source", *RATIO_COLUMNS]
 TRACK_COLUMNS = ["track_id", "first_timepoint", "last_timepoint", "pattern"]
+#: Per follow-up k, after the docs/DOMAIN.md §8 columns: the ΔSUVtotal interval (%), the probability that the true
+#: change lies in the category called, and whether the interval holds a threshold (analysis.response).
+TRACK_UNCERTAINTY_COLUMNS = ("delta_low_pct_t{k}", "delta_high_pct_t{k}", "category_confidence_t{k}",
+                             "indeterminate_t{k}")
 FILE_MODE = 0o644  # mkstemp creates 0600 files; outputs are meant to be read by other users and tools
 
 
@@ -35,9 +48,11 @@ class OutputFolderError(LesionResponseError):
 
 
 def track_columns(n_timepoints: int) -> list[str]:
-    """``tracks.csv`` columns: the fixed ones, then ``category_t{k}``, ``delta_suv_total_pct_t{k}`` per k ≥ 1."""
+    """``tracks.csv`` columns: the fixed ones, then ``category_t{k}``, ``delta_suv_total_pct_t{k}`` per k ≥ 1, then
+    the uncertainty columns per k (:data:`TRACK_UNCERTAINTY_COLUMNS`)."""
     per_followup = [c for k in range(1, n_timepoints) for c in (f"category_t{k}", f"delta_suv_total_pct_t{k}")]
-    return TRACK_COLUMNS + per_followup
+    uncertainty = [c.format(k=k) for k in range(1, n_timepoints) for c in TRACK_UNCERTAINTY_COLUMNS]
+    return TRACK_COLUMNS + per_followup + uncertainty
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -107,13 +122,25 @@ def timepoint_rows(analysis: Analysis) -> list[dict]:
     return [{"timepoint": tp.index, "study_date": tp.study_date, "study_instance_uid": tp.study_instance_uid,
              "pet_series_instance_uid": tp.pet_series_instance_uid,
              "ct_series_instance_uid": tp.ct_series_instance_uid or "", "suv_factor": f"{tp.suv_factor:.8g}",
-             "n_rois": counts.get(tp.index, 0)} for tp in analysis.timepoints]
+             "n_rois": counts.get(tp.index, 0), **_reference_cells(analysis, tp.index)} for tp in analysis.timepoints]
+
+
+def _reference_cells(analysis: Analysis, timepoint: int) -> dict[str, str]:
+    """The reference-region columns of one ``timepoints.csv`` row (empty where a region is not placed)."""
+    cells = {}
+    for organ in REFERENCE_ORGANS:
+        region = analysis.reference(timepoint, organ)
+        for name, attribute in REFERENCE_COLUMNS.items():
+            value = getattr(region, attribute) if region is not None and region.placed else None
+            cells[f"{organ}_ref_{name}"] = _num(value)
+    return cells
 
 
 def roi_rows(analysis: Analysis) -> list[dict]:
     """Rows of ``rois.csv`` in (time point, label) order."""
     owner = track_ids_by_roi(analysis.tracks)
     categories = roi_categories(analysis.tracks, analysis.responses, analysis.rois)
+    ratios = lesion_ratios(analysis)
     rows = []
     for roi in sorted(analysis.rois, key=lambda r: (r.timepoint, r.label, r.roi_id)):
         x, y, z = roi.centroid_mm
@@ -122,7 +149,12 @@ def roi_rows(analysis: Analysis) -> list[dict]:
                      "z_mm": _num(z, 2), "volume_ml": _num(roi.volume_ml), "suv_max": _num(roi.suv_max),
                      "suv_mean": _num(roi.suv_mean), "suv_peak": _num(roi.suv_peak),
                      "suv_total": _num(roi.suv_total), "category": categories.get(roi.roi_id, ""),
-                     "status": roi.status, "suv_total_pvc": _num(roi.suv_total_pvc), "source": roi.source})
+                     "status": roi.status, "suv_total_pvc": _num(roi.suv_total_pvc), "source": roi.source,
+                     "suv_total_sd": _num(roi.suv_total_sd), "suv_total_pvc_sd": _num(roi.suv_total_pvc_sd),
+                     "site": roi.site, "site_source": roi.site_source,
+                     "suv_max_to_liver": _num(ratios[roi.roi_id]["suv_max_to_liver"], 3),
+                     "suv_max_to_spleen": _num(ratios[roi.roi_id]["suv_max_to_spleen"], 3),
+                     "krenning_grade": ratios[roi.roi_id]["krenning_grade"]})
     return rows
 
 
@@ -138,8 +170,30 @@ def track_rows(analysis: Analysis) -> list[dict]:
         for k in range(1, n):
             row[f"category_t{k}"] = response.categories.get(k, "")
             row[f"delta_suv_total_pct_t{k}"] = _num(response.delta_suv_total_pct.get(k), 2)
+            interval = response.delta_interval_pct.get(k)
+            row[f"delta_low_pct_t{k}"] = _num(interval[0], 2) if interval else ""
+            row[f"delta_high_pct_t{k}"] = _num(interval[1], 2) if interval else ""
+            row[f"category_confidence_t{k}"] = _num(response.category_confidence.get(k), 3)
+            row[f"indeterminate_t{k}"] = "yes" if response.indeterminate.get(k) else ""
         rows.append(row)
     return rows
+
+
+def burden_csv_rows(analysis: Analysis) -> list[dict]:
+    """Rows of ``burden.csv`` (``analysis.burden.burden_rows`` with numbers formatted)."""
+    return [{k: _num(v, 4) if v is None or isinstance(v, float) else v for k, v in row.items()}
+            for row in burden_rows(analysis)]
+
+
+def analysis_json(analysis: Analysis) -> dict:
+    """``analysis.json``: :meth:`Analysis.to_dict` plus the derived figures (the ``burden`` block, each ROI's
+    ratios and Krenning-like grade), which reading ignores."""
+    data = analysis.to_dict()
+    ratios = lesion_ratios(analysis)
+    for roi in data["rois"]:
+        roi.update(ratios.get(roi["roi_id"], {}))
+    data["burden"] = burden_summary(analysis)
+    return data
 
 
 def write_outputs(analysis: Analysis, out_dir: str | Path, labels: dict[int, sitk.Image] | None = None) -> Path:
@@ -153,7 +207,8 @@ def write_outputs(analysis: Analysis, out_dir: str | Path, labels: dict[int, sit
     atomic_write_text(out / "timepoints.csv", _csv(TIMEPOINT_COLUMNS, timepoint_rows(analysis)))
     atomic_write_text(out / "rois.csv", _csv(ROI_COLUMNS, roi_rows(analysis)))
     atomic_write_text(out / "tracks.csv", _csv(track_columns(len(analysis.timepoints)), track_rows(analysis)))
-    atomic_write_text(out / "analysis.json", json.dumps(analysis.to_dict(), indent=1))  # last: marks complete
+    atomic_write_text(out / "burden.csv", _csv(BURDEN_COLUMNS, burden_csv_rows(analysis)))
+    atomic_write_text(out / "analysis.json", json.dumps(analysis_json(analysis), indent=1))  # last: marks complete
     return out
 
 

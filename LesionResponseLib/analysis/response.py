@@ -18,11 +18,20 @@ Rules (the paper's, made precise):
   ``new`` (Δ undefined: None); absent at both → ``absent`` (None).
 - Heterogeneity at follow-up k (patient level): at least one ``new``/``increasing`` track **and** at least
   one ``decreasing``/``disappearing`` track.
+- Uncertainty (docs/confidence-and-review-queue.md): a track's SUVtotal has the SD of its ROIs' (in quadrature:
+  their noise and contours are independent; ``LesionROI.suv_total_sd`` / ``suv_total_pvc_sd``). The change is a
+  ratio, so its interval is taken on the log scale: ``ln(now/ref) ± z·√((σ_now/now)² + (σ_ref/ref)²)``, ``z`` the
+  normal quantile of ``params.response.interval_level`` (90 %: ±1.645), which keeps the interval inside −100 %.
+  A category whose interval holds a threshold (−30 % or +30 %) is *indeterminate*; the category stays the
+  paper's rule. ``category_confidence`` is the probability, under the same normal model, that the true change
+  lies in the band of the category called. Without the ROIs' SDs (an older analysis) there is no interval.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from statistics import NormalDist
 
 from LesionResponseLib.config import REFERENCES, AnalysisParameters
 from LesionResponseLib.datamodel import LesionROI, Track, TrackResponse
@@ -38,27 +47,85 @@ def roi_measure(roi: LesionROI, measure: str = "suv_total") -> float:
     return roi.suv_total
 
 
+def roi_measure_sd(roi: LesionROI, measure: str = "suv_total") -> float | None:
+    """SD (SUV·mL) of :func:`roi_measure` (None when the analysis predates it)."""
+    if measure == "suv_total_pvc" and roi.suv_total_pvc is not None:
+        return roi.suv_total_pvc_sd
+    return roi.suv_total_sd
+
+
+def _accepted(track: Track, rois_by_id: dict[str, LesionROI], tp: int) -> list[LesionROI]:
+    rois = [rois_by_id[r] for r in track.rois.get(tp, []) if r in rois_by_id]
+    return [r for r in rois if r.status == "accepted"]
+
+
 def track_suv_totals(track: Track, rois_by_id: dict[str, LesionROI], n_timepoints: int,
                      measure: str = "suv_total") -> dict[int, float | None]:
     """SUVtotal (SUV·mL, ``measure``) of ``track`` per time point, summed over accepted ROIs; None where absent."""
     totals: dict[int, float | None] = {}
     for tp in range(n_timepoints):
-        accepted = [rois_by_id[r] for r in track.rois.get(tp, []) if r in rois_by_id]
-        accepted = [r for r in accepted if r.status == "accepted"]
+        accepted = _accepted(track, rois_by_id, tp)
         totals[tp] = sum(roi_measure(r, measure) for r in accepted) if accepted else None
     return totals
 
 
+def track_suv_sds(track: Track, rois_by_id: dict[str, LesionROI], n_timepoints: int,
+                  measure: str = "suv_total") -> dict[int, float | None]:
+    """SD (SUV·mL) of :func:`track_suv_totals` per time point: its ROIs' SDs in quadrature; None where absent or
+    where a ROI has no SD."""
+    sds: dict[int, float | None] = {}
+    for tp in range(n_timepoints):
+        values = [roi_measure_sd(r, measure) for r in _accepted(track, rois_by_id, tp)]
+        sds[tp] = math.sqrt(sum(v * v for v in values)) if values and None not in values else None
+    return sds
+
+
+def reference_timepoint(totals: dict[int, float | None], k: int, reference: str) -> int | None:
+    """The time point whose SUVtotal is follow-up ``k``'s reference (None when the reference is absent)."""
+    if reference == "baseline":
+        return 0 if totals.get(0) is not None else None
+    if reference == "previous":
+        return k - 1 if totals.get(k - 1) is not None else None
+    if reference == "nadir":
+        earlier = [(v, tp) for tp, v in totals.items() if tp < k and v is not None]
+        return min(earlier)[1] if earlier else None
+    raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")
+
+
 def reference_value(totals: dict[int, float | None], k: int, reference: str) -> float | None:
     """The reference SUVtotal for follow-up ``k`` (None when the reference is absent)."""
-    if reference == "baseline":
-        return totals.get(0)
-    if reference == "previous":
-        return totals.get(k - 1)
-    if reference == "nadir":
-        earlier = [v for tp, v in totals.items() if tp < k and v is not None]
-        return min(earlier) if earlier else None
-    raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")
+    tp = reference_timepoint(totals, k, reference)
+    return None if tp is None else totals[tp]
+
+
+def log_change_sd(ref: float, ref_sd: float, now: float, now_sd: float) -> float:
+    """SD of ``ln(now / ref)`` for independent errors (first order): the relative SDs in quadrature."""
+    return math.hypot(ref_sd / ref, now_sd / now)
+
+
+def delta_interval(ref: float, ref_sd: float, now: float, now_sd: float, level: float) -> tuple[float, float]:
+    """(low, high) % change interval at confidence ``level``, on the log scale (module notes)."""
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    centre, spread = math.log(now / ref), z * log_change_sd(ref, ref_sd, now, now_sd)
+    return 100.0 * math.expm1(centre - spread), 100.0 * math.expm1(centre + spread)
+
+
+def category_confidence(ref: float, ref_sd: float, now: float, now_sd: float, category: str,
+                        params: AnalysisParameters) -> float:
+    """Probability that the true change lies in the band of ``category`` (decreasing/stable/increasing), with the
+    true log change normal around the measured one (:func:`log_change_sd`)."""
+    sd = log_change_sd(ref, ref_sd, now, now_sd)
+    centre = math.log(now / ref)
+    low = math.log1p(params.response.decrease_threshold_pct / 100.0)
+    high = math.log1p(params.response.increase_threshold_pct / 100.0)
+    if sd <= 0:
+        return 1.0
+    dist = NormalDist(centre, sd)
+    if category == "decreasing":
+        return dist.cdf(low)
+    if category == "increasing":
+        return 1.0 - dist.cdf(high)
+    return dist.cdf(high) - dist.cdf(low)
 
 
 def categorise(ref: float | None, now: float | None, params: AnalysisParameters) -> tuple[str, float | None]:
@@ -113,16 +180,31 @@ def track_pattern(totals: dict[int, float | None], params: AnalysisParameters) -
 def assess_track(track: Track, rois_by_id: dict[str, LesionROI], n_timepoints: int,
                  params: AnalysisParameters) -> TrackResponse | None:
     """Response of one track, or None when it has no accepted ROI at all."""
-    totals = track_suv_totals(track, rois_by_id, n_timepoints, params.response.measure)
+    measure = params.response.measure
+    totals = track_suv_totals(track, rois_by_id, n_timepoints, measure)
     if all(v is None for v in totals.values()):
         return None
-    categories: dict[int, str] = {}
-    deltas: dict[int, float | None] = {}
+    sds = track_suv_sds(track, rois_by_id, n_timepoints, measure)
+    response = TrackResponse(track_id=track.track_id, suv_total={tp: v or 0.0 for tp, v in totals.items()},
+                             categories={}, delta_suv_total_pct={}, pattern=track_pattern(totals, params),
+                             suv_total_sd={tp: v or 0.0 for tp, v in sds.items()})
     for k in range(1, n_timepoints):
-        categories[k], deltas[k] = categorise(reference_value(totals, k, params.response.reference), totals[k], params)
-    return TrackResponse(track_id=track.track_id, suv_total={tp: v or 0.0 for tp, v in totals.items()},
-                         categories=categories, delta_suv_total_pct=deltas,
-                         pattern=track_pattern(totals, params))
+        ref_tp = reference_timepoint(totals, k, params.response.reference)
+        ref = None if ref_tp is None else totals[ref_tp]
+        category, delta = categorise(ref, totals[k], params)
+        response.categories[k], response.delta_suv_total_pct[k] = category, delta
+        measured = delta is not None and ref_tp is not None and sds[ref_tp] is not None and sds[k] is not None
+        if measured:
+            args = (ref, sds[ref_tp], totals[k], sds[k])
+            low, high = delta_interval(*args, params.response.interval_level)
+            response.delta_interval_pct[k] = [low, high]
+            response.category_confidence[k] = category_confidence(*args, category, params)
+            thresholds = (params.response.decrease_threshold_pct, params.response.increase_threshold_pct)
+            response.indeterminate[k] = any(low < t < high for t in thresholds)
+        else:
+            response.delta_interval_pct[k], response.category_confidence[k] = None, None
+            response.indeterminate[k] = False
+    return response
 
 
 def heterogeneity(responses: Iterable[TrackResponse], n_timepoints: int) -> dict[int, bool]:

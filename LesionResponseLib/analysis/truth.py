@@ -1,15 +1,19 @@
-"""Agreement of an analysis with phantom ground truth (``truth.json`` + ``truth/tp{k}_lesions.nii.gz``).
+"""Agreement of an analysis with a reference: phantom ground truth (``truth.json`` + ``truth/tp{k}_lesions.nii.gz``)
+or a site's reference contours (:mod:`LesionResponseLib.analysis.reference`), both a :class:`Reference`.
 
-Correspondence: each output ROI goes to the truth lesion label it overlaps most (both label maps on the
+Correspondence: each output ROI goes to the reference lesion label it overlaps most (both label maps on the
 same PET grid; a ROI beside a lesion smaller than 0.5 mL without overlapping it goes to that lesion,
-:func:`roi_truth_labels`); an output track goes to the truth track most of its ROIs went to (majority). Truth tracks
-are the ``tracks`` entries of ``truth.json`` (splits and merges share one track id).
+:func:`roi_truth_labels`); an output track goes to the reference track most of its ROIs went to (majority).
+Reference tracks are the ``tracks`` entries of the truth dict (splits and merges share one track id).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,47 @@ from LesionResponseLib.datamodel import Analysis
 #: A ROI that overlaps no true lesion still finds the true lesion it touches when that lesion is smaller than
 #: this (mL; docs/DOMAIN.md's 0.5 mL small-lesion line, 8 PET voxels of 4 mm), see :func:`roi_truth_labels`.
 TINY_LESION_ML = 0.5
+
+
+@dataclass
+class Reference:
+    """What an analysis is compared with: ``truth`` in the schema of a phantom's ``truth.json``
+    (docs/ARCHITECTURE.md: ``n_timepoints``, ``lesions`` with per time point ``present``, ``labels``, ``volume_ml``,
+    ``suv_max``, ``suv_total``; ``tracks`` with ``suv_total`` per time point and ``categories`` per follow-up;
+    ``heterogeneous``) and the lesion label map of each time point on that time point's PET grid
+    (``label_array(k)``, z-y-x). ``kind``: "phantom truth" or "reference contours"; ``source``: where it was read."""
+
+    truth: dict[str, Any]
+    label_array: Callable[[int], np.ndarray]
+    kind: str = "phantom truth"
+    source: str = ""
+
+    @classmethod
+    def from_phantom(cls, folder: str | Path) -> Reference:
+        """The ground truth of a phantom folder."""
+        folder = Path(folder)
+        truth = json.loads((folder / "truth.json").read_text())
+
+        def labels(k: int) -> np.ndarray:
+            return sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"truth/tp{k}_lesions.nii.gz")))
+
+        return cls(truth, labels, "phantom truth", str(folder))
+
+
+def as_reference(reference: Reference | str | Path) -> Reference:
+    """``reference`` itself, or the :class:`Reference` of a phantom folder."""
+    return reference if isinstance(reference, Reference) else Reference.from_phantom(reference)
+
+
+def covered_timepoints(truth: dict) -> list[int]:
+    """The time points the reference covers (all for phantom truth; those with reference files for contours)."""
+    return [int(k) for k in truth.get("covered_timepoints", range(int(truth["n_timepoints"])))]
+
+
+def covered_follow_ups(truth: dict) -> list[int]:
+    """Follow-ups whose category the reference can tell: covered, with the baseline covered."""
+    covered = covered_timepoints(truth)
+    return [k for k in covered if k >= 1 and 0 in covered]
 
 
 def roi_truth_labels(pred: np.ndarray, true: np.ndarray, tiny_labels: set[int] | frozenset = frozenset(),
@@ -48,30 +93,156 @@ def roi_truth_labels(pred: np.ndarray, true: np.ndarray, tiny_labels: set[int] |
     return owner
 
 
-def _tiny_labels(truth: dict, k: int) -> set[int]:
+def tiny_labels(truth: dict, k: int) -> set[int]:
     """True lesion labels at time point ``k`` of lesions smaller than :data:`TINY_LESION_ML`."""
     return {int(label) for le in truth["lesions"] for label in le["timepoints"][str(k)]["labels"]
             if 0 < float(le["timepoints"][str(k)]["volume_ml"] or 0.0) < TINY_LESION_ML}
 
 
-def _label_arrays(analysis_dir: str | Path, phantom_dir: str | Path, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _label_arrays(analysis_dir: str | Path, reference: Reference, k: int) -> tuple[np.ndarray, np.ndarray]:
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(analysis_dir) / "labels" / f"tp{k}.nii.gz")))
-    true = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(phantom_dir) / f"truth/tp{k}_lesions.nii.gz")))
-    return pred, true
+    return pred, reference.label_array(k)
 
 
-def roi_to_truth_track(analysis_dir: str | Path, phantom_dir: str | Path, truth: dict) -> dict[str, int]:
+def roi_to_truth_track(analysis_dir: str | Path, reference: Reference | str | Path, truth: dict) -> dict[str, int]:
     """Output ROI id → truth track id, by largest voxel overlap with the truth lesion labels (a ROI touching a
     tiny lesion without overlapping it: :func:`roi_truth_labels`)."""
+    reference = as_reference(reference)
     label_track = {(int(tp), int(label)): le["track_id"] for le in truth["lesions"]
                    for tp, entry in le["timepoints"].items() for label in entry["labels"]}
     result: dict[str, int] = {}
     for k in range(int(truth["n_timepoints"])):
-        pred, true = _label_arrays(analysis_dir, phantom_dir, k)
-        for p, t in roi_truth_labels(pred, true, _tiny_labels(truth, k)).items():
+        pred, true = _label_arrays(analysis_dir, reference, k)
+        for p, t in roi_truth_labels(pred, true, tiny_labels(truth, k)).items():
             if (k, t) in label_track:
                 result[f"tp{k}-L{p:04d}"] = label_track[(k, t)]
     return result
+
+
+#: What can be wrong with an output track, against the phantom truth (:func:`track_errors`).
+TRACK_ERRORS = ("false positive", "false link", "missed link", "category")
+
+
+def track_errors(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path) -> dict[int, list[str]]:
+    """Per assessed output track: what is wrong with it against the phantom truth (empty when nothing is).
+
+    Each accepted ROI goes to the truth track it overlaps most (:func:`roi_to_truth_track`); a track is wrong by
+    ``false positive`` (a ROI on no true lesion), ``false link`` (ROIs of two or more true lesions joined),
+    ``missed link`` (its true lesion also has ROIs in another output track) or ``category`` (a follow-up's
+    category differs from the true lesion's; for a track of false positives only, any category but ``absent``).
+    The true lesion of a track is the one most of its ROIs go to, as in :func:`truth_agreement`. A category is not
+    an error where no reader could see the lesion (the ideal observer's d' at a known location below
+    :data:`KNOWN_LOCATION_D`, ``truth.json`` ``ideal_snr``) and it reads as such a lesion reads: ``disappearing``
+    where the lesion is invisible at the follow-up, ``new`` where at the reference, ``absent`` at both.
+    """
+    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
+    accepted = {r.roi_id for r in analysis.rois if r.status == "accepted"}
+    owner = {rid: t for rid, t in roi_to_truth_track(analysis_dir, phantom_dir, truth).items() if rid in accepted}
+    responses = {r.track_id: r for r in analysis.responses}
+    snr = track_snrs(truth) if all("ideal_snr" in e for le in truth["lesions"] for e in le["timepoints"].values()) \
+        else {}
+    holders: dict[int, set[int]] = {}
+    for track in analysis.tracks:
+        for rid in (r for ids in track.rois.values() for r in ids if r in owner):
+            holders.setdefault(owner[rid], set()).add(track.track_id)
+    errors: dict[int, list[str]] = {}
+    for track in analysis.tracks:
+        response = responses.get(track.track_id)
+        if response is None:
+            continue
+        ids = [r for rois in track.rois.values() for r in rois if r in accepted]
+        votes = Counter(owner[r] for r in ids if r in owner)
+        found = []
+        if len(votes) < len(ids) and any(r not in owner for r in ids):
+            found.append("false positive")
+        if len(votes) > 1:
+            found.append("false link")
+        if votes and len(holders[votes.most_common(1)[0][0]]) > 1:
+            found.append("missed link")
+        true_id = votes.most_common(1)[0][0] if votes else None
+        true_categories = truth["tracks"][str(true_id)]["categories"] if votes else {}
+        if any(response.categories[k] != true_categories.get(str(k), "absent")
+               and response.categories[k] != _invisible_reading(snr, true_id, k, analysis.parameters.response.reference)
+               for k in response.categories):
+            found.append("category")
+        errors[track.track_id] = found
+    return errors
+
+
+def interval_calibration(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path) -> dict[str, Any]:
+    """How well the ΔSUVtotal intervals (``TrackResponse.delta_interval_pct``) hold the truth.
+
+    Over every matched track (its true lesion: the one most of its ROIs go to) × follow-up where both the analysis
+    and the truth have a change (present at the reference and at the follow-up): the true change of the same
+    measure's truth (the phantom's SUVtotal, what ``suv_total_pvc`` estimates; docs/confidence-and-review-queue.md),
+    whether the interval covers it, and whether the call (the paper's category from the measured change) is wrong,
+    split by *indeterminate* and confident calls. The reference follows ``parameters.response.reference``.
+    """
+    from LesionResponseLib.analysis.response import categorise, reference_timepoint
+
+    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
+    owner = roi_to_truth_track(analysis_dir, phantom_dir, truth)
+    params = analysis.parameters
+    rows = []
+    for track in analysis.tracks:
+        response = next((r for r in analysis.responses if r.track_id == track.track_id), None)
+        votes = Counter(owner.get(r) for ids in track.rois.values() for r in ids if r in owner)
+        if response is None or not votes:
+            continue
+        true_totals = truth["tracks"][str(votes.most_common(1)[0][0])]["suv_total"]
+        totals = {tp: (v if v > 0 else None) for tp, v in enumerate(true_totals)}
+        for k, interval in response.delta_interval_pct.items():
+            ref_tp = reference_timepoint(totals, k, params.response.reference)
+            if interval is None or ref_tp is None or totals.get(k) is None:
+                continue
+            true_category, true_delta = categorise(totals[ref_tp], totals[k], params)
+            rows.append({"track_id": track.track_id, "follow_up": k, "true_delta": true_delta,
+                         "delta": response.delta_suv_total_pct[k], "low": interval[0], "high": interval[1],
+                         "covered": interval[0] <= true_delta <= interval[1],
+                         "indeterminate": bool(response.indeterminate.get(k)),
+                         "wrong": response.categories[k] != true_category})
+    return calibration_summary(rows, params.response.interval_level)
+
+
+def calibration_summary(pairs: list[dict], level: float) -> dict[str, Any]:
+    """Coverage and wrong calls over ``pairs`` (rows of :func:`interval_calibration`, of one patient or pooled)."""
+    undecided = [r for r in pairs if r["indeterminate"]]
+    decided = [r for r in pairs if not r["indeterminate"]]
+
+    def share(subset: list[dict], key: str) -> float | None:
+        return sum(r[key] for r in subset) / len(subset) if subset else None
+
+    return {"pairs": pairs, "n": len(pairs), "coverage": share(pairs, "covered"), "level": level,
+            "n_indeterminate": len(undecided), "wrong_indeterminate": share(undecided, "wrong"),
+            "n_confident": len(decided), "wrong_confident": share(decided, "wrong")}
+
+
+def queue_capture(scores: dict[int, float], wrong: set[int], fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5),
+                  ) -> dict[str, Any]:
+    """The review queue's curve: for the top fraction ``f`` of tracks by ``scores`` (highest first, ties by id), the
+    share of the ``wrong`` tracks it holds (``captured``) and the most any order could hold (``ceiling``: all of
+    them, or as many as fit)."""
+    order = sorted(scores, key=lambda t: (-scores[t], t))
+    n, w = len(order), len(wrong & set(order))
+    curve = []
+    for f in fractions:
+        top = order[:math.ceil(f * n - 1e-9)]
+        curve.append({"fraction": f, "tracks": len(top), "captured": len(wrong & set(top)) / w if w else None,
+                      "ceiling": min(1.0, len(top) / w) if w else None})
+    return {"tracks": n, "wrong": w, "curve": curve}
+
+
+def _invisible_reading(snr: dict[tuple[int, int], float], true_id: int | None, k: int, reference: str) -> str | None:
+    """What a reader sees at follow-up ``k`` of true lesion ``true_id`` where it is below the known-location
+    detection limit at the reference (baseline, or the previous scan) or at ``k``; None where it is visible at both
+    (or the truth has no ideal-observer d')."""
+    if true_id is None or not snr:
+        return None
+    ref = 0 if reference == "baseline" else k - 1  # nadir: the baseline's visibility is the closest stand-in
+    seen_ref, seen_k = snr.get((true_id, ref), 0.0) >= KNOWN_LOCATION_D, snr.get((true_id, k), 0.0) >= KNOWN_LOCATION_D
+    if seen_ref and seen_k:
+        return None
+    return "disappearing" if seen_ref else "new" if seen_k else "absent"
 
 
 def _track_volumes(truth: dict) -> dict[int, dict[int, float]]:
@@ -83,7 +254,7 @@ def _track_volumes(truth: dict) -> dict[int, dict[int, float]]:
     return volumes
 
 
-def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path,
+def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: Reference | str | Path,
                     min_volume_ml: float = 2.0) -> dict[str, Any]:
     """Category, heterogeneity and SUVtotal agreement with the phantom truth.
 
@@ -91,11 +262,12 @@ def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: s
     ``heterogeneity_agreement`` (follow-ups with equal flag / all), ``suv_total_errors_pct`` (signed %
     error of the track SUVtotal for truth tracks whose true volume at that time point is ≥ ``min_volume_ml``)
     and ``suv_total_pvc_errors_pct`` (the same for the partial-volume-corrected SUVtotal), the unmatched
-    track counts and the mismatches.
+    track counts and the mismatches. ``phantom_dir``: a phantom folder or any :class:`Reference`.
     """
-    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
+    reference = as_reference(phantom_dir)
+    truth = reference.truth
     n = int(truth["n_timepoints"])
-    owner = roi_to_truth_track(analysis_dir, phantom_dir, truth)
+    owner = roi_to_truth_track(analysis_dir, reference, truth)
     responses = {r.track_id: r for r in analysis.responses}
     volumes = _track_volumes(truth)
     agree = total = 0
@@ -111,7 +283,7 @@ def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: s
         true_id = votes.most_common(1)[0][0]
         matched_truth.add(true_id)
         entry = truth["tracks"][str(true_id)]
-        for k in range(1, n):
+        for k in covered_follow_ups(truth):
             total += 1
             agree += response.categories[k] == entry["categories"][str(k)]
             if response.categories[k] != entry["categories"][str(k)]:
@@ -122,7 +294,8 @@ def truth_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: s
             for k in range(n):
                 if volumes[true_id].get(k, 0.0) >= min_volume_ml and entry["suv_total"][k] > 0:
                     errors[measure].append(100.0 * ((measured[k] or 0.0) / entry["suv_total"][k] - 1.0))
-    hetero = [bool(analysis.heterogeneous.get(k)) == bool(truth["heterogeneous"][str(k)]) for k in range(1, n)]
+    hetero = [bool(analysis.heterogeneous.get(k)) == bool(truth["heterogeneous"][str(k)])
+              for k in covered_follow_ups(truth)]
     return {
         "category_agreement": agree / total if total else None, "category_pairs": total,
         "heterogeneity_agreement": float(np.mean(hetero)) if hetero else None,
@@ -154,7 +327,7 @@ def _truth_track_volume(truth: dict) -> dict[int, list[float]]:
     return volumes
 
 
-def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path,
+def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: Reference | str | Path,
                           min_volume_ml: float = 0.5) -> dict[str, Any]:
     """Categories over **all** true lesion × follow-up pairs, detection by history, and false positives.
 
@@ -167,10 +340,13 @@ def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_
       at their first appearance (baseline included).
     - False positives: accepted output ROIs overlapping no truth lesion, per scan, by ``LesionROI.source``;
       their ids in ``false_positive_rois``.
+
+    ``phantom_dir``: a phantom folder or any :class:`Reference`.
     """
-    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
+    reference = as_reference(phantom_dir)
+    truth = reference.truth
     n = int(truth["n_timepoints"])
-    owner = roi_to_truth_track(analysis_dir, phantom_dir, truth)
+    owner = roi_to_truth_track(analysis_dir, reference, truth)
     accepted = {r.roi_id: r for r in analysis.rois if r.status == "accepted"}
     owner = {rid: t for rid, t in owner.items() if rid in accepted}
     responses = {r.track_id: r for r in analysis.responses}
@@ -179,7 +355,7 @@ def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_
     pairs: list[dict[str, Any]] = []
     for tid, entry in truth["tracks"].items():
         response = responses.get(out_of.get(int(tid), -1))
-        for k in range(1, n):
+        for k in covered_follow_ups(truth):
             true_cat = entry["categories"][str(k)]
             if true_cat == "absent":
                 continue
@@ -188,7 +364,7 @@ def lesion_pair_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_
             pairs.append({"truth_track": int(tid), "follow_up": k, "truth": true_cat, "measured": measured,
                           "large": large})
     false_positive_rois = sorted(rid for rid in accepted if rid not in owner)
-    return {"pairs": pairs, **_pair_figures(pairs), **_detections(truth, analysis_dir, phantom_dir, accepted,
+    return {"pairs": pairs, **_pair_figures(pairs), **_detections(truth, analysis_dir, reference, accepted,
                                                                    min_volume_ml),
             "false_positives": _false_positives(accepted, false_positive_rois, n),
             "false_positive_rois": false_positive_rois}
@@ -205,15 +381,23 @@ def _pair_figures(pairs: list[dict[str, Any]]) -> dict[str, Any]:
             "confusions": Counter((r["truth"], r["measured"]) for r in pairs if r["truth"] != r["measured"])}
 
 
-def _detections(truth: dict, analysis_dir: str | Path, phantom_dir: str | Path, accepted: dict,
+def _found_labels(truth: dict, pred: np.ndarray, true: np.ndarray, accepted_labels: list[int], k: int,
+                  ) -> tuple[set[int], dict[int, int]]:
+    """At time point ``k``: the truth labels an accepted ROI overlaps (or, tiny, touches), and each accepted ROI's
+    truth label (:func:`roi_truth_labels`)."""
+    keep = np.isin(pred, accepted_labels)
+    owner = roi_truth_labels(np.where(keep, pred, 0), true, tiny_labels(truth, k))
+    return {int(t) for t in np.unique(true[keep & (true > 0)])} | set(owner.values()), owner
+
+
+def _detections(truth: dict, analysis_dir: str | Path, reference: Reference, accepted: dict,
                 min_volume_ml: float) -> dict[str, Any]:
     n = int(truth["n_timepoints"])
     found: set[tuple[int, int]] = set()  # (time point, truth label) overlapped by an accepted ROI (or touched: tiny)
     for k in range(n):
-        pred, true = _label_arrays(analysis_dir, phantom_dir, k)
-        keep = np.isin(pred, [r.label for r in accepted.values() if r.timepoint == k])
-        found |= {(k, int(t)) for t in np.unique(true[keep & (true > 0)])}
-        found |= {(k, t) for t in roi_truth_labels(np.where(keep, pred, 0), true, _tiny_labels(truth, k)).values()}
+        pred, true = _label_arrays(analysis_dir, reference, k)
+        labels, _ = _found_labels(truth, pred, true, [r.label for r in accepted.values() if r.timepoint == k], k)
+        found |= {(k, t) for t in labels}
     rows = {"follow_up": [], "first": []}
     for le in truth["lesions"]:
         seen = False
@@ -231,6 +415,95 @@ def _detections(truth: dict, analysis_dir: str | Path, phantom_dir: str | Path, 
         out[f"detection_{kind}_large"] = sum(large) / len(large) if large else None
         out[f"n_{kind}"], out[f"n_{kind}_large"] = len(values), len(large)
     return out
+
+
+def detection_figures(analysis: Analysis, analysis_dir: str | Path, reference: Reference | str | Path,
+                      min_volume_ml: float = TINY_LESION_ML) -> dict[str, Any]:
+    """Lesion-level detection against ``reference``, per time point (``timepoints``) and pooled, and the matched
+    lesions (``matched``) whose contours and measures can be compared.
+
+    Matching rule (that of :func:`lesion_pair_agreement`'s detection): a reference lesion at a time point (all its
+    labels there) is **detected** when an accepted ROI overlaps it (or, smaller than :data:`TINY_LESION_ML`,
+    touches it); an accepted ROI is a **true positive** when it goes to a reference lesion (the label it overlaps
+    most, :func:`roi_truth_labels`), else a false positive. Sensitivity = detected / reference lesions, precision =
+    true-positive ROIs / accepted ROIs, F1 their harmonic mean; ``_large``: lesions of at least ``min_volume_ml``.
+    A matched lesion is a reference lesion with ROIs going to it: its Dice with their union, and (volume, SUVmax,
+    SUVmean, SUVtotal) measured (their union: summed volume and SUVtotal, highest SUVmax) and reference.
+    """
+    reference = as_reference(reference)
+    truth = reference.truth
+    rois = {(r.timepoint, r.label): r for r in analysis.rois if r.status == "accepted"}
+    rows, matched = [], []
+    for k in covered_timepoints(truth):
+        pred, true = _label_arrays(analysis_dir, reference, k)
+        found, owner = _found_labels(truth, pred, true, [label for tp, label in rois if tp == k], k)
+        lesions = [le for le in truth["lesions"] if le["timepoints"][str(k)]["present"]]
+        hit = {le["lesion_id"]: any(int(v) in found for v in le["timepoints"][str(k)]["labels"]) for le in lesions}
+        large = [le for le in lesions if float(le["timepoints"][str(k)]["volume_ml"]) >= min_volume_ml]
+        row = {"timepoint": k, "n_reference": len(lesions), "n_detected": sum(hit.values()),
+               "n_reference_large": len(large), "n_detected_large": sum(hit[le["lesion_id"]] for le in large),
+               "n_rois": sum(tp == k for tp, _ in rois), "n_true_positive_rois": len(owner)}
+        rows.append(_with_rates(row))
+        for le in lesions:
+            mine = [label for label, t in owner.items() if t in le["timepoints"][str(k)]["labels"]]
+            if mine:
+                matched.append(_matched_lesion(le, k, mine, pred, true, rois))
+    pooled = {key: sum(r[key] for r in rows) for key in rows[0] if key.startswith("n_")} if rows else {}
+    return {**_with_rates(pooled), "timepoints": rows, "matched": matched, "n_scans": len(rows),
+            "false_positives_per_scan": (pooled.get("n_rois", 0) - pooled.get("n_true_positive_rois", 0))
+            / max(1, len(rows))}
+
+
+def _with_rates(counts: dict[str, Any]) -> dict[str, Any]:
+    """``counts`` with sensitivity (all and large lesions), precision and F1."""
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    sensitivity, precision = ratio(counts.get("n_detected", 0), counts.get("n_reference", 0)), \
+        ratio(counts.get("n_true_positive_rois", 0), counts.get("n_rois", 0))
+    f1 = 2 * sensitivity * precision / (sensitivity + precision) if sensitivity and precision else 0.0
+    return {**counts, "sensitivity": sensitivity, "precision": precision, "f1": f1,
+            "sensitivity_large": ratio(counts.get("n_detected_large", 0), counts.get("n_reference_large", 0))}
+
+
+def _matched_lesion(lesion: dict, k: int, labels: list[int], pred: np.ndarray, true: np.ndarray,
+                    rois: dict) -> dict[str, Any]:
+    entry = lesion["timepoints"][str(k)]
+    mine, theirs = np.isin(pred, labels), np.isin(true, entry["labels"])
+    parts = [rois[(k, label)] for label in labels]
+    volume = sum(r.volume_ml for r in parts)
+    total = sum(r.suv_total for r in parts)
+    reference_volume = float(entry["volume_ml"])
+    return {"timepoint": k, "lesion_id": lesion["lesion_id"], "track_id": lesion["track_id"],
+            "roi_ids": [r.roi_id for r in parts],
+            "dice": 2.0 * float((mine & theirs).sum()) / float(mine.sum() + theirs.sum()),
+            "measured": {"volume_ml": volume, "suv_max": max(r.suv_max for r in parts),
+                         "suv_mean": total / volume if volume else 0.0, "suv_total": total},
+            "reference": {"volume_ml": reference_volume, "suv_max": float(entry["suv_max"]),
+                          "suv_mean": float(entry.get("suv_mean") or (float(entry["suv_total"]) / reference_volume
+                                                                      if reference_volume else 0.0)),
+                          "suv_total": float(entry["suv_total"])}}
+
+
+#: Measures compared between matched ROIs and reference lesions (:func:`bland_altman`).
+AGREEMENT_MEASURES = ("volume_ml", "suv_max", "suv_mean", "suv_total")
+
+
+def bland_altman(matched: list[dict[str, Any]], measure: str) -> dict[str, Any]:
+    """Agreement of ``measure`` over matched lesions (:func:`detection_figures`), as a Bland-Altman analysis of the
+    percentage difference 100 x (measured - reference) / mean of the two (Bland JM, Altman DG, Lancet
+    1986;i:307-310; the percentage form because the SUV measures' spread grows with their size): ``bias`` (mean
+    difference, %), ``sd``, the 95 % limits of agreement ``bias +- 1.96 sd``, with the means and differences."""
+    pairs = [(m["measured"][measure], m["reference"][measure]) for m in matched
+             if m["measured"][measure] + m["reference"][measure] > 0]
+    means = [(a + b) / 2 for a, b in pairs]
+    differences = [100.0 * (a - b) / mean for (a, b), mean in zip(pairs, means, strict=True)]
+    if not differences:
+        return {"measure": measure, "n": 0, "bias": None, "sd": None, "lower": None, "upper": None,
+                "means": [], "differences": []}
+    bias, sd = float(np.mean(differences)), float(np.std(differences, ddof=1)) if len(differences) > 1 else 0.0
+    return {"measure": measure, "n": len(differences), "bias": bias, "sd": sd, "lower": bias - 1.96 * sd,
+            "upper": bias + 1.96 * sd, "means": means, "differences": differences}
 
 
 def _false_positives(accepted: dict, roi_ids: list[str], n_scans: int) -> dict[str, float]:
@@ -304,3 +577,92 @@ def detectability_ceiling(truth: dict, pairs: list[dict[str, Any]], blind_d: flo
         out[f"n_{name}"], out[f"n_achievable_{name}"] = len(subset), len(achievable)
         out[f"agreement_achievable_{name}"] = share(achievable, "ok")
     return out
+
+
+# ------------------------------------------------------------------ reference regions, burden and sites
+#: The phantom's lesion sites in the analysis' names (``datamodel.LESION_SITES``): its mesenteric lesions lie in
+#: the peritoneal cavity.
+PHANTOM_SITE_NAMES: dict[str, str] = {"mesentery": "peritoneum/other"}
+
+
+def _phantom_truth(phantom_dir: str | Path) -> dict:
+    return json.loads((Path(phantom_dir) / "truth.json").read_text())
+
+
+def reference_agreement(analysis: Analysis, phantom_dir: str | Path) -> list[dict[str, Any]]:
+    """Per reference region of the analysis: whether it was placed, the share of its sphere inside the organ by
+    the phantom's organ map (``truth/tp{k}_organs.nii.gz``) and its SUVmean's error (%) against the organ's true
+    uptake at that scan (``truth.json`` ``timepoints[].organ_suv``: blur- and noise-free)."""
+    from LesionResponseLib.analysis.reference_regions import sphere_mask
+    from LesionResponseLib.phantom.anatomy import ORGAN_LABELS
+
+    truth = _phantom_truth(phantom_dir)
+    rows = []
+    for region in analysis.reference_regions:
+        row: dict[str, Any] = {"timepoint": region.timepoint, "organ": region.organ, "placed": region.placed,
+                               "warnings": list(region.warnings)}
+        if region.placed:
+            organs = sitk.ReadImage(str(Path(phantom_dir) / "truth" / f"tp{region.timepoint}_organs.nii.gz"))
+            inside = sphere_mask(organs, region.centre_mm, region.diameter_mm)
+            true_suv = truth["timepoints"][region.timepoint].get("organ_suv", {}).get(region.organ)
+            if true_suv is None:
+                raise ValueError(f"{phantom_dir}/truth.json has no organ_suv: regenerate the phantom with this "
+                                 "version (LesionResponseLib.phantom.generate_patient)")
+            row.update(truth_organ_share=float((sitk.GetArrayViewFromImage(organs)[inside]
+                                                == ORGAN_LABELS[region.organ]).mean()),
+                       suv_mean=region.suv_mean, true_suv=float(true_suv),
+                       error_pct=100.0 * (region.suv_mean / float(true_suv) - 1.0))
+        rows.append(row)
+    return rows
+
+
+def burden_agreement(analysis: Analysis, phantom_dir: str | Path) -> list[dict[str, Any]]:
+    """Per time point: the analysis' tumour volume and total uptake (accepted ROIs: Σ volume, Σ SUVtotal, Σ
+    PV-corrected SUVtotal) against the truth's (Σ true volume and Σ true SUVtotal of the lesions present), with
+    the signed errors (%)."""
+    truth = _phantom_truth(phantom_dir)
+    rows = []
+    for k in range(int(truth["n_timepoints"])):
+        present = [le["timepoints"][str(k)] for le in truth["lesions"] if le["timepoints"][str(k)]["present"]]
+        true_volume = sum(float(e["volume_ml"]) for e in present)
+        true_total = sum(float(e["suv_total"]) for e in present)
+        rois = [r for r in analysis.rois if r.timepoint == k and r.status == "accepted"]
+        measured = {"volume_ml": sum(r.volume_ml for r in rois), "suv_total": sum(r.suv_total for r in rois),
+                    "suv_total_pvc": sum(r.suv_total_pvc or 0.0 for r in rois)}
+
+        def error(value: float, reference: float) -> float | None:
+            return 100.0 * (value / reference - 1.0) if reference > 0 else None
+
+        rows.append({"timepoint": k, "n_true": len(present), "n_rois": len(rois), "true_volume_ml": true_volume,
+                     "true_suv_total": true_total, **measured,
+                     "volume_error_pct": error(measured["volume_ml"], true_volume),
+                     "suv_total_error_pct": error(measured["suv_total"], true_total),
+                     "suv_total_pvc_error_pct": error(measured["suv_total_pvc"], true_total)})
+    return rows
+
+
+def site_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path,
+                   min_volume_ml: float = TINY_LESION_ML) -> dict[str, Any]:
+    """Sites of the accepted ROIs of at least ``min_volume_ml`` that overlap a true lesion (:func:`roi_truth_labels`)
+    against that lesion's site (:data:`PHANTOM_SITE_NAMES`): ``right`` of ``n`` and the ``errors`` (ROI id, volume,
+    true and measured site)."""
+    reference = Reference.from_phantom(phantom_dir)
+    truth = reference.truth
+    rois = {(r.timepoint, r.label): r for r in analysis.rois if r.status == "accepted" and r.volume_ml >= min_volume_ml}
+    right, errors = 0, []
+    for k in range(int(truth["n_timepoints"])):
+        site_of_label = {int(label): le["site"] for le in truth["lesions"]
+                         for label in le["timepoints"][str(k)]["labels"]}
+        pred, true = _label_arrays(analysis_dir, reference, k)
+        for label, true_label in roi_truth_labels(pred, true, tiny_labels(truth, k)).items():
+            roi = rois.get((k, int(label)))
+            if roi is None or true_label not in site_of_label:
+                continue
+            expected = PHANTOM_SITE_NAMES.get(site_of_label[true_label], site_of_label[true_label])
+            if roi.site == expected:
+                right += 1
+            else:
+                errors.append({"roi_id": roi.roi_id, "volume_ml": roi.volume_ml, "truth": expected,
+                               "measured": roi.site})
+    n = right + len(errors)
+    return {"n": n, "right": right, "share": right / n if n else None, "errors": errors}

@@ -22,25 +22,32 @@ def phantom(
     seed: int = typer.Option(1, help="Random seed: the same seed gives the same patient."),
     timepoints: int = typer.Option(4, min=2, max=7, help="Number of scans (2–7)."),
     vendor: str = typer.Option("siemens", help="DICOM flavour: siemens, siemens-admin, philips, ge, gml."),
-    lesions: int = typer.Option(None, help="Number of lesions (default: 12–40 drawn from the seed)."),
+    lesions: int = typer.Option(None, help="Number of lesions (default: 12–40 drawn from the seed; 0: none)."),
     extras: bool = typer.Option(True, help="Also write a localizer and a NAC PET per study (to be ignored)."),
     small_lesions: bool = typer.Option(False, help="Harder patient: baseline lesion volumes 0.1–4 mL."),
     low_contrast: bool = typer.Option(False, help="Harder patient: lesion SUVmean 6–18 (1.2–4× liver)."),
     near_organs: float = typer.Option(0.0, min=0.0, max=1.0,
                                       help="Harder patient: fraction of lesions 2–6 mm from spleen, kidney, adrenal."),
+    domain: str = typer.Option(None, help="Another site's scans: a named domain of LesionResponseLib.phantom.domain "
+                                          "(site-b: 3 mm voxels, correlated noise, textured organs, lobulated and "
+                                          "rim-enhancing lesions; docs/site-adaptation.md)."),
+    axial_extent_mm: float = typer.Option(None, help="Scan only this length (mm) around the upper abdomen."),
     as_json: bool = json_option("the ground truth (truth.json)"),
 ) -> None:
     """Generate a synthetic longitudinal [68Ga]DOTATATE PET/CT patient as DICOM, with ground truth."""
     from rich.progress import Progress
 
     from LesionResponseLib.phantom import generate_patient, load_truth
+    from LesionResponseLib.phantom.domain import domain_named
 
     console = cli_console(stderr=as_json)
+    site = domain_named(domain) if domain else None
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("simulating scans", total=timepoints)
         generate_patient(out, seed=seed, timepoints=timepoints, vendor=vendor, extras=extras,
                          n_lesions=lesions, progress=lambda done, total: bar.update(task, completed=done),
-                         small_lesions=small_lesions, low_contrast=low_contrast, near_organs=near_organs)
+                         small_lesions=small_lesions, low_contrast=low_contrast, near_organs=near_organs,
+                         domain=site, axial_extent_mm=axial_extent_mm)
     if as_json:
         emit_json(load_truth(out))
         return

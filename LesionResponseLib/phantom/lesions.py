@@ -36,6 +36,12 @@ SMALL_VOLUME_ML = (0.1, 4.0)  # "small lesions": baseline volume drawn log-unifo
 LOW_CONTRAST_SUV = (6.0, 18.0)  # "low contrast": lesion SUVmean range, 1.2-4x the liver's (~5) instead of 8-45
 HOT_ORGANS = ("spleen", "kidney", "adrenal")  # docs/DOMAIN.md §5: the organs hotter than most lesions' surroundings
 NEAR_ORGAN_GAP_MM = (2.0, 6.0)  # "near organs": gap between the lesion and the organ surface, under one PSF FWHM
+#: "split neighbours": diameter range (mm) of the stable lesion placed beside each extra splitting lesion (small to
+#: mid-sized liver metastases, SITE_DIAMETER_MM's liver range without its largest, which would not fit beside a split)
+SPLIT_NEIGHBOUR_DIAMETER_MM = (8.0, 20.0)
+#: Smallest surface gap (mm) between that neighbour and the splitting lesion or its pieces at any scan: one PSF FWHM
+#: (5.5-6.5 mm), so the two stay separate lesion-ROIs (a segmentation that merges them is not the matching's error).
+SPLIT_NEIGHBOUR_MIN_GAP_MM = 6.0
 
 
 @dataclass(frozen=True)
@@ -45,16 +51,23 @@ class LesionOptions:
     ``small_lesions``: baseline volumes 0.1-4 mL (log-uniform) instead of the site's diameter range.
     ``low_contrast``: lesion SUVmean 6-18 instead of 8-45 (lesion-to-liver ratio ~1.2-4).
     ``near_organs``: the fraction (0-1) of lesions placed 2-6 mm from the surface of a spleen, kidney or adrenal.
+    ``split_neighbours``: centre distances (mm); for each, one more liver lesion that splits at the first follow-up
+    and a stable lesion (present at every scan) whose centre lies that far from the splitting lesion's centre, in a
+    random direction at least :data:`SPLIT_NEIGHBOUR_MIN_GAP_MM` from the lesion and its pieces (the matching must
+    keep the neighbour out of the split's track).
     Split and merge lesions keep their sizes (they must be large enough to split).
     """
 
     small_lesions: bool = False
     low_contrast: bool = False
     near_organs: float = 0.0
+    split_neighbours: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.near_organs <= 1.0:
             raise bad_option("near_organs", self.near_organs, "a fraction between 0 and 1")
+        if any(not 10.0 <= d <= 80.0 for d in self.split_neighbours):
+            raise bad_option("split_neighbours", self.split_neighbours, "centre distances of 10-80 mm")
 
 
 @dataclass
@@ -65,7 +78,9 @@ class Blob:
     radii: tuple[float, float, float]
     suv: float  # mean SUV of the blob
     label: int  # value in the truth label map
-    profile: str = "uniform"  # uniform | peaked | necrotic
+    profile: str = "uniform"  # uniform | peaked | necrotic | rim
+    # lobulated surface: bumps (unit direction x, y, z, amplitude as a share of the radius); () = ellipsoid
+    lobes: tuple[tuple[float, float, float, float], ...] = ()
 
 
 @dataclass
@@ -85,6 +100,12 @@ class Lesion:
     split_from: int | None = None  # first time point at which the lesion is split in two
     merge_partner: int | None = None  # lesion id of the partner it merges with
     merge_from: int | None = None  # first time point at which it is merged
+    lobes: tuple[tuple[float, float, float, float], ...] = ()  # lobulated surface (``Blob.lobes``; phantom.domain)
+    neighbour_of: int | None = None  # lesion id of the splitting lesion it was placed beside (split_neighbours)
+
+    def split_offset(self, radii: tuple[float, float, float]) -> float:
+        """Distance (mm, along x) of each split piece's centre from the lesion's centre, for ``radii``."""
+        return radii[0] * 0.5 ** (1 / 3) + SPLIT_GAP_MM / 2
 
     def blobs(self, timepoint: int) -> list[Blob]:
         """The blobs of this lesion at a time point (empty when absent)."""
@@ -97,11 +118,11 @@ class Lesion:
             return self._split_blobs(radii, suv)
         if self.merge_from is not None and timepoint >= self.merge_from:
             radii = tuple(r * 1.25 for r in radii)  # merging lesions grow into each other
-        return [Blob(self.center, radii, suv, self.lesion_id, self.profile)]
+        return [Blob(self.center, radii, suv, self.lesion_id, self.profile, self.lobes)]
 
     def _split_blobs(self, radii, suv) -> list[Blob]:
         half = tuple(r * 0.5 ** (1 / 3) for r in radii)  # two halves of equal total volume
-        offset = half[0] + SPLIT_GAP_MM / 2
+        offset = self.split_offset(radii)
         cx, cy, cz = self.center
         return [Blob((cx - offset, cy, cz), half, suv, self.lesion_id, "uniform"),
                 Blob((cx + offset, cy, cz), half, suv, 1000 + self.lesion_id, "uniform")]
@@ -155,17 +176,25 @@ def make_lesions(seed: int, n_timepoints: int, body: BodyParameters, n_lesions: 
 
     Lesions are placed in the reference frame without overlap (gap ≥ 15 mm), except merge partners,
     which start :data:`MERGE_GAP_MM` apart. ``options``: harder patients (:class:`LesionOptions`).
+    ``n_lesions`` 0: a patient without lesions (a negative scan, a complete response).
     """
     options = options or LesionOptions()
     rng = np.random.default_rng(seed * 7919 + 17)
     n = int(n_lesions if n_lesions is not None else rng.integers(12, 41))
-    if not 1 <= n <= 200:
-        raise bad_option("n_lesions", n, "between 1 and 200 (10–60 is clinical)")
+    if not 0 <= n <= 200:
+        raise bad_option("n_lesions", n, "between 0 and 200 (10–60 is clinical)")
+    if n == 0:
+        return []
     kinds = _kinds(n, n_timepoints, rng)[:max(n, 1)]
     sites = list(LESION_SITES)
     site_p = np.array([0.4, 0.25, 0.15, 0.08, 0.12])
     placed: list[Lesion] = []
     next_id = 1
+    for distance in options.split_neighbours:  # first, while the liver has room (none by default: seeds unchanged)
+        pair = _split_beside_neighbour(distance, next_id, placed=placed, rng=rng, n_timepoints=n_timepoints,
+                                       body=body, options=options)
+        placed.extend(pair)
+        next_id += len(pair)
     for kind in kinds:
         if kind == "merge" and placed and placed[-1].kind == "merge" and placed[-1].merge_partner is None:
             lesion = _merge_partner(placed[-1], next_id, rng, n_timepoints, options)
@@ -277,6 +306,45 @@ def _place_near_organ(kind: str, lesion_id: int, placed: list[Lesion], *, rng: n
     return None
 
 
+def _split_beside_neighbour(distance: float, lesion_id: int, *, placed: list[Lesion], rng: np.random.Generator,
+                            n_timepoints: int, body: BodyParameters, options: LesionOptions) -> list[Lesion]:
+    """A liver lesion splitting at the first follow-up and a stable neighbour ``distance`` mm (centres) from it."""
+    region = LESION_SITES["liver"][0]
+    scale = np.array([body.xy_scale, body.xy_scale, body.z_scale])
+    for _ in range(100):
+        split = _place("liver", "split", lesion_id, placed=placed, rng=rng, n_timepoints=n_timepoints, body=body,
+                       options=options)
+        if split is None:  # no room found in 200 draws: the liver is crowded, draw again
+            continue
+        for _ in range(50):  # directions around this lesion before another place is tried
+            diameter = float(np.exp(rng.uniform(*np.log(SPLIT_NEIGHBOUR_DIAMETER_MM))))
+            radii = tuple(diameter / 2 * rng.uniform(0.85, 1.15) for _ in range(3))
+            direction = rng.normal(size=3)
+            centre = np.asarray(split.center) + distance * direction / np.linalg.norm(direction)
+            neighbour = _new_lesion(lesion_id + 1, "liver", "stable", c=centre, radii=radii, rng=rng,
+                                    n_timepoints=n_timepoints, options=options)
+            neighbour.neighbour_of = lesion_id
+            if region.inside(*(centre / scale)) and _apart(split, neighbour) and \
+                    not _crowded(centre, radii, "stable", placed):
+                return [split, neighbour]
+    raise bad_option("split_neighbours", distance, "a distance that fits in the liver beside the other lesions "
+                     "(fewer lesions or fewer split neighbours)")
+
+
+def _apart(split: Lesion, neighbour: Lesion) -> bool:
+    """Whether the neighbour keeps :data:`SPLIT_NEIGHBOUR_MIN_GAP_MM` from the splitting lesion at the baseline and
+    from its pieces at every later scan (largest radii of each, at the largest size they reach)."""
+    grow = max(split.relative) ** (0.6 / 3)  # the radius scale of blobs() at the largest relative SUVtotal
+    reach = max(neighbour.radii) * max(neighbour.relative) ** (0.6 / 3) + SPLIT_NEIGHBOUR_MIN_GAP_MM
+    parent = np.asarray(split.center)
+    radii = tuple(r * grow for r in split.radii)
+    offset = split.split_offset(radii)
+    pieces = [parent + [side * offset, 0.0, 0.0] for side in (-1, 1)]
+    centre = np.asarray(neighbour.center)
+    return (np.linalg.norm(centre - parent) >= max(radii) + reach
+            and all(np.linalg.norm(centre - p) >= max(radii) * 0.5 ** (1 / 3) + reach for p in pieces))
+
+
 def _merge_partner(first: Lesion, lesion_id: int, rng: np.random.Generator, n_timepoints: int,
                    options: LesionOptions | None = None) -> Lesion:
     radii = _random_size(first.site, "merge", rng, options)
@@ -306,4 +374,35 @@ def profile_factor(profile: str, rho: np.ndarray) -> np.ndarray:
         return 1.5 - 0.85 * rho**2
     if profile == "necrotic":  # cold necrotic core (15 % uptake) inside a viable rim
         return np.where(rho < 0.5, 0.15, 1.12)
+    if profile == "rim":  # large necrotic core (inner 60 % of the radius, 10 %) inside a thin enhancing rim
+        return np.where(rho < RIM_CORE, RIM_CORE_UPTAKE, RIM_UPTAKE)
     return np.ones_like(rho)
+
+
+RIM_CORE = 0.6  # core radius / lesion radius of the ``rim`` profile (phantom.domain)
+RIM_CORE_UPTAKE = 0.1
+RIM_UPTAKE = (1.0 - RIM_CORE_UPTAKE * RIM_CORE**3) / (1.0 - RIM_CORE**3)  # mean over the volume = 1
+
+
+#: Largest surface radius of a lobulated lesion, as a multiple of its ellipsoid's: below the 1.6 x radius each
+#: lesion keeps clear of the others when placed (``_crowded``), so lobes never touch a neighbour.
+LOBE_CAP = 1.5
+
+
+def lobe_scale(blob: Blob, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndarray | float:
+    """The surface radius, as a multiple of the ellipsoid's, in the direction of the offsets (``dx, dy, dz``: from
+    the centre, in radii): 1 + the sum of the lobes' bumps ``amplitude x max(0, cos angle)^4``, at most
+    :data:`LOBE_CAP`."""
+    if not blob.lobes:
+        return 1.0
+    norm = np.sqrt(dx * dx + dy * dy + dz * dz) + 1e-9
+    scale = np.ones(np.broadcast_shapes(dx.shape, dy.shape, dz.shape), np.float32)
+    for ux, uy, uz, amplitude in blob.lobes:
+        cosine = (dx * ux + dy * uy + dz * uz) / norm
+        scale += amplitude * np.maximum(cosine, 0.0) ** 4
+    return np.minimum(scale, LOBE_CAP)
+
+
+def max_lobe_scale(blob: Blob) -> float:
+    """The largest :func:`lobe_scale` of ``blob`` (an upper bound: every bump at its peak)."""
+    return min(1.0 + sum(lobe[3] for lobe in blob.lobes), LOBE_CAP)

@@ -1,4 +1,4 @@
-"""Command-line commands of the report stage: ``report``, ``export``, ``cohort-report``."""
+"""Command-line commands of the report stage: ``report``, ``export``, ``cohort-report``, ``evaluate``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report)
     app.command("export")(export)
     app.command("cohort-report")(cohort_report)
+    app.command("evaluate")(evaluate)
 
 
 def _print_paths(paths: dict[str, Path], as_json: bool) -> None:
@@ -81,3 +82,43 @@ def cohort_report(
     from LesionResponseLib.report.cohort import write_cohort_report
 
     _print_paths(write_cohort_report(analyses, out), as_json)
+
+
+def evaluate(
+    analysis: Path = typer.Argument(..., help=ANALYSIS_HELP),
+    reference: list[Path] = typer.Option(..., "--reference", help="The reference: a phantom folder (its truth), or "
+                                         "a site's contours - RTSTRUCT or DICOM SEG files, NIfTI/NRRD label maps, or "
+                                         "folders of them; repeat the option for several."),
+    timepoint: int | None = typer.Option(None, "--timepoint", help="Time point of label maps (else from tp{k} in the "
+                                         "file name) and of DICOM contours that reference no loaded series."),
+    names: str | None = typer.Option(None, "--names", help="Only structures whose name matches this regular "
+                                     "expression (e.g. 'lesion|met')."),
+    pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="Also print the page to PDF (headless chromium)."),
+    out: Path | None = out_option(None, "Folder of the results (default ANALYSIS/evaluation)."),
+    as_json: bool = json_option("the figures and the written files"),
+) -> None:
+    """Measure the analysis against a reference: detection, contours and measures, categories; JSON + HTML/PDF."""
+    from LesionResponseLib.report.evaluation import write_evaluation
+
+    with cli_console(stderr=True).status("reading the reference and comparing..."):
+        figures, paths = write_evaluation(analysis, reference, timepoint=timepoint, names=names, dest=out,
+                                          formats=("html", "pdf") if pdf else ("html",))
+    if as_json:
+        emit_json({"figures": figures, "files": paths})
+        return
+    d, categories = figures["detection"], figures["categories"]
+    lines = [f"reference: {figures['reference']['kind']}, {figures['reference']['lesions']} lesions, time points "
+             f"{figures['reference']['covered_timepoints']}",
+             f"detection: sensitivity {_share(d['sensitivity'])} of {d['n_reference']}, false positives per scan "
+             f"{d['false_positives_per_scan']:.2f}, F1 {d['f1']:.3f}",
+             f"matched lesions: {figures['contours']['matched']}, median Dice "
+             f"{_share(figures['contours']['dice_median'], 2)}",
+             f"categories agree: {_share(categories['agreement_all'])} of {categories['n_all']} lesion x follow-up "
+             "pairs" if categories["available"] else f"categories: not computed ({categories['reason']})"]
+    lines += [f"not used: {m['name'] or m['file']} ({m['reason']})" for m in figures["reference"].get("skipped", [])]
+    lines += [f"{kind}: {path}" for kind, path in paths.items()]
+    cli_console().print("\n".join(lines), highlight=False, markup=False)
+
+
+def _share(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

@@ -54,6 +54,12 @@ def statements(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
         if k != "1":
             rows.append((f"patients heterogeneous at follow-up {k}",
                          f"{h['heterogeneous']} of {h['patients']} ({_fmt(h['pct'], ' %')})", "–"))
+    for name, label in (("volume_ml_change_pct", "SSTR tumour volume"), ("suv_total_change_pct", "Σ SUVtotal"),
+                        ("suv_total_pvc_change_pct", "Σ PV-corrected SUVtotal"), ("n_rois_change_pct", "lesion count")):
+        spread = f.get("burden_change_pct", {}).get(name)
+        if spread and spread["median"] is not None:
+            rows.append((f"{label}: change baseline → last scan, median (range)",
+                         f"{spread['median']:+.1f} % ({spread['min']:+.1f} to {spread['max']:+.1f} %)", "–"))
     return rows
 
 

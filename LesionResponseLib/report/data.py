@@ -21,6 +21,10 @@ CATEGORY_COLOURS: dict[str, str] = {
     "absent": "#9e9e9e",
 }
 FOLLOW_UP_CATEGORIES = ("new", "increasing", "stable", "decreasing", "disappearing")
+#: Colours of the lesion sites in the burden plot (colour-blind-safe Okabe-Ito palette; grey: undetermined).
+SITE_COLOURS: dict[str, str] = {"liver": "#E69F00", "bone": "#56B4E9", "lymph node": "#009E73",
+                                "pancreas": "#CC79A7", "lung": "#0072B2", "peritoneum/other": "#D55E00",
+                                "undetermined": "#999999"}
 
 
 class ReportInputError(LesionResponseError):

@@ -3,6 +3,14 @@
 Both reference the source PET series listed in ``analysis.json`` (``timepoints[].pet_files``). Every track gets
 one Tracking Unique Identifier, derived from patient id + track id, so the same lesion carries the same UID
 in the SEG segments and SR measurement groups of every time point.
+
+Each lesion's group also holds its site as a Finding Site (SNOMED CT, :data:`SITE_CODES`), its SUVmax relative to
+the liver and spleen reference regions and its Krenning-like grade (``analysis.burden``). Patient-level groups
+(TID 1501, no image region) hold the tumour burden - lesion count, SSTR-expressing tumour volume, total lesion
+uptake (Σ SUVtotal and Σ PV-corrected SUVtotal) and their change from baseline - for the whole body (Finding
+Site "Entire body") and per site, and one group per placed reference region its SUVmean, SD and volume (Finding
+Site liver or spleen). Their tracking UIDs are derived from patient id + what they measure, so they too are the
+same at every time point.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib import __version__
-from LesionResponseLib.datamodel import LesionROI
+from LesionResponseLib.datamodel import LesionROI, ReferenceRegion
 from LesionResponseLib.errors import describe
 from LesionResponseLib.report.data import ReportData, ReportInputError, load_labels, load_report_data
 
@@ -148,13 +156,56 @@ def _concepts() -> dict[str, Any]:
         "delta_pvc": code("DSUVTOTPVC", PRIVATE_SCHEME, "Change of partial-volume-corrected SUVtotal from reference"),
         "total_pvc": code("PVCTOTAL", PRIVATE_SCHEME, "Partial-volume-corrected total"),
         "category": code("RESPCAT", PRIVATE_SCHEME, "Lesion-ROI response category"),
+        "confidence": code("RESPCONF", PRIVATE_SCHEME, "Response category confidence"),
+        "probability": code("CATPROB", PRIVATE_SCHEME, "Probability that the true change lies in the category"),
         "procedure": code("44139-4", "LN", "PET whole body"),
         "tracer_override": code("TRACEROVR", PRIVATE_SCHEME, "Analysed although not somatostatin-receptor PET"),
         "evaluations": code("C0034375", "UMLS", "Qualitative Evaluations"),
     }
 
 
-def _measurements(roi: LesionROI, delta_pct: float | None, c: dict[str, Any], measure: str) -> list[Any]:
+def _uncertainty(low: float | None, high: float | None) -> Any:
+    """TID 310 measurement properties holding how far below and above the value the uncertainty reaches."""
+    import highdicom as hd
+
+    if low is None or high is None:
+        return None
+    return hd.sr.MeasurementProperties(lower_measurement_uncertainty=max(low, 0.0),
+                                       upper_measurement_uncertainty=max(high, 0.0))
+
+
+def site_codes() -> dict[str, Any]:
+    """SNOMED CT codes of the lesion sites (``datamodel.LESION_SITES``) and reference organs, for Finding Site."""
+    from pydicom.sr.codedict import codes
+
+    return {"liver": codes.SCT.Liver, "bone": codes.SCT.Bone, "lymph node": codes.SCT.LymphNode,
+            "pancreas": codes.SCT.Pancreas, "lung": codes.SCT.Lung, "peritoneum/other": codes.SCT.PeritonealCavity,
+            "spleen": codes.SCT.Spleen}
+
+
+def _burden_concepts() -> dict[str, Any]:
+    """Codes of the patient-level and reference-region measurements (private where no standard code names it)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    code = hd.sr.CodedConcept
+    return {"tumour": codes.SCT.Neoplasm, "entire_body": codes.SCT.EntireBody, "count": codes.SCT.NumberOfLesions,
+            "count_unit": code("{lesions}", "UCUM", "lesions"), "sd": codes.SCT.StandardDeviation,
+            "ratio_unit": code("1", "UCUM", "no units"), "difference_unit": code("{lesions}", "UCUM", "lesions"),
+            "reference": code("REFREGION", PRIVATE_SCHEME, "Reference region of normal uptake"),
+            "to_liver": code("SUVMAXLIV", PRIVATE_SCHEME, "SUVmax to liver reference SUVmean ratio"),
+            "to_spleen": code("SUVMAXSPL", PRIVATE_SCHEME, "SUVmax to spleen reference SUVmean ratio"),
+            "grade": code("KRENNLIKE", PRIVATE_SCHEME, "Krenning-like grade"),
+            "volume_change": code("DVOLUME", PRIVATE_SCHEME, "Change of tumour volume from baseline"),
+            "total_change": code("DTOTAL", PRIVATE_SCHEME, "Change of total lesion uptake from baseline"),
+            "total_pvc_change": code("DTOTALPVC", PRIVATE_SCHEME, "Change of PV-corrected total lesion uptake from baseline"),
+            "count_change": code("DCOUNT", PRIVATE_SCHEME, "Change of lesion count from baseline")}
+
+
+def _measurements(roi: LesionROI, delta_pct: float | None, c: dict[str, Any], measure: str,
+                  interval: list[float] | None = None, probability: float | None = None) -> list[Any]:
+    """The ROI's measurements; SUVtotal and its corrected value carry ± one SD (``LesionROI.suv_total_sd``), the
+    change its interval (``interval``, at ``response.interval_level``) as lower/upper measurement uncertainty."""
     import highdicom as hd
 
     m = hd.sr.Measurement
@@ -162,12 +213,26 @@ def _measurements(roi: LesionROI, delta_pct: float | None, c: dict[str, Any], me
              m(c["suv"], roi.suv_mean, c["suv_unit"], derivation=c["mean"]),
              m(c["suv"], roi.suv_peak, c["suv_unit"], derivation=c["peak"]),
              m(c["volume"], roi.volume_ml, c["ml"]),
-             m(c["suv"], roi.suv_total, c["suv_ml_unit"], derivation=c["total"])]
+             m(c["suv"], roi.suv_total, c["suv_ml_unit"], derivation=c["total"],
+               properties=_uncertainty(roi.suv_total_sd, roi.suv_total_sd))]
     if roi.suv_total_pvc is not None:
-        items.append(m(c["suv"], roi.suv_total_pvc, c["suv_ml_unit"], derivation=c["total_pvc"]))
+        items.append(m(c["suv"], roi.suv_total_pvc, c["suv_ml_unit"], derivation=c["total_pvc"],
+                       properties=_uncertainty(roi.suv_total_pvc_sd, roi.suv_total_pvc_sd)))
     if delta_pct is not None:
-        items.append(m(c["delta_pvc" if measure == "suv_total_pvc" else "delta"], delta_pct, c["percent"]))
+        spread = (delta_pct - interval[0], interval[1] - delta_pct) if interval else (None, None)
+        items.append(m(c["delta_pvc" if measure == "suv_total_pvc" else "delta"], delta_pct, c["percent"],
+                       properties=_uncertainty(*spread)))
+    if probability is not None:
+        items.append(m(c["probability"], 100.0 * probability, c["percent"]))
     return items
+
+
+def _confidence(indeterminate: bool, c: dict[str, Any]) -> Any:
+    """The category's confidence: ``indeterminate`` when its change's interval holds a threshold."""
+    import highdicom as hd
+
+    value = "INDETERMINATE" if indeterminate else "CONFIDENT"
+    return hd.sr.QualitativeEvaluation(c["confidence"], hd.sr.CodedConcept(value, PRIVATE_SCHEME, value.lower()))
 
 
 def _category(name: str, c: dict[str, Any]) -> Any:
@@ -181,6 +246,27 @@ def _tracking(data: ReportData, track: int) -> Any:
     import highdicom as hd
 
     return hd.sr.TrackingIdentifier(uid=track_uid(data.analysis.patient_id, track), identifier=f"track {track}")
+
+
+def _ratio_items(ratios: dict[str, Any], c: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """A lesion's ratios to the reference regions (measurements) and its Krenning-like grade (evaluation)."""
+    import highdicom as hd
+
+    b = _burden_concepts()
+    items = [hd.sr.Measurement(b[name], ratios[f"suv_max_{name}"], b["ratio_unit"])
+             for name in ("to_liver", "to_spleen") if ratios[f"suv_max_{name}"] is not None]
+    grade = ratios["krenning_grade"].replace("≤", "<=").replace("≥", ">=")  # the SR's character set is Latin-1
+    evaluations = [hd.sr.QualitativeEvaluation(b["grade"], hd.sr.CodedConcept(
+        f"KG{grade.replace('<=', 'LE').replace('>=', 'GE')}", PRIVATE_SCHEME, f"Krenning-like grade {grade}"))] \
+        if grade else []
+    return items, evaluations
+
+
+def _finding_sites(site: str) -> list[Any] | None:
+    import highdicom as hd
+
+    code = site_codes().get(site)
+    return [hd.sr.FindingSite(anatomic_location=code)] if code is not None else None
 
 
 def _tracer_evaluations(data: ReportData, timepoint: int, c: dict[str, Any]) -> Any:
@@ -205,29 +291,91 @@ def _tracer_evaluations(data: ReportData, timepoint: int, c: dict[str, Any]) -> 
 
 
 def _groups(data: ReportData, timepoint: int, seg: Any, c: dict[str, Any]) -> list[Any]:
-    """One volumetric group per accepted ROI, plus one group per track that disappeared at this time point."""
+    """One volumetric group per accepted ROI, one group per track that disappeared at this time point, then the
+    patient-level burden groups and the reference regions' groups."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
+
+    from LesionResponseLib.analysis.burden import lesion_ratios
 
     context = hd.sr.TimePointContext(time_point=f"TP{timepoint}", time_point_order=timepoint + 1,
                                      subject_time_point_identifier=str(timepoint))
     responses = {r.track_id: r for r in data.analysis.responses}
+    ratios = lesion_ratios(data.analysis)
     groups = []
     for number, roi in enumerate(data.accepted_rois(timepoint), start=1):
         track = data.roi_track.get(roi.roi_id, -1)
-        delta = responses[track].delta_suv_total_pct.get(timepoint) if track in responses else None
+        response = responses.get(track)
+        delta = response.delta_suv_total_pct.get(timepoint) if response else None
+        interval = response.delta_interval_pct.get(timepoint) if response else None
+        probability = response.category_confidence.get(timepoint) if response else None
         category = data.roi_category.get(roi.roi_id, "")  # empty: ROI outside any assessed track
+        ratio_items, grade = _ratio_items(ratios[roi.roi_id], c)
+        evaluations = [_category(category, c)] if category else []
+        if category and interval is not None:
+            evaluations.append(_confidence(bool(response.indeterminate.get(timepoint)), c))
+        evaluations += grade
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=_tracking(data, track), finding_type=codes.SCT.Lesion,
             referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number), time_point_context=context,
-            measurements=_measurements(roi, delta, c, data.analysis.parameters.response.measure),
-            qualitative_evaluations=[_category(category, c)] if category else None))
+            finding_sites=_finding_sites(roi.site),
+            measurements=_measurements(roi, delta, c, data.analysis.parameters.response.measure, interval,
+                                       probability) + ratio_items,
+            qualitative_evaluations=evaluations or None))
     for response in sorted(data.analysis.responses, key=lambda r: r.track_id):
         if response.categories.get(timepoint) == "disappearing":
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=_tracking(data, response.track_id), finding_type=codes.SCT.Lesion,
                 time_point_context=context, qualitative_evaluations=[_category("disappearing", c)]))
+    return groups + _burden_groups(data, timepoint, context, c) + [
+        _reference_group(data, region, context, c) for region in data.analysis.reference_regions
+        if region.timepoint == timepoint and region.placed]
+
+
+def _burden_groups(data: ReportData, timepoint: int, context: Any, c: dict[str, Any]) -> list[Any]:
+    """Patient-level groups: the burden of this time point over the whole body, then per site (module docstring)."""
+    import highdicom as hd
+
+    from LesionResponseLib.analysis.burden import burden_rows
+
+    b = _burden_concepts()
+    m = hd.sr.Measurement
+    groups = []
+    for row in (r for r in burden_rows(data.analysis) if r["timepoint"] == timepoint):
+        sites = [hd.sr.FindingSite(anatomic_location=b["entire_body"])] if row["site"] == "all" \
+            else _finding_sites(row["site"])
+        if sites is None:  # site undetermined: counted in the whole-body group only
+            continue
+        items = [m(b["count"], row["n_rois"], b["count_unit"]), m(c["volume"], row["volume_ml"], c["ml"]),
+                 m(c["suv"], row["suv_total"], c["suv_ml_unit"], derivation=c["total"]),
+                 m(c["suv"], row["suv_total_pvc"], c["suv_ml_unit"], derivation=c["total_pvc"])]
+        if timepoint:
+            items.append(m(b["count_change"], row["n_rois_change"], b["difference_unit"]))
+            items += [m(b[name], row[column], c["percent"]) for name, column in (
+                ("volume_change", "volume_ml_change_pct"), ("total_change", "suv_total_change_pct"),
+                ("total_pvc_change", "suv_total_pvc_change_pct")) if row[column] is not None]
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=_derived_uid(data.analysis.patient_id, "burden", row["site"]),
+                identifier=f"tumour burden: {'whole body' if row['site'] == 'all' else row['site']}"),
+            finding_type=b["tumour"], finding_sites=sites, time_point_context=context, measurements=items))
     return groups
+
+
+def _reference_group(data: ReportData, region: ReferenceRegion, context: Any, c: dict[str, Any]) -> Any:
+    """The group of a placed reference region: SUVmean, SD and volume, Finding Site its organ."""
+    import highdicom as hd
+
+    b = _burden_concepts()
+    m = hd.sr.Measurement
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=_derived_uid(data.analysis.patient_id, "reference", region.organ),
+            identifier=f"{region.organ} reference region ({region.source})"),
+        finding_type=b["reference"], finding_sites=_finding_sites(region.organ), time_point_context=context,
+        measurements=[m(c["suv"], region.suv_mean, c["suv_unit"], derivation=c["mean"]),
+                      m(c["suv"], region.suv_sd, c["suv_unit"], derivation=b["sd"]),
+                      m(c["volume"], region.volume_ml, c["ml"])])
 
 
 def build_sr(data: ReportData, timepoint: int, sources: list[Any], seg: Any) -> Any:

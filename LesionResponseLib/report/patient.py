@@ -58,6 +58,44 @@ def _timepoint_rows(data: ReportData) -> list[dict[str, Any]]:
     return rows
 
 
+def _reference_rows(data: ReportData) -> list[dict[str, Any]]:
+    """Per time point and reference organ: SUVmean ± SD, volume, who placed it and its warnings."""
+    rows = []
+    for region in sorted(data.analysis.reference_regions, key=lambda r: (r.timepoint, r.organ)):
+        rows.append({"tp": region.timepoint, "organ": region.organ, "placed": region.placed,
+                     "mean": _fmt(region.suv_mean, 2), "sd": _fmt(region.suv_sd, 2),
+                     "volume": _fmt(region.volume_ml), "diameter": f"{region.diameter_mm:g}",
+                     "source": region.source, "warnings": "; ".join(region.warnings)})
+    return rows
+
+
+def _burden_rows(data: ReportData) -> list[dict[str, Any]]:
+    """``burden.csv``'s rows formatted for the report (change from TP0 in brackets)."""
+    from LesionResponseLib.analysis.burden import burden_rows
+
+    def change(value: float | None) -> str:
+        return "" if value is None else f" ({value:+.0f} %)"
+
+    return [{"tp": r["timepoint"], "site": r["site"], "n": r["n_rois"],
+             "n_change": f" ({r['n_rois_change']:+d})" if r["timepoint"] else "",
+             "volume": _fmt(r["volume_ml"]) + (change(r["volume_ml_change_pct"]) if r["timepoint"] else ""),
+             "total": _fmt(r["suv_total"]) + (change(r["suv_total_change_pct"]) if r["timepoint"] else ""),
+             "total_pvc": _fmt(r["suv_total_pvc"]) + (change(r["suv_total_pvc_change_pct"]) if r["timepoint"] else "")}
+            for r in burden_rows(data.analysis)]
+
+
+def _grade_counts(data: ReportData) -> list[dict[str, Any]]:
+    """Per time point: accepted ROIs by Krenning-like grade (``analysis.burden.krenning_grade``)."""
+    from LesionResponseLib.analysis.burden import lesion_ratios
+
+    ratios = lesion_ratios(data.analysis)
+    rows = []
+    for t in data.analysis.timepoints:
+        grades = [ratios[r.roi_id]["krenning_grade"] or "–" for r in data.accepted_rois(t.index)]
+        rows.append({"tp": t.index, **{g: grades.count(g) for g in ("≤2", "3", "4", "≥3", "–")}})
+    return rows
+
+
 def _track_notes(data: ReportData, track_id: int) -> str:
     """Where the track's ROIs are not the model's (prior-guided, marked when found by model evidence; reader)
     and the detection limit where its lesion was looked for and not found (``Analysis.prior_searches``)."""
@@ -84,15 +122,36 @@ def _track_notes(data: ReportData, track_id: int) -> str:
     return "; ".join(notes)
 
 
+def _change(response: Any, k: int) -> tuple[str, str]:
+    """The change at follow-up ``k`` and its interval: ``("−42", "(−55…−27)")`` (no interval: "")."""
+    delta, interval = response.delta_suv_total_pct.get(k), response.delta_interval_pct.get(k)
+    return _fmt(delta, 0), f"({interval[0]:+.0f}…{interval[1]:+.0f})" if interval and delta is not None else ""
+
+
 def _track_rows(data: ReportData) -> list[dict[str, Any]]:
     n_tp = len(data.analysis.timepoints)
     rows = []
     for r in sorted(data.analysis.responses, key=lambda r: r.track_id):
-        cats = [(r.categories.get(k, "absent"), _fmt(r.delta_suv_total_pct.get(k), 0)) for k in range(1, n_tp)]
+        cats = [(r.categories.get(k, "absent"), *_change(r, k), bool(r.indeterminate.get(k))) for k in range(1, n_tp)]
         rows.append({"track_id": r.track_id, "pattern": r.pattern, "cats": cats,
                      "suv": [_fmt(r.suv_total.get(k, 0.0)) for k in range(n_tp)],
                      "notes": _track_notes(data, r.track_id)})
     return rows
+
+
+def _review_queue(data: ReportData) -> dict[str, Any]:
+    """What the reader has not reviewed (in queue order: the likeliest errors first, with the reasons) and who
+    marked the others reviewed, when (the ``reviewed`` edits of the audit trail)."""
+    from LesionResponseLib.analysis.queue import review_queue
+
+    items = review_queue(data.analysis)
+    marks = {int(e["edit"]["track_id"]): f"{e.get('user', '')} {str(e.get('time', ''))[:16]}".strip()
+             for e in data.analysis.audit if e.get("type") == "reviewed" and "edit" in e}
+    left = [{"track_id": i.track_id, "score": f"{100 * i.score:.0f} %", "reasons": "; ".join(i.reasons) or "–"}
+            for i in items if not i.reviewed]
+    done = [f"T{i.track_id:03d}" + (f" ({marks[i.track_id]})" if i.track_id in marks else "")
+            for i in items if i.reviewed]
+    return {"left": left, "reviewed": done, "total": len(items)}
 
 
 def _audit_rows(data: ReportData) -> list[dict[str, str]]:
@@ -151,8 +210,10 @@ def render_patient_html(data: ReportData, suv_window: float = 10.0) -> str:
         tracer=tracer_title(data),
         other_tracer=[f"TP{t.index} {t.radiopharmaceutical or t.radionuclide or '?'}"
                       for t in data.analysis.timepoints if t.tracer_override],
-        measure=plots.measure_name(data),
-        track_rows=_track_rows(data), audit=_audit_rows(data))
+        measure=plots.measure_name(data), queue=_review_queue(data),
+        interval_level=f"{100 * data.analysis.parameters.response.interval_level:.0f}",
+        track_rows=_track_rows(data), audit=_audit_rows(data), reference_rows=_reference_rows(data),
+        burden_rows=_burden_rows(data), grade_counts=_grade_counts(data), burden_figure=_b64(plots.burden_plot(data)))
 
 
 def find_chromium() -> str | None:

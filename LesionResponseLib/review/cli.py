@@ -1,4 +1,5 @@
-"""``lesion-response review ANALYSIS link|unlink|merge|split|reject|reject-track|restore|add|edit|undo|redo|history``.
+"""``lesion-response review ANALYSIS link|unlink|merge|split|reject|reject-track|restore|add|edit|import-rois|
+reference|site|reviewed|undo|redo|history``.
 
 Each command opens the review session of ANALYSIS (taking its lock), applies one edit (a typed
 :mod:`LesionResponseLib.review.edits` object), saves atomically and prints what changed: tracks and their
@@ -71,16 +72,28 @@ def _categories(entry: dict[str, Any] | None) -> str:
 
 def describe_record(record: dict[str, Any]) -> list[str]:
     """Human-readable lines of an edit record: the edit, then each changed track before -> after."""
-    params = {k: v for k, v in record["edit"].items() if k != "type"}
+    params = {k: v for k, v in record["edit"].items() if k not in ("type", "rois")}
     lines = [f"{record['type']} {params} by {record['user']} at {record['time']} (edit {record['id']})"]
+    lines += [f"  imported {r['name']!r} at time point {r['timepoint']}" for r in record["edit"].get("rois", [])]
+    lines += [f"  not imported: {s['name'] or s['file']} ({s['reason']})" for s in record.get("reference_skipped", [])]
     for track_id in record.get("tracks_before", {}):
         before, after = record["tracks_before"][track_id], record["tracks_after"][track_id]
         lines.append(f"  track {track_id}: {_categories(before)} -> {_categories(after)}")
     if record.get("heterogeneous_before") != record.get("heterogeneous_after"):
         lines.append(f"  heterogeneous: {record.get('heterogeneous_before')} -> {record.get('heterogeneous_after')}")
+    for name in ("references", "sites"):
+        for key, after in record.get(f"{name}_after", {}).items():
+            lines.append(f"  {name[:-1]} {key}: {_short(record[f'{name}_before'].get(key))} -> {_short(after)}")
     if len(lines) == 1:
         lines.append("  no track or category changed")
     return lines
+
+
+def _short(value: Any) -> str:
+    """A reference region (centre, SUVmean) or a site, as the CLI prints it."""
+    if isinstance(value, dict):
+        return f"SUVmean {value['suv_mean']:.2f} at {tuple(value['centre_mm'])} mm ({value['source']})"
+    return "none" if value in (None, "") else str(value)
 
 
 @review_app.command("link")
@@ -156,6 +169,57 @@ def edit_command(ctx: typer.Context, user: str = typer.Option(None, "--user", he
                  mask: Path = typer.Argument(..., help="New mask of that ROI (non-zero = ROI).")) -> None:
     """Replace a ROI's mask and re-measure it."""
     _run(ctx, lambda s: s.edit_roi(roi, mask), user)
+
+
+@review_app.command("import-rois")
+def import_rois_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                        files: list[Path] = typer.Argument(..., help="Reference contours: RTSTRUCT or DICOM SEG files, "
+                                                                     "NIfTI/NRRD label maps, or folders of them."),
+                        timepoint: int = typer.Option(None, "--timepoint", help="Time point of label maps (else from "
+                                                      "tp{k} in the file name) and of DICOM contours that reference no "
+                                                      "loaded series."),
+                        names: str = typer.Option(None, "--names", help="Only structures whose name matches this "
+                                                  "regular expression.")) -> None:
+    """Import reference contours as reader ROIs, in one edit (one undo): each structure replaces the ROI it overlaps
+    most, or becomes a new ROI; structures of one name are linked across time points."""
+
+    _run(ctx, lambda s: s.import_reference(files, timepoint, names), user)
+
+
+@review_app.command("reference")
+def reference_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                      timepoint: int = typer.Argument(..., help="Time point index (0 = baseline)."),
+                      organ: str = typer.Argument(..., help="liver or spleen."),
+                      centre: str = typer.Option(..., "--centre", help="Sphere centre X,Y,Z (mm, DICOM LPS of that "
+                                                 "time point's scan: +x patient's left, +y posterior, +z head), "
+                                                 "e.g. --centre=-80,-10,-560."),
+                      diameter: float = typer.Option(None, "--diameter-mm", help="Sphere diameter (mm; default: "
+                                                     "the region's)."),
+                      ) -> None:
+    """Move a reference region (the sphere of normal liver or spleen) and recompute the ratios and grades."""
+    try:
+        point = tuple(float(v) for v in centre.split(","))
+    except ValueError:
+        point = ()
+    if len(point) != 3:
+        raise typer.BadParameter(f"{centre!r} is not X,Y,Z in mm", param_hint="--centre")
+    _apply(ctx, user, lambda s: edits.MoveReferenceRegion(timepoint, organ, list(point), diameter))
+
+
+@review_app.command("site")
+def site_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                 roi: str = typer.Argument(..., help="ROI id."),
+                 site: str = typer.Argument(..., help="liver, bone, 'lymph node', pancreas, lung or "
+                                                      "'peritoneum/other'.")) -> None:
+    """Set a lesion-ROI's site (the burden by site follows)."""
+    _apply(ctx, user, lambda s: edits.SetRoiSite(roi, site))
+
+
+@review_app.command("reviewed")
+def reviewed_command(ctx: typer.Context, user: str = typer.Option(None, "--user", help=USER_HELP),
+                     track: int = typer.Argument(..., help="Track id.")) -> None:
+    """Mark a track reviewed: it leaves the review queue's list of what is left (undo takes the mark back)."""
+    _apply(ctx, user, lambda s: edits.MarkReviewed(track))
 
 
 @review_app.command("undo")

@@ -15,7 +15,11 @@ Rules (refused with :class:`ReviewError` otherwise):
   separates lesions with unlink or split, ``tracking.tracks._bridges``).
 - :class:`AddRoi` paints a new label (max label + 1) on background voxels only and is *not* linked
   automatically: the reader links it explicitly. :class:`EditRoi` replaces the ROI's voxels. Masks may not
-  overlap another ROI. Both re-measure with ``analysis.measure_rois`` on the SUV PET.
+  overlap another ROI. Both re-measure with ``analysis.measure_rois`` on the SUV PET, give the ROI its site by the
+  automatic rule (``analysis.sites``; a site the reader set on an edited ROI stays) and re-check the time point's
+  reference regions against the changed ROIs.
+- :class:`MoveReferenceRegion` puts a reference region's sphere where the reader says (re-measured and checked by
+  ``analysis.reference_regions``); the ratios and grades follow. :class:`SetRoiSite` sets a ROI's site.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import SimpleITK as sitk
 
-from LesionResponseLib.datamodel import Link, Track, roi_id_for
+from LesionResponseLib.datamodel import LESION_SITES, REFERENCE_ORGANS, Link, Track, roi_id_for
 from LesionResponseLib.errors import describe
 from LesionResponseLib.review.state import Engine, ReviewState, load_mask, recompute
 from LesionResponseLib.review.store import ReviewError
@@ -42,6 +46,7 @@ class ApplyContext:
     engine: Engine
     review_dir: Path
     suv: Callable[[int], sitk.Image]  # time point -> SUV PET image (float32, SUV)
+    organs: Callable[[int], Any] = lambda _tp: None  # time point -> segmentation.organs.Organs, None if unknown
 
 
 def _refuse(problem: str, fix: str) -> ReviewError:
@@ -306,27 +311,58 @@ def _paint(state: ReviewState, timepoint: int, mask: sitk.Image, label: int, ctx
     image.CopyInformation(current)
     state.labels[timepoint] = image
     measured = ctx.engine.measure_rois(image, ctx.suv(timepoint), timepoint,
-                                       psf_fwhm_mm=state.analysis.parameters.quantification.psf_fwhm_mm)
+                                       psf_fwhm_mm=state.analysis.parameters.quantification.psf_fwhm_mm,
+                                       contour_sd_mm=state.analysis.parameters.quantification.contour_sd_mm)
     new = next(r for r in measured if r.label == label)
     _refresh_neighbour_pvc(state, timepoint, measured, label)
     roi_id = roi_id_for(timepoint, label)
     kept = next((r for r in state.analysis.rois if r.roi_id == roi_id), None)
     new.roi_id, new.timepoint = roi_id, timepoint
+    organs = ctx.organs(timepoint)
+    if organs is not None and organs.found and state.analysis.timepoints[timepoint].ct_series_instance_uid:
+        new.site = ctx.engine.lesion_sites(image, organs, only=[label]).get(label, "")
     if kept is None:
         new.source = "reader"
         state.analysis.rois.append(new)
     else:
         new.status, new.source = kept.status, kept.source
+        if kept.site_source == "reader":
+            new.site, new.site_source = kept.site, kept.site_source
         state.analysis.rois[state.analysis.rois.index(kept)] = new
+    _recheck_references(state, timepoint, ctx)
+
+
+def _recheck_references(state: ReviewState, timepoint: int, ctx: ApplyContext) -> None:
+    """Measure the placed reference regions of ``timepoint`` again where they are (their checks see the ROIs now)."""
+    for region in [r for r in state.analysis.reference_regions if r.timepoint == timepoint and r.placed]:
+        _put_reference(state, ctx, region.organ, timepoint, region.centre_mm, region.diameter_mm, region.source)
+
+
+def _put_reference(state: ReviewState, ctx: ApplyContext, organ: str, timepoint: int, centre_mm: Any,
+                   diameter: float, source: str) -> None:
+    """Replace the reference region of ``organ`` at ``timepoint`` by a sphere measured at ``centre_mm``."""
+    from LesionResponseLib.analysis.reference_regions import check_spleen_above_liver
+
+    analysis = state.analysis
+    region = ctx.engine.measure_reference(ctx.suv(timepoint), state.labels[timepoint], ctx.organs(timepoint),
+                                          timepoint, organ, tuple(float(c) for c in centre_mm), float(diameter),
+                                          analysis.parameters, source=source)
+    analysis.reference_regions = [r for r in analysis.reference_regions
+                                  if (r.timepoint, r.organ) != (timepoint, organ)] + [region]
+    analysis.reference_regions.sort(key=lambda r: (r.timepoint, REFERENCE_ORGANS.index(r.organ)))
+    check_spleen_above_liver(analysis.reference_regions)
 
 
 def _refresh_neighbour_pvc(state: ReviewState, timepoint: int, measured: list, edited: int) -> None:
-    """Update the corrected SUVtotal of the other ROIs of ``timepoint``: they share spill-over regions with
-    the edited ROI (``analysis.quantify.pvc_suv_totals``); their masks and other measures are unchanged."""
-    fresh = {r.label: r.suv_total_pvc for r in measured if r.label != edited}
+    """Update the corrected SUVtotal of the other ROIs of ``timepoint`` and what depends on their surroundings (its
+    SD, the background around them): they share spill-over regions with the edited ROI
+    (``analysis.quantify.pvc_suv_totals``); their masks and other measures are unchanged."""
+    fresh = {r.label: r for r in measured if r.label != edited}
     for roi in state.analysis.rois:
         if roi.timepoint == timepoint and roi.label in fresh:
-            roi.suv_total_pvc = fresh[roi.label]
+            new = fresh[roi.label]
+            roi.suv_total_pvc, roi.suv_total_pvc_sd = new.suv_total_pvc, new.suv_total_pvc_sd
+            roi.suv_total_sd, roi.background_suv = new.suv_total_sd, new.background_suv
 
 
 def _mask_path(ctx: ApplyContext, mask: str) -> Path:
@@ -370,8 +406,139 @@ class EditRoi(Edit):
         _paint(state, roi.timepoint, sitk.ReadImage(str(_mask_path(ctx, self.mask))), roi.label, ctx)
 
 
+@dataclass
+class ImportRois(Edit):
+    """Reference contours as reader ROIs, all in one edit (one undo step): ``rois`` lists ``{"timepoint", "mask",
+    "name"}`` (``mask``: file relative to ``review/``, on the PET grid). A structure that overlaps ROIs of its time
+    point replaces the one it overlaps most (that ROI keeps its id, track and links, takes the structure's voxels
+    except those of other ROIs, becomes a ``reader`` ROI and, if it was rejected, is accepted again: the reference is
+    the reader's word); one that overlaps none becomes a new reader ROI on the free voxels. Structures of one name at different time points are linked (the reference's naming says they
+    are one lesion). ``source`` names the files, for the audit trail."""
+
+    TYPE: ClassVar[str] = "import_rois"
+    rois: list[dict[str, Any]]
+    source: str = ""
+
+    def validate(self, state: ReviewState) -> None:
+        if not self.rois:
+            raise _refuse("no reference structure to import", "Give RTSTRUCT/SEG files or label maps with structures")
+        for item in self.rois:
+            state.label_array(int(item["timepoint"]))
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        by_name: dict[str, dict[int, list[str]]] = {}
+        claimed: set[str] = set()  # ROIs an earlier structure of this import became: never replaced again
+        for i, item in enumerate(self.rois):
+            tp = int(item["timepoint"])
+            roi_id = self._place(state, ctx, tp, _mask_path(ctx, item["mask"]), str(item.get("name", "")), claimed)
+            state.roi(roi_id).source = "reader"
+            state.created[f"{edit_id}.{i}"] = roi_id
+            claimed.add(roi_id)
+            name = " ".join(str(item.get("name", "")).lower().split())
+            if name:
+                by_name.setdefault(name, {}).setdefault(tp, []).append(roi_id)
+        for per_timepoint in by_name.values():
+            times = sorted(per_timepoint)
+            for before, after in zip(times, times[1:], strict=False):
+                state.analysis.links += [Link(a, b, kind="reader", source="reader")
+                                         for a in per_timepoint[before] for b in per_timepoint[after]]
+
+    @staticmethod
+    def _place(state: ReviewState, ctx: ApplyContext, tp: int, path: Path, name: str, claimed: set[str]) -> str:
+        """Paint one structure (the class docstring's rules); its ROI id."""
+        inside = sitk.GetArrayFromImage(load_mask(sitk.ReadImage(str(path)), state.labels[tp])) > 0
+        array = state.label_array(tp)
+        candidates = [r.label for r in state.analysis.rois if r.timepoint == tp and r.roi_id not in claimed]
+        hit = array[inside & np.isin(array, candidates)]
+        target = int(np.bincount(hit).argmax()) if hit.size else 0
+        free = inside & ((array == 0) | (array == target)) if target else inside & (array == 0)
+        if not free.any():
+            raise _refuse(f"reference structure {name!r} at time point {tp} lies wholly on structures imported "
+                          "before it", "Leave the duplicate out (--names)")
+        mask = sitk.GetImageFromArray(free.astype(np.uint8))
+        mask.CopyInformation(state.labels[tp])
+        if not target:
+            used = [r.label for r in state.analysis.rois if r.timepoint == tp] + [int(array.max())]
+            target = max(used) + 1
+        _paint(state, tp, mask, target, ctx)
+        state.roi(roi_id_for(tp, target)).status = "accepted"
+        return roi_id_for(tp, target)
+
+
+
+@dataclass
+class MarkReviewed(Edit):
+    """The reader looked at track ``track_id`` (its ROIs, links and categories): it leaves the review queue's list
+    of what is left (``analysis.queue``); undo takes the mark back. The mark follows the track's id, which the
+    recomputation keeps stable; a track merged into another keeps the other's mark."""
+
+    TYPE: ClassVar[str] = "reviewed"
+    TRACK_PARAMS: ClassVar[tuple[str, ...]] = ("track_id",)
+    track_id: int
+
+    def validate(self, state: ReviewState) -> None:
+        _track(state, self.track_id)
+        if int(self.track_id) in state.analysis.reviewed_tracks:
+            raise _refuse(f"track {self.track_id} is already marked reviewed", "Nothing to do (undo takes a mark back)")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        state.analysis.reviewed_tracks = sorted({*state.analysis.reviewed_tracks, int(self.track_id)})
+
+
+@dataclass
+class MoveReferenceRegion(Edit):
+    """Put the ``organ`` reference region of ``timepoint`` at ``centre_mm`` (LPS, mm, that time point's scan), a
+    sphere of ``diameter_mm`` (default: the region's, else the configured one); re-measured and checked."""
+
+    TYPE: ClassVar[str] = "move_reference"
+    timepoint: int
+    organ: str
+    centre_mm: list[float]
+    diameter_mm: float | None = None
+
+    def validate(self, state: ReviewState) -> None:
+        if self.organ not in REFERENCE_ORGANS:
+            raise _refuse(f"no reference region in {self.organ!r}", f"Use one of {', '.join(REFERENCE_ORGANS)}")
+        state.label_array(int(self.timepoint))
+        if len(self.centre_mm) != 3:
+            raise _refuse(f"centre {self.centre_mm} is not a point (x, y, z mm)", "Give three coordinates (LPS, mm)")
+        if self.diameter_mm is not None and not 5.0 <= float(self.diameter_mm) <= 100.0:
+            raise _refuse(f"diameter {self.diameter_mm} mm is not a reference sphere's", "Give 5-100 mm")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        from LesionResponseLib.analysis.reference_regions import diameter_mm
+
+        tp = int(self.timepoint)
+        current = state.analysis.reference(tp, self.organ)
+        diameter = self.diameter_mm or (current.diameter_mm if current is not None
+                                        else diameter_mm(state.analysis.parameters, self.organ))
+        _put_reference(state, ctx, self.organ, tp, self.centre_mm, diameter, "reader")
+
+
+@dataclass
+class SetRoiSite(Edit):
+    """Set the site of ``roi_id`` (one of ``datamodel.LESION_SITES``): the reader's correction of the rule."""
+
+    TYPE: ClassVar[str] = "set_site"
+    ROI_PARAMS: ClassVar[tuple[str, ...]] = ("roi_id",)
+    roi_id: str
+    site: str
+
+    def validate(self, state: ReviewState) -> None:
+        roi = state.roi(self.roi_id)
+        if self.site not in LESION_SITES:
+            raise _refuse(f"unknown site {self.site!r}", f"Use one of {', '.join(LESION_SITES)}")
+        if roi.site == self.site and roi.site_source == "reader":
+            raise _refuse(f"lesion-ROI {self.roi_id} already has site {self.site}", "Nothing to do")
+
+    def change(self, state: ReviewState, ctx: ApplyContext, edit_id: str) -> None:
+        roi = state.roi(self.roi_id)
+        roi.site, roi.site_source = self.site, "reader"
+
+
 EDIT_TYPES: dict[str, type[Edit]] = {cls.TYPE: cls for cls in (
-    LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RejectRois, RestoreRoi, AddRoi, EditRoi)}
+    LinkRois, UnlinkRoi, MergeTracks, SplitTrack, RejectRoi, RejectRois, RestoreRoi, AddRoi, EditRoi, ImportRois,
+    MarkReviewed, MoveReferenceRegion, SetRoiSite)}
 
 
 def edit_from_dict(data: dict[str, Any]) -> Edit:

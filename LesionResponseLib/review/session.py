@@ -38,11 +38,15 @@ from LesionResponseLib.review.edits import (
     ApplyContext,
     Edit,
     EditRoi,
+    ImportRois,
     LinkRois,
+    MarkReviewed,
     MergeTracks,
+    MoveReferenceRegion,
     RejectRoi,
     RejectRois,
     RestoreRoi,
+    SetRoiSite,
     SplitTrack,
     UnlinkRoi,
     edit_from_dict,
@@ -149,6 +153,7 @@ class ReviewSession:
         self.applied: list[dict[str, Any]] = []
         self.redo_stack: list[dict[str, Any]] = []
         self._suv_cache: dict[int, sitk.Image] = {}
+        self._organs_cache: dict[int, Any] = {}
         self._suv = suv
         self.base = load_state(self.dir / "base")
         self.state = self.base.copy()
@@ -207,8 +212,20 @@ class ReviewSession:
 
     # ----- applying ------------------------------------------------------------------------------
     def context(self) -> ApplyContext:
-        """What edits need to apply: the engine, the review folder, the SUV PET provider."""
-        return ApplyContext(self.engine, self.dir, self.suv)
+        """What edits need to apply: the engine, the review folder, the SUV PET and organ providers."""
+        return ApplyContext(self.engine, self.dir, self.suv, self.organs)
+
+    def organs(self, timepoint: int) -> Any:
+        """The organs of ``timepoint`` found by the analysis (``OUT/anatomy/tp{k}.nii.gz``), None without it."""
+        if timepoint not in self._organs_cache:
+            path = self.out / "anatomy" / f"tp{timepoint}.nii.gz"
+            organs = None
+            if path.is_file():
+                from LesionResponseLib.segmentation.organs import Organs
+
+                organs = Organs.from_image(sitk.ReadImage(str(path)))
+            self._organs_cache[timepoint] = organs
+        return self._organs_cache[timepoint]
 
     def suv(self, timepoint: int) -> sitk.Image:
         """SUV PET of ``timepoint`` (``suv`` callback, ``OUT/suv/tp{k}.nii.gz`` or the DICOM files)."""
@@ -250,6 +267,8 @@ class ReviewSession:
         except BaseException:
             if isinstance(edit, AddRoi | EditRoi):
                 (self.dir / edit.mask).unlink(missing_ok=True)
+            for item in edit.rois if isinstance(edit, ImportRois) else ():
+                (self.dir / item["mask"]).unlink(missing_ok=True)
             raise
         record = {"id": edit_id, "user": self.user, "time": _now(), "type": edit.TYPE, "edit": edit.to_dict(),
                   "anchors": anchors, "fingerprints": fingerprints,
@@ -263,6 +282,8 @@ class ReviewSession:
 
     def _stage_mask(self, edit: Edit, edit_id: str) -> Edit:
         """Copy an add/edit mask onto the PET grid into ``review/masks/`` (the edit then names that copy)."""
+        if isinstance(edit, ImportRois):
+            return self._stage_import(edit, edit_id)
         if not isinstance(edit, AddRoi | EditRoi):
             return edit
         tp = edit.timepoint if isinstance(edit, AddRoi) else self.state.roi(edit.roi_id).timepoint
@@ -272,6 +293,19 @@ class ReviewSession:
         (self.dir / "masks").mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(mask, str(self.dir / rel), True)
         edit.mask = rel
+        return edit
+
+    def _stage_import(self, edit: ImportRois, edit_id: str) -> ImportRois:
+        """Copy each imported structure's mask onto its time point's PET grid into ``review/masks/``."""
+        (self.dir / "masks").mkdir(parents=True, exist_ok=True)
+        staged = []
+        for i, item in enumerate(edit.rois):
+            tp = int(item["timepoint"])
+            self.state.label_array(tp)
+            rel = f"masks/{edit_id}-{i}.nii.gz"
+            sitk.WriteImage(load_mask(item["mask"], self.state.labels[tp]), str(self.dir / rel), True)
+            staged.append({"timepoint": tp, "mask": rel, "name": str(item.get("name", ""))})
+        edit.rois = staged
         return edit
 
     # ----- the edits -----------------------------------------------------------------------------
@@ -303,6 +337,10 @@ class ReviewSession:
         """Accept a rejected ROI again."""
         return self.apply(RestoreRoi(roi_id))
 
+    def mark_reviewed(self, track_id: int) -> dict[str, Any]:
+        """Mark a track reviewed: it leaves what is left of the review queue (undo takes the mark back)."""
+        return self.apply(MarkReviewed(int(track_id)))
+
     def add_roi(self, timepoint: int, mask: sitk.Image | str | Path) -> dict[str, Any]:
         """Add a reader-drawn ROI (mask on any grid; resampled to the PET grid). Link it explicitly."""
         return self.apply(AddRoi(int(timepoint), mask))  # type: ignore[arg-type]
@@ -310,6 +348,44 @@ class ReviewSession:
     def edit_roi(self, roi_id: str, mask: sitk.Image | str | Path) -> dict[str, Any]:
         """Replace a ROI's voxels with ``mask`` and re-measure it."""
         return self.apply(EditRoi(roi_id, mask))  # type: ignore[arg-type]
+
+    def import_rois(self, structures: list[dict[str, Any]], source: str = "") -> dict[str, Any]:
+        """Import reference structures (``{"timepoint", "mask": image or file, "name"}``) as reader ROIs in one edit
+        (``edits.ImportRois``: replacing the ROIs they overlap, linked by name across time points)."""
+        return self.apply(ImportRois([dict(s) for s in structures], source))
+
+    def reference_edit(self, paths: list[str | Path], timepoint: int | None = None,
+                       names: str | None = None) -> tuple[ImportRois, list[dict[str, Any]]]:
+        """The :class:`edits.ImportRois` of a site's reference contours (RTSTRUCT, SEG, label maps:
+        ``dicomio.contours.read_reference``, onto each time point's PET grid), and the structures left out and why.
+        The faces apply it as any typed edit."""
+        from LesionResponseLib.dicomio.contours import read_reference
+
+        found = read_reference(paths, self.state.analysis.timepoints, self.suv, timepoint, names)
+        if not found.structures:
+            raise ReviewError(describe("no reference structure to import", path=", ".join(str(p) for p in paths),
+                                       fix="Check the files: " + ("; ".join(f"{s['name'] or s['file']}: {s['reason']}"
+                                                                              for s in found.skipped) or "empty")))
+        edit = ImportRois([{"timepoint": s.timepoint, "mask": s.mask, "name": s.name} for s in found.structures],
+                          ", ".join(str(p) for p in paths))
+        return edit, found.skipped
+
+    def import_reference(self, paths: list[str | Path], timepoint: int | None = None,
+                         names: str | None = None) -> dict[str, Any]:
+        """Import a site's reference contours (:meth:`reference_edit`) in one edit; its record, with
+        ``reference_skipped``: the structures left out and why."""
+        edit, skipped = self.reference_edit(paths, timepoint, names)
+        return {**self.apply(edit), "reference_skipped": skipped}
+
+    def move_reference(self, timepoint: int, organ: str, centre_mm: tuple[float, float, float] | list[float],
+                       diameter_mm: float | None = None) -> dict[str, Any]:
+        """Put the ``organ`` (liver, spleen) reference region of ``timepoint`` at ``centre_mm`` (LPS, mm)."""
+        return self.apply(MoveReferenceRegion(int(timepoint), organ, [float(c) for c in centre_mm],
+                                              None if diameter_mm is None else float(diameter_mm)))
+
+    def set_site(self, roi_id: str, site: str) -> dict[str, Any]:
+        """Set a lesion-ROI's site (liver, bone, lymph node, pancreas, lung, peritoneum/other)."""
+        return self.apply(SetRoiSite(roi_id, site))
 
     def undo(self) -> dict[str, Any]:
         """Revert the last edit (replay of the others from the base); returns its record."""

@@ -39,14 +39,17 @@ class Engine:
     assess_response: Callable[..., Any]
     measure_rois: Callable[..., Any]
     write_outputs: Callable[..., Any]
+    measure_reference: Callable[..., Any] = field(default_factory=lambda: _missing("measure_reference"))
+    lesion_sites: Callable[..., Any] = field(default_factory=lambda: _missing("lesion_sites"))
 
     @classmethod
     def default(cls) -> Engine:
-        """Engine over ``tracking.build_tracks`` and ``analysis.{assess_response,measure_rois,write_outputs}``."""
+        """Engine over ``tracking.build_tracks`` and ``analysis.{assess_response,measure_rois,write_outputs,
+        measure_reference,lesion_sites}``."""
         from LesionResponseLib import analysis
         from LesionResponseLib.tracking import build_tracks
 
-        names = ("assess_response", "measure_rois", "write_outputs")
+        names = ("assess_response", "measure_rois", "write_outputs", "measure_reference", "lesion_sites")
         found = {name: getattr(analysis, name, None) or _missing(name) for name in names}
         return cls(build_tracks=build_tracks, **found)
 
@@ -103,12 +106,14 @@ def recompute(state: ReviewState, engine: Engine) -> ReviewState:
                                                       analysis.parameters)
     analysis.tracks, analysis.responses = list(tracks), list(responses)
     analysis.heterogeneous = {int(k): bool(v) for k, v in heterogeneous.items()}
+    analysis.reviewed_tracks = [t for t in analysis.reviewed_tracks if t in {x.track_id for x in tracks}]
     state.max_track_id = max([max_id] + [t.track_id for t in tracks])
     return state
 
 
 def track_summary(state: ReviewState) -> dict[str, Any]:
-    """Compact state for before/after: track -> ROI ids and categories per follow-up; heterogeneity."""
+    """Compact state for before/after: track -> ROI ids and categories per follow-up; heterogeneity; reference
+    regions (centre, SUVmean); ROI sites."""
     responses = {r.track_id: r for r in state.analysis.responses}
     tracks = {}
     for track in state.analysis.tracks:
@@ -118,19 +123,32 @@ def track_summary(state: ReviewState) -> dict[str, Any]:
             "categories": {str(k): v for k, v in (response.categories if response else {}).items()},
         }
     heterogeneous = {str(k): v for k, v in state.analysis.heterogeneous.items()}
-    return {"tracks": tracks, "heterogeneous": heterogeneous}
+    references = {f"tp{r.timepoint} {r.organ}": (None if r.suv_mean is None or not r.placed else
+                                                  {"centre_mm": [round(c, 1) for c in r.centre_mm],
+                                                   "suv_mean": round(r.suv_mean, 3), "source": r.source})
+                  for r in state.analysis.reference_regions}
+    sites = {r.roi_id: r.site for r in state.analysis.rois}
+    return {"tracks": tracks, "heterogeneous": heterogeneous, "references": references, "sites": sites}
 
 
 def summary_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """Only the tracks whose ROIs or categories changed (``None`` = track absent on that side)."""
+    """Only the tracks whose ROIs or categories changed (``None`` = track absent on that side); the reference
+    regions and sites of existing ROIs that changed, when any did."""
     ids = sorted(set(before["tracks"]) | set(after["tracks"]), key=int)
     changed = [i for i in ids if before["tracks"].get(i) != after["tracks"].get(i)]
-    return {
+    diff = {
         "tracks_before": {i: before["tracks"].get(i) for i in changed},
         "tracks_after": {i: after["tracks"].get(i) for i in changed},
         "heterogeneous_before": before["heterogeneous"],
         "heterogeneous_after": after["heterogeneous"],
     }
+    for name in ("references", "sites"):  # only where something changed (reference moved, site set)
+        was, now = before.get(name, {}), after.get(name, {})
+        keys = [k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k) and k in was]
+        if keys:
+            diff[f"{name}_before"] = {k: was.get(k) for k in keys}
+            diff[f"{name}_after"] = {k: now.get(k) for k in keys}
+    return diff
 
 
 def _runs(flat: np.ndarray) -> list[list[int]]:

@@ -95,6 +95,17 @@ class SessionLock:
             return False
         return False
 
+    def holder(self) -> str | None:
+        """The user holding the lock (``user=`` of the lock file; ``unknown`` if unreadable), or None when it is
+        free or was left by a process that no longer runs on this host."""
+        if not self.path.exists() or self._stale():
+            return None
+        try:
+            fields = dict(f.split("=", 1) for f in self.path.read_text(encoding="utf-8").split() if "=" in f)
+        except OSError:
+            return None  # released between the check and the read
+        return fields.get("user") or "unknown"
+
     def release(self) -> None:
         """Remove the lock file if this object holds it."""
         if self.held:

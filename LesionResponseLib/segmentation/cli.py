@@ -33,10 +33,27 @@ def train_command(
                            "versioned .pt; a .json copy too). The default never overwrites the shipped model."),
     seeds: str = typer.Option("1000-1015", help="Phantom training seeds, FIRST-LAST (1000-1999 are reserved "
                                                 "for training; 1-99 tests, 100-199 benchmark)."),
-    steps: int = typer.Option(1000, help="Optimiser steps (2 crops of PATCH^3 voxels each)."),
+    steps: int = typer.Option(None, help="Optimiser steps (2 crops of PATCH^3 voxels each; default 1000, with "
+                                          "--from-analyses 300)."),
     patch: int = typer.Option(64, help="Cubic crop edge in 4 mm voxels (64 = 256 mm: a whole spleen in view)."),
-    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (cosine decay to 0)."),
-    init_from: Path = typer.Option(None, help="Warm start from this model file (same architecture)."),
+    lr: float = typer.Option(None, "--lr", help="AdamW learning rate (cosine decay to 0; default 1e-3, with "
+                                                "--from-analyses 3e-4: a warm start is refined, not overwritten)."),
+    init_from: Path = typer.Option(None, help="Warm start from this model file (same architecture; with "
+                                              "--from-analyses the default is the shipped model)."),
+    from_analyses: list[Path] = typer.Option(None, "--from-analyses", help="Fine-tune on a site's reviewed "
+                                             "analyses instead of phantom patients: an analysis folder (OUT of "
+                                             "analyze) or a folder of them; repeat the option for more. Accepted and "
+                                             "reader-added ROIs are lesions, rejected ROIs and the model's organ "
+                                             "output negatives; part of the patients is held out "
+                                             "(docs/site-adaptation.md)."),
+    validation_share: float = typer.Option(0.25, min=0.0, max=0.9, help="--from-analyses: share of the patients "
+                                           "held out to calibrate the threshold and measure the model (at least 1)."),
+    resume: bool = typer.Option(False, "--resume", help="--from-analyses: continue a killed run from its checkpoint "
+                                                        "(OUT.checkpoint.pt)."),
+    checkpoint_every: int = typer.Option(10, min=1, help="--from-analyses: checkpoint every N steps (a kill loses "
+                                                         "at most N steps)."),
+    include_unreviewed: bool = typer.Option(False, help="--from-analyses: also take analyses nobody reviewed "
+                                                        "(their ROIs are the model's own)."),
     max_minutes: float = typer.Option(None, help="Stop after this many minutes and keep the last checkpoint."),
     eval_every: int = typer.Option(100, help="Validate and checkpoint every N steps."),
     log: Path = typer.Option(None, help="CSV log of loss per step (default: OUT with .log.csv)."),
@@ -60,16 +77,24 @@ def train_command(
                                         "on 2 busy cores ran 3.5x slower per step than 1)."),
     as_json: bool = json_option("the model file written"),
 ) -> None:
-    """Train the lesion segmentation model on phantom patients; log losses to a CSV file."""
+    """Train the lesion segmentation model on phantom patients, or fine-tune it on a site's reviewed analyses
+    (--from-analyses); log losses to a CSV file."""
     from rich.progress import Progress
 
     from LesionResponseLib.segmentation.model import ModelConfig
     from LesionResponseLib.segmentation.training import train
 
     console = cli_console(stderr=as_json)
-    chosen = _seed_range(seeds)
     if patch < 16 or patch % 8:
         raise typer.BadParameter(f"--patch {patch}: SegResNet halves the crop 3 times; use a multiple of 8 >= 16")
+    if from_analyses:
+        _fine_tune(console, out, from_analyses, steps=steps, lr=lr, init_from=init_from, patch=patch,
+                   validation_share=validation_share, resume=resume, checkpoint_every=checkpoint_every,
+                   include_unreviewed=include_unreviewed, eval_every=eval_every, max_minutes=max_minutes,
+                   threads=threads, as_json=as_json)
+        return
+    steps, lr = steps or 1000, lr or 1e-3
+    chosen = _seed_range(seeds)
     names = {"pet": ("pet_suv",), "pet+ct": ("pet_suv", "ct_hu")}
     if channels not in names:
         raise typer.BadParameter(f"--channels {channels!r}: use 'pet' or 'pet+ct'")
@@ -99,6 +124,56 @@ def train_command(
         emit_json({"model": path})
         return
     console.print(f"model written to {path}")
+
+
+def _fine_tune(console, out: Path, analyses: list[Path], *, steps: int | None, lr: float | None,
+               init_from: Path | None, patch: int, validation_share: float, resume: bool, checkpoint_every: int,
+               include_unreviewed: bool, eval_every: int, max_minutes: float | None, threads: int,
+               as_json: bool) -> None:
+    """``train --from-analyses``: the fine-tuning run with a progress bar (steps, loss, time left)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from LesionResponseLib.segmentation.finetune import FINE_TUNE_LEARNING_RATE, FINE_TUNE_STEPS, fine_tune
+    from LesionResponseLib.segmentation.model import load_model
+
+    steps = steps or FINE_TUNE_STEPS
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("left"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("preparing", total=steps)
+
+        def on_step(step: int, row: dict) -> None:
+            if bar.tasks[task].completed == 0 and step > 1:  # a resumed run: the bar starts at its step
+                bar.reset(task, completed=step - 1, total=steps)
+            bar.update(task, completed=step, description=f"training, loss {row['loss']:.3f}")
+            if row["val_dice"] != "":
+                bar.console.log(f"step {step}: loss {row['loss']:.4f}, held-out Dice {row['val_dice']}")
+
+        path = fine_tune(out, analyses, init_from=init_from, steps=steps, learning_rate=lr or FINE_TUNE_LEARNING_RATE,
+                         validation_share=validation_share, eval_every=eval_every,
+                         checkpoint_every=checkpoint_every, resume=resume, num_threads=threads,
+                         require_review=not include_unreviewed, max_minutes=max_minutes,
+                         patch_size=(patch,) * 3 if patch != 64 else None,
+                         on_stage=lambda stage: (bar.console.log(stage), bar.update(task, description=stage[:60])),
+                         on_step=on_step)
+    record = load_model(path).config.trained_on
+    if as_json:
+        emit_json({"model": path, "card": path.with_suffix(".card.md"), "heldout_before": record["heldout_before"],
+                   "heldout_after": record["heldout_after"]})
+        return
+    before, after = record["heldout_before"], record["heldout_after"]
+    console.print(f"held-out patients: lesion F1 {before['f1']} -> {after['f1']}, sensitivity {before['sensitivity']} "
+                  f"-> {after['sensitivity']}, false positives per scan {before['false_positives_per_scan']} -> "
+                  f"{after['false_positives_per_scan']} (starting model -> this one)")
+    console.print(f"model written to {path} (card: {path.with_suffix('.card.md')}); analyse with "
+                  f"`lesion-response analyze INPUT -o OUT --model {path}`")
 
 
 def calibrate_command(

@@ -108,7 +108,8 @@ def segment_with_evidence(pet_suv: sitk.Image, ct: sitk.Image | None = None, *, 
 
 
 def _model(path: str | None) -> SegmentationModel:
-    key = str(Path(path).resolve()) if path else "default"
+    # keyed on the file's modification time too: a model file rewritten in place (training, calibration) is reloaded
+    key = f"{Path(path).resolve()}@{Path(path).stat().st_mtime_ns}" if path and Path(path).exists() else str(path)
     if key not in _CACHE:
         _CACHE[key] = load_model(path)
     return _CACHE[key]

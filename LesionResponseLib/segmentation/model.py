@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib.errors import LesionResponseError, describe
+from LesionResponseLib.imaging import hu_on_grid
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 DEFAULT_MODEL_PATH = MODELS_DIR / "lesion_segresnet_v9.pt"
@@ -106,19 +107,12 @@ def uses_ct(config: ModelConfig) -> bool:
 def ct_channel(ct: sitk.Image | None, grid: sitk.Image, config: ModelConfig) -> np.ndarray:
     """CT input channel on ``grid`` (the model-grid PET): HU in ``config.ct_window_hu`` scaled to [-1, 1].
 
-    PET and CT of one time point share their frame of reference (DICOM PS3.3 C.7.4.1), so the CT is resampled
-    with the identity transform: first block-averaged by the whole factor between the spacings (``BinShrink``:
-    a 0.7-1 mm diagnostic CT is averaged rather than point-sampled onto 4 mm voxels; 0.1 s where a Gaussian
-    took 1.5 s on a whole-body CT), then linearly interpolated; outside the CT field of view it is air
-    (-1000 HU). ``ct`` None gives the missing-CT value 0 everywhere.
+    The CT is brought onto the grid by :func:`LesionResponseLib.imaging.hu_on_grid` (identity transform,
+    block-averaged then linear; air outside its field of view). ``ct`` None gives the missing-CT value 0 everywhere.
     """
     if ct is None:
         return np.zeros(sitk.GetArrayViewFromImage(grid).shape, np.float32)
-    factors = [max(1, int(t // s)) for s, t in zip(ct.GetSpacing(), grid.GetSpacing(), strict=True)]
-    if max(factors) > 1:
-        ct = sitk.BinShrink(ct, factors)
-    hu = sitk.GetArrayFromImage(sitk.Resample(ct, grid, sitk.Transform(), sitk.sitkLinear, -1000.0,
-                                              sitk.sitkFloat32))
+    hu = hu_on_grid(ct, grid)
     low, high = config.ct_window_hu
     return (2.0 * (np.clip(hu, low, high) - low) / (high - low) - 1.0).astype(np.float32)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -116,17 +117,28 @@ def make_sample(scan: PhantomScan, config: ModelConfig, max_per_class: int = 200
     for j, organ in enumerate(physiological_labels()):
         classes[organ_map == organ] = 2 + j
     classes[label > 0] = 1
+    organ = physiological_organ_index(organ_map, label) if "physiological" in config.outputs else None
+    if uses_ct(config) and scan.ct is None:
+        raise SegmentationError("a CT-channel model needs training scans with CT (phantom_scan(with_ct=True))")
+    return assemble_sample(pet, label, classes, organ, scan.ct, config, len(crop_ratios()), max_per_class)
+
+
+def assemble_sample(pet: sitk.Image, label: np.ndarray, classes: np.ndarray, organ: np.ndarray | None,
+                    ct: sitk.Image | None, config: ModelConfig, n_classes: int,
+                    max_per_class: int = 20000) -> dict[str, np.ndarray]:
+    """A training sample from arrays on the model grid of ``pet`` (the SUV resampled to ``config.spacing_mm``):
+    ``label`` (lesion 0/1), ``classes`` (sampling class per voxel: 0 background, 1 lesion, >= 2 hard negatives),
+    ``organ`` (the physiological output's target, or None) and the CT (HU, any grid; used by CT-channel models).
+    Arrays are end-padded to at least ``config.patch_size``; class indices are precomputed."""
     pad = [(0, max(0, p - n)) for p, n in zip(config.patch_size, label.shape, strict=True)]  # crops fit
     sample = {"image": np.pad(sitk.GetArrayFromImage(pet), pad)[None].astype(np.float32),
-              "label": np.pad(label, pad)[None], "classes": np.pad(classes, pad)[None]}
+              "label": np.pad(label.astype(np.float32), pad)[None], "classes": np.pad(classes, pad)[None]}
     sample["hard"] = (sample["classes"] >= 2).astype(np.uint8)  # hard-negative voxels (loss weight)
-    if "physiological" in config.outputs:
-        sample["organ"] = np.pad(physiological_organ_index(organ_map, label), pad)[None]
+    if organ is not None:
+        sample["organ"] = np.pad(organ.astype(np.float32), pad)[None]
     if uses_ct(config):
-        if scan.ct is None:
-            raise SegmentationError("a CT-channel model needs training scans with CT (phantom_scan(with_ct=True))")
-        sample["ct"] = np.pad(ct_channel(scan.ct, pet, config), pad, constant_values=-1.0)[None]
-    return _with_class_indices(sample, max_per_class)
+        sample["ct"] = np.pad(ct_channel(ct, pet, config), pad, constant_values=-1.0)[None]
+    return _with_class_indices(sample, max_per_class, n_classes)
 
 
 def physiological_target(organ_map: np.ndarray, lesion: np.ndarray) -> np.ndarray:
@@ -149,12 +161,12 @@ def physiological_organ_index(organ_map: np.ndarray, lesion: np.ndarray) -> np.n
     return index
 
 
-def _with_class_indices(sample: dict[str, np.ndarray], max_per_class: int) -> dict[str, np.ndarray]:
+def _with_class_indices(sample: dict[str, np.ndarray], max_per_class: int, n_classes: int,
+                        ) -> dict[str, np.ndarray]:
     """Add ``classes_cls_indices``: voxel indices per sampling class, computed once per scan instead of at
     every crop (a whole-body scan has ~4 M voxels); ``max_per_class`` random indices are kept per class."""
     from monai.transforms import ClassesToIndicesd
 
-    n_classes = len(crop_ratios())
     return dict(ClassesToIndicesd("classes", num_classes=n_classes, max_samples_per_class=max_per_class)(sample))
 
 
@@ -178,11 +190,13 @@ def training_pool(seeds: Sequence[int], config: ModelConfig, *, noise_range: tup
     return pool
 
 
-def _transforms(config: ModelConfig, samples_per_scan: int, ct_dropout: float = 0.0):
+def _transforms(config: ModelConfig, samples_per_scan: int, ct_dropout: float = 0.0,
+                ratios: Sequence[float] | None = None):
     """Random crops and augmentation; the network input ends up in ``image`` (PET channel, then CT if any).
 
     ``ct_dropout``: probability that a crop's CT channel is replaced by the missing-CT value 0, so the model
     also learns to segment from the PET alone (modality dropout; the fallback for a time point without CT).
+    ``ratios``: crop-centre weight per sampling class (default :func:`crop_ratios`, the phantom's classes).
     """
     from monai.transforms import (
         Compose,
@@ -195,11 +209,12 @@ def _transforms(config: ModelConfig, samples_per_scan: int, ct_dropout: float = 
     )
 
     with_ct = uses_ct(config)
+    ratios = list(ratios or crop_ratios())
     keys = ["image", *(["ct"] if with_ct else []), "label", "hard",
             *(["organ"] if "physiological" in config.outputs else [])]
     steps = [
         RandCropByLabelClassesd(keys, label_key="classes", spatial_size=config.patch_size,
-                                ratios=crop_ratios(), num_classes=len(crop_ratios()),
+                                ratios=ratios, num_classes=len(ratios),
                                 num_samples=samples_per_scan, warn=False,
                                 indices_key="classes_cls_indices", image_key="image"),
         RandScaleIntensityd("image", factors=0.2, prob=0.8),  # SUV calibration / weight errors +-20 %
@@ -264,9 +279,10 @@ def train(out_path: str | Path, *, seeds: Sequence[int] = range(1000, 1024), ste
     optimiser = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, steps))
     loss_fn = _loss_function(organ_loss_weight, balance_organs)
-    step_fn = _step_function(network, optimiser, schedule, loss_fn=loss_fn,
-                             transform=_transforms(config, samples_per_scan,
-                                                   ct_dropout), pool=pool, batch_scans=batch_scans)
+    transform = _transforms(config, samples_per_scan, ct_dropout)
+    rng = np.random.default_rng(0)
+    step_fn = _step_function(network, optimiser, schedule, loss_fn=loss_fn, transform=transform, pool=pool,
+                             batch_scans=batch_scans, rng=rng)
     config = replace(config, trained_on={
         "generator": "LesionResponseLib.phantom.simulate_patient", "seeds": [int(min(seeds)), int(max(seeds))],
         "n_scans": len(pool), "noise_range": list(noise_range), "init_from": str(init_from or ""),
@@ -275,28 +291,127 @@ def train(out_path: str | Path, *, seeds: Sequence[int] = range(1000, 1024), ste
         **({"harder_share": harder_share} if harder_share else {}),
         **({"balance_organs": True} if balance_organs else {}),
         **({"ct_dropout": ct_dropout} if uses_ct(config) else {})})
-    start = time.time()
-    with open(log_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["step", "loss", "lr", "val_dice", "elapsed_s"])
-        writer.writeheader()
-        for step in range(1, steps + 1):
-            row = {"step": step, "loss": round(step_fn(), 5), "lr": schedule.get_last_lr()[0], "val_dice": "",
-                   "elapsed_s": round(time.time() - start, 1)}
-            out_of_time = max_minutes is not None and time.time() - start > 60 * max_minutes
-            if step % eval_every == 0 or step == steps or out_of_time:
-                row["val_dice"] = round(_evaluate(network, val, config), 4)
-                save_model(network, replace(config, trained_on={**config.trained_on, "steps": step}), out_path)
-            writer.writerow(row)
-            handle.flush()
-            if on_step:
-                on_step(step, row)
-            if out_of_time:
-                break
+    run_steps(Trainer(network, optimiser, schedule, step_fn, rng, transform), steps=steps, config=config,
+              out_path=out_path, log_path=log_path, val=val, eval_every=eval_every, max_minutes=max_minutes,
+              on_step=on_step)
     if calibrate:
         calibrate_threshold(out_path, val_seeds, axial_extent_mm=axial_extent_mm)
         if "physiological" in config.outputs:
             calibrate_physiological_threshold(out_path, val_seeds, axial_extent_mm=axial_extent_mm)
     return out_path
+
+
+@dataclass
+class Trainer:
+    """What one optimiser step needs and what a checkpoint keeps: the network, optimiser and schedule, the step
+    closure (:func:`_step_function`), its random stream of scans and its transforms (random crops)."""
+
+    network: Any
+    optimiser: Any
+    schedule: Any
+    step: Callable[[], float]
+    rng: np.random.Generator
+    transform: Any
+
+
+@dataclass
+class Checkpointing:
+    """A resumable run: every ``every`` steps the whole training state goes to ``path`` (network, optimiser,
+    schedule, the random streams, the step, wall and CPU seconds so far); ``resume`` continues from it. ``identity``
+    says what the run trains on (data, settings); a checkpoint of another run is refused."""
+
+    path: Path
+    every: int = 10
+    resume: bool = False
+    identity: dict[str, Any] = field(default_factory=dict)
+
+
+LOG_COLUMNS = ("step", "loss", "lr", "val_dice", "elapsed_s")
+
+
+def run_steps(trainer: Trainer, *, steps: int, config: ModelConfig, out_path: Path, log_path: Path, val: list,
+              eval_every: int, max_minutes: float | None = None, on_step: Callable[[int, dict], None] | None = None,
+              checkpoint: Checkpointing | None = None) -> dict[str, float]:
+    """Run the optimiser steps up to ``steps``: one CSV row per step in ``log_path`` (:data:`LOG_COLUMNS`);
+    every ``eval_every`` steps (and at the end) the validation Dice of ``val`` crops is logged and the model saved
+    to ``out_path`` with ``trained_on["steps"]``. ``max_minutes`` stops early (saved). With ``checkpoint`` the run
+    is resumable (:class:`Checkpointing`): a resumed run continues from the checkpoint's step and appends to the
+    log (dropping rows the killed run wrote after it); the crops it draws from then on are not those an
+    uninterrupted run would have drawn (the transforms are re-seeded from the step). Returns the last ``step``,
+    ``seconds`` (wall) and ``cpu_seconds`` (this process, every thread) of the whole run, resumed parts included."""
+    done, seconds, cpu = 0, 0.0, 0.0
+    if checkpoint is not None and checkpoint.resume:
+        done, seconds, cpu = _restore(checkpoint, trainer)
+        _truncate_log(log_path, done)
+    start, cpu_start = time.time() - seconds, time.process_time() - cpu
+    step = done
+    with open(log_path, "a" if done else "w", newline="") as handle:
+        writer = csv.DictWriter(handle, LOG_COLUMNS)
+        if not done:
+            writer.writeheader()
+        for step in range(done + 1, steps + 1):
+            row = {"step": step, "loss": round(trainer.step(), 5), "lr": trainer.schedule.get_last_lr()[0],
+                   "val_dice": "", "elapsed_s": round(time.time() - start, 1)}
+            out_of_time = max_minutes is not None and time.time() - start > 60 * max_minutes
+            if step % eval_every == 0 or step == steps or out_of_time:
+                row["val_dice"] = round(_evaluate(trainer.network, val, config), 4)
+                save_model(trainer.network, replace(config, trained_on={**config.trained_on, "steps": step}),
+                           out_path)
+            writer.writerow(row)
+            handle.flush()
+            if checkpoint is not None and step % checkpoint.every == 0 and step < steps and not out_of_time:
+                _save_checkpoint(checkpoint, trainer, step, time.time() - start, time.process_time() - cpu_start)
+            if on_step:
+                on_step(step, row)
+            if out_of_time:
+                break
+    return {"steps": step, "seconds": time.time() - start, "cpu_seconds": time.process_time() - cpu_start}
+
+
+def _save_checkpoint(checkpoint: Checkpointing, trainer: Trainer, step: int, seconds: float, cpu: float) -> None:
+    """Write the training state atomically (a kill during the write leaves the previous checkpoint)."""
+    import os
+
+    import torch
+
+    state = {"identity": checkpoint.identity, "step": step, "seconds": seconds, "cpu_seconds": cpu,
+             "network": trainer.network.state_dict(), "optimiser": trainer.optimiser.state_dict(),
+             "schedule": trainer.schedule.state_dict(), "rng": trainer.rng.bit_generator.state,
+             "torch_rng": torch.get_rng_state()}
+    temporary = checkpoint.path.with_name(checkpoint.path.name + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, checkpoint.path)
+
+
+def _restore(checkpoint: Checkpointing, trainer: Trainer) -> tuple[int, float, float]:
+    """Load ``checkpoint.path`` into ``trainer``; (step, wall seconds, CPU seconds) it had reached."""
+    import torch
+
+    if not checkpoint.path.is_file():
+        raise SegmentationError(describe("no checkpoint to resume from", path=checkpoint.path,
+                                         fix="Run the training without --resume to start it."))
+    state = torch.load(checkpoint.path, map_location="cpu", weights_only=False)
+    if state.get("identity") != checkpoint.identity:
+        raise SegmentationError(describe(
+            "the checkpoint belongs to a run on other data or settings", path=checkpoint.path,
+            fix="Resume with the same analyses and options, or delete the checkpoint to start again."))
+    trainer.network.load_state_dict(state["network"])
+    trainer.optimiser.load_state_dict(state["optimiser"])
+    trainer.schedule.load_state_dict(state["schedule"])
+    trainer.rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    trainer.transform.set_random_state(seed=int(state["step"]))
+    return int(state["step"]), float(state["seconds"]), float(state["cpu_seconds"])
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Keep the header and the rows of steps up to ``step`` (a killed run may have logged steps after its last
+    checkpoint, which the resumed run does again)."""
+    rows = list(csv.DictReader(open(log_path, newline=""))) if log_path.is_file() else []
+    with open(log_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(row for row in rows if int(row["step"]) <= step)
 
 
 def _loss_function(organ_loss_weight: float, balance_organs: bool = False) -> Callable:
@@ -387,12 +502,10 @@ def _added_outputs(key: str, value, wanted) -> bool:
     return key in OUTPUT_LAYER_KEYS and value.shape[1:] == wanted.shape[1:] and value.shape[0] < wanted.shape[0]
 
 
-def _step_function(network, optimiser, schedule, *, loss_fn, transform, pool,
-                   batch_scans: int) -> Callable[[], float]:
-    """A closure running one optimiser step on fresh random crops; returns the loss."""
+def _step_function(network, optimiser, schedule, *, loss_fn, transform, pool, batch_scans: int,
+                   rng: np.random.Generator) -> Callable[[], float]:
+    """A closure running one optimiser step on fresh random crops (scans drawn from ``rng``); returns the loss."""
     import torch
-
-    rng = np.random.default_rng(0)
 
     def step() -> float:
         picked = [{k: pool[i][k] for k in CROP_KEYS if k in pool[i]}
@@ -432,16 +545,24 @@ def calibrate_threshold(model_path: str | Path, val_seeds: Sequence[int] = (1990
     lesions; 60 lesions, half next to hot organs), so the threshold serves follow-up scans too, not only the
     default (baseline-like) patients.
     """
-    import torch
-
-    from LesionResponseLib.segmentation.components import label_rois
-    from LesionResponseLib.segmentation.metrics import evaluate
     from LesionResponseLib.segmentation.model import load_model
 
     model = load_model(model_path)
     kinds = [None, *(HARDER_VALIDATION if with_harder else ())]
     scans = [phantom_scan(seed, axial_extent_mm=axial_extent_mm, with_ct=uses_ct(model.config), harder=kind)
              for seed in val_seeds for kind in kinds]
+    return store_threshold(model_path, threshold_scores(model, scans, candidates, fp_weight),
+                           "default and harder patients" if with_harder else "default patients")
+
+
+def threshold_scores(model, scans: Sequence, candidates: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+                     fp_weight: float = 0.05) -> dict[float, float]:
+    """Score of each candidate probability threshold on ``scans`` (objects with ``pet_suv``, ``lesions`` (true
+    labels on the PET grid) and ``ct``): lesion sensitivity (>= 0.5 mL) + median Dice - ``fp_weight`` x FP ROIs
+    per scan (see :func:`calibrate_threshold`)."""
+    from LesionResponseLib.segmentation.components import label_rois
+    from LesionResponseLib.segmentation.metrics import evaluate
+
     probs = [sitk.Resample(model.probability(s.pet_suv, ct=s.ct), s.pet_suv, sitk.Transform(), sitk.sitkLinear, 0.0)
              for s in scans]
     scores = {}
@@ -451,11 +572,22 @@ def calibrate_threshold(model_path: str | Path, val_seeds: Sequence[int] = (1990
         dice = [d for m in found for d in m.dice]
         scores[t] = (sum(m.n_detected for m in found) / max(1, n_true) + (float(np.median(dice)) if dice else 0)
                      - fp_weight * float(np.mean([m.false_positive_rois for m in found])))
+    return scores
+
+
+def store_threshold(model_path: str | Path, scores: dict[float, float], calibration: str) -> float:
+    """Write the best-scoring threshold of ``scores`` (:func:`threshold_scores`) into the model file (and its
+    .json), with the scores and what it was calibrated on; returns it."""
+    import torch
+
+    from LesionResponseLib.segmentation.model import load_model
+
     best = max(scores, key=scores.get)
+    model = load_model(model_path)
     payload = torch.load(model_path, map_location="cpu", weights_only=True)
     config = replace(ModelConfig.from_dict(payload["config"]), threshold=best)
     config.trained_on["threshold_score"] = {str(k): round(v, 4) for k, v in scores.items()}
-    config.trained_on["threshold_calibration"] = "default and harder patients" if with_harder else "default patients"
+    config.trained_on["threshold_calibration"] = calibration
     model.network.load_state_dict(payload["state_dict"])
     save_model(model.network, config, model_path)
     return best

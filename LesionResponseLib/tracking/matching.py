@@ -22,6 +22,16 @@ For every follow-up ``j`` (in time order) and every earlier time point ``i`` (mo
    lies more inside another assigned partner than inside its own becomes that partner's branch
    (:func:`_branches_of_assigned`): a split piece next to a vanished neighbour is not handed to the
    neighbour, and a lesion held mostly by its own partner (a stable neighbour) is never captured.
+5. **Own partners.** An assigned pair is one lesion seen at both time points, never to be taken apart by a
+   split or merge, when its two ROIs lie within the distance one lesion can move between two scans or are each
+   other's nearest ROI in the cluster. That distance comes from the geometry: ``REGISTRATION_TAIL`` × the
+   registration error at lesion centres (``params.matching.registration_error_mm``; × √2 when both time points
+   are mapped onto the frame, each with its own error) plus the change of the two ROIs' equivalent-sphere radii (a
+   lesion growing or shrinking on one side moves its centroid by that much). And a ROI moves to another partner
+   only if its centroid also lies nearer to that partner's sphere than to its own partner's. So a lesion that has
+   its own partner at the adjacent time point is never absorbed by a neighbour's split (issue 32: a small stable
+   lesion whose registered position fell partly into a split piece's dilated region was made that piece's branch
+   at every time point).
 
 **Skipped time points.** A ROI of ``j`` linked at a more recent time point is not offered to older ones,
 and a ROI of ``i`` is offered to ``j`` only when its track (the links so far) has no ROI strictly between
@@ -34,7 +44,8 @@ only the 6-neighbourhood, and 1-voxel lesions shifted by one diagonal voxel no l
 splitting lesions stay below it; registration error is ~2-3 mm) and ``min_overlap`` (0.05: any real
 contact of the dilated ROIs; the distance term of the cost separates neighbours) and ``containment_min`` (default 0.25: the phantom's split halves, pushed
 apart by 14 mm, keep ~1/3 of their dilated volume inside the parent's; a small new lesion only touching
-a big one stays below it). Only ``status == "accepted"`` ROIs take part.
+a big one stays below it) and ``registration_error_mm`` (2.5 mm: docs/DOMAIN.md §2's 2.3-2.6 mm at lesion centres).
+Only ``status == "accepted"`` ROIs take part.
 """
 
 from __future__ import annotations
@@ -59,6 +70,9 @@ from LesionResponseLib.imaging import ball
 from LesionResponseLib.tracking.tracks import TrackingError
 
 Transforms = dict[tuple[int, int], sitk.Transform]
+#: Registration errors at lesion centres reach ~3x their mean (the prior-guided search's margin assumes the same
+#: tail, config.PriorSearchConfig.margin_mm): two ROIs this many mean errors apart can still be one lesion.
+REGISTRATION_TAIL = 3.0
 
 
 # ---------------------------------------------------------------------------------------------- dilation
@@ -226,6 +240,7 @@ def match_rois(
     with ThreadPoolExecutor(max_workers=max(1, min(len(tps), os.cpu_count() or 1))) as pool:
         dilated = pool.map(lambda tp: _dilated(labels[tp], accepted[tp], params.matching.dilation_mm), tps)
         frames = _Frames(dict(zip(tps, dilated, strict=True)))
+    radius = {(roi.timepoint, roi.label): equivalent_radius_mm(roi.volume_ml) for roi in rois}
     state = _TrackState()
     label_of: dict[str, int] = {}
     for tp in tps:
@@ -241,12 +256,42 @@ def match_rois(
             lb = frames.get(frame, j, t_kj)
             a_ok = {a for a in accepted[i] if not state.present_between(roi_id_for(i, a), i, j)}
             b_ok = set(accepted[j]) - linked_b
+            # each time point mapped onto the frame adds its own registration error (independent: in quadrature)
+            error_mm = params.matching.registration_error_mm * (1.0 if t_ki is None else np.sqrt(2.0))
+            geometry = _Geometry({a: radius[(i, a)] for a in a_ok}, {b: radius[(j, b)] for b in b_ok}, error_mm)
             for link in _match_pair(la, lb, i, j=j, a_ok=a_ok, b_ok=b_ok, params=params,
-                                    containment_min=containment_min):
+                                    containment_min=containment_min, geometry=geometry):
                 links.append(link)
                 state.union(link.roi_a, link.roi_b)
                 linked_b.add(label_of[link.roi_b])
     return links
+
+
+def equivalent_radius_mm(volume_ml: float) -> float:
+    """Radius (mm) of the sphere of ``volume_ml`` (mL)."""
+    return float((3.0 * max(volume_ml, 0.0) * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0))
+
+
+@dataclass
+class _Geometry:
+    """What decides whether two ROIs of a pair of time points can be one lesion: their equivalent-sphere radii
+    (mm, by label) and the registration error between the two scans in the frame (mm, mean)."""
+
+    radius_a: dict[int, float]
+    radius_b: dict[int, float]
+    error_mm: float
+
+    def same_lesion_mm(self, a: int, b: int) -> float:
+        """How far (mm) the centroids of one lesion can lie apart in the frame: the registration error's tail plus
+        the change of radius (a lesion growing or shrinking on one side moves its centroid by that much)."""
+        return REGISTRATION_TAIL * self.error_mm + abs(self.radius_a.get(a, 0.0) - self.radius_b.get(b, 0.0))
+
+    def beyond_mm(self, partner: int, distance_mm: float, partner_side: str) -> float:
+        """How far (mm) a ROI's centroid at ``distance_mm`` from ``partner`` (a ROI of side ``"a"`` or ``"b"``) lies
+        outside the partner's equivalent sphere (negative inside): a piece of a split lies in or next to the lesion
+        it came from, so of two partners the one whose sphere it lies nearer to explains it better."""
+        radii = self.radius_a if partner_side == "a" else self.radius_b
+        return distance_mm - radii.get(partner, 0.0)
 
 
 def _accepted_by_tp(rois: list[LesionROI], labels: dict[int, sitk.Image]) -> dict[int, set[int]]:
@@ -295,7 +340,7 @@ def _pair_table(la: _FrameLabels, lb: _FrameLabels, a_ok: set[int], b_ok: set[in
 
 
 def _match_pair(la: _FrameLabels, lb: _FrameLabels, i: int, *, j: int, a_ok: set[int], b_ok: set[int],
-                params: AnalysisParameters, containment_min: float) -> list[Link]:
+                params: AnalysisParameters, containment_min: float, geometry: _Geometry) -> list[Link]:
     """Links of one time point pair: gate, cluster, assign, attach splits and merges."""
     if not a_ok or not b_ok:
         return []
@@ -309,7 +354,7 @@ def _match_pair(la: _FrameLabels, lb: _FrameLabels, i: int, *, j: int, a_ok: set
             cands[(a, b)] = (cost, overlap, distance, inter)
     pairs: list[tuple[int, int]] = []
     for cluster in _clusters(list(cands)):
-        pairs.extend(_resolve_cluster(cluster, cands, la, lb, containment_min))
+        pairs.extend(_resolve_cluster(cluster, cands, la, lb, containment_min, geometry))
     per_a = defaultdict(int)
     per_b = defaultdict(int)
     for a, b in pairs:
@@ -341,9 +386,29 @@ def _clusters(edges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
     return [sorted(group) for _, group in sorted(groups.items())]
 
 
+def _mutual_nearest(cluster: list[tuple[int, int]], cands: dict) -> list[tuple[int, int]]:
+    """Pairs of the cluster whose two ROIs are each other's nearest (centroid distance in the frame)."""
+    nearest_b: dict[int, tuple[float, int]] = {}
+    nearest_a: dict[int, tuple[float, int]] = {}
+    for a, b in cluster:
+        distance = cands[(a, b)][2]
+        nearest_b[a] = min(nearest_b.get(a, (np.inf, -1)), (distance, b))
+        nearest_a[b] = min(nearest_a.get(b, (np.inf, -1)), (distance, a))
+    return sorted((a, b) for a, (_, b) in nearest_b.items() if nearest_a[b][1] == a)
+
+
+def _own_partners(pairs: list[tuple[int, int]], cluster: list[tuple[int, int]], cands: dict,
+                  geometry: _Geometry) -> set[tuple[int, int]]:
+    """The assigned ``pairs`` that are one lesion seen at both time points: within the distance one lesion can move
+    (:meth:`_Geometry.same_lesion_mm`), or each other's nearest ROI in the cluster (module docstring, step 5)."""
+    mutual = set(_mutual_nearest(cluster, cands))
+    return {(a, b) for a, b in pairs if (a, b) in mutual or cands[(a, b)][2] <= geometry.same_lesion_mm(a, b)}
+
+
 def _resolve_cluster(cluster: list[tuple[int, int]], cands: dict, la: _FrameLabels, lb: _FrameLabels,
-                     containment_min: float) -> list[tuple[int, int]]:
-    """One-to-one pairs by linear assignment, re-examined for branches, then left-overs contained in a partner."""
+                     containment_min: float, geometry: _Geometry) -> list[tuple[int, int]]:
+    """One-to-one pairs by linear assignment, re-examined for branches (own partners stay), then left-overs
+    contained in a partner."""
     if len(cluster) == 1:
         return cluster
     a_ids = sorted({a for a, _ in cluster})
@@ -354,7 +419,8 @@ def _resolve_cluster(cluster: list[tuple[int, int]], cands: dict, la: _FrameLabe
         cost[a_ids.index(a), b_ids.index(b)] = cands[(a, b)][0]
     rows, cols = linear_sum_assignment(cost)
     pairs = [(a_ids[r], b_ids[c]) for r, c in zip(rows, cols, strict=True) if cost[r, c] < big]
-    pairs, branches = _branches_of_assigned(pairs, cands, la, lb, containment_min)
+    own = _own_partners(pairs, cluster, cands, geometry)
+    pairs, branches = _branches_of_assigned(pairs, cands, la, lb, containment_min, own, geometry)
     used_a = {a for a, _ in pairs}
     used_b = {b for _, b in pairs}
     taken_a = used_a | {a for a, _ in branches}
@@ -376,7 +442,8 @@ def _resolve_cluster(cluster: list[tuple[int, int]], cands: dict, la: _FrameLabe
 
 
 def _branches_of_assigned(pairs: list[tuple[int, int]], cands: dict, la: _FrameLabels, lb: _FrameLabels,
-                          containment_min: float) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+                          containment_min: float, own: set[tuple[int, int]], geometry: _Geometry,
+                          ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Assigned pairs whose ROI lies more inside another assigned partner become that partner's branch.
 
     One-to-one assignment maximises the number of pairs, so when a lesion next to a splitting one is gone
@@ -386,13 +453,16 @@ def _branches_of_assigned(pairs: list[tuple[int, int]], cands: dict, la: _FrameL
     split branch of ``a′`` (``a`` is left unmatched: disappearing, or found again by the prior-guided
     search); symmetrically an ``a`` lying more inside another assigned ``b′`` merges into it. A ROI whose
     own partner holds most of it (a stable neighbour) is never moved, so a branch never captures a lesion
-    that has its own one-to-one partner.
+    that has its own one-to-one partner; nor does a ROI move to a partner whose sphere its centroid lies farther
+    outside than its own partner's, and an ``own`` pair (:func:`_own_partners`) never moves: a small neighbour whose
+    dilated region the registration pushed into a big piece's stays with its own lesion.
     """
-    inter = {key: value[3] for key, value in cands.items()}
-    branches = _held_more_elsewhere(pairs, inter, lb.counts, containment_min, flip=False)
+    movable = [pair for pair in pairs if pair not in own]
+    branches = _held_more_elsewhere(pairs, cands, lb.counts, containment_min, geometry, flip=False, movable=movable)
     moved_b = {b for _, b in branches}
     kept = [(a, b) for a, b in pairs if b not in moved_b]
-    merged = [(a, b) for b, a in _held_more_elsewhere(kept, inter, la.counts, containment_min, flip=True)]
+    merged = [(a, b) for b, a in _held_more_elsewhere(kept, cands, la.counts, containment_min, geometry, flip=True,
+                                                      movable=[pair for pair in kept if pair not in own])]
     moved_a = {a for a, _ in merged}
     kept = [(a, b) for a, b in kept if a not in moved_a]
     # a branch needs its container to stay a one-to-one partner
@@ -401,20 +471,27 @@ def _branches_of_assigned(pairs: list[tuple[int, int]], cands: dict, la: _FrameL
     return kept, branches
 
 
-def _held_more_elsewhere(pairs: list[tuple[int, int]], inter: dict[tuple[int, int], int], counts: np.ndarray,
-                         containment_min: float, flip: bool) -> list[tuple[int, int]]:
-    """(other partner, ROI) for each assigned ROI (``b`` of each pair; ``a`` when ``flip``) lying more inside
-    another assigned partner than inside its own, by at least ``containment_min`` of its dilated volume."""
+def _held_more_elsewhere(pairs: list[tuple[int, int]], cands: dict, counts: np.ndarray, containment_min: float,
+                         geometry: _Geometry, flip: bool, movable: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(other partner, ROI) for each ``movable`` assigned ROI (``b`` of each pair; ``a`` when ``flip``) lying more
+    inside another assigned partner of ``pairs`` than inside its own, by at least ``containment_min`` of its
+    dilated volume, and nearer to that partner's sphere than to its own partner's (:meth:`_Geometry.beyond_mm`)."""
     def key(partner: int, roi: int) -> tuple[int, int]:
         return (roi, partner) if flip else (partner, roi)
 
-    oriented = [(b, a) if flip else (a, b) for a, b in pairs]  # (partner, roi)
-    partners = [partner for partner, _ in oriented]
+    def oriented(items: list[tuple[int, int]]) -> list[tuple[int, int]]:  # (partner, roi)
+        return [(b, a) if flip else (a, b) for a, b in items]
+
+    def beyond(partner: int, roi: int) -> float:
+        return geometry.beyond_mm(partner, cands[key(partner, roi)][2], "b" if flip else "a")
+
+    partners = [partner for partner, _ in oriented(pairs)]
     moves = []
-    for partner, roi in sorted(oriented):
-        others = [(o, inter[key(o, roi)]) for o in partners if o != partner and key(o, roi) in inter]
+    for partner, roi in sorted(oriented(movable)):
+        others = [(o, cands[key(o, roi)][3]) for o in partners if o != partner and key(o, roi) in cands]
         best = max(others, key=lambda item: (item[1], -item[0]), default=None)
-        if best and best[1] >= containment_min * counts[roi] and best[1] > inter[key(partner, roi)]:
+        if (best and best[1] >= containment_min * counts[roi] and best[1] > cands[key(partner, roi)][3]
+                and beyond(best[0], roi) < beyond(partner, roi)):
             moves.append((best[0], roi))
     return moves
 

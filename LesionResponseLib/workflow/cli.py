@@ -35,10 +35,12 @@ def _run(input_dir: Path, out: Path, params: AnalysisParameters, patient: str | 
 
 def analysis_summary(analysis, report=None) -> dict[str, Any]:
     """What ``analyze`` reports: per time point the ROIs, category counts and heterogeneity; track patterns;
-    doubtful registrations; prior-guided search counts; and, from the run ``report``, the reused stages and the
+    doubtful registrations; prior-guided search counts; the tumour burden per time point (burden.csv's rows of
+    all sites) and the reference regions' warnings; and, from the run ``report``, the reused stages and the
     re-applied review."""
     from collections import Counter
 
+    from LesionResponseLib.analysis.burden import burden_rows
     from LesionResponseLib.datamodel import search_counts
 
     timepoints = []
@@ -54,7 +56,10 @@ def analysis_summary(analysis, report=None) -> dict[str, Any]:
                "doubtful_registrations": [{"pair": f"tp{r.fixed_timepoint}->tp{r.moving_timepoint}",
                                            "message": r.message} for r in analysis.registrations if not r.ok],
                "prior_search": search_counts(analysis.prior_searches),
-               "parameter_sources": analysis.parameters.non_default_sources()}
+               "parameter_sources": analysis.parameters.non_default_sources(),
+               "burden": [r for r in burden_rows(analysis) if r["site"] == "all"],
+               "reference_warnings": [f"TP{region.timepoint} {region.organ} reference region: {warning}"
+                                      for region in analysis.reference_regions for warning in region.warnings]}
     if report is not None:
         review = dataclasses.asdict(report.review) if report.review is not None else None
         summary.update(reused=report.reused(), review=review)
@@ -86,6 +91,18 @@ def print_summary(summary: dict[str, Any], console) -> None:
     if summary["parameter_sources"]:
         console.print("settings not at their default: " + ", ".join(
             f"{path} ({source})" for path, source in summary["parameter_sources"].items()), highlight=False)
+    print_burden(summary, console)
+
+
+def print_burden(summary: dict[str, Any], console) -> None:
+    """Tumour burden per time point (burden.csv) and every reference region not placed or flagged."""
+    console.print("tumour burden (burden.csv): " + "; ".join(
+        f"TP{r['timepoint']} {r['volume_ml']:.1f} mL, {r['suv_total_pvc']:.0f} SUV·mL PV-corrected"
+        + (f" ({r['volume_ml_change_pct']:+.0f} % / {r['suv_total_pvc_change_pct']:+.0f} %)"
+           if r["timepoint"] and r["volume_ml_change_pct"] is not None and r["suv_total_pvc_change_pct"] is not None
+           else "") for r in summary["burden"]))
+    for warning in summary["reference_warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
 def analyze_command(

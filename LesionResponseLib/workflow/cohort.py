@@ -50,6 +50,7 @@ from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.errors import LesionResponseError, describe
 
 DONE, FAILED, LOG = "cohort-done.json", "cohort-failed.json", "cohort-log.jsonl"
+PATIENTS = "patients"  # OUT/patients/<patient>/: one analysis folder per patient
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 #: a whole-body analysis peaks near 3 GB (benchmarks/bench_cohort.py); workers beyond RAM / this swap
@@ -252,7 +253,7 @@ def analyse_patient(job: PatientJob, out_dir: str, params: AnalysisParameters, c
     from filelock import FileLock
 
     start = time.perf_counter()
-    folder = Path(out_dir) / "patients" / patient_folder_name(job.patient_id)
+    folder = Path(out_dir) / PATIENTS / patient_folder_name(job.patient_id)
     folder.mkdir(parents=True, exist_ok=True)
     result = PatientResult(job.patient_id, str(folder))
     limit_threads(threads or _threads_here())
@@ -367,7 +368,7 @@ def run_cohort(jobs: list[PatientJob], out_dir: str | Path, params: AnalysisPara
                                    fix="Give each patient's label folder in the manifest's labels column."))
 
     out = Path(out_dir).resolve()
-    (out / "patients").mkdir(parents=True, exist_ok=True)
+    (out / PATIENTS).mkdir(parents=True, exist_ok=True)
     client, threads = start_client(plan, len(jobs))
     started = time.perf_counter()
     try:
@@ -396,7 +397,7 @@ def run_cohort(jobs: list[PatientJob], out_dir: str | Path, params: AnalysisPara
 
 
 def _worker_lost(job: PatientJob, out: Path, err: BaseException) -> PatientResult:
-    folder = out / "patients" / patient_folder_name(job.patient_id)
+    folder = out / PATIENTS / patient_folder_name(job.patient_id)
     error = f"{type(err).__name__}: {err} (the worker analysing this patient died)"
     atomic_write_text(folder / FAILED, json.dumps({"patient_id": job.patient_id, "job": job.to_dict(),
                                                    "error": error}, indent=1))
@@ -408,6 +409,26 @@ def _close(client: Any) -> None:
     client.close()
     if cluster is not None:
         cluster.close()
+
+
+def is_cohort_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a cohort's output folder (``OUT/patients/``) rather than one patient's analysis."""
+    return (Path(path) / PATIENTS).is_dir() and not (Path(path) / "analysis.json").exists()
+
+
+def patient_folders(out_dir: str | Path) -> list[tuple[str, Path, str | None]]:
+    """Every patient of a cohort output folder: (folder name, folder, the error of its last failed analysis or
+    None), by name."""
+    found = []
+    for folder in sorted(p for p in (Path(out_dir) / PATIENTS).iterdir() if p.is_dir()):
+        error = None
+        if (folder / FAILED).is_file():
+            try:
+                error = str(json.loads((folder / FAILED).read_text(encoding="utf-8")).get("error", "failed"))
+            except (OSError, ValueError):
+                error = "failed (unreadable cohort-failed.json)"
+        found.append((folder.name, folder, error))
+    return found
 
 
 def write_cohort_outputs(out: Path, folders: list[str]) -> dict[str, Any] | None:

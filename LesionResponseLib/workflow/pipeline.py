@@ -35,15 +35,18 @@ from LesionResponseLib.analysis.outputs import (
 from LesionResponseLib.analysis.quantify import measure_rois
 from LesionResponseLib.analysis.response import assess_response
 from LesionResponseLib.config import AnalysisParameters
-from LesionResponseLib.datamodel import Analysis, SearchRecord
+from LesionResponseLib.datamodel import Analysis, LesionROI, SearchRecord
 from LesionResponseLib.errors import LesionResponseError, describe
 from LesionResponseLib.workflow.stages import (
     MATCHING,
+    ORGANS,
     PRIOR_SEARCH,
     REGISTRATION,
     SEGMENTATION,
     AnalysisError,
     MatchingInputs,
+    ModelEvidence,
+    OrgansInputs,
     PriorSearchInputs,
     RunReport,
     SegmentationInputs,
@@ -55,6 +58,30 @@ __all__ = ["AnalysisError", "RunReport", "analyze", "clear_cache", "run_pipeline
 
 ARCHIVES = "archives"  # ZIP archives of the input are unpacked here (OUT/archives/<name>-<key>/; not cache/:
 # clear_cache must not break the DICOM paths analysis.json records)
+
+
+def reference_stage(loaded: list, labels: dict[int, sitk.Image], rois: list[LesionROI], *,
+                    evidence: dict[int, ModelEvidence], params: AnalysisParameters, out: Path,
+                    report: RunReport) -> list:
+    """The liver and spleen reference regions of every time point (``analysis.reference_regions``) in its organs (the
+    cached :data:`~LesionResponseLib.workflow.stages.ORGANS` stage, also written to ``OUT/anatomy/tp{k}.nii.gz``,
+    where the review checks a moved reference region); sets each ROI's site (``analysis.sites``; none on a time
+    point without CT)."""
+    from LesionResponseLib.analysis.reference_regions import place_reference_regions
+    from LesionResponseLib.analysis.sites import lesion_sites
+
+    regions = []
+    for tp in loaded:
+        k = tp.info.index
+        organs, _ = run_stage(ORGANS, OrgansInputs(tp, evidence.get(k)), params, cache=out / "cache", report=report,
+                              item=f"tp{k}")
+        atomic_write_image(organs.image(), out / "anatomy" / f"tp{k}.nii.gz")
+        regions += place_reference_regions(tp.pet_suv, labels[k], organs, k, params)
+        sites = lesion_sites(labels[k], organs) if tp.ct is not None and organs.found else {}
+        for roi in rois:
+            if roi.timepoint == k:
+                roi.site, roi.site_source = sites.get(roi.label, ""), "automatic"
+    return regions
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
@@ -115,7 +142,8 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
         if segmented.evidence is not None:
             evidence[info.index] = segmented.evidence
         rois += measure_rois(labels[info.index], loaded[-1].pet_suv, info.index,
-                             psf_fwhm_mm=params.quantification.psf_fwhm_mm)
+                             psf_fwhm_mm=params.quantification.psf_fwhm_mm,
+                             contour_sd_mm=params.quantification.contour_sd_mm)
     transforms, registrations, reg_keys = {}, [], []
     for moving in loaded[1:]:
         k = moving.info.index
@@ -147,14 +175,18 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
                                                              evidence), params, cache=cache, report=report)
         searches = finds.records
         labels, rois = add_finds(rois, labels, {tp.info.index: tp.pet_suv for tp in loaded}, finds,
-                                 psf_fwhm_mm=params.quantification.psf_fwhm_mm)
+                                 psf_fwhm_mm=params.quantification.psf_fwhm_mm,
+                                 contour_sd_mm=params.quantification.contour_sd_mm)
         if any(record.roi_id for record in searches):
             links = match()
             tracks = build_tracks(rois, links, previous=previous)
     responses, heterogeneous = assess_response(tracks, rois, len(infos), params)
+    announce("reference regions and lesion sites")
+    references = reference_stage(loaded, labels, rois, evidence=evidence, params=params, out=out, report=report)
     analysis = Analysis(patient_id=infos[0].patient_id, timepoints=infos, rois=rois, registrations=registrations,
                         links=links, tracks=tracks, responses=responses, heterogeneous=heterogeneous,
-                        parameters=params, software_version=__version__, prior_searches=searches)
+                        parameters=params, software_version=__version__, prior_searches=searches,
+                        reference_regions=references)
     announce("writing outputs")
     write_outputs(analysis, out, labels)
     write_suv_images(loaded, out)

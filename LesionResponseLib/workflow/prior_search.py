@@ -242,14 +242,15 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
 
 
 def add_finds(rois: list[LesionROI], labels: dict[int, sitk.Image], pets: dict[int, sitk.Image],
-              finds: PriorSearchFinds, *, psf_fwhm_mm: float) -> tuple[dict[int, sitk.Image], list[LesionROI]]:
+              finds: PriorSearchFinds, *, psf_fwhm_mm: float, contour_sd_mm: float,
+              ) -> tuple[dict[int, sitk.Image], list[LesionROI]]:
     """(label maps with the grown ones, ROIs) after the searches: the time points that gained prior-guided ROIs
     measured again (neighbours shape the PV correction), the others kept as they were."""
     labels = {**labels, **finds.grown}
     found = {r.roi_id for r in finds.records if r.roi_id}
     kept = [r for r in rois if r.timepoint not in finds.grown]
     for k in sorted(finds.grown):
-        for roi in measure_rois(labels[k], pets[k], k, psf_fwhm_mm=psf_fwhm_mm):
+        for roi in measure_rois(labels[k], pets[k], k, psf_fwhm_mm=psf_fwhm_mm, contour_sd_mm=contour_sd_mm):
             if roi.roi_id in found:
                 roi.source = "prior-guided"
             kept.append(roi)

@@ -441,14 +441,74 @@ def _physiological_threshold(params: AnalysisParameters, physiological: dict) ->
     return load_model(params.segmentation.model_path).config.physiological_threshold
 
 
+# ------------------------------------------------------------------------------------------------ organs
+@dataclass(frozen=True)
+class OrgansInputs:
+    timepoint: Any  # dicomio.LoadedTimePoint
+    evidence: ModelEvidence | None = None  # the model's physiological map is read when there is one
+
+
+class OrgansStage:
+    """The organs of one time point (:mod:`LesionResponseLib.segmentation.organs`: liver, spleen, kidneys,
+    skeleton, lungs, body) on the PET grid, with the reason for each organ not found; the reference regions and
+    the lesion sites are placed in them."""
+
+    name = "organs"
+    prefix = "organs"
+    # The model's physiological threshold is read from the model file's configuration.
+    reads = ("segmentation.model_path",)
+    inputs = ("the time point's PET series UID and SUV factor, its CT series UID and the model's physiological map "
+              "it reads (its cache file name, which holds the segmentation key)")
+
+    @property
+    def version(self) -> int:
+        from LesionResponseLib.segmentation.organs import ORGANS_RULE_VERSION
+
+        return ORGANS_RULE_VERSION
+
+    @staticmethod
+    def _physiological(inputs: OrgansInputs) -> Path | None:
+        evidence = inputs.evidence
+        return evidence.physiological if evidence is not None and evidence.physiological is not None \
+            and evidence.physiological.is_file() else None
+
+    def identity(self, inputs: OrgansInputs, params: AnalysisParameters) -> Any:
+        info, physiological = inputs.timepoint.info, self._physiological(inputs)
+        return [info.pet_series_instance_uid, round(info.suv_factor, 12), info.ct_series_instance_uid,
+                physiological.name if physiological else None]
+
+    def compute(self, inputs: OrgansInputs, params: AnalysisParameters) -> Any:
+        from LesionResponseLib.segmentation.organs import find_organs
+
+        tp, physiological = inputs.timepoint, self._physiological(inputs)
+        probability = _read_array(physiological) if physiological else None
+        threshold = _physiological_threshold(params, {tp.info.index: physiological} if physiological else {})
+        return find_organs(tp.pet_suv, tp.ct, probability, threshold)
+
+    def save(self, result: Any, entry: CacheEntry) -> Any:
+        atomic_write_image(result.image(), entry.file("labels.nii.gz"))
+        return {"missing": result.missing}
+
+    def load(self, payload: Any, entry: CacheEntry, inputs: OrgansInputs) -> Any:
+        from LesionResponseLib.segmentation.organs import Organs
+
+        # on the PET grid exactly (NIfTI stores the geometry as float32)
+        image = label_on_grid(sitk.ReadImage(str(entry.file("labels.nii.gz"))), inputs.timepoint.pet_suv,
+                              sitk.sitkUInt8)
+        organs = Organs.from_image(image)
+        organs.missing = dict(payload["missing"])
+        return organs
+
+
 # ------------------------------------------------------------------------------------------------ the stages
 SEGMENTATION, REGISTRATION, MATCHING, PRIOR_SEARCH = (SegmentationStage(), RegistrationStage(), MatchingStage(),
                                                       PriorSearchStage())
+ORGANS = OrgansStage()
 #: Every cached stage, in pipeline order; what each run: per time point, per follow-up, once (twice when the
 #: search found ROIs: matching runs again on the grown label maps).
 STAGES: tuple[tuple[Stage, str], ...] = (
     (SEGMENTATION, "per time point"), (REGISTRATION, "per follow-up onto the baseline"), (MATCHING, "once"),
-    (PRIOR_SEARCH, "once, when `prior_search.enabled` and there are follow-ups"))
+    (PRIOR_SEARCH, "once, when `prior_search.enabled` and there are follow-ups"), (ORGANS, "per time point"))
 
 
 def describe_cache_keys() -> str:

@@ -68,7 +68,7 @@ def captured_runs(monkeypatch, no_site_file, tmp_path):
 
     monkeypatch.setattr(workflow_cli, "_run", capture)
     monkeypatch.setattr(cohort, "run_cohort", capture)
-    monkeypatch.setattr(cohort, "discover", lambda *args: [])
+    monkeypatch.setattr(cohort, "discover", lambda *args, **kwargs: [])
     monkeypatch.setattr(phantom, "generate_patient", lambda *args, **kwargs: None)
 
     def run(command: str, *arguments: str) -> AnalysisParameters:

@@ -101,3 +101,27 @@ def test_motion_inverse_and_grid_interpolation_are_accurate():
     grid = np.stack(np.meshgrid(x, x, z, indexing="xy"), axis=-1)  # (y, x, z, 3)
     grid = np.moveaxis(grid, 2, 0).reshape(-1, 3)[::97]
     assert np.abs(back - grid).max() < 0.05  # mm: forward(inverse(p)) = p
+
+
+def test_split_neighbours_place_a_stable_lesion_at_each_distance_clear_of_the_split():
+    """The split_neighbours option (issue 32's benchmark patients): per distance one more splitting liver lesion
+    and a neighbour present at every scan, its centre that far from the splitting lesion's, at least one PSF FWHM
+    from it and its pieces; without the option a seed draws the lesions it always did."""
+    from LesionResponseLib.phantom.anatomy import BodyParameters
+    from LesionResponseLib.phantom.lesions import SPLIT_NEIGHBOUR_MIN_GAP_MM, LesionOptions, make_lesions
+
+    body = BodyParameters(height_m=1.75, weight_kg=75.0)
+    plain = make_lesions(4450, 4, body)
+    assert [le.center for le in plain] == [le.center for le in make_lesions(4450, 4, body, options=LesionOptions())]
+    lesions = make_lesions(4450, 4, body, options=LesionOptions(split_neighbours=(30.0, 40.0)))
+    by_id = {le.lesion_id: le for le in lesions}
+    pairs = [(by_id[le.neighbour_of], le) for le in lesions if le.neighbour_of is not None]
+    assert [round(float(np.linalg.norm(np.subtract(n.center, s.center))), 6) for s, n in pairs] == [30.0, 40.0]
+    for split, neighbour in pairs:
+        assert split.kind == "split" and split.split_from == 1 and neighbour.kind == "stable"
+        assert all(v > 0 for v in neighbour.relative)  # present at every scan
+        for k in range(1, 4):
+            for piece in split.blobs(k):
+                gap = np.linalg.norm(np.subtract(neighbour.center, piece.center)) - max(piece.radii) \
+                    - max(neighbour.radii) * max(neighbour.relative) ** 0.2
+                assert gap >= SPLIT_NEIGHBOUR_MIN_GAP_MM - 1e-6

@@ -73,28 +73,48 @@ def test_seg_reads_back_to_the_label_masks(export):
             assert description.tracking_uid == track_uid("RPT001", row.track_id)
 
 
-def _groups(sr: pydicom.Dataset) -> list[dict]:
-    """Per measurement group: tracking UID, time point id, {(concept, derivation): value}, category."""
+def _groups(sr: pydicom.Dataset, lesions_only: bool = True) -> list[dict]:
+    """Per measurement group: tracking UID (and identifier), time point id, {(concept, derivation, unit): value},
+    category, finding and finding sites. ``lesions_only``: the lesion groups (finding "Lesion"), not the
+    patient-level burden and reference-region groups."""
     groups = []
     for container in sr.ContentSequence:
         if container.ConceptNameCodeSequence[0].CodeMeaning != "Imaging Measurements":
             continue
         for group in container.ContentSequence:
-            info: dict = {"values": {}}
+            info: dict = {"values": {}, "sites": []}
             for item in group.ContentSequence:
                 name = item.ConceptNameCodeSequence[0].CodeMeaning
                 if name == "Tracking Unique Identifier":
                     info["uid"] = item.UID
+                elif name == "Tracking Identifier":
+                    info["identifier"] = item.TextValue
+                elif name == "Finding":
+                    info["finding"] = item.ConceptCodeSequence[0].CodeMeaning
+                    info["sites"] = [m.ConceptCodeSequence[0].CodeValue for m in item.get("ContentSequence", [])
+                                     if m.ConceptNameCodeSequence[0].CodeMeaning == "Finding Site"]
                 elif name == "Subject Time Point Identifier":
                     info["tp"] = item.TextValue
                 elif item.ValueType == "NUM" and item.RelationshipType == "CONTAINS":
-                    mods = [m.ConceptCodeSequence[0].CodeMeaning for m in item.get("ContentSequence", [])]
+                    children = item.get("ContentSequence", [])
+                    mods = [m.ConceptCodeSequence[0].CodeMeaning for m in children if m.ValueType == "CODE"]
                     value = float(item.MeasuredValueSequence[0].NumericValue)
                     unit = item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue
-                    info["values"][(name, mods[0] if mods else "", unit)] = value
+                    key = (name, mods[0] if mods else "", unit)
+                    info["values"][key] = value
+                    info.setdefault("uncertainty", {})[key] = {  # TID 310 lower / upper measurement uncertainty
+                        m.ConceptNameCodeSequence[0].CodeMeaning: float(m.MeasuredValueSequence[0].NumericValue)
+                        for m in children if m.ValueType == "NUM"}
                 elif name == "Lesion-ROI response category":
                     info["category"] = item.ConceptCodeSequence[0].CodeMeaning
-            groups.append(info)
+                elif name == "Response category confidence":
+                    info["confidence"] = item.ConceptCodeSequence[0].CodeMeaning
+                elif name == "Finding Site":
+                    info["sites"].append(item.ConceptCodeSequence[0].CodeValue)
+                elif name == "Krenning-like grade":
+                    info["grade"] = item.ConceptCodeSequence[0].CodeMeaning
+            if not lesions_only or info.get("finding") == "Lesion":
+                groups.append(info)
     return groups
 
 
@@ -125,6 +145,97 @@ def test_sr_measurements_equal_the_csv(export):
         gone = [g for g in groups if not g["values"]]
         expected_gone = tracks.track_id[tracks[f"category_t{k}"] == "disappearing"] if k else []
         assert sorted(uid_to_track[g["uid"]] for g in gone) == sorted(expected_gone)
+
+
+def test_sr_carries_the_uncertainty_of_each_measure_and_call(export):
+    """SUVtotal ± its SD, the change's interval as lower/upper measurement uncertainty (TID 310), the probability of
+    the category and whether the call is indeterminate (analysis.json is the source)."""
+    from LesionResponseLib.analysis import load_analysis
+
+    out, paths = export
+    analysis = load_analysis(out)
+    responses = {r.track_id: r for r in analysis.responses}
+    owner = {rid: t.track_id for t in analysis.tracks for ids in t.rois.values() for rid in ids}
+    uid_to_track = {track_uid("RPT001", t): t for t in responses}
+    seen = set()
+    for k in range(1, 3):
+        for g in (g for g in _groups(pydicom.dcmread(paths[2 * k + 1])) if g["values"]):
+            track = uid_to_track[g["uid"]]
+            roi = next(r for r in analysis.rois if r.timepoint == k and owner[r.roi_id] == track)
+            response = responses[track]
+            spread = g["uncertainty"][("SUVbw", "Total", "{SUVbw}g/ml.ml")]
+            assert spread["+, range of upper measurement uncertainty"] == pytest.approx(roi.suv_total_sd, rel=1e-6)
+            assert spread["-, range of lower measurement uncertainty"] == pytest.approx(roi.suv_total_sd, rel=1e-6)
+            interval = response.delta_interval_pct.get(k)
+            if interval is None:
+                assert "confidence" not in g  # a new lesion: no change, no interval
+                continue
+            delta = response.delta_suv_total_pct[k]
+            spread = g["uncertainty"][("Change of SUVtotal from reference", "", "%")]
+            assert spread["-, range of lower measurement uncertainty"] == pytest.approx(delta - interval[0], rel=1e-6)
+            assert spread["+, range of upper measurement uncertainty"] == pytest.approx(interval[1] - delta, rel=1e-6)
+            assert g["values"][("Probability that the true change lies in the category", "", "%")] == \
+                pytest.approx(100 * response.category_confidence[k], rel=1e-6)
+            assert g["confidence"] == ("indeterminate" if response.indeterminate[k] else "confident")
+            seen.add(g["confidence"])
+    assert seen == {"indeterminate", "confident"}  # the factory's track 2 is noisy (25 %), track 1 not (5 %)
+
+
+def test_sr_has_sites_ratios_and_grades_of_each_lesion(export):
+    """Each lesion's Finding Site is its site's SNOMED CT code; its ratios and Krenning-like grade are those of the
+    factory's reference regions (test_report_factory.REFERENCES)."""
+    from test_report_factory import REFERENCES, SITES
+
+    from LesionResponseLib.report.dicom_export import site_codes
+
+    out, paths = export
+    rois = pd.read_csv(out / "rois.csv")
+    tracks = pd.read_csv(out / "tracks.csv")
+    uid_to_track = {track_uid("RPT001", t): t for t in tracks.track_id}
+    for k in range(3):
+        for g in _groups(pydicom.dcmread(paths[2 * k + 1])):
+            if not g["values"]:
+                continue  # a disappeared track's group
+            track = uid_to_track[g["uid"]]
+            assert g["sites"] == [site_codes()[SITES[track]].value]
+            row = rois[(rois.timepoint == k) & (rois.track_id == track)].iloc[0]
+            ratio = g["values"][("SUVmax to liver reference SUVmean ratio", "", "1")]
+            assert ratio == pytest.approx(row.suv_max / REFERENCES[(k, "liver")], rel=1e-6)
+            spleen = REFERENCES.get((k, "spleen"))
+            assert (("SUVmax to spleen reference SUVmean ratio", "", "1") in g["values"]) == (spleen is not None)
+            expected = "4" if spleen and row.suv_max > spleen else ("3" if spleen else ">=3")
+            assert g["grade"] == f"Krenning-like grade {expected}"
+
+
+def test_sr_has_the_tumour_burden_and_reference_regions(export):
+    """Patient-level groups: whole body and per site, equal to analysis.burden; one group per placed reference."""
+    from test_report_factory import REFERENCES
+
+    from LesionResponseLib.analysis import load_analysis
+    from LesionResponseLib.analysis.burden import burden_rows
+    from LesionResponseLib.report.dicom_export import site_codes
+
+    out, paths = export
+    rows = burden_rows(load_analysis(out))
+    for k in range(3):
+        groups = _groups(pydicom.dcmread(paths[2 * k + 1]), lesions_only=False)
+        burden = {g["identifier"].split(": ")[1]: g for g in groups if g.get("finding") == "Neoplasm"}
+        expected = {("whole body" if r["site"] == "all" else r["site"]): r for r in rows if r["timepoint"] == k}
+        assert set(burden) == set(expected)
+        for name, g in burden.items():
+            r, v = expected[name], g["values"]
+            assert g["sites"] == ["38266002" if name == "whole body" else site_codes()[name].value]
+            assert v[("Number of lesions (observable entity)", "", "{lesions}")] == r["n_rois"]
+            assert v[("Volume", "", "ml")] == pytest.approx(r["volume_ml"], rel=1e-9)
+            assert v[("SUVbw", "Total", "{SUVbw}g/ml.ml")] == pytest.approx(r["suv_total"], rel=1e-9)
+            change = v.get(("Change of tumour volume from baseline", "", "%"))
+            assert change == (None if not k or r["volume_ml_change_pct"] is None
+                              else pytest.approx(r["volume_ml_change_pct"]))  # none where the baseline is 0
+        references = {g["sites"][0]: g["values"] for g in groups if g.get("finding") == "Reference region of normal uptake"}
+        placed = {organ: mean for (tp, organ), mean in REFERENCES.items() if tp == k}
+        assert set(references) == {site_codes()[organ].value for organ in placed}
+        for organ, mean in placed.items():
+            assert references[site_codes()[organ].value][("SUVbw", "Mean", "{SUVbw}g/ml")] == pytest.approx(mean)
 
 
 def test_tracking_uid_is_shared_across_timepoints(export):

@@ -2,7 +2,9 @@
 
 Three time points, 32×32×20 voxels of 4 mm; four tracks with known categories:
 track 1 decreasing then decreasing, track 2 stable, track 3 disappearing at TP1, track 4 new at TP1 and
-increasing at TP2 (so the patient is heterogeneous at TP1 and TP2).
+increasing at TP2 (so the patient is heterogeneous at TP1 and TP2). Each track's lesion has a site
+(:data:`SITES`); the liver reference region is placed at every time point, the spleen's at TP0 and TP1 only
+(:data:`REFERENCES`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from LesionResponseLib.datamodel import (
     Analysis,
     AnalysisParameters,
     LesionROI,
+    ReferenceRegion,
     TimePointInfo,
     Track,
     TrackResponse,
@@ -41,6 +44,9 @@ LESIONS = {
 }
 CATEGORIES = {1: {1: "decreasing", 2: "decreasing"}, 2: {1: "stable", 2: "stable"},
               3: {1: "disappearing", 2: "absent"}, 4: {1: "new", 2: "increasing"}}
+SITES = {1: "liver", 2: "bone", 3: "lymph node", 4: "pancreas"}
+# (time point, organ) -> reference SUVmean; the spleen's at TP2 is not placed
+REFERENCES = {(0, "liver"): 4.0, (0, "spleen"): 16.0, (1, "liver"): 5.0, (1, "spleen"): 10.0, (2, "liver"): 4.0}
 
 
 def _ball(centre: tuple[int, int, int], radius: int) -> np.ndarray:
@@ -55,12 +61,18 @@ def _image(array: np.ndarray) -> sitk.Image:
     return image
 
 
-def _measure(roi_id: str, tp: int, label: int, mask: np.ndarray, suv: np.ndarray, image: sitk.Image) -> LesionROI:
+#: Relative SD of each track's SUVtotal: track 2's measure is noisy enough that its stable calls are indeterminate.
+RELATIVE_SD = {1: 0.05, 2: 0.25, 3: 0.05, 4: 0.05}
+
+
+def _measure(roi_id: str, tp: int, label: int, mask: np.ndarray, suv: np.ndarray, image: sitk.Image,
+             track_id: int) -> LesionROI:
     values = suv[mask]
     centre = image.TransformContinuousIndexToPhysicalPoint([float(c) for c in np.argwhere(mask).mean(0)[::-1]])
     volume = mask.sum() * VOXEL_ML
+    total = float(values.mean() * volume)
     return LesionROI(roi_id, tp, label, tuple(centre), float(volume), float(values.max()), float(values.mean()),
-                     float(values.max() * 0.95), float(values.mean() * volume), int(mask.sum()))
+                     float(values.max() * 0.95), total, int(mask.sum()), suv_total_sd=RELATIVE_SD[track_id] * total)
 
 
 def build_output(root: Path, patient_id: str = "RPT001") -> Path:
@@ -79,8 +91,9 @@ def build_output(root: Path, patient_id: str = "RPT001") -> Path:
             tracks[track_id].rois[tp] = [roi_id_for(tp, label)]
         image = _image(labels)
         sitk.WriteImage(image, str(out / "labels" / f"tp{tp}.nii.gz"))
-        for label in range(1, len(present) + 1):
-            rois.append(_measure(roi_id_for(tp, label), tp, label, labels == label, suv, image))
+        for label, (track_id, _spec) in enumerate(present, start=1):
+            rois.append(_measure(roi_id_for(tp, label), tp, label, labels == label, suv, image, track_id))
+            rois[-1].site = SITES[track_id]
         scan = dt.datetime(2025, 1 + 3 * tp, 2, 11, 0, 0)
         files = write_series(root / "dicom" / f"tp{tp}", patient_id=patient_id, values=(suv / factor)[::-1],
                              scan=scan, injection=scan - dt.timedelta(seconds=UPTAKE), dose_bq=DOSE, weight=WEIGHT,
@@ -91,10 +104,22 @@ def build_output(root: Path, patient_id: str = "RPT001") -> Path:
                         heterogeneous={1: True, 2: True},
                         parameters=AnalysisParameters().updated({"segmentation.method": "truth", "response.measure": "suv_total"}),
                         software_version="test", audit=[{"time": "2025-07-01T10:00:00", "user": "reader1",
-                                                         "action": "reject", "roi_id": "tp1-L0099"}])
+                                                         "action": "reject", "roi_id": "tp1-L0099"}],
+                        reference_regions=_references())
     (out / "analysis.json").write_text(json.dumps(analysis.to_dict(), indent=1))
     _write_csvs(out, analysis)
     return out
+
+
+def _references() -> list[ReferenceRegion]:
+    regions = []
+    for tp in range(3):
+        for organ, diameter in (("liver", 30.0), ("spleen", 20.0)):
+            mean = REFERENCES.get((tp, organ))
+            regions.append(ReferenceRegion(tp, organ, True, diameter, (40.0, 40.0, -40.0), mean, 0.1 * mean, 14.1,
+                                           1.0) if mean else
+                           ReferenceRegion(tp, organ, False, diameter, warnings=["not placed: no spleen found"]))
+    return regions
 
 
 def _timepoint(tp: int, patient_id: str, scan: dt.datetime, factor: float, files: list[Path]) -> TimePointInfo:
@@ -108,11 +133,24 @@ def _timepoint(tp: int, patient_id: str, scan: dt.datetime, factor: float, files
 
 
 def _response(track_id: int, rois: list[LesionROI], track: Track) -> TrackResponse:
+    from LesionResponseLib.analysis.response import category_confidence, delta_interval
+
     by_id = {r.roi_id: r for r in rois}
     total = {tp: sum(by_id[i].suv_total for i in track.rois.get(tp, [])) for tp in range(3)}
+    sd = {tp: RELATIVE_SD[track_id] * v for tp, v in total.items()}
     delta = {k: (100 * (total[k] - total[0]) / total[0] if total[0] and total[k] else None) for k in (1, 2)}
     pattern = {1: "monotonic", 2: "monotonic", 3: "monotonic", 4: "new"}[track_id]
-    return TrackResponse(track_id, total, CATEGORIES[track_id], delta, pattern)
+    response = TrackResponse(track_id, total, CATEGORIES[track_id], delta, pattern, suv_total_sd=sd)
+    params = AnalysisParameters()
+    for k in (1, 2):
+        measured = delta[k] is not None
+        args = (total[0], sd[0], total[k], sd[k])
+        interval = list(delta_interval(*args, params.response.interval_level)) if measured else None
+        response.delta_interval_pct[k] = interval
+        response.category_confidence[k] = category_confidence(*args, CATEGORIES[track_id][k], params) if measured \
+            else None
+        response.indeterminate[k] = bool(interval and any(interval[0] < t < interval[1] for t in (-30.0, 30.0)))
+    return response
 
 
 def _write_csvs(out: Path, analysis: Analysis) -> None:
@@ -195,4 +233,5 @@ def _truth_tracks(truth: dict, rois: list[LesionROI], n_tp: int) -> tuple[list[T
         delta = {k: (100 * (total[k] - total[0]) / total[0] if total[0] and total[k] else None) for k in range(1, n_tp)}
         cats = {k: categories[track_id].get(k, "absent") for k in range(1, n_tp)}
         responses.append(TrackResponse(track_id, total, cats, delta, "monotonic"))
-    return [t for t in tracks.values() if any(t.rois.values())], responses
+    kept = [t for t in tracks.values() if any(t.rois.values())]
+    return kept, [r for r in responses if r.track_id in {t.track_id for t in kept}]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.report import ReportInputError, write_cohort_report, write_patient_report
 
-SECTIONS = ("summary", "timepoints", "spaghetti", "waterfall", "category-counts", "mips", "tracks",
+SECTIONS = ("summary", "timepoints", "burden", "spaghetti", "waterfall", "category-counts", "mips", "tracks",
             "reader-edits", "methods", "disclaimer")
 
 
@@ -36,7 +36,7 @@ def test_html_has_every_section_and_is_self_contained(paths):
     for section in SECTIONS:
         assert f'id="{section}"' in html, section
     assert not re.search(r'(src|href)="(https?:|file:|/)', html)  # nothing outside the file
-    assert html.count("data:image/png;base64,") == 3 + 3  # three plots + one MIP per time point
+    assert html.count("data:image/png;base64,") == 4 + 3  # four plots + one MIP per time point
 
 
 def _table_rows(html: str) -> list[list[str]]:
@@ -75,10 +75,32 @@ def test_pdf_has_every_section_heading(paths):
     pdftotext = require_tool("pdftotext")
     assert paths["pdf"].read_bytes()[:5] == b"%PDF-"
     text = subprocess.run([pdftotext, str(paths["pdf"]), "-"], capture_output=True, text=True, check=True).stdout
-    for heading in ("Summary", "Patient and time points", "SUVtotal per track over time", "Waterfall",
+    for heading in ("Summary", "Patient and time points", "Tumour burden and reference regions",
+                    "SUVtotal per track over time", "Waterfall",
                     "Category counts per follow-up", "Coronal PET MIPs", "Track table", "Reader edits",
                     "Methods, parameters and software", "For research use only"):
         assert heading in text, heading
+
+
+def test_burden_section_states_the_factory_truth(paths):
+    """Lesion counts, volumes and Krenning-like grades of the hand-built lesions (test_report_factory)."""
+    from test_report_factory import LESIONS, SITES, VOXEL_ML, _ball
+
+    html = paths["html"].read_text()
+    rows = _table_rows(html[html.index('id="burden"'):html.index("Krenning-like grade: the")])
+    burden = {(r[0], r[1]): r[2:] for r in rows if len(r) == 6 and r[0].isdigit()}
+    for tp in range(3):
+        present = {t: spec[tp] for t, spec in LESIONS.items() if tp in spec}
+        volume = sum(_ball(c, radius).sum() for c, radius, _ in present.values()) * VOXEL_ML
+        assert burden[(str(tp), "all")][0].split(" ")[0] == str(len(present))
+        assert burden[(str(tp), "all")][1].split(" ")[0] == f"{volume:.1f}"
+        for track in present:
+            assert burden[(str(tp), SITES[track])][0].split(" ")[0] == "1"
+    grades = {r[0]: r[1:] for r in rows if len(r) == 6 and r[0].isdigit() and r[1].isdigit()}
+    # TP0: liver 4, spleen 16 -> SUVmax 20 grade 4, 10 and 15 grade 3; TP1: liver 5, spleen 10 -> 12 and 10.5
+    # grade 4, 9 grade 3; TP2: no spleen reference -> every lesion above the liver is "≥3"
+    assert grades == {"0": ["0", "2", "1", "0", "0"], "1": ["0", "1", "2", "0", "0"], "2": ["0", "0", "0", "3", "0"]}
+    assert "not placed" in html and "no spleen found" in html
 
 
 def _has_colour(png: bytes, hex_colour: str, tolerance: float = 0.03) -> bool:
@@ -98,6 +120,7 @@ def test_mip_colours_rois_by_category(out):
     assert _has_colour(mips[1], CATEGORY_COLOURS["new"]) and not _has_colour(mips[0], CATEGORY_COLOURS["new"])
     assert _has_colour(mips[0], CATEGORY_COLOURS["baseline"]) and not _has_colour(mips[1], CATEGORY_COLOURS["baseline"])
     assert _has_colour(mips[2], CATEGORY_COLOURS["increasing"])
+    assert all(_has_colour(m, plots.REFERENCE_COLOUR) for m in mips)  # the reference spheres are outlined
 
 
 def test_missing_analysis_names_the_folder(tmp_path):
@@ -190,3 +213,35 @@ def test_track_table_shows_prior_guided_rois_and_detection_limits(out, tmp_path)
     assert "TP1, TP2 not searched: in the cranial cavity (pituitary uptake or a meningioma?)" in \
         tracks[str(head["track_id"])][-1]
     assert any(r and r[0] == "TP" and r[-1] == "of which prior-guided" for r in rows)
+
+
+def test_track_table_marks_indeterminate_calls_and_the_queue_lists_what_was_not_reviewed(out, tmp_path):
+    """The factory's track 2 is measured ± 25 %: its stable calls carry an interval holding ±30 % ('?'); track 1 is
+    marked reviewed by a reader, so the queue section names who and lists the three others."""
+    import json
+    import shutil
+
+    from LesionResponseLib.analysis.queue import review_queue
+    from LesionResponseLib.report.data import load_report_data
+    from LesionResponseLib.report.patient import render_patient_html
+
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    data = json.loads((copy / "analysis.json").read_text())
+    data["reviewed_tracks"] = [1]
+    data["audit"].append({"id": "e1", "user": "dr-who", "time": "2026-01-02T10:11:12", "type": "reviewed",
+                          "edit": {"type": "reviewed", "track_id": 1}})
+    (copy / "analysis.json").write_text(json.dumps(data))
+    report = load_report_data(copy)
+    html = render_patient_html(report)
+    rows = _table_rows(html[html.index('id="tracks"'):html.index('id="review-queue"')])
+    header = next(r for r in rows if r and r[0] == "track")
+    tracks = {r[0]: dict(zip(header, r, strict=True)) for r in rows if len(r) == len(header) and r[0] != "track"}
+    assert tracks["2"]["TP1"] == "stable ?" and tracks["1"]["TP1"] == "decreasing"
+    response = next(r for r in report.analysis.responses if r.track_id == 2)
+    low, high = response.delta_interval_pct[1]
+    assert tracks["2"]["Δ TP1 [%]"] == f"{response.delta_suv_total_pct[1]:.0f}({low:+.0f}…{high:+.0f})"  # 2 lines
+    queue = html[html.index('id="review-queue"'):html.index('id="reader-edits"')]
+    assert "1 of 4 tracks marked reviewed by a reader: T001 (dr-who 2026-01-02T10:11)" in queue
+    listed = [r[0] for r in _table_rows(queue) if r and r[0] != "track"]
+    assert listed == [str(i.track_id) for i in review_queue(report.analysis) if not i.reviewed] and "1" not in listed

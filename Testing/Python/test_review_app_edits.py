@@ -224,6 +224,41 @@ def test_ui_add_and_rethreshold_match_the_cli(folders):
     support.save_screenshot(page, "audit")
 
 
+def test_ui_site_and_reference_region_match_the_cli(folders):
+    """Set a ROI's site in the panel, and move the liver reference sphere by a click in 'liver ref' mode; the CLI
+    gets the same edits (the app's clicked centre) and leaves the same folder; the time-point panel shows the
+    reader's sphere."""
+    a, b, page = folders
+    roi = _rois(a)[0]["roi_id"]
+    _tab(page, "correct")
+    page.locator("[data-testid=site]").click()
+    page.get_by_role("option", name="lung", exact=True).click()
+    record = ui(page, a, "set_site", roi_a=roi)
+    assert record["type"] == "set_site" and record["sites_after"] == {roi: "lung"}
+    cli(b, "site", roi, "lung")
+    assert_same_outputs(a, b)
+
+    page.locator("[data-testid=mode-liver-ref]").click()
+    box = page.locator("[data-testid=caption-0]").locator("xpath=..").locator("img").bounding_box()
+    before = _lines(a)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    record = _wait_for_edit(page, a, before)
+    assert record["type"] == "move_reference" and record["edit"]["organ"] == "liver"
+    x, y, z = record["edit"]["centre_mm"]
+    cli(b, "reference", "0", "liver", f"--centre={x!r},{y!r},{z!r}")
+    assert_same_outputs(a, b)
+    _tab(page, "info")
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=timepoint-info]')][0].innerText"
+                           ".includes('mm sphere, reader)')", timeout=30_000)
+    sources = support.view_sources(page)
+    page.locator("[data-testid=show-spleen-reference]").first.click()  # every view goes to the spleen's sphere
+    support.wait_views_settled(page, sources)
+    for _ in range(2):
+        ui(page, a, "undo")
+        cli(b, "undo")
+        assert_same_outputs(a, b)
+
+
 def test_export_from_the_app_writes_the_report_and_dicom_seg_sr(folders):
     import pydicom
 

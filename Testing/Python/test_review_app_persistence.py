@@ -15,7 +15,7 @@ if shutil.which("chromium") is None:
     pytest.skip("chromium not installed (bash scripts/setup.sh installs it)", allow_module_level=True)
 
 import review_app_support as support  # noqa: E402
-from test_review_app_edits import _lines, select_track, ui  # noqa: E402
+from test_review_app_edits import _lines, _wait_for_edit, select_track, ui  # noqa: E402
 
 pytestmark = support.ONE_WORKER
 
@@ -43,6 +43,13 @@ def test_reload_and_killed_server_keep_every_edit(tmp_path):
             page.wait_for_function(f"document.querySelector('[data-testid=cat-t{tp}-{track_id}]').innerText"
                                    f".includes({expected[f'category_t{tp}']!r})")  # and the table followed
             changed = _category_cell(page, tp, track_id)
+            left = page.locator("[data-testid=queue-summary]").inner_text()
+            before = _lines(out)
+            page.keyboard.press("r")  # mark the selected track reviewed: an edit like the others
+            assert _wait_for_edit(page, out, before)["type"] == "reviewed"
+            page.wait_for_function(f"document.querySelector('[data-testid=queue-{track_id}]').innerText.includes('✓')")
+            reviewed = page.locator("[data-testid=queue-summary]").inner_text()
+            assert int(reviewed.split()[0]) == int(left.split()[0]) - 1
             page.reload()
             support.wait_views_settled(page)
             assert _category_cell(page, tp, track_id) == changed
@@ -51,10 +58,15 @@ def test_reload_and_killed_server_keep_every_edit(tmp_path):
         with support.Server(out, tmp_path / "server2.log", port=server.port):
             page = support.open_app(browser, server.url)
             assert _category_cell(page, tp, track_id) == changed
+            assert "✓" in page.locator(f"[data-testid=queue-{track_id}]").inner_text()  # still marked reviewed
+            assert page.locator("[data-testid=queue-summary]").inner_text() == reviewed
             page.locator("[data-testid=tab-audit]").click()
-            assert page.locator("[data-testid=audit-entry]").count() == _lines(out) == 1
-            assert "reject" in page.locator("[data-testid=audit-entry]").first.inner_text()
+            assert page.locator("[data-testid=audit-entry]").count() == _lines(out) == 2
+            assert "reviewed" in page.locator("[data-testid=audit-entry]").first.inner_text()
             ui(page, out, "undo")  # the restarted server holds the same session: undo works across the kill
+            page.locator("[data-testid=tab-tracks]").click()
+            page.wait_for_function(f"document.querySelector('[data-testid=queue-summary]').innerText === {left!r}")
+            ui(page, out, "undo")
             page.locator("[data-testid=tab-tracks]").click()
             page.wait_for_function(f"document.querySelector('[data-testid=cat-t{tp}-{track_id}]').innerText"
                                    f".trim() === {shown_before.strip()!r}")

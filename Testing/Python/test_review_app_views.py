@@ -18,6 +18,7 @@ import review_app_support as support  # noqa: E402
 from LesionResponseReview.mrml import CATEGORY_COLORS  # noqa: E402
 
 pytestmark = support.ONE_WORKER
+OPENED: dict = {}  # what the page showed when it opened, before any test selected a track
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,8 @@ def app(tmp_path_factory):
     with support.Server(out, out.parent / "server.log") as server, playwright_api.sync_playwright() as playwright:
         browser = support.launch_chromium(playwright)
         page = support.open_app(browser, server.url)
+        OPENED.update(order=_table_order(page), selected=[t for t in _table_order(page) if _selected(page, t)],
+                      reasons=page.locator("[data-testid=queue-reasons]").inner_text())
         yield out, server, page
         browser.close()
     shutil.rmtree(out, ignore_errors=True)  # a ~130 MB analysis; the server log stays for a failed run
@@ -36,6 +39,17 @@ def _click_row(page, track_id: int) -> None:
     before = support.view_sources(page)
     page.locator(f"[data-testid=track-row-{track_id}]").click()
     support.wait_views_settled(page, before)
+
+
+def _press(page, key: str) -> None:
+    """Press a shortcut key and wait until the views have redrawn."""
+    before = support.view_sources(page)
+    page.keyboard.press(key)
+    support.wait_views_settled(page, before)
+
+
+def _selected(page, track_id: int) -> bool:
+    return "bg-indigo" in (page.locator(f"[data-testid=track-row-{track_id}]").get_attribute("class") or "")
 
 
 def test_one_view_per_timepoint_labelled_with_study_date(app):
@@ -57,7 +71,7 @@ def test_row_click_centres_every_view_on_the_track_in_its_category_colour(app):
     out, _, page = app
     track_id, rois = support.single_roi_tracks(out)[0]
     _click_row(page, track_id)
-    assert "bg-indigo" in (page.locator(f"[data-testid=track-row-{track_id}]").get_attribute("class") or "")
+    assert _selected(page, track_id)
     checked = 0
     for tp in range(support.view_count(page)):
         caption = page.locator(f"[data-testid=caption-{tp}]").inner_text()
@@ -90,18 +104,60 @@ def test_a_roi_of_the_prior_guided_search_is_flagged_in_the_table_and_its_view(a
         assert ("prior-guided" in caption) == (tp in timepoints), (tp, caption)
 
 
+def _table_order(page) -> list[int]:
+    rows = page.locator("[data-testid^=track-row-]")
+    return [int(rows.nth(i).get_attribute("data-testid").rsplit("-", 1)[1]) for i in range(rows.count())]
+
+
+def test_the_table_opens_in_review_queue_order_with_the_top_track_selected(app):
+    """Rows in the order of analysis.queue over the folder's analysis (likeliest errors first), the first one
+    selected, what is left of the queue and why the selected track is in it shown."""
+    from LesionResponseLib.analysis import load_analysis
+    from LesionResponseLib.analysis.queue import review_queue
+
+    out, _, page = app
+    queue = review_queue(load_analysis(out))
+    assert OPENED["order"] == [item.track_id for item in queue]
+    assert page.locator("[data-testid=queue-summary]").inner_text() == f"{len(queue)} of {len(queue)} tracks left to review"
+    first = queue[0]
+    assert OPENED["selected"] == [first.track_id]
+    shown = OPENED["reasons"]
+    assert shown.startswith(f"Why T{first.track_id:03d} is in the queue") and first.reasons[0] in shown
+
+
+def test_u_steps_to_the_next_unreviewed_track_and_centres_every_view_on_it(app):
+    """U from the queue's first track selects the second; every view shows it in its caption and, where the track
+    has one ROI, that ROI outlined in its category colour at the view's centre (pixels)."""
+    out, _, page = app
+    order = OPENED["order"]  # the queue's (the table may be sorted otherwise by now)
+    _click_row(page, order[0])
+    _press(page, "u")
+    target = order[1]
+    assert _selected(page, target)
+    rois = {int(r["timepoint"]): r for r in support.read_rows(out / "rois.csv")
+            if r["track_id"] == str(target) and r["status"] == "accepted"}
+    single = {tp for tp in rois if sum(r["track_id"] == str(target) and int(r["timepoint"]) == tp
+                                       for r in support.read_rows(out / "rois.csv")) == 1}
+    checked = 0
+    for tp in range(support.view_count(page)):
+        assert f"T{target:03d}" in page.locator(f"[data-testid=caption-{tp}]").inner_text()
+        if tp in single:
+            distance, size = support.colour_blob_near_centre(support.view_pixels(page, tp),
+                                                             CATEGORY_COLORS[rois[tp]["category"]])
+            assert size >= 4 and distance <= 12.0, (tp, distance, size)
+            checked += 1
+    assert checked >= 1
+    support.save_screenshot(page, "queue")
+
+
 def test_next_previous_keys_follow_the_table(app):
     out, _, page = app
-    items = [int(r["track_id"]) for r in support.read_rows(out / "tracks.csv")]
+    items = _table_order(page)
     _click_row(page, items[0])
-    before = support.view_sources(page)
-    page.keyboard.press("n")
-    support.wait_views_settled(page, before)
-    assert "bg-indigo" in page.locator(f"[data-testid=track-row-{items[1]}]").get_attribute("class")
+    _press(page, "n")
+    assert _selected(page, items[1])
     assert f"T{items[1]:03d}" in page.locator("[data-testid=caption-0]").inner_text()
-    before = support.view_sources(page)
-    page.keyboard.press("p")
-    support.wait_views_settled(page, before)
+    _press(page, "p")
     assert f"T{items[0]:03d}" in page.locator("[data-testid=caption-0]").inner_text()
 
 

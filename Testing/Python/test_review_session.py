@@ -369,6 +369,29 @@ def test_session_persists_and_audit_is_in_analysis_json(out):
     assert [a["type"] for a in audit] == ["link"] and audit[0]["user"] == "ivy" and audit[0]["time"]
 
 
+def test_marking_a_track_reviewed_takes_it_off_what_is_left_of_the_queue_and_undo_brings_it_back(out):
+    from LesionResponseLib.analysis.queue import review_queue
+
+    with ReviewSession.open(out, "ana") as session:
+        before = review_queue(session.state.analysis)
+        first = before[0].track_id
+        record = session.mark_reviewed(first)
+        assert record["type"] == "reviewed" and record["user"] == "ana" and record["edit"]["track_id"] == first
+        after = review_queue(session.state.analysis)
+        assert [i.track_id for i in after if not i.reviewed] == [i.track_id for i in before[1:]]  # the rest in order
+        assert after[-1].track_id == first and after[-1].reviewed  # reviewed ones last
+        assert json.loads((out / "analysis.json").read_text())["reviewed_tracks"] == [first]  # saved as made
+        with pytest.raises(ReviewError, match="already marked reviewed"):
+            session.mark_reviewed(first)
+    with ReviewSession.open(out, "ana") as again:  # saved as made: a new session (a restarted app) has it
+        assert again.state.analysis.reviewed_tracks == [first]
+        again.undo()
+        assert again.state.analysis.reviewed_tracks == []
+    assert json.loads((out / "analysis.json").read_text())["reviewed_tracks"] == []
+    actions = [json.loads(x)["action"] for x in (out / "review" / "audit.jsonl").read_text().splitlines()]
+    assert actions == ["apply", "undo"]
+
+
 @pytest.mark.parametrize(("call", "message"), [
     (lambda s: s.link("tp1-L0007", "tp1-L0008"), "both at time point 1"),
     (lambda s: s.link("tp0-L0008", "tp1-L0014"), "split/merge"),
@@ -446,9 +469,11 @@ def test_crash_while_moving_files_is_rolled_forward(out, monkeypatch):
         with pytest.raises(OSError, match="power cut"):
             session.link(*MISSED)
         monkeypatch.setattr(module.os, "replace", real)
+    from LesionResponseLib.analysis.outputs import analysis_json
+
     with ReviewSession.open(out, "ned") as session:
         assert [r["type"] for r in session.applied] == ["link"]
-        expected = session.state.analysis.to_dict()
+        expected = analysis_json(session.state.analysis)  # what analysis.json holds: the analysis + derived figures
         expected["software_version"] = json.loads((out / "analysis.json").read_text())["software_version"]
         assert json.loads((out / "analysis.json").read_text()) == expected
 

@@ -535,13 +535,15 @@ def module_logic(pipeline_nodes, tmp_path, monkeypatch):
 
 
 def test_module_logic_load_step_edit_export(module_logic, tmp_path):
-    """The desktop Logic end to end on the pipeline output: load, N/P stepping, reject + undo, export."""
+    """The desktop Logic end to end on the pipeline output: load, N/P stepping (in the review queue's order),
+    reject + undo, export."""
+    from LesionResponseLib.analysis.queue import review_queue
     from LesionResponseLib.review import ReviewSession
     from LesionResponseLib.review.edits import RejectRoi
 
     logic, out = module_logic
     nodes = logic.loadResults(out)
-    ids = sorted(t.track_id for t in nodes.analysis.tracks)
+    ids = [item.track_id for item in review_queue(nodes.analysis)]
     assert [logic.stepTrack(1) for _ in range(3)] == ids[:3] and logic.stepTrack(-1) == ids[1]
     assert logic.stepTrack(-1) == ids[0] and logic.stepTrack(-1) == ids[-1]  # wraps around
     roi = next(r for r in nodes.analysis.rois if r.timepoint == 1)
@@ -553,3 +555,74 @@ def test_module_logic_load_step_edit_export(module_logic, tmp_path):
     assert {p.suffix for p in paths} >= {".html", ".dcm"}
     logic.closeSession()
     ReviewSession.open(out, user="other").close()  # the lock was released
+
+
+def test_track_table_opens_in_queue_order_and_steps_to_the_next_unreviewed_track(fresh_nodes):
+    """Both faces read the queue from here: the table's rows follow it, marking a track reviewed (a review edit)
+    moves it to the end and takes it off what is left, the next unreviewed track follows the queue."""
+    from LesionResponseReview import mrml as lrm
+
+    from LesionResponseLib.review import ReviewSession
+    from LesionResponseLib.review.edits import MarkReviewed
+
+    _, nodes = fresh_nodes
+    order = lrm.queue_order(nodes.analysis)
+    table = nodes.table.GetTable()
+    assert _track_ids(nodes) == order and len(order) > 3
+    assert [table.GetColumnByName("queue_rank").GetValue(i) for i in range(len(order))] == list(range(1, len(order) + 1))
+    assert lrm.next_unreviewed(nodes.analysis, None) == order[0]
+    assert lrm.next_unreviewed(nodes.analysis, order[0]) == order[1]
+    session = ReviewSession.open(nodes.out_dir, user="test", autosave=False)
+    try:
+        lrm.apply_review_edit(nodes, session, MarkReviewed(lrm.number_from_text(f"T{order[0]:03d}")))
+        assert _track_ids(nodes) == order[1:] + order[:1]
+        reviewed = nodes.table.GetTable().GetColumnByName("reviewed")
+        assert reviewed.GetValue(len(order) - 1) == "yes" and reviewed.GetValue(0) == ""
+        assert lrm.next_unreviewed(nodes.analysis, order[0]) == order[1]  # from the reviewed one: the next left
+        assert lrm.queue_summary(nodes.analysis) == f"{len(order) - 1} of {len(order)} tracks left to review"
+        for track_id in order[1:]:
+            lrm.apply_review_edit(nodes, session, MarkReviewed(track_id))
+        assert lrm.next_unreviewed(nodes.analysis, order[0]) is None
+        assert lrm.queue_summary(nodes.analysis) == f"all {len(order)} tracks reviewed"
+        lrm.undo_review_edit(nodes, session)
+        assert lrm.next_unreviewed(nodes.analysis, None) == order[-1]
+    finally:
+        session.close()
+
+
+def test_reference_spheres_are_outlined_in_their_own_view_and_follow_a_move(loaded):
+    """A placed reference region is a sphere model cut by its time point's view only (magenta, as on the report's
+    MIPs); a region not placed has none; redrawn after a move (refresh_after_edit calls show_reference_regions; the
+    shared scene's label maps are left as other tests made them, so the spheres are redrawn directly), the one
+    sphere is at the new centre."""
+    from LesionResponseReview import mrml as lrm
+
+    from LesionResponseLib.datamodel import ReferenceRegion
+
+    _, nodes, _ = loaded
+    saved = list(nodes.analysis.reference_regions)
+
+    def bounds_centre_and_size(model) -> tuple[np.ndarray, np.ndarray]:
+        b = np.array(model.GetPolyData().GetBounds()).reshape(3, 2)
+        return b.mean(axis=1), b[:, 1] - b[:, 0]
+
+    drawn = []
+    try:
+        for centre in ((-80.0, -10.0, -560.0), (-60.0, 5.0, -540.0)):
+            nodes.analysis.reference_regions = [
+                ReferenceRegion(0, "liver", True, 30.0, centre, 6.0, 1.0, 14.0, 1.0),
+                ReferenceRegion(0, "spleen", False, 20.0, warnings=["no spleen found"])]
+            lrm.show_reference_regions(nodes)
+            assert list(nodes.reference_models) == [(0, "liver")]
+            model = nodes.reference_models[(0, "liver")]
+            drawn.append(model)
+            middle, size = bounds_centre_and_size(model)
+            assert np.allclose(middle, lrm.lps_to_ras(centre), atol=0.5) and np.allclose(size, 30.0, atol=0.5)
+            display = model.GetDisplayNode()
+            assert display.GetVisibility2D() and display.GetColor() == lrm.REFERENCE_COLOUR
+            assert [display.GetNthViewNodeID(i) for i in range(display.GetNumberOfViewNodeIDs())] == \
+                [nodes.slice_nodes[0].GetID()]
+        assert not nodes.scene.IsNodePresent(drawn[0]) and nodes.scene.IsNodePresent(drawn[1])  # moved, not added
+    finally:
+        nodes.analysis.reference_regions = saved
+        lrm.show_reference_regions(nodes)

@@ -96,7 +96,8 @@ def test_library_never_imports_the_faces():
 
 # the operations of the review, called by both faces from the one MRML layer
 SHARED_OPERATIONS = ("load_analysis_into_scene", "select_track", "step_track", "apply_review_edit",
-                     "undo_review_edit", "redo_review_edit", "refresh_colors", "export_results")
+                     "undo_review_edit", "redo_review_edit", "refresh_colors", "export_results", "next_unreviewed",
+                     "queue_summary")
 
 
 @pytest.mark.parametrize("operation", SHARED_OPERATIONS)

@@ -16,12 +16,14 @@ from LesionResponseLib.config import AnalysisParameters, settings
 from LesionResponseLib.workflow import stages
 from LesionResponseLib.workflow.stages import (
     MATCHING,
+    ORGANS,
     PRIOR_SEARCH,
     REGISTRATION,
     SEGMENTATION,
     STAGES,
     MatchingInputs,
     ModelEvidence,
+    OrgansInputs,
     PriorSearchInputs,
     RunReport,
     SegmentationInputs,
@@ -55,7 +57,8 @@ def stage_inputs(tmp_path_factory):
     evidence = {0: ModelEvidence(folder / "p.nii.gz", folder / "c.nii.gz")}
     return {SEGMENTATION: SegmentationInputs(loaded[0]), REGISTRATION: tuple(loaded),
             MATCHING: MatchingInputs(labels, [], {}, ["reg-key"]),
-            PRIOR_SEARCH: PriorSearchInputs(loaded, labels, [], [], {}, ["reg-key"], evidence)}
+            PRIOR_SEARCH: PriorSearchInputs(loaded, labels, [], [], {}, ["reg-key"], evidence),
+            ORGANS: OrgansInputs(loaded[0])}
 
 
 def _changed_value(spec, tmp_path):

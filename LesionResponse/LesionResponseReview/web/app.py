@@ -12,6 +12,7 @@ from trame.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 
+from LesionResponseLib.review import edits
 from LesionResponseReview import mrml
 from LesionResponseReview.web.context import ReviewContext
 from LesionResponseReview.web.logic.audit import AuditLogic
@@ -21,7 +22,7 @@ from LesionResponseReview.web.logic.overview import OverviewLogic
 from LesionResponseReview.web.logic.settings import SettingsLogic
 from LesionResponseReview.web.logic.timepoints import TimepointsLogic
 from LesionResponseReview.web.logic.tracks import TracksLogic
-from LesionResponseReview.web.logic.views import ViewsLogic
+from LesionResponseReview.web.logic.views import REFERENCE_MODE, ViewsLogic
 from LesionResponseReview.web.ui.audit_ui import build_audit
 from LesionResponseReview.web.ui.corrections_ui import build_corrections
 from LesionResponseReview.web.ui.overview_ui import build_overview
@@ -62,7 +63,10 @@ class ReviewApp(TrameApp):
         self.views.click_listeners.append(self._on_view_click)
         self.server.trigger("select_track")(self.tracks.select)
         self.server.trigger("step_track")(self.tracks.step)
+        self.server.trigger("next_unreviewed")(self.tracks.next_unreviewed)
+        self.server.trigger("mark_reviewed")(self._mark_reviewed)
         self.server.trigger("mip_click")(self.overview.clicked)
+        self.server.trigger("show_reference")(self.timepoints.show_reference)
         self._load(images)
         self._build_ui()
 
@@ -85,11 +89,21 @@ class ReviewApp(TrameApp):
         """Release the review session's lock (every edit is already saved)."""
         self.corrections.close_session()
 
+    def _mark_reviewed(self) -> None:
+        """Mark the selected track reviewed: a review edit like the others (saved, audited, undoable)."""
+        selected = self.context.nodes.selected_track
+        if selected is not None:
+            self.corrections.apply(lambda: edits.MarkReviewed(selected))
+
     def _on_view_click(self, tp: int, ras: tuple[float, float, float], mode: str, shift: bool) -> None:
         with self.state:
             if mode == "add":
                 self.corrections.add_at(tp, ras)
                 self.views.data.click_mode = "navigate"  # one ROI per click in add mode
+                return
+            if mode.startswith(REFERENCE_MODE):
+                self.corrections.place_reference(tp, ras, mode.removeprefix(REFERENCE_MODE))
+                self.views.data.click_mode = "navigate"  # one move per click
                 return
             roi_id = self.corrections.pick(tp, ras, into_b=shift)
             track = mrml.track_of(self.context.nodes.analysis).get(roi_id) if roi_id else None

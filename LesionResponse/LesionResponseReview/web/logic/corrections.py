@@ -1,8 +1,8 @@
 """Reader corrections: every edit of the review session (link, unlink, merge, split, reject a ROI or a whole
-track, restore, add ROI by growing a clicked hot spot, edit ROI by re-thresholding it), undo and redo. Each
-button builds a typed edit (``LesionResponseLib.review.edits``) from the panel's fields and passes it to
-``mrml.apply_review_edit``, so the session saves it at once (a killed server loses nothing) and the views,
-table, colours and heterogeneity follow."""
+track, restore, add ROI by growing a clicked hot spot, edit ROI by re-thresholding it, set a ROI's site, move a
+reference region to a clicked point), undo and redo. Each button builds a typed edit
+(``LesionResponseLib.review.edits``) from the panel's fields and passes it to ``mrml.apply_review_edit``, so the
+session saves it at once (a killed server loses nothing) and the views, table, colours and heterogeneity follow."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ class CorrectionsState:
     threshold_mode: str = "percent"  # "percent" (of the hot spot's SUVmax) | "suv" (absolute)
     threshold_percent: float = 100 * masks.DEFAULT_FRACTION
     threshold_suv: float = 4.0
+    reference_path: str = ""  # reference contours on the server (RTSTRUCT, SEG, label maps, or a folder of them)
+    site: str = "liver"  # the site "Set site of A" gives ROI A (datamodel.LESION_SITES)
     roi_info: str = ""  # what is known about ROI A
     message: str = ""  # what the last correction did
     error: str = ""  # why the last correction was refused
@@ -121,6 +123,10 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
         return self.apply(lambda: edits.RejectRois(edits.track_roi_ids(self.context.session.state,
                                                            _selected(self.context.nodes)), self._reason()))
 
+    def set_site(self) -> dict[str, Any] | None:
+        """Give ROI A the panel's site (the reader's correction of the automatic rule)."""
+        return self.apply(lambda: edits.SetRoiSite(self._roi_a(), self.data.site))
+
     def undo(self) -> dict[str, Any] | None:
         return self._run(lambda: mrml.undo_review_edit(self.context.nodes, self.context.session), "undone: ")
 
@@ -159,6 +165,32 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
                                   f"threshold SUV {grown.threshold_suv:.2f})")
         return record
 
+    def import_reference(self) -> Any:
+        """Import the reference contours at the path in the panel as reader ROIs (one edit, one undo)."""
+        path = self.data.reference_path.strip()
+        if not path:
+            self.data.error = "Give the path of the reference contours (a file or folder on the server)."
+            return None
+        skipped: list[dict[str, Any]] = []
+
+        def build() -> edits.Edit:
+            edit, left_out = self.context.session.reference_edit([path])
+            skipped.extend(left_out)
+            return edit
+
+        record = self.apply(build)
+        if record is not None:
+            self.data.message += f" ({len(record['edit']['rois'])} structures" + (
+                f"; not imported: {', '.join(s['name'] or s['file'] for s in skipped)})" if skipped else ")")
+
+    def place_reference(self, tp: int, ras: tuple[float, float, float], organ: str) -> Any:
+        """Move the ``organ`` reference region of time point ``tp`` to the clicked point (re-measured, checked)."""
+        record = self.apply(lambda: edits.MoveReferenceRegion(tp, organ, [float(c) for c in mrml.ras_to_lps(ras)]))
+        region = self.context.session.state.analysis.reference(tp, organ) if record is not None else None
+        if region is not None and region.placed:
+            self.data.message += f" (SUVmean {region.suv_mean:.2f}" + "".join(f"; {w}" for w in region.warnings) + ")"
+        return record
+
     def pick(self, tp: int, ras: tuple[float, float, float], into_b: bool) -> str | None:
         """The ROI under a click goes into ROI A (or B with shift); returns its id."""
         roi_id = mrml.roi_at_point(self.context.nodes, tp, ras)
@@ -182,11 +214,25 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
         name = mrml.roi_display(nodes, roi_id)[0]
         corrected = "" if roi.suv_total_pvc is None else f" (PV-corrected {roi.suv_total_pvc:.1f})"
         self.data.roi_info = (f"{name}: {roi.volume_ml:.2f} mL, SUVmax {roi.suv_max:.1f}, SUVmean {roi.suv_mean:.1f}, "
-                              f"SUVtotal {roi.suv_total:.1f}{corrected}, {roi.status}")
+                              f"SUVtotal {roi.suv_total:.1f}{corrected}, {roi.status}; {_site_and_ratios(nodes, roi)}")
 
 
 class _Refused(LesionResponseError):
     """A correction asked for without what it needs (shown to the reader)."""
+
+
+def _site_and_ratios(nodes: Any, roi: Any) -> str:
+    """``site liver (automatic), SUVmax/liver 5.2, /spleen 1.1, Krenning-like 4`` of a ROI."""
+    from LesionResponseLib.analysis.burden import lesion_ratios
+
+    ratios = lesion_ratios(nodes.analysis).get(roi.roi_id, {})
+    parts = [f"site {roi.site or 'undetermined'} ({roi.site_source})"]
+    for key, label in (("suv_max_to_liver", "SUVmax/liver"), ("suv_max_to_spleen", "SUVmax/spleen")):
+        if ratios.get(key) is not None:
+            parts.append(f"{label} {ratios[key]:.1f}")
+    if ratios.get("krenning_grade"):
+        parts.append(f"Krenning-like {ratios['krenning_grade']}")
+    return ", ".join(parts)
 
 
 def _selected(nodes: Any) -> int:
@@ -198,5 +244,5 @@ def _selected(nodes: Any) -> int:
 def _edit_label(record: dict) -> str:
     """Short text of an edit record: ``reject roi_id=tp1-L0006``."""
     params = " ".join(f"{k}={v}" for k, v in record.get("edit", {}).items()
-                      if k not in ("type", "mask") and v not in ("", None, False))
+                      if k not in ("type", "mask", "rois") and v not in ("", None, False))
     return f"{record.get('type', '?')} {params}".strip()

@@ -1,5 +1,6 @@
 """Time-point information: study date, SUV provenance (method, reference time, normalisation, assumptions,
-warnings, whatever the analysis recorded), accepted ROIs, and the response heterogeneity per follow-up."""
+warnings, whatever the analysis recorded), accepted ROIs, the response heterogeneity per follow-up, the liver and
+spleen reference regions and the tumour burden (overall, by site, change from baseline)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from trame_server import Server
 
+from LesionResponseLib.datamodel import REFERENCE_ORGANS
 from LesionResponseReview import mrml
 from LesionResponseReview.web.context import ReviewContext
 from LesionResponseReview.web.logic.base import FeatureLogic
@@ -36,7 +38,7 @@ def timepoint_rows(analysis: Any) -> list[dict]:
     for tp in analysis.timepoints:
         n_rois = sum(1 for r in analysis.rois if r.timepoint == tp.index and r.status == "accepted")
         rows.append({
-            "label": mrml.view_label(analysis, tp.index), "manufacturer": tp.manufacturer or "",
+            "index": tp.index, "label": mrml.view_label(analysis, tp.index), "manufacturer": tp.manufacturer or "",
             "tracer": tracer_label(tp), "geometry": _listed(getattr(tp, "geometry_notes", [])),
             "suv_method": tp.suv_method,
             "suv_reference_time_source": _listed(getattr(tp, "suv_reference_time_source", "")),
@@ -47,8 +49,38 @@ def timepoint_rows(analysis: Any) -> list[dict]:
             "n_rois": n_rois,
             "heterogeneous": ("" if tp.index == 0 else
                               ("yes" if analysis.heterogeneous.get(tp.index) else "no")),
+            **reference_cells(analysis, tp.index), **burden_cells(analysis, tp.index),
         })
     return rows
+
+
+def reference_cells(analysis: Any, timepoint: int) -> dict[str, str]:
+    """``liver_reference``/``spleen_reference``: SUVmean ± SD, who placed it, its warnings ("not placed: ...")."""
+    cells = {}
+    for organ in REFERENCE_ORGANS:
+        region = analysis.reference(timepoint, organ)
+        text = "" if region is None else (
+            f"SUVmean {region.suv_mean:.2f} ± {region.suv_sd:.2f} ({region.diameter_mm:g} mm sphere, {region.source})"
+            if region.placed else "not placed")
+        warnings = "; ".join(region.warnings) if region is not None else ""
+        cells[f"{organ}_reference"] = f"{text} ⚠ {warnings}" if warnings and region.placed else (warnings or text)
+    return cells
+
+
+def burden_cells(analysis: Any, timepoint: int) -> dict[str, str]:
+    """``tumour_volume``, ``total_uptake`` (with the change from baseline) and ``lesions_by_site``."""
+    from LesionResponseLib.analysis.burden import burden_rows
+
+    rows = [r for r in burden_rows(analysis) if r["timepoint"] == timepoint]
+    overall = next(r for r in rows if r["site"] == "all")
+
+    def change(key: str) -> str:
+        return "" if timepoint == 0 or overall[key] is None else f" ({overall[key]:+.0f} % vs T0)"
+
+    return {"tumour_volume": f"{overall['volume_ml']:.1f} mL{change('volume_ml_change_pct')}",
+            "total_uptake": f"{overall['suv_total_pvc']:.0f} SUV·mL PV-corrected{change('suv_total_pvc_change_pct')}",
+            "lesions_by_site": ", ".join(f"{r['site']} {r['n_rois']} ({r['volume_ml']:.1f} mL)"
+                                         for r in rows if r["site"] != "all" and r["n_rois"])}
 
 
 class TimepointsLogic(FeatureLogic[TimepointsState]):
@@ -57,6 +89,15 @@ class TimepointsLogic(FeatureLogic[TimepointsState]):
     def __init__(self, server: Server, context: ReviewContext) -> None:
         super().__init__(server, context, TimepointsState, NAMESPACE)
         context.listeners.append(self._on_change)
+
+    def show_reference(self, timepoint: int, organ: str) -> None:
+        """Centre time point ``timepoint``'s view on its ``organ`` reference sphere (the others follow through the
+        registrations)."""
+        nodes = self.context.nodes
+        region = nodes.analysis.reference(int(timepoint), organ)
+        if region is not None and region.placed:
+            ras = mrml.lps_to_ras(region.centre_mm)
+            self.context.quietly(lambda: mrml.follow_crosshair(nodes, ras, int(timepoint)))
 
     def _on_change(self, what: str) -> None:
         if what in ("loaded", "edited"):

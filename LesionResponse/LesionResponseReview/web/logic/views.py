@@ -21,6 +21,7 @@ VIEWS_PER_ROW = {1: 1, 2: 2, 3: 3, 4: 2, 5: 3, 6: 3, 7: 4}  # views as square as
 
 
 NAMESPACE = "views"  # state keys of this feature
+REFERENCE_MODE = "reference:"  # click mode prefix: a click moves that organ's reference region there
 
 
 @dataclass
@@ -33,7 +34,7 @@ class ViewsState:
     linked: bool = True
     labels: list[str] = field(default_factory=list)  # per view: "T1 2025-03-04"
     notes: list[str] = field(default_factory=list)  # per view: the selected track there
-    click_mode: str = "navigate"  # "navigate" | "add" (grow a ROI at the click)
+    click_mode: str = "navigate"  # "navigate" | "add" (grow a ROI at the click) | REFERENCE_MODE + organ
 
 
 def timepoint_layout(n: int) -> Any:
@@ -184,6 +185,7 @@ class ViewsLogic(FeatureLogic[ViewsState]):
             delta = response.delta_suv_total_pct.get(k) if response and k else None
             text = f"T{track_id:03d} {category or ('absent' if not present else '')}"
             text += f" {delta:+.1f} %" if delta is not None else ""
+            text += " (indeterminate)" if response and k and response.indeterminate.get(k) else ""
             text += "" if present else " (registered)"
             text += f" · ROI {sources[k]}" if sources.get(k, "model") != "model" else ""  # found by the search: check it
             notes.append(text)

@@ -1,5 +1,6 @@
 """UI of the corrections: ROI A / B (click / shift-click a ROI in a view, or type), the ROI edits, the track
-edits on the selected track, adding a ROI by a click on a hot spot, re-thresholding, undo / redo."""
+edits on the selected track, adding a ROI by a click on a hot spot, re-thresholding, the site of ROI A, moving a
+reference region by a click, undo / redo."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 from trame_server import Server
 
+from LesionResponseLib.datamodel import LESION_SITES
 from LesionResponseReview.web.logic import corrections, tracks
 from LesionResponseReview.web.logic.base import typed_state
 from LesionResponseReview.web.ui.common import tid
@@ -77,9 +79,32 @@ def build_corrections(server: Server, logic: corrections.CorrectionsLogic, n_tim
             _button("Re-threshold A", "edit_roi", logic.rethreshold, busy)
         html.Div("Add: switch the views to 'add ROI' and click the hot spot.", classes="text-caption")
 
+        build_reference_import(name, busy, logic.import_reference)
+
+        v3.VDivider(classes="my-2")
+        html.Div("Site and reference regions", classes="text-subtitle-2")
+        with html.Div(classes="d-flex align-center"):
+            v3.VSelect(v_model=(name.site,), items=(list(LESION_SITES),), label="site", density="compact",
+                       hide_details=True, classes="mr-2", style="max-width: 200px;", **tid("site"))
+            _button("Set site of A", "set_site", logic.set_site, busy)
+        html.Div("Move the liver or spleen reference sphere: switch the views to 'liver ref' or 'spleen ref' and "
+                 "click its new centre in that time point's view.", classes="text-caption")
+
         v3.VDivider(classes="my-2")
         with html.Div(classes="d-flex align-center"):
             _button("Undo", "undo", logic.undo, f"{busy} || !{name.can_undo}", prepend_icon="mdi-undo")
             _button("Redo", "redo", logic.redo, f"{busy} || !{name.can_redo}", prepend_icon="mdi-redo")
         html.Div(f"{{{{ {name.can_undo} ? 'undo: ' + {name.undo_label} : '' }}}}", classes="text-caption")
         html.Div(f"{{{{ {name.can_redo} ? 'redo: ' + {name.redo_label} : '' }}}}", classes="text-caption")
+
+
+def build_reference_import(name, busy: str, import_reference: Callable[[], None]) -> None:
+    """A site's reference contours (RTSTRUCT, DICOM SEG, label maps, or a folder of them, on the server) as reader
+    ROIs: one edit, undone as one."""
+    v3.VDivider(classes="my-2")
+    html.Div("Reference contours (RTSTRUCT, SEG, label maps)", classes="text-subtitle-2")
+    with html.Div(classes="d-flex align-center"):
+        v3.VTextField(v_model=(name.reference_path,), label="file or folder on the server", density="compact",
+                      hide_details=True, classes="mr-2", **tid("reference-path"))
+        v3.VBtn("Import", size="small", variant="tonal", classes="mb-1", click=import_reference,
+                disabled=(busy,), **tid("op-import-reference"))

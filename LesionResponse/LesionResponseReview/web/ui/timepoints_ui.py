@@ -8,13 +8,17 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 from trame_server import Server
 
+from LesionResponseLib.datamodel import REFERENCE_ORGANS
 from LesionResponseReview.web.logic import export, timepoints
 from LesionResponseReview.web.logic.base import typed_state
 from LesionResponseReview.web.ui.common import tid
 
 FIELDS = (("tracer", "tracer"), ("manufacturer", "scanner"), ("geometry", "slice geometry"), ("suv_method", "SUV method"), ("suv_reference_time_source", "reference time"),
           ("suv_normalisation", "normalisation"), ("suv_assumptions", "assumptions"), ("uptake_min", "uptake (min)"),
-          ("n_rois", "accepted ROIs"), ("heterogeneous", "heterogeneous"), ("warnings", "warnings"))
+          ("n_rois", "accepted ROIs"), ("heterogeneous", "heterogeneous"), ("warnings", "warnings"),
+          ("tumour_volume", "SSTR tumour volume"), ("total_uptake", "total lesion uptake"),
+          ("lesions_by_site", "lesion-ROIs by site"), ("liver_reference", "liver reference"),
+          ("spleen_reference", "spleen reference"))
 
 
 def build_timepoints(server: Server) -> None:
@@ -25,6 +29,10 @@ def build_timepoints(server: Server) -> None:
         html.Div("{{ row.label }}", classes="text-body-2 font-weight-bold")
         for key, label in FIELDS:
             html.Div(f"{label}: {{{{ row.{key} }}}}", v_if=(f"row.{key} !== ''",), classes="text-caption")
+        for organ in REFERENCE_ORGANS:  # centre the views on the sphere (trigger ``show_reference``)
+            v3.VBtn(f"show {organ} reference", size="x-small", variant="text", classes="mr-1",
+                    v_if=(f"row.{organ}_reference.startsWith('SUVmean')",),
+                    click=f"trigger('show_reference', [row.index, '{organ}'])", **tid(f"show-{organ}-reference"))
 
 
 def build_export(server: Server, run_export: Callable[[], None]) -> None:

@@ -10,6 +10,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 from trame_server import Server
 
+from LesionResponseLib.datamodel import REFERENCE_ORGANS
 from LesionResponseReview.web.logic import views
 from LesionResponseReview.web.logic.base import typed_state
 from LesionResponseReview.web.ui.common import tid
@@ -46,6 +47,8 @@ def build_toolbar(server: Server, zoom: Callable[[float], None], reset: Callable
                        classes="mx-2", **tid("click-mode"), color="primary"):
         v3.VBtn("navigate", value="navigate", size="small", **tid("mode-navigate"))
         v3.VBtn("add ROI", value="add", size="small", **tid("mode-add"))
+        for organ in REFERENCE_ORGANS:
+            v3.VBtn(f"{organ} ref", value=f"{views.REFERENCE_MODE}{organ}", size="small", **tid(f"mode-{organ}-ref"))
 
 
 def view_caption(server: Server, _view_id: str, slicer_view: Any) -> None:

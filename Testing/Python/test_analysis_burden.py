@@ -1,0 +1,205 @@
+"""Reference regions, lesion sites, Krenning-like grade and tumour burden (analysis.reference_regions, .sites, .burden)
+against the phantom's truth, and the reader's edits of them (review).
+
+Phantoms (issue 33's test seeds, generated once into the test cache): a lesion-free upper-abdomen slab (seed 4495,
+``n_lesions=0``) and a slab with lesions (seed 4496, two time points) with its true lesion masks as ROIs (no
+segmentation, no registration: seconds).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from LesionResponseLib.analysis.burden import burden_rows, krenning_grade, lesion_ratios
+from LesionResponseLib.analysis.reference_regions import place_reference_regions, sphere_mask
+from LesionResponseLib.analysis.truth import reference_agreement
+from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.datamodel import Analysis, Link
+from LesionResponseLib.phantom.anatomy import ORGAN_LABELS
+from LesionResponseLib.segmentation.organs import find_organs
+
+PARAMS = AnalysisParameters()
+
+
+def _loaded(phantom):
+    from LesionResponseLib.dicomio import find_timepoints, load_timepoint
+
+    return [load_timepoint(info) for info in find_timepoints(phantom / "dicom").timepoints]
+
+
+@pytest.fixture(scope="module")
+def lesion_free(make_phantom):
+    phantom = make_phantom(seed=4495, timepoints=1, axial_extent_mm=160, n_lesions=0, extras=False)
+    tp = _loaded(phantom)[0]
+    organs = sitk.ReadImage(str(phantom / "truth" / "tp0_organs.nii.gz"))
+    return phantom, tp, sitk.GetArrayFromImage(organs)
+
+
+def _empty_labels(pet: sitk.Image) -> sitk.Image:
+    labels = sitk.Image(pet.GetSize(), sitk.sitkUInt16)
+    labels.CopyInformation(pet)
+    return labels
+
+
+def test_lesion_free_timepoint_has_zero_burden_and_valid_reference_regions(lesion_free):
+    phantom, tp, _ = lesion_free
+    organs = find_organs(tp.pet_suv, tp.ct)  # no model output: kidneys and spleen from the PET's hot organs
+    regions = place_reference_regions(tp.pet_suv, _empty_labels(tp.pet_suv), organs, 0, PARAMS)
+    analysis = Analysis("P", [tp.info], rois=[], reference_regions=regions)
+    checks = reference_agreement(analysis, phantom)
+    assert [(c["organ"], c["placed"]) for c in checks] == [("liver", True), ("spleen", True)], checks
+    for check in checks:
+        assert check["truth_organ_share"] == 1.0, check  # the whole sphere in the true organ
+        assert abs(check["error_pct"]) <= 5.0, check  # SUVmean within 5 % of the organ's true uptake
+        assert not check["warnings"], check
+    (row,) = burden_rows(analysis)
+    assert (row["site"], row["n_rois"], row["volume_ml"], row["suv_total"], row["suv_total_pvc"]) == ("all", 0, 0, 0, 0)
+    assert row["volume_ml_change_pct"] is None  # no change from a baseline of 0
+
+
+def _liver_full_of_lesions(tp, true_organs: np.ndarray, spacing_mm: float = 24.0, radius_mm: float = 8.0):
+    """The time point's PET with hot spheres (SUV 25) every ``spacing_mm`` through the true liver, and their
+    label map: no 30 mm sphere of normal liver is left between them."""
+    pet = sitk.GetArrayFromImage(tp.pet_suv)
+    labels = np.zeros(pet.shape, np.uint16)
+    liver = np.argwhere(true_organs == ORGAN_LABELS["liver"])
+    step = int(round(spacing_mm / tp.pet_suv.GetSpacing()[0]))
+    centres = [c for c in liver if all(int(v) % step == 0 for v in c)]
+    for label, centre in enumerate(centres, start=1):
+        point = tp.pet_suv.TransformIndexToPhysicalPoint([int(v) for v in centre[::-1]])
+        ball = sphere_mask(tp.pet_suv, point, 2 * radius_mm)
+        pet[ball], labels[ball] = 25.0, label
+    images = [sitk.GetImageFromArray(a) for a in (pet, labels)]
+    for image in images:
+        image.CopyInformation(tp.pet_suv)
+    return images[0], images[1], len(centres)
+
+
+def test_liver_full_of_lesions_gives_a_warning_not_a_reference_on_tumour(lesion_free):
+    _, tp, true_organs = lesion_free
+    pet, labels, n = _liver_full_of_lesions(tp, true_organs)
+    assert n >= 20
+    organs = find_organs(pet, tp.ct)
+    liver, spleen = place_reference_regions(pet, labels, organs, 0, PARAMS)
+    assert not liver.placed and liver.suv_mean is None
+    assert "not placed" in liver.warnings[0] and "liver full of lesions" in liver.warnings[0]
+    assert spleen.placed  # the spleen is still the spleen
+    # the same when the segmentation missed every lesion: the liver's uptake band leaves them out
+    missed = place_reference_regions(pet, _empty_labels(pet), organs, 0, PARAMS)[0]
+    lesions = sitk.GetArrayViewFromImage(labels) > 0
+    assert not missed.placed or not (sphere_mask(pet, missed.centre_mm, missed.diameter_mm) & lesions).any()
+    from LesionResponseLib.analysis import measure_rois
+
+    rois = measure_rois(labels, pet, 0)
+    ratios = lesion_ratios(Analysis("P", [tp.info], rois=rois, reference_regions=[liver, spleen]))
+    assert len(ratios) == n and all(r["suv_max_to_liver"] is None for r in ratios.values())  # no ratio to tumour
+    for roi in rois:  # only the spleen's ratio, and a grade only where the lesion is above the spleen
+        assert ratios[roi.roi_id]["suv_max_to_spleen"] == pytest.approx(roi.suv_max / spleen.suv_mean)
+        assert ratios[roi.roi_id]["krenning_grade"] == ("4" if roi.suv_max > spleen.suv_mean else "")
+
+
+def test_krenning_like_grade_mapping():
+    assert [krenning_grade(v, 5.0, 20.0) for v in (4.0, 5.0, 6.0, 20.0, 21.0)] == ["≤2", "≤2", "3", "3", "4"]
+    assert [krenning_grade(v, 5.0, None) for v in (5.0, 6.0)] == ["≤2", "≥3"]  # no spleen reference
+    assert [krenning_grade(v, None, 20.0) for v in (6.0, 21.0)] == ["", "4"]  # no liver reference
+
+
+# ---------------------------------------------------------------------------------------- with lesions
+@pytest.fixture(scope="module")
+def reviewed_output(make_phantom, tmp_path_factory):
+    """The seed-4496 slab's analysis folder from its true lesion masks, with organs, reference regions and sites."""
+    from test_report_factory import phantom_output
+
+    from LesionResponseLib.analysis import assess_response, load_analysis, write_outputs
+    from LesionResponseLib.workflow.pipeline import RunReport, reference_stage
+
+    phantom = make_phantom(seed=4496, timepoints=2, axial_extent_mm=160, extras=False)
+    out = phantom_output(phantom, tmp_path_factory.mktemp("burden") / "out")
+    analysis = load_analysis(out)
+    analysis.links = [Link(track.rois[0][0], roi_id) for track in analysis.tracks if track.rois.get(0)
+                      for roi_id in track.rois.get(1, [])]  # the true tracks, so the review keeps them
+    analysis.responses, analysis.heterogeneous = assess_response(analysis.tracks, analysis.rois, 2,
+                                                                 analysis.parameters)  # as the review recomputes
+    loaded = _loaded(phantom)
+    labels = {tp.info.index: sitk.ReadImage(str(out / "labels" / f"tp{tp.info.index}.nii.gz")) for tp in loaded}
+    analysis.reference_regions = reference_stage(loaded, labels, analysis.rois, evidence={},
+                                                 params=analysis.parameters, out=out, report=RunReport())
+    write_outputs(analysis, out)
+    return phantom, out
+
+
+def test_sites_and_reference_regions_of_the_phantom_slab(reviewed_output):
+    from LesionResponseLib.analysis import load_analysis
+    from LesionResponseLib.analysis.truth import site_agreement
+
+    phantom, out = reviewed_output
+    analysis = load_analysis(out)
+    for check in reference_agreement(analysis, phantom):
+        assert check["placed"] and check["truth_organ_share"] == 1.0 and abs(check["error_pct"]) <= 5.0, check
+    sites = site_agreement(analysis, out, phantom)
+    assert sites["n"] >= 10 and sites["share"] >= 0.9, sites
+    rows = pd.read_csv(out / "burden.csv")
+    for tp, group in rows.groupby("timepoint"):
+        total = group[group.site == "all"].iloc[0]
+        parts = group[group.site != "all"]
+        assert total.n_rois == parts.n_rois.sum() == sum(r.timepoint == tp for r in analysis.rois)
+        assert total.volume_ml == pytest.approx(parts.volume_ml.sum(), abs=1e-3)
+
+
+def test_moving_a_reference_region_is_undoable_and_recomputes_the_ratios(reviewed_output, tmp_path):
+    from LesionResponseLib.review import ReviewSession
+
+    _, source = reviewed_output
+    out = tmp_path / "out"
+    shutil.copytree(source, out)
+    before = (out / "rois.csv").read_bytes()
+    spleen = json.loads((out / "analysis.json").read_text())["reference_regions"][1]
+    assert spleen["organ"] == "spleen" and spleen["timepoint"] == 0
+    with ReviewSession.open(out, user="reader") as session:
+        record = session.move_reference(0, "liver", spleen["centre_mm"])  # the liver's sphere put on the spleen
+        moved = session.state.analysis.reference(0, "liver")
+        assert moved.source == "reader" and moved.suv_mean == pytest.approx(spleen["suv_mean"], rel=0.05)
+        assert "lies outside the liver" in moved.warnings[0]  # the check against the organs found on PET/CT
+        assert record["references_after"]["tp0 liver"]["source"] == "reader"
+        rois = pd.read_csv(out / "rois.csv")
+        at0 = rois[rois.timepoint == 0]
+        assert np.allclose(at0.suv_max_to_liver, (at0.suv_max / moved.suv_mean).round(3), atol=1e-3)
+        unchanged = pd.read_csv(io.BytesIO(before))
+        changed = rois[rois.timepoint == 1].compare(unchanged[unchanged.timepoint == 1])
+        assert changed.empty, changed  # the other time point's ratios did not move
+        session.undo()
+        assert (out / "rois.csv").read_bytes() == before
+        session.redo()
+        assert session.state.analysis.reference(0, "liver").source == "reader"
+    with ReviewSession.open(out, user="reader") as session:  # replayed from session.json
+        assert session.state.analysis.reference(0, "liver").suv_mean == pytest.approx(moved.suv_mean)
+    audit = [json.loads(line) for line in (out / "review" / "audit.jsonl").read_text().splitlines()]
+    assert [a["action"] for a in audit] == ["apply", "undo", "redo"] and audit[0]["type"] == "move_reference"
+
+
+def test_reader_sets_a_site_and_the_burden_by_site_follows(reviewed_output, tmp_path):
+    from LesionResponseLib.review import ReviewError, ReviewSession
+
+    _, source = reviewed_output
+    out = tmp_path / "out"
+    shutil.copytree(source, out)
+    roi = pd.read_csv(out / "rois.csv").iloc[0]
+    assert roi.site != "lung"  # the slab's lesions lie in the abdomen
+    burden_before = (out / "burden.csv").read_bytes()
+    with ReviewSession.open(out, user="reader") as session:
+        with pytest.raises(ReviewError, match="unknown site 'brain'"):
+            session.set_site(roi.roi_id, "brain")
+        session.set_site(roi.roi_id, "lung")
+        rows = pd.read_csv(out / "burden.csv")
+        lung = rows[(rows.timepoint == roi.timepoint) & (rows.site == "lung")].iloc[0]
+        assert lung.n_rois == 1 and lung.volume_ml == pytest.approx(roi.volume_ml, abs=1e-3)
+        assert pd.read_csv(out / "rois.csv").set_index("roi_id").loc[roi.roi_id, "site_source"] == "reader"
+        session.undo()
+        assert (out / "burden.csv").read_bytes() == burden_before
