@@ -32,6 +32,33 @@ def _phantom_dir(seed: int, timepoints: int, vendor: str, **options) -> Path:
     return out
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules holding a ``slow`` test run first, each module's tests kept together and in order: under
+    ``pytest -n 2 --dist loadgroup`` (scripts/test.sh) the long tests start early on both workers and the short ones
+    fill the end, instead of a long test running alone at the end. (xdist sends its ``xdist_group`` units first.)"""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable
+    _name_xdist_groups(config, items)
+
+
+def _name_xdist_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--dist loadgroup`` sends the tests whose node id ends in ``@<xdist_group>`` to one worker; pytest-xdist 3.8
+    appends that suffix to ``item._nodeid``, which pytest 9 no longer reads (its node id is ``item._id``), so every
+    ``xdist_group`` mark was ignored (measured: a module's tests on both workers, its module fixture built twice).
+    Append it where pytest 9 keeps the id; a no-op on pytest 8, where xdist's own suffix works."""
+    if not (hasattr(config, "workerinput") and config.getvalue("loadgroup")):
+        return
+    try:
+        from _pytest.nodeid import NodeId  # pytest >= 9
+    except ImportError:
+        return
+    for item in items:
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                        for mark in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
+
+
 @pytest.fixture(scope="session")
 def make_phantom() -> Callable[..., Path]:
     """Factory: ``make_phantom(seed=1, timepoints=2, vendor="siemens", **options) -> Path`` (cached)."""
@@ -43,11 +70,12 @@ def make_phantom() -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
-def build_once(tmp_path_factory, worker_id) -> Callable[[str, Callable[[Path], None]], Path]:
+def build_once(tmp_path_factory, request) -> Callable[[str, Callable[[Path], None]], Path]:
     """Factory: ``build_once(name, build) -> Path``: ``build(folder)`` runs once per test session, however many
     xdist workers ask (a file lock in the session's shared temporary folder); callers copy what they change."""
     root = tmp_path_factory.getbasetemp()
-    root = root if worker_id == "master" else root.parent  # popen-gwN/.. is shared by the session's workers
+    # an xdist worker's popen-gwN/.. is shared by the session's workers (no xdist fixture: works with -p no:xdist)
+    root = root.parent if hasattr(request.config, "workerinput") else root
 
     def factory(name: str, build: Callable[[Path], None]) -> Path:
         folder = root / "built-once" / name

@@ -3,6 +3,8 @@ server started in a subprocess on a free loopback port, and a Playwright page on
 
 The demo analysis is what ``lesion-response demo`` analyses (phantom seed 1, 4 time points, the shipped
 model, default parameters), built by the real pipeline into ``LESION_RESPONSE_TEST_CACHE`` and copied per test.
+The browser tests review :func:`review_analysis`: the same patient analysed by the same pipeline at a seventh of
+the cost (they test the review, not the segmentation), or the demo analysis when they write the docs' screenshots.
 """
 
 from __future__ import annotations
@@ -16,10 +18,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("LESION_RESPONSE_TEST_CACHE", REPO / "Testing" / ".cache"))
+
+#: The browser tests' modules run on one pytest-xdist worker (``--dist loadgroup``): one builds the review analysis
+#: while the other keeps running other tests (two would wait for the same build), each module's server and chromium
+#: start once, and two sets of server + chromium do not compete for the same two cores.
+ONE_WORKER = pytest.mark.xdist_group("review-app")
+
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -49,22 +58,70 @@ def _library_digest() -> str:
 def demo_analysis(seed: int = 1, timepoints: int = 4) -> Path:
     """The analysis folder of the demo patient (built once per cache by the real ``analyze``)."""
     from LesionResponseLib.config import AnalysisParameters
-    from LesionResponseLib.phantom import PHANTOM_VERSION, generate_patient
+
+    return _cached_analysis(analysis_key(seed, timepoints), seed, timepoints, AnalysisParameters())
+
+
+#: The lesions a segmentation of one scan misses: ideal-observer d' (``truth.json`` ``ideal_snr``) below 5, under
+#: which no model ROI lay in the longitudinal evaluation (docs/evaluation.md, "Longitudinal detection").
+MISSED_BELOW_IDEAL_SNR = 5.0
+
+
+def review_analysis(seed: int = 1, timepoints: int = 4) -> Path:
+    """The analysis folder the browser tests review (built once per cache): the demo patient by the real pipeline
+    from its true lesion masks minus those of :data:`MISSED_BELOW_IDEAL_SNR` (a segmentation's misses, which the
+    prior-guided search then looks for, as in the demo), with rigid registration: 40 CPU-s instead of the demo's 280
+    (the model's inference and elastix). With LESION_RESPONSE_WRITE_SCREENSHOTS=1 it is the demo analysis, which the
+    docs' screenshots show."""
+    from LesionResponseLib.config import AnalysisParameters
+    from LesionResponseLib.phantom import PHANTOM_VERSION
+
+    if os.environ.get("LESION_RESPONSE_WRITE_SCREENSHOTS") == "1":
+        return demo_analysis(seed, timepoints)
+    key = f"review_v{PHANTOM_VERSION}_s{seed}_t{timepoints}_snr{MISSED_BELOW_IDEAL_SNR:g}_lr{_library_digest()}"
+    params = AnalysisParameters().updated({"segmentation.method": "truth", "registration.method": "sitk-rigid"})
+    return _cached_analysis(key, seed, timepoints, params, labels=_without_missed_lesions)
+
+
+def _without_missed_lesions(phantom: Path, folder: Path) -> Path:
+    """``folder/tp{k}.nii.gz``: the phantom's true lesion labels without those below :data:`MISSED_BELOW_IDEAL_SNR`."""
+    import json
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    truth = json.loads((phantom / "truth.json").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(truth["n_timepoints"]):
+        states = [lesion["timepoints"].get(str(k), {}) for lesion in truth["lesions"]]
+        missed = [label for state in states if state.get("present") and state["ideal_snr"] < MISSED_BELOW_IDEAL_SNR
+                  for label in state["labels"]]
+        image = sitk.ReadImage(str(phantom / "truth" / f"tp{k}_lesions.nii.gz"))
+        array = sitk.GetArrayFromImage(image)
+        array[np.isin(array, missed)] = 0
+        kept = sitk.GetImageFromArray(array)
+        kept.CopyInformation(image)
+        sitk.WriteImage(kept, str(folder / f"tp{k}.nii.gz"), useCompression=True)
+    return folder
+
+
+def _cached_analysis(key: str, seed: int, timepoints: int, params, labels=None) -> Path:
+    """``CACHE/review_app/KEY``: the real ``analyze`` of phantom (seed, timepoints) with ``params`` (and the label
+    maps ``labels(phantom, folder)`` writes, if given), built once per cache."""
+    from conftest import _phantom_dir
+
     from LesionResponseLib.workflow import analyze
 
-    key = analysis_key(seed, timepoints)
     out = CACHE / "review_app" / key
     (CACHE / "review_app").mkdir(parents=True, exist_ok=True)
     with FileLock(str(CACHE / "review_app" / f"{key}.lock")):
         if not (out / "analysis.json").is_file():
-            phantom = CACHE / "phantom" / f"v{PHANTOM_VERSION}_s{seed}_t{timepoints}_siemens"
-            with FileLock(str(CACHE / f"{phantom.name}.lock")):
-                if not (phantom / "truth.json").exists():
-                    shutil.rmtree(phantom, ignore_errors=True)
-                    generate_patient(phantom, seed=seed, timepoints=timepoints, vendor="siemens")
+            phantom = _phantom_dir(seed, timepoints, "siemens")
             tmp = out.with_name(out.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            analyze(phantom / "dicom", tmp, AnalysisParameters(), progress=False)
+            # beside the analysis, not in it: analysis.json records the folder's path
+            label_dir = labels(phantom, out.with_name(out.name + ".labels")) if labels else None
+            analyze(phantom / "dicom", tmp, params, labels_dir=label_dir, progress=False)
             shutil.rmtree(tmp / "cache", ignore_errors=True)  # not needed by the review
             os.replace(tmp, out)
     return out

@@ -63,6 +63,7 @@ def test_loader_suv_equals_simulated_suv(make_phantom, vendor):
         assert np.array_equal(sitk.GetArrayFromImage(loaded.ct), sitk.GetArrayFromImage(sim.ct))
 
 
+@pytest.mark.slow
 def test_cli_phantom_and_mip(tmp_path):
     from typer.testing import CliRunner
 

@@ -71,6 +71,7 @@ def test_organs_have_dotatate_uptake(full):
     assert 10 <= mean["spleen"] <= 30 and 2.3 <= mean["liver"] <= 12.4 and mean["lung"] < 0.8
 
 
+@pytest.mark.slow
 def test_determinism_by_seed(full):
     again = simulate_patient(1, 3)
     stored = load_truth(full)

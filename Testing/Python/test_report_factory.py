@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -172,19 +173,23 @@ def _write_csvs(out: Path, analysis: Analysis) -> None:
                   for r in analysis.responses]).to_csv(out / "tracks.csv", index=False)
 
 
-def phantom_output(phantom: Path, out: Path, use_pipeline: bool = False) -> Path:
-    """Analysis folder of a phantom patient built from its truth labels (real vendor DICOM, real grids).
+def pipeline_output(phantom: Path, out: Path, build_once) -> Path:
+    """``out``: a copy of ``LesionResponseLib.workflow.analyze`` run on a phantom patient with its truth labels
+    (registration and matching included: minutes on 2 cores), run once per test session (``build_once``)."""
+    from LesionResponseLib.workflow import analyze
 
-    ``use_pipeline``: run ``LesionResponseLib.workflow.analyze`` with the truth labels (registration and
-    matching included: minutes on 2 cores); otherwise assemble the folder from dicomio +
-    ``analysis.measure_rois`` + the truth tracks and categories (seconds).
-    """
-    if use_pipeline:
-        from LesionResponseLib.workflow import analyze
-
-        analyze(phantom / "dicom", out, AnalysisParameters().updated({"segmentation.method": "truth"}),
+    def build(folder: Path) -> None:
+        analyze(phantom / "dicom", folder / "out", AnalysisParameters().updated({"segmentation.method": "truth"}),
                 labels_dir=phantom / "truth", progress=False)
-        return out
+
+    shutil.copytree(build_once(f"truth_pipeline_{phantom.name}", build) / "out", out)
+    return out
+
+
+def phantom_output(phantom: Path, out: Path) -> Path:
+    """Analysis folder of a phantom patient built from its truth labels (real vendor DICOM, real grids), assembled
+    from dicomio + ``analysis.measure_rois`` + the truth tracks and categories (seconds; :func:`pipeline_output`
+    runs the pipeline)."""
     from LesionResponseLib.analysis.quantify import measure_rois
     from LesionResponseLib.dicomio import find_timepoints, load_timepoint
     from LesionResponseLib.phantom import load_truth

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from conftest import require_tool
 from test_report_dicom import _groups
-from test_report_factory import phantom_output
+from test_report_factory import phantom_output, pipeline_output
 
 from LesionResponseLib.report import export_dicom, track_uid, write_patient_report
 
@@ -47,11 +47,11 @@ def test_export_on_vendor_phantom(make_phantom, tmp_path, vendor):
 
 
 @pytest.mark.slow
-def test_report_and_export_after_the_analysis_pipeline(make_phantom, tmp_path):
+def test_report_and_export_after_the_analysis_pipeline(make_phantom, build_once, tmp_path):
     """The whole chain: analyze (truth labels) -> report (HTML) -> export -> dciodvfy."""
     dciodvfy = require_tool("dciodvfy")
-    out = phantom_output(make_phantom(seed=2, timepoints=2, vendor="siemens", axial_extent_mm=160),
-                         tmp_path / "out", use_pipeline=True)
+    out = pipeline_output(make_phantom(seed=2, timepoints=2, vendor="siemens", axial_extent_mm=160),
+                          tmp_path / "out", build_once)
     html = write_patient_report(out, formats=("html",))["html"].read_text()
     n_tracks = len(pd.read_csv(out / "tracks.csv"))
     assert f"{n_tracks} lesion-ROI tracks" in html and html.count('alt="MIP TP') == 2

@@ -22,6 +22,8 @@ if shutil.which("chromium") is None:
 
 import review_app_support as support  # noqa: E402
 
+pytestmark = support.ONE_WORKER
+
 USER = "reader"
 VOLATILE = {"id", "time"}  # unique per edit: differ between two runs of the same edit
 
@@ -64,7 +66,7 @@ def cli(out: Path, *arguments: str) -> None:
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("edits")
-    source = support.demo_analysis()
+    source = support.review_analysis()
     a, b = support.copy_analysis(source, root / "app"), support.copy_analysis(source, root / "cli")
     with support.Server(a, root / "server.log", user=USER) as server, playwright_api.sync_playwright() as playwright:
         browser = support.launch_chromium(playwright)

@@ -17,12 +17,14 @@ if shutil.which("chromium") is None:
 
 import review_app_support as support  # noqa: E402
 
+pytestmark = support.ONE_WORKER
+
 
 def test_export_from_the_app_writes_html_pdf_seg_sr_and_stores_them_in_the_pacs(orthanc, tmp_path):
     import pydicom
 
     base, port = orthanc
-    out = support.copy_analysis(support.demo_analysis(), tmp_path / "analysis")
+    out = support.copy_analysis(support.review_analysis(), tmp_path / "analysis")
     n = len(support.read_rows(out / "timepoints.csv"))
     with (support.Server(out, tmp_path / "server.log", extra=["--pacs", f"127.0.0.1:{port}:ORTHANC"]) as server,
           playwright_api.sync_playwright() as playwright):

@@ -6,13 +6,15 @@ import numpy as np
 import review_app_support as support  # noqa: E402
 import SimpleITK as sitk
 
+pytestmark = support.ONE_WORKER
+
 
 def test_ct_files_equal_the_dicom_ct_and_are_rewritten_only_when_changed(tmp_path):
     from LesionResponseLib.analysis.outputs import write_ct_images
     from LesionResponseLib.dicomio import load_timepoint
     from LesionResponseLib.review.session import load_state
 
-    out = support.copy_analysis(support.demo_analysis(), tmp_path / "analysis")
+    out = support.copy_analysis(support.review_analysis(), tmp_path / "analysis")
     analysis = load_state(out).analysis
     loaded = load_timepoint(analysis.timepoints[0])
     written = sitk.ReadImage(str(out / "ct" / "tp0.nii.gz"))

@@ -17,13 +17,15 @@ if shutil.which("chromium") is None:
 import review_app_support as support  # noqa: E402
 from test_review_app_edits import _lines, _wait_for_edit, select_track, ui  # noqa: E402
 
+pytestmark = support.ONE_WORKER
+
 
 def _category_cell(page, k: int, track_id: int) -> str:
     return page.locator(f"[data-testid=cat-t{k}-{track_id}]").inner_text()
 
 
 def test_reload_and_killed_server_keep_every_edit(tmp_path):
-    out = support.copy_analysis(support.demo_analysis(), tmp_path / "analysis")
+    out = support.copy_analysis(support.review_analysis(), tmp_path / "analysis")
     track_id, rois = support.single_roi_tracks(out)[0]
     tp = max(k for k in rois if k > 0)
     roi_id = rois[tp]["roi_id"]
@@ -91,7 +93,7 @@ def _machine_address() -> str:
 
 
 def test_non_loopback_bind_refuses_requests_without_the_token(tmp_path):
-    out = support.copy_analysis(support.demo_analysis(), tmp_path / "analysis")
+    out = support.copy_analysis(support.review_analysis(), tmp_path / "analysis")
     log = tmp_path / "server.log"
     with support.Server(out, log, host="0.0.0.0") as server:
         printed = log.read_text()

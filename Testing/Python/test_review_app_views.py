@@ -1,5 +1,6 @@
-"""The browser review on the demo analysis, driven like a reader in headless chromium: views, track table,
-navigation. Every assertion is on what the browser shows (screenshot pixels, visible text) or on files."""
+"""The browser review on the review analysis (``review_app_support.review_analysis``), driven like a reader in
+headless chromium: views, track table, navigation. Every assertion is on what the browser shows (screenshot
+pixels, visible text) or on files."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ if shutil.which("chromium") is None:
 import review_app_support as support  # noqa: E402
 from LesionResponseReview.mrml import CATEGORY_COLORS  # noqa: E402
 
+pytestmark = support.ONE_WORKER
 OPENED: dict = {}  # what the page showed when it opened, before any test selected a track
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    """(analysis folder, server, page): a fresh server on a copy of the demo analysis, one browser page."""
-    out = support.copy_analysis(support.demo_analysis(), tmp_path_factory.mktemp("review") / "analysis")
+    """(analysis folder, server, page): a fresh server on a copy of the review analysis, one browser page."""
+    out = support.copy_analysis(support.review_analysis(), tmp_path_factory.mktemp("review") / "analysis")
     with support.Server(out, out.parent / "server.log") as server, playwright_api.sync_playwright() as playwright:
         browser = support.launch_chromium(playwright)
         page = support.open_app(browser, server.url)
@@ -89,7 +91,7 @@ def test_a_roi_of_the_prior_guided_search_is_flagged_in_the_table_and_its_view(a
     says so while the track is selected (so the reader checks what the model did not find)."""
     out, _, page = app
     found = [r for r in support.read_rows(out / "rois.csv") if r["source"] == "prior-guided" and r["status"] == "accepted"]
-    assert found, "the demo analysis has ROIs of the prior-guided search"
+    assert found, "the review analysis has ROIs of the prior-guided search"
     flagged = {int(r["track_id"]): set() for r in found}
     for r in found:
         flagged[int(r["track_id"])].add(int(r["timepoint"]))

@@ -19,13 +19,16 @@ if shutil.which("chromium") is None:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import review_app_support as support  # noqa: E402
 
+pytestmark = support.ONE_WORKER
+
 IDLE_EXIT_S = 3  # the patients' apps stop this long after their page closed (the test waits for it)
 
 
 def _cohort(tmp_path: Path) -> Path:
-    """A cohort output folder holding the demo analysis twice (as two patients) and a failed one."""
+    """A cohort output folder holding the browser tests' review analysis of the demo patient twice (as two patients)
+    and a failed one (the worklist, locks and queue need a 4-time-point analysis, not the model's ROIs)."""
     cohort = tmp_path / "cohort"
-    demo = support.demo_analysis()
+    demo = support.review_analysis()
     for name in ("PAT-A", "PAT-B"):
         support.copy_analysis(demo, cohort / "patients" / name)
     (cohort / "patients" / "PAT-C").mkdir()

@@ -13,6 +13,9 @@ from LesionResponseLib.segmentation.metrics import evaluate
 
 SLAB = {"axial_extent_mm": 160}  # shares the cached slab phantom of test_phantom / test_dicomio_phantom
 
+# one pytest-xdist worker (--dist loadgroup): the model segments the phantom (`segmented`) once, not per worker
+pytestmark = pytest.mark.xdist_group("segmentation_cli")
+
 
 @pytest.fixture(scope="module")
 def segmented(make_phantom, tmp_path_factory):

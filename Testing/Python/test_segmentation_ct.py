@@ -90,6 +90,7 @@ def test_ct_model_without_ct_refuses_or_falls_back_as_configured():
         strict.probability(pet, ct=sitk.Image(20, 20, sitk.sitkInt16))
 
 
+@pytest.mark.slow
 def test_pet_ct_training_warm_started_from_the_shipped_model(tmp_path):
     config = replace(PET_CT, patch_size=(32, 32, 32), outputs=load_model(DEFAULT_MODEL_PATH).config.outputs)
     out = train(tmp_path / "petct.pt", seeds=[1000], steps=2, val_seeds=[1990], eval_every=1, config=config,
@@ -130,6 +131,7 @@ def _lesion_only_copy(path):
     return path
 
 
+@pytest.mark.slow
 def test_warm_start_with_an_added_physiological_output_keeps_the_lesion_output(tmp_path):
     """A model given the ``physiological`` output (v8) starts from the PET-only model's lesion output exactly,
     returns both maps from one inference, and short training on phantom organs writes a loadable two-output

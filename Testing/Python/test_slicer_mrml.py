@@ -20,6 +20,10 @@ import slicer_bootstrap  # noqa: E402
 
 SEED, TIMEPOINTS = 1, 3
 
+# one pytest-xdist worker (--dist loadgroup): the module's scenes (`loaded`, `pipeline_nodes`: an analyze run) are
+# built, and Slicer imported, once, not per worker
+pytestmark = pytest.mark.xdist_group("slicer_mrml")
+
 
 def _truth_rois(truth: dict, phantom: Path) -> tuple[list, dict[int, dict[int, list[str]]]]:
     """Lesion-ROIs measured on the true label maps, and track id -> tp -> ROI ids."""
@@ -428,17 +432,13 @@ def test_split_track_is_centred_on_the_volume_weighted_centre_of_its_parts(loade
 
 
 @pytest.fixture(scope="module")
-def pipeline_nodes(make_phantom, tmp_path_factory):
+def pipeline_nodes(make_phantom, build_once, tmp_path_factory):
     """The real ``analyze`` pipeline (truth label maps as segmentation, real registration) loaded headless."""
     from LesionResponseReview import mrml as lrm
-
-    from LesionResponseLib.config import AnalysisParameters
-    from LesionResponseLib.workflow import analyze
+    from test_report_factory import pipeline_output
 
     phantom = make_phantom(seed=2, timepoints=2, axial_extent_mm=160)
-    out = tmp_path_factory.mktemp("pipeline")
-    analyze(phantom / "dicom", out, AnalysisParameters().updated({"segmentation.method": "truth"}), labels_dir=phantom / "truth",
-            progress=False)
+    out = pipeline_output(phantom, tmp_path_factory.mktemp("pipeline") / "out", build_once)  # shared with test_report_phantom
     headless = slicer_bootstrap.new_scene()
     nodes = lrm.load_analysis_into_scene(headless.scene, out, load_volumes=False)
     lrm.setup_timepoint_layout(nodes, headless.logics["layout"].GetLayoutNode())

@@ -41,6 +41,10 @@ PLAN = ClusterPlan(workers=2, dashboard_address=":0")
 CLI_ARGS = ["--segmentation", "threshold", "--registration", "sitk-rigid", "--workers", "2",
             "--dashboard-address", ":0"]
 
+# one pytest-xdist worker (--dist loadgroup): the cohort input tree is copied and the first run built once, and two
+# tests' Dask clusters (2 worker processes each) do not compete for the same two cores
+pytestmark = pytest.mark.xdist_group("workflow_cohort")
+
 
 @pytest.fixture(scope="module")
 def tree(make_phantom, tmp_path_factory) -> Path:

@@ -26,17 +26,28 @@ FAST = AnalysisParameters().updated({"registration.method": "sitk-rigid"})  # de
 # elastix when installed (faster than sitk-bspline); 8 mm dilation as recommended by tracking's benchmark
 TRUTH = AnalysisParameters().updated({"registration.method": "auto", "matching.dilation_mm": 8.0})
 
+# one pytest-xdist worker (--dist loadgroup): the other runs other tests while this one builds `truth_run`, instead of
+# both waiting for the same build (test_tracking_phantom joins the group: it reads the same build)
+ONE_WORKER = pytest.mark.xdist_group("workflow_pipeline")
+pytestmark = ONE_WORKER
 
-@pytest.fixture(scope="module")
-def truth_run(make_phantom, build_once, tmp_path_factory):
-    """(phantom, a copy of its truth-label analysis, the analysis, the stages of the run that computed it)."""
+
+def truth_analysis(make_phantom, build_once) -> tuple[Path, Path]:
+    """(the seed-1 whole-body phantom, the folder of its truth-label analysis: ``out/`` and ``stages.json``), run once
+    per session (``build_once``); test_tracking_phantom scores this run's two elastix registrations."""
     phantom = make_phantom(seed=1, timepoints=3)
 
     def build(folder: Path) -> None:
         _, report = run_pipeline(phantom / "dicom", folder / "out", TRUTH, labels_dir=phantom / "truth")
         (folder / "stages.json").write_text(json.dumps(report.stages))
 
-    built = build_once("truth_run_s1_t3", build)
+    return phantom, build_once("truth_run_s1_t3", build)
+
+
+@pytest.fixture(scope="module")
+def truth_run(make_phantom, build_once, tmp_path_factory):
+    """(phantom, a copy of its truth-label analysis, the analysis, the stages of the run that computed it)."""
+    phantom, built = truth_analysis(make_phantom, build_once)
     out = tmp_path_factory.mktemp("analysis") / "out"
     shutil.copytree(built / "out", out)
     stages = json.loads((built / "stages.json").read_text())

@@ -24,6 +24,9 @@ from LesionResponseLib.workflow import run_pipeline
 
 PARAMS = AnalysisParameters().updated({"registration.method": "auto"})
 
+# one pytest-xdist worker (--dist loadgroup): the module's search analysis (`searched`) is built once, not per worker
+pytestmark = pytest.mark.xdist_group("workflow_prior_search")
+
 
 def _labels_without(phantom, folder, removed: dict[int, list[int]]):
     folder.mkdir()
