@@ -266,8 +266,9 @@ def burden_plot(data: ReportData) -> bytes:
         ax.set_xticks(range(n_tp), [_tp_label(data, k) for k in range(n_tp)], fontsize=8)
         ax.set_ylabel(label)
         ax.set_ylim(0, max(bottom.max(), 1e-6) * 1.15)
-    axes[0].set_title("Tumour volume by site (change vs TP0)")
-    axes[1].set_title("Total uptake by site (change vs TP0)")
+    change = " (change vs TP0)" if n_tp > 1 else ""  # a baseline-only analysis has no change to show
+    axes[0].set_title(f"Tumour volume by site{change}")
+    axes[1].set_title(f"Total uptake by site{change}")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="site")
     fig.tight_layout()

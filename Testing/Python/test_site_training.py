@@ -69,7 +69,7 @@ def _crop(out: Path) -> None:
     centre = np.argwhere(sitk.GetArrayViewFromImage(labels) > 0).mean(0).astype(int)
     size = labels.GetSize()
     start = [int(np.clip(c - CROP // 2, 0, n - CROP)) for c, n in zip(centre[:0:-1], size[:2], strict=True)]
-    for folder in ("suv", "labels", "ct"):
+    for folder in ("suv", "labels", "ct", "anatomy"):  # anatomy: the organs on the PET grid (reference regions)
         for path in (out / folder).glob("tp*.nii.gz"):
             image = sitk.ReadImage(str(path))
             if image.GetSize() == size:  # the PET grid (the CT has its own and is not read by a PET-only model)

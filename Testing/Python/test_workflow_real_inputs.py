@@ -50,9 +50,10 @@ def test_baseline_report_shows_what_exists_and_flags_the_tracer(baseline):
     assert "Baseline only: one scan, no follow-up yet." in html
     for absent in ('id="waterfall"', 'id="category-counts"', 'id="spaghetti"'):  # they need a follow-up
         assert absent not in html
-    images = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]*)"', html)
-    assert len(images) == html.count("<img ") == 1  # the baseline MIP
-    assert all(base64.b64decode(image).startswith(PNG) for image in images)
+    images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]*)"', html)
+    assert len(images) == html.count("<img ")  # every image embedded
+    assert sorted(alt for alt, _ in images) == ["MIP TP0", "tumour burden by site"]  # what one scan has
+    assert all(base64.b64decode(image).startswith(PNG) for _, image in images)
 
 
 def test_every_image_of_the_baseline_report_renders_in_the_pdf(baseline, tmp_path):
