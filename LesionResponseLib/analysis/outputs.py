@@ -25,8 +25,8 @@ from LesionResponseLib.analysis.response import roi_categories, track_ids_by_roi
 from LesionResponseLib.datamodel import REFERENCE_ORGANS, Analysis
 from LesionResponseLib.errors import LesionResponseError, describe
 
-#: Per reference organ, the ``timepoints.csv`` columns of its reference region and the attribute each holds.
-REFERENCE_COLUMNS: dict[str, str] = {"suv_mean": "suv_mean", "suv_sd": "suv_sd", "volume_ml": "volume_ml"}
+#: The ``ReferenceRegion`` attributes in ``timepoints.csv``, one column ``{organ}_ref_{attribute}`` per organ.
+REFERENCE_COLUMNS = ("suv_mean", "suv_sd", "volume_ml")
 TIMEPOINT_COLUMNS = ["timepoint", "study_date", "study_instance_uid", "pet_series_instance_uid",
                      "ct_series_instance_uid", "suv_factor", "n_rois",
                      *(f"{organ}_ref_{name}" for organ in REFERENCE_ORGANS for name in REFERENCE_COLUMNS)]
@@ -130,8 +130,8 @@ def _reference_cells(analysis: Analysis, timepoint: int) -> dict[str, str]:
     cells = {}
     for organ in REFERENCE_ORGANS:
         region = analysis.reference(timepoint, organ)
-        for name, attribute in REFERENCE_COLUMNS.items():
-            value = getattr(region, attribute) if region is not None and region.placed else None
+        for name in REFERENCE_COLUMNS:
+            value = getattr(region, name) if region is not None and region.placed else None
             cells[f"{organ}_ref_{name}"] = _num(value)
     return cells
 

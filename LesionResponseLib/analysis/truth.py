@@ -135,9 +135,10 @@ def track_errors(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str 
     :data:`KNOWN_LOCATION_D`, ``truth.json`` ``ideal_snr``) and it reads as such a lesion reads: ``disappearing``
     where the lesion is invisible at the follow-up, ``new`` where at the reference, ``absent`` at both.
     """
-    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
+    reference = Reference.from_phantom(phantom_dir)
+    truth = reference.truth
     accepted = {r.roi_id for r in analysis.rois if r.status == "accepted"}
-    owner = {rid: t for rid, t in roi_to_truth_track(analysis_dir, phantom_dir, truth).items() if rid in accepted}
+    owner = {rid: t for rid, t in roi_to_truth_track(analysis_dir, reference, truth).items() if rid in accepted}
     responses = {r.track_id: r for r in analysis.responses}
     snr = track_snrs(truth) if all("ideal_snr" in e for le in truth["lesions"] for e in le["timepoints"].values()) \
         else {}
@@ -180,8 +181,9 @@ def interval_calibration(analysis: Analysis, analysis_dir: str | Path, phantom_d
     """
     from LesionResponseLib.analysis.response import categorise, reference_timepoint
 
-    truth = json.loads((Path(phantom_dir) / "truth.json").read_text())
-    owner = roi_to_truth_track(analysis_dir, phantom_dir, truth)
+    reference = Reference.from_phantom(phantom_dir)
+    truth = reference.truth
+    owner = roi_to_truth_track(analysis_dir, reference, truth)
     params = analysis.parameters
     rows = []
     for track in analysis.tracks:
@@ -585,10 +587,6 @@ def detectability_ceiling(truth: dict, pairs: list[dict[str, Any]], blind_d: flo
 PHANTOM_SITE_NAMES: dict[str, str] = {"mesentery": "peritoneum/other"}
 
 
-def _phantom_truth(phantom_dir: str | Path) -> dict:
-    return json.loads((Path(phantom_dir) / "truth.json").read_text())
-
-
 def reference_agreement(analysis: Analysis, phantom_dir: str | Path) -> list[dict[str, Any]]:
     """Per reference region of the analysis: whether it was placed, the share of its sphere inside the organ by
     the phantom's organ map (``truth/tp{k}_organs.nii.gz``) and its SUVmean's error (%) against the organ's true
@@ -596,7 +594,7 @@ def reference_agreement(analysis: Analysis, phantom_dir: str | Path) -> list[dic
     from LesionResponseLib.analysis.reference_regions import sphere_mask
     from LesionResponseLib.phantom.anatomy import ORGAN_LABELS
 
-    truth = _phantom_truth(phantom_dir)
+    truth = Reference.from_phantom(phantom_dir).truth
     rows = []
     for region in analysis.reference_regions:
         row: dict[str, Any] = {"timepoint": region.timepoint, "organ": region.organ, "placed": region.placed,
@@ -620,7 +618,7 @@ def burden_agreement(analysis: Analysis, phantom_dir: str | Path) -> list[dict[s
     """Per time point: the analysis' tumour volume and total uptake (accepted ROIs: Σ volume, Σ SUVtotal, Σ
     PV-corrected SUVtotal) against the truth's (Σ true volume and Σ true SUVtotal of the lesions present), with
     the signed errors (%)."""
-    truth = _phantom_truth(phantom_dir)
+    truth = Reference.from_phantom(phantom_dir).truth
     rows = []
     for k in range(int(truth["n_timepoints"])):
         present = [le["timepoints"][str(k)] for le in truth["lesions"] if le["timepoints"][str(k)]["present"]]

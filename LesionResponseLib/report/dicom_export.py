@@ -161,6 +161,7 @@ def _concepts() -> dict[str, Any]:
         "procedure": code("44139-4", "LN", "PET whole body"),
         "tracer_override": code("TRACEROVR", PRIVATE_SCHEME, "Analysed although not somatostatin-receptor PET"),
         "evaluations": code("C0034375", "UMLS", "Qualitative Evaluations"),
+        **_burden_concepts(),
     }
 
 
@@ -184,7 +185,8 @@ def site_codes() -> dict[str, Any]:
 
 
 def _burden_concepts() -> dict[str, Any]:
-    """Codes of the patient-level and reference-region measurements (private where no standard code names it)."""
+    """Codes of the patient-level and reference-region measurements (private where no standard code names it); part
+    of :func:`_concepts`, built once per SR."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -252,11 +254,10 @@ def _ratio_items(ratios: dict[str, Any], c: dict[str, Any]) -> tuple[list[Any], 
     """A lesion's ratios to the reference regions (measurements) and its Krenning-like grade (evaluation)."""
     import highdicom as hd
 
-    b = _burden_concepts()
-    items = [hd.sr.Measurement(b[name], ratios[f"suv_max_{name}"], b["ratio_unit"])
+    items = [hd.sr.Measurement(c[name], ratios[f"suv_max_{name}"], c["ratio_unit"])
              for name in ("to_liver", "to_spleen") if ratios[f"suv_max_{name}"] is not None]
     grade = ratios["krenning_grade"].replace("≤", "<=").replace("≥", ">=")  # the SR's character set is Latin-1
-    evaluations = [hd.sr.QualitativeEvaluation(b["grade"], hd.sr.CodedConcept(
+    evaluations = [hd.sr.QualitativeEvaluation(c["grade"], hd.sr.CodedConcept(
         f"KG{grade.replace('<=', 'LE').replace('>=', 'GE')}", PRIVATE_SCHEME, f"Krenning-like grade {grade}"))] \
         if grade else []
     return items, evaluations
@@ -338,27 +339,26 @@ def _burden_groups(data: ReportData, timepoint: int, context: Any, c: dict[str, 
 
     from LesionResponseLib.analysis.burden import burden_rows
 
-    b = _burden_concepts()
     m = hd.sr.Measurement
     groups = []
     for row in (r for r in burden_rows(data.analysis) if r["timepoint"] == timepoint):
-        sites = [hd.sr.FindingSite(anatomic_location=b["entire_body"])] if row["site"] == "all" \
+        sites = [hd.sr.FindingSite(anatomic_location=c["entire_body"])] if row["site"] == "all" \
             else _finding_sites(row["site"])
         if sites is None:  # site undetermined: counted in the whole-body group only
             continue
-        items = [m(b["count"], row["n_rois"], b["count_unit"]), m(c["volume"], row["volume_ml"], c["ml"]),
+        items = [m(c["count"], row["n_rois"], c["count_unit"]), m(c["volume"], row["volume_ml"], c["ml"]),
                  m(c["suv"], row["suv_total"], c["suv_ml_unit"], derivation=c["total"]),
                  m(c["suv"], row["suv_total_pvc"], c["suv_ml_unit"], derivation=c["total_pvc"])]
         if timepoint:
-            items.append(m(b["count_change"], row["n_rois_change"], b["difference_unit"]))
-            items += [m(b[name], row[column], c["percent"]) for name, column in (
+            items.append(m(c["count_change"], row["n_rois_change"], c["difference_unit"]))
+            items += [m(c[name], row[column], c["percent"]) for name, column in (
                 ("volume_change", "volume_ml_change_pct"), ("total_change", "suv_total_change_pct"),
                 ("total_pvc_change", "suv_total_pvc_change_pct")) if row[column] is not None]
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
                 uid=_derived_uid(data.analysis.patient_id, "burden", row["site"]),
                 identifier=f"tumour burden: {'whole body' if row['site'] == 'all' else row['site']}"),
-            finding_type=b["tumour"], finding_sites=sites, time_point_context=context, measurements=items))
+            finding_type=c["tumour"], finding_sites=sites, time_point_context=context, measurements=items))
     return groups
 
 
@@ -366,15 +366,14 @@ def _reference_group(data: ReportData, region: ReferenceRegion, context: Any, c:
     """The group of a placed reference region: SUVmean, SD and volume, Finding Site its organ."""
     import highdicom as hd
 
-    b = _burden_concepts()
     m = hd.sr.Measurement
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=_derived_uid(data.analysis.patient_id, "reference", region.organ),
             identifier=f"{region.organ} reference region ({region.source})"),
-        finding_type=b["reference"], finding_sites=_finding_sites(region.organ), time_point_context=context,
+        finding_type=c["reference"], finding_sites=_finding_sites(region.organ), time_point_context=context,
         measurements=[m(c["suv"], region.suv_mean, c["suv_unit"], derivation=c["mean"]),
-                      m(c["suv"], region.suv_sd, c["suv_unit"], derivation=b["sd"]),
+                      m(c["suv"], region.suv_sd, c["suv_unit"], derivation=c["sd"]),
                       m(c["volume"], region.volume_ml, c["ml"])])
 
 

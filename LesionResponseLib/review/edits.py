@@ -465,7 +465,6 @@ class ImportRois(Edit):
         return roi_id_for(tp, target)
 
 
-
 @dataclass
 class MarkReviewed(Edit):
     """The reader looked at track ``track_id`` (its ROIs, links and categories): it leaves the review queue's list
