@@ -500,6 +500,7 @@ def test_edits_survive_a_rerun_and_lost_ones_are_listed(out, phantom, truth):
 def test_cli_edits_print_changes_and_errors_exit_2(out):
     from typer.testing import CliRunner
 
+    from LesionResponseLib.analysis import load_analysis
     from LesionResponseLib.cli import app
 
     runner = CliRunner()
@@ -512,3 +513,10 @@ def test_cli_edits_print_changes_and_errors_exit_2(out):
     assert bad.exit_code == EXIT_INPUT and "no lesion-ROI" in bad.output and "Traceback" not in bad.output
     undone = runner.invoke(app, ["review", str(out), "undo"])
     assert undone.exit_code == 0 and "undone" in undone.output
+    track = str(load_analysis(out).tracks[0].track_id)
+    marked = runner.invoke(app, ["review", str(out), "reviewed", track, "--user", "pat"])
+    assert marked.exit_code == 0 and int(track) in load_analysis(out).reviewed_tracks, marked.output
+    again = runner.invoke(app, ["review", str(out), "reviewed", track])
+    assert again.exit_code == EXIT_INPUT and "already marked reviewed" in again.output
+    runner.invoke(app, ["review", str(out), "undo"])
+    assert int(track) not in load_analysis(out).reviewed_tracks
