@@ -175,8 +175,12 @@ def test_table_filters_by_category_and_sorts(app):
     page.wait_for_function(f"document.querySelectorAll('[data-testid^=track-row-]').length === {len(rows)}")
     page.get_by_role("columnheader", name="T1 ΔSUVtotal").click()  # sort by the change at T1
     deltas = {int(r["track_id"]): float(r["delta_suv_total_pct_t1"]) for r in rows if r["delta_suv_total_pct_t1"]}
-    lowest = sorted(f"track-row-{t}" for t, d in deltas.items() if d == min(deltas.values()))  # ties (-100 %) allowed
-    page.wait_for_function(f"{lowest}.includes(document.querySelector('[data-testid^=track-row-]').dataset.testid)")
+    # wait for the whole column in order (ties allowed): the unsorted table may already start with a -100 % row
+    page.wait_for_function("""deltas => {
+        const shown = [...document.querySelectorAll('[data-testid^=track-row-]')]
+            .map(r => deltas[r.dataset.testid.replace('track-row-', '')]).filter(d => d !== undefined);
+        return shown.every((d, i) => i === 0 || shown[i - 1] <= d);
+    }""", arg={str(t): d for t, d in deltas.items()})
     shown = [int(t.removeprefix("track-row-")) for t in page.locator("[data-testid^=track-row-]").evaluate_all(
         "rows => rows.map(r => r.dataset.testid)")]
     ordered = [deltas[t] for t in shown if t in deltas]
