@@ -39,22 +39,22 @@ from LesionResponseLib.analysis.uncertainty import (
     noise_of,
     weighted_sum_variance,
 )
+from LesionResponseLib.config import QuantificationConfig
 from LesionResponseLib.datamodel import LesionROI, roi_id_for
 from LesionResponseLib.errors import LesionResponseError, describe
 from LesionResponseLib.imaging import same_grid
 
 PEAK_RADIUS_MM = 6.2  # radius of a 1 mL sphere (PERCIST SUVpeak)
 PEAK_SUBSAMPLES = 5  # sub-samples per voxel axis for the partial-volume weights of the sphere kernel
-# Reconstructed resolution of current whole-body PET/CT (PSF/TOF OSEM, ~4 mm voxels, clinical filters): 5-7 mm
-# FWHM. Set the measured value of your scanner and protocol (AnalysisParameters.psf_fwhm_mm).
-DEFAULT_PSF_FWHM_MM = 6.0
+#: ``quantification.psf_fwhm_mm``'s default (config.py says where it comes from), for callers without parameters.
+DEFAULT_PSF_FWHM_MM = QuantificationConfig().psf_fwhm_mm
 # The spill-out of a blurred edge falls as a Gaussian tail: beyond 1.5 FWHM (3.5 sigma) less than 0.1 % of it
 # is left, so the grown ROI holds the lesion's counts; the next FWHM is the background shell (thick enough for
 # a robust median, near enough to be the lesion's own surroundings).
 PVC_INNER_FWHM = 1.5
 PVC_OUTER_FWHM = 2.5
 #: ``quantification.contour_sd_mm``'s default (config.py says where it comes from), for callers without parameters.
-DEFAULT_CONTOUR_SD_MM = 1.0
+DEFAULT_CONTOUR_SD_MM = QuantificationConfig().contour_sd_mm
 #: The hottest uptake around a ROI (``LesionROI.background_suv``): this percentile of the shell voxels its correction
 #: takes the background from. A hot organ along one side fills 5-10 % of them (the 90th missed a spleen 12 mm off).
 BACKGROUND_PERCENTILE = 95
@@ -354,23 +354,25 @@ def _grown_by_one(labels: np.ndarray) -> np.ndarray:
 
 
 def measure_rois(labels: sitk.Image, pet_suv: sitk.Image, timepoint: int,
-                 *, psf_fwhm_mm: float = DEFAULT_PSF_FWHM_MM, only: list[int] | None = None,
-                 noise: NoiseModel | None = None, contour_sd_mm: float = DEFAULT_CONTOUR_SD_MM) -> list[LesionROI]:
+                 *, settings: QuantificationConfig | None = None, only: list[int] | None = None,
+                 noise: NoiseModel | None = None) -> list[LesionROI]:
     """Measure every non-zero label of ``labels`` (PET grid) on ``pet_suv`` (SUV), one :class:`LesionROI` each.
 
     - ``volume_ml`` = voxel count × voxel volume (mL); ``suv_total`` = Σ SUV × voxel volume (SUV·mL).
     - ``suv_peak`` = the highest mean SUV in a 1 mL sphere (radius 6.2 mm, partial-voxel weights) centred on
       any voxel of the ROI; the sphere samples the whole image, not only the ROI (PERCIST).
     - ``centroid_mm`` = the LPS physical point (mm) of the geometric (unweighted) voxel-index centroid.
-    - ``suv_total_pvc`` = partial-volume-corrected SUVtotal for a PET of resolution ``psf_fwhm_mm``
-      (see :func:`pvc_suv_totals`).
+    - ``suv_total_pvc`` = partial-volume-corrected SUVtotal for a PET of resolution ``settings.psf_fwhm_mm``
+      (see :func:`pvc_suv_totals`); ``settings``: the analysis's ``quantification`` section (default: the
+      built-in defaults).
     - ``suv_total_sd``, ``suv_total_pvc_sd``, ``background_suv``, ``at_fov_edge``: :func:`roi_uncertainties` with
       the scan's ``noise`` (measured on ``pet_suv`` when not given: :func:`analysis.uncertainty.noise_of`) and
-      the boundary's ``contour_sd_mm`` (``AnalysisParameters.quantification.contour_sd_mm``).
+      the boundary's ``settings.contour_sd_mm``.
 
     ``only``: measure just these labels (the others still shape their neighbours' corrected SUVtotal).
     """
     _check_grids(labels, pet_suv)
+    settings = settings or QuantificationConfig()
     full = sitk.GetArrayViewFromImage(labels)
     lab = full if only is None else np.where(np.isin(full, only), full, 0)
     mask = lab > 0
@@ -392,10 +394,10 @@ def measure_rois(labels: sitk.Image, pet_suv: sitk.Image, timepoint: int,
     peaks = ndimage.maximum(sphere_means(suv, voxels, spacing), flat_lab, index=ids)
     direction = np.asarray(labels.GetDirection()).reshape(3, 3)
     points = np.asarray(labels.GetOrigin()) + (centroid_idx[ids] * np.asarray(spacing)) @ direction.T
-    geometry = pvc_geometry(full, spacing, ids, psf_fwhm_mm=psf_fwhm_mm)
+    geometry = pvc_geometry(full, spacing, ids, psf_fwhm_mm=settings.psf_fwhm_mm)
     corrected = {k: value for k, (value, *_own) in _pvc_values(geometry, suv[geometry.box], ids).items()}
-    sure = roi_uncertainties(full, suv, spacing, ids, noise or noise_of(suv), psf_fwhm_mm=psf_fwhm_mm,
-                             contour_sd_mm=contour_sd_mm, geometry=geometry)
+    sure = roi_uncertainties(full, suv, spacing, ids, noise or noise_of(suv), psf_fwhm_mm=settings.psf_fwhm_mm,
+                             contour_sd_mm=settings.contour_sd_mm, geometry=geometry)
     return [
         LesionROI(roi_id=roi_id_for(timepoint, int(k)), timepoint=timepoint, label=int(k),
                   centroid_mm=tuple(float(c) for c in points[i]), volume_ml=float(count[k] * voxel_ml),

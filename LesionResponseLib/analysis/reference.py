@@ -50,7 +50,7 @@ def contour_reference(structures: Sequence[Any], covered: set[int], analysis: An
         image = sitk.GetImageFromArray(array)
         image.CopyInformation(suv)
         maps[k] = array
-        rois += measure_rois(image, suv, k, psf_fwhm_mm=analysis.parameters.quantification.psf_fwhm_mm)
+        rois += measure_rois(image, suv, k, settings=analysis.parameters.quantification)
     by_id = {r.roi_id: r for r in rois}
     tracks = [Track(lesion, {k: [roi_id_for(k, label) for label in labels if roi_id_for(k, label) in by_id]
                              for k, labels in per.items()}) for lesion, per in members.items()]

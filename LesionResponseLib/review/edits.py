@@ -311,8 +311,7 @@ def _paint(state: ReviewState, timepoint: int, mask: sitk.Image, label: int, ctx
     image.CopyInformation(current)
     state.labels[timepoint] = image
     measured = ctx.engine.measure_rois(image, ctx.suv(timepoint), timepoint,
-                                       psf_fwhm_mm=state.analysis.parameters.quantification.psf_fwhm_mm,
-                                       contour_sd_mm=state.analysis.parameters.quantification.contour_sd_mm)
+                                       settings=state.analysis.parameters.quantification)
     new = next(r for r in measured if r.label == label)
     _refresh_neighbour_pvc(state, timepoint, measured, label)
     roi_id = roi_id_for(timepoint, label)

@@ -141,9 +141,7 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
         labels[info.index] = segmented.labels
         if segmented.evidence is not None:
             evidence[info.index] = segmented.evidence
-        rois += measure_rois(labels[info.index], loaded[-1].pet_suv, info.index,
-                             psf_fwhm_mm=params.quantification.psf_fwhm_mm,
-                             contour_sd_mm=params.quantification.contour_sd_mm)
+        rois += measure_rois(labels[info.index], loaded[-1].pet_suv, info.index, settings=params.quantification)
     transforms, registrations, reg_keys = {}, [], []
     for moving in loaded[1:]:
         k = moving.info.index
@@ -175,8 +173,7 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
                                                              evidence), params, cache=cache, report=report)
         searches = finds.records
         labels, rois = add_finds(rois, labels, {tp.info.index: tp.pet_suv for tp in loaded}, finds,
-                                 psf_fwhm_mm=params.quantification.psf_fwhm_mm,
-                                 contour_sd_mm=params.quantification.contour_sd_mm)
+                                 settings=params.quantification)
         if any(record.roi_id for record in searches):
             links = match()
             tracks = build_tracks(rois, links, previous=previous)

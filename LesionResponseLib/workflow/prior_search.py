@@ -54,7 +54,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LesionResponseLib.analysis.quantify import measure_rois
-from LesionResponseLib.config import AnalysisParameters
+from LesionResponseLib.config import AnalysisParameters, QuantificationConfig
 from LesionResponseLib.datamodel import LesionROI, SearchRecord, Track, roi_id_for
 from LesionResponseLib.segmentation.anatomy import INTRACRANIAL_SHARE, NOT_SEARCHED_INTRACRANIAL
 from LesionResponseLib.segmentation.prior_guided import PHYSIOLOGICAL_PROBABILITY
@@ -242,7 +242,7 @@ def search_tracks(tracks: list[Track], rois: list[LesionROI], labels: dict[int, 
 
 
 def add_finds(rois: list[LesionROI], labels: dict[int, sitk.Image], pets: dict[int, sitk.Image],
-              finds: PriorSearchFinds, *, psf_fwhm_mm: float, contour_sd_mm: float,
+              finds: PriorSearchFinds, *, settings: QuantificationConfig,
               ) -> tuple[dict[int, sitk.Image], list[LesionROI]]:
     """(label maps with the grown ones, ROIs) after the searches: the time points that gained prior-guided ROIs
     measured again (neighbours shape the PV correction), the others kept as they were."""
@@ -250,7 +250,7 @@ def add_finds(rois: list[LesionROI], labels: dict[int, sitk.Image], pets: dict[i
     found = {r.roi_id for r in finds.records if r.roi_id}
     kept = [r for r in rois if r.timepoint not in finds.grown]
     for k in sorted(finds.grown):
-        for roi in measure_rois(labels[k], pets[k], k, psf_fwhm_mm=psf_fwhm_mm, contour_sd_mm=contour_sd_mm):
+        for roi in measure_rois(labels[k], pets[k], k, settings=settings):
             if roi.roi_id in found:
                 roi.source = "prior-guided"
             kept.append(roi)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LesionResponseLib.analysis.quantify import QuantificationError, measure_rois, sphere_kernel
+from LesionResponseLib.analysis.quantify import (
+    QuantificationError,
+    measure_rois,
+    pvc_suv_totals,
+    sphere_kernel,
+)
+from LesionResponseLib.config import QuantificationConfig
+from LesionResponseLib.errors import LesionResponseError
 
 
 def _grid(array: np.ndarray, spacing=(2.0, 2.5, 3.0), origin=(-100.0, 50.0, 20.0), direction=None) -> sitk.Image:
@@ -117,7 +124,7 @@ def test_pvc_recovers_the_true_suv_total_of_blurred_spheres() -> None:
     the true SUVtotal (SUV x exact sphere volume); the count-conserving correction recovers it within 5 %."""
     spheres = [((30.0, 30.0, 30.0), 8.0, 20.0), ((62.0, 60.0, 58.0), 12.0, 8.0)]
     pet, labels = _pet_of_spheres(spheres, background=2.0)
-    rois = {r.label: r for r in measure_rois(labels, pet, 0, psf_fwhm_mm=6.0)}
+    rois = {r.label: r for r in measure_rois(labels, pet, 0, settings=QuantificationConfig(psf_fwhm_mm=6.0))}
     for i, (_, radius, suv) in enumerate(spheres, start=1):
         true_total = suv * 4 / 3 * np.pi * radius**3 / 1000
         assert rois[i].suv_total < 0.85 * true_total
@@ -139,5 +146,7 @@ def test_pvc_of_neighbours_is_shared_and_local() -> None:
 
 def test_pvc_needs_a_positive_resolution() -> None:
     pet, labels = _pet_of_spheres([((48.0, 48.0, 48.0), 8.0, 10.0)], background=1.0)
-    with pytest.raises(QuantificationError, match="psf_fwhm_mm"):
-        measure_rois(labels, pet, 0, psf_fwhm_mm=0.0)
+    with pytest.raises(LesionResponseError, match="psf_fwhm_mm"):  # the setting refuses it
+        QuantificationConfig(psf_fwhm_mm=0.0)
+    with pytest.raises(QuantificationError, match="psf_fwhm_mm"):  # and so does the correction itself
+        pvc_suv_totals(sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(pet), pet.GetSpacing(), psf_fwhm_mm=0.0)
