@@ -240,8 +240,8 @@ def _draw_reference_regions(ax: Any, data: ReportData, timepoint: int, labels: s
 
 
 def burden_plot(data: ReportData) -> bytes:
-    """SSTR-expressing tumour volume and total lesion uptake (PV-corrected SUVtotal) per time point, stacked by
-    site, with the overall change from baseline over each bar (``analysis.burden``)."""
+    """Tumour volume (SSTR-expressing on SSTR PET) and total lesion uptake (PV-corrected SUVtotal) per time
+    point, stacked by site, with the overall change from baseline over each bar (``analysis.burden``)."""
     from LesionResponseLib.analysis.burden import burden_rows
 
     plt = _pyplot()
@@ -249,7 +249,9 @@ def burden_plot(data: ReportData) -> bytes:
     n_tp = len(data.analysis.timepoints)
     sites = [s for s in dict.fromkeys(r["site"] for r in rows) if s != "all"]
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6))
-    for ax, (column, label) in zip(axes, (("volume_ml", "SSTR tumour volume [mL]"),
+    # the volume is SSTR-expressing only on SSTR PET; another tracer analysed on request is named in the report
+    expressing = "" if any(t.tracer_override for t in data.analysis.timepoints) else "SSTR "
+    for ax, (column, label) in zip(axes, (("volume_ml", f"{expressing}tumour volume [mL]"),
                                           ("suv_total_pvc", "total lesion uptake [SUV·mL]\n(PV-corrected SUVtotal)")),
                                    strict=True):
         bottom = np.zeros(n_tp)

@@ -48,6 +48,7 @@ def test_baseline_report_shows_what_exists_and_flags_the_tracer(baseline):
     html = (baseline / "report" / "report.html").read_text()
     assert "Fluorodeoxyglucose F^18^ PET/CT, 1 time point," in html and 'id="tracer-warning"' in html
     assert "Baseline only: one scan, no follow-up yet." in html
+    assert "Tumour volume = Σ volume" in html and "SSTR-expressing" not in html  # FDG uptake is not SSTR expression
     for absent in ('id="waterfall"', 'id="category-counts"', 'id="spaghetti"'):  # they need a follow-up
         assert absent not in html
     images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]*)"', html)
