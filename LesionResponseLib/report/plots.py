@@ -122,12 +122,13 @@ def waterfall_plot(data: ReportData, follow_up: int | None = None, cap_pct: floa
         ax.axhline(value, color="#555555", ls="--", lw=0.9)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks([])
-    ax.set_xlabel(f"tracks at TP{k}, sorted (n = {len(rows)}); Δ undefined (no reference ROI) drawn at "
-                  f"+100 %, disappearing at −100 %")
-    ax.set_ylabel(f"Δ{measure_name(data)} [%] (capped at {cap_pct:.0f})")
+    ax.set_ylim(min(-115.0, ax.get_ylim()[0]), ax.get_ylim()[1])  # room between the -100 % bars and the caption
+    ax.set_xlabel(f"tracks at TP{k}, sorted (n = {len(rows)}); bars capped at +{cap_pct:.0f} %;\n"
+                  f"Δ undefined (no reference ROI) drawn at +100 %, disappearing at −100 %", fontsize=9)
+    ax.set_ylabel(f"Δ{measure_name(data)} [%]")
     level = 100 * data.analysis.parameters.response.interval_level
-    ax.set_title(f"Waterfall of ΔSUVtotal at TP{k} vs reference; dashed = ±30 %; bars {level:.0f} % intervals, "
-                 "hatched = indeterminate", fontsize=10)
+    ax.set_title(f"Waterfall of Δ{measure_name(data)} at TP{k} vs reference\n"
+                 f"dashed: ±30 %; error bars: {level:.0f} % intervals; hatched: indeterminate", fontsize=10)
     _legend(ax, FOLLOW_UP_CATEGORIES, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(fig)
 
@@ -264,7 +265,8 @@ def burden_plot(data: ReportData) -> bytes:
         for k in range(n_tp):
             change = next(r[f"{column}_change_pct"] for r in rows if r["timepoint"] == k and r["site"] == "all")
             if k and change is not None:
-                ax.text(k, bottom[k], f"{change:+.0f} %", ha="center", va="bottom", fontsize=8)
+                shown = round(change) or 0  # no "-0 %" for a change that rounds to nothing
+                ax.text(k, bottom[k], f"{shown:+d} %" if shown else "±0 %", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(n_tp), [_tp_label(data, k) for k in range(n_tp)], fontsize=8)
         ax.set_ylabel(label)
         ax.set_ylim(0, max(bottom.max(), 1e-6) * 1.15)
