@@ -141,7 +141,8 @@ class ReviewApp(TrameApp):
                         v3.VDivider()
                         build_export(self.server, self.export.export)
                     with v3.VWindowItem(value="settings", transition=False, reverse_transition=False):
-                        build_settings(self.server, self.settings.set_value)
+                        build_settings(self.server, self.settings.set_value, self.settings.rerun,
+                                       self.settings.cancel)
             with layout.content:
                 # flex items may shrink below their image's size (else views grow with their last frame)
                 client.Style(".layout-grid-container, .layout-grid-container div { min-width: 0; min-height: 0; }")
