@@ -286,7 +286,7 @@ class SearchRecord(_Serialisable):
 class InputSource(_Serialisable):
     """Where an analysis read its DICOM: the input path as given to ``analyze`` and resolved to an absolute path
     when it ran (a folder or a ZIP archive; it may have moved or gone since), and the ``--patient`` chosen, if
-    any. A re-run reads the same input (``LesionResponseReview.settings_form.rerun_arguments``)."""
+    any. A re-run from a review face reads the same input."""
 
     given: str
     resolved: str

@@ -7,10 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from LesionResponseReview import settings_form
 from typer.testing import CliRunner
 
 from LesionResponseLib.analysis import load_analysis
@@ -19,26 +22,34 @@ from LesionResponseLib.cli_base import EXIT_INPUT
 from LesionResponseLib.datamodel import Analysis, InputSource
 from LesionResponseLib.review import ReviewSession
 from LesionResponseLib.workflow.cli import STAGE_LINE
-from LesionResponseReview import settings_form
 
 SLAB = {"axial_extent_mm": 160}  # the small phantom shared with the dicomio/phantom/pipeline tests
-NEW_INCREASE = 10.0  # % : below the default 30 %, so tracks rising 10-30 % become 'increasing'
+
+
+def rerun_analysis(make_phantom, build_once) -> tuple[Path, Path]:
+    """(the seed-2 slab phantom, the folder of its analysis with its stage cache: truth labels, rigid registration),
+    made once per session by `analyze` with the input given relative to the working folder, as a user types it;
+    the re-run tests (this module, test_review_app_rerun) copy it."""
+    phantom = make_phantom(seed=2, timepoints=2, **SLAB)
+
+    def build(folder: Path) -> None:
+        cwd = os.getcwd()
+        os.chdir(phantom)
+        try:
+            result = CliRunner().invoke(app, ["analyze", "dicom", "-o", str(folder / "out"), "--labels",
+                                              str(phantom / "truth"), "--registration", "sitk-rigid"])
+        finally:
+            os.chdir(cwd)
+        assert result.exit_code == 0, result.output
+
+    return phantom, build_once("rerun_s2_t2_slab", build) / "out"
 
 
 @pytest.fixture(scope="module")
-def analysed(make_phantom, tmp_path_factory):
-    """(phantom, an analysis of its truth labels made by `analyze` with a relative input path)."""
-    phantom = make_phantom(seed=2, timepoints=2, **SLAB)
-    out = tmp_path_factory.mktemp("rerun") / "out"
-    cwd = os.getcwd()
-    os.chdir(phantom)  # the input given relative to the working folder, as a user types it
-    try:
-        result = CliRunner().invoke(app, ["analyze", "dicom", "-o", str(out), "--labels", str(phantom / "truth"),
-                                          "--registration", "identity"])
-    finally:
-        os.chdir(cwd)
-    assert result.exit_code == 0, result.output
-    return phantom, out
+def analysed(make_phantom, build_once, tmp_path_factory):
+    """(phantom, a copy of :func:`rerun_analysis`)."""
+    phantom, built = rerun_analysis(make_phantom, build_once)
+    return phantom, shutil.copytree(built, tmp_path_factory.mktemp("rerun") / "out")
 
 
 def test_analysis_records_its_input_and_older_analyses_still_load(analysed) -> None:

@@ -56,6 +56,7 @@ class SettingsLogic(FeatureLogic[SettingsState]):
         super().__init__(server, context, SettingsState, NAMESPACE)
         self.edits: dict[str, str] = {}  # setting path -> text typed by the reader
         self._process: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task | None = None  # the running re-run (a reference keeps it from being collected)
         self._cancelled = False
         context.listeners.append(self._on_change)
         self.bind_changes({self.name.input_path: lambda _v: self._refresh()})
@@ -107,9 +108,15 @@ class SettingsLogic(FeatureLogic[SettingsState]):
         return {row["path"]: row["value"] for row in self.data.rows}
 
     # ----- the re-run -----------------------------------------------------------------------------------
-    async def rerun(self) -> None:
-        """Run the analysis again with the edited settings (module docstring); the UI stays live meanwhile."""
-        if self.data.running or self.context.session is None:
+    def rerun(self) -> None:
+        """Run the analysis again with the edited settings (module docstring) as a task of the server's event loop:
+        the click returns at once (nothing awaitable: trame would await it and hold back the page's next messages,
+        Cancel included, until it ended), so the views, the table and Cancel keep working while it runs."""
+        if not self.data.running and self.context.session is not None:
+            self._task = asyncio.get_running_loop().create_task(self._rerun())
+
+    async def _rerun(self) -> None:
+        if self.data.running:
             return
         with self.state:
             self.data.run_error, self.data.message = "", ""
@@ -143,7 +150,7 @@ class SettingsLogic(FeatureLogic[SettingsState]):
             self.context.session.record_event(RERUN_ACTION, {
                 "settings": changed, "command": arguments, "outcome": outcome, "rewritten": rewritten,
                 "note": f"re-ran the analysis with {_settings_text(changed)}: {self.data.message}"})
-            self.context.log(f"{self.context.user}: re-run {outcome}: {self.data.message}")
+            self.context.log(f"{self.context.user}: {self.data.message}")
             self.context.changed("loaded" if rewritten else "edited")
 
     def _arguments(self) -> list[str] | None:
@@ -173,6 +180,8 @@ class SettingsLogic(FeatureLogic[SettingsState]):
         self._process = await asyncio.create_subprocess_exec(
             *settings_form.command(), *arguments, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env={**os.environ, **lock_environment})
+        if self._cancelled:  # Cancel pressed while the process was starting
+            self._process.terminate()
         errors: list[str] = []
 
         async def follow_stderr() -> None:
@@ -196,10 +205,12 @@ class SettingsLogic(FeatureLogic[SettingsState]):
     def cancel(self) -> None:
         """Stop the re-run (SIGTERM): stages computed so far stay cached; once it writes the folder it finishes
         that first, then stops (the result is then shown)."""
+        if not self.data.running:
+            return
+        self._cancelled = True
+        self.data.stage = "stopping…"
         if self._process is not None and self._process.returncode is None:
-            self._cancelled = True
-            self._process.terminate()
-            self.data.stage = "stopping…"
+            self._process.terminate()  # else terminated as soon as it has started (_run_child)
 
     def _show_result(self, stamps: dict[Path, int]) -> None:
         """Reopen the review session over the new analysis (with the lock the app holds) and show it."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 from trame_server import Server
 
@@ -25,7 +25,10 @@ def build_settings(server: Server, set_value: Callable[[str, str], None], rerun:
         _build_rerun(name, rerun, cancel)
         v3.VAlert(f"{{{{ {name.error} }}}}", v_if=(name.error,), type="error", density="compact", classes="mb-2",
                   **tid("settings-error"))
-        with html.Div(v_for=f"row in {name.rows}", key="row.path", classes="mb-3",
+        # one line of hint per row: a long source (--config /path/analysis.json) would overlap the next row
+        client.Style(".setting-row .v-messages__message { white-space: nowrap; overflow: hidden; "
+                     "text-overflow: ellipsis; }")
+        with html.Div(v_for=f"row in {name.rows}", key="row.path", classes="mb-3 setting-row",
                       **tid("setting-row")):
             v3.VTextField(model_value=("row.value",), update_modelValue=(set_value, "[row.path, $event]"),
                           label=("row.path",), hint=("'default ' + (row.default || 'none') + ' · ' + row.source",),
