@@ -5,18 +5,12 @@ threshold implies, with the reader's edit made before the re-run still applied a
 from __future__ import annotations
 
 import json
-import shutil
 
-import pytest
+import review_app_support as support
 
-pytest.importorskip("trame_slicer", reason="the web extra is not installed (pip install -e .[web])")
-playwright_api = pytest.importorskip("playwright.sync_api")
-if shutil.which("chromium") is None:
-    pytest.skip("chromium not installed (bash scripts/setup.sh installs it)", allow_module_level=True)
-
-import review_app_support as support  # noqa: E402
-from test_review_app_edits import select_track, ui  # noqa: E402
-from test_workflow_rerun import rerun_analysis  # noqa: E402
+# skips this module where that one skips (no web extra, no playwright, no chromium)
+from test_review_app_edits import playwright_api, select_track, ui
+from test_workflow_rerun import rerun_analysis
 
 pytestmark = support.ONE_WORKER
 SETTING = "response.increase_threshold_pct"

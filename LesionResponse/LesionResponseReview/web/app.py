@@ -86,8 +86,10 @@ class ReviewApp(TrameApp):
                 self.tracks.select(order[0])
 
     def close(self) -> None:
-        """Release the review session's lock (every edit is already saved)."""
-        self.corrections.close_session()
+        """Release the review session's lock (every edit is already saved); a running re-run is stopped and the lock
+        left to it (``SettingsLogic.stop``)."""
+        if not self.settings.stop():
+            self.corrections.close_session()
 
     def _mark_reviewed(self) -> None:
         """Mark the selected track reviewed: a review edit like the others (saved, audited, undoable)."""

@@ -212,6 +212,15 @@ class SettingsLogic(FeatureLogic[SettingsState]):
         if self._process is not None and self._process.returncode is None:
             self._process.terminate()  # else terminated as soon as it has started (_run_child)
 
+    def stop(self) -> bool:
+        """On the app's exit: stop a running re-run (SIGTERM; it finishes writing the folder first if it had begun);
+        True when one was running (the app then leaves its lock file, which names a process that has ended and is
+        taken over by the next writer, rather than free the folder while the child may still write)."""
+        if self._process is None or self._process.returncode is not None:
+            return False
+        self._process.terminate()
+        return True
+
     def _show_result(self, stamps: dict[Path, int]) -> None:
         """Reopen the review session over the new analysis (with the lock the app holds) and show it."""
         from LesionResponseLib.review import ReviewSession
