@@ -81,17 +81,22 @@ def test_rerun_from_settings_reuses_the_cache_and_keeps_the_review(make_phantom,
         entry = page.locator("[data-testid=audit-entry]").first
         assert "reader · rerun" in entry.inner_text() and f"{SETTING}={increase:g}" in entry.inner_text()
 
-        # an input that is not there is refused before anything runs; Cancel stops a run (the folder written whole
-        # or not at all)
+        # an input that is not there is refused before anything runs; a run that fails shows analyze's error and
+        # leaves the folder as it was; Cancel stops a run (the folder written whole or not at all)
         page.locator("[data-testid=tab-settings]").click()
-        page.locator("[data-testid=settings-input] input").fill(str(tmp_path / "moved"))
-        page.locator("[data-testid=settings-input] input").press("Tab")
-        page.locator("[data-testid=settings-rerun]").click()
-        page.wait_for_function("document.querySelector('[data-testid=settings-run-error]')?.innerText"
-                               f".includes({str(tmp_path / 'moved')!r})")
+        reran = (out / "analysis.json").read_bytes()
+        (tmp_path / "empty").mkdir()
+        for folder in ("moved", "empty"):
+            page.locator("[data-testid=settings-input] input").fill(str(tmp_path / folder))
+            page.locator("[data-testid=settings-input] input").press("Tab")
+            page.locator("[data-testid=settings-rerun]").click()
+            page.wait_for_function("document.querySelector('[data-testid=settings-run-error]')?.innerText"
+                                   f".includes({str(tmp_path / folder)!r})", timeout=60_000)
+        assert "error:" in page.locator("[data-testid=settings-run-error]").inner_text()  # analyze's own message
+        assert "re-run failed; nothing changed" in message.inner_text()
+        assert (out / "analysis.json").read_bytes() == reran
         page.locator("[data-testid=settings-input] input").fill(recorded)
         page.locator("[data-testid=settings-input] input").press("Tab")
-        reran = (out / "analysis.json").read_bytes()
         page.locator("[data-testid=settings-rerun]").click()
         page.locator("[data-testid=settings-cancel]").click()
         page.wait_for_function("document.querySelector('[data-testid=settings-message]')?.innerText"
