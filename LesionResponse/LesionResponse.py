@@ -322,11 +322,26 @@ class LesionResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onLoad(self) -> None:
         with slicer.util.tryWithErrorDisplay("Could not load the analysis.", waitCursor=True):
             nodes = self.logic.loadResults(self._outputFolder())
+            inputNote = self._showRecordedInput(nodes.analysis)
             self._rememberFolders()
             self.ui.trackTableView.setMRMLTableNode(nodes.table)
             self.ui.statusLabel.text = (f"{len(nodes.analysis.timepoints)} time points, "
-                                        f"{len(nodes.analysis.tracks)} tracks loaded.")
+                                        f"{len(nodes.analysis.tracks)} tracks loaded.{inputNote}")
             self.onNextUnreviewed()  # the table lists the review queue: start at its top
+
+    def _showRecordedInput(self, analysis: Any) -> str:
+        """Put the DICOM input the analysis records into the input folder field (Run then re-runs the analysis on
+        it, reusing the folder's stage cache); when it is gone, the reason as a status note."""
+        from LesionResponseReview import settings_form
+
+        if self.ui.dicomPatientComboBox.currentData:
+            return ""  # a Slicer database patient is chosen: Run exports it again
+        try:
+            self.ui.inputFolderPathLineEdit.currentPath = str(settings_form.recorded_input(analysis,
+                                                                                           self._outputFolder()))
+        except settings_form.RerunInputError as error:
+            return f" {error}"
+        return ""
 
     # ------------------------------------------------------------------------------------ tracks
     def onTrackSelected(self) -> None:
@@ -553,6 +568,9 @@ class LesionResponseLogic(ScriptedLoadableModuleLogic):
         from LesionResponseReview import settings_form
 
         self.cancel()
+        # the analysis takes the folder's review lock for its whole run (it re-applies the review): release this
+        # module's; an edit while it runs is refused naming the analysis, and Load opens the review again after it
+        self.closeSession()
         params = settings_form.parameters_from_fields(values, source="Slicer module")
         arguments = ["-m", "LesionResponseLib", *settings_form.analyze_arguments(inputFolder, outputFolder,
                                                                                  params)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from LesionResponseLib.config import AnalysisParameters
@@ -281,6 +282,21 @@ class SearchRecord(_Serialisable):
         return record
 
 
+@dataclass
+class InputSource(_Serialisable):
+    """Where an analysis read its DICOM: the input path as given to ``analyze`` and resolved to an absolute path
+    when it ran (a folder or a ZIP archive; it may have moved or gone since), and the ``--patient`` chosen, if
+    any. A re-run from a review face reads the same input."""
+
+    given: str
+    resolved: str
+    patient: str | None = None
+
+    @classmethod
+    def of(cls, path: str | Path, patient: str | None = None) -> InputSource:
+        return cls(str(path), str(Path(path).expanduser().resolve()), patient)
+
+
 def search_counts(records: list[SearchRecord]) -> dict[str, int]:
     """Counts of ``Analysis.prior_searches``: ``searches`` (a candidate's own record is no search), ``found``,
     ``by_model`` (found by model evidence) and ``candidates`` (model candidates confirmed)."""
@@ -315,6 +331,8 @@ class Analysis:
     reviewed_tracks: list[int] = field(default_factory=list)
     # One per time point and organ of REFERENCE_ORGANS (analysis.reference_regions), placed or not.
     reference_regions: list[ReferenceRegion] = field(default_factory=list)
+    # Where the DICOM came from; None in analysis.json files written before it was recorded.
+    input_source: InputSource | None = None
 
     def roi(self, roi_id: str) -> LesionROI:
         """The ROI with id ``roi_id`` (KeyError naming it when absent)."""
@@ -356,6 +374,7 @@ class Analysis:
             "parameter_sources": self.parameters.non_default_sources(),
             "reviewed_tracks": sorted(int(t) for t in self.reviewed_tracks),
             "reference_regions": [r.to_dict() for r in self.reference_regions],
+            "input_source": self.input_source.to_dict() if self.input_source else None,
         }
 
     @classmethod
@@ -383,4 +402,5 @@ class Analysis:
             prior_searches=[SearchRecord.from_dict(r) for r in data.get("prior_searches", [])],
             reviewed_tracks=[int(t) for t in data.get("reviewed_tracks", [])],
             reference_regions=[ReferenceRegion.from_dict(r) for r in data.get("reference_regions", [])],
+            input_source=InputSource.from_dict(data["input_source"]) if data.get("input_source") else None,
         )

@@ -518,6 +518,36 @@ def load_analysis_into_scene(scene: Any, out_dir: str | Path, load_volumes: bool
     return nodes
 
 
+def image_stamps(nodes: LoadedNodes) -> dict[Path, int]:
+    """Modification time (ns) of each PET and CT file the nodes were loaded from (``suv/``, ``ct/``): taken before a
+    re-run of the analysis, it tells :func:`show_rerun` which images the re-run rewrote."""
+    return {path: path.stat().st_mtime_ns for path in analysis_image_files(nodes.out_dir, len(nodes.pet))
+            if path.is_file()}
+
+
+def show_rerun(nodes: LoadedNodes, session: Any, before: dict[Path, int]) -> None:
+    """Show a re-run of the analysis in the nodes already loaded (views, zoom and selection stay): the PET/CT images
+    rewritten since ``before`` (:func:`image_stamps`), the registrations, and ``session``'s state (the new
+    analysis with the reader's edits re-applied: label maps, colours, table, reference spheres)."""
+    n = len(session.state.analysis.timepoints)
+    if n != len(nodes.pet):
+        raise SlicerLoadError(describe(f"the re-run found {n} time points instead of {len(nodes.pet)}",
+                                       path=nodes.out_dir / "analysis.json", fix="Open the folder again to see them."))
+    for tp in range(n):
+        for path, node in zip(image_files(nodes.out_dir, tp), (nodes.pet.get(tp), nodes.ct.get(tp)), strict=True):
+            if node is not None and path.is_file() and path.stat().st_mtime_ns != before.get(path):
+                set_volume_image(node, read_image(path))
+    for node in nodes.transforms.values():
+        storage = node.GetStorageNode()
+        nodes.scene.RemoveNode(node)
+        if storage is not None:
+            nodes.scene.RemoveNode(storage)
+    nodes.transforms.clear()
+    nodes.analysis = session.state.analysis
+    load_transforms(nodes)
+    sync_with_session(nodes, session)
+
+
 # ----------------------------------------------------------------------------------------------- layout
 def view_label(analysis: Analysis, tp: int) -> str:
     """Label of a time point's view: ``T1 2025-03-04`` (index and study date)."""

@@ -5,16 +5,28 @@ entry, so a setting (or a section) added there reaches both faces with no edit h
 A field stores a boolean as ``bool`` and every other value as the text a user types (``""`` for none), which
 :meth:`LesionResponseLib.config.Setting.coerce` parses and checks; a run passes the fields that differ from the
 built-in default as ``--set section.name=value`` to ``lesion-response analyze`` (:func:`analyze_arguments`).
+A re-run of an analysis (:func:`rerun_arguments`) reads the input its ``analysis.json`` records
+(:func:`recorded_input`) with that analysis's settings (``--config OUT/analysis.json``) and the edited ones as
+``--set``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from LesionResponseLib.config import AnalysisParameters, Setting, settings
+from LesionResponseLib.datamodel import Analysis
+from LesionResponseLib.errors import LesionResponseError, describe
+
+INPUT_PLACEHOLDER = "DICOM_FOLDER"  # in a re-run command whose input is not known
+
+
+class RerunInputError(LesionResponseError):
+    """The input of an analysis to re-run is not recorded, or no longer where it was."""
 
 
 @dataclass(frozen=True)
@@ -77,3 +89,43 @@ def analyze_arguments(input_dir: str | Path, out_dir: str | Path, params: Analys
         value = params.value(path)
         arguments += ["--set", f"{path}={'' if value is None else value}"]
     return arguments
+
+
+def recorded_input(analysis: Analysis, out_dir: str | Path) -> Path:
+    """The DICOM folder or archive ``analysis`` was made from (``analysis.json`` ``input_source``, as resolved when
+    it ran); :class:`RerunInputError` naming the path when it is not recorded or no longer there."""
+    source = analysis.input_source
+    if source is None:
+        raise RerunInputError(describe("the analysis does not record the DICOM folder it was made from",
+                                       path=Path(out_dir) / "analysis.json",
+                                       fix="Give the folder (or run the command shown with it); an analysis "
+                                           "written by this version records it"))
+    path = Path(source.resolved)
+    if not path.exists():
+        given = "" if source.given == source.resolved else f" (given as {source.given})"
+        raise RerunInputError(describe(f"the DICOM input of this analysis{given} is no longer there", path=path,
+                                       fix="Give its new place (or run the command shown with it)"))
+    return path
+
+
+def rerun_arguments(analysis: Analysis, out_dir: str | Path, changed: Mapping[str, Any], *,
+                    input_path: str | Path | None = None) -> list[str]:
+    """``lesion-response analyze`` arguments that re-run ``analysis`` (of ``out_dir``) into the same folder: its input
+    (``input_path``, default :func:`recorded_input`; raises :class:`RerunInputError`), its settings
+    (``--config OUT/analysis.json``: every value as it ran, whatever the site file says now), the ``changed``
+    ones (setting path → value or text typed) as ``--set``, and its ``--patient`` if one was chosen. The stage
+    cache of ``out_dir`` recomputes only the stages that read a changed setting; the review is re-applied."""
+    source = input_path if input_path is not None else recorded_input(analysis, out_dir)
+    out = Path(out_dir).resolve()
+    arguments = ["analyze", str(source), "-o", str(out), "--config", str(out / "analysis.json")]
+    for path, value in changed.items():
+        arguments += ["--set", f"{path}={as_text(value)}"]
+    patient = analysis.input_source.patient if analysis.input_source else None
+    return arguments + (["--patient", patient] if patient else [])
+
+
+def command() -> list[str]:
+    """The ``lesion-response`` command of this installation, to run :func:`rerun_arguments` in a child process: its
+    console script beside the interpreter, else ``python -m LesionResponseLib``."""
+    script = Path(sys.executable).with_name("lesion-response")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "LesionResponseLib"]

@@ -19,11 +19,12 @@ import numpy as np
 from LesionResponseLib.datamodel import roi_id_for
 from LesionResponseLib.review.edits import ApplyContext, edit_from_dict, retarget
 from LesionResponseLib.review.state import Engine, ReviewState, runs_to_indices
-from LesionResponseLib.review.store import ReviewError, atomic_write_bytes, json_bytes, read_json
+from LesionResponseLib.review.store import ReviewError, SessionLock, atomic_write_bytes, json_bytes, read_json
 
 MIN_DICE = 0.5  # a re-segmented lesion overlaps its former mask far above this; neighbours far below
 MAX_DISTANCE_MM = 10.0  # ~2 PET voxels plus registration-free re-run jitter
 MAX_VOLUME_RATIO = 2.0
+REAPPLY_USER = "lesion-response analyze"  # who re-applies a review after a re-run (lock file, audit trail)
 
 
 def find_roi(state: ReviewState, fingerprint: dict[str, Any], min_dice: float = MIN_DICE,
@@ -115,12 +116,13 @@ class ReapplyReport:
     not_applicable: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def reapply_review(out_dir: str | Path, engine: Engine | None = None, user: str = "lesion-response analyze",
-                   min_dice: float = MIN_DICE) -> ReapplyReport:
+def reapply_review(out_dir: str | Path, engine: Engine | None = None, user: str = REAPPLY_USER,
+                   min_dice: float = MIN_DICE, lock: SessionLock | None = None) -> ReapplyReport:
     """After ``analyze`` rewrote ``out_dir``: make it the new base, re-apply the reader's edits, save.
 
     The edits that no longer apply are also appended to ``review/not_applicable.json``. Without
-    ``review/session.json`` nothing happens (nothing applied).
+    ``review/session.json`` nothing happens (nothing applied). ``lock``: the folder's session lock, taken by the
+    caller before it rewrote the folder (released here); None: taken here.
     """
     from LesionResponseLib.review.session import ReviewSession, snapshot_base
 
@@ -130,8 +132,7 @@ def reapply_review(out_dir: str | Path, engine: Engine | None = None, user: str 
         return ReapplyReport()
     records = list(read_json(session_file).get("edits", []))
     snapshot_base(out, out / "review" / "base")
-    with ReviewSession.open(out, user, engine=engine, autosave=False,
-                            load_edits=False) as session:
+    with ReviewSession.open(out, user, engine=engine, autosave=False, load_edits=False, lock=lock) as session:
         session.applied, session.redo_stack = [], []
         session.state = session.base.copy()
         applied, skipped = reconcile(session.state, records, session.context(), min_dice)

@@ -67,6 +67,7 @@ from LesionResponseLib.review.store import (
     atomic_write_bytes,
     json_bytes,
     read_json,
+    session_lock,
 )
 
 SESSION_SCHEMA = 1
@@ -162,20 +163,24 @@ class ReviewSession:
     @classmethod
     def open(cls, out_dir: str | Path, user: str | None = None, *, engine: Engine | None = None,
              suv: Callable[[int], sitk.Image] | None = None, autosave: bool = True,
-             load_edits: bool = True) -> ReviewSession:
+             load_edits: bool = True, lock: SessionLock | None = None) -> ReviewSession:
         """Open (or start) the review of ``out_dir``; takes the session lock (ReviewError if held).
 
         ``user`` defaults to the OS user; ``engine`` to the tracking/analysis stage functions; ``suv`` (time
         point -> SUV image) to ``OUT/suv/tp{k}.nii.gz`` or the time point's DICOM files.
         ``autosave`` saves after every edit, undo and redo (nothing is lost if the program stops).
         ``load_edits=False`` starts from the base without replaying ``session.json`` (used by re-runs).
+        ``lock``: the folder's lock (:func:`session_lock`), already taken by the caller; the session releases it on
+        close (a re-run writes under the lock it took first; the app reopens its session after a re-run with it).
         """
         out = Path(out_dir)
         if not (out / "analysis.json").exists():
             raise ReviewError(describe("no analysis.json here", path=out,
                                        fix="Run `lesion-response analyze INPUT -o OUT` first and review OUT"))
-        lock = SessionLock(out / "review" / "session.lock", user or default_user())
-        lock.acquire()
+        own_lock = lock is None  # a lock the caller took stays taken if opening fails
+        if lock is None:
+            lock = session_lock(out, user or default_user())
+            lock.acquire()
         try:
             repaired = roll_forward(out / "review", out)
             if not (out / "review" / "base" / "analysis.json").exists():
@@ -187,7 +192,8 @@ class ReviewSession:
             if repaired:
                 session._log("repair", {"note": "completed a save interrupted by a crash"})
         except BaseException:
-            lock.release()
+            if own_lock:
+                lock.release()
             raise
         return session
 
@@ -415,6 +421,11 @@ class ReviewSession:
         return [_public(r) for r in self.applied]
 
     # ----- persistence ---------------------------------------------------------------------------
+    def record_event(self, action: str, payload: dict[str, Any]) -> None:
+        """Add what the reader did that is not an edit to the audit trail (``rerun``: the analysis re-run from a
+        face, with the settings changed and how it ended; ``note`` is the line the faces show)."""
+        self._log(action, payload)
+
     def _log(self, action: str, payload: dict[str, Any]) -> None:
         append_jsonl(self.dir / "audit.jsonl", {"time": _now(), "user": self.user, "action": action, **payload})
 

@@ -9,9 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from LesionResponseLib.review.store import SessionLock
+from LesionResponseLib.review.store import session_lock
 
-LOCK_FILE = "review/session.lock"  # the session lock (review.session.ReviewSession.open takes it)
 SESSION_FILE = "review/session.json"
 
 
@@ -39,7 +38,7 @@ def review_status(out_dir: str | Path) -> ReviewStatus:
     from LesionResponseLib.analysis.queue import review_queue
 
     out = Path(out_dir)
-    locked = SessionLock(out / LOCK_FILE, "").holder()
+    locked = session_lock(out, "").holder()
     try:
         analysis = load_analysis(out)
     except OutputFolderError:

@@ -25,10 +25,19 @@ def register(app: typer.Typer) -> None:
     app.command("settings")(settings_command)
 
 
+#: Starts the stderr line of each stage when the output is not a terminal (a log, a face that runs ``analyze`` and
+#: shows its progress: the review app's re-run reads these lines).
+STAGE_LINE = "stage: "
+
+
 def _run(input_dir: Path, out: Path, params: AnalysisParameters, patient: str | None, console) -> tuple[Any,
                                                                                                         Any]:
     from LesionResponseLib.workflow.pipeline import run_pipeline
 
+    if not console.is_terminal:  # a spinner shows nothing here: one line per stage instead
+        progress = cli_console(stderr=True)
+        return run_pipeline(input_dir, out, params, patient=patient,
+                            step=lambda name: progress.print(f"{STAGE_LINE}{name}", highlight=False, markup=False))
     with console.status("starting") as status:
         return run_pipeline(input_dir, out, params, patient=patient, step=lambda name: status.update(name))
 
@@ -36,8 +45,8 @@ def _run(input_dir: Path, out: Path, params: AnalysisParameters, patient: str | 
 def analysis_summary(analysis, report=None) -> dict[str, Any]:
     """What ``analyze`` reports: per time point the ROIs, category counts and heterogeneity; track patterns;
     doubtful registrations; prior-guided search counts; the tumour burden per time point (burden.csv's rows of
-    all sites) and the reference regions' warnings; and, from the run ``report``, the reused stages and the
-    re-applied review."""
+    all sites) and the reference regions' warnings; and, from the run ``report``, the reused and the computed
+    stages and the re-applied review."""
     from collections import Counter
 
     from LesionResponseLib.analysis.burden import burden_rows
@@ -62,7 +71,7 @@ def analysis_summary(analysis, report=None) -> dict[str, Any]:
                                       for region in analysis.reference_regions for warning in region.warnings]}
     if report is not None:
         review = dataclasses.asdict(report.review) if report.review is not None else None
-        summary.update(reused=report.reused(), review=review)
+        summary.update(reused=report.reused(), computed=report.computed(), review=review)
     return summary
 
 

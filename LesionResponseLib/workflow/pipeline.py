@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import SimpleITK as sitk
 
@@ -35,7 +39,7 @@ from LesionResponseLib.analysis.outputs import (
 from LesionResponseLib.analysis.quantify import measure_rois
 from LesionResponseLib.analysis.response import assess_response
 from LesionResponseLib.config import AnalysisParameters
-from LesionResponseLib.datamodel import Analysis, LesionROI, SearchRecord
+from LesionResponseLib.datamodel import Analysis, InputSource, LesionROI, SearchRecord
 from LesionResponseLib.errors import LesionResponseError, describe
 from LesionResponseLib.workflow.stages import (
     MATCHING,
@@ -53,6 +57,9 @@ from LesionResponseLib.workflow.stages import (
     find_label_file,
     run_stage,
 )
+
+if TYPE_CHECKING:
+    from LesionResponseLib.review.store import SessionLock
 
 __all__ = ["AnalysisError", "RunReport", "analyze", "clear_cache", "run_pipeline"]
 
@@ -111,7 +118,29 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
                  patient: str | None = None, labels_dir: str | Path | None = None,
                  step: Callable[[str], None] | None = None) -> tuple[Analysis, RunReport]:
     """Run every stage (module docstring) and write the output folder; ``step(name)`` announces each stage.
-    ``labels_dir`` (or ``params.segmentation.labels_dir``): label maps to use instead of segmenting."""
+    ``labels_dir`` (or ``params.segmentation.labels_dir``): label maps to use instead of segmenting.
+
+    A folder that holds a review (``OUT/review/``) is written under its session lock, taken before anything is
+    computed and kept until the review is re-applied: a reader editing it elsewhere makes the run stop at once
+    (nothing written) instead of after minutes; a review app that starts the run hands its lock over
+    (``review.store.LOCK_HANDOVER_ENV``)."""
+    from LesionResponseLib.review.reconcile import REAPPLY_USER
+    from LesionResponseLib.review.store import session_lock
+
+    lock = session_lock(out_dir, REAPPLY_USER) if (Path(out_dir) / "review").is_dir() else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _run_stages(input_dir, out_dir, params, patient=patient, labels_dir=labels_dir, step=step,
+                           lock=lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_stages(input_dir: str | Path, out_dir: str | Path, params: AnalysisParameters | None, *,
+                patient: str | None, labels_dir: str | Path | None, step: Callable[[str], None] | None,
+                lock: SessionLock | None) -> tuple[Analysis, RunReport]:
     from LesionResponseLib.dicomio import load_timepoint
     from LesionResponseLib.tracking import build_tracks, save_transform, transform_filename
 
@@ -183,18 +212,39 @@ def run_pipeline(input_dir: str | Path, out_dir: str | Path, params: AnalysisPar
     analysis = Analysis(patient_id=infos[0].patient_id, timepoints=infos, rois=rois, registrations=registrations,
                         links=links, tracks=tracks, responses=responses, heterogeneous=heterogeneous,
                         parameters=params, software_version=__version__, prior_searches=searches,
-                        reference_regions=references)
+                        reference_regions=references, input_source=InputSource.of(input_dir, patient))
     announce("writing outputs")
-    write_outputs(analysis, out, labels)
-    write_suv_images(loaded, out)
-    write_ct_images(loaded, out)
-    _drop_stale_transforms(out, {r.transform_path for r in registrations})
-    if (out / "review" / "session.json").is_file():
-        from LesionResponseLib.review import reapply_review
+    with interrupts_deferred():  # a stop request now waits until the folder and its review are whole
+        write_outputs(analysis, out, labels)
+        write_suv_images(loaded, out)
+        write_ct_images(loaded, out)
+        _drop_stale_transforms(out, {r.transform_path for r in registrations})
+        if (out / "review" / "session.json").is_file():
+            from LesionResponseLib.review import reapply_review
 
-        announce("re-applying the reader's review")
-        report.review = reapply_review(out)
+            announce("re-applying the reader's review")
+            report.review = reapply_review(out, lock=lock)
     return analysis, report
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl+C (SIGINT) and SIGTERM until the block ends, then act on them: the output folder is written whole
+    or not at all by a stopped run (the stages before are cached atomically). Only in the main thread (signal
+    handlers live there); a cohort's worker threads run the block as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, _frame: received.append(number))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 def write_suv_images(loaded: list, out: Path) -> None:

@@ -55,6 +55,9 @@ class RunReport:
     def reused(self) -> list[str]:
         return [name for name, how in self.stages.items() if how == "reused"]
 
+    def computed(self) -> list[str]:
+        return [name for name, how in self.stages.items() if how == "computed"]
+
 
 # ------------------------------------------------------------------------------------------------ hashing
 def digest(*parts: Any) -> str:

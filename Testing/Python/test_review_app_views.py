@@ -4,6 +4,7 @@ pixels, visible text) or on files."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -260,7 +261,7 @@ def test_the_settings_tab_shows_every_setting_and_the_rerun_command(app, tmp_pat
     command that re-runs the analysis with it, a refused one says why."""
     from LesionResponseLib.config import settings
 
-    _, _, page = app
+    out, _, page = app
     page.locator("[data-testid=tab-settings]").click()
     rows = page.locator("[data-testid=setting-row]")
     rows.first.wait_for()
@@ -272,7 +273,9 @@ def test_the_settings_tab_shows_every_setting_and_the_rerun_command(app, tmp_pat
     command = page.locator("[data-testid=settings-command]")
     page.wait_for_function("document.querySelector('[data-testid=settings-command]').innerText"
                            ".includes('matching.dilation_mm=10')")
-    assert command.inner_text().startswith("lesion-response analyze DICOM_FOLDER -o ")
+    recorded = json.loads((out / "analysis.json").read_text())["input_source"]["resolved"]  # the phantom's DICOM
+    assert command.inner_text().startswith(f"lesion-response analyze {recorded} -o {out.resolve()} --config "
+                                           f"{out.resolve() / 'analysis.json'} --set matching.dilation_mm=10")
     page.screenshot(path=str(tmp_path / "settings.png"))
     dilation.fill("-1")
     dilation.press("Tab")

@@ -86,8 +86,10 @@ class ReviewApp(TrameApp):
                 self.tracks.select(order[0])
 
     def close(self) -> None:
-        """Release the review session's lock (every edit is already saved)."""
-        self.corrections.close_session()
+        """Release the review session's lock (every edit is already saved); a running re-run is stopped and the lock
+        left to it (``SettingsLogic.stop``)."""
+        if not self.settings.stop():
+            self.corrections.close_session()
 
     def _mark_reviewed(self) -> None:
         """Mark the selected track reviewed: a review edit like the others (saved, audited, undoable)."""
@@ -141,7 +143,8 @@ class ReviewApp(TrameApp):
                         v3.VDivider()
                         build_export(self.server, self.export.export)
                     with v3.VWindowItem(value="settings", transition=False, reverse_transition=False):
-                        build_settings(self.server, self.settings.set_value)
+                        build_settings(self.server, self.settings.set_value, self.settings.rerun,
+                                       self.settings.cancel)
             with layout.content:
                 # flex items may shrink below their image's size (else views grow with their last frame)
                 client.Style(".layout-grid-container, .layout-grid-container div { min-width: 0; min-height: 0; }")

@@ -24,6 +24,7 @@ class ReviewContext:
     views: dict[int, Any] = field(default_factory=dict)  # time point -> trame-slicer SliceView
     pacs: tuple[str, int, str] | None = None  # (host, port, called AE title) of the export target
     log: Callable[[str], None] = print  # the terminal line of the running server
+    busy: str = ""  # why the app may not write the folder now (a re-run writes it), shown to a refused edit
     listeners: list[Callable[[str], None]] = field(default_factory=list)
 
     def changed(self, what: str) -> None:

@@ -76,6 +76,9 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
     def _run(self, action: Callable[[], dict[str, Any]], what: str = "") -> dict[str, Any] | None:
         """Run one correction (``action``: build the edit and apply it, or undo/redo); on refusal the reason is
         shown and nothing changes. Returns the edit's record."""
+        if self.context.busy:
+            self.data.error = self.context.busy
+            return None
         self.data.error, self.data.busy = "", True
         try:
             record = action()

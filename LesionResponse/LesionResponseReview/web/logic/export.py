@@ -39,6 +39,9 @@ class ExportLogic(FeatureLogic[ExportState]):
     async def export(self) -> None:
         if self.data.busy:
             return
+        if self.context.busy:
+            self.data.error = self.context.busy
+            return
         with self.state:
             self.data.busy, self.data.error, self.data.message = True, "", "exporting…"
         formats = ("html", "pdf") if self.data.pdf else ("html",)

@@ -66,6 +66,8 @@ class OverviewLogic(FeatureLogic[OverviewState]):
         return self._suv[tp]
 
     def _on_change(self, what: str) -> None:
+        if what == "loaded":
+            self._suv.clear()  # views on the previous session's images (a re-run opens a new session)
         if what in ("loaded", "edited", "display") and self.context.session is not None:
             self.refresh()
 
