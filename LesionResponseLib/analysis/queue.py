@@ -119,12 +119,14 @@ def track_features(analysis: Analysis, track: Track, rois_by_id: dict | None = N
     details["split_merge"] = _tp_list(several)
     ids = {r.roi_id for r in rois}
     links = links_by_roi if links_by_roi is not None else _links_by_roi(analysis.links)
-    overlaps = [(x.overlap, x) for rid in ids for x in links.get(rid, []) if x.source == "auto"]
+    # links whose both ROIs exist (a reader may have erased one end), in a fixed order: ties give one reason
+    overlaps = [(x.overlap, x) for rid in sorted(ids) for x in links.get(rid, [])
+                if x.source == "auto" and x.roi_a in rois_by_id and x.roi_b in rois_by_id]
     if overlaps:
         overlap, weakest = min(overlaps, key=lambda item: item[0])
         values["weak_link"] = 1.0 - overlap
         details["weak_link"] = (f"T{rois_by_id[weakest.roi_a].timepoint}–T{rois_by_id[weakest.roi_b].timepoint} "
-                                f"{100 * overlap:.0f} %") if weakest.roi_a in rois_by_id else ""
+                                f"{100 * overlap:.0f} %")
     hot = [(min((r.background_suv or 0.0) / max(r.suv_mean, 1e-6), 2.0), r) for r in rois]
     if hot:
         ratio, roi = max(hot, key=lambda item: item[0])

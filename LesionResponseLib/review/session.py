@@ -282,8 +282,8 @@ class ReviewSession:
         self.state = state
         self.applied.append(record)
         self.redo_stack.clear()
+        self._autosave()  # saved first: an edit in audit.jsonl is an edit in the outputs
         self._log("apply", _public(record))
-        self._autosave()
         return record
 
     def _stage_mask(self, edit: Edit, edit_id: str) -> Edit:
@@ -400,8 +400,8 @@ class ReviewSession:
         record = self.applied.pop()
         self.state = self.replay(self.applied)
         self.redo_stack.append(record)
-        self._log("undo", {"id": record["id"], "type": record["type"]})
         self._autosave()
+        self._log("undo", {"id": record["id"], "type": record["type"]})
         return record
 
     def redo(self) -> dict[str, Any]:
@@ -412,8 +412,8 @@ class ReviewSession:
         record = self.redo_stack[-1]
         edit_from_dict(record["edit"]).apply(self.state, self.context(), record["id"])
         self.applied.append(self.redo_stack.pop())
-        self._log("redo", {"id": record["id"], "type": record["type"]})
         self._autosave()
+        self._log("redo", {"id": record["id"], "type": record["type"]})
         return record
 
     def history(self) -> list[dict[str, Any]]:

@@ -87,7 +87,7 @@ def _wait_for_edit(page, out: Path, before: int, timeout_s: float = 60.0) -> dic
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if _lines(out) > before:
-            time.sleep(0.2)  # the outputs are moved in place just before the audit line is appended
+            # the session saves the outputs before it appends the audit line (ReviewSession.apply)
             return json.loads((out / "review" / "audit.jsonl").read_text().splitlines()[-1])
         error = page.locator("[data-testid=correction-error]")
         if error.count() and error.is_visible():
