@@ -14,6 +14,11 @@ then empty, never computed on tumour.
 
 **Measure.** SUVmean and SD over the PET voxels whose centres lie within the sphere; volume = their number ×
 voxel volume (a discretised 3 cm sphere on 4 mm voxels holds ~250 voxels, 16 mL against the sphere's 14.1 mL).
+Its error is its noise (the mean of ~250 voxels correlated by the PSF has an SD of ~2-2.5 % of the liver's
+uptake at a clinical count level) and a small lesion inside it that the segmentation missed (neither a ROI nor out
+of the uptake band, so no rule here sees it: the reader moves the sphere). The centre is chosen by geometry alone (the depth of normal tissue), never by
+the PET values of candidate spheres, so it does not select noise-high positions (measured by
+``benchmarks/bench_reference_bias.py``: docs/reference-regions-and-burden.md).
 
 **Checks** (also of a sphere a reader moved): the share of its voxels inside the organ found on PET/CT
 (``organ_share``; under :data:`MIN_ORGAN_SHARE` it is flagged), its distance to the nearest lesion-ROI (flagged

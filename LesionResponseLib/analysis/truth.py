@@ -639,6 +639,51 @@ def burden_agreement(analysis: Analysis, phantom_dir: str | Path) -> list[dict[s
     return rows
 
 
+def burden_error_parts(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path,
+                       ) -> list[dict[str, Any]]:
+    """Per time point, the burden's error against the truth split into its sources (each in % of the true Σ,
+    so that for each measure ``matched + false_positive - missed`` is the whole error of
+    :func:`burden_agreement`). Lesions and ROIs are paired as :func:`detection_figures` pairs them:
+
+    - ``matched_*``: the ROIs that go to a true lesion (each counted once, also where merged lesions share it)
+      against those lesions' truth, relative to the lesions' own
+      truth (``*_contour_pct``: the partial-volume and contour error, the figure to set beside the PV-corrected
+      SUVtotal's stated accuracy) and as a share of the whole truth (``*_matched_pct``);
+    - ``missed_*_pct``: the truth in lesions no ROI goes to (the detection error, a loss);
+    - ``false_positive_*_pct``: the ROIs that go to no true lesion (an excess).
+
+    Measures: ``volume`` (against the true volume) and ``suv_total`` and ``suv_total_pvc`` (both against the
+    true SUVtotal)."""
+    figures = detection_figures(analysis, analysis_dir, phantom_dir)
+    truth = as_reference(phantom_dir).truth
+    by_id = {r.roi_id: r for r in analysis.rois}
+    measures = {"volume": ("volume_ml", "volume_ml"), "suv_total": ("suv_total", "suv_total"),
+                "suv_total_pvc": ("suv_total_pvc", "suv_total")}
+    rows = []
+    for k in covered_timepoints(truth):
+        present = [le["timepoints"][str(k)] for le in truth["lesions"] if le["timepoints"][str(k)]["present"]]
+        matched = [m for m in figures["matched"] if m["timepoint"] == k]
+        matched_ids = {rid for m in matched for rid in m["roi_ids"]}
+        rois = [r for r in analysis.rois if r.timepoint == k and r.status == "accepted"]
+        row: dict[str, Any] = {"timepoint": k, "n_matched_lesions": len(matched), "n_true": len(present),
+                               "n_false_positive_rois": sum(r.roi_id not in matched_ids for r in rois)}
+        for name, (roi_key, true_key) in measures.items():
+            true_all = sum(float(e[true_key]) for e in present)
+            true_matched = sum(m["reference"][true_key] for m in matched)
+            measured = sum(getattr(by_id[rid], roi_key) or 0.0 for rid in matched_ids)  # once: merged lesions share ROIs
+            false_positive = sum(getattr(r, roi_key) or 0.0 for r in rois if r.roi_id not in matched_ids)
+
+            def share(value: float, of: float) -> float | None:
+                return 100.0 * value / of if of > 0 else None
+
+            row.update({f"{name}_contour_pct": share(measured - true_matched, true_matched),
+                        f"{name}_matched_pct": share(measured - true_matched, true_all),
+                        f"{name}_missed_pct": share(true_all - true_matched, true_all),
+                        f"{name}_false_positive_pct": share(false_positive, true_all)})
+        rows.append(row)
+    return rows
+
+
 def site_agreement(analysis: Analysis, analysis_dir: str | Path, phantom_dir: str | Path,
                    min_volume_ml: float = TINY_LESION_ML) -> dict[str, Any]:
     """Sites of the accepted ROIs of at least ``min_volume_ml`` that overlap a true lesion (:func:`roi_truth_labels`)

@@ -203,3 +203,31 @@ def test_reader_sets_a_site_and_the_burden_by_site_follows(reviewed_output, tmp_
         assert pd.read_csv(out / "rois.csv").set_index("roi_id").loc[roi.roi_id, "site_source"] == "reader"
         session.undo()
         assert (out / "burden.csv").read_bytes() == burden_before
+
+
+def test_burden_error_parts_add_up_and_put_a_rejected_lesion_into_missed(reviewed_output):
+    from LesionResponseLib.analysis import load_analysis
+    from LesionResponseLib.analysis.truth import Reference, burden_agreement, burden_error_parts
+
+    phantom, out = reviewed_output
+    analysis = load_analysis(out)
+    truth = Reference.from_phantom(phantom).truth
+    # the true masks as ROIs: a ROI of one whole lesion, rejected, is that lesion's truth missed
+    single = {int(le["timepoints"]["0"]["labels"][0]): le for le in truth["lesions"]
+              if len(le["timepoints"]["0"]["labels"]) == 1 and le["timepoints"]["0"]["present"]}
+    shared = [label for le in truth["lesions"] for label in le["timepoints"]["0"]["labels"]]
+    roi = next(r for r in analysis.rois if r.timepoint == 0 and r.label in single and shared.count(r.label) == 1)
+    roi.status = "rejected"
+    totals = {row["timepoint"]: row for row in burden_agreement(analysis, phantom)}
+    parts = burden_error_parts(analysis, out, phantom)
+    assert [p["timepoint"] for p in parts] == [0, 1]
+    for part in parts:
+        total = totals[part["timepoint"]]
+        for name, key in (("volume", "volume_error_pct"), ("suv_total", "suv_total_error_pct"),
+                          ("suv_total_pvc", "suv_total_pvc_error_pct")):
+            assert part[f"{name}_matched_pct"] + part[f"{name}_false_positive_pct"] - part[f"{name}_missed_pct"] \
+                == pytest.approx(total[key], abs=1e-6), (name, part)
+        assert part["n_false_positive_rois"] == 0  # every ROI is a true mask
+    missed = 100.0 * float(single[roi.label]["timepoints"]["0"]["suv_total"]) / totals[0]["true_suv_total"]
+    assert parts[0]["suv_total_missed_pct"] == pytest.approx(missed, rel=1e-6)
+    assert parts[1]["suv_total_missed_pct"] == pytest.approx(0.0, abs=1e-9)  # nothing rejected at time point 1
