@@ -16,13 +16,16 @@ Stages (each cached under ``--work``; a later run reuses what exists):
    to a reader (expected peak CNR >= 5, Rose's criterion, ``segmentation.metrics.expected_peak_cnr``) that no ROI
    covers is added by a click on it (``masks.grow`` at 40 % of the hot spot's SUVmax, raised to 50, 60, 70 % as a
    reader raises the app's threshold while the ROI leaks into the organ around it), kept only when most of the
-   grown ROI lies on that lesion; a ROI whose contour misses its lesion (Dice < 0.5) is re-thresholded
-   (``masks.rethreshold``) when that fits the lesion better. No true mask is copied.
+   grown ROI lies on that lesion; when no threshold gives such a ROI the reader paints the lesion with the sphere
+   brush (``masks.paint``; centre, radius and SUV floor judged from the PET: :func:`_brush_as_judged`), kept on the
+   same condition; a ROI whose contour misses its lesion (Dice < 0.5) is re-thresholded (``masks.rethreshold``) when
+   that fits the lesion better. No true mask is copied: the truth only says where a visible lesion is and whether
+   the reader's own ROI lies mostly on it (the reader's eyes).
 4. ``train``: ``train --from-analyses`` (``segmentation.finetune.fine_tune``) on the first N reviewed training
    patients for each N of ``--sizes`` (its default 25 % patient hold-out inside the N), ``--steps`` steps,
    ``--threads`` torch threads; wall and CPU seconds recorded.
 5. ``analyse-eval``: ``analyze`` of the evaluation patients with the shipped model and each fine-tuned model
-   (``--model``; registrations reused from the shipped model's run: they do not depend on the model).
+   (``--model``; registrations and organ maps reused from the shipped model's run: they do not depend on the model).
 6. ``figures``: per model, over the evaluation patients, what ``lesion-response evaluate OUT --reference PHANTOM``
    computes (``report.evaluation.evaluation_figures``): lesion F1, sensitivity, false-positive ROIs per scan,
    median Dice and SUVtotal agreement of matched lesions, category agreement over all true lesion x follow-up
@@ -88,10 +91,11 @@ def analyse(phantom: Path, out: Path, model: Path | None, registrations_from: Pa
 
     if (out / "analysis.json").is_file():
         return out
-    if registrations_from is not None:  # the registrations do not depend on the model
+    if registrations_from is not None:  # the registrations and the CT's organ maps do not depend on the model
         (out / "cache").mkdir(parents=True, exist_ok=True)
-        for path in (registrations_from / "cache").glob("reg-*"):
-            shutil.copy2(path, out / "cache" / path.name)
+        for pattern in ("reg-*", "organs-*"):
+            for path in (registrations_from / "cache").glob(pattern):
+                shutil.copy2(path, out / "cache" / path.name)
     start = time.process_time()
     params = AnalysisParameters().updated({"segmentation.model_path": str(model) if model else None})
     run_pipeline(phantom / "dicom", out, params)
