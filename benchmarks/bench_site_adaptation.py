@@ -31,9 +31,9 @@ Stages (each cached under ``--work``; a later run reuses what exists):
    median Dice and SUVtotal agreement of matched lesions, category agreement over all true lesion x follow-up
    pairs, pooled and per patient; training wall and CPU seconds. JSON to ``--work/figures.json``.
 
-Run with ``nice -n 5`` on a shared machine. The figures in docs/site-adaptation.md (N = 8 did not fit the time)::
+Run with ``nice -n 5`` on a shared machine. The figures in docs/site-adaptation.md::
 
-    nice -n 5 python benchmarks/bench_site_adaptation.py --work /tmp/bench-site --threads 1 --sizes 2 4
+    nice -n 5 python benchmarks/bench_site_adaptation.py --work /tmp/bench-reader --threads 1 --sizes 2 4 8
 """
 
 from __future__ import annotations
