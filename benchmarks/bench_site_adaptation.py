@@ -16,21 +16,24 @@ Stages (each cached under ``--work``; a later run reuses what exists):
    to a reader (expected peak CNR >= 5, Rose's criterion, ``segmentation.metrics.expected_peak_cnr``) that no ROI
    covers is added by a click on it (``masks.grow`` at 40 % of the hot spot's SUVmax, raised to 50, 60, 70 % as a
    reader raises the app's threshold while the ROI leaks into the organ around it), kept only when most of the
-   grown ROI lies on that lesion; a ROI whose contour misses its lesion (Dice < 0.5) is re-thresholded
-   (``masks.rethreshold``) when that fits the lesion better. No true mask is copied.
+   grown ROI lies on that lesion; when no threshold gives such a ROI the reader paints the lesion with the sphere
+   brush (``masks.paint``; centre, radius and SUV floor judged from the PET: :func:`_brush_as_judged`), kept on the
+   same condition; a ROI whose contour misses its lesion (Dice < 0.5) is re-thresholded (``masks.rethreshold``) when
+   that fits the lesion better. No true mask is copied: the truth only says where a visible lesion is and whether
+   the reader's own ROI lies mostly on it (the reader's eyes).
 4. ``train``: ``train --from-analyses`` (``segmentation.finetune.fine_tune``) on the first N reviewed training
    patients for each N of ``--sizes`` (its default 25 % patient hold-out inside the N), ``--steps`` steps,
    ``--threads`` torch threads; wall and CPU seconds recorded.
 5. ``analyse-eval``: ``analyze`` of the evaluation patients with the shipped model and each fine-tuned model
-   (``--model``; registrations reused from the shipped model's run: they do not depend on the model).
+   (``--model``; registrations and organ maps reused from the shipped model's run: they do not depend on the model).
 6. ``figures``: per model, over the evaluation patients, what ``lesion-response evaluate OUT --reference PHANTOM``
    computes (``report.evaluation.evaluation_figures``): lesion F1, sensitivity, false-positive ROIs per scan,
    median Dice and SUVtotal agreement of matched lesions, category agreement over all true lesion x follow-up
    pairs, pooled and per patient; training wall and CPU seconds. JSON to ``--work/figures.json``.
 
-Run with ``nice -n 5`` on a shared machine. The figures in docs/site-adaptation.md (N = 8 did not fit the time)::
+Run with ``nice -n 5`` on a shared machine. The figures in docs/site-adaptation.md::
 
-    nice -n 5 python benchmarks/bench_site_adaptation.py --work /tmp/bench-site --threads 1 --sizes 2 4
+    nice -n 5 python benchmarks/bench_site_adaptation.py --work /tmp/bench-reader --threads 1 --sizes 2 4 8
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import shutil
 import sys
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +57,9 @@ READER = "simulated-reader"
 ROSE_CNR = 5.0  # a reader sees a lesion whose expected peak contrast-to-noise ratio reaches Rose's criterion
 REDRAW_DICE = 0.5  # a contour with less overlap than this with its lesion is visibly wrong to a reader
 GROW_FRACTIONS = (0.4, 0.5, 0.6, 0.7)  # of the hot spot's SUVmax: the app's default, then raised while it leaks
+BACKGROUND_SHELL_MM = (15.0, 30.0)  # around a hot spot, what a reader takes for its surroundings: beyond 3 FWHM of
+# the domain's 4.5-5 mm PET (the blur of a sub-millilitre lesion, the kind the model misses, has faded) and within
+# the organ it sits in (a liver or spleen is several cm across)
 
 
 def _seeds(text: str) -> list[int]:
@@ -84,10 +91,11 @@ def analyse(phantom: Path, out: Path, model: Path | None, registrations_from: Pa
 
     if (out / "analysis.json").is_file():
         return out
-    if registrations_from is not None:  # the registrations do not depend on the model
+    if registrations_from is not None:  # the registrations and the CT's organ maps do not depend on the model
         (out / "cache").mkdir(parents=True, exist_ok=True)
-        for path in (registrations_from / "cache").glob("reg-*"):
-            shutil.copy2(path, out / "cache" / path.name)
+        for pattern in ("reg-*", "organs-*"):
+            for path in (registrations_from / "cache").glob(pattern):
+                shutil.copy2(path, out / "cache" / path.name)
     start = time.process_time()
     params = AnalysisParameters().updated({"segmentation.model_path": str(model) if model else None})
     run_pipeline(phantom / "dicom", out, params)
@@ -102,6 +110,7 @@ def review_as_reader(out: Path, phantom: Path) -> dict[str, int]:
     from LesionResponseLib.analysis.truth import roi_truth_labels, tiny_labels
     from LesionResponseLib.phantom import load_truth
     from LesionResponseLib.review import ReviewSession
+    from LesionResponseLib.review.edits import RejectRois
     from LesionResponseLib.segmentation.metrics import expected_peak_cnr
 
     if (out / "review" / "session.json").is_file():
@@ -118,10 +127,12 @@ def review_as_reader(out: Path, phantom: Path) -> dict[str, int]:
             accepted = {r.label: r for r in session.state.analysis.rois if r.timepoint == k and r.status == "accepted"}
             labels = np.where(np.isin(session.state.label_array(k), list(accepted)), session.state.label_array(k), 0)
             owner = roi_truth_labels(labels, true, tiny_labels(truth, k))
+            wrong = [roi.roi_id for label, roi in accepted.items() if label not in owner]
+            if wrong:  # selected together and rejected at once, as the app's "reject" of several ROIs
+                session.apply(RejectRois(wrong, "not a lesion"))
+                counts["rejected"] += len(wrong)
             for label, roi in accepted.items():
                 if label not in owner:
-                    session.reject(roi.roi_id, "not a lesion")
-                    counts["rejected"] += 1
                     continue
                 lesion = true == owner[label]
                 before = _dice(labels == label, lesion)
@@ -133,7 +144,8 @@ def review_as_reader(out: Path, phantom: Path) -> dict[str, int]:
                     if _dice(sitk.GetArrayViewFromImage(redrawn.mask) > 0, lesion) > before:
                         session.edit_roi(roi.roi_id, redrawn.mask)
                         counts["redrawn"] += 1
-            psf = float(truth["timepoints"][k]["psf_fwhm_mm"])
+            psf = float(truth["timepoints"][k]["psf_fwhm_mm"])  # the truth's, for what a reader can see
+            stated_psf = session.state.analysis.parameters.quantification.psf_fwhm_mm  # what the app states
             for value in sorted(set(np.unique(true[true > 0]).tolist()) - set(owner.values())):
                 entry = lesion_of[(k, value)]["timepoints"][str(k)]
                 cnr = expected_peak_cnr(suv, true, [value], true_suv_max=entry["suv_max"],
@@ -144,31 +156,79 @@ def review_as_reader(out: Path, phantom: Path) -> dict[str, int]:
                     continue
                 centre = np.argwhere(true == value).mean(0)
                 point = pet.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in centre[::-1]))
-                grown = _grow_on(pet, session.state.labels[k], point, true, value)
-                if grown is None:
-                    counts["not added"] += 1
-                else:
-                    session.add_roi(k, grown)
-                    counts["added"] += 1
+                how, mask = _add_on(pet, session.state.labels[k], point, true, value, psf_fwhm_mm=stated_psf)
+                counts[how] += 1
+                if mask is not None:
+                    session.add_roi(k, mask)
         session.save()
     (out / "review" / "reader.json").write_text(json.dumps(counts))
     return dict(counts)
 
 
-def _grow_on(pet: sitk.Image, labels: sitk.Image, point, true: np.ndarray, value: int) -> sitk.Image | None:
-    """The ROI grown from a click at ``point`` at the first threshold of :data:`GROW_FRACTIONS` whose ROI lies
-    mostly on true lesion ``value`` (what the reader sees on the screen), or None."""
-    from LesionResponseReview.masks import MaskError, grow
+def _add_on(pet: sitk.Image, labels: sitk.Image, point, true: np.ndarray, value: int, *, psf_fwhm_mm: float
+            ) -> tuple[str, sitk.Image | None]:
+    """The reader's ROI for the lesion seen at ``point``: grown from a click at the first threshold of
+    :data:`GROW_FRACTIONS` whose ROI lies mostly on true lesion ``value``, else painted with the sphere brush
+    (:func:`_brush_as_judged`) when that lies mostly on it; ("grown" | "painted" | "not added", mask or None)."""
+    from LesionResponseReview.masks import MaskError, grow, paint
 
     for fraction in GROW_FRACTIONS:
         try:
             grown = grow(pet, labels, point, fraction=fraction)
         except MaskError:
-            return None
-        inside = true[sitk.GetArrayViewFromImage(grown.mask) > 0]
-        if inside.size and np.bincount(inside).argmax() == value:
-            return grown.mask
-    return None
+            break
+        if _mostly_on(grown.mask, true, value):
+            return "grown", grown.mask
+    try:
+        centre, radius, floor = _brush_as_judged(pet, labels, point, psf_fwhm_mm)
+        painted = paint(pet, labels, centre, radius_mm=radius, min_suv=floor)
+    except MaskError:
+        return "not added", None
+    return ("painted", painted.mask) if _mostly_on(painted.mask, true, value) else ("not added", None)
+
+
+def _mostly_on(mask: sitk.Image, true: np.ndarray, value: int) -> bool:
+    """Whether most voxels of ``mask`` lie on true lesion ``value`` (the truth standing in for the reader's eyes
+    judging their own ROI on the screen)."""
+    inside = true[sitk.GetArrayViewFromImage(mask) > 0]
+    return bool(inside.size) and int(np.bincount(inside).argmax()) == value
+
+
+def _brush_as_judged(pet: sitk.Image, labels: sitk.Image, point, psf_fwhm_mm: float
+                     ) -> tuple[tuple[float, ...], float, float]:
+    """Centre (LPS mm), radius (mm) and SUV floor of the brush a reader would choose for the hot spot at ``point``,
+    from the PET alone. Centre: the hottest free voxel within ``masks.SEARCH_RADIUS_MM`` (as the click tool finds
+    it). Floor: half-way between that peak and the surrounding background (the median SUV
+    :data:`BACKGROUND_SHELL_MM` from the peak). Radius: where the mean SUV of shells around the peak falls to the
+    floor (interpolated between shells), less the blur the reader knows the scanner adds: the half-way width of a
+    blurred object is about its own and the PSF's half width added in quadrature (Gaussian widths), so a spot at
+    the resolution limit is painted as its peak voxel, not as its halo; an object much larger than the PSF keeps
+    its half-way edge, where a blurred edge crosses half-way."""
+    from LesionResponseReview.masks import SEARCH_RADIUS_MM, hottest_near
+
+    suv, label_array = sitk.GetArrayViewFromImage(pet), sitk.GetArrayViewFromImage(labels)
+    spacing = np.asarray(pet.GetSpacing()[::-1])
+    zyx = pet.TransformPhysicalPointToIndex(tuple(float(c) for c in point))[::-1]
+    peak_index = np.asarray(hottest_near(suv, pet.GetSpacing(), zyx, SEARCH_RADIUS_MM, label_array == 0))
+    half = np.ceil(BACKGROUND_SHELL_MM[1] / spacing).astype(int)
+    box = tuple(slice(max(c - h, 0), min(c + h + 1, n)) for c, h, n in zip(peak_index, half, suv.shape, strict=True))
+    offsets = np.indices(suv[box].shape).reshape(3, -1).T + [b.start for b in box] - peak_index
+    distance = np.sqrt(((offsets * spacing) ** 2).sum(1))
+    values = suv[box].ravel()
+    peak = float(suv[tuple(peak_index)])
+    shell = (distance >= BACKGROUND_SHELL_MM[0]) & (distance <= BACKGROUND_SHELL_MM[1])
+    floor = 0.5 * (peak + float(np.median(values[shell])))
+    step = spacing.min() / 2  # rings half a voxel wide: each holds the voxels of about one distance
+    rings = [(distance >= inner) & (distance < inner + step) for inner in np.arange(0.0, BACKGROUND_SHELL_MM[0], step)]
+    profile = [(float(distance[r].mean()), float(values[r].mean())) for r in rings if r.any()]
+    apparent = profile[-1][0]
+    for (d_in, v_in), (d_out, v_out) in pairwise(profile):
+        if v_out < floor:
+            apparent = d_in + (v_in - floor) / (v_in - v_out) * (d_out - d_in)
+            break
+    radius = float(np.sqrt(max(apparent**2 - (psf_fwhm_mm / 2) ** 2, 0.0)))
+    centre = pet.TransformIndexToPhysicalPoint(tuple(int(c) for c in peak_index[::-1]))
+    return centre, max(radius, float(spacing.min()) / 2), floor
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

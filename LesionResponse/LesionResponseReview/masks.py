@@ -1,10 +1,15 @@
 """Reader-made lesion-ROI masks on the PET grid (no Slicer, no Qt): grow a hot spot from a click, re-threshold
-an existing ROI. The masks go to the review session's ``add_roi`` / ``edit_roi``, which re-measure them.
+an existing ROI, paint a sphere. The masks go to the review session's ``add_roi`` / ``edit_roi``, which re-measure
+them.
 
 Threshold: a fixed fraction of the hot spot's SUVmax (default 40 %) is the usual PET volume definition
 (EANM FDG guideline 2.0, Boellaard et al., EJNMMI 2015: 41 % SUVmax; the same rule is used for
 somatostatin-receptor PET in the absence of a DOTATATE-specific one); an absolute SUV threshold is the
 alternative. Both are the reader's choice in the app.
+
+Where a threshold region leaks into the organ around a lesion (or the lesion is a few voxels inside a hot organ),
+the reader paints it instead, as with the "Paint" effect of Slicer's Segment Editor: a sphere brush of a chosen
+radius, optionally masked to an intensity range (here an SUV floor), that never paints over another segment.
 """
 
 from __future__ import annotations
@@ -30,12 +35,12 @@ class MaskError(LesionResponseError):
 
 @dataclass
 class GrownMask:
-    """A grown ROI mask (uint8 on the PET grid) and how it was made."""
+    """A reader-made ROI mask (uint8 on the PET grid) and how it was made."""
 
     mask: sitk.Image
-    seed_index: tuple[int, int, int]  # (x, y, z) voxel of the SUVmax that seeded it
+    seed_index: tuple[int, int, int]  # (x, y, z) voxel of the SUVmax that seeded it (painted: the brush's centre)
     suv_max: float
-    threshold_suv: float
+    threshold_suv: float | None  # the SUV the voxels reach (painted: the floor, None without one)
     n_voxels: int
 
 
@@ -64,6 +69,58 @@ def hottest_near(suv: np.ndarray, spacing: Sequence[float], index_zyx: Sequence[
     return tuple(int(v) for v in offsets[int(values.argmax())])  # type: ignore[return-value]
 
 
+def _same_grid(suv_image: sitk.Image, labels: sitk.Image) -> None:
+    if labels.GetSize() != suv_image.GetSize():
+        raise MaskError(describe("the label map and the SUV PET are on different grids", path="labels/",
+                                 fix="Re-run the analysis; labels are written on the PET grid."))
+
+
+def _index_of(suv_image: sitk.Image, point_lps: Sequence[float]) -> tuple[int, int, int]:
+    """(z, y, x) voxel holding ``point_lps`` (MaskError outside the PET)."""
+    zyx = suv_image.TransformPhysicalPointToIndex(tuple(float(c) for c in point_lps))[::-1]
+    if not all(0 <= c < n for c, n in zip(zyx, suv_image.GetSize()[::-1], strict=True)):
+        raise MaskError(describe(f"the point {tuple(round(float(c), 1) for c in point_lps)} mm is outside the PET",
+                                 fix="Click inside the image."))
+    return zyx
+
+
+def paint(suv_image: sitk.Image, labels: sitk.Image, centre_lps: Sequence[float], *, radius_mm: float,
+          min_suv: float | None = None, keep_label: int = 0) -> GrownMask:
+    """The voxels whose centres lie within ``radius_mm`` of ``centre_lps`` (LPS mm): a sphere brush stroke.
+
+    With ``min_suv`` only voxels of SUV >= ``min_suv`` are painted (the brush's masking range). Voxels of other ROIs
+    (``labels`` != 0 and != ``keep_label``) are never painted. MaskError when the centre is outside the PET, the
+    radius is not in (0, :data:`MAX_RADIUS_MM`] or nothing is left to paint.
+    """
+    _same_grid(suv_image, labels)
+    if not 0 < radius_mm <= MAX_RADIUS_MM:
+        raise MaskError(describe(f"a brush radius of {radius_mm} mm", fix=f"Choose a radius above 0 and at most "
+                                                                          f"{MAX_RADIUS_MM:g} mm."))
+    zyx = _index_of(suv_image, centre_lps)
+    spacing = suv_image.GetSpacing()
+    box = _box(zyx, suv_image.GetSize()[::-1], [int(np.ceil(radius_mm / s)) + 1 for s in spacing[::-1]])
+    index_xyz = np.indices([b.stop - b.start for b in box]).reshape(3, -1)[::-1] + \
+        np.array([b.start for b in box[::-1]])[:, None]
+    to_lps = np.asarray(suv_image.GetDirection()).reshape(3, 3) * np.asarray(spacing)
+    points = np.asarray(suv_image.GetOrigin())[:, None] + to_lps @ index_xyz
+    inside = (np.linalg.norm(points - np.asarray(centre_lps, dtype=float)[:, None], axis=0) <= radius_mm).reshape(
+        [b.stop - b.start for b in box])
+    suv = sitk.GetArrayViewFromImage(suv_image)[box]
+    label_array = sitk.GetArrayViewFromImage(labels)[box]
+    inside &= (label_array == 0) | (label_array == keep_label) if keep_label else label_array == 0
+    if min_suv is not None:
+        inside &= suv >= min_suv
+    if not inside.any():
+        floor = "" if min_suv is None else f" with SUV >= {min_suv:.2f}"
+        raise MaskError(describe(f"no voxel within {radius_mm:g} mm of this point{floor} is free of other "
+                                 "lesion-ROIs", fix="Paint elsewhere, enlarge the brush or lower its SUV floor."))
+    out = np.zeros(suv_image.GetSize()[::-1], dtype=np.uint8)
+    out[box][inside] = 1
+    mask = sitk.GetImageFromArray(out)
+    mask.CopyInformation(suv_image)
+    return GrownMask(mask, zyx[::-1], float(suv[inside].max()), min_suv, int(inside.sum()))
+
+
 def grow(suv_image: sitk.Image, labels: sitk.Image, seed_lps: Sequence[float], *,
          fraction: float | None = DEFAULT_FRACTION,
          threshold_suv: float | None = None, keep_label: int = 0) -> GrownMask:
@@ -73,16 +130,10 @@ def grow(suv_image: sitk.Image, labels: sitk.Image, seed_lps: Sequence[float], *
     (``labels`` != 0 and != ``keep_label``) are excluded, so the mask never overlaps them; growing stays within
     :data:`MAX_RADIUS_MM` of the seed.
     """
+    _same_grid(suv_image, labels)
     suv = sitk.GetArrayViewFromImage(suv_image)
     label_array = sitk.GetArrayViewFromImage(labels)
-    if label_array.shape != suv.shape:
-        raise MaskError(describe("the label map and the SUV PET are on different grids", path="labels/",
-                                 fix="Re-run the analysis; labels are written on the PET grid."))
-    index = suv_image.TransformPhysicalPointToIndex(tuple(float(c) for c in seed_lps))
-    zyx = index[::-1]
-    if not all(0 <= c < n for c, n in zip(zyx, suv.shape, strict=True)):
-        raise MaskError(describe(f"the point {tuple(round(c, 1) for c in seed_lps)} mm is outside the PET",
-                                 fix="Click inside the image."))
+    zyx = _index_of(suv_image, seed_lps)
     free = (label_array == 0) | (label_array == keep_label) if keep_label else label_array == 0
     spacing = suv_image.GetSpacing()
     seed = hottest_near(suv, spacing, zyx, SEARCH_RADIUS_MM, free)

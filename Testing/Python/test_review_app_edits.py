@@ -224,6 +224,64 @@ def test_ui_add_and_rethreshold_match_the_cli(folders):
     support.save_screenshot(page, "audit")
 
 
+def test_ui_brush_and_reference_import_match_the_cli(folders, tmp_path):
+    """Add with the sphere brush (a click in 'add ROI' mode paints a ball of the panel's radius), and import a
+    reference label map (one structure redraws an existing ROI, one marks a place no ROI covers) with the Import
+    button: one edit each, the CLI gets the same edits and leaves the same folder, and one undo takes the import
+    back."""
+    import SimpleITK as sitk
+
+    a, b, page = folders
+    new_track = next(int(t["track_id"]) for t in support.read_rows(a / "tracks.csv") if t["category_t1"] == "new")
+    select_track(page, new_track)  # the views centre on a lesion that T0 does not have: nothing there at T0
+    _tab(page, "correct")
+    page.locator("[data-testid=add-tool-brush]").click()
+    _fill(page, "brush-radius", "5")
+    page.locator("[data-testid=mode-add]").click()
+    box = page.locator("[data-testid=caption-0]").locator("xpath=..").locator("img").bounding_box()
+    before = _lines(a)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    record = _wait_for_edit(page, a, before)
+    assert record["type"] == "add" and record["created_roi"].startswith("tp0-")
+    painted = sitk.ReadImage(str(a / "review" / record["edit"]["mask"]))
+    voxels = np.argwhere(sitk.GetArrayFromImage(painted) > 0)
+    assert len(voxels) and ((np.ptp(voxels, axis=0) * np.array(painted.GetSpacing()[::-1])) <= 10.0).all()
+    playwright_api.expect(page.locator("[data-testid=correction-message]")).to_contain_text("painted, radius 5 mm")
+    cli(b, "add", "0", str(a / "review" / record["edit"]["mask"]))
+    assert_same_outputs(a, b)
+
+    labels = sitk.ReadImage(str(a / "labels" / "tp1.nii.gz"))
+    array = sitk.GetArrayFromImage(labels)
+    redrawn = next(rows[1] for _, rows in support.single_roi_tracks(a) if 1 in rows)  # drawn a voxel larger
+    reference = np.zeros(array.shape, np.uint16)
+    reference[ndimage_dilate(array == int(redrawn["label"]))] = 1
+    z, y, x = np.argwhere(array == 0)[len(array.ravel()) // 3]  # a place no ROI covers
+    reference[z - 1:z + 1, y - 1:y + 1, x - 1:x + 1] = 2
+    image = sitk.GetImageFromArray(reference)
+    image.CopyInformation(labels)
+    path = tmp_path / "tp1_reference.nii.gz"  # the time point comes from the file name
+    sitk.WriteImage(image, str(path))
+    before_rois = {r["roi_id"]: r for r in _rois(a)}
+    record = ui(page, a, "import-reference", reference_path=str(path))
+    assert record["type"] == "import_rois" and len(record["edit"]["rois"]) == 2
+    playwright_api.expect(page.locator("[data-testid=correction-message]")).to_contain_text("(2 structures)")
+    after_rois = {r["roi_id"]: r for r in _rois(a)}
+    assert len(after_rois) == len(before_rois) + 1 and after_rois[redrawn["roi_id"]]["source"] == "reader"
+    assert float(after_rois[redrawn["roi_id"]]["volume_ml"]) > float(before_rois[redrawn["roi_id"]]["volume_ml"])
+    cli(b, "import-rois", str(path))
+    assert_same_outputs(a, b)
+    ui(page, a, "undo")
+    cli(b, "undo")
+    assert_same_outputs(a, b)
+    assert {r["roi_id"]: r for r in _rois(a)} == before_rois
+
+
+def ndimage_dilate(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask)
+
+
 def test_ui_site_and_reference_region_match_the_cli(folders):
     """Set a ROI's site in the panel, and move the liver reference sphere by a click in 'liver ref' mode; the CLI
     gets the same edits (the app's clicked centre) and leaves the same folder; the time-point panel shows the

@@ -66,3 +66,39 @@ def test_rethreshold_regrows_a_roi_from_its_own_maximum(scene):
     higher = masks.rethreshold(suv, labels, 3, fraction=0.9)  # 7.2 SUV: the ROI exactly
     assert np.array_equal(sitk.GetArrayFromImage(higher.mask) > 0, other)
     assert (sitk.GetArrayFromImage(lower.mask) > 0).sum() > other.sum()
+
+
+def test_paint_fills_the_voxels_of_a_sphere_around_its_centre(scene):
+    suv, labels, _, _ = scene
+    centre = suv.TransformIndexToPhysicalPoint((12, 5, 5))  # a voxel centre, far from the existing ROI
+    painted = masks.paint(suv, labels, centre, radius_mm=6.0)
+    # voxel centres (2i, 2j, 3k) mm with 4(i^2 + j^2) + 9k^2 <= 36: k = 0 holds i^2 + j^2 <= 9 (29 points),
+    # k = +-1 holds i^2 + j^2 <= 6.75 (21 each), k = +-2 only i = j = 0 (1 each): 29 + 2 x 21 + 2 x 1 = 73
+    assert painted.n_voxels == 73 == int((sitk.GetArrayFromImage(painted.mask) > 0).sum())
+    assert painted.seed_index == (12, 5, 5) and painted.threshold_suv is None
+
+
+def test_paint_honours_the_suv_floor_and_never_paints_another_roi(scene):
+    suv, labels, hot, other = scene
+    between = suv.TransformIndexToPhysicalPoint((21, 20, 15))  # between the hot sphere and the existing ROI
+    within = _sphere(hot.shape, (15, 20, 21), 14.0)
+    floored = sitk.GetArrayFromImage(masks.paint(suv, labels, between, radius_mm=14.0, min_suv=5.0).mask) > 0
+    assert np.array_equal(floored, within & hot)  # SUV 10 voxels of the brush; background 1 and the ROI's 8 left
+    plain = sitk.GetArrayFromImage(masks.paint(suv, labels, between, radius_mm=14.0).mask) > 0
+    assert np.array_equal(plain, within & ~other) and (within & other).any()
+    kept = sitk.GetArrayFromImage(masks.paint(suv, labels, between, radius_mm=14.0, keep_label=3).mask) > 0
+    assert np.array_equal(kept, within)  # the ROI being edited may be painted over
+
+
+def test_paint_refuses_outside_the_image_a_bad_radius_and_nothing_to_paint(scene):
+    suv, labels, _, _ = scene
+    with pytest.raises(masks.MaskError, match="outside the PET"):
+        masks.paint(suv, labels, (500.0, 0.0, 0.0), radius_mm=5.0)
+    inside = suv.TransformIndexToPhysicalPoint((12, 20, 15))
+    for radius in (0.0, -1.0, masks.MAX_RADIUS_MM + 1):
+        with pytest.raises(masks.MaskError, match="brush radius"):
+            masks.paint(suv, labels, inside, radius_mm=radius)
+    with pytest.raises(masks.MaskError, match="SUV >= 20.00"):
+        masks.paint(suv, labels, inside, radius_mm=5.0, min_suv=20.0)
+    with pytest.raises(masks.MaskError, match="free of other lesion-ROIs"):
+        masks.paint(suv, labels, suv.TransformIndexToPhysicalPoint((30, 20, 15)), radius_mm=2.0)

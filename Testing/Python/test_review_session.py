@@ -313,6 +313,21 @@ def test_add_roi_is_measured_and_can_be_linked(out):
             session.add_roi(2, mask)
 
 
+def test_a_painted_roi_is_one_audited_undoable_edit(out):
+    from LesionResponseReview import masks
+
+    original = _snapshot(out)
+    with ReviewSession.open(out, "ivy") as session:
+        centre = session.state.roi("tp1-L0010").centroid_mm  # where tp2 has no ROI (see test_add_roi_...)
+        painted = masks.paint(session.suv(2), session.state.labels[2], centre, radius_mm=6.0)
+        roi = session.state.roi(session.add_roi(2, painted.mask)["created_roi"])
+        assert roi.source == "reader" and roi.n_voxels == painted.n_voxels > 0
+        session.undo()
+        assert _snapshot(out) == original
+    actions = [json.loads(x)["action"] for x in (out / "review" / "audit.jsonl").read_text().splitlines()]
+    assert actions == ["apply", "undo"]
+
+
 def test_edit_roi_remeasures_and_recategorises(out):
     suv = sitk.ReadImage(str(out / "suv" / "tp0.nii.gz"), sitk.sitkFloat32)
     with ReviewSession.open(out, "gus") as session:

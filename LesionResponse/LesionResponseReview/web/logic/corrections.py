@@ -1,5 +1,5 @@
 """Reader corrections: every edit of the review session (link, unlink, merge, split, reject a ROI or a whole
-track, restore, add ROI by growing a clicked hot spot, edit ROI by re-thresholding it, set a ROI's site, move a
+track, restore, add ROI by growing a clicked hot spot or painting it with a sphere brush, edit ROI by re-thresholding it, set a ROI's site, move a
 reference region to a clicked point), undo and redo. Each button builds a typed edit
 (``LesionResponseLib.review.edits``) from the panel's fields and passes it to ``mrml.apply_review_edit``, so the
 session saves it at once (a killed server loses nothing) and the views, table, colours and heterogeneity follow."""
@@ -31,6 +31,9 @@ class CorrectionsState:
     threshold_mode: str = "percent"  # "percent" (of the hot spot's SUVmax) | "suv" (absolute)
     threshold_percent: float = 100 * masks.DEFAULT_FRACTION
     threshold_suv: float = 4.0
+    add_tool: str = "grow"  # what a click in "add ROI" mode does: "grow" (threshold region) | "brush" (sphere)
+    brush_radius_mm: float = 6.0  # about one PET FWHM: a small lesion's visible extent
+    brush_min_suv: str = ""  # the brush paints only voxels of at least this SUV (empty: every voxel)
     reference_path: str = ""  # reference contours on the server (RTSTRUCT, SEG, label maps, or a folder of them)
     site: str = "liver"  # the site "Set site of A" gives ROI A (datamodel.LESION_SITES)
     roi_info: str = ""  # what is known about ROI A
@@ -154,19 +157,37 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
         return self.apply(build)
 
     def add_at(self, tp: int, ras: tuple[float, float, float]) -> Any:
-        """Grow a ROI from the hot spot at ``ras`` in time point ``tp`` and add it (not linked: link it next)."""
+        """Add a ROI at ``ras`` in time point ``tp`` with the panel's tool: grown from the hot spot there, or painted
+        with the sphere brush centred there (not linked: link it next)."""
         session = self.context.session
         try:
-            grown = masks.grow(session.suv(tp), session.state.labels[tp], mrml.ras_to_lps(ras), **self._threshold())
-        except LesionResponseError as error:
+            if self.data.add_tool == "brush":
+                made = masks.paint(session.suv(tp), session.state.labels[tp], mrml.ras_to_lps(ras),
+                                   radius_mm=float(self.data.brush_radius_mm), min_suv=self._brush_floor())
+                how = f"painted, radius {float(self.data.brush_radius_mm):g} mm" + (
+                    "" if made.threshold_suv is None else f", SUV >= {made.threshold_suv:.2f}")
+            else:
+                made = masks.grow(session.suv(tp), session.state.labels[tp], mrml.ras_to_lps(ras),
+                                  **self._threshold())
+                how = f"threshold SUV {made.threshold_suv:.2f}"
+        except (LesionResponseError, ValueError) as error:
             self.data.error = str(error)
             return None
-        record = self.apply(lambda: edits.AddRoi(tp, grown.mask))
+        record = self.apply(lambda: edits.AddRoi(tp, made.mask))
         if record is not None and record.get("created_roi"):
             self.data.roi_a = record["created_roi"]
-            self.data.message += (f" ({grown.n_voxels} voxels, SUVmax {grown.suv_max:.1f}, "
-                                  f"threshold SUV {grown.threshold_suv:.2f})")
+            self.data.message += f" ({made.n_voxels} voxels, SUVmax {made.suv_max:.1f}, {how})"
         return record
+
+    def _brush_floor(self) -> float | None:
+        text = str(self.data.brush_min_suv or "").strip()
+        if not text:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise _Refused(f"the brush's SUV floor {text!r} is not a number: give an SUV (e.g. 3.5) or leave it "
+                           "empty to paint every voxel") from None
 
     def import_reference(self) -> Any:
         """Import the reference contours at the path in the panel as reader ROIs (one edit, one undo)."""

@@ -1,6 +1,6 @@
 """UI of the corrections: ROI A / B (click / shift-click a ROI in a view, or type), the ROI edits, the track
-edits on the selected track, adding a ROI by a click on a hot spot, re-thresholding, the site of ROI A, moving a
-reference region by a click, undo / redo."""
+edits on the selected track, adding a ROI by a click on a hot spot (grown, or painted with a sphere brush),
+re-thresholding, the site of ROI A, moving a reference region by a click, undo / redo."""
 
 from __future__ import annotations
 
@@ -77,7 +77,18 @@ def build_corrections(server: Server, logic: corrections.CorrectionsLogic, n_tim
                           type="number", label="threshold (SUV)", density="compact", hide_details=True,
                           classes="mr-2", style="max-width: 170px;", **tid("threshold-suv"))
             _button("Re-threshold A", "edit_roi", logic.rethreshold, busy)
-        html.Div("Add: switch the views to 'add ROI' and click the hot spot.", classes="text-caption")
+        html.Div("Add: switch the views to 'add ROI' and click the hot spot; a click grows it at the threshold, or "
+                 "paints a sphere brush there (where growing leaks into an organ).", classes="text-caption")
+        with v3.VBtnToggle(v_model=(name.add_tool,), mandatory=True, density="compact", variant="outlined",
+                           classes="mb-1", **tid("add-tool")):
+            v3.VBtn("click-and-grow", value="grow", size="small", **tid("add-tool-grow"))
+            v3.VBtn("sphere brush", value="brush", size="small", **tid("add-tool-brush"))
+        with html.Div(v_if=(f"{name.add_tool} === 'brush'",), classes="d-flex align-center"):
+            v3.VTextField(v_model_number=(name.brush_radius_mm,), type="number", label="brush radius (mm)",
+                          density="compact", hide_details=True, classes="mr-2", style="max-width: 140px;",
+                          **tid("brush-radius"))
+            v3.VTextField(v_model=(name.brush_min_suv,), label="only SUV ≥ (optional)", density="compact",
+                          hide_details=True, style="max-width: 170px;", **tid("brush-min-suv"))
 
         build_reference_import(name, busy, logic.import_reference)
 
