@@ -320,7 +320,8 @@ def test_a_painted_roi_is_one_audited_undoable_edit(out):
     with ReviewSession.open(out, "ivy") as session:
         centre = session.state.roi("tp1-L0010").centroid_mm  # where tp2 has no ROI (see test_add_roi_...)
         painted = masks.paint(session.suv(2), session.state.labels[2], centre, radius_mm=6.0)
-        roi = session.state.roi(session.add_roi(2, painted.mask)["created_roi"])
+        created = session.add_roi(2, painted.mask)["created_roi"]  # before reading session.state: the edit replaces it
+        roi = session.state.roi(created)
         assert roi.source == "reader" and roi.n_voxels == painted.n_voxels > 0
         session.undo()
         assert _snapshot(out) == original
