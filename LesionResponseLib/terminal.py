@@ -27,6 +27,13 @@ def print_error(error: BaseException | str, *, warning: bool = False) -> None:
     cli_console(stderr=True).print(f"{label} {escape(str(error))}", highlight=False, soft_wrap=True)
 
 
+def signed_percent(value: float) -> str:
+    """A change in percent, rounded to a whole number with its sign (``+32 %``, ``-12 %``); ``±0 %`` for one that
+    rounds to nothing (no ``-0 %``). Shared by the terminal summaries and the report's plots."""
+    shown = round(value)
+    return f"{shown:+d} %" if shown else "±0 %"
+
+
 def _finite(value: Any) -> Any:
     """``value`` with NaN and infinities as None (strict JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):

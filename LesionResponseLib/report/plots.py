@@ -15,6 +15,7 @@ from LesionResponseLib.report.data import (
     ReportData,
     category_counts,
 )
+from LesionResponseLib.terminal import signed_percent
 
 FIG_DPI = 110  # enough for a sharp A4 print, small enough to embed several figures in one HTML file
 REFERENCE_COLOUR = "#d000d0"  # magenta: no category colour, visible on the inverted grey MIP
@@ -265,8 +266,7 @@ def burden_plot(data: ReportData) -> bytes:
         for k in range(n_tp):
             change = next(r[f"{column}_change_pct"] for r in rows if r["timepoint"] == k and r["site"] == "all")
             if k and change is not None:
-                shown = round(change) or 0  # no "-0 %" for a change that rounds to nothing
-                ax.text(k, bottom[k], f"{shown:+d} %" if shown else "±0 %", ha="center", va="bottom", fontsize=8)
+                ax.text(k, bottom[k], signed_percent(change), ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(n_tp), [_tp_label(data, k) for k in range(n_tp)], fontsize=8)
         ax.set_ylabel(label)
         ax.set_ylim(0, max(bottom.max(), 1e-6) * 1.15)

@@ -12,7 +12,7 @@ import typer
 
 from LesionResponseLib.cli_base import json_option, out_option, patient_option, with_settings
 from LesionResponseLib.config import AnalysisParameters
-from LesionResponseLib.terminal import cli_console, emit_json, print_error
+from LesionResponseLib.terminal import cli_console, emit_json, print_error, signed_percent
 
 CATEGORIES = ("new", "increasing", "stable", "decreasing", "disappearing")
 
@@ -107,7 +107,7 @@ def print_burden(summary: dict[str, Any], console) -> None:
     """Tumour burden per time point (burden.csv) and every reference region not placed or flagged."""
     console.print("tumour burden (burden.csv): " + "; ".join(
         f"TP{r['timepoint']} {r['volume_ml']:.1f} mL, {r['suv_total_pvc']:.0f} SUV·mL PV-corrected"
-        + (f" ({r['volume_ml_change_pct']:+.0f} % / {r['suv_total_pvc_change_pct']:+.0f} %)"
+        + (f" ({signed_percent(r['volume_ml_change_pct'])} / {signed_percent(r['suv_total_pvc_change_pct'])})"
            if r["timepoint"] and r["volume_ml_change_pct"] is not None and r["suv_total_pvc_change_pct"] is not None
            else "") for r in summary["burden"]))
     for warning in summary["reference_warnings"]:

@@ -231,3 +231,9 @@ def test_burden_error_parts_add_up_and_put_a_rejected_lesion_into_missed(reviewe
     missed = 100.0 * float(single[roi.label]["timepoints"]["0"]["suv_total"]) / totals[0]["true_suv_total"]
     assert parts[0]["suv_total_missed_pct"] == pytest.approx(missed, rel=1e-6)
     assert parts[1]["suv_total_missed_pct"] == pytest.approx(0.0, abs=1e-9)  # nothing rejected at time point 1
+
+
+def test_changes_are_printed_with_their_sign_and_never_as_minus_zero():
+    from LesionResponseLib.terminal import signed_percent
+
+    assert [signed_percent(v) for v in (-0.3, 0.4, 31.6, -12.4, -100.0)] == ["±0 %", "±0 %", "+32 %", "-12 %", "-100 %"]

@@ -75,3 +75,18 @@ def test_patient_report_on_three_timepoint_phantom(make_phantom, tmp_path):
     for k, flag in truth.items():
         assert f"TP{k}: {'heterogeneous response' if flag else 'no response heterogeneity'}" in html
     assert paths["pdf"].stat().st_size > 50_000
+    _assert_track_table_fits_its_page(paths["pdf"])
+
+
+def _assert_track_table_fits_its_page(pdf) -> None:
+    """The track table (2 + 3 columns per time point + notes) is printed on a landscape page that holds its last
+    column: on portrait A4 the columns right of the second follow-up were cut off at the page edge."""
+    pdftotext = require_tool("pdftotext")
+    pages = subprocess.run([pdftotext, "-layout", str(pdf), "-"], capture_output=True, text=True,
+                           check=True).stdout.split("\f")
+    [k] = [i for i, text in enumerate(pages, start=1) if "Track table" in text]
+    assert "ROI source / search" in pages[k - 1]  # pdftotext keeps only what lies on the page
+    info = subprocess.run([require_tool("pdfinfo"), "-f", str(k), "-l", str(k), str(pdf)], capture_output=True,
+                          text=True, check=True).stdout
+    width, height = (float(v) for v in info.split(f"Page {k:4d} size:")[1].split("pts")[0].split(" x "))
+    assert width > height  # landscape
