@@ -20,6 +20,21 @@ import review_app_support as support  # noqa: E402
 pytestmark = support.ONE_WORKER
 
 
+def _edit_is_held_while_exporting(page, out) -> None:
+    """While the export runs the app still answers (the export is a task, not an awaited handler) and refuses an
+    edit, which would change the folder the export reads: the refusal names the export, nothing is written."""
+    audit = out / "review" / "audit.jsonl"
+    lines = len(audit.read_text().splitlines()) if audit.exists() else 0
+    page.locator("[data-testid=tab-correct]").click()
+    field = page.locator("[data-testid=roi-a] input")
+    field.fill(support.read_rows(out / "rois.csv")[0]["roi_id"])
+    field.press("Tab")
+    page.locator("[data-testid=op-reject]").click()
+    page.wait_for_function("(document.querySelector('[data-testid=correction-error]') || {innerText: ''}).innerText"
+                           ".includes('being exported')", timeout=30_000)
+    assert (len(audit.read_text().splitlines()) if audit.exists() else 0) == lines
+
+
 def test_export_from_the_app_writes_html_pdf_seg_sr_and_stores_them_in_the_pacs(orthanc, tmp_path):
     import pydicom
 
@@ -32,6 +47,8 @@ def test_export_from_the_app_writes_html_pdf_seg_sr_and_stores_them_in_the_pacs(
         page.locator("[data-testid=tab-info]").click()
         assert page.get_by_label("PDF too").is_checked()
         page.locator("[data-testid=export]").click()
+        _edit_is_held_while_exporting(page, out)
+        page.locator("[data-testid=tab-info]").click()
         page.wait_for_function("document.querySelector('[data-testid=export-message]').innerText"
                                ".includes('files written')", timeout=240_000)
         message = page.locator("[data-testid=export-message]").inner_text()

@@ -28,22 +28,29 @@ class ExportState:
 
 
 class ExportLogic(FeatureLogic[ExportState]):
-    """Writes the exports in a worker thread (the views stay live); edits are saved before, as always."""
+    """Writes the exports in a worker thread (the views, the table and the other tabs stay live); edits are saved
+    before, as always, and held while the export reads the folder."""
 
     def __init__(self, server: Server, context: ReviewContext) -> None:
         super().__init__(server, context, ExportState, NAMESPACE)
+        self._task: asyncio.Task | None = None  # the running export (a reference keeps it from being collected)
         if context.pacs:
             host, port, aet = context.pacs
             self.data.pacs, self.data.send_to_pacs = f"{host}:{port} ({aet})", True
 
-    async def export(self) -> None:
+    def export(self) -> None:
+        """Start the export as a task of the server's event loop: the click returns at once (trame awaits an
+        awaitable handler and holds back the page's next messages until it ends, ~10-30 s with the PDF)."""
         if self.data.busy:
             return
         if self.context.busy:
             self.data.error = self.context.busy
             return
-        with self.state:
-            self.data.busy, self.data.error, self.data.message = True, "", "exporting…"
+        self.data.busy, self.data.error, self.data.message = True, "", "exporting…"
+        self.context.busy = "The report is being exported (Time points tab); edits wait until it ends."
+        self._task = asyncio.get_running_loop().create_task(self._export())
+
+    async def _export(self) -> None:
         formats = ("html", "pdf") if self.data.pdf else ("html",)
         pacs = self.context.pacs if self.data.send_to_pacs else None
         folder = self.context.out_dir / "report"
@@ -53,6 +60,8 @@ class ExportLogic(FeatureLogic[ExportState]):
             with self.state:
                 self.data.busy, self.data.error, self.data.message = False, str(error), ""
             return
+        finally:
+            self.context.busy = ""
         with self.state:
             self.data.files = [str(p.relative_to(self.context.out_dir)) for p in paths]
             sent = f", sent to {self.data.pacs}" if pacs else ""

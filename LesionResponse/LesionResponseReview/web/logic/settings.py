@@ -120,6 +120,9 @@ class SettingsLogic(FeatureLogic[SettingsState]):
             return
         with self.state:
             self.data.run_error, self.data.message = "", ""
+            if self.context.busy:  # an export is reading the folder
+                self.data.run_error = self.context.busy
+                return
             arguments = self._arguments()
             if arguments is None:
                 return
