@@ -1,11 +1,15 @@
 """Reference regions of normal organ uptake per time point: a sphere in the liver and one in the spleen, placed
 automatically on the organs that ``segmentation.organs`` finds, measured on the SUV PET, and movable by a reader.
 
-**Placement rule.** Normal tissue is the organ found on PET/CT minus every lesion-ROI; for the liver only its part
-on the patient's right of the body's midline (PERCIST 1.0: "a 3-cm-diameter spherical ROI in the normal right
-lobe of the liver", Wahl et al., J Nucl Med 2009;50:122S-150S). The sphere's centre is the voxel of normal tissue
-farthest from anything else (lesion-ROI, organ edge, vessel or lesion outside the liver's uptake band: the
-organ's holes): the deepest point. It is placed only when that depth is at least the sphere's radius plus a
+**Placement rule.** Normal tissue is the organ found on PET/CT minus every lesion-ROI and minus *focal uptake*; for
+the liver only its part on the patient's right of the body's midline (PERCIST 1.0: "a 3-cm-diameter spherical ROI
+in the normal right lobe of the liver", Wahl et al., J Nucl Med 2009;50:122S-150S). Focal uptake is where the
+mean SUV in a 1 mL sphere (the SUVpeak kernel) exceeds the organ's median 1 mL mean by more than
+:data:`FOCAL_UPTAKE_SD` robust SDs (1.4826 × the median absolute deviation of those means over the organ): a small
+lesion the segmentation missed, whose blurred uptake stays inside the organ's uptake band (a 0.6 mL lesion of
+2.6 × the liver's uptake raises a 1 mL mean by ~50 %, 5-6 SDs, and would add ~5 % to a sphere around it).
+The sphere's centre is the voxel of normal tissue farthest from anything else (lesion-ROI, focal uptake, organ
+edge, vessel or lesion outside the liver's uptake band: the organ's holes): the deepest point. It is placed only when that depth is at least the sphere's radius plus a
 margin of :data:`~LesionResponseLib.analysis.quantify.PVC_INNER_FWHM` × the PET's FWHM (1.5 FWHM: beyond it less
 than 0.1 % of a lesion's or of the organ edge's spill-over is left), so neither a lesion's spill-out nor the
 edge's partial volume reaches the sphere. Otherwise - a liver full of lesions, no spleen (splenectomy, outside the
@@ -15,10 +19,10 @@ then empty, never computed on tumour.
 **Measure.** SUVmean and SD over the PET voxels whose centres lie within the sphere; volume = their number ×
 voxel volume (a discretised 3 cm sphere on 4 mm voxels holds ~250 voxels, 16 mL against the sphere's 14.1 mL).
 Its error is its noise (the mean of ~250 voxels correlated by the PSF has an SD of ~2-2.5 % of the liver's
-uptake at a clinical count level) and a small lesion inside it that the segmentation missed (neither a ROI nor out
-of the uptake band, so no rule here sees it: the reader moves the sphere). The centre is chosen by geometry alone (the depth of normal tissue), never by
-the PET values of candidate spheres, so it does not select noise-high positions (measured by
-``benchmarks/bench_reference_bias.py``: docs/reference-regions-and-burden.md).
+uptake at a clinical count level) and a missed lesion too faint to stand out as focal uptake (the reader moves the
+sphere). The centre is chosen by geometry (the depth of normal tissue), never by the PET values of candidate
+spheres; only focal excesses of more than :data:`FOCAL_UPTAKE_SD` SDs are kept out, so it does not select
+noise-low positions (measured by ``benchmarks/bench_reference_bias.py``: docs/reference-regions-and-burden.md).
 
 **Checks** (also of a sphere a reader moved): the share of its voxels inside the organ found on PET/CT
 (``organ_share``; under :data:`MIN_ORGAN_SHARE` it is flagged), its distance to the nearest lesion-ROI (flagged
@@ -34,7 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from LesionResponseLib.analysis.quantify import PVC_INNER_FWHM
+from LesionResponseLib.analysis.quantify import PVC_INNER_FWHM, sphere_means
 from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.datamodel import ReferenceRegion
 from LesionResponseLib.segmentation.organs import Organs, axis_mm
@@ -42,6 +46,12 @@ from LesionResponseLib.segmentation.organs import Organs, axis_mm
 #: Share of a reference sphere's voxels that must lie inside the organ found on PET/CT (a reader's sphere
 #: half-way out of the liver measures the edge's partial volume, not the liver).
 MIN_ORGAN_SHARE = 0.9
+#: Focal uptake: a 1 mL sphere mean above the organ's median by more than this many robust SDs. Noise alone
+#: exceeds 4 SDs of a Gaussian once in ~30,000 independent spheres (a liver holds ~1,500 1 mL spheres), so the rule
+#: keeps out hardly any normal tissue; a missed lesion adding 2-3 SUV·mL to the liver exceeds it.
+FOCAL_UPTAKE_SD = 4.0
+#: The robust SD is 1.4826 × the median absolute deviation (= the SD for Gaussian values).
+MAD_TO_SD = 1.4826
 
 
 def margin_mm(params: AnalysisParameters) -> float:
@@ -68,19 +78,36 @@ def place_reference_regions(pet_suv: sitk.Image, labels: sitk.Image, organs: Org
         normal = organs.mask(organ) & ~lesions
         if organ == "liver":
             normal &= (axis_mm(pet_suv, 0) < organs.midline_x_mm())[None, None, :]  # the patient's right
+        normal &= ~focal_uptake(pet_suv, normal)
         deepest, depth = _deepest_point(normal, pet_suv.GetSpacing()[::-1])
         needed = diameter / 2 + margin_mm(params)
         if depth < needed:
             where = "normal right-lobe liver" if organ == "liver" else "normal spleen"
             regions.append(ReferenceRegion(timepoint, organ, False, diameter, warnings=[
                 f"not placed: no {diameter:g} mm sphere fits in {where} with {margin_mm(params):.0f} mm to every "
-                f"lesion-ROI and edge (the deepest point is {depth:.0f} mm inside, {needed:.0f} mm needed; "
+                f"lesion-ROI, focal uptake and edge (the deepest point is {depth:.0f} mm inside, {needed:.0f} mm needed; "
                 f"{'a liver full of lesions?' if organ == 'liver' else 'a small or diseased spleen?'}). Place it "
                 f"in the review if normal {organ} is left."]))
             continue
         centre = pet_suv.TransformIndexToPhysicalPoint([int(i) for i in deepest[::-1]])
         regions.append(measure_sphere(pet_suv, labels, organs, timepoint, organ, centre, diameter, params))
     return check_spleen_above_liver(regions)
+
+
+def focal_uptake(pet_suv: sitk.Image, tissue: np.ndarray) -> np.ndarray:
+    """Bool (z, y, x) mask of the voxels of ``tissue`` whose 1 mL sphere mean SUV exceeds the tissue's median 1 mL
+    mean by more than :data:`FOCAL_UPTAKE_SD` robust SDs (module docstring); none when the tissue is empty or
+    uniform."""
+    focal = np.zeros(tissue.shape, bool)
+    voxels = np.nonzero(tissue)
+    if voxels[0].size < 2:
+        return focal
+    means = sphere_means(sitk.GetArrayViewFromImage(pet_suv), voxels, pet_suv.GetSpacing())
+    median = float(np.median(means))
+    spread = MAD_TO_SD * float(np.median(np.abs(means - median)))
+    if spread > 0:
+        focal[voxels] = means > median + FOCAL_UPTAKE_SD * spread
+    return focal
 
 
 def _deepest_point(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[tuple[int, ...], float]:
