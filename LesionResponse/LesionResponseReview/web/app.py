@@ -120,6 +120,7 @@ class ReviewApp(TrameApp):
         with SinglePageWithDrawerLayout(self.server, full_height=True) as layout:
             self.ui = layout
             layout.title.set_text(f"Review {self.context.nodes.analysis.patient_id}")
+            layout.title.style = "flex: 0 0 auto;"  # the toolbar's buttons shrink before the patient's name does
             with layout.toolbar:
                 v3.VSpacer()
                 build_toolbar(self.server, self.views.zoom, self.views.reset)
