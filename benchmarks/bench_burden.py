@@ -15,10 +15,10 @@ registration ``auto``, prior-guided search - or with the true lesion masks, ``--
    ≥ 95 % right.
 4. CPU time of the organs, reference regions and sites per time point (``time.process_time``, one thread).
 
-Seeds: 4460-4462 and 4480-4485 development (the rules were written and changed while looking at them); 4600-4605
+Seeds: 4460-4462, 4480-4485 and 4600-4605 development (the rules were written and changed while looking at them); 4620-4625
 strictly held out (generated and analysed with ``--prepare`` before the rules were final, evaluated once after).
 
-Run: ``nice -n 5 .venv/bin/python benchmarks/bench_burden.py --seeds 4600-4605 --timepoints 3 --work DIR`` (phantom options:
+Run: ``nice -n 5 .venv/bin/python benchmarks/bench_burden.py --seeds 4620-4625 --timepoints 3 --work DIR`` (phantom options:
 ``--near-organs 0.3``, ``--small-lesions``, ...; ``--truth-masks``; ``--reuse``: evaluate the analyses already in
 DIR, the organs, reference regions and sites recomputed by this checkout).
 """
