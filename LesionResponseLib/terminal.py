@@ -29,7 +29,7 @@ def print_error(error: BaseException | str, *, warning: bool = False) -> None:
 
 def signed_percent(value: float) -> str:
     """A change in percent, rounded to a whole number with its sign (``+32 %``, ``-12 %``); ``±0 %`` for one that
-    rounds to nothing (no ``-0 %``). Shared by the terminal summaries and the report's plots."""
+    rounds to nothing (no ``-0 %``). Shared by the terminal summaries and the report's plots and tables."""
     shown = round(value)
     return f"{shown:+d} %" if shown else "±0 %"
 

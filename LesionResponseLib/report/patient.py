@@ -27,6 +27,7 @@ from LesionResponseLib.report.data import (
     load_suv,
 )
 from LesionResponseLib.segmentation.anatomy import NOT_SEARCHED_INTRACRANIAL
+from LesionResponseLib.terminal import signed_percent
 
 TEMPLATES = Path(__file__).parent / "templates"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -74,7 +75,7 @@ def _burden_rows(data: ReportData) -> list[dict[str, Any]]:
     from LesionResponseLib.analysis.burden import burden_rows
 
     def change(value: float | None) -> str:
-        return "" if value is None else f" ({value:+.0f} %)"
+        return "" if value is None else f" ({signed_percent(value)})"
 
     return [{"tp": r["timepoint"], "site": r["site"], "n": r["n_rois"],
              "n_change": f" ({r['n_rois_change']:+d})" if r["timepoint"] else "",

@@ -274,7 +274,17 @@ def test_burden_error_parts_add_up_and_put_a_rejected_lesion_into_missed(reviewe
     assert parts[1]["suv_total_missed_pct"] == pytest.approx(0.0, abs=1e-9)  # nothing rejected at time point 1
 
 
-def test_changes_are_printed_with_their_sign_and_never_as_minus_zero():
+def test_changes_are_printed_with_their_sign_and_never_as_minus_zero(monkeypatch):
     from LesionResponseLib.terminal import signed_percent
 
     assert [signed_percent(v) for v in (-0.3, 0.4, 31.6, -12.4, -100.0)] == ["±0 %", "±0 %", "+32 %", "-12 %", "-100 %"]
+    from LesionResponseLib.analysis import burden
+    from LesionResponseLib.report import patient
+
+    rows = [{"timepoint": k, "site": "all", "n_rois": 3, "n_rois_change": 0, "volume_ml": 10.0, "suv_total": 50.0,
+             "suv_total_pvc": 70.0, "volume_ml_change_pct": -0.2 * k, "suv_total_change_pct": 31.6,
+             "suv_total_pvc_change_pct": -12.4} for k in (0, 1)]
+    monkeypatch.setattr(burden, "burden_rows", lambda analysis: rows)  # the report's table formats these
+    formatted = patient._burden_rows(type("Data", (), {"analysis": None})())
+    assert [(r["volume"], r["total"], r["total_pvc"]) for r in formatted] == [
+        ("10.0", "50.0", "70.0"), ("10.0 (±0 %)", "50.0 (+32 %)", "70.0 (-12 %)")]

@@ -10,6 +10,7 @@ from typing import Any
 from trame_server import Server
 
 from LesionResponseLib.datamodel import REFERENCE_ORGANS
+from LesionResponseLib.terminal import signed_percent
 from LesionResponseReview import mrml
 from LesionResponseReview.web.context import ReviewContext
 from LesionResponseReview.web.logic.base import FeatureLogic
@@ -75,7 +76,7 @@ def burden_cells(analysis: Any, timepoint: int) -> dict[str, str]:
     overall = next(r for r in rows if r["site"] == "all")
 
     def change(key: str) -> str:
-        return "" if timepoint == 0 or overall[key] is None else f" ({overall[key]:+.0f} % vs T0)"
+        return "" if timepoint == 0 or overall[key] is None else f" ({signed_percent(overall[key])} vs T0)"
 
     return {"tumour_volume": f"{overall['volume_ml']:.1f} mL{change('volume_ml_change_pct')}",
             "total_uptake": f"{overall['suv_total_pvc']:.0f} SUV·mL PV-corrected{change('suv_total_pvc_change_pct')}",
