@@ -43,7 +43,9 @@ class FileSources:
 def list_files(root: str | Path, *, unpack_dir: str | Path | None = None) -> FileSources:
     """Every file to read under ``root`` (module docstring); ``unpack_dir`` receives unpacked archives."""
     sources = FileSources()
-    _Walker(sources, Path(unpack_dir) if unpack_dir else DEFAULT_UNPACK_DIR).take(Path(root))
+    # absolute (links kept as named): analysis.json records these paths, and an export from another working
+    # directory must still find the source PET
+    _Walker(sources, Path(unpack_dir) if unpack_dir else DEFAULT_UNPACK_DIR).take(Path(root).absolute())
     return sources
 
 

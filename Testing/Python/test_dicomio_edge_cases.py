@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +234,13 @@ def test_sul_uses_janmahasatian_lean_body_mass(tmp_path):
     bmi = 80 / 1.8**2
     lbm = 9270 * 80 / (8780 + 244 * bmi)
     assert info.sul_factor == pytest.approx(info.suv_factor * lbm / 80, rel=1e-6)
+
+
+def test_a_relative_input_records_absolute_files_that_load_from_another_directory(tmp_path, monkeypatch):
+    """analysis.json keeps ``pet_files``; the export re-reads them, maybe from another working directory."""
+    write_series(tmp_path / "patient" / "pet", weight=82.5, dose_bq=171e6)
+    monkeypatch.chdir(tmp_path)
+    info = _factor("patient")
+    assert info.pet_files and all(Path(p).is_absolute() for p in info.pet_files), info.pet_files[:2]
+    monkeypatch.chdir(tmp_path / "patient")
+    assert load_timepoint(info).pet_suv.GetSize()[2] == len(info.pet_files)
