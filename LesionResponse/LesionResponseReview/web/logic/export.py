@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from trame_server import Server
@@ -59,6 +60,12 @@ class ExportLogic(FeatureLogic[ExportState]):
         except (LesionResponseError, OSError) as error:
             with self.state:
                 self.data.busy, self.data.error, self.data.message = False, str(error), ""
+            return
+        except Exception as error:  # a defect: say so rather than leave the button spinning (a task's error is silent)
+            logging.getLogger(__name__).exception("export failed")
+            with self.state:
+                self.data.busy, self.data.message = False, ""
+                self.data.error = f"Export failed ({type(error).__name__}: {error}); the server log has the details."
             return
         finally:
             self.context.busy = ""
