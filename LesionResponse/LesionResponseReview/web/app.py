@@ -140,9 +140,9 @@ class ReviewApp(TrameApp):
                     with v3.VWindowItem(value="mip", transition=False, reverse_transition=False):
                         build_overview(self.server)
                     with v3.VWindowItem(value="info", transition=False, reverse_transition=False):
-                        build_timepoints(self.server)
+                        build_export(self.server, self.export.export)  # first: its outcome stays in sight
                         v3.VDivider()
-                        build_export(self.server, self.export.export)
+                        build_timepoints(self.server)
                     with v3.VWindowItem(value="settings", transition=False, reverse_transition=False):
                         build_settings(self.server, self.settings.set_value, self.settings.rerun,
                                        self.settings.cancel)
