@@ -88,7 +88,8 @@ def build_track_table(server: Server, n_followups: int) -> None:
             html.Span("{{ item.not_model }}", classes="text-caption text-amber",
                       raw_attrs=[":data-testid=\"'not-model-' + item.track_id\""])
         with v3.Template(raw_attrs=['v-slot:item.reasons="{ item }"']):
-            html.Span("{{ item.reasons.split('; ')[0] }}", classes="text-caption",
+            # one line: a wrapped reason made its row three lines tall, off-screen to the right of the table
+            html.Span("{{ item.reasons.split('; ')[0] }}", classes="text-caption", style="white-space: nowrap;",
                       raw_attrs=[":title=\"item.reasons\"", ":data-testid=\"'reasons-' + item.track_id\""])
     # N / P (or arrow down / up) outside text fields: next / previous track of the table; U: next unreviewed track
     # of the review queue; R: mark the selected track reviewed; Escape: no selection
