@@ -38,6 +38,17 @@ def ball(spacing_zyx: tuple[float, float, float], radius_mm: float) -> np.ndarra
     return sum((g * s) ** 2 for g, s in zip(grids, spacing_zyx, strict=True)) <= radius_mm**2 + 1e-6
 
 
+#: The median absolute deviation × this is the SD of Gaussian values (a robust SD).
+MAD_TO_SD = 1.4826
+
+
+def robust_median_sd(values: np.ndarray) -> tuple[float, float]:
+    """(median, robust SD = 1.4826 × median absolute deviation) of ``values``: the SD of the bulk of the values,
+    not pulled up by the few outliers (a lesion's voxels among background, an organ's rim)."""
+    median = float(np.median(values))
+    return median, MAD_TO_SD * float(np.median(np.abs(values - median)))
+
+
 #: HU outside a CT's field of view: air.
 AIR_HU = -1000.0
 

@@ -75,6 +75,11 @@ def _same_grid(suv_image: sitk.Image, labels: sitk.Image) -> None:
                                  fix="Re-run the analysis; labels are written on the PET grid."))
 
 
+def _free(label_array: np.ndarray, keep_label: int) -> np.ndarray:
+    """Voxels a reader-made mask may take: no ROI's, or ROI ``keep_label``'s (the one being redrawn; 0: none)."""
+    return (label_array == 0) | (label_array == keep_label) if keep_label else label_array == 0
+
+
 def _index_of(suv_image: sitk.Image, point_lps: Sequence[float]) -> tuple[int, int, int]:
     """(z, y, x) voxel holding ``point_lps`` (MaskError outside the PET)."""
     zyx = suv_image.TransformPhysicalPointToIndex(tuple(float(c) for c in point_lps))[::-1]
@@ -107,7 +112,7 @@ def paint(suv_image: sitk.Image, labels: sitk.Image, centre_lps: Sequence[float]
         [b.stop - b.start for b in box])
     suv = sitk.GetArrayViewFromImage(suv_image)[box]
     label_array = sitk.GetArrayViewFromImage(labels)[box]
-    inside &= (label_array == 0) | (label_array == keep_label) if keep_label else label_array == 0
+    inside &= _free(label_array, keep_label)
     if min_suv is not None:
         inside &= suv >= min_suv
     if not inside.any():
@@ -134,7 +139,7 @@ def grow(suv_image: sitk.Image, labels: sitk.Image, seed_lps: Sequence[float], *
     suv = sitk.GetArrayViewFromImage(suv_image)
     label_array = sitk.GetArrayViewFromImage(labels)
     zyx = _index_of(suv_image, seed_lps)
-    free = (label_array == 0) | (label_array == keep_label) if keep_label else label_array == 0
+    free = _free(label_array, keep_label)
     spacing = suv_image.GetSpacing()
     seed = hottest_near(suv, spacing, zyx, SEARCH_RADIUS_MM, free)
     suv_max = float(suv[seed])

@@ -9,10 +9,11 @@ mean SUV in a 1 mL sphere (the SUVpeak kernel) exceeds the organ's median 1 mL m
 lesion the segmentation missed, whose blurred uptake stays inside the organ's uptake band (a 0.6 mL lesion of
 2.6 × the liver's uptake raises a 1 mL mean by ~50 %, 5-6 SDs, and would add ~5 % to a sphere around it).
 The sphere's centre is the voxel of normal tissue farthest from anything else (lesion-ROI, focal uptake, organ
-edge, vessel or lesion outside the liver's uptake band: the organ's holes): the deepest point. It is placed only when that depth is at least the sphere's radius plus a
-margin of :data:`~LesionResponseLib.analysis.quantify.PVC_INNER_FWHM` × the PET's FWHM (1.5 FWHM: beyond it less
-than 0.1 % of a lesion's or of the organ edge's spill-over is left), so neither a lesion's spill-out nor the
-edge's partial volume reaches the sphere. Otherwise - a liver full of lesions, no spleen (splenectomy, outside the
+edge, vessel or lesion outside the liver's uptake band: the organ's holes): the deepest point. It is placed only
+when that depth is at least the sphere's radius plus a margin of
+:data:`~LesionResponseLib.analysis.quantify.PVC_INNER_FWHM` × the PET's FWHM (1.5 FWHM: beyond it less than 0.1 %
+of a lesion's or of the organ edge's spill-over is left), so neither a lesion's spill-out nor the edge's partial
+volume reaches the sphere. Otherwise - a liver full of lesions, no spleen (splenectomy, outside the
 field of view) - nothing is placed and the region says why (``ReferenceRegion.warnings``); the ratios to it are
 then empty, never computed on tumour.
 
@@ -41,6 +42,7 @@ from scipy import ndimage
 from LesionResponseLib.analysis.quantify import PVC_INNER_FWHM, sphere_means
 from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.datamodel import ReferenceRegion
+from LesionResponseLib.imaging import robust_median_sd
 from LesionResponseLib.segmentation.organs import Organs, axis_mm
 
 #: Share of a reference sphere's voxels that must lie inside the organ found on PET/CT (a reader's sphere
@@ -50,8 +52,6 @@ MIN_ORGAN_SHARE = 0.9
 #: exceeds 4 SDs of a Gaussian once in ~30,000 independent spheres (a liver holds ~1,500 1 mL spheres), so the rule
 #: keeps out hardly any normal tissue; a missed lesion adding 2-3 SUV·mL to the liver exceeds it.
 FOCAL_UPTAKE_SD = 4.0
-#: The robust SD is 1.4826 × the median absolute deviation (= the SD for Gaussian values).
-MAD_TO_SD = 1.4826
 
 
 def margin_mm(params: AnalysisParameters) -> float:
@@ -103,8 +103,7 @@ def focal_uptake(pet_suv: sitk.Image, tissue: np.ndarray) -> np.ndarray:
     if voxels[0].size < 2:
         return focal
     means = sphere_means(sitk.GetArrayViewFromImage(pet_suv), voxels, pet_suv.GetSpacing())
-    median = float(np.median(means))
-    spread = MAD_TO_SD * float(np.median(np.abs(means - median)))
+    median, spread = robust_median_sd(means)
     if spread > 0:
         focal[voxels] = means > median + FOCAL_UPTAKE_SD * spread
     return focal

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from LesionResponseLib.imaging import robust_median_sd
+
 
 @dataclass
 class ScanMetrics:
@@ -129,6 +131,6 @@ def expected_peak_cnr(suv: np.ndarray, label_map: np.ndarray, labels: list[int],
     values = suv[box][shell]
     if values.size == 0:
         return 0.0
-    background = float(np.median(values))
-    noise = max(1.4826 * float(np.median(np.abs(values - background))), 1e-3)
+    background, noise = robust_median_sd(values)
+    noise = max(noise, 1e-3)
     return sphere_recovery(volume_ml, recon_fwhm_mm) * (true_suv_max - background) / noise

@@ -74,7 +74,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.stats import norm
 
-from LesionResponseLib.imaging import ball
+from LesionResponseLib.imaging import ball, robust_median_sd
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 #: Per-search false-alarm probability (see the module docstring for the per-scan budget).
@@ -178,8 +178,7 @@ def search_known_location(pet_suv: sitk.Image, region: np.ndarray, psf_fwhm_mm: 
         return not_searched("search region lies within other lesion-ROIs")
     if int(shell.sum()) < MIN_BACKGROUND_VOXELS:
         return not_searched(f"only {int(shell.sum())} background voxels around the region")
-    background = float(np.median(filtered[shell]))
-    noise = 1.4826 * float(np.median(np.abs(filtered[shell] - background)))
+    background, noise = robust_median_sd(filtered[shell])
     smoothness = max(fwhm, _smoothness_fwhm(filtered, shell, spacing))
     volume_mm3 = float(searched.sum()) * float(np.prod(spacing))
     n_resels = volume_mm3 / smoothness**3
@@ -290,14 +289,14 @@ def rft_threshold(volume_mm3: float, smoothness_fwhm_mm: float, false_alarm: flo
 def _smoothness_fwhm(filtered: np.ndarray, shell: np.ndarray, spacing: np.ndarray) -> float:
     """FWHM (mm) of the filtered noise field from the variance of its finite differences in ``shell``."""
     values = filtered[shell]
-    variance = (1.4826 * np.median(np.abs(values - np.median(values)))) ** 2
+    variance = robust_median_sd(values)[1] ** 2
     widths = []
     for axis, step in enumerate(spacing):
         pair = np.take(shell, range(1, shell.shape[axis]), axis) & np.take(shell, range(shell.shape[axis] - 1), axis)
         diff = (np.diff(filtered, axis=axis) / step)[pair]
         if diff.size < MIN_BACKGROUND_VOXELS or variance <= 0:
             continue
-        gradient_variance = (1.4826 * np.median(np.abs(diff - np.median(diff)))) ** 2
+        gradient_variance = robust_median_sd(diff)[1] ** 2
         if gradient_variance > 0:
             widths.append(math.sqrt(4.0 * math.log(2.0) * variance / gradient_variance))
     return float(np.exp(np.mean(np.log(widths)))) if widths else 0.0

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from LesionResponseLib.imaging import robust_median_sd
+
 
 def liver_reference(pet_suv: sitk.Image, liver_band: tuple[float, float] = (2.0, 12.0),
                     smoothing_mm: float = 8.0) -> tuple[float, float]:
@@ -28,9 +30,7 @@ def liver_reference(pet_suv: sitk.Image, liver_band: tuple[float, float] = (2.0,
         return 5.0, 1.0  # median DOTATATE liver SUVmean (docs/DOMAIN.md §5) when nothing resembles a liver
     counts = np.bincount(labels.ravel())
     counts[0] = 0
-    values = sitk.GetArrayFromImage(pet_suv)[labels == counts.argmax()]
-    median = float(np.median(values))
-    return median, float(1.4826 * np.median(np.abs(values - median)))
+    return robust_median_sd(sitk.GetArrayFromImage(pet_suv)[labels == counts.argmax()])
 
 
 def threshold_mask(pet_suv: sitk.Image, organs: sitk.Image | None = None, liver_suv: float | None = None,
