@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import statistics
 
 import numpy as np
 import pandas as pd
@@ -288,3 +289,29 @@ def test_changes_are_printed_with_their_sign_and_never_as_minus_zero(monkeypatch
     formatted = patient._burden_rows(type("Data", (), {"analysis": None})())
     assert [(r["volume"], r["total"], r["total_pvc"]) for r in formatted] == [
         ("10.0", "50.0", "70.0"), ("10.0 (±0 %)", "50.0 (+32 %)", "70.0 (-12 %)")]
+
+
+def test_single_lesion_errors_leave_out_merged_lesions_and_show_the_true_masks_blur_loss(reviewed_output):
+    from LesionResponseLib.analysis import load_analysis
+    from LesionResponseLib.analysis.truth import Reference, single_lesion_errors
+
+    phantom, out = reviewed_output
+    analysis = load_analysis(out)
+    truth = Reference.from_phantom(phantom).truth
+    rows = single_lesion_errors(analysis, out, phantom, min_volume_ml=2.0)
+    assert rows, "the slab has lesions of 2 mL and more"
+    for row in rows:
+        entry = next(le for le in truth["lesions"] if le["lesion_id"] == row["lesion_id"])["timepoints"][
+            str(row["timepoint"])]
+        shared = [le for le in truth["lesions"] if le["timepoints"][str(row["timepoint"])]["present"]
+                  and set(le["timepoints"][str(row["timepoint"])]["labels"]) & set(entry["labels"])]
+        assert len(shared) == 1, "a lesion sharing its ROI with another (merged) is left out"
+        assert row["true_volume_ml"] == pytest.approx(entry["volume_ml"]) and row["true_volume_ml"] >= 2.0
+        rois = [r for r in analysis.rois if r.timepoint == row["timepoint"] and r.label in entry["labels"]]
+        assert row["suv_total_pvc_error_pct"] == pytest.approx(
+            100.0 * (sum(r.suv_total_pvc for r in rois) / entry["suv_total"] - 1.0))
+        assert row["volume_error_pct"] == pytest.approx(100.0 * (sum(r.volume_ml for r in rois) / entry["volume_ml"] - 1.0))
+    # the true masks as ROIs: SUVmean x volume loses the blur's spill-out (every lesion), the correction gives it back
+    assert max(r["suv_total_error_pct"] for r in rows) < -10.0
+    assert statistics.median(abs(r["suv_total_pvc_error_pct"]) for r in rows) < 0.25 * statistics.median(
+        abs(r["suv_total_error_pct"]) for r in rows)
