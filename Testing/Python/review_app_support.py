@@ -303,4 +303,5 @@ def save_screenshot(page, name: str) -> None:
     if os.environ.get("LESION_RESPONSE_WRITE_SCREENSHOTS") == "1":
         folder = REPO / "docs" / "images"
         folder.mkdir(parents=True, exist_ok=True)
+        page.wait_for_timeout(600)  # the tabs' underline and ripples animate for ~0.3 s after a click
         page.screenshot(path=str(folder / f"review-app-{name}.png"))

@@ -315,6 +315,10 @@ def test_ui_site_and_reference_region_match_the_cli(folders):
         ui(page, a, "undo")
         cli(b, "undo")
         assert_same_outputs(a, b)
+    _tab(page, "info")
+    page.wait_for_function("![...document.querySelectorAll('[data-testid=timepoint-info]')][0].innerText"
+                           ".includes('reader)')", timeout=30_000)  # both edits undone: the automatic spheres
+    support.save_screenshot(page, "reference-regions")
 
 
 def test_export_from_the_app_writes_the_report_and_dicom_seg_sr(folders):

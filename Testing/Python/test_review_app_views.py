@@ -281,4 +281,3 @@ def test_the_settings_tab_shows_every_setting_and_the_rerun_command(app, tmp_pat
     dilation.press("Tab")
     page.wait_for_function("document.querySelector('[data-testid=settings-error]') !== null")
     assert "matching.dilation_mm = -1.0 is not allowed" in page.locator("[data-testid=settings-error]").inner_text()
-    support.save_screenshot(page, "settings")
