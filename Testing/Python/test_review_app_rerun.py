@@ -67,7 +67,6 @@ def test_rerun_from_settings_reuses_the_cache_and_keeps_the_review(make_phantom,
         assert not error.count(), error.inner_text()
         assert "re-run finished: 0 stage step(s) computed" in message.inner_text(), message.inner_text()
         assert "1 edit(s) re-applied" in message.inner_text()
-        support.save_screenshot(page, "settings-rerun")
 
         page.locator("[data-testid=tab-tracks]").click()
         for (track, k), category in sorted(expected.items()):  # the reloaded table, as the reader sees it
