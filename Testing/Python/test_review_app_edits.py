@@ -287,8 +287,13 @@ def test_ui_site_and_reference_region_match_the_cli(folders):
     gets the same edits (the app's clicked centre) and leaves the same folder; the time-point panel shows the
     reader's sphere."""
     a, b, page = folders
-    roi = _rois(a)[0]["roi_id"]
+    first = _rois(a)[0]
+    roi = first["roi_id"]
     _tab(page, "correct")
+    _fill(page, "roi-a", roi)  # the panel describes ROI A with each SUVtotal's SD (rois.csv)
+    expected = f"(PV-corrected {float(first['suv_total_pvc']):.1f} ± {float(first['suv_total_pvc_sd']):.1f})"
+    page.wait_for_function(f"document.querySelector('[data-testid=roi-info]').innerText.includes({expected!r})",
+                           timeout=15_000)
     page.locator("[data-testid=site]").click()
     page.get_by_role("option", name="lung", exact=True).click()
     record = ui(page, a, "set_site", roi_a=roi)

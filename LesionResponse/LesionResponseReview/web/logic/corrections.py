@@ -236,9 +236,16 @@ class CorrectionsLogic(FeatureLogic[CorrectionsState]):
             self.data.roi_info = f"no ROI {roi_id}"
             return
         name = mrml.roi_display(nodes, roi_id)[0]
-        corrected = "" if roi.suv_total_pvc is None else f" (PV-corrected {roi.suv_total_pvc:.1f})"
+        corrected = ("" if roi.suv_total_pvc is None
+                     else f" (PV-corrected {_with_sd(roi.suv_total_pvc, roi.suv_total_pvc_sd)})")
         self.data.roi_info = (f"{name}: {roi.volume_ml:.2f} mL, SUVmax {roi.suv_max:.1f}, SUVmean {roi.suv_mean:.1f}, "
-                              f"SUVtotal {roi.suv_total:.1f}{corrected}, {roi.status}; {_site_and_ratios(nodes, roi)}")
+                              f"SUVtotal {_with_sd(roi.suv_total, roi.suv_total_sd)}{corrected}, {roi.status}; "
+                              f"{_site_and_ratios(nodes, roi)}")
+
+
+def _with_sd(value: float, sd: float | None) -> str:
+    """``372.6 ± 41.0`` (SUV·mL): a measure with its SD, which a ROI holding only part of its lesion makes large."""
+    return f"{value:.1f}" if sd is None else f"{value:.1f} ± {sd:.1f}"
 
 
 class _Refused(LesionResponseError):
