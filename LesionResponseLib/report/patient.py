@@ -52,7 +52,7 @@ def _timepoint_rows(data: ReportData) -> list[dict[str, Any]]:
                      "activity": _fmt(None if t.injected_activity_bq is None else t.injected_activity_bq / 1e6),
                      "uptake": _fmt(None if t.uptake_time_s is None else t.uptake_time_s / 60),
                      "method": t.suv_method, "factor": f"{t.suv_factor:.4g}", "manufacturer": t.manufacturer or "–",
-                     "reference_time": t.suv_reference_time_source or "–", "normalisation": t.suv_normalisation or "–",
+                     "reference_time": t.suv_reference_time_source or "–", "normalisation": t.suv_normalisation or "",
                      "tracer": tracer_label(t), "geometry": "; ".join(t.geometry_notes) or "regular",
                      "n_rois": len(data.accepted_rois(t.index)),
                      "n_prior": sum(r.source == "prior-guided" for r in data.accepted_rois(t.index))})
