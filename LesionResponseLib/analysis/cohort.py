@@ -28,7 +28,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from LesionResponseLib.analysis.outputs import atomic_write_text
+from LesionResponseLib.analysis.outputs import CSV_DIGITS, atomic_write_text
 from LesionResponseLib.analysis.response import track_pattern
 from LesionResponseLib.config import AnalysisParameters
 from LesionResponseLib.datamodel import Analysis, TrackResponse
@@ -71,10 +71,14 @@ def _burden_columns(by_tp: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
         after = last.get(site, empty)[measure]
         return None if before is None or after is None or before <= 0 else round(100.0 * (after - before) / before, 1)
 
+    def value(sums: dict[str, dict[str, float]], measure: str) -> float | None:
+        found = sums.get("all", empty)[measure]
+        return round(found, CSV_DIGITS) if isinstance(found, float) else found  # counts stay integers
+
     columns: dict[str, Any] = {}
     for measure in BURDEN_MEASURES:
-        columns[f"burden_{measure}_t0"] = first.get("all", empty)[measure]
-        columns[f"burden_{measure}_last"] = last.get("all", empty)[measure]
+        columns[f"burden_{measure}_t0"] = value(first, measure)
+        columns[f"burden_{measure}_last"] = value(last, measure)
         columns[f"burden_{measure}_change_pct"] = change("all", measure)
     for site in sorted((set(first) | set(last)) - {"all"}):
         columns[f"burden_volume_ml_change_pct_{site}"] = change(site, "volume_ml")

@@ -109,7 +109,11 @@ def _csv(columns: list[str], rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _num(value: float | None, digits: int = 4) -> str:
+#: Decimals of the measures written to the CSV files (SUV, mL, SUV·mL: far below their uncertainty).
+CSV_DIGITS = 4
+
+
+def _num(value: float | None, digits: int = CSV_DIGITS) -> str:
     return "" if value is None else repr(round(float(value), digits))
 
 

@@ -10,6 +10,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from LesionResponseLib.datamodel import Analysis
 from LesionResponseLib.report.data import CATEGORY_COLOURS, FOLLOW_UP_CATEGORIES, load_analysis_folder
 
@@ -21,11 +23,14 @@ def _fmt(value: Any, unit: str = "") -> str:
 
 
 def _cell(value: Any) -> Any:
-    """Table cell: None for missing, integral floats (counts next to a missing value) as int."""
+    """Table cell: None for missing, yes / no, integral floats (counts next to a missing value) as int, other
+    numbers to one decimal (mL, SUV·mL, %; the CSV keeps them whole)."""
     if value is None or (isinstance(value, float) and value != value):
         return None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else f"{value:.1f}"
     return value
 
 
