@@ -161,20 +161,17 @@ def summary(all_figures: dict[int, dict]) -> None:
             print(f"  {organ}: error mean {statistics.mean(errors):+.2f} %, range {min(errors):+.1f} to "
                   f"{max(errors):+.1f} % over {len(errors)}")
     burden = [b for f in all_figures.values() for b in f["burden"] if b["true_suv_total"] > 0]
-    for key in ("volume_error_pct", "suv_total_error_pct", "suv_total_pvc_error_pct"):
-        values = [b[key] for b in burden]
-        within = sum(abs(v) <= 10.0 for v in values)
-        print(f"burden {key}: median {statistics.median(values):+.1f} %, |error| median "
-              f"{statistics.median(abs(v) for v in values):.1f} %, range {min(values):+.1f} to "
-              f"{max(values):+.1f} %, within 10 %: {within} of {len(values)} time points")
     lesions = [e for f in all_figures.values() for e in f["lesions"]]
-    for key in ("volume_error_pct", "suv_total_error_pct", "suv_total_pvc_error_pct"):
-        values = [e[key] for e in lesions]
-        if values:
-            within = sum(abs(v) <= 10.0 for v in values)
-            print(f"single lesions ≥ 2 mL (the stated error) {key}: median {statistics.median(values):+.1f} %, "
-                  f"|error| median {statistics.median(abs(v) for v in values):.1f} %, within 10 %: {within} of "
-                  f"{len(values)} ({100 * within / len(values):.0f} %)")
+    for rows, label, unit in ((burden, "burden", "time points"), (lesions, "single lesions ≥ 2 mL (the stated error)",
+                                                                  "lesion × scans")):
+        for key in ("volume_error_pct", "suv_total_error_pct", "suv_total_pvc_error_pct"):
+            values = [row[key] for row in rows]
+            if values:
+                within = sum(abs(v) <= 10.0 for v in values)
+                print(f"{label} {key}: median {statistics.median(values):+.1f} %, |error| median "
+                      f"{statistics.median(abs(v) for v in values):.1f} %, range {min(values):+.1f} to "
+                      f"{max(values):+.1f} %, within 10 %: {within} of {len(values)} {unit} "
+                      f"({100 * within / len(values):.0f} %)")
     parts = [p for f in all_figures.values() for p in f["burden_parts"] if p["suv_total_contour_pct"] is not None]
     for key in ("volume_contour_pct", "suv_total_contour_pct", "suv_total_pvc_contour_pct", "suv_total_missed_pct",
                 "suv_total_false_positive_pct", "suv_total_pvc_false_positive_pct"):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from LesionResponseLib.analysis.response import track_suv_totals
+from LesionResponseLib.analysis.response import roi_measure, track_suv_totals
 from LesionResponseLib.config import MEASURES
 from LesionResponseLib.datamodel import Analysis
 
@@ -475,7 +475,7 @@ def _matched_lesion(lesion: dict, k: int, labels: list[int], pred: np.ndarray, t
     parts = [rois[(k, label)] for label in labels]
     volume = sum(r.volume_ml for r in parts)
     total = sum(r.suv_total for r in parts)
-    corrected = sum(r.suv_total_pvc if r.suv_total_pvc is not None else r.suv_total for r in parts)
+    corrected = sum(roi_measure(r, "suv_total_pvc") for r in parts)
     reference_volume = float(entry["volume_ml"])
     return {"timepoint": k, "lesion_id": lesion["lesion_id"], "track_id": lesion["track_id"],
             "roi_ids": [r.roi_id for r in parts],
@@ -693,10 +693,7 @@ def single_lesion_errors(analysis: Analysis, analysis_dir: str | Path, phantom_d
     single-lesion accuracy the documentation states, to set beside the burden's (:func:`burden_agreement`). Merged
     lesions sharing ROIs are left out: their truth cannot be split between the ROIs."""
     matched = detection_figures(analysis, analysis_dir, phantom_dir)["matched"]
-    owners: dict[str, int] = {}
-    for m in matched:
-        for rid in m["roi_ids"]:
-            owners[rid] = owners.get(rid, 0) + 1
+    owners = Counter(rid for m in matched for rid in m["roi_ids"])
     rows = []
     for m in matched:
         reference, measured = m["reference"], m["measured"]
